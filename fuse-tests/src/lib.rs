@@ -1,0 +1,1 @@
+//! Fixtures for the FUSE tests: a private daemon per test, torn down on drop.

@@ -1,0 +1,1 @@
+//! `fvol daemon`: hosts the FUSE mounts and serves the API.

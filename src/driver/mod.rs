@@ -1,0 +1,55 @@
+//! Backends. A `Driver` validates its options, prepares and removes the backing store, and
+//! opens the filesystem that a FUSE session serves.
+pub mod local;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::fs::VolumeFs;
+use crate::volume::options::VolumeOptions;
+use crate::volume::{Usage, VolumeError, VolumeRecord};
+
+/// Where a driver may keep its files: `root/volumes/NAME/`.
+#[derive(Clone, Debug)]
+pub struct DriverContext {
+    pub root: PathBuf,
+}
+
+impl DriverContext {
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.root.join("volumes").join(name)
+    }
+}
+
+/// What a driver hands the core when a volume is activated.
+pub struct Activation {
+    pub fs: Arc<dyn VolumeFs>,
+    /// The usage the filesystem started from (rescanned or taken from the catalog).
+    pub usage: Usage,
+}
+
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The option keys this driver accepts, for validation and error messages.
+    fn option_keys(&self) -> &'static [&'static str];
+    /// Checks options beyond their syntax (paths, ranges). Changes nothing.
+    fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
+    /// Prepares the backing store. Returns true when fvol created it (and may delete it).
+    fn create(&self, ctx: &DriverContext, rec: &VolumeRecord, opts: &VolumeOptions)
+    -> Result<bool, VolumeError>;
+    /// Deletes what `create` made; never touches a store fvol did not create.
+    fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError>;
+    /// Opens the filesystem for serving. `stored` is the last persisted usage.
+    fn activate(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+        stored: Usage,
+    ) -> Result<Activation, VolumeError>;
+}
+
+/// All drivers this build knows, by name.
+pub fn registry() -> Vec<Arc<dyn Driver>> {
+    vec![Arc::new(local::LocalDriver)]
+}

@@ -1,0 +1,74 @@
+//! Filesystem cores. Each backend implements `VolumeFs`; the `fuse` module adapts any of them
+//! to the kernel. Nothing here knows fuser's types.
+pub mod error;
+pub mod passthrough;
+pub mod quota;
+pub mod types;
+
+pub use error::{FsError, FsResult};
+pub use types::*;
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// One mounted volume's filesystem. Node ids are stable for the life of the instance; id 1 is
+/// the root. Every method is called concurrently from several FUSE threads.
+pub trait VolumeFs: Send + Sync + 'static {
+    fn lookup(&self, caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry>;
+    fn forget(&self, ino: Ino, nlookup: u64);
+    fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr>;
+    fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr>;
+    fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>>;
+    fn mknod(&self, caller: &Caller, parent: Ino, name: &OsStr, mode: u32, rdev: u32)
+    -> FsResult<Entry>;
+    fn mkdir(&self, caller: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry>;
+    fn unlink(&self, caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()>;
+    fn rmdir(&self, caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()>;
+    fn symlink(&self, caller: &Caller, parent: Ino, name: &OsStr, target: &Path)
+    -> FsResult<Entry>;
+    fn rename(&self, req: &Rename<'_>) -> FsResult<()>;
+    fn link(&self, caller: &Caller, ino: Ino, new_parent: Ino, new_name: &OsStr)
+    -> FsResult<Entry>;
+    fn open(&self, caller: &Caller, ino: Ino, flags: i32) -> FsResult<Opened>;
+    fn create(
+        &self,
+        caller: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Entry, Opened)>;
+    fn read(&self, ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>>;
+    /// Writes what fits in the quota: a short count when only part fits, `NoSpace` when
+    /// nothing does.
+    fn write(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8], kill_suidgid: bool)
+    -> FsResult<u32>;
+    fn flush(&self, ino: Ino, fh: Fh) -> FsResult<()>;
+    fn release(&self, ino: Ino, fh: Fh) -> FsResult<()>;
+    fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
+    fn opendir(&self, caller: &Caller, ino: Ino) -> FsResult<Fh>;
+    /// Calls `add` for entries after `offset` until it returns false (reply buffer full).
+    fn readdir(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> FsResult<()>;
+    fn releasedir(&self, ino: Ino, fh: Fh) -> FsResult<()>;
+    fn fsyncdir(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
+    fn statfs(&self) -> FsResult<StatFs>;
+    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()>;
+    fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply>;
+    fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply>;
+    fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()>;
+    fn access(&self, caller: &Caller, ino: Ino, mask: i32) -> FsResult<()>;
+    fn fallocate(&self, ino: Ino, fh: Fh, offset: u64, length: u64, mode: i32) -> FsResult<()>;
+    fn lseek(&self, ino: Ino, fh: Fh, offset: i64, whence: i32) -> FsResult<i64>;
+    fn copy_file_range(&self, req: &CopyRange) -> FsResult<u32>;
+    /// Current usage, for inspect and for persisting.
+    fn usage(&self) -> UsageSnapshot;
+    /// Makes everything written so far durable (volume deactivation, daemon stop).
+    fn sync_all(&self) -> FsResult<()>;
+}

@@ -1,0 +1,1 @@
+//! The `local` backend: passthrough to a host directory by inode identity.

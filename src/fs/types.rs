@@ -1,0 +1,154 @@
+//! Plain data passed between the FUSE adapter and the filesystem cores.
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A node id as the kernel sees it. 1 is the root.
+pub type Ino = u64;
+/// An open file or directory handle.
+pub type Fh = u64;
+
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    /// From the `S_IFMT` bits of a mode.
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub kind: FileKind,
+    /// Permission bits, including setuid, setgid and sticky.
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub blksize: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub attr: Attr,
+    pub generation: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    Now,
+    At(SystemTime),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub ctime: Option<SystemTime>,
+    pub fh: Option<Fh>,
+}
+
+pub struct Rename<'a> {
+    pub caller: Caller,
+    pub parent: Ino,
+    pub name: &'a OsStr,
+    pub new_parent: Ino,
+    pub new_name: &'a OsStr,
+    /// `RENAME_NOREPLACE`, `RENAME_EXCHANGE`, `RENAME_WHITEOUT` bits.
+    pub flags: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CopyRange {
+    pub ino_in: Ino,
+    pub fh_in: Fh,
+    pub offset_in: u64,
+    pub ino_out: Ino,
+    pub fh_out: Fh,
+    pub offset_out: u64,
+    pub len: u64,
+    pub flags: u64,
+}
+
+/// An opened file. `passthrough` is set when the kernel may do reads straight on the backing
+/// file (read-only opens on a local volume); writes always come to the handler.
+pub struct Opened {
+    pub fh: Fh,
+    pub passthrough: Option<Arc<File>>,
+    pub direct_io: bool,
+    pub keep_cache: bool,
+}
+
+pub struct DirEntry {
+    pub ino: Ino,
+    /// Offset of the next entry: the kernel resumes readdir from it.
+    pub next_offset: u64,
+    pub kind: FileKind,
+    pub name: OsString,
+    /// Filled for readdirplus; a `Some` counts as a lookup of the node.
+    pub entry: Option<Entry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+pub enum XattrReply {
+    /// The size the value (or list) needs, when asked with size 0.
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageSnapshot {
+    pub bytes: u64,
+    pub inodes: u64,
+}

@@ -1,0 +1,1 @@
+//! The thin adapter from fuser to `fs::VolumeFs`.

@@ -1,0 +1,19 @@
+//! fvol: container volumes, each served as its own FUSE filesystem with a quota.
+//!
+//! Layers, top to bottom (PouchContainer's shape):
+//! - `cli`: the `fvol` command, a client of the daemon's unix socket.
+//! - `daemon`: hosts the mounts and serves the HTTP API on `ROOT/fvol.sock`.
+//! - `volume`: `VolumeManager` (the entry point) over `Core` (the logic).
+//! - `store`: the redb catalog of volumes, options, labels, mount references and usage.
+//! - `driver`: one `Driver` per backend; each opens a `fs::VolumeFs`.
+//! - `fs`: filesystem cores that never see FUSE types; `fuse` adapts them to fuser.
+//! - `sys`: the few raw system calls nix does not wrap.
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod driver;
+pub mod fs;
+pub mod fuse;
+pub mod store;
+pub mod sys;
+pub mod volume;

@@ -1,0 +1,1 @@
+//! The volume logic under `VolumeManager`: validation, driver dispatch, references, mounts.

@@ -1,0 +1,12 @@
+//! Volumes: the records kept in the catalog, the errors users see, and the manager API.
+pub mod core;
+pub mod error;
+pub mod manager;
+pub mod name;
+pub mod options;
+pub mod record;
+pub mod size;
+
+pub use error::VolumeError;
+pub use manager::VolumeManager;
+pub use record::{MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus};

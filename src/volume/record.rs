@@ -1,0 +1,73 @@
+//! What the catalog keeps per volume, and what `inspect` shows.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One volume as stored in the catalog. Usage is kept apart (see `Usage`) because it changes
+/// far more often than the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub driver: String,
+    /// The options exactly as the user gave them (validated at create).
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Who holds the volume mounted, keyed by reference id. The FUSE mount lives while this is
+    /// non-empty. Ids: `cli` (plain `fvol mount`), `cli:/abs/target` (`--target`), and
+    /// `plugin:<ID>` (Docker/Pouch Mount IDs).
+    pub mount_refs: BTreeMap<String, MountRef>,
+    /// True when fvol created the backing store and so may delete it on `rm`.
+    pub owns_backing: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRef {
+    pub kind: RefKind,
+    /// Where the volume is bind-mounted for this reference, if anywhere.
+    pub target: Option<PathBuf>,
+    pub since: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefKind {
+    Cli,
+    Plugin,
+}
+
+/// Space and inodes in use. `clean` is false from activation until a clean deactivation,
+/// so a crash leaves it false and the next activation rescans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+    pub clean: bool,
+}
+
+/// What `inspect`, `ls --format json` and the plugin's `Get` show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: PathBuf,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub scope: String,
+    pub status: VolumeStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeStatus {
+    pub size_limit: Option<u64>,
+    pub used_bytes: u64,
+    pub inode_limit: Option<u64>,
+    pub used_inodes: u64,
+    pub mounted: bool,
+    pub mount_refs: Vec<String>,
+}
