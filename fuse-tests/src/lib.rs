@@ -1,1 +1,27 @@
-//! Fixtures for the FUSE tests: a private daemon per test, torn down on drop.
+//! Fixtures for the FUSE tests. Every fixture tears down what it set up on drop, so a failing
+//! test leaves no stale mount or daemon behind.
+//!
+//! - `TestSession`: one filesystem core mounted directly (no daemon), for filesystem tests.
+//! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
+pub mod daemon;
+pub mod session;
+
+
+pub use session::{Backend, TestSession};
+
+/// Runs a command and returns its stdout, panicking with its stderr if it failed.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True when the process can mount FUSE filesystems (root and /dev/fuse).
+pub fn fuse_available() -> bool {
+    nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/fuse").exists()
+}

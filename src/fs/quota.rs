@@ -1,1 +1,245 @@
 //! Quota accounting shared by every backend.
+//!
+//! Invariant: `used + reserved <= limit` whenever a reservation is granted. Callers reserve
+//! the most an operation can allocate before doing it, apply the real change with `adjust`
+//! after, then drop the reservation. As long as an operation allocates no more than it
+//! reserved, usage never exceeds the limit, whatever the concurrency.
+use parking_lot::Mutex;
+
+use super::{FsError, FsResult, UsageSnapshot};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub bytes: Option<u64>,
+    pub inodes: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    used_bytes: u64,
+    used_inodes: u64,
+    reserved_bytes: u64,
+    reserved_inodes: u64,
+}
+
+#[derive(Debug)]
+pub struct Quota {
+    limits: Limits,
+    counters: Mutex<Counters>,
+}
+
+/// Space held for an operation in flight; released on drop.
+#[must_use]
+pub struct Reservation<'a> {
+    quota: &'a Quota,
+    bytes: u64,
+    inodes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut c = self.quota.counters.lock();
+        c.reserved_bytes -= self.bytes;
+        c.reserved_inodes -= self.inodes;
+    }
+}
+
+impl Quota {
+    pub fn new(limits: Limits, start: UsageSnapshot) -> Quota {
+        Quota {
+            limits,
+            counters: Mutex::new(Counters {
+                used_bytes: start.bytes,
+                used_inodes: start.inodes,
+                ..Counters::default()
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn usage(&self) -> UsageSnapshot {
+        let c = self.counters.lock();
+        UsageSnapshot {
+            bytes: c.used_bytes,
+            inodes: c.used_inodes,
+        }
+    }
+
+    /// Bytes that may still be reserved now (`u64::MAX` without a byte limit).
+    pub fn available_bytes(&self) -> u64 {
+        let c = self.counters.lock();
+        headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
+    }
+
+    /// Reserves exactly `bytes` and `inodes`, or fails with `NoSpace` and reserves nothing.
+    pub fn reserve(&self, bytes: u64, inodes: u64) -> FsResult<Reservation<'_>> {
+        let mut c = self.counters.lock();
+        if bytes > headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
+            || inodes > headroom(self.limits.inodes, c.used_inodes, c.reserved_inodes)
+        {
+            return Err(FsError::NoSpace);
+        }
+        c.reserved_bytes += bytes;
+        c.reserved_inodes += inodes;
+        Ok(Reservation {
+            quota: self,
+            bytes,
+            inodes,
+        })
+    }
+
+    /// Reserves for a write planned by `plan`, which is given the bytes available now.
+    /// Planning under the lock makes concurrent writers see each other's reservations.
+    pub fn reserve_write(
+        &self,
+        plan: impl FnOnce(u64) -> WritePlan,
+    ) -> FsResult<(WritePlan, Reservation<'_>)> {
+        let mut c = self.counters.lock();
+        let planned = plan(headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes));
+        if planned.len == 0 {
+            return Err(FsError::NoSpace);
+        }
+        c.reserved_bytes += planned.reserve;
+        Ok((
+            planned,
+            Reservation {
+                quota: self,
+                bytes: planned.reserve,
+                inodes: 0,
+            },
+        ))
+    }
+
+    /// Applies a real change in allocation (positive or negative).
+    pub fn adjust(&self, bytes: i64, inodes: i64) {
+        let mut c = self.counters.lock();
+        c.used_bytes = c.used_bytes.saturating_add_signed(bytes);
+        c.used_inodes = c.used_inodes.saturating_add_signed(inodes);
+    }
+}
+
+fn headroom(limit: Option<u64>, used: u64, reserved: u64) -> u64 {
+    match limit {
+        None => u64::MAX,
+        Some(limit) => limit.saturating_sub(used + reserved),
+    }
+}
+
+/// What part of a write goes ahead, and the bytes to reserve for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WritePlan {
+    pub len: u64,
+    pub reserve: u64,
+}
+
+/// Plans a write of `len` bytes at `offset` in a file whose allocation is known to cover
+/// `[offset, offset + allocated)` (0 when a hole or the end of file starts at `offset`).
+/// Every block the write touches past that region may need a new block of `block` bytes.
+/// When not all of it fits in `available`, the write is cut at a block boundary: a short
+/// write (`len` 0 means no room at all).
+pub fn plan_write(offset: u64, len: u64, allocated: u64, block: u64, available: u64) -> WritePlan {
+    let end = offset.saturating_add(len);
+    // First byte that may need a new block: the end of the allocated run, rounded up, but
+    // never before the block that holds `offset`.
+    let first_new = round_up(offset.saturating_add(allocated), block).max(round_down(offset, block));
+    let need = |end: u64| round_up(end, block).saturating_sub(first_new);
+    if need(end) <= available {
+        return WritePlan {
+            len,
+            reserve: need(end),
+        };
+    }
+    let reachable_end = first_new.saturating_add(round_down(available, block));
+    let fit = reachable_end.saturating_sub(offset).min(len);
+    WritePlan {
+        len: fit,
+        reserve: need(offset + fit).min(available),
+    }
+}
+
+/// Bytes a file needs to grow from `old_alloc_end` to `new_end` (extending truncate or
+/// fallocate): every block past the current allocation.
+pub fn growth_need(old_alloc_end: u64, new_end: u64, block: u64) -> u64 {
+    round_up(new_end, block).saturating_sub(round_up(old_alloc_end, block))
+}
+
+pub fn round_up(x: u64, block: u64) -> u64 {
+    x.div_ceil(block).saturating_mul(block)
+}
+
+pub fn round_down(x: u64, block: u64) -> u64 {
+    x / block * block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: u64 = 4096;
+
+    #[test]
+    fn append_that_fits_reserves_the_blocks_it_touches() {
+        assert_eq!(plan_write(0, 10, 0, B, 1 << 20), WritePlan { len: 10, reserve: B });
+        assert_eq!(
+            plan_write(B, 2 * B, 0, B, 1 << 20),
+            WritePlan { len: 2 * B, reserve: 2 * B }
+        );
+    }
+
+    #[test]
+    fn overwrite_inside_allocation_needs_nothing() {
+        assert_eq!(plan_write(100, 1000, 5000, B, 0), WritePlan { len: 1000, reserve: 0 });
+    }
+
+    #[test]
+    fn partial_tail_block_already_allocated() {
+        // File of 100 bytes: block 0 allocated. Writing 100..5000 needs only block 1.
+        assert_eq!(plan_write(100, 4900, 0, B, B), WritePlan { len: 4900, reserve: B });
+    }
+
+    #[test]
+    fn short_write_cuts_at_a_block_boundary() {
+        let p = plan_write(0, 10 * B, 0, B, 3 * B + 100);
+        assert_eq!(p, WritePlan { len: 3 * B, reserve: 3 * B });
+        let p = plan_write(10, 10 * B, 0, B, 2 * B);
+        assert_eq!(p, WritePlan { len: 2 * B - 10, reserve: 2 * B });
+    }
+
+    #[test]
+    fn no_room_gives_zero() {
+        assert_eq!(plan_write(0, 10, 0, B, B - 1).len, 0);
+        assert_eq!(plan_write(5 * B + 1, 10, 0, B, 0).len, 0);
+    }
+
+    #[test]
+    fn exact_fill_fits() {
+        assert_eq!(plan_write(0, 8 * B, 0, B, 8 * B), WritePlan { len: 8 * B, reserve: 8 * B });
+    }
+
+    #[test]
+    fn reservations_never_exceed_the_limit() {
+        let q = Quota::new(
+            Limits { bytes: Some(10 * B), inodes: Some(2) },
+            UsageSnapshot { bytes: B, inodes: 1 },
+        );
+        let a = q.reserve(5 * B, 1).unwrap();
+        assert_eq!(q.reserve(5 * B, 0).err(), Some(FsError::NoSpace));
+        assert_eq!(q.reserve(0, 1).err(), Some(FsError::NoSpace));
+        let (plan, b) = q.reserve_write(|avail| plan_write(0, 10 * B, 0, B, avail)).unwrap();
+        assert_eq!(plan.len, 4 * B);
+        drop((a, b));
+        assert_eq!(q.available_bytes(), 9 * B);
+        q.adjust(9 * B as i64, 0);
+        assert!(q.reserve_write(|avail| plan_write(0, 1, 0, B, avail)).is_err());
+    }
+
+    #[test]
+    fn growth() {
+        assert_eq!(growth_need(0, 1, B), B);
+        assert_eq!(growth_need(B, B + 1, B), B);
+        assert_eq!(growth_need(2 * B, B, B), 0);
+    }
+}

@@ -1,1 +1,8 @@
-//! The thin adapter from fuser to `fs::VolumeFs`.
+//! The thin adapter from fuser to `fs::VolumeFs`, and mounting.
+mod adapter;
+mod errno;
+mod session;
+
+pub use adapter::FuseAdapter;
+pub use errno::errno_of;
+pub use session::{MountedFs, detach_stale_mount, is_stale_mount, mount};

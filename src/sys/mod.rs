@@ -1,1 +1,13 @@
-//! Raw system calls that nix does not wrap. The only `unsafe` in the crate lives here.
+//! Raw system calls that nix does not wrap: directory reading with offsets, and extended
+//! attributes. Every `unsafe` block in the crate lives in this module (or in later FFI modules),
+//! each with its reason.
+pub mod dirent;
+pub mod xattr;
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `/proc/self/fd/N`: how O_PATH descriptors are reopened or used where a call needs a path.
+pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}

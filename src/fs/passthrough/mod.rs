@@ -1,1 +1,276 @@
 //! The `local` backend: passthrough to a host directory by inode identity.
+//!
+//! Every node holds an O_PATH descriptor of its host inode and every operation is an `*at()`
+//! call on such descriptors, so no absolute host path is ever built and a rename elsewhere
+//! cannot redirect an operation. Quota accounting follows the host's own allocation: after
+//! each change the touched inodes are re-read and the difference applied (see `account`).
+mod account;
+mod attr;
+mod dir;
+mod file;
+mod handles;
+mod inodes;
+mod namespace;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat, mknodat};
+use nix::sys::statvfs::fstatvfs;
+use nix::unistd::{symlinkat, syncfs};
+
+pub use account::scan;
+use attr::attr_of;
+use handles::{DirHandle, FileHandle, HandleTable};
+use inodes::InodeTable;
+
+use super::quota::{Limits, Quota};
+use super::*;
+
+pub struct PassthroughFs {
+    inodes: InodeTable,
+    files: HandleTable<FileHandle>,
+    dirs: HandleTable<DirHandle>,
+    quota: Quota,
+    /// Allocation unit of the host filesystem.
+    block: u64,
+    /// Let the kernel read read-only opens straight from the host file.
+    passthrough_reads: bool,
+}
+
+impl PassthroughFs {
+    /// Serves `root`. `usage` is where the quota starts; None rescans the tree.
+    pub fn new(root: &Path, limits: Limits, usage: Option<UsageSnapshot>) -> FsResult<Self> {
+        let fd = open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = fstat(&fd)?;
+        let block = fstatvfs(&fd)?.block_size().max(512);
+        let usage = match usage {
+            Some(u) => u,
+            None => scan(&fd)?,
+        };
+        Ok(PassthroughFs {
+            inodes: InodeTable::new(fd, &st),
+            files: HandleTable::default(),
+            dirs: HandleTable::default(),
+            quota: Quota::new(limits, usage),
+            block,
+            passthrough_reads: false,
+        })
+    }
+
+    /// Enables kernel passthrough for read-only opens (the FUSE adapter decides whether the
+    /// kernel supports it).
+    pub fn with_passthrough_reads(mut self, on: bool) -> Self {
+        self.passthrough_reads = on;
+        self
+    }
+}
+
+impl VolumeFs for PassthroughFs {
+    fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
+        let parent = self.inodes.get(parent)?;
+        Ok(self.lookup_entry(&parent, name)?.1)
+    }
+
+    fn forget(&self, ino: Ino, nlookup: u64) {
+        self.inodes.forget(ino, nlookup);
+    }
+
+    fn getattr(&self, ino: Ino, _fh: Option<Fh>) -> FsResult<Attr> {
+        let inode = self.inodes.get(ino)?;
+        Ok(attr_of(ino, &fstat(&inode.fd)?))
+    }
+
+    fn setattr(&self, _caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
+        self.do_setattr(ino, change)
+    }
+
+    fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        use std::os::unix::ffi::OsStringExt;
+        let inode = self.inodes.get(ino)?;
+        Ok(nix::fcntl::readlinkat(&inode.fd, "")?.into_vec())
+    }
+
+    fn mknod(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32, rdev: u32) -> FsResult<Entry> {
+        let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
+        let perm = Mode::from_bits_truncate(mode & 0o7777);
+        let make = |p: &inodes::Inode| Ok(mknodat(&p.fd, name, kind, perm, rdev.into())?);
+        Ok(self.create_node(c, parent, name, mode, 0, make)?.1)
+    }
+
+    fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
+        let perm = Mode::from_bits_truncate(mode & 0o7777);
+        let make = |p: &inodes::Inode| Ok(mkdirat(&p.fd, name, perm)?);
+        Ok(self.create_node(c, parent, name, mode, self.block, make)?.1)
+    }
+
+    fn unlink(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove_name(parent, name, false)
+    }
+
+    fn rmdir(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove_name(parent, name, true)
+    }
+
+    fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
+        let make = |p: &inodes::Inode| Ok(symlinkat(target, &p.fd, name)?);
+        Ok(self.create_node(c, parent, name, 0o777, self.block, make)?.1)
+    }
+
+    fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
+        self.do_rename(r.parent, r.name, r.new_parent, r.new_name, r.flags)
+    }
+
+    fn link(&self, _caller: &Caller, ino: Ino, new_parent: Ino, new_name: &OsStr) -> FsResult<Entry> {
+        self.do_link(ino, new_parent, new_name)
+    }
+
+    fn open(&self, _caller: &Caller, ino: Ino, flags: i32) -> FsResult<Opened> {
+        self.open_handle(self.inodes.get(ino)?, flags)
+    }
+
+    fn create(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Entry, Opened)> {
+        let perm = Mode::from_bits_truncate(mode & 0o7777);
+        let make = |p: &inodes::Inode| {
+            let excl = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+            Ok(openat(&p.fd, name, excl, perm).map(drop)?)
+        };
+        let (inode, entry) = match self.create_node(c, parent, name, mode, 0, make) {
+            Err(FsError::Os(nix::errno::Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
+                self.lookup_entry(&*self.inodes.get(parent)?, name)?
+            }
+            other => other?,
+        };
+        let opened = self.open_handle(inode, flags & !libc::O_TRUNC)?;
+        Ok((entry, opened))
+    }
+
+    fn read(&self, _ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.read_at(fh, offset, size)
+    }
+
+    fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], _kill: bool) -> FsResult<u32> {
+        self.write_at(fh, offset, data)
+    }
+
+    fn flush(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        self.files.get(fh).map(drop)
+    }
+
+    fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        self.close_handle(fh)
+    }
+
+    fn fsync(&self, _ino: Ino, fh: Fh, datasync: bool) -> FsResult<()> {
+        self.do_fsync(fh, datasync)
+    }
+
+    fn opendir(&self, _caller: &Caller, ino: Ino) -> FsResult<Fh> {
+        self.open_dir(ino)
+    }
+
+    fn readdir(
+        &self,
+        _ino: Ino,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        self.read_dir(fh, offset, plus, add)
+    }
+
+    fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        self.dirs.remove(fh).map(drop)
+    }
+
+    fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
+        let handle = self.dirs.get(fh)?;
+        Ok(nix::unistd::fsync(handle.dir.lock().as_fd())?)
+    }
+
+    fn statfs(&self) -> FsResult<StatFs> {
+        let host = fstatvfs(&self.inodes.get(ROOT_INO)?.fd)?;
+        let used = self.quota.usage();
+        let limits = self.quota.limits();
+        let (blocks, bfree, bavail) = match limits.bytes {
+            Some(limit) => {
+                let free = limit.saturating_sub(used.bytes) / self.block;
+                (limit / self.block, free, free)
+            }
+            None => {
+                let scale = |n: u64| n * host.fragment_size() / self.block;
+                (scale(host.blocks()), scale(host.blocks_free()), scale(host.blocks_available()))
+            }
+        };
+        let (files, ffree) = match limits.inodes {
+            Some(limit) => (limit, limit.saturating_sub(used.inodes)),
+            None => (host.files(), host.files_free()),
+        };
+        Ok(StatFs {
+            blocks,
+            bfree,
+            bavail,
+            files,
+            ffree,
+            bsize: self.block as u32,
+            namelen: host.name_max() as u32,
+            frsize: self.block as u32,
+        })
+    }
+
+    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.set_xattr(ino, name, value, flags)
+    }
+
+    fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {
+        self.get_xattr(ino, name, size)
+    }
+
+    fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
+        self.list_xattr(ino, size)
+    }
+
+    fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove_xattr(ino, name)
+    }
+
+    fn access(&self, _caller: &Caller, ino: Ino, _mask: i32) -> FsResult<()> {
+        // Mounted with default_permissions: the kernel checks modes before asking.
+        self.inodes.get(ino).map(drop)
+    }
+
+    fn fallocate(&self, _ino: Ino, fh: Fh, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.do_fallocate(fh, offset, length, mode)
+    }
+
+    fn lseek(&self, _ino: Ino, fh: Fh, offset: i64, whence: i32) -> FsResult<i64> {
+        self.do_lseek(fh, offset, whence)
+    }
+
+    fn copy_file_range(&self, req: &CopyRange) -> FsResult<u32> {
+        self.do_copy_file_range(req)
+    }
+
+    fn usage(&self) -> UsageSnapshot {
+        self.quota.usage()
+    }
+
+    fn sync_all(&self) -> FsResult<()> {
+        Ok(syncfs(&self.inodes.get(ROOT_INO)?.fd)?)
+    }
+}

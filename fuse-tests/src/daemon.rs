@@ -1,0 +1,1 @@
+//! A private fvol daemon, stopped on drop.

@@ -1,0 +1,68 @@
+//! A filesystem core mounted at a temporary directory, unmounted on drop.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fvol::fs::passthrough::PassthroughFs;
+use fvol::fs::quota::Limits;
+use fvol::fs::VolumeFs;
+use fvol::fuse::MountedFs;
+use tempfile::TempDir;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Local,
+}
+
+pub struct TestSession {
+    // Field order matters: unmount before the directories go away.
+    mounted: Option<MountedFs>,
+    pub fs: Arc<dyn VolumeFs>,
+    pub mountpoint: PathBuf,
+    pub backing: PathBuf,
+    _dir: TempDir,
+}
+
+impl TestSession {
+    pub fn new(backend: Backend, limits: Limits) -> TestSession {
+        let dir = tempfile::Builder::new().prefix("fvol-test-").tempdir().expect("tempdir");
+        let backing = dir.path().join("data");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&backing).unwrap();
+        std::fs::create_dir(&mountpoint).unwrap();
+        let fs: Arc<dyn VolumeFs> = match backend {
+            Backend::Local => Arc::new(PassthroughFs::new(&backing, limits, None).expect("open")),
+        };
+        let mounted = fvol::fuse::mount(fs.clone(), &mountpoint, "test", false).expect("mount");
+        TestSession {
+            mounted: Some(mounted),
+            fs,
+            mountpoint,
+            backing,
+            _dir: dir,
+        }
+    }
+
+    pub fn local(bytes: Option<u64>, inodes: Option<u64>) -> TestSession {
+        TestSession::new(Backend::Local, Limits { bytes, inodes })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mountpoint.join(rel)
+    }
+
+    pub fn mnt(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.fs.usage().bytes
+    }
+}
+
+impl Drop for TestSession {
+    fn drop(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            let _ = m.unmount();
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Keeping the quota's usage equal to the sum of allocated bytes of the volume's inodes, each
+//! counted once (as `du` does), and the inode count equal to the number of inodes.
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::fcntl::AtFlags;
+use std::collections::HashSet;
+
+use super::PassthroughFs;
+use super::inodes::{HostKey, Inode, allocated_bytes};
+use crate::fs::{FsResult, UsageSnapshot};
+use crate::sys::dirent;
+
+impl PassthroughFs {
+    /// Re-reads an inode's allocation and applies the difference to the quota. Returns the
+    /// fresh stat so callers need no second one.
+    pub(super) fn reaccount(&self, inode: &Inode) -> FsResult<FileStat> {
+        let mut accounted = inode.accounted.lock();
+        let st = fstat(&inode.fd)?;
+        if let Some(bytes) = accounted.as_mut() {
+            let now = allocated_bytes(&st);
+            self.quota.adjust(now as i64 - *bytes as i64, 0);
+            *bytes = now;
+        }
+        Ok(st)
+    }
+
+    /// Counts a newly created inode (its bytes and one inode).
+    pub(super) fn account_new(&self, inode: &Inode) {
+        if let Some(bytes) = *inode.accounted.lock() {
+            self.quota.adjust(bytes as i64, 1);
+        }
+    }
+
+    /// The last name of a host inode is gone. Its space comes back now, or at the last close
+    /// if it is still open.
+    pub(super) fn account_unlinked(&self, key: HostKey, st: &FileStat) {
+        let Some(inode) = self.inodes.peek_ino(key).and_then(|ino| self.inodes.get(ino).ok())
+        else {
+            self.quota.adjust(-(allocated_bytes(st) as i64), -1);
+            return;
+        };
+        if inode.open_files.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            self.uncount(&inode);
+        }
+    }
+
+    /// Called after the last handle of `inode` is closed.
+    pub(super) fn account_last_close(&self, inode: &Inode) {
+        if fstat(&inode.fd).is_ok_and(|st| st.st_nlink == 0) {
+            self.uncount(inode);
+        }
+    }
+
+    fn uncount(&self, inode: &Inode) {
+        if let Some(bytes) = inode.accounted.lock().take() {
+            self.quota.adjust(-(bytes as i64), -1);
+        }
+    }
+}
+
+/// Walks the tree under `root` and adds up allocated bytes and inodes, each host inode once.
+pub fn scan(root: &OwnedFd) -> FsResult<UsageSnapshot> {
+    let mut seen: HashSet<HostKey> = HashSet::new();
+    let mut total = UsageSnapshot::default();
+    let root_st = fstat(root)?;
+    seen.insert(Inode::key_of(&root_st));
+    total.bytes += allocated_bytes(&root_st);
+    total.inodes += 1;
+    let first = openat(root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    let mut stack = vec![first];
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some(dir) = stack.pop() {
+        loop {
+            let n = dirent::getdents64(dir.as_fd(), &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for entry in dirent::parse(&buf[..n]) {
+                if entry.name == "." || entry.name == ".." {
+                    continue;
+                }
+                let st = match fstatat(&dir, entry.name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if !seen.insert(Inode::key_of(&st)) {
+                    continue;
+                }
+                total.bytes += allocated_bytes(&st);
+                total.inodes += 1;
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    let sub = openat(
+                        &dir,
+                        entry.name,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                        Mode::empty(),
+                    )?;
+                    stack.push(sub);
+                }
+            }
+        }
+    }
+    Ok(total)
+}

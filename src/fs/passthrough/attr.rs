@@ -1,0 +1,102 @@
+//! Host stat to `Attr`, and setattr.
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::sys::stat::{FchmodatFlags, FileStat, Mode, UtimensatFlags, fchmod, fchmodat, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::fcntl::AtFlags;
+use nix::unistd::{Gid, Uid, fchownat};
+
+use super::PassthroughFs;
+use super::inodes::Inode;
+use crate::fs::{Attr, FileKind, FsResult, Ino, SetAttr, TimeSet};
+use crate::sys::proc_fd_path;
+
+pub fn attr_of(ino: Ino, st: &FileStat) -> Attr {
+    Attr {
+        ino,
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: system_time(st.st_atime, st.st_atime_nsec),
+        mtime: system_time(st.st_mtime, st.st_mtime_nsec),
+        ctime: system_time(st.st_ctime, st.st_ctime_nsec),
+        kind: FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+    }
+}
+
+fn system_time(secs: i64, nsecs: i64) -> SystemTime {
+    let nanos = Duration::from_nanos(nsecs as u64);
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+fn timespec(t: Option<TimeSet>) -> TimeSpec {
+    match t {
+        None => TimeSpec::UTIME_OMIT,
+        Some(TimeSet::Now) => TimeSpec::UTIME_NOW,
+        Some(TimeSet::At(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+                if n == 0 { TimeSpec::new(-s, 0) } else { TimeSpec::new(-s - 1, 1_000_000_000 - n) }
+            }
+        },
+    }
+}
+
+impl PassthroughFs {
+    pub(super) fn do_setattr(&self, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
+        let inode = self.inodes.get(ino)?;
+        let handle = change.fh.and_then(|fh| self.files.get(fh).ok());
+        let path = proc_fd_path(inode.fd.as_fd());
+        if let Some(mode) = change.mode {
+            let mode = Mode::from_bits_truncate(mode & 0o7777);
+            match &handle {
+                Some(h) => fchmod(h.file.as_fd(), mode)?,
+                None => fchmodat(AT_FDCWD, path.as_c_str(), mode, FchmodatFlags::FollowSymlink)?,
+            }
+        }
+        if change.uid.is_some() || change.gid.is_some() {
+            fchownat(
+                &inode.fd,
+                "",
+                change.uid.map(Uid::from_raw),
+                change.gid.map(Gid::from_raw),
+                AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(size) = change.size {
+            self.truncate(&inode, handle.as_ref().map(|h| &h.file), size)?;
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            let (atime, mtime) = (timespec(change.atime), timespec(change.mtime));
+            utimensat(AT_FDCWD, path.as_c_str(), &atime, &mtime, UtimensatFlags::FollowSymlink)?;
+        }
+        let st = nix::sys::stat::fstat(&inode.fd)?;
+        Ok(attr_of(ino, &st))
+    }
+
+    /// Shrinking gives space back. Extending makes a hole, which allocates nothing on the
+    /// host (as on ext4 and tmpfs), so it needs no reservation.
+    fn truncate(&self, inode: &Inode, file: Option<&Arc<File>>, size: u64) -> FsResult<()> {
+        match file {
+            Some(f) => f.set_len(size)?,
+            None => self.reopen(inode, OFlag::O_WRONLY)?.set_len(size)?,
+        }
+        self.reaccount(inode)?;
+        Ok(())
+    }
+}

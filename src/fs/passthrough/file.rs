@@ -1,0 +1,165 @@
+//! File data: open, read, write, allocation, seeking and copying, all within the quota.
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, FallocateFlags, OFlag, fallocate, openat};
+use nix::sys::stat::Mode;
+use nix::unistd::{Whence, lseek};
+
+use super::PassthroughFs;
+use super::handles::FileHandle;
+use super::inodes::Inode;
+use crate::fs::quota::{WritePlan, plan_write};
+use crate::fs::{CopyRange, Fh, FsError, FsResult, Opened};
+use crate::sys::proc_fd_path;
+
+/// Open flags the handler must not pass to the host: creation is done separately, the
+/// kernel resolves O_NOFOLLOW, and writes carry their own offsets (so no O_APPEND).
+const STRIPPED: OFlag = OFlag::O_CREAT
+    .union(OFlag::O_EXCL)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_APPEND);
+
+impl PassthroughFs {
+    /// Opens the host inode behind an O_PATH descriptor for I/O.
+    pub(super) fn reopen(&self, inode: &Inode, flags: OFlag) -> FsResult<File> {
+        let path = proc_fd_path(inode.fd.as_fd());
+        let flags = (flags - STRIPPED) | OFlag::O_CLOEXEC;
+        let fd = openat(AT_FDCWD, path.as_c_str(), flags, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+
+    pub(super) fn open_handle(&self, inode: Arc<Inode>, flags: i32) -> FsResult<Opened> {
+        let flags = OFlag::from_bits_truncate(flags);
+        let file = Arc::new(self.reopen(&inode, flags)?);
+        if flags.contains(OFlag::O_TRUNC) {
+            self.reaccount(&inode)?;
+        }
+        let read_only = flags & OFlag::O_ACCMODE == OFlag::O_RDONLY;
+        inode.open_files.fetch_add(1, Ordering::AcqRel);
+        let passthrough = (self.passthrough_reads && read_only).then(|| file.clone());
+        let fh = self.files.insert(FileHandle { file, inode });
+        Ok(Opened {
+            fh,
+            passthrough,
+            direct_io: false,
+            keep_cache: false,
+        })
+    }
+
+    pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {
+        let handle = self.files.remove(fh)?;
+        if handle.inode.open_files.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.account_last_close(&handle.inode);
+        }
+        Ok(())
+    }
+
+    pub(super) fn read_at(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let handle = self.files.get(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match handle.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Writes what the quota allows: all of `data`, a block-aligned prefix, or nothing
+    /// (`NoSpace`).
+    pub(super) fn write_at(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.files.get(fh)?;
+        let allocated = self.allocated_run(&handle.file, offset)?;
+        let (plan, _reservation) = self.quota.reserve_write(|available| {
+            plan_write(offset, data.len() as u64, allocated, self.block, available)
+        })?;
+        let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
+        self.reaccount(&handle.inode)?;
+        result?;
+        Ok(plan.len as u32)
+    }
+
+    /// Length of the allocated run starting at `offset` (0 in a hole or past the end).
+    fn allocated_run(&self, file: &File, offset: u64) -> FsResult<u64> {
+        if self.quota.limits().bytes.is_none() {
+            return Ok(0);
+        }
+        match lseek(file.as_fd(), offset as i64, Whence::SeekHole) {
+            Ok(hole) => Ok((hole as u64).saturating_sub(offset)),
+            Err(Errno::ENXIO) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn do_fallocate(&self, fh: Fh, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        let handle = self.files.get(fh)?;
+        let flags = FallocateFlags::from_bits(mode).ok_or(FsError::Invalid)?;
+        let frees = flags.contains(FallocateFlags::FALLOC_FL_PUNCH_HOLE)
+            || flags.contains(FallocateFlags::FALLOC_FL_COLLAPSE_RANGE);
+        let need = if frees {
+            0
+        } else {
+            let allocated = self.allocated_run(&handle.file, offset)?;
+            plan_write(offset, length, allocated, self.block, u64::MAX).reserve
+        };
+        let _reservation = self.quota.reserve(need, 0)?;
+        let result = fallocate(handle.file.as_fd(), flags, offset as i64, length as i64);
+        self.reaccount(&handle.inode)?;
+        Ok(result?)
+    }
+
+    pub(super) fn do_lseek(&self, fh: Fh, offset: i64, whence: i32) -> FsResult<i64> {
+        let handle = self.files.get(fh)?;
+        let whence = match whence {
+            libc::SEEK_SET => Whence::SeekSet,
+            libc::SEEK_CUR => Whence::SeekCur,
+            libc::SEEK_END => Whence::SeekEnd,
+            libc::SEEK_DATA => Whence::SeekData,
+            libc::SEEK_HOLE => Whence::SeekHole,
+            _ => return Err(FsError::Invalid),
+        };
+        Ok(lseek(handle.file.as_fd(), offset, whence)?)
+    }
+
+    /// Copies what the quota allows, like a write.
+    pub(super) fn do_copy_file_range(&self, req: &CopyRange) -> FsResult<u32> {
+        let from = self.files.get(req.fh_in)?;
+        let to = self.files.get(req.fh_out)?;
+        let allocated = self.allocated_run(&to.file, req.offset_out)?;
+        let len = req.len.min(u32::MAX as u64 & !(self.block - 1));
+        let (plan, _reservation): (WritePlan, _) = self.quota.reserve_write(|available| {
+            plan_write(req.offset_out, len, allocated, self.block, available)
+        })?;
+        let (mut off_in, mut off_out) = (req.offset_in as i64, req.offset_out as i64);
+        let result = nix::fcntl::copy_file_range(
+            from.file.as_fd(),
+            Some(&mut off_in),
+            to.file.as_fd(),
+            Some(&mut off_out),
+            plan.len as usize,
+        );
+        self.reaccount(&to.inode)?;
+        Ok(result? as u32)
+    }
+
+    pub(super) fn do_fsync(&self, fh: Fh, datasync: bool) -> FsResult<()> {
+        let handle = self.files.get(fh)?;
+        if datasync {
+            handle.file.sync_data()?;
+        } else {
+            handle.file.sync_all()?;
+        }
+        Ok(())
+    }
+}

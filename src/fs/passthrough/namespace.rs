@@ -1,0 +1,143 @@
+//! Names: lookup, creation of every node type, unlink, rmdir, rename and link.
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FchmodatFlags, FileStat, Mode, fchmodat, fstat, fstatat};
+use nix::fcntl::AtFlags;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
+
+use super::PassthroughFs;
+use super::attr::attr_of;
+use super::inodes::Inode;
+use crate::fs::{Caller, Entry, FsError, FsResult, Ino};
+
+/// Bytes a directory may grow by when it gains an entry.
+const DIR_GROWTH_BLOCKS: u64 = 1;
+
+impl PassthroughFs {
+    /// Looks up `name` in `parent` and adds one kernel lookup reference.
+    pub(super) fn lookup_entry(&self, parent: &Inode, name: &OsStr) -> FsResult<(Arc<Inode>, Entry)> {
+        let fd = openat(
+            &parent.fd,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = fstat(&fd)?;
+        let (inode, _) = self.inodes.lookup_ref(fd, &st);
+        let entry = Entry {
+            attr: attr_of(inode.ino, &st),
+            generation: 0,
+        };
+        Ok((inode, entry))
+    }
+
+    /// Creates a node with `make` (run as root in `parent`), then gives it to the caller, as
+    /// if the caller had made it: owner uid, and gid unless the parent is setgid (the host
+    /// already applied the setgid rule). Reserves the inode and the bytes it may use first.
+    pub(super) fn create_node(
+        &self,
+        caller: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        reserve_bytes: u64,
+        make: impl FnOnce(&Inode) -> FsResult<()>,
+    ) -> FsResult<(Arc<Inode>, Entry)> {
+        let parent = self.inodes.get(parent)?;
+        let _reservation = self.quota.reserve(
+            reserve_bytes + DIR_GROWTH_BLOCKS * self.block,
+            1,
+        )?;
+        make(&parent)?;
+        let parent_st = self.reaccount(&parent)?;
+        let inherit_gid = parent_st.st_mode & libc::S_ISGID != 0;
+        let gid = (!inherit_gid).then_some(Gid::from_raw(caller.gid));
+        let owner = Some(Uid::from_raw(caller.uid));
+        let chown = fchownat(&parent.fd, name, owner, gid, AtFlags::AT_SYMLINK_NOFOLLOW);
+        let (inode, mut entry) = self.lookup_entry(&parent, name)?;
+        self.account_new(&inode);
+        if let Err(e) = chown {
+            return Err(e.into());
+        }
+        // chown clears setuid and setgid on files; the caller asked for them, so restore them.
+        let special = mode & 0o6000;
+        if special != 0 && entry.attr.perm as u32 & 0o6000 != special {
+            let path = crate::sys::proc_fd_path(inode.fd.as_fd());
+            fchmodat(AT_FDCWD, path.as_c_str(), Mode::from_bits_truncate(mode & 0o7777), FchmodatFlags::FollowSymlink)?;
+        }
+        let st = self.reaccount(&inode)?;
+        entry.attr = attr_of(inode.ino, &st);
+        Ok((inode, entry))
+    }
+
+    pub(super) fn remove_name(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
+        let parent = self.inodes.get(parent)?;
+        let st = fstatat(&parent.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let flag = if dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
+        unlinkat(&parent.fd, name, flag)?;
+        self.reaccount(&parent)?;
+        if dir || st.st_nlink <= 1 {
+            self.account_unlinked(Inode::key_of(&st), &st);
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        let flags = RenameFlags::from_bits(flags).ok_or(FsError::Invalid)?;
+        let from = self.inodes.get(parent)?;
+        let to = self.inodes.get(new_parent)?;
+        let replaced = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            None
+        } else {
+            match fstatat(&to.fd, new_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(Errno::ENOENT) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let moved = fstatat(&from.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        renameat2(&from.fd, name, &to.fd, new_name, flags)?;
+        self.reaccount(&from)?;
+        if to.ino != from.ino {
+            self.reaccount(&to)?;
+        }
+        if let Some(st) = replaced.filter(|st| Inode::key_of(st) != Inode::key_of(&moved)) {
+            if is_dir(&st) || st.st_nlink <= 1 {
+                self.account_unlinked(Inode::key_of(&st), &st);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_link(&self, ino: Ino, new_parent: Ino, new_name: &OsStr) -> FsResult<Entry> {
+        let inode = self.inodes.get(ino)?;
+        let parent = self.inodes.get(new_parent)?;
+        let _reservation = self.quota.reserve(DIR_GROWTH_BLOCKS * self.block, 0)?;
+        let path = crate::sys::proc_fd_path(inode.fd.as_fd());
+        linkat(
+            AT_FDCWD,
+            path.as_c_str(),
+            &parent.fd,
+            new_name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )?;
+        self.reaccount(&parent)?;
+        let (_, entry) = self.lookup_entry(&parent, new_name)?;
+        Ok(entry)
+    }
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}

@@ -1,0 +1,566 @@
+//! `fuser::Filesystem` for any `VolumeFs`. Each operation converts arguments, calls the core
+//! and replies; errors go through `reply!` and `errno_of`. Kernel passthrough bookkeeping
+//! (one backing id per inode while any passthrough handle is open) lives here because it is
+//! a FUSE-protocol matter.
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+
+use super::errno_of;
+use crate::fs::{
+    self, Attr, Caller, CopyRange, FileKind, Ino, Opened, Rename, SetAttr, TimeSet, VolumeFs,
+    XattrReply,
+};
+
+/// Replies with the error of a failed core call, or runs the success arm.
+macro_rules! reply {
+    ($reply:expr, $result:expr, |$ok:pat_param| $on_ok:expr) => {
+        match $result {
+            Ok($ok) => $on_ok,
+            Err(e) => $reply.error(errno_of(e)),
+        }
+    };
+}
+
+pub struct FuseAdapter {
+    fs: Arc<dyn VolumeFs>,
+    /// How long the kernel may cache entries and attributes. The handler is the only writer
+    /// to the backing store, and the kernel invalidates what its own requests change.
+    ttl: Duration,
+    passthrough: AtomicBool,
+    backing: Mutex<Backing>,
+}
+
+#[derive(Default)]
+struct Backing {
+    by_ino: HashMap<Ino, (BackingId, usize)>,
+    by_fh: HashMap<u64, Ino>,
+}
+
+impl FuseAdapter {
+    /// `passthrough`: ask the kernel for passthrough of the opens the core marks for it.
+    pub fn new(fs: Arc<dyn VolumeFs>, ttl: Duration, passthrough: bool) -> Self {
+        FuseAdapter {
+            fs,
+            ttl,
+            passthrough: AtomicBool::new(passthrough),
+            backing: Mutex::new(Backing::default()),
+        }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.blocks,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            crtime: SystemTime::UNIX_EPOCH,
+            kind: file_type(a.kind),
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev,
+            blksize: a.blksize,
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, e: &fs::Entry) {
+        reply.entry(&self.ttl, &self.attr(&e.attr), Generation(e.generation));
+    }
+
+    fn open_flags(o: &Opened) -> FopenFlags {
+        let mut flags = FopenFlags::empty();
+        if o.direct_io {
+            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        if o.keep_cache {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        flags
+    }
+
+    /// Calls `respond` with the backing id a passthrough open of `ino` must use (one per
+    /// inode, shared by its handles), or with None to answer as a plain open.
+    fn with_backing<R>(
+        &self,
+        ino: Ino,
+        opened: &Opened,
+        reply: R,
+        open_backing: impl FnOnce(&R, &std::fs::File) -> std::io::Result<BackingId>,
+        respond: impl FnOnce(R, Option<&BackingId>),
+    ) {
+        let file = opened.passthrough.as_ref();
+        let Some(file) = file.filter(|_| self.passthrough.load(Ordering::Relaxed)) else {
+            return respond(reply, None);
+        };
+        let mut b = self.backing.lock();
+        let slot = match b.by_ino.entry(ino) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => match open_backing(&reply, file) {
+                Ok(id) => v.insert((id, 0)),
+                Err(e) => {
+                    log::warn!("passthrough refused for inode {ino}: {e}; serving reads");
+                    return respond(reply, None);
+                }
+            },
+        };
+        slot.1 += 1;
+        b.by_fh.insert(opened.fh, ino);
+        respond(reply, b.by_ino.get(&ino).map(|(id, _)| id));
+    }
+
+    fn release_backing(&self, fh: u64) {
+        let mut b = self.backing.lock();
+        let Some(ino) = b.by_fh.remove(&fh) else {
+            return;
+        };
+        if let Entry::Occupied(mut slot) = b.by_ino.entry(ino) {
+            slot.get_mut().1 -= 1;
+            if slot.get().1 == 0 {
+                slot.remove();
+            }
+        }
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
+    t.map(|t| match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(t),
+    })
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        let wants_passthrough = self.passthrough.load(Ordering::Relaxed);
+        let passthrough = wants_passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.passthrough.store(passthrough, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply!(reply, self.fs.lookup(&caller(req), parent.0, name), |e| self.entry(reply, &e))
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let result = self.fs.getattr(ino.0, fh.map(|f| f.0));
+        reply!(reply, result, |a| reply.attr(&self.ttl, &self.attr(&a)))
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_set(atime),
+            mtime: time_set(mtime),
+            ctime,
+            fh: fh.map(|f| f.0),
+        };
+        let result = self.fs.setattr(&caller(req), ino.0, &change);
+        reply!(reply, result, |a| reply.attr(&self.ttl, &self.attr(&a)))
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        reply!(reply, self.fs.readlink(ino.0), |t| reply.data(&t))
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.fs.mknod(&caller(req), parent.0, name, mode, rdev);
+        reply!(reply, result, |e| self.entry(reply, &e))
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.fs.mkdir(&caller(req), parent.0, name, mode);
+        reply!(reply, result, |e| self.entry(reply, &e))
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply!(reply, self.fs.unlink(&caller(req), parent.0, name), |()| reply.ok())
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply!(reply, self.fs.rmdir(&caller(req), parent.0, name), |()| reply.ok())
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.fs.symlink(&caller(req), parent.0, link_name, target);
+        reply!(reply, result, |e| self.entry(reply, &e))
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let rename = Rename {
+            caller: caller(req),
+            parent: parent.0,
+            name,
+            new_parent: newparent.0,
+            new_name: newname,
+            flags: flags.bits(),
+        };
+        reply!(reply, self.fs.rename(&rename), |()| reply.ok())
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self.fs.link(&caller(req), ino.0, newparent.0, newname);
+        reply!(reply, result, |e| self.entry(reply, &e))
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        reply!(reply, self.fs.open(&caller(req), ino.0, flags.0), |o| {
+            let flags = Self::open_flags(&o);
+            let open_backing = |r: &ReplyOpen, f: &std::fs::File| r.open_backing(f);
+            self.with_backing(ino.0, &o, reply, open_backing, |reply, id| match id {
+                Some(id) => reply.opened_passthrough(FileHandle(o.fh), flags, id),
+                None => reply.opened(FileHandle(o.fh), flags),
+            })
+        })
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        reply!(reply, self.fs.read(ino.0, fh.0, offset, size), |d| reply.data(&d))
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let result = self.fs.write(ino.0, fh.0, offset, data, kill);
+        reply!(reply, result, |n| reply.written(n))
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+        reply!(reply, self.fs.flush(ino.0, fh.0), |()| reply.ok())
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.release_backing(fh.0);
+        reply!(reply, self.fs.release(ino.0, fh.0), |()| reply.ok())
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        reply!(reply, self.fs.fsync(ino.0, fh.0, datasync), |()| reply.ok())
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let result = self.fs.opendir(&caller(req), ino.0);
+        reply!(reply, result, |fh| reply.opened(FileHandle(fh), FopenFlags::empty()))
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let result = self.fs.readdir(ino.0, fh.0, offset, false, &mut |e| {
+            !reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), &e.name)
+        });
+        reply!(reply, result, |()| reply.ok())
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let result = self.fs.readdir(ino.0, fh.0, offset, true, &mut |e| {
+            let (attr, generation) = match &e.entry {
+                Some(entry) => (self.attr(&entry.attr), entry.generation),
+                // "." and "..": node id 0 tells the kernel to make no dentry of them.
+                None => (dot_attr(e.kind), 0),
+            };
+            let nodeid = if e.entry.is_some() { e.ino } else { 0 };
+            let attr = FileAttr { ino: INodeNo(nodeid), ..attr };
+            !reply.add(INodeNo(nodeid), e.next_offset, &e.name, &self.ttl, &attr, Generation(generation))
+        });
+        reply!(reply, result, |()| reply.ok())
+    }
+
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _f: OpenFlags, reply: ReplyEmpty) {
+        reply!(reply, self.fs.releasedir(ino.0, fh.0), |()| reply.ok())
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        reply!(reply, self.fs.fsyncdir(ino.0, fh.0, datasync), |()| reply.ok())
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply!(reply, self.fs.statfs(), |s| reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize
+        ))
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply!(reply, self.fs.setxattr(ino.0, name, value, flags), |()| reply.ok())
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply!(reply, self.fs.getxattr(ino.0, name, size), |x| xattr_reply(reply, x))
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply!(reply, self.fs.listxattr(ino.0, size), |x| xattr_reply(reply, x))
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply!(reply, self.fs.removexattr(ino.0, name), |()| reply.ok())
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        reply!(reply, self.fs.access(&caller(req), ino.0, mask.bits()), |()| reply.ok())
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self.fs.create(&caller(req), parent.0, name, mode, flags);
+        reply!(reply, result, |(e, o)| {
+            let (attr, flags) = (self.attr(&e.attr), Self::open_flags(&o));
+            let generation = Generation(e.generation);
+            let fh = FileHandle(o.fh);
+            let open_backing = |r: &ReplyCreate, f: &std::fs::File| r.open_backing(f);
+            self.with_backing(e.attr.ino, &o, reply, open_backing, |reply, id| match id {
+                Some(id) => reply.created_passthrough(&self.ttl, &attr, generation, fh, flags, id),
+                None => reply.created(&self.ttl, &attr, generation, fh, flags),
+            })
+        })
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.fs.fallocate(ino.0, fh.0, offset, length, mode);
+        reply!(reply, result, |()| reply.ok())
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply!(reply, self.fs.lseek(ino.0, fh.0, offset, whence), |o| reply.offset(o))
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let req = CopyRange {
+            ino_in: ino_in.0,
+            fh_in: fh_in.0,
+            offset_in,
+            ino_out: ino_out.0,
+            fh_out: fh_out.0,
+            offset_out,
+            len,
+            flags: flags.bits(),
+        };
+        reply!(reply, self.fs.copy_file_range(&req), |n| reply.written(n))
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, x: XattrReply) {
+    match x {
+        XattrReply::Size(n) => reply.size(n),
+        XattrReply::Data(d) => reply.data(&d),
+    }
+}
+
+fn dot_attr(kind: FileKind) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: file_type(kind),
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}

@@ -1,0 +1,87 @@
+//! Mounting a `VolumeFs` and cleaning up after a dead handler.
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, Config, MountOption, SessionACL};
+use nix::errno::Errno;
+use nix::mount::{MntFlags, umount2};
+
+use super::FuseAdapter;
+use crate::fs::VolumeFs;
+
+/// Request threads per mount, each with its own /dev/fuse descriptor.
+const THREADS: usize = 4;
+const TTL: Duration = Duration::from_secs(1);
+
+/// A live FUSE mount. Dropping it unmounts.
+pub struct MountedFs {
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+impl MountedFs {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the request threads to end.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> io::Result<()> {
+        match self.session.take() {
+            Some(session) => session.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MountedFs {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            log::warn!("unmounting {}: {e}", self.mountpoint.display());
+        }
+    }
+}
+
+/// Mounts `fs` at `mountpoint` (allow_other, default_permissions) and serves it in the
+/// background.
+pub fn mount(
+    fs: Arc<dyn VolumeFs>,
+    mountpoint: &Path,
+    name: &str,
+    passthrough: bool,
+) -> io::Result<MountedFs> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("fvol:{name}")),
+        MountOption::Subtype("fvol".into()),
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
+    let adapter = FuseAdapter::new(fs, TTL, passthrough);
+    let session = fuser::spawn_mount(adapter, mountpoint, &config)?;
+    Ok(MountedFs {
+        session: Some(session),
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+/// True when `path` is a FUSE mount whose handler is gone ("Transport endpoint is not
+/// connected").
+pub fn is_stale_mount(path: &Path) -> bool {
+    matches!(nix::sys::stat::stat(path), Err(Errno::ENOTCONN))
+}
+
+/// Detaches whatever is mounted at `path` (lazily, so busy users do not block it).
+pub fn detach_stale_mount(path: &Path) -> io::Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
