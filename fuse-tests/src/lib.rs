@@ -5,6 +5,7 @@
 //! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
 pub mod daemon;
 pub mod session;
+pub mod suites;
 
 
 pub use session::{Backend, TestSession};

@@ -407,14 +407,12 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let result = self.fs.readdir(ino.0, fh.0, offset, true, &mut |e| {
+            // "." and ".." carry no entry: the kernel takes no reference for them.
             let (attr, generation) = match &e.entry {
                 Some(entry) => (self.attr(&entry.attr), entry.generation),
-                // "." and "..": node id 0 tells the kernel to make no dentry of them.
-                None => (dot_attr(e.kind), 0),
+                None => (dot_attr(e.ino, e.kind), 0),
             };
-            let nodeid = if e.entry.is_some() { e.ino } else { 0 };
-            let attr = FileAttr { ino: INodeNo(nodeid), ..attr };
-            !reply.add(INodeNo(nodeid), e.next_offset, &e.name, &self.ttl, &attr, Generation(generation))
+            !reply.add(INodeNo(e.ino), e.next_offset, &e.name, &self.ttl, &attr, Generation(generation))
         });
         reply!(reply, result, |()| reply.ok())
     }
@@ -545,9 +543,9 @@ fn xattr_reply(reply: ReplyXattr, x: XattrReply) {
     }
 }
 
-fn dot_attr(kind: FileKind) -> FileAttr {
+fn dot_attr(ino: Ino, kind: FileKind) -> FileAttr {
     FileAttr {
-        ino: INodeNo(0),
+        ino: INodeNo(ino),
         size: 0,
         blocks: 0,
         atime: SystemTime::UNIX_EPOCH,

@@ -12,7 +12,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use super::PassthroughFs;
 use super::attr::attr_of;
 use super::inodes::Inode;
-use crate::fs::{Caller, Entry, FsError, FsResult, Ino};
+use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino};
 
 /// Bytes a directory may grow by when it gains an entry.
 const DIR_GROWTH_BLOCKS: u64 = 1;
@@ -63,11 +63,11 @@ impl PassthroughFs {
         if let Err(e) = chown {
             return Err(e.into());
         }
-        // chown clears setuid and setgid on files; the caller asked for them, so restore them.
-        let special = mode & 0o6000;
-        if special != 0 && entry.attr.perm as u32 & 0o6000 != special {
+        let perm = entry.attr.perm as u32;
+        if let Some(want) = mode_to_restore(mode, perm, entry.attr.kind) {
             let path = crate::sys::proc_fd_path(inode.fd.as_fd());
-            fchmodat(AT_FDCWD, path.as_c_str(), Mode::from_bits_truncate(mode & 0o7777), FchmodatFlags::FollowSymlink)?;
+            let want = Mode::from_bits_truncate(want);
+            fchmodat(AT_FDCWD, path.as_c_str(), want, FchmodatFlags::FollowSymlink)?;
         }
         let st = self.reaccount(&inode)?;
         entry.attr = attr_of(inode.ino, &st);
@@ -140,4 +140,30 @@ impl PassthroughFs {
 
 fn is_dir(st: &FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// The mode a new node must be given when the host's differs from what the caller asked for:
+/// the handler's umask may have masked bits, and chown clears setuid and setgid. A setgid
+/// bit a directory inherited from its parent is kept.
+fn mode_to_restore(requested: u32, actual: u32, kind: FileKind) -> Option<u32> {
+    if kind == FileKind::Symlink {
+        return None;
+    }
+    let inherited = if kind == FileKind::Dir { actual & libc::S_ISGID } else { 0 };
+    let want = (requested & 0o7777) | inherited;
+    (actual & 0o7777 != want).then_some(want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restores_masked_and_cleared_bits() {
+        assert_eq!(mode_to_restore(0o777, 0o755, FileKind::Dir), Some(0o777));
+        assert_eq!(mode_to_restore(0o4755, 0o755, FileKind::File), Some(0o4755));
+        assert_eq!(mode_to_restore(0o644, 0o644, FileKind::File), None);
+        assert_eq!(mode_to_restore(0o755, 0o2755, FileKind::Dir), None);
+        assert_eq!(mode_to_restore(0o777, 0o777, FileKind::Symlink), None);
+    }
 }
