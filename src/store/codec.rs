@@ -1,0 +1,86 @@
+//! Catalog values: one schema-version byte, then the postcard encoding.
+//!
+//! postcard is positional: changing the fields of a stored type changes its encoding, so any
+//! such change must bump `SCHEMA` (and teach `decode` the old one).
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::StoreError;
+
+const SCHEMA: u8 = 1;
+
+/// Fails only for values serde cannot represent (such as a non-UTF-8 path).
+pub(super) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(value, vec![SCHEMA])
+        .map_err(|e| StoreError::Db(format!("cannot encode {what}: {e}")))
+}
+
+/// Refuses an unknown schema byte, a value postcard cannot read, and trailing bytes.
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        what: what.to_string(),
+        reason,
+    };
+    match bytes.split_first() {
+        None => Err(corrupt("the value is empty".to_string())),
+        Some((&SCHEMA, body)) => {
+            let (value, rest) =
+                postcard::take_from_bytes(body).map_err(|e| corrupt(format!("postcard: {e}")))?;
+            if rest.is_empty() {
+                Ok(value)
+            } else {
+                Err(corrupt(format!("{} trailing bytes", rest.len())))
+            }
+        }
+        Some((version, _)) => Err(corrupt(format!(
+            "unknown schema version {version} (this fvol reads {SCHEMA})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Usage;
+
+    fn corrupt_reason(bytes: &[u8]) -> String {
+        match decode::<Usage>("usage of \"v1\"", bytes) {
+            Err(StoreError::Corrupt { what, reason }) => {
+                assert_eq!(what, "usage of \"v1\"");
+                reason
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let usage = Usage {
+            bytes: 1 << 40,
+            inodes: 7,
+            clean: true,
+        };
+        let bytes = encode("usage", &usage).unwrap();
+        assert_eq!(bytes[0], SCHEMA);
+        assert_eq!(decode::<Usage>("usage", &bytes).unwrap(), usage);
+
+        assert!(corrupt_reason(&[]).contains("empty"));
+        let mut other_version = bytes.clone();
+        other_version[0] = 9;
+        assert!(corrupt_reason(&other_version).contains("unknown schema version 9"));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(corrupt_reason(&trailing).contains("1 trailing bytes"));
+        assert!(corrupt_reason(&bytes[..bytes.len() - 1]).contains("postcard"));
+        assert!(corrupt_reason(&[SCHEMA, 0, 0, 2]).contains("postcard"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_path_is_an_error_not_a_panic() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/\xff"));
+        let err = encode("volume \"v\"", &path).unwrap_err().to_string();
+        assert!(err.contains("cannot encode volume \"v\""), "{err}");
+    }
+}
