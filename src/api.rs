@@ -1,1 +1,132 @@
 //! Request and response bodies of the daemon's HTTP API (JSON over `ROOT/fvol.sock`).
+//!
+//! Every endpoint is a `POST` with a JSON body. Success is `200` with the response type named
+//! below; failure is a `4xx`/`5xx` with an [`ErrorBody`].
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The socket's file name inside ROOT.
+pub const SOCKET_FILE: &str = "fvol.sock";
+
+/// Where the daemon of `root` listens.
+pub fn socket_path(root: &Path) -> PathBuf {
+    root.join(SOCKET_FILE)
+}
+
+/// The endpoint paths, shared by server and client.
+pub mod routes {
+    /// [`super::CreateRequest`] → [`crate::volume::VolumeInfo`]
+    pub const CREATE: &str = "/v1/create";
+    /// [`super::RemoveRequest`] → one [`super::RemoveResult`] per name, in order (always 200).
+    pub const REMOVE: &str = "/v1/remove";
+    /// [`super::Empty`] → an array of `VolumeInfo`
+    pub const LIST: &str = "/v1/list";
+    /// [`super::InspectRequest`] → an array of `VolumeInfo`; 404 naming the first missing volume.
+    pub const INSPECT: &str = "/v1/inspect";
+    /// [`super::PathRequest`] → [`super::PathResponse`]
+    pub const PATH: &str = "/v1/path";
+    /// [`super::MountRequest`] → [`super::PathResponse`]
+    pub const MOUNT: &str = "/v1/mount";
+    /// [`super::MountRequest`] → [`super::Empty`]
+    pub const UNMOUNT: &str = "/v1/unmount";
+    /// [`super::Empty`] → [`super::PruneResponse`]
+    pub const PRUNE: &str = "/v1/prune";
+}
+
+/// `{}`: the body of requests and responses that carry nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    /// None: the daemon generates a name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// None: `local`.
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    pub names: Vec<String>,
+    /// Drop every mount reference first instead of refusing a mounted volume.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The outcome of removing one volume: removed when `error` is absent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResult {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectRequest {
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRequest {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathResponse {
+    pub path: PathBuf,
+}
+
+/// For both `/v1/mount` and `/v1/unmount`. The mount reference is `cli` without a target and
+/// `cli:<target>` with one, so an unmount must name the same target as its mount.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRequest {
+    pub name: String,
+    /// Must be absolute (the CLI resolves a relative one against its working directory).
+    #[serde(default)]
+    pub target: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneResponse {
+    pub removed: Vec<String>,
+    pub reclaimed_bytes: u64,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_request_fields_are_all_optional() {
+        let req: CreateRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(req, CreateRequest::default());
+    }
+
+    #[test]
+    fn remove_result_omits_error_on_success() {
+        let ok = RemoveResult {
+            name: "v".into(),
+            error: None,
+        };
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"name":"v"}"#);
+    }
+
+    #[test]
+    fn empty_is_an_empty_object() {
+        assert_eq!(serde_json::to_string(&Empty {}).unwrap(), "{}");
+    }
+}

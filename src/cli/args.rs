@@ -1,0 +1,181 @@
+//! The command line, as clap parses it.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const CREATE_HELP: &str = "\
+Drivers (-d):
+  local    a directory under ROOT/volumes/NAME (or an existing one, see mount=), served through FUSE
+
+Options (-o KEY=VALUE, repeatable):
+  size=SIZE     byte quota, in binary units: 512M, 10G, 1.5g
+  inodes=N      maximum number of files, directories and links
+  uid=UID       owner of the volume's root directory
+  gid=GID       group of the volume's root directory
+  mode=MODE     permissions of the volume's root directory, in octal: 0755
+  mount=DIR     local only: serve this existing host directory instead of a new one
+
+Examples:
+  fvol create data -o size=10G -o uid=1000 -o gid=1000
+  fvol create --label project=web cache";
+
+const LS_HELP: &str = "\
+Filters (--filter KEY=VALUE, repeatable; different keys must all match, values of one key are alternatives):
+  name=TEXT        the name contains TEXT
+  driver=DRIVER    the volume uses DRIVER
+  label=KEY        the volume has label KEY
+  label=KEY=VALUE  the volume has label KEY set to VALUE
+  dangling=true    the volume has no mount reference (false: it has at least one)";
+
+/// Volumes for containers, each its own FUSE filesystem with a quota.
+///
+/// Every command except `daemon` is a request to the daemon on ROOT/fvol.sock.
+#[derive(Debug, Parser)]
+#[command(name = "fvol", version)]
+pub struct Cli {
+    /// The daemon's state directory: catalog, volumes and the API socket
+    #[arg(
+        long,
+        global = true,
+        env = "FVOL_ROOT",
+        default_value = "/var/lib/fvol",
+        value_name = "DIR"
+    )]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon that hosts the volumes' filesystems and serves the API (until SIGTERM)
+    Daemon,
+    #[command(flatten)]
+    Volume(VolumeCommand),
+}
+
+/// The commands served by the daemon.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume and print its name
+    #[command(after_help = CREATE_HELP)]
+    Create(CreateArgs),
+    /// List volumes
+    #[command(visible_alias = "list", after_help = LS_HELP)]
+    Ls(LsArgs),
+    /// Show volumes in detail, as a JSON array
+    Inspect {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Remove volumes, printing each name removed
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Remove every volume that is not mounted
+    Prune(PruneArgs),
+    /// Mount a volume (held until `fvol unmount`) and print its mountpoint
+    Mount(MountArgs),
+    /// Release a mount made by `fvol mount` (with the same --target)
+    #[command(visible_alias = "umount")]
+    Unmount(MountArgs),
+    /// Print the mountpoint of a volume, whether mounted or not
+    Path {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The volume's name (default: a random 64-hex-digit name)
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// The volume driver (default: local)
+    #[arg(short, long, value_name = "DRIVER")]
+    pub driver: Option<String>,
+    /// A driver option (see below)
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+    pub opts: Vec<String>,
+    /// Metadata to attach to the volume
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print only the names
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show only the volumes that match (see below)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Columns: DRIVER, VOLUME NAME, SIZE, USED, MOUNTED
+    Table,
+    /// A JSON array of the volumes, as `inspect` shows them
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove mounted volumes too, dropping their mounts first
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Also bind-mount the volume on this existing directory
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_help_lists_driver_and_options() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("create")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for needle in [
+            "local", "size=", "inodes=", "uid=", "gid=", "mode=", "mount=",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn root_option_is_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["fvol", "ls", "--root", "/tmp/r"]).unwrap();
+        assert_eq!(cli.root, PathBuf::from("/tmp/r"));
+    }
+}

@@ -1,0 +1,223 @@
+//! The daemon's client: JSON over HTTP/1.1 on `ROOT/fvol.sock`.
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use super::CliError;
+use crate::api::{self, ErrorBody};
+
+/// Covers connecting and the HTTP handshake only: requests themselves (a mount, a create) may
+/// legitimately take long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct DaemonClient {
+    root: PathBuf,
+    socket: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl DaemonClient {
+    pub fn new(root: &Path) -> Result<DaemonClient, CliError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Message(format!("starting the async runtime: {e}")))?;
+        Ok(DaemonClient {
+            root: root.to_owned(),
+            socket: api::socket_path(root),
+            runtime,
+        })
+    }
+
+    /// POSTs `request` to `route` and decodes the answer, turning an error answer into its
+    /// message.
+    pub fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        route: &str,
+        request: &Req,
+    ) -> Result<Resp, CliError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| CliError::Message(format!("encoding the request: {e}")))?;
+        let request = Request::post(route)
+            .header(HOST, "fvol")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CliError::Message(format!("building the request: {e}")))?;
+        let response = self
+            .runtime
+            .block_on(send(&self.socket, request))
+            .map_err(|err| self.describe(err))?;
+        decode_response(&response)
+    }
+
+    fn describe(&self, err: SendError) -> CliError {
+        let socket = self.socket.display();
+        match err {
+            SendError::Connect(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                CliError::unreachable(&self.socket, &self.root)
+            }
+            SendError::Connect(e) => CliError::Message(format!(
+                "cannot connect to the fvol daemon at {socket}: {e}"
+            )),
+            SendError::ConnectTimeout => CliError::Message(format!(
+                "timed out after {}s connecting to the fvol daemon at {socket}",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+            SendError::Http(e) => {
+                CliError::Message(format!("talking to the fvol daemon at {socket}: {e}"))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Connect(io::Error),
+    ConnectTimeout,
+    Http(hyper::Error),
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// Sends one request on a fresh connection to `socket` and reads the whole response.
+pub(crate) async fn send(
+    socket: &Path,
+    request: Request<Full<Bytes>>,
+) -> Result<RawResponse, SendError> {
+    let connect = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(SendError::Connect)?;
+        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)
+    };
+    let (mut sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| SendError::ConnectTimeout)??;
+    // Drives the connection; its errors also surface through `send_request`.
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(SendError::Http)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(SendError::Http)?
+        .to_bytes();
+    Ok(RawResponse { status, body })
+}
+
+fn decode_response<Resp: DeserializeOwned>(response: &RawResponse) -> Result<Resp, CliError> {
+    if response.status.is_success() {
+        return serde_json::from_slice(&response.body).map_err(|e| {
+            CliError::Message(format!("unexpected answer from the fvol daemon: {e}"))
+        });
+    }
+    match serde_json::from_slice::<ErrorBody>(&response.body) {
+        Ok(ErrorBody { error }) => Err(CliError::Message(error)),
+        Err(_) => Err(CliError::Message(format!(
+            "the fvol daemon answered {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body).trim()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PathRequest, PathResponse, routes};
+    use crate::daemon::test_support::TestServer;
+
+    fn raw(status: u16, body: &'static str) -> RawResponse {
+        RawResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn error_answer_becomes_its_message() {
+        let err = decode_response::<api::Empty>(&raw(404, r#"{"error":"no such volume: x"}"#))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no such volume: x");
+    }
+
+    #[test]
+    fn error_answer_without_json_shows_status_and_text() {
+        let err = decode_response::<api::Empty>(&raw(405, "nope\n")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the fvol daemon answered 405 Method Not Allowed: nope"
+        );
+    }
+
+    #[test]
+    fn missing_socket_means_the_daemon_is_not_running() {
+        let root = tempfile::tempdir().unwrap();
+        let client = DaemonClient::new(root.path()).unwrap();
+        let err = client
+            .call::<_, api::Empty>(routes::LIST, &api::Empty {})
+            .unwrap_err();
+        assert!(matches!(err, CliError::DaemonUnreachable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn stale_socket_means_the_daemon_is_not_running() {
+        let root = tempfile::tempdir().unwrap();
+        // Bound then closed: the file stays, connecting is refused.
+        drop(std::os::unix::net::UnixListener::bind(api::socket_path(root.path())).unwrap());
+        let client = DaemonClient::new(root.path()).unwrap();
+        let err = client
+            .call::<_, api::Empty>(routes::LIST, &api::Empty {})
+            .unwrap_err();
+        assert!(matches!(err, CliError::DaemonUnreachable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn round_trip_through_the_api() {
+        let server = TestServer::start();
+        let client = DaemonClient::new(server.root.path()).unwrap();
+        let answer: PathResponse = client
+            .call(
+                routes::PATH,
+                &PathRequest {
+                    name: "data".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(answer.path, PathBuf::from("/fvol/volumes/data/mnt"));
+        let err = client
+            .call::<_, PathResponse>(
+                routes::PATH,
+                &PathRequest {
+                    name: "gone".into(),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no such volume: gone");
+    }
+}

@@ -1,0 +1,372 @@
+//! The CLI's HTTP API (`/v1/*`, see `crate::api`) over the volume manager.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use super::api_error::ApiError;
+use crate::api::{
+    self, Empty, InspectRequest, MountRequest, PathRequest, PathResponse, PruneResponse,
+    RemoveRequest, RemoveResult, routes,
+};
+use crate::volume::manager::{CreateRequest, PruneReport};
+use crate::volume::{VolumeError, VolumeInfo, VolumeManager};
+
+/// The volume operations the API serves, with `VolumeManager`'s signatures. The manager is the
+/// one real implementation; the trait lets the routing and error mapping be tested without
+/// mounting anything.
+pub trait VolumeService: Send + Sync + 'static {
+    fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError>;
+    fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError>;
+    fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError>;
+    fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError>;
+    fn path(&self, name: &str) -> Result<PathBuf, VolumeError>;
+    fn mount(
+        &self,
+        name: &str,
+        ref_id: &str,
+        target: Option<&Path>,
+    ) -> Result<PathBuf, VolumeError>;
+    fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError>;
+    fn prune(&self) -> Result<PruneReport, VolumeError>;
+}
+
+impl VolumeService for VolumeManager {
+    fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
+        VolumeManager::create(self, req)
+    }
+    fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
+        VolumeManager::remove(self, name, force)
+    }
+    fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
+        VolumeManager::list(self)
+    }
+    fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
+        VolumeManager::get(self, name)
+    }
+    fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
+        VolumeManager::path(self, name)
+    }
+    fn mount(
+        &self,
+        name: &str,
+        ref_id: &str,
+        target: Option<&Path>,
+    ) -> Result<PathBuf, VolumeError> {
+        VolumeManager::mount(self, name, ref_id, target)
+    }
+    fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+        VolumeManager::unmount(self, name, ref_id)
+    }
+    fn prune(&self) -> Result<PruneReport, VolumeError> {
+        VolumeManager::prune(self)
+    }
+}
+
+/// The router the `fvol` command talks to on `ROOT/fvol.sock`.
+pub fn cli_router(manager: Arc<VolumeManager>) -> Router {
+    router_for(manager)
+}
+
+pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
+    Router::new()
+        .route(routes::CREATE, post(create::<S>))
+        .route(routes::REMOVE, post(remove::<S>))
+        .route(routes::LIST, post(list::<S>))
+        .route(routes::INSPECT, post(inspect::<S>))
+        .route(routes::PATH, post(path::<S>))
+        .route(routes::MOUNT, post(mount::<S>))
+        .route(routes::UNMOUNT, post(unmount::<S>))
+        .route(routes::PRUNE, post(prune::<S>))
+        .fallback(unknown_endpoint)
+        .with_state(service)
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn create<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<VolumeInfo> {
+    let req: api::CreateRequest = parse_body(&body)?;
+    let req = CreateRequest {
+        name: req.name,
+        driver: req.driver,
+        options: req.options,
+        labels: req.labels,
+    };
+    let info = run_blocking(service, move |volumes| volumes.create(req)).await?;
+    log::info!("created volume {}", info.name);
+    Ok(Json(info))
+}
+
+async fn remove<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<Vec<RemoveResult>> {
+    let req: RemoveRequest = parse_body(&body)?;
+    let results = run_blocking(service, move |volumes| {
+        let results = req.names.into_iter().map(|name| {
+            let error = volumes.remove(&name, req.force).err();
+            match &error {
+                None => log::info!("removed volume {name}"),
+                Some(err) => log::info!("could not remove volume {name}: {err}"),
+            }
+            RemoveResult {
+                name,
+                error: error.map(|err| err.to_string()),
+            }
+        });
+        Ok(results.collect())
+    })
+    .await?;
+    Ok(Json(results))
+}
+
+async fn list<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<Vec<VolumeInfo>> {
+    let Empty {} = parse_body(&body)?;
+    let volumes = run_blocking(service, |volumes| volumes.list()).await?;
+    Ok(Json(volumes))
+}
+
+async fn inspect<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<Vec<VolumeInfo>> {
+    let req: InspectRequest = parse_body(&body)?;
+    let infos = run_blocking(service, move |volumes| {
+        req.names.iter().map(|name| volumes.get(name)).collect()
+    })
+    .await?;
+    Ok(Json(infos))
+}
+
+async fn path<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<PathResponse> {
+    let req: PathRequest = parse_body(&body)?;
+    let path = run_blocking(service, move |volumes| volumes.path(&req.name)).await?;
+    Ok(Json(PathResponse { path }))
+}
+
+async fn mount<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<PathResponse> {
+    let req: MountRequest = parse_body(&body)?;
+    let ref_id = cli_ref_id(req.target.as_deref())?;
+    let path = run_blocking(service, move |volumes| {
+        volumes.mount(&req.name, &ref_id, req.target.as_deref())
+    })
+    .await?;
+    Ok(Json(PathResponse { path }))
+}
+
+async fn unmount<S: VolumeService>(State(service): State<Arc<S>>, body: Bytes) -> ApiResult<Empty> {
+    let req: MountRequest = parse_body(&body)?;
+    let ref_id = cli_ref_id(req.target.as_deref())?;
+    run_blocking(service, move |volumes| volumes.unmount(&req.name, &ref_id)).await?;
+    Ok(Json(Empty {}))
+}
+
+async fn prune<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<PruneResponse> {
+    let Empty {} = parse_body(&body)?;
+    let report = run_blocking(service, |volumes| volumes.prune()).await?;
+    if !report.removed.is_empty() {
+        log::info!("pruned volumes {}", report.removed.join(", "));
+    }
+    Ok(Json(PruneResponse {
+        removed: report.removed,
+        reclaimed_bytes: report.reclaimed_bytes,
+    }))
+}
+
+async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("unknown API endpoint {method} {}", uri.path()),
+    )
+}
+
+/// Parses the body whatever its Content-Type (clients need not send one). An empty body
+/// stands for `{}`.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))
+}
+
+/// The mount reference of a CLI mount: `cli`, or `cli:<target>` for a bind mount, so the
+/// same volume can be mounted at several targets and each unmounted on its own.
+fn cli_ref_id(target: Option<&Path>) -> Result<String, ApiError> {
+    match target {
+        None => Ok("cli".to_owned()),
+        Some(target) if target.is_absolute() => Ok(format!("cli:{}", target.display())),
+        Some(target) => Err(VolumeError::InvalidTarget(format!(
+            "{} is not an absolute path",
+            target.display()
+        ))
+        .into()),
+    }
+}
+
+/// Runs a manager call on the blocking pool: manager calls mount filesystems and wait on them.
+async fn run_blocking<S, T, F>(service: Arc<S>, op: F) -> Result<T, ApiError>
+where
+    S: VolumeService,
+    T: Send + 'static,
+    F: FnOnce(&S) -> Result<T, VolumeError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || op(&service)).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(join_error) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {join_error}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+    use hyper::header::{CONTENT_TYPE, HOST};
+    use hyper::{Request, StatusCode};
+
+    use super::*;
+    use crate::api::ErrorBody;
+    use crate::cli::client::{RawResponse, send};
+    use crate::daemon::test_support::TestServer;
+
+    async fn post_raw(server: &TestServer, route: &str, body: &'static str) -> RawResponse {
+        // Deliberately no Content-Type: the API must not require one.
+        let request = Request::post(route)
+            .header(HOST, "fvol")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        assert!(request.headers().get(CONTENT_TYPE).is_none());
+        send(&server.socket, request).await.unwrap()
+    }
+
+    fn error_of(response: &RawResponse) -> String {
+        serde_json::from_slice::<ErrorBody>(&response.body)
+            .unwrap()
+            .error
+    }
+
+    #[tokio::test]
+    async fn accepts_a_request_without_content_type() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::LIST, "{}").await;
+        assert_eq!(response.status, StatusCode::OK);
+        let volumes: Vec<VolumeInfo> = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(volumes[0].name, "data");
+    }
+
+    #[tokio::test]
+    async fn empty_body_stands_for_an_empty_object() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::PRUNE, "").await;
+        assert_eq!(response.status, StatusCode::OK);
+        let report: PruneResponse = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(report.removed, ["old"]);
+    }
+
+    #[tokio::test]
+    async fn malformed_body_is_a_bad_request() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::PATH, "{\"nom\": 1}").await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST);
+        assert!(error_of(&response).contains("missing field `name`"));
+    }
+
+    #[tokio::test]
+    async fn inspect_names_the_missing_volume_with_404() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::INSPECT, r#"{"names":["data","gone"]}"#).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+        assert_eq!(error_of(&response), "no such volume: gone");
+    }
+
+    #[tokio::test]
+    async fn in_use_is_a_conflict() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::CREATE, r#"{"name":"busy"}"#).await;
+        assert_eq!(response.status, StatusCode::CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn mount_references_name_the_target() {
+        let server = TestServer::start();
+        let plain = post_raw(&server, routes::MOUNT, r#"{"name":"data"}"#).await;
+        assert_eq!(plain.status, StatusCode::OK);
+        let bound = post_raw(
+            &server,
+            routes::MOUNT,
+            r#"{"name":"data","target":"/mnt/x"}"#,
+        )
+        .await;
+        assert_eq!(bound.status, StatusCode::OK);
+        let unbound = post_raw(
+            &server,
+            routes::UNMOUNT,
+            r#"{"name":"data","target":"/mnt/x"}"#,
+        )
+        .await;
+        assert_eq!(unbound.status, StatusCode::OK);
+        assert_eq!(
+            server.volumes.calls(),
+            [
+                "mount data cli",
+                "mount data cli:/mnt/x at /mnt/x",
+                "unmount data cli:/mnt/x"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn relative_target_is_refused() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::MOUNT, r#"{"name":"data","target":"mnt"}"#).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error_of(&response),
+            "invalid mount target: mnt is not an absolute path"
+        );
+        assert!(server.volumes.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn remove_reports_each_name() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::REMOVE, r#"{"names":["data","gone"]}"#).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let results: Vec<RemoveResult> = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(results[0].error, None);
+        assert_eq!(results[1].error.as_deref(), Some("no such volume: gone"));
+    }
+
+    #[tokio::test]
+    async fn unknown_endpoint_is_a_json_404() {
+        let server = TestServer::start();
+        let response = post_raw(&server, "/v1/nope", "{}").await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+        assert_eq!(error_of(&response), "unknown API endpoint POST /v1/nope");
+    }
+}

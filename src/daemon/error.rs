@@ -1,0 +1,29 @@
+//! Why the daemon could not start (or stopped unexpectedly).
+use std::io;
+
+use thiserror::Error;
+
+use crate::volume::VolumeError;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("another fvol daemon (pid {pid}) is already running on {root}")]
+    AlreadyRunning { pid: String, root: String },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DaemonError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        DaemonError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! A stand-in for the volume manager and a server on a temporary socket, for tests of the API
+//! and of the CLI against it.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+use super::api_routes::{VolumeService, router_for};
+use super::serve;
+use crate::volume::manager::{CreateRequest, PruneReport};
+use crate::volume::{VolumeError, VolumeInfo, VolumeStatus};
+
+/// A volume as the manager would describe it, unmounted and without limits.
+pub fn sample_volume(name: &str) -> VolumeInfo {
+    VolumeInfo {
+        name: name.to_owned(),
+        driver: "local".to_owned(),
+        mountpoint: PathBuf::from(format!("/fvol/volumes/{name}/mnt")),
+        created_at: "2024-01-01T00:00:00Z".to_owned(),
+        labels: BTreeMap::new(),
+        options: BTreeMap::new(),
+        scope: "local".to_owned(),
+        status: VolumeStatus {
+            size_limit: None,
+            used_bytes: 0,
+            inode_limit: None,
+            used_inodes: 0,
+            mounted: false,
+            mount_refs: Vec::new(),
+        },
+    }
+}
+
+/// Knows the volumes `data` and `old`; `busy` is always in use. Records mounts and unmounts.
+#[derive(Default)]
+pub struct FakeVolumes {
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeVolumes {
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().clone()
+    }
+
+    fn known(name: &str) -> Result<VolumeInfo, VolumeError> {
+        match name {
+            "data" | "old" => Ok(sample_volume(name)),
+            _ => Err(VolumeError::NotFound(name.to_owned())),
+        }
+    }
+}
+
+impl VolumeService for FakeVolumes {
+    fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
+        let name = req.name.unwrap_or_else(|| "generated".to_owned());
+        if name == "busy" {
+            return Err(VolumeError::InUse {
+                name,
+                holders: "cli".to_owned(),
+            });
+        }
+        let mut info = sample_volume(&name);
+        info.options = req.options;
+        info.labels = req.labels;
+        Ok(info)
+    }
+    fn remove(&self, name: &str, _force: bool) -> Result<(), VolumeError> {
+        Self::known(name).map(drop)
+    }
+    fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
+        Ok(vec![sample_volume("data")])
+    }
+    fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
+        Self::known(name)
+    }
+    fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
+        Self::known(name).map(|info| info.mountpoint)
+    }
+    fn mount(
+        &self,
+        name: &str,
+        ref_id: &str,
+        target: Option<&Path>,
+    ) -> Result<PathBuf, VolumeError> {
+        let info = Self::known(name)?;
+        let call = match target {
+            None => format!("mount {name} {ref_id}"),
+            Some(target) => format!("mount {name} {ref_id} at {}", target.display()),
+        };
+        self.calls.lock().push(call);
+        Ok(info.mountpoint)
+    }
+    fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+        Self::known(name)?;
+        self.calls.lock().push(format!("unmount {name} {ref_id}"));
+        Ok(())
+    }
+    fn prune(&self) -> Result<PruneReport, VolumeError> {
+        Ok(PruneReport {
+            removed: vec!["old".to_owned()],
+            reclaimed_bytes: 1536,
+        })
+    }
+}
+
+/// Serves the CLI API over `FakeVolumes` on `ROOT/fvol.sock` of a fresh temporary ROOT, on a
+/// thread of its own (so synchronous CLI code can be its client). Stops when dropped.
+pub struct TestServer {
+    pub root: TempDir,
+    pub socket: PathBuf,
+    pub volumes: Arc<FakeVolumes>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let root = tempfile::tempdir().unwrap();
+        let socket = crate::api::socket_path(root.path());
+        let volumes = Arc::new(FakeVolumes::default());
+        let router = router_for(volumes.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let socket_for_server = socket.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = serve::bind_socket(&socket_for_server).unwrap();
+                ready.send(()).unwrap();
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                serve::serve(listener, router, shutdown).await.unwrap();
+            });
+        });
+        is_ready.recv().unwrap();
+        TestServer {
+            root,
+            socket,
+            volumes,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
