@@ -7,7 +7,6 @@ pub mod daemon;
 pub mod session;
 pub mod suites;
 
-
 pub use session::{Backend, TestSession};
 
 /// Runs a command and returns its stdout, panicking with its stderr if it failed.

@@ -2,9 +2,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fvol::fs::VolumeFs;
 use fvol::fs::passthrough::PassthroughFs;
 use fvol::fs::quota::Limits;
-use fvol::fs::VolumeFs;
 use fvol::fuse::MountedFs;
 use tempfile::TempDir;
 
@@ -24,7 +24,10 @@ pub struct TestSession {
 
 impl TestSession {
     pub fn new(backend: Backend, limits: Limits) -> TestSession {
-        let dir = tempfile::Builder::new().prefix("fvol-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("fvol-test-")
+            .tempdir()
+            .expect("tempdir");
         let backing = dir.path().join("data");
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&backing).unwrap();

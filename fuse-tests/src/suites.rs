@@ -47,7 +47,10 @@ pub fn pjdfstest(dir: &Path) -> (u32, u32, u32, String) {
         .unwrap_or_else(|| panic!("pjdfstest printed no summary:\n{text}"))
         .to_string();
     let count = |word: &str| -> u32 {
-        let words: Vec<&str> = summary.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = summary
+            .split([' ', ','])
+            .filter(|w| !w.is_empty())
+            .collect();
         words
             .iter()
             .position(|w| *w == word)

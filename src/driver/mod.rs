@@ -21,6 +21,14 @@ impl DriverContext {
     }
 }
 
+/// What `Driver::create` made.
+pub struct Created {
+    /// True when fvol created the backing store (and so may delete it).
+    pub owns_backing: bool,
+    /// Usage of data already there (an adopted directory or image).
+    pub usage: Usage,
+}
+
 /// What a driver hands the core when a volume is activated.
 pub struct Activation {
     pub fs: Arc<dyn VolumeFs>,
@@ -34,9 +42,13 @@ pub trait Driver: Send + Sync {
     fn option_keys(&self) -> &'static [&'static str];
     /// Checks options beyond their syntax (paths, ranges). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
-    /// Prepares the backing store. Returns true when fvol created it (and may delete it).
-    fn create(&self, ctx: &DriverContext, rec: &VolumeRecord, opts: &VolumeOptions)
-    -> Result<bool, VolumeError>;
+    /// Prepares the backing store and measures what it already holds.
+    fn create(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<Created, VolumeError>;
     /// Deletes what `create` made; never touches a store fvol did not create.
     fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError>;
     /// Opens the filesystem for serving. `stored` is the last persisted usage.

@@ -19,8 +19,14 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr>;
     fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr>;
     fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>>;
-    fn mknod(&self, caller: &Caller, parent: Ino, name: &OsStr, mode: u32, rdev: u32)
-    -> FsResult<Entry>;
+    fn mknod(
+        &self,
+        caller: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Entry>;
     fn mkdir(&self, caller: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry>;
     fn unlink(&self, caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()>;
     fn rmdir(&self, caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()>;
@@ -41,8 +47,14 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn read(&self, ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>>;
     /// Writes what fits in the quota: a short count when only part fits, `NoSpace` when
     /// nothing does.
-    fn write(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8], kill_suidgid: bool)
-    -> FsResult<u32>;
+    fn write(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+    ) -> FsResult<u32>;
     fn flush(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn release(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;

@@ -144,7 +144,8 @@ pub fn plan_write(offset: u64, len: u64, allocated: u64, block: u64, available: 
     let end = offset.saturating_add(len);
     // First byte that may need a new block: the end of the allocated run, rounded up, but
     // never before the block that holds `offset`.
-    let first_new = round_up(offset.saturating_add(allocated), block).max(round_down(offset, block));
+    let first_new =
+        round_up(offset.saturating_add(allocated), block).max(round_down(offset, block));
     let need = |end: u64| round_up(end, block).saturating_sub(first_new);
     if need(end) <= available {
         return WritePlan {
@@ -182,30 +183,63 @@ mod tests {
 
     #[test]
     fn append_that_fits_reserves_the_blocks_it_touches() {
-        assert_eq!(plan_write(0, 10, 0, B, 1 << 20), WritePlan { len: 10, reserve: B });
+        assert_eq!(
+            plan_write(0, 10, 0, B, 1 << 20),
+            WritePlan {
+                len: 10,
+                reserve: B
+            }
+        );
         assert_eq!(
             plan_write(B, 2 * B, 0, B, 1 << 20),
-            WritePlan { len: 2 * B, reserve: 2 * B }
+            WritePlan {
+                len: 2 * B,
+                reserve: 2 * B
+            }
         );
     }
 
     #[test]
     fn overwrite_inside_allocation_needs_nothing() {
-        assert_eq!(plan_write(100, 1000, 5000, B, 0), WritePlan { len: 1000, reserve: 0 });
+        assert_eq!(
+            plan_write(100, 1000, 5000, B, 0),
+            WritePlan {
+                len: 1000,
+                reserve: 0
+            }
+        );
     }
 
     #[test]
     fn partial_tail_block_already_allocated() {
         // File of 100 bytes: block 0 allocated. Writing 100..5000 needs only block 1.
-        assert_eq!(plan_write(100, 4900, 0, B, B), WritePlan { len: 4900, reserve: B });
+        assert_eq!(
+            plan_write(100, 4900, 0, B, B),
+            WritePlan {
+                len: 4900,
+                reserve: B
+            }
+        );
     }
 
     #[test]
     fn short_write_cuts_at_a_block_boundary() {
         let p = plan_write(0, 10 * B, 0, B, 3 * B + 100);
-        assert_eq!(p, WritePlan { len: 3 * B, reserve: 3 * B });
+        assert_eq!(
+            p,
+            WritePlan {
+                len: 3 * B,
+                reserve: 3 * B
+            }
+        );
         let p = plan_write(10, 10 * B, 0, B, 2 * B);
-        assert_eq!(p, WritePlan { len: 2 * B - 10, reserve: 2 * B });
+        assert_eq!(
+            p,
+            WritePlan {
+                len: 2 * B - 10,
+                reserve: 2 * B
+            }
+        );
     }
 
     #[test]
@@ -216,24 +250,41 @@ mod tests {
 
     #[test]
     fn exact_fill_fits() {
-        assert_eq!(plan_write(0, 8 * B, 0, B, 8 * B), WritePlan { len: 8 * B, reserve: 8 * B });
+        assert_eq!(
+            plan_write(0, 8 * B, 0, B, 8 * B),
+            WritePlan {
+                len: 8 * B,
+                reserve: 8 * B
+            }
+        );
     }
 
     #[test]
     fn reservations_never_exceed_the_limit() {
         let q = Quota::new(
-            Limits { bytes: Some(10 * B), inodes: Some(2) },
-            UsageSnapshot { bytes: B, inodes: 1 },
+            Limits {
+                bytes: Some(10 * B),
+                inodes: Some(2),
+            },
+            UsageSnapshot {
+                bytes: B,
+                inodes: 1,
+            },
         );
         let a = q.reserve(5 * B, 1).unwrap();
         assert_eq!(q.reserve(5 * B, 0).err(), Some(FsError::NoSpace));
         assert_eq!(q.reserve(0, 1).err(), Some(FsError::NoSpace));
-        let (plan, b) = q.reserve_write(|avail| plan_write(0, 10 * B, 0, B, avail)).unwrap();
+        let (plan, b) = q
+            .reserve_write(|avail| plan_write(0, 10 * B, 0, B, avail))
+            .unwrap();
         assert_eq!(plan.len, 4 * B);
         drop((a, b));
         assert_eq!(q.available_bytes(), 9 * B);
         q.adjust(9 * B as i64, 0);
-        assert!(q.reserve_write(|avail| plan_write(0, 1, 0, B, avail)).is_err());
+        assert!(
+            q.reserve_write(|avail| plan_write(0, 1, 0, B, avail))
+                .is_err()
+        );
     }
 
     #[test]

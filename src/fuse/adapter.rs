@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -187,7 +187,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply!(reply, self.fs.lookup(&caller(req), parent.0, name), |e| self.entry(reply, &e))
+        reply!(reply, self.fs.lookup(&caller(req), parent.0, name), |e| {
+            self.entry(reply, &e)
+        })
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -263,11 +265,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, self.fs.unlink(&caller(req), parent.0, name), |()| reply.ok())
+        reply!(reply, self.fs.unlink(&caller(req), parent.0, name), |()| {
+            reply.ok()
+        })
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, self.fs.rmdir(&caller(req), parent.0, name), |()| reply.ok())
+        reply!(reply, self.fs.rmdir(&caller(req), parent.0, name), |()| {
+            reply.ok()
+        })
     }
 
     fn symlink(
@@ -337,7 +343,8 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply!(reply, self.fs.read(ino.0, fh.0, offset, size), |d| reply.data(&d))
+        reply!(reply, self.fs.read(ino.0, fh.0, offset, size), |d| reply
+            .data(&d))
     }
 
     fn write(
@@ -357,7 +364,14 @@ impl Filesystem for FuseAdapter {
         reply!(reply, result, |n| reply.written(n))
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply!(reply, self.fs.flush(ino.0, fh.0), |()| reply.ok())
     }
 
@@ -375,13 +389,21 @@ impl Filesystem for FuseAdapter {
         reply!(reply, self.fs.release(ino.0, fh.0), |()| reply.ok())
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply!(reply, self.fs.fsync(ino.0, fh.0, datasync), |()| reply.ok())
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let result = self.fs.opendir(&caller(req), ino.0);
-        reply!(reply, result, |fh| reply.opened(FileHandle(fh), FopenFlags::empty()))
+        reply!(reply, result, |fh| reply
+            .opened(FileHandle(fh), FopenFlags::empty()))
     }
 
     fn readdir(
@@ -412,17 +434,39 @@ impl Filesystem for FuseAdapter {
                 Some(entry) => (self.attr(&entry.attr), entry.generation),
                 None => (dot_attr(e.ino, e.kind), 0),
             };
-            !reply.add(INodeNo(e.ino), e.next_offset, &e.name, &self.ttl, &attr, Generation(generation))
+            !reply.add(
+                INodeNo(e.ino),
+                e.next_offset,
+                &e.name,
+                &self.ttl,
+                &attr,
+                Generation(generation),
+            )
         });
         reply!(reply, result, |()| reply.ok())
     }
 
-    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _f: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _f: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         reply!(reply, self.fs.releasedir(ino.0, fh.0), |()| reply.ok())
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        reply!(reply, self.fs.fsyncdir(ino.0, fh.0, datasync), |()| reply.ok())
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply!(reply, self.fs.fsyncdir(ino.0, fh.0, datasync), |()| reply
+            .ok())
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -441,15 +485,21 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply!(reply, self.fs.setxattr(ino.0, name, value, flags), |()| reply.ok())
+        reply!(reply, self.fs.setxattr(ino.0, name, value, flags), |()| {
+            reply.ok()
+        })
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply!(reply, self.fs.getxattr(ino.0, name, size), |x| xattr_reply(reply, x))
+        reply!(reply, self.fs.getxattr(ino.0, name, size), |x| xattr_reply(
+            reply, x
+        ))
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply!(reply, self.fs.listxattr(ino.0, size), |x| xattr_reply(reply, x))
+        reply!(reply, self.fs.listxattr(ino.0, size), |x| xattr_reply(
+            reply, x
+        ))
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -457,7 +507,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        reply!(reply, self.fs.access(&caller(req), ino.0, mask.bits()), |()| reply.ok())
+        reply!(
+            reply,
+            self.fs.access(&caller(req), ino.0, mask.bits()),
+            |()| reply.ok()
+        )
     }
 
     fn create(
@@ -506,7 +560,8 @@ impl Filesystem for FuseAdapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        reply!(reply, self.fs.lseek(ino.0, fh.0, offset, whence), |o| reply.offset(o))
+        reply!(reply, self.fs.lseek(ino.0, fh.0, offset, whence), |o| reply
+            .offset(o))
     }
 
     fn copy_file_range(

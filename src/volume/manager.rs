@@ -3,7 +3,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::core::Core;
+use super::name::{random_name, validate_name};
 use super::{VolumeError, VolumeInfo};
+use crate::store::Store;
 
 /// A create request as the CLI or the plugin gives it.
 #[derive(Clone, Debug, Default)]
@@ -22,43 +31,92 @@ pub struct PruneReport {
     pub reclaimed_bytes: u64,
 }
 
+/// Serializes every operation on one `Core`. A checkpoint thread persists the usage of active
+/// volumes every few seconds, so a crash loses little (and the next start rescans anyway).
 pub struct VolumeManager {
-    _private: (),
+    core: Arc<Mutex<Core>>,
+    stop: Arc<AtomicBool>,
 }
+
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 impl VolumeManager {
     /// Opens the catalog at `root/fvol.redb` (creating `root` if needed). Does not mount.
     pub fn open(root: &Path) -> Result<VolumeManager, VolumeError> {
-        let _ = root;
-        unimplemented!()
+        std::fs::create_dir_all(root.join("volumes"))
+            .map_err(|e| VolumeError::io(format!("creating {}", root.display()), e))?;
+        let store = Store::open(&root.join("fvol.redb"))?;
+        let core = Arc::new(Mutex::new(Core::new(
+            root,
+            store,
+            crate::driver::registry(),
+        )));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, flag) = (Arc::downgrade(&core), stop.clone());
+        std::thread::Builder::new()
+            .name("usage-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    match weak.upgrade() {
+                        Some(core) => core.lock().checkpoint_usage(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| VolumeError::io("starting the usage checkpoint thread", e))?;
+        Ok(VolumeManager { core, stop })
     }
+
     /// Detaches stale FUSE mounts left by a dead daemon and mounts again every volume that has
     /// mount references. Call once at start-up, before serving requests.
     pub fn recover(&self) -> Result<(), VolumeError> {
-        unimplemented!()
+        self.core.lock().recover()
     }
+
     /// Idempotent for the same driver and options; a conflict otherwise.
     pub fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
-        let _ = req;
-        unimplemented!()
+        let name = req
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(random_name);
+        let driver = req
+            .driver
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "local".into());
+        let mut core = self.core.lock();
+        let rec = core.create(name, &driver, req.options, req.labels)?;
+        core.info(&rec)
     }
-    /// Refused while mounted unless `force`, which first drops every reference.
+
+    /// Refused while mounted. `force` only makes a missing volume not an error, as in Docker.
     pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
-        let _ = (name, force);
-        unimplemented!()
+        match self.core.lock().remove(name) {
+            Err(VolumeError::NotFound(_)) if force => Ok(()),
+            other => other.map(drop),
+        }
     }
+
     pub fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
-        unimplemented!()
+        let core = self.core.lock();
+        core.records()?.iter().map(|r| core.info(r)).collect()
     }
+
     pub fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
-        let _ = name;
-        unimplemented!()
+        validate_name(name)?;
+        let core = self.core.lock();
+        let rec = core.record(name)?;
+        core.info(&rec)
     }
+
     /// The mountpoint, whether or not the volume is mounted now.
     pub fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
-        let _ = name;
-        unimplemented!()
+        validate_name(name)?;
+        let core = self.core.lock();
+        core.record(name)?;
+        Ok(core.mountpoint(name))
     }
+
     /// Adds reference `ref_id` (idempotent) and activates the FUSE mount if it is the first.
     /// With `target`, also bind-mounts the volume there (the directory must exist).
     /// Reference ids: `cli`, `cli:/abs/target`, `plugin:<ID>`.
@@ -68,20 +126,34 @@ impl VolumeManager {
         ref_id: &str,
         target: Option<&Path>,
     ) -> Result<PathBuf, VolumeError> {
-        let _ = (name, ref_id, target);
-        unimplemented!()
+        validate_name(name)?;
+        self.core.lock().mount(name, ref_id, target)
     }
+
     /// Drops reference `ref_id` (unknown ids are harmless) and its bind mount; the FUSE mount
     /// ends with the last reference.
     pub fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
-        let _ = (name, ref_id);
-        unimplemented!()
+        validate_name(name)?;
+        self.core.lock().unmount(name, ref_id)
     }
+
     /// Removes every volume with no mount reference.
     pub fn prune(&self) -> Result<PruneReport, VolumeError> {
-        unimplemented!()
+        let mut core = self.core.lock();
+        let mut report = PruneReport::default();
+        for rec in core.records()? {
+            if rec.mount_refs.is_empty() {
+                report.reclaimed_bytes += core.remove(&rec.name)?;
+                report.removed.push(rec.name);
+            }
+        }
+        Ok(report)
     }
+
     /// Unmounts everything and persists usage as clean; references are kept so the next start
     /// mounts the same volumes again.
-    pub fn shutdown(&self) {}
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.core.lock().shutdown();
+    }
 }

@@ -8,7 +8,10 @@ use fvol::fs::quota::Limits;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bytes = args.get(3).map(|s| s.parse().expect("size in bytes"));
-    let limits = Limits { bytes, inodes: None };
+    let limits = Limits {
+        bytes,
+        inodes: None,
+    };
     let fs = Arc::new(PassthroughFs::new(args[1].as_ref(), limits, None).expect("open"));
     let m = fvol::fuse::mount(fs, args[2].as_ref(), "debug", false).expect("mount");
     let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);

@@ -3,9 +3,9 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
-use nix::fcntl::AtFlags;
 use std::collections::HashSet;
 
 use super::PassthroughFs;
@@ -37,7 +37,10 @@ impl PassthroughFs {
     /// The last name of a host inode is gone. Its space comes back now, or at the last close
     /// if it is still open.
     pub(super) fn account_unlinked(&self, key: HostKey, st: &FileStat) {
-        let Some(inode) = self.inodes.peek_ino(key).and_then(|ino| self.inodes.get(ino).ok())
+        let Some(inode) = self
+            .inodes
+            .peek_ino(key)
+            .and_then(|ino| self.inodes.get(ino).ok())
         else {
             self.quota.adjust(-(allocated_bytes(st) as i64), -1);
             return;
@@ -69,7 +72,12 @@ pub fn scan(root: &OwnedFd) -> FsResult<UsageSnapshot> {
     seen.insert(Inode::key_of(&root_st));
     total.bytes += allocated_bytes(&root_st);
     total.inodes += 1;
-    let first = openat(root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    let first = openat(
+        root,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )?;
     let mut stack = vec![first];
     let mut buf = vec![0u8; 64 * 1024];
     while let Some(dir) = stack.pop() {

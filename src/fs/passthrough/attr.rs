@@ -4,10 +4,10 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::AtFlags;
 use nix::fcntl::{AT_FDCWD, OFlag};
 use nix::sys::stat::{FchmodatFlags, FileStat, Mode, UtimensatFlags, fchmod, fchmodat, utimensat};
 use nix::sys::time::TimeSpec;
-use nix::fcntl::AtFlags;
 use nix::unistd::{Gid, Uid, fchownat};
 
 use super::PassthroughFs;
@@ -51,7 +51,11 @@ fn timespec(t: Option<TimeSet>) -> TimeSpec {
             Err(e) => {
                 let d = e.duration();
                 let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
-                if n == 0 { TimeSpec::new(-s, 0) } else { TimeSpec::new(-s - 1, 1_000_000_000 - n) }
+                if n == 0 {
+                    TimeSpec::new(-s, 0)
+                } else {
+                    TimeSpec::new(-s - 1, 1_000_000_000 - n)
+                }
             }
         },
     }
@@ -66,7 +70,12 @@ impl PassthroughFs {
             let mode = Mode::from_bits_truncate(mode & 0o7777);
             match &handle {
                 Some(h) => fchmod(h.file.as_fd(), mode)?,
-                None => fchmodat(AT_FDCWD, path.as_c_str(), mode, FchmodatFlags::FollowSymlink)?,
+                None => fchmodat(
+                    AT_FDCWD,
+                    path.as_c_str(),
+                    mode,
+                    FchmodatFlags::FollowSymlink,
+                )?,
             }
         }
         if change.uid.is_some() || change.gid.is_some() {
@@ -83,7 +92,13 @@ impl PassthroughFs {
         }
         if change.atime.is_some() || change.mtime.is_some() {
             let (atime, mtime) = (timespec(change.atime), timespec(change.mtime));
-            utimensat(AT_FDCWD, path.as_c_str(), &atime, &mtime, UtimensatFlags::FollowSymlink)?;
+            utimensat(
+                AT_FDCWD,
+                path.as_c_str(),
+                &atime,
+                &mtime,
+                UtimensatFlags::FollowSymlink,
+            )?;
         }
         let st = nix::sys::stat::fstat(&inode.fd)?;
         Ok(attr_of(ino, &st))

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::PassthroughFs;
 use super::handles::DirHandle;
-use crate::fs::{DirEntry, FileKind, Fh, FsResult, Ino};
+use crate::fs::{DirEntry, Fh, FileKind, FsResult, Ino};
 use crate::sys::dirent;
 
 /// Big enough for a reply buffer's worth of entries in one system call.

@@ -72,7 +72,12 @@ impl InodeTable {
     }
 
     pub fn get(&self, ino: Ino) -> FsResult<Arc<Inode>> {
-        self.tables.read().by_ino.get(&ino).cloned().ok_or(FsError::Stale)
+        self.tables
+            .read()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::Stale)
     }
 
     /// The node id the host inode has, or would get, without adding a lookup.
@@ -82,7 +87,8 @@ impl InodeTable {
 
     /// The node id readdir shows for a host inode that is not in the table.
     pub fn ino_hint(&self, key: HostKey) -> Ino {
-        self.peek_ino(key).unwrap_or_else(|| self.direct_ino(key).unwrap_or(0))
+        self.peek_ino(key)
+            .unwrap_or_else(|| self.direct_ino(key).unwrap_or(0))
     }
 
     /// Host inode numbers of the root's device serve as node ids directly, so `st_ino` stays

@@ -23,6 +23,15 @@ use nix::sys::statvfs::fstatvfs;
 use nix::unistd::{symlinkat, syncfs};
 
 pub use account::scan;
+
+/// Usage of the tree at `dir`, each inode once.
+pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
+    scan(&open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::InodeTable;
@@ -65,6 +74,10 @@ impl PassthroughFs {
         })
     }
 
+    pub fn usage_now(&self) -> UsageSnapshot {
+        self.quota.usage()
+    }
+
     /// Enables kernel passthrough for read-only opens (the FUSE adapter decides whether the
     /// kernel supports it).
     pub fn with_passthrough_reads(mut self, on: bool) -> Self {
@@ -98,7 +111,14 @@ impl VolumeFs for PassthroughFs {
         Ok(nix::fcntl::readlinkat(&inode.fd, "")?.into_vec())
     }
 
-    fn mknod(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32, rdev: u32) -> FsResult<Entry> {
+    fn mknod(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Entry> {
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
         let perm = Mode::from_bits_truncate(mode & 0o7777);
         let make = |p: &inodes::Inode| Ok(mknodat(&p.fd, name, kind, perm, rdev.into())?);
@@ -121,14 +141,22 @@ impl VolumeFs for PassthroughFs {
 
     fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
         let make = |p: &inodes::Inode| Ok(symlinkat(target, &p.fd, name)?);
-        Ok(self.create_node(c, parent, name, 0o777, self.block, make)?.1)
+        Ok(self
+            .create_node(c, parent, name, 0o777, self.block, make)?
+            .1)
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
         self.do_rename(r.parent, r.name, r.new_parent, r.new_name, r.flags)
     }
 
-    fn link(&self, _caller: &Caller, ino: Ino, new_parent: Ino, new_name: &OsStr) -> FsResult<Entry> {
+    fn link(
+        &self,
+        _caller: &Caller,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &OsStr,
+    ) -> FsResult<Entry> {
         self.do_link(ino, new_parent, new_name)
     }
 
@@ -214,7 +242,11 @@ impl VolumeFs for PassthroughFs {
             }
             None => {
                 let scale = |n: u64| n * host.fragment_size() / self.block;
-                (scale(host.blocks()), scale(host.blocks_free()), scale(host.blocks_available()))
+                (
+                    scale(host.blocks()),
+                    scale(host.blocks_free()),
+                    scale(host.blocks_available()),
+                )
             }
         };
         let (files, ffree) = match limits.inodes {

@@ -4,9 +4,9 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{AT_FDCWD, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{FchmodatFlags, FileStat, Mode, fchmodat, fstat, fstatat};
-use nix::fcntl::AtFlags;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 
 use super::PassthroughFs;
@@ -19,7 +19,11 @@ const DIR_GROWTH_BLOCKS: u64 = 1;
 
 impl PassthroughFs {
     /// Looks up `name` in `parent` and adds one kernel lookup reference.
-    pub(super) fn lookup_entry(&self, parent: &Inode, name: &OsStr) -> FsResult<(Arc<Inode>, Entry)> {
+    pub(super) fn lookup_entry(
+        &self,
+        parent: &Inode,
+        name: &OsStr,
+    ) -> FsResult<(Arc<Inode>, Entry)> {
         let fd = openat(
             &parent.fd,
             name,
@@ -48,10 +52,9 @@ impl PassthroughFs {
         make: impl FnOnce(&Inode) -> FsResult<()>,
     ) -> FsResult<(Arc<Inode>, Entry)> {
         let parent = self.inodes.get(parent)?;
-        let _reservation = self.quota.reserve(
-            reserve_bytes + DIR_GROWTH_BLOCKS * self.block,
-            1,
-        )?;
+        let _reservation = self
+            .quota
+            .reserve(reserve_bytes + DIR_GROWTH_BLOCKS * self.block, 1)?;
         make(&parent)?;
         let parent_st = self.reaccount(&parent)?;
         let inherit_gid = parent_st.st_mode & libc::S_ISGID != 0;
@@ -67,7 +70,12 @@ impl PassthroughFs {
         if let Some(want) = mode_to_restore(mode, perm, entry.attr.kind) {
             let path = crate::sys::proc_fd_path(inode.fd.as_fd());
             let want = Mode::from_bits_truncate(want);
-            fchmodat(AT_FDCWD, path.as_c_str(), want, FchmodatFlags::FollowSymlink)?;
+            fchmodat(
+                AT_FDCWD,
+                path.as_c_str(),
+                want,
+                FchmodatFlags::FollowSymlink,
+            )?;
         }
         let st = self.reaccount(&inode)?;
         entry.attr = attr_of(inode.ino, &st);
@@ -77,7 +85,11 @@ impl PassthroughFs {
     pub(super) fn remove_name(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let st = fstatat(&parent.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        let flag = if dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
+        let flag = if dir {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
         unlinkat(&parent.fd, name, flag)?;
         self.reaccount(&parent)?;
         if dir || st.st_nlink <= 1 {
@@ -149,7 +161,11 @@ fn mode_to_restore(requested: u32, actual: u32, kind: FileKind) -> Option<u32> {
     if kind == FileKind::Symlink {
         return None;
     }
-    let inherited = if kind == FileKind::Dir { actual & libc::S_ISGID } else { 0 };
+    let inherited = if kind == FileKind::Dir {
+        actual & libc::S_ISGID
+    } else {
+        0
+    };
     let want = (requested & 0o7777) | inherited;
     (actual & 0o7777 != want).then_some(want)
 }

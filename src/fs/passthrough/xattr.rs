@@ -25,7 +25,13 @@ fn sized(size: u32, fill: impl Fn(&mut [u8]) -> FsResult<usize>) -> FsResult<Xat
 }
 
 impl PassthroughFs {
-    pub(super) fn set_xattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    pub(super) fn set_xattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
         let inode = self.inodes.get(ino)?;
         let _reservation = self.quota.reserve(XATTR_BLOCKS * self.block, 0)?;
         let path = proc_fd_path(inode.fd.as_fd());
