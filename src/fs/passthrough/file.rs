@@ -160,6 +160,8 @@ impl PassthroughFs {
         } else {
             handle.file.sync_all()?;
         }
+        // Writeback may have allocated host metadata (extent blocks) since the last re-read.
+        self.reaccount(&handle.inode)?;
         Ok(())
     }
 }
