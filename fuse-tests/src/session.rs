@@ -32,10 +32,18 @@ impl TestSession {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&backing).unwrap();
         std::fs::create_dir(&mountpoint).unwrap();
-        let fs: Arc<dyn VolumeFs> = match backend {
-            Backend::Local => Arc::new(PassthroughFs::new(&backing, limits, None).expect("open")),
+        let (fs, passthrough): (Arc<dyn VolumeFs>, bool) = match backend {
+            Backend::Local => {
+                let fs = PassthroughFs::new(&backing, limits, None)
+                    .expect("open")
+                    .with_passthrough(true)
+                    .with_exclusive(true);
+                let passthrough = fs.passthrough();
+                (Arc::new(fs), passthrough)
+            }
         };
-        let mounted = fvol::fuse::mount(fs.clone(), &mountpoint, "test", false).expect("mount");
+        let mounted =
+            fvol::fuse::mount(fs.clone(), &mountpoint, "test", passthrough).expect("mount");
         TestSession {
             mounted: Some(mounted),
             fs,

@@ -1,19 +1,36 @@
-//! pjdfstest and fsx against a local volume with a quota.
+//! pjdfstest and fsx against local volumes: one with a quota (every byte through the
+//! handler) and one without (kernel passthrough for file I/O).
 use fuse_tests::{TestSession, suites};
 
-#[test]
-fn pjdfstest_has_no_failures() {
-    let s = TestSession::local(Some(4 << 30), Some(1_000_000));
+fn pjdfstest(s: &TestSession) {
     let (failed, skipped, passed, text) = suites::pjdfstest(s.mnt());
     eprintln!("pjdfstest: {failed} failed, {skipped} skipped, {passed} passed");
     assert_eq!(failed, 0, "{text}");
     assert!(passed > 300, "too few cases ran: {text}");
 }
 
-#[test]
-fn fsx_three_seeds() {
-    let s = TestSession::local(Some(1 << 30), None);
+fn fsx(s: &TestSession) {
     for seed in [1, 2, 3] {
         suites::fsx(s.mnt(), seed, 10_000, &[]).unwrap_or_else(|log| panic!("seed {seed}: {log}"));
     }
+}
+
+#[test]
+fn pjdfstest_with_quota() {
+    pjdfstest(&TestSession::local(Some(4 << 30), Some(1_000_000)));
+}
+
+#[test]
+fn pjdfstest_passthrough() {
+    pjdfstest(&TestSession::local(None, None));
+}
+
+#[test]
+fn fsx_with_quota() {
+    fsx(&TestSession::local(Some(1 << 30), None));
+}
+
+#[test]
+fn fsx_passthrough() {
+    fsx(&TestSession::local(None, None));
 }

@@ -134,7 +134,10 @@ impl Driver for LocalDriver {
             inodes: opts.inodes,
         };
         let fs = PassthroughFs::new(&dir, limits, start)
-            .map_err(|e| VolumeError::Driver(format!("opening {}: {e}", dir.display())))?;
+            .map_err(|e| VolumeError::Driver(format!("opening {}: {e}", dir.display())))?
+            .with_passthrough(true)
+            .with_exclusive(rec.owns_backing);
+        let passthrough = fs.passthrough();
         let usage = fs.usage_now();
         Ok(Activation {
             fs: Arc::new(fs),
@@ -143,6 +146,7 @@ impl Driver for LocalDriver {
                 inodes: usage.inodes,
                 clean: false,
             },
+            passthrough,
         })
     }
 }

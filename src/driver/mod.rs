@@ -34,6 +34,8 @@ pub struct Activation {
     pub fs: Arc<dyn VolumeFs>,
     /// The usage the filesystem started from (rescanned or taken from the catalog).
     pub usage: Usage,
+    /// The filesystem hands out host files the kernel may read directly (FUSE passthrough).
+    pub passthrough: bool,
 }
 
 pub trait Driver: Send + Sync {

@@ -96,19 +96,22 @@ impl FuseAdapter {
         flags
     }
 
-    /// Calls `respond` with the backing id a passthrough open of `ino` must use (one per
-    /// inode, shared by its handles), or with None to answer as a plain open.
-    fn with_backing<R>(
+    /// Replies to an open, with a passthrough backing id when the core offers the host file.
+    /// The kernel fails (EIO) any open that mixes passthrough and other handles on one inode,
+    /// so a core offers passthrough for all opens of a volume or for none. One backing id per
+    /// inode is shared by its handles until the last one is released.
+    fn reply_open<R>(
         &self,
         ino: Ino,
         opened: &Opened,
         reply: R,
         open_backing: impl FnOnce(&R, &std::fs::File) -> std::io::Result<BackingId>,
-        respond: impl FnOnce(R, Option<&BackingId>),
+        respond: impl FnOnce(R, FopenFlags, Option<&BackingId>),
     ) {
+        let flags = Self::open_flags(opened);
         let file = opened.passthrough.as_ref();
         let Some(file) = file.filter(|_| self.passthrough.load(Ordering::Relaxed)) else {
-            return respond(reply, None);
+            return respond(reply, flags, None);
         };
         let mut b = self.backing.lock();
         let slot = match b.by_ino.entry(ino) {
@@ -116,14 +119,14 @@ impl FuseAdapter {
             Entry::Vacant(v) => match open_backing(&reply, file) {
                 Ok(id) => v.insert((id, 0)),
                 Err(e) => {
-                    log::warn!("passthrough refused for inode {ino}: {e}; serving reads");
-                    return respond(reply, None);
+                    log::error!("passthrough refused for inode {ino}: {e}");
+                    return respond(reply, flags, None);
                 }
             },
         };
         slot.1 += 1;
+        respond(reply, flags, Some(&slot.0));
         b.by_fh.insert(opened.fh, ino);
-        respond(reply, b.by_ino.get(&ino).map(|(id, _)| id));
     }
 
     fn release_backing(&self, fh: u64) {
@@ -175,6 +178,7 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -323,12 +327,17 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         reply!(reply, self.fs.open(&caller(req), ino.0, flags.0), |o| {
-            let flags = Self::open_flags(&o);
             let open_backing = |r: &ReplyOpen, f: &std::fs::File| r.open_backing(f);
-            self.with_backing(ino.0, &o, reply, open_backing, |reply, id| match id {
-                Some(id) => reply.opened_passthrough(FileHandle(o.fh), flags, id),
-                None => reply.opened(FileHandle(o.fh), flags),
-            })
+            self.reply_open(
+                ino.0,
+                &o,
+                reply,
+                open_backing,
+                |reply, flags, id| match id {
+                    Some(id) => reply.opened_passthrough(FileHandle(o.fh), flags, id),
+                    None => reply.opened(FileHandle(o.fh), flags),
+                },
+            )
         })
     }
 
@@ -526,14 +535,24 @@ impl Filesystem for FuseAdapter {
     ) {
         let result = self.fs.create(&caller(req), parent.0, name, mode, flags);
         reply!(reply, result, |(e, o)| {
-            let (attr, flags) = (self.attr(&e.attr), Self::open_flags(&o));
-            let generation = Generation(e.generation);
-            let fh = FileHandle(o.fh);
+            let (attr, generation, fh) = (
+                self.attr(&e.attr),
+                Generation(e.generation),
+                FileHandle(o.fh),
+            );
             let open_backing = |r: &ReplyCreate, f: &std::fs::File| r.open_backing(f);
-            self.with_backing(e.attr.ino, &o, reply, open_backing, |reply, id| match id {
-                Some(id) => reply.created_passthrough(&self.ttl, &attr, generation, fh, flags, id),
-                None => reply.created(&self.ttl, &attr, generation, fh, flags),
-            })
+            self.reply_open(
+                e.attr.ino,
+                &o,
+                reply,
+                open_backing,
+                |reply, flags, id| match id {
+                    Some(id) => {
+                        reply.created_passthrough(&self.ttl, &attr, generation, fh, flags, id)
+                    }
+                    None => reply.created(&self.ttl, &attr, generation, fh, flags),
+                },
+            )
         })
     }
 

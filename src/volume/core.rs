@@ -278,8 +278,13 @@ impl Core {
         }
         std::fs::create_dir_all(&mountpoint)
             .map_err(|e| VolumeError::io(format!("creating {}", mountpoint.display()), e))?;
-        let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, false)
-            .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
+        let mount = crate::fuse::mount(
+            activation.fs.clone(),
+            &mountpoint,
+            &rec.name,
+            activation.passthrough,
+        )
+        .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
         self.active.insert(

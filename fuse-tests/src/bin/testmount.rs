@@ -12,8 +12,11 @@ fn main() {
         bytes,
         inodes: None,
     };
-    let fs = Arc::new(PassthroughFs::new(args[1].as_ref(), limits, None).expect("open"));
-    let m = fvol::fuse::mount(fs, args[2].as_ref(), "debug", false).expect("mount");
+    let fs = PassthroughFs::new(args[1].as_ref(), limits, None)
+        .expect("open")
+        .with_passthrough(true);
+    let passthrough = fs.passthrough();
+    let m = fvol::fuse::mount(Arc::new(fs), args[2].as_ref(), "debug", passthrough).expect("mount");
     let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
     m.unmount().unwrap();
 }

@@ -40,20 +40,29 @@ impl PassthroughFs {
         if flags.contains(OFlag::O_TRUNC) {
             self.reaccount(&inode)?;
         }
-        let read_only = flags & OFlag::O_ACCMODE == OFlag::O_RDONLY;
+        let writable = flags & OFlag::O_ACCMODE != OFlag::O_RDONLY;
         inode.open_files.fetch_add(1, Ordering::AcqRel);
-        let passthrough = (self.passthrough_reads && read_only).then(|| file.clone());
-        let fh = self.files.insert(FileHandle { file, inode });
+        let passthrough = self.passthrough_io.then(|| file.clone());
+        let fh = self.files.insert(FileHandle {
+            file,
+            inode,
+            writable,
+        });
         Ok(Opened {
             fh,
             passthrough,
             direct_io: false,
-            keep_cache: false,
+            // The kernel refuses a kept cache on passthrough opens.
+            keep_cache: self.exclusive && !self.passthrough_io,
         })
     }
 
     pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {
         let handle = self.files.remove(fh)?;
+        if handle.writable && self.passthrough_io {
+            // The kernel wrote through this handle without asking: count what it allocated.
+            self.reaccount(&handle.inode)?;
+        }
         if handle.inode.open_files.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.account_last_close(&handle.inode);
         }

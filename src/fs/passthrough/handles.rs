@@ -13,6 +13,7 @@ use crate::fs::{Fh, FsError, FsResult};
 pub struct FileHandle {
     pub file: Arc<File>,
     pub inode: Arc<Inode>,
+    pub writable: bool,
 }
 
 pub struct DirHandle {

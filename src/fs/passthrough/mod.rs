@@ -46,8 +46,12 @@ pub struct PassthroughFs {
     quota: Quota,
     /// Allocation unit of the host filesystem.
     block: u64,
-    /// Let the kernel read read-only opens straight from the host file.
-    passthrough_reads: bool,
+    /// Let the kernel do all I/O straight on the host files (only without a byte limit, as
+    /// the handler then sees no writes).
+    passthrough_io: bool,
+    /// The handler is the only writer of the tree, so the kernel may keep file pages cached
+    /// across opens.
+    exclusive: bool,
 }
 
 impl PassthroughFs {
@@ -70,7 +74,8 @@ impl PassthroughFs {
             dirs: HandleTable::default(),
             quota: Quota::new(limits, usage),
             block,
-            passthrough_reads: false,
+            passthrough_io: false,
+            exclusive: false,
         })
     }
 
@@ -78,11 +83,22 @@ impl PassthroughFs {
         self.quota.usage()
     }
 
-    /// Enables kernel passthrough for read-only opens (the FUSE adapter decides whether the
-    /// kernel supports it).
-    pub fn with_passthrough_reads(mut self, on: bool) -> Self {
-        self.passthrough_reads = on;
+    /// Enables kernel passthrough for every open when there is no byte limit (the FUSE
+    /// adapter still checks that the kernel supports it).
+    pub fn with_passthrough(mut self, on: bool) -> Self {
+        self.passthrough_io = on && self.quota.limits().bytes.is_none();
         self
+    }
+
+    /// Declares the handler the only writer of the tree (not a `mount=` directory others may
+    /// change), so cached file pages stay valid across opens.
+    pub fn with_exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.passthrough_io
     }
 }
 
