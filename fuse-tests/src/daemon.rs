@@ -1,1 +1,550 @@
 //! A private fvol daemon, stopped on drop.
+//!
+//! - `TestRoot`: a temporary directory `fvol-test-XXXX/` holding the daemon's root (`root/`)
+//!   and a `scratch/` directory outside it (for `mount=` directories and bind targets). Cheap
+//!   to clone; the directory goes when the last clone (and every daemon on it) is gone, after
+//!   every mount under it has been lazily detached.
+//! - `TestDaemon`: `fvol --root ROOT daemon` on a `TestRoot`, driven through the real CLI.
+//!   Dropping it stops the daemon (SIGTERM, then SIGKILL) and detaches every mount left under
+//!   the test directory, so a panicking test leaks neither a process nor a mount.
+//!
+//! The binary is `$FVOL_BIN`, or `<workspace>/target/release/fvol`.
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, umount2};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// How long a daemon may take to start serving, or to exit after a signal.
+pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+/// The daemon's stderr, appended to across restarts.
+pub const LOG_FILE: &str = "daemon.log";
+
+/// The fvol binary under test.
+pub fn fvol_bin() -> PathBuf {
+    let bin = match std::env::var_os("FVOL_BIN") {
+        Some(bin) if !bin.is_empty() => PathBuf::from(bin),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/fvol"),
+    };
+    assert!(
+        bin.is_file(),
+        "fvol binary {} not found: build it with `cargo build --release -p fvol` or set FVOL_BIN",
+        bin.display()
+    );
+    bin
+}
+
+struct RootDir {
+    dir: TempDir,
+}
+
+impl Drop for RootDir {
+    fn drop(&mut self) {
+        detach_mounts_under(self.dir.path());
+    }
+}
+
+/// A temporary test directory: the daemon root at `root()` and a `scratch()` directory beside
+/// it (outside the root).
+#[derive(Clone)]
+pub struct TestRoot {
+    inner: Arc<RootDir>,
+}
+
+impl Default for TestRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestRoot {
+    pub fn new() -> TestRoot {
+        let dir = tempfile::Builder::new()
+            .prefix("fvol-test-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::create_dir(dir.path().join("scratch")).unwrap();
+        TestRoot {
+            inner: Arc::new(RootDir { dir }),
+        }
+    }
+
+    /// The whole test directory (contains both the root and the scratch directory).
+    pub fn base(&self) -> &Path {
+        self.inner.dir.path()
+    }
+
+    /// The daemon's `--root`.
+    pub fn root(&self) -> PathBuf {
+        self.base().join("root")
+    }
+
+    /// A directory outside the root, for `mount=` directories and bind targets.
+    pub fn scratch(&self) -> PathBuf {
+        self.base().join("scratch")
+    }
+
+    /// Creates (if needed) and returns `scratch/rel`.
+    pub fn scratch_dir(&self, rel: &str) -> PathBuf {
+        let dir = self.scratch().join(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn catalog(&self) -> PathBuf {
+        self.root().join("fvol.redb")
+    }
+
+    /// The daemon's log so far (empty if it never ran).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root().join(LOG_FILE)).unwrap_or_default()
+    }
+
+    /// A command running the fvol binary on this root.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(fvol_bin());
+        cmd.arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env_remove("FVOL_ROOT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `fvol --root ROOT ARGS...` to completion.
+    pub fn cli<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(args).output().expect("spawn fvol")
+    }
+
+    /// Runs `fvol daemon` on this root expecting it to exit by itself (a start-up failure);
+    /// kills it and panics if it is still running after `DAEMON_TIMEOUT`.
+    pub fn run_daemon_to_exit(&self) -> Output {
+        let mut child = self
+            .command(["daemon"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fvol daemon");
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                return child.wait_with_output().expect("collect daemon output");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect daemon output");
+                detach_mounts_under(&self.root());
+                panic!(
+                    "fvol daemon on {} was expected to exit but kept running\n{}",
+                    self.root().display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// A running `fvol daemon` on a `TestRoot`.
+pub struct TestDaemon {
+    child: Option<Child>,
+    /// Keeps the directory alive as long as this daemon object.
+    pub root: TestRoot,
+}
+
+impl TestDaemon {
+    /// Starts a daemon on a fresh temporary root.
+    pub fn start() -> TestDaemon {
+        TestDaemon::start_at(&TestRoot::new())
+    }
+
+    /// Starts a daemon on `root` (possibly one a previous daemon used) and waits until it
+    /// answers `fvol ls`.
+    pub fn start_at(root: &TestRoot) -> TestDaemon {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.root().join(LOG_FILE))
+            .expect("open daemon log");
+        let child = root
+            .command(["daemon"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fvol daemon");
+        let mut daemon = TestDaemon {
+            child: Some(child),
+            root: root.clone(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                panic!(
+                    "fvol daemon exited during start-up ({status})\nlog:\n{}",
+                    self.root.log()
+                );
+            }
+            if self.cli(["ls", "-q"]).status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "fvol daemon did not answer within {DAEMON_TIMEOUT:?}\nlog:\n{}",
+                    self.root.log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.root.root()
+    }
+
+    pub fn scratch_dir(&self, rel: &str) -> PathBuf {
+        self.root.scratch_dir(rel)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs `fvol --root ROOT ARGS...`.
+    pub fn cli<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.root.cli(args)
+    }
+
+    /// Runs `fvol --root ROOT ARGS...`, returns its stdout, panics with its stderr on failure.
+    pub fn cli_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "fvol {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// `fvol inspect NAME`, the first (only) element.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.cli_ok(["inspect", name]);
+        let mut all: Vec<serde_json::Value> =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect JSON: {e}\n{out}"));
+        assert_eq!(all.len(), 1, "{out}");
+        all.remove(0)
+    }
+
+    /// `fvol mount NAME`, returning the mountpoint it printed.
+    pub fn mount(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.cli_ok(["mount", name]).trim_end())
+    }
+
+    /// Sends SIGTERM and waits (at most `DAEMON_TIMEOUT`) for the daemon to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        match wait_timeout(&mut child, DAEMON_TIMEOUT) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "fvol daemon did not exit within {DAEMON_TIMEOUT:?} of SIGTERM\nlog:\n{}",
+                    self.root.log()
+                );
+            }
+        }
+    }
+
+    /// Sends SIGKILL and waits for the daemon to die. Its FUSE mounts are left stale.
+    pub fn kill9(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let _ = child.kill();
+        child.wait().expect("wait for killed daemon")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        self.root.log()
+    }
+}
+
+impl Drop for TestDaemon {
+    /// Only a daemon still running here is stopped and cleaned up after: one stopped by
+    /// `stop()`/`kill9()` may have a successor on the same root whose mounts must stay.
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        if wait_timeout(&mut child, DAEMON_TIMEOUT).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        detach_mounts_under(self.root.base());
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Undoes the octal escapes (`\040` for a space...) of /proc/self/mountinfo.
+fn unescape_mount_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Every mountpoint of this mount namespace, in mount order (from /proc/self/mountinfo).
+pub fn mountpoints() -> Vec<PathBuf> {
+    let mut text = String::new();
+    File::open("/proc/self/mountinfo")
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .expect("read /proc/self/mountinfo");
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mount_path)
+        .collect()
+}
+
+/// True if `path` is a mountpoint right now.
+pub fn is_mountpoint(path: &Path) -> bool {
+    mountpoints().iter().any(|m| m == path)
+}
+
+/// The filesystem type of the mount at exactly `path` (from /proc/self/mountinfo), if any.
+pub fn mount_fstype(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let mp = unescape_mount_path(fields.get(4)?);
+        if mp != path {
+            return None;
+        }
+        let sep = fields.iter().position(|f| *f == "-")?;
+        fields.get(sep + 1).map(|s| s.to_string())
+    })
+}
+
+/// Lazily detaches every mount at or under `dir`, deepest first.
+pub fn detach_mounts_under(dir: &Path) {
+    for _ in 0..3 {
+        let mut under: Vec<PathBuf> = mountpoints()
+            .into_iter()
+            .filter(|m| m.starts_with(dir))
+            .collect();
+        if under.is_empty() {
+            return;
+        }
+        under.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+        under.dedup();
+        for m in under {
+            let _ = umount2(&m, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// False (after printing a note) when FUSE tests cannot run here; tests return early then.
+pub fn fuse_or_skip(test: &str) -> bool {
+    let ok = crate::fuse_available();
+    if !ok {
+        eprintln!("skipping {test}: needs root and /dev/fuse");
+    }
+    ok
+}
+
+/// `du -sB1 PATH`: the bytes allocated under `path`.
+pub fn du_bytes(path: &Path) -> u64 {
+    let out = crate::run_ok(Command::new("du").arg("-sB1").arg(path));
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("du output: {out}"))
+}
+
+/// The size column of `df -B1 PATH`: the filesystem's total size in bytes.
+pub fn df_size(path: &Path) -> u64 {
+    let out = crate::run_ok(Command::new("df").arg("-B1").arg(path));
+    out.lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("df output: {out}"))
+}
+
+/// The stdout of a command as text.
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stderr of a command as text.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time of the exact form
+/// `YYYY-MM-DDTHH:MM:SSZ`, or None if `text` is not of that form or not a valid time.
+pub fn parse_rfc3339_utc(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 20 {
+        return None;
+    }
+    let shape = b"dddd-dd-ddTdd:dd:ddZ";
+    let ok = b.iter().zip(shape).all(|(c, s)| match s {
+        b'd' => c.is_ascii_digit(),
+        _ => c == s,
+    });
+    if !ok {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text[r].parse::<u64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || d < 1
+        || d > month_days[mo as usize - 1]
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
+        return None;
+    }
+    let days_before_year: u64 = (1970..y)
+        .map(|yy| {
+            if (yy % 4 == 0 && yy % 100 != 0) || yy % 400 == 0 {
+                366
+            } else {
+                365
+            }
+        })
+        .sum();
+    let days_before_month: u64 = month_days[..mo as usize - 1].iter().sum();
+    let days = days_before_year + days_before_month + d - 1;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// Now, in seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_parsing() {
+        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_utc("2000-03-01T00:00:01Z"), Some(951_868_801));
+        assert_eq!(
+            parse_rfc3339_utc("2024-02-29T12:34:56Z"),
+            Some(1_709_210_096)
+        );
+        for bad in [
+            "",
+            "2024-02-30T00:00:00Z",
+            "2024-02-29 12:34:56Z",
+            "2024-02-29T12:34:56",
+            "2024-02-29T12:34:56+00:00",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T24:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(
+            unescape_mount_path(r"/a\040b\134c\011"),
+            PathBuf::from("/a b\\c\t")
+        );
+        assert_eq!(unescape_mount_path(r"/x\04"), PathBuf::from(r"/x\04"));
+    }
+}

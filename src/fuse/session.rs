@@ -31,11 +31,16 @@ impl MountedFs {
         self.unmount_inner()
     }
 
+    /// A busy mount (EBUSY) is detached lazily instead, so it never outlives its owner: it
+    /// disappears from the namespace now and the connection ends with its last user.
     fn unmount_inner(&mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join(),
-            None => Ok(()),
-        }
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        session.umount_and_join().or_else(|e| {
+            log::warn!("unmounting {}: {e}; detaching it", self.mountpoint.display());
+            detach_stale_mount(&self.mountpoint)
+        })
     }
 }
 

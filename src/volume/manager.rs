@@ -76,10 +76,8 @@ impl VolumeManager {
 
     /// Idempotent for the same driver and options; a conflict otherwise.
     pub fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
-        let name = req
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(random_name);
+        // No name means a random one; an empty name is a bad name, not a request for one.
+        let name = req.name.unwrap_or_else(random_name);
         let driver = req
             .driver
             .filter(|d| !d.is_empty())

@@ -1,0 +1,454 @@
+//! Bad input: every refusal exits non-zero, prints one `fvol: ...` line naming the problem,
+//! and changes nothing.
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, is_mountpoint, stderr_of, stdout_of};
+
+/// What a refused command must leave as it was.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    names: String,
+    volumes_json: String,
+    volume_dirs: Vec<String>,
+    /// (mtime in ns, size) of the catalog. Only taken while no volume is mounted: the daemon
+    /// checkpoints the usage of mounted volumes every few seconds.
+    catalog: Option<(i128, u64)>,
+}
+
+fn snapshot(d: &TestDaemon) -> Snapshot {
+    let volumes_json = d.cli_ok(["ls", "--format", "json"]);
+    let any_mounted = volumes_json.contains("\"Mounted\": true");
+    let catalog = (!any_mounted).then(|| {
+        let m = std::fs::metadata(d.root().join("fvol.redb")).unwrap();
+        (
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            m.size(),
+        )
+    });
+    let mut volume_dirs: Vec<String> = std::fs::read_dir(d.root().join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    volume_dirs.sort();
+    Snapshot {
+        names: d.cli_ok(["ls", "-q"]),
+        volumes_json,
+        volume_dirs,
+        catalog,
+    }
+}
+
+/// Checks a failed command's output: non-zero exit, nothing on stdout, exactly one stderr line
+/// starting with `fvol:` and containing every needle. Returns that line.
+fn assert_one_error_line(args: &[&str], out: &Output, needles: &[&str]) -> String {
+    let err = stderr_of(out);
+    assert!(
+        !out.status.success(),
+        "fvol {args:?} succeeded; stdout: {}",
+        stdout_of(out)
+    );
+    assert_eq!(stdout_of(out), "", "fvol {args:?} printed on stdout");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "fvol {args:?}: expected one error line, got:\n{err}"
+    );
+    let line = lines[0];
+    assert!(line.starts_with("fvol: "), "fvol {args:?}: {line}");
+    for needle in needles {
+        assert!(
+            line.contains(needle),
+            "fvol {args:?}: the error should mention {needle:?}: {line}"
+        );
+    }
+    line.to_string()
+}
+
+/// Runs `fvol ARGS` expecting a refusal that names `needles` and changes nothing.
+fn refused(d: &TestDaemon, args: &[&str], needles: &[&str]) -> String {
+    let before = snapshot(d);
+    let out = d.cli(args);
+    let line = assert_one_error_line(args, &out, needles);
+    assert_eq!(snapshot(d), before, "fvol {args:?} changed something");
+    line
+}
+
+const NAME_RULE: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]+";
+
+#[test]
+fn invalid_names_are_refused() {
+    if !fuse_or_skip("invalid_names_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "ok"]);
+    for name in ["a", "-x", "/x", "../x", "a/b", ".x", "a b", "../ok"] {
+        let quoted = format!("{name:?}");
+        let needles = ["invalid volume name", quoted.as_str(), NAME_RULE];
+        refused(&d, &["create", "--", name], &needles);
+        refused(&d, &["create", "-o", "size=1M", "--", name], &needles);
+        refused(&d, &["mount", "--", name], &needles);
+        refused(&d, &["path", "--", name], &needles);
+        refused(&d, &["inspect", "--", name], &needles);
+    }
+    let long = "a".repeat(256);
+    refused(&d, &["create", &long], &["invalid volume name", "255"]);
+    assert!(!d.root().join("x").exists() && !d.root().join("volumes/x").exists());
+}
+
+/// `fvol create ""` names the volume explicitly, so it must be refused like any invalid name
+/// (rather than falling back to a random name, as a missing name does).
+#[test]
+fn empty_name_is_refused() {
+    if !fuse_or_skip("empty_name_is_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "ok"]);
+    refused(&d, &["create", ""], &["invalid volume name", "\"\""]);
+    refused(&d, &["mount", ""], &["invalid volume name"]);
+    refused(&d, &["path", ""], &["invalid volume name"]);
+}
+
+#[test]
+fn conflicting_create_and_unknown_driver_are_refused() {
+    if !fuse_or_skip("conflicting_create_and_unknown_driver_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "vol1", "-o", "size=64M"]);
+    refused(
+        &d,
+        &["create", "vol1", "-o", "size=32M"],
+        &["vol1", "already exists", "64M"],
+    );
+    refused(&d, &["create", "vol1"], &["vol1", "already exists"]);
+    refused(
+        &d,
+        &["create", "vol1", "-o", "size=64M", "-o", "inodes=10"],
+        &["vol1", "already exists"],
+    );
+    refused(
+        &d,
+        &["create", "vol1", "-d", "nfs", "-o", "size=64M"],
+        &["unknown driver", "nfs", "local"],
+    );
+    refused(
+        &d,
+        &["create", "vol2", "-d", "nfs"],
+        &["unknown driver", "\"nfs\"", "local"],
+    );
+    refused(
+        &d,
+        &["create", "-d", "nfs"],
+        &["unknown driver", "nfs", "local"],
+    );
+    // The same create again is fine, with or without naming the default driver.
+    assert_eq!(d.cli_ok(["create", "vol1", "-o", "size=64M"]), "vol1\n");
+    assert_eq!(
+        d.cli_ok(["create", "vol1", "-d", "local", "-o", "size=64M"]),
+        "vol1\n"
+    );
+    assert_eq!(d.cli_ok(["ls", "-q"]), "vol1\n");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    if !fuse_or_skip("bad_options_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "ok"]);
+    refused(
+        &d,
+        &["create", "vol1", "-o", "foo=1"],
+        &["\"foo\"", "size, inodes, uid, gid, mode, mount"],
+    );
+    for size in ["10X", "-1", "0", "", "1.5.5G"] {
+        let opt = format!("size={size}");
+        let quoted = format!("{size:?}");
+        refused(
+            &d,
+            &["create", "vol1", "-o", &opt],
+            &["size", &quoted, "512M"],
+        );
+        refused(&d, &["create", "-o", &opt], &["size", &quoted]);
+    }
+    for (opt, needles) in [
+        ("inodes=0", &["inodes=\"0\"", "positive"][..]),
+        ("uid=root", &["uid=\"root\"", "numeric"][..]),
+        ("gid=-1", &["gid=\"-1\"", "numeric"][..]),
+        ("mode=0999", &["mode=\"0999\"", "octal"][..]),
+        ("size", &["\"size\"", "key=value"][..]),
+        ("=1", &["\"=1\"", "key=value"][..]),
+    ] {
+        refused(&d, &["create", "vol1", "-o", opt], needles);
+    }
+    refused(
+        &d,
+        &["create", "vol1", "--label", "nolabel"],
+        &["label", "key=value"],
+    );
+}
+
+#[test]
+fn bad_mount_dirs_are_refused() {
+    if !fuse_or_skip("bad_mount_dirs_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "ok"]);
+    let scratch = d.scratch_dir("s");
+    let missing = scratch.join("nonexistent");
+    let file = scratch.join("regular-file");
+    std::fs::write(&file, b"not a dir").unwrap();
+    let inside = d.root().join("inside");
+    std::fs::create_dir(&inside).unwrap();
+    let base = d.root.base().to_path_buf();
+    let opt = |p: &Path| format!("mount={}", p.display());
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            "mount=relative/dir".into(),
+            vec!["relative/dir".into(), "absolute".into()],
+        ),
+        (
+            "mount=/nonexistent".into(),
+            vec!["/nonexistent".into(), "No such file".into()],
+        ),
+        (
+            opt(&missing),
+            vec![missing.display().to_string(), "No such file".into()],
+        ),
+        (
+            opt(&file),
+            vec![file.display().to_string(), "not a directory".into()],
+        ),
+        (
+            opt(&inside),
+            vec![inside.display().to_string(), "inside the fvol root".into()],
+        ),
+        (
+            opt(&d.root().join("volumes/ok/data")),
+            vec!["inside the fvol root".into()],
+        ),
+        (opt(&d.root()), vec!["inside the fvol root".into()]),
+        (
+            opt(&base),
+            vec![base.display().to_string(), "contains the fvol root".into()],
+        ),
+        // A path that only reaches the root through `..`.
+        (
+            format!("mount={}/../../root/inside", scratch.display()),
+            vec!["inside the fvol root".into()],
+        ),
+    ];
+    for (o, needles) in &cases {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let line = refused(&d, &["create", "vol1", "-o", o], &needles);
+        assert!(line.contains("mount="), "{line}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a dir");
+    assert!(!missing.exists());
+    assert_eq!(std::fs::read_dir(&inside).unwrap().count(), 0);
+}
+
+#[test]
+fn rm_of_a_mounted_volume_names_the_holder() {
+    if !fuse_or_skip("rm_of_a_mounted_volume_names_the_holder") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "vol1"]);
+    let mp = d.mount("vol1");
+    std::fs::write(mp.join("f"), b"keep").unwrap();
+    refused(&d, &["rm", "vol1"], &["vol1", "in use", "cli"]);
+    // -f does not force a mounted volume out.
+    refused(&d, &["rm", "-f", "vol1"], &["vol1", "in use", "cli"]);
+    assert!(is_mountpoint(&mp));
+    assert_eq!(std::fs::read(mp.join("f")).unwrap(), b"keep");
+
+    let t = d.scratch_dir("t");
+    let holder = format!("cli:{}", t.display());
+    d.cli_ok(["unmount", "vol1"]);
+    d.cli_ok(["mount", "vol1", "--target", t.to_str().unwrap()]);
+    refused(&d, &["rm", "vol1"], &["vol1", "in use", &holder]);
+    d.cli_ok(["unmount", "vol1", "--target", t.to_str().unwrap()]);
+    assert_eq!(d.cli_ok(["rm", "vol1"]), "vol1\n");
+}
+
+#[test]
+fn missing_volumes_are_reported() {
+    if !fuse_or_skip("missing_volumes_are_reported") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "vol1"]);
+    for args in [
+        &["inspect", "gone"][..],
+        &["mount", "gone"][..],
+        &["path", "gone"][..],
+        &["rm", "gone"][..],
+        &["unmount", "gone"][..],
+    ] {
+        refused(&d, args, &["no such volume", "gone"]);
+    }
+    // rm -f of a missing volume is not an error (as in Docker).
+    d.cli_ok(["rm", "-f", "gone"]);
+    assert_eq!(d.cli_ok(["ls", "-q"]), "vol1\n");
+}
+
+#[test]
+fn mount_on_a_missing_target_is_refused() {
+    if !fuse_or_skip("mount_on_a_missing_target_is_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "vol1"]);
+    let file = d.scratch_dir("s").join("file");
+    std::fs::write(&file, b"").unwrap();
+    let mp = PathBuf::from(d.cli_ok(["path", "vol1"]).trim_end());
+    refused(
+        &d,
+        &["mount", "vol1", "--target", "/nonexistent"],
+        &["invalid mount target", "/nonexistent"],
+    );
+    refused(
+        &d,
+        &["mount", "vol1", "--target", file.to_str().unwrap()],
+        &["invalid mount target", "not a directory"],
+    );
+    assert!(
+        !is_mountpoint(&mp),
+        "a refused mount left the volume mounted"
+    );
+    assert_eq!(d.inspect("vol1")["Status"]["Mounted"], false);
+
+    // Also while already mounted: the existing reference is untouched.
+    d.mount("vol1");
+    refused(
+        &d,
+        &["mount", "vol1", "--target", "/nonexistent"],
+        &["invalid mount target", "/nonexistent"],
+    );
+    assert_eq!(
+        d.inspect("vol1")["Status"]["MountRefs"],
+        serde_json::json!(["cli"])
+    );
+    assert!(is_mountpoint(&mp));
+}
+
+#[test]
+fn bad_ls_filters_are_refused() {
+    if !fuse_or_skip("bad_ls_filters_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "vol1"]);
+    refused(
+        &d,
+        &["ls", "--filter", "size=1"],
+        &["\"size\"", "dangling, driver, label, name"],
+    );
+    refused(
+        &d,
+        &["ls", "--filter", "dangling=maybe"],
+        &["dangling", "true or false"],
+    );
+    refused(&d, &["ls", "--filter", "name"], &["\"name\"", "KEY=VALUE"]);
+}
+
+#[test]
+fn cli_without_a_daemon_says_how_to_start_one() {
+    // Needs no FUSE, but runs the real binary.
+    let root = TestRoot::new();
+    for args in [
+        &["ls"][..],
+        &["create", "vol1"][..],
+        &["inspect", "vol1"][..],
+        &["mount", "vol1"][..],
+    ] {
+        let out = root.cli(args);
+        let line = assert_one_error_line(
+            args,
+            &out,
+            &["cannot reach the fvol daemon", "fvol.sock", "fvol daemon"],
+        );
+        assert!(
+            line.contains(&format!("fvol daemon --root {}", root.root().display())),
+            "{line}"
+        );
+    }
+    // Nothing was created.
+    assert_eq!(std::fs::read_dir(root.root()).unwrap().count(), 0);
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
+    buf
+}
+
+#[test]
+fn corrupt_catalog_is_refused_and_never_recreated() {
+    if !fuse_or_skip("corrupt_catalog_is_refused_and_never_recreated") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol1"]);
+    d.mount("vol1");
+    assert!(d.stop().success());
+    let catalog = root.catalog();
+    let len = std::fs::metadata(&catalog).unwrap().len() as usize;
+    assert!(len > 0);
+    let good = std::fs::read(&catalog).unwrap();
+
+    let garbage = random_bytes(len);
+    for (what, bytes) in [
+        ("random bytes", garbage.clone()),
+        ("random page", random_bytes(4096)),
+        ("empty file", Vec::new()),
+        ("truncated catalog", good[..len / 2].to_vec()),
+    ] {
+        std::fs::write(&catalog, &bytes).unwrap();
+        let copy = root.scratch().join("catalog.copy");
+        std::fs::copy(&catalog, &copy).unwrap();
+        let out = root.run_daemon_to_exit();
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{what}: the daemon started\n{err}");
+        assert!(
+            err.contains("catalog") && err.contains(catalog.to_str().unwrap()),
+            "{what}: the error should name the catalog {}: {err}",
+            catalog.display()
+        );
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("fvol daemon: "), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(&catalog).unwrap(),
+            std::fs::read(&copy).unwrap(),
+            "{what}: the catalog was changed"
+        );
+        assert_eq!(std::fs::read(&catalog).unwrap(), bytes);
+        assert!(
+            !is_mountpoint(&root.root().join("volumes/vol1/mnt")),
+            "{what}: a volume was mounted"
+        );
+        assert!(
+            !root.root().join("fvol.sock").exists(),
+            "{what}: socket left"
+        );
+    }
+
+    // The good catalog back: everything is as before.
+    std::fs::write(&catalog, &good).unwrap();
+    let d = TestDaemon::start_at(&root);
+    assert_eq!(d.cli_ok(["ls", "-q"]), "vol1\n");
+    assert_eq!(d.inspect("vol1")["Status"]["Mounted"], true);
+}

@@ -1,0 +1,270 @@
+//! Daemon restarts: clean stop, kill -9, changes behind fvol's back, one daemon per root.
+use std::io::Write;
+use std::path::Path;
+
+use fuse_tests::daemon::{TestDaemon, TestRoot, du_bytes, fuse_or_skip, is_mountpoint, stderr_of};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+/// Writes `data` to `path` and fsyncs it, so that it survives the daemon being killed.
+fn write_synced(path: &Path, data: &[u8]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+fn status(d: &TestDaemon, name: &str) -> Value {
+    d.inspect(name)["Status"].clone()
+}
+
+fn used_bytes(d: &TestDaemon, name: &str) -> u64 {
+    status(d, name)["UsedBytes"].as_u64().unwrap()
+}
+
+#[test]
+fn clean_stop_unmounts_and_restart_mounts_again() {
+    if !fuse_or_skip("clean_stop_unmounts_and_restart_mounts_again") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol1", "-o", "size=64M", "--label", "k=v"]);
+    d.cli_ok(["create", "idle"]);
+    let mp = d.mount("vol1");
+    let big = pattern(3 * MIB as usize + 123, 1);
+    std::fs::write(mp.join("big"), &big).unwrap();
+    std::fs::create_dir(mp.join("dir")).unwrap();
+    std::fs::write(mp.join("dir/small"), b"small").unwrap();
+    std::os::unix::fs::symlink("../big", mp.join("dir/link")).unwrap();
+    let before = d.inspect("vol1");
+    let idle_before = d.inspect("idle");
+
+    let exit = d.stop();
+    assert!(exit.success(), "daemon exit {exit}\n{}", root.log());
+    assert!(!is_mountpoint(&mp), "FUSE mount left after a clean stop");
+    assert!(!mp.join("big").exists());
+    assert!(!root.cli(["ls"]).status.success(), "the CLI still answers");
+
+    let d = TestDaemon::start_at(&root);
+    assert!(
+        is_mountpoint(&mp),
+        "volume with a reference not mounted again"
+    );
+    let after = d.inspect("vol1");
+    assert_eq!(after["Status"]["Mounted"], true);
+    assert_eq!(after["Status"]["MountRefs"], json!(["cli"]));
+    assert_eq!(after["Status"]["UsedBytes"], before["Status"]["UsedBytes"]);
+    assert_eq!(
+        after["Status"]["UsedInodes"],
+        before["Status"]["UsedInodes"]
+    );
+    assert_eq!(after, before, "inspect changed across a clean restart");
+    assert_eq!(std::fs::read(mp.join("big")).unwrap(), big);
+    assert_eq!(std::fs::read(mp.join("dir/small")).unwrap(), b"small");
+    assert_eq!(
+        std::fs::read_link(mp.join("dir/link")).unwrap(),
+        Path::new("../big")
+    );
+    assert_eq!(
+        d.inspect("idle"),
+        idle_before,
+        "an idle volume must stay unmounted"
+    );
+    assert!(!is_mountpoint(&d.root().join("volumes/idle/mnt")));
+    // Still fully usable.
+    std::fs::write(mp.join("later"), b"later").unwrap();
+    d.cli_ok(["unmount", "vol1"]);
+    assert!(!is_mountpoint(&mp));
+}
+
+#[test]
+fn restart_restores_bind_targets() {
+    if !fuse_or_skip("restart_restores_bind_targets") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol1"]);
+    let t = root.scratch_dir("target");
+    let target = t.to_str().unwrap();
+    d.cli_ok(["mount", "vol1", "--target", target]);
+    std::fs::write(t.join("f"), b"via target").unwrap();
+    assert!(d.stop().success());
+    assert!(!is_mountpoint(&t), "bind mount left after a clean stop");
+
+    let d = TestDaemon::start_at(&root);
+    assert!(is_mountpoint(&t), "bind mount not restored");
+    assert_eq!(std::fs::read(t.join("f")).unwrap(), b"via target");
+    assert_eq!(
+        status(&d, "vol1")["MountRefs"],
+        json!([format!("cli:{target}")])
+    );
+    d.cli_ok(["unmount", "vol1", "--target", target]);
+    assert!(!is_mountpoint(&t));
+    assert!(!is_mountpoint(&d.root().join("volumes/vol1/mnt")));
+}
+
+#[test]
+fn kill9_leaves_a_stale_mount_and_restart_recovers_it() {
+    if !fuse_or_skip("kill9_leaves_a_stale_mount_and_restart_recovers_it") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol1", "-o", "size=64M"]);
+    let mp = d.mount("vol1");
+    let t = root.scratch_dir("target");
+    d.cli_ok(["mount", "vol1", "--target", t.to_str().unwrap()]);
+    let big = pattern(5 * MIB as usize + 7, 2);
+    write_synced(&mp.join("big"), &big);
+    std::fs::create_dir(mp.join("d")).unwrap();
+    for i in 0..20 {
+        write_synced(&mp.join(format!("d/f{i}")), &pattern(1000 * i, i as u8));
+    }
+    // Space freed before the crash must not be counted after it.
+    write_synced(&mp.join("gone"), &pattern(2 * MIB as usize, 3));
+    std::fs::remove_file(mp.join("gone")).unwrap();
+
+    d.kill9();
+    for path in [&mp, &t] {
+        let err = std::fs::metadata(path).expect_err("a dead daemon's mount must be stale");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ENOTCONN),
+            "stat {}: {err}",
+            path.display()
+        );
+    }
+
+    let d = TestDaemon::start_at(&root);
+    std::fs::metadata(&mp).expect("mount is live again");
+    assert!(is_mountpoint(&mp));
+    assert_eq!(std::fs::read(mp.join("big")).unwrap(), big);
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(mp.join(format!("d/f{i}"))).unwrap(),
+            pattern(1000 * i, i as u8)
+        );
+    }
+    assert!(!mp.join("gone").exists());
+    assert_eq!(
+        std::fs::read(t.join("big")).unwrap(),
+        big,
+        "bind target not restored"
+    );
+    let st = status(&d, "vol1");
+    assert_eq!(st["Mounted"], true);
+    let data = d.root().join("volumes/vol1/data");
+    assert_eq!(
+        st["UsedBytes"].as_u64().unwrap(),
+        du_bytes(&data),
+        "usage after a crash must be the real allocation of {}",
+        data.display()
+    );
+    // Root, big, d, d/f0..f19.
+    assert_eq!(st["UsedInodes"], 23);
+    // Usable, and the bind target can be released.
+    std::fs::write(mp.join("after"), b"after").unwrap();
+    d.cli_ok(["unmount", "vol1", "--target", t.to_str().unwrap()]);
+    d.cli_ok(["unmount", "vol1"]);
+    assert!(!is_mountpoint(&mp) && !is_mountpoint(&t));
+}
+
+#[test]
+fn kill9_without_mounts_restarts_cleanly() {
+    if !fuse_or_skip("kill9_without_mounts_restarts_cleanly") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol1", "--label", "a=b"]);
+    let before = d.inspect("vol1");
+    d.kill9();
+    let d = TestDaemon::start_at(&root);
+    assert_eq!(d.inspect("vol1"), before);
+    let mp = d.mount("vol1");
+    std::fs::write(mp.join("x"), b"x").unwrap();
+}
+
+#[test]
+fn mount_dir_changed_while_down_is_reconciled() {
+    if !fuse_or_skip("mount_dir_changed_while_down_is_reconciled") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    let dir = root.scratch_dir("ext");
+    std::fs::write(dir.join("old"), b"old").unwrap();
+    let idle_dir = root.scratch_dir("ext-idle");
+    let mount_opt = |p: &Path| format!("mount={}", p.display());
+    d.cli_ok(["create", "ext", "-o", &mount_opt(&dir)]);
+    d.cli_ok(["create", "ext-idle", "-o", &mount_opt(&idle_dir)]);
+    let mp = d.mount("ext");
+    std::fs::write(mp.join("small"), b"small").unwrap();
+    let before = used_bytes(&d, "ext");
+    let idle_before = used_bytes(&d, "ext-idle");
+    assert!(d.stop().success());
+
+    // Behind fvol's back, while no daemon runs.
+    write_synced(&dir.join("added"), &pattern(MIB as usize, 4));
+    write_synced(&idle_dir.join("added"), &pattern(MIB as usize, 5));
+
+    let d = TestDaemon::start_at(&root);
+    let after = used_bytes(&d, "ext");
+    assert!(
+        after >= before + MIB,
+        "usage not reconciled: {before} before, {after} after adding 1 MiB"
+    );
+    assert_eq!(
+        std::fs::read(mp.join("added")).unwrap(),
+        pattern(MIB as usize, 4)
+    );
+    assert_eq!(std::fs::read(mp.join("small")).unwrap(), b"small");
+
+    // An unmounted mount= volume is measured again when it is next mounted.
+    d.mount("ext-idle");
+    let idle_after = used_bytes(&d, "ext-idle");
+    assert!(
+        idle_after >= idle_before + MIB,
+        "usage not reconciled on mount: {idle_before} before, {idle_after} after adding 1 MiB"
+    );
+}
+
+#[test]
+fn second_daemon_on_the_same_root_is_refused() {
+    if !fuse_or_skip("second_daemon_on_the_same_root_is_refused") {
+        return;
+    }
+    let root = TestRoot::new();
+    let d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol1"]);
+    let mp = d.mount("vol1");
+    std::fs::write(mp.join("f"), b"f").unwrap();
+    let before = d.cli_ok(["ls", "--format", "json"]);
+
+    let out = root.run_daemon_to_exit();
+    assert!(!out.status.success(), "a second daemon started");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("another fvol daemon") && err.contains("running"),
+        "{err}"
+    );
+    let pid = d.pid().unwrap().to_string();
+    assert!(
+        err.contains(&pid),
+        "the message should name the running daemon {pid}: {err}"
+    );
+
+    // The first daemon is unaffected.
+    assert_eq!(d.cli_ok(["ls", "--format", "json"]), before);
+    assert!(is_mountpoint(&mp));
+    assert_eq!(std::fs::read(mp.join("f")).unwrap(), b"f");
+    d.cli_ok(["create", "vol2"]);
+}
