@@ -168,7 +168,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs volume::options::split_key_value, still a stub"]
     fn bad_option_is_named() {
         let root = tempfile::tempdir().unwrap();
         let (result, _) = fvol(root.path(), &["create", "v", "-o", "size"]);

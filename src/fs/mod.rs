@@ -1,6 +1,8 @@
 //! Filesystem cores. Each backend implements `VolumeFs`; the `fuse` module adapts any of them
 //! to the kernel. Nothing here knows fuser's types.
 pub mod error;
+pub mod handles;
+pub mod memory;
 pub mod passthrough;
 pub mod quota;
 pub mod types;

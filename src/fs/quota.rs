@@ -135,17 +135,24 @@ pub struct WritePlan {
     pub reserve: u64,
 }
 
-/// Plans a write of `len` bytes at `offset` in a file whose allocation is known to cover
-/// `[offset, offset + allocated)` (0 when a hole or the end of file starts at `offset`).
-/// Every block the write touches past that region may need a new block of `block` bytes.
-/// When not all of it fits in `available`, the write is cut at a block boundary: a short
-/// write (`len` 0 means no room at all).
-pub fn plan_write(offset: u64, len: u64, allocated: u64, block: u64, available: u64) -> WritePlan {
+/// Plans a write of `len` bytes at `offset`. `allocated_end` is where the allocated run that
+/// covers the block holding `offset` ends (0 when that block is a hole); a run that ends at
+/// end of file covers its last block whole. Every block the write touches past that run may
+/// need a new block of `block` bytes. When not all of it fits in `available`, the write is cut
+/// at a block boundary: a short write (`len` 0 means no room at all).
+pub fn plan_write(
+    offset: u64,
+    len: u64,
+    allocated_end: u64,
+    block: u64,
+    available: u64,
+) -> WritePlan {
     let end = offset.saturating_add(len);
-    // First byte that may need a new block: the end of the allocated run, rounded up, but
-    // never before the block that holds `offset`.
-    let first_new =
-        round_up(offset.saturating_add(allocated), block).max(round_down(offset, block));
+    let first_new = if allocated_end > round_down(offset, block) {
+        round_up(allocated_end, block)
+    } else {
+        round_down(offset, block)
+    };
     let need = |end: u64| round_up(end, block).saturating_sub(first_new);
     if need(end) <= available {
         return WritePlan {
@@ -159,12 +166,6 @@ pub fn plan_write(offset: u64, len: u64, allocated: u64, block: u64, available: 
         len: fit,
         reserve: need(offset + fit).min(available),
     }
-}
-
-/// Bytes a file needs to grow from `old_alloc_end` to `new_end` (extending truncate or
-/// fallocate): every block past the current allocation.
-pub fn growth_need(old_alloc_end: u64, new_end: u64, block: u64) -> u64 {
-    round_up(new_end, block).saturating_sub(round_up(old_alloc_end, block))
 }
 
 pub fn round_up(x: u64, block: u64) -> u64 {
@@ -214,10 +215,18 @@ mod tests {
     fn partial_tail_block_already_allocated() {
         // File of 100 bytes: block 0 allocated. Writing 100..5000 needs only block 1.
         assert_eq!(
-            plan_write(100, 4900, 0, B, B),
+            plan_write(100, 4900, 100, B, B),
             WritePlan {
                 len: 4900,
                 reserve: B
+            }
+        );
+        // Appending at an unaligned end of file fills its last block for free.
+        assert_eq!(
+            plan_write(100, 100, 100, B, 0),
+            WritePlan {
+                len: 100,
+                reserve: 0
             }
         );
     }
@@ -285,12 +294,5 @@ mod tests {
             q.reserve_write(|avail| plan_write(0, 1, 0, B, avail))
                 .is_err()
         );
-    }
-
-    #[test]
-    fn growth() {
-        assert_eq!(growth_need(0, 1, B), B);
-        assert_eq!(growth_need(B, B + 1, B), B);
-        assert_eq!(growth_need(2 * B, B, B), 0);
     }
 }

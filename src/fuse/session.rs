@@ -38,7 +38,10 @@ impl MountedFs {
             return Ok(());
         };
         session.umount_and_join().or_else(|e| {
-            log::warn!("unmounting {}: {e}; detaching it", self.mountpoint.display());
+            log::warn!(
+                "unmounting {}: {e}; detaching it",
+                self.mountpoint.display()
+            );
             detach_stale_mount(&self.mountpoint)
         })
     }

@@ -2,6 +2,7 @@
 //! attributes. Every `unsafe` block in the crate lives in this module (or in later FFI modules),
 //! each with its reason.
 pub mod dirent;
+pub mod heap;
 pub mod xattr;
 
 use std::ffi::CString;

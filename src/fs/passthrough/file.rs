@@ -13,7 +13,7 @@ use nix::unistd::{Whence, lseek};
 use super::PassthroughFs;
 use super::handles::FileHandle;
 use super::inodes::Inode;
-use crate::fs::quota::{WritePlan, plan_write};
+use crate::fs::quota::{WritePlan, plan_write, round_down};
 use crate::fs::{CopyRange, Fh, FsError, FsResult, Opened};
 use crate::sys::proc_fd_path;
 
@@ -89,7 +89,7 @@ impl PassthroughFs {
     /// (`NoSpace`).
     pub(super) fn write_at(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.files.get(fh)?;
-        let allocated = self.allocated_run(&handle.file, offset)?;
+        let allocated = self.allocated_end(&handle.file, offset)?;
         let (plan, _reservation) = self.quota.reserve_write(|available| {
             plan_write(offset, data.len() as u64, allocated, self.block, available)
         })?;
@@ -99,14 +99,16 @@ impl PassthroughFs {
         Ok(plan.len as u32)
     }
 
-    /// Length of the allocated run starting at `offset` (0 in a hole or past the end).
-    fn allocated_run(&self, file: &File, offset: u64) -> FsResult<u64> {
+    /// Where the allocated run covering the block of `offset` ends (0 if that block is a
+    /// hole; end of file if the run reaches it), for `plan_write`.
+    fn allocated_end(&self, file: &File, offset: u64) -> FsResult<u64> {
         if self.quota.limits().bytes.is_none() {
             return Ok(0);
         }
-        match lseek(file.as_fd(), offset as i64, Whence::SeekHole) {
-            Ok(hole) => Ok((hole as u64).saturating_sub(offset)),
-            Err(Errno::ENXIO) => Ok(0),
+        let start = round_down(offset, self.block) as i64;
+        match lseek(file.as_fd(), start, Whence::SeekData) {
+            Ok(data) if data == start => Ok(lseek(file.as_fd(), start, Whence::SeekHole)? as u64),
+            Ok(_) | Err(Errno::ENXIO) => Ok(0),
             Err(e) => Err(e.into()),
         }
     }
@@ -119,7 +121,7 @@ impl PassthroughFs {
         let need = if frees {
             0
         } else {
-            let allocated = self.allocated_run(&handle.file, offset)?;
+            let allocated = self.allocated_end(&handle.file, offset)?;
             plan_write(offset, length, allocated, self.block, u64::MAX).reserve
         };
         let _reservation = self.quota.reserve(need, 0)?;
@@ -145,7 +147,7 @@ impl PassthroughFs {
     pub(super) fn do_copy_file_range(&self, req: &CopyRange) -> FsResult<u32> {
         let from = self.files.get(req.fh_in)?;
         let to = self.files.get(req.fh_out)?;
-        let allocated = self.allocated_run(&to.file, req.offset_out)?;
+        let allocated = self.allocated_end(&to.file, req.offset_out)?;
         let len = req.len.min(u32::MAX as u64 & !(self.block - 1));
         let (plan, _reservation): (WritePlan, _) = self.quota.reserve_write(|available| {
             plan_write(req.offset_out, len, allocated, self.block, available)

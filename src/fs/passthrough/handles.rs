@@ -1,14 +1,12 @@
 //! Open files and directories, by handle number.
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::inodes::Inode;
-use crate::fs::{Fh, FsError, FsResult};
+pub use crate::fs::handles::HandleTable;
 
 pub struct FileHandle {
     pub file: Arc<File>,
@@ -20,34 +18,4 @@ pub struct DirHandle {
     pub inode: Arc<Inode>,
     /// A readable descriptor of the directory; the lock covers its position.
     pub dir: Mutex<OwnedFd>,
-}
-
-pub struct HandleTable<H> {
-    map: RwLock<HashMap<Fh, Arc<H>>>,
-    next: AtomicU64,
-}
-
-impl<H> Default for HandleTable<H> {
-    fn default() -> Self {
-        HandleTable {
-            map: RwLock::new(HashMap::new()),
-            next: AtomicU64::new(1),
-        }
-    }
-}
-
-impl<H> HandleTable<H> {
-    pub fn insert(&self, handle: H) -> Fh {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        self.map.write().insert(fh, Arc::new(handle));
-        fh
-    }
-
-    pub fn get(&self, fh: Fh) -> FsResult<Arc<H>> {
-        self.map.read().get(&fh).cloned().ok_or(FsError::Stale)
-    }
-
-    pub fn remove(&self, fh: Fh) -> FsResult<Arc<H>> {
-        self.map.write().remove(&fh).ok_or(FsError::Stale)
-    }
 }

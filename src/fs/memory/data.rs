@@ -1,0 +1,137 @@
+//! File data: read, write, truncate, fallocate, seek and copy, within the quota.
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+
+use super::MemFs;
+use super::node::{Body, Node};
+use super::pages::{PAGE, Pages};
+use crate::fs::quota::plan_write;
+use crate::fs::{FsError, FsResult};
+
+fn pages_mut(body: &mut Body) -> FsResult<&mut Pages> {
+    match body {
+        Body::File(p) => Ok(p),
+        Body::Dir { .. } => Err(FsError::Os(Errno::EISDIR)),
+        _ => Err(FsError::Invalid),
+    }
+}
+
+fn pages(body: &Body) -> FsResult<&Pages> {
+    match body {
+        Body::File(p) => Ok(p),
+        Body::Dir { .. } => Err(FsError::Os(Errno::EISDIR)),
+        _ => Err(FsError::Invalid),
+    }
+}
+
+impl MemFs {
+    pub(super) fn read_node(&self, node: &Node, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let data = pages(&node.body.read())?.read(offset, size as u64);
+        let mut m = node.meta.lock();
+        // relatime: atime moves when it is older than the last change.
+        if m.atime <= m.mtime || m.atime <= m.ctime {
+            m.atime = SystemTime::now();
+        }
+        Ok(data)
+    }
+
+    /// Writes what fits in the quota: everything, a page-aligned prefix, or nothing.
+    pub(super) fn write_node(&self, node: &Node, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut body = node.body.write();
+        let p = pages_mut(&mut body)?;
+        let allocated = p.allocated_end(offset);
+        let (plan, _reservation) = self
+            .quota
+            .reserve_write(|avail| plan_write(offset, data.len() as u64, allocated, PAGE, avail))?;
+        let grown = p.write(offset, &data[..plan.len as usize]);
+        self.quota.adjust(grown as i64, 0);
+        drop(body);
+        let mut m = node.meta.lock();
+        let now = SystemTime::now();
+        m.mtime = now;
+        m.ctime = now;
+        Ok(plan.len as u32)
+    }
+
+    /// Shrinking frees pages; growing makes a hole, which is free.
+    pub(super) fn truncate_node(&self, node: &Node, size: u64) -> FsResult<()> {
+        let freed = pages_mut(&mut node.body.write())?.truncate(size);
+        self.give_back(freed);
+        Ok(())
+    }
+
+    pub(super) fn fallocate_node(
+        &self,
+        node: &Node,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let mut body = node.body.write();
+        let p = pages_mut(&mut body)?;
+        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            0 => {
+                let need = plan_write(offset, len, p.allocated_end(offset), PAGE, u64::MAX).reserve;
+                let _reservation = self.quota.reserve(need, 0)?;
+                let grown = p.allocate(offset, len, keep_size);
+                self.quota.adjust(grown as i64, 0);
+            }
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => {
+                let freed = p.punch(offset, len);
+                drop(body);
+                self.give_back(freed);
+            }
+            libc::FALLOC_FL_ZERO_RANGE => {
+                let freed = p.punch(offset, len);
+                self.give_back(freed);
+                if !keep_size {
+                    p.size = p.size.max(offset + len);
+                }
+            }
+            _ => return Err(FsError::Unsupported),
+        }
+        node.touch_ctime();
+        Ok(())
+    }
+
+    pub(super) fn seek_node(&self, node: &Node, offset: i64, whence: i32) -> FsResult<i64> {
+        let body = node.body.read();
+        let p = pages(&body)?;
+        let offset = u64::try_from(offset).map_err(|_| FsError::Invalid)?;
+        let found = match whence {
+            libc::SEEK_DATA => p.seek_data(offset),
+            libc::SEEK_HOLE => p.seek_hole(offset),
+            libc::SEEK_SET => Some(offset),
+            libc::SEEK_END => Some(p.size.saturating_add(offset)),
+            _ => return Err(FsError::Invalid),
+        };
+        found.map(|o| o as i64).ok_or(FsError::Os(Errno::ENXIO))
+    }
+
+    pub(super) fn copy_range(
+        &self,
+        from: &Arc<Node>,
+        off_in: u64,
+        to: &Arc<Node>,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let len = len.min(1 << 30);
+        let data = pages(&from.body.read())?.read(off_in, len);
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.write_node(to, off_out, &data)
+    }
+
+    /// Returns freed bytes to the quota, and memory to the system once enough was freed.
+    pub(super) fn give_back(&self, bytes: u64) {
+        if bytes > 0 {
+            self.quota.adjust(-(bytes as i64), 0);
+            self.trim.freed(bytes);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The `tmpfs` backend: a whole filesystem held in the handler's memory.
+//!
+//! File data lives in sparse 4 KiB heap pages (`pages`), so holes cost nothing and a file's
+//! allocated bytes are its page count times 4 KiB; that is what the quota counts. Memory goes
+//! back to the system when data is deleted (see `Trim`). Nothing touches disk.
+//!
+//! Locking: the tree (node table and directory entries) changes only under `tree.write()`;
+//! a node's data has its own lock, so I/O on different files runs in parallel.
+mod data;
+mod namespace;
+mod node;
+mod ops;
+pub mod pages;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use parking_lot::RwLock;
+
+use node::{Body, Meta, Node};
+
+use super::handles::HandleTable;
+use super::quota::{Limits, Quota};
+use super::*;
+
+pub(crate) struct Tree {
+    nodes: HashMap<Ino, Arc<Node>>,
+    next_ino: Ino,
+}
+
+impl Tree {
+    fn get(&self, ino: Ino) -> FsResult<Arc<Node>> {
+        self.nodes.get(&ino).cloned().ok_or(FsError::Stale)
+    }
+
+    fn allocate_ino(&mut self) -> Ino {
+        self.next_ino += 1;
+        self.next_ino
+    }
+}
+
+/// Trims the heap after enough bytes were freed, so RSS follows the data held.
+struct Trim {
+    pending: AtomicU64,
+}
+
+const TRIM_AFTER: u64 = 8 << 20;
+
+impl Trim {
+    fn freed(&self, bytes: u64) {
+        if self.pending.fetch_add(bytes, Ordering::Relaxed) + bytes >= TRIM_AFTER {
+            self.pending.store(0, Ordering::Relaxed);
+            crate::sys::heap::release_free_memory();
+        }
+    }
+}
+
+/// A listing taken when a directory is opened (or rewound), so offsets stay stable.
+struct Listing {
+    entries: parking_lot::Mutex<Vec<(OsString, Ino, FileKind)>>,
+}
+
+pub struct MemFs {
+    tree: RwLock<Tree>,
+    quota: Quota,
+    files: HandleTable<Arc<Node>>,
+    dirs: HandleTable<(Arc<Node>, Listing)>,
+    trim: Trim,
+}
+
+/// Owner and mode of the root directory.
+#[derive(Clone, Copy, Debug)]
+pub struct RootOwner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl MemFs {
+    pub fn new(limits: Limits, root: RootOwner) -> MemFs {
+        let body = Body::Dir {
+            entries: Default::default(),
+            parent: ROOT_INO,
+        };
+        let meta = Meta::new(root.mode, root.uid, root.gid, 2, 0);
+        let root = Arc::new(Node::new(ROOT_INO, FileKind::Dir, meta, body));
+        root.lookups.store(1, Ordering::Relaxed);
+        MemFs {
+            tree: RwLock::new(Tree {
+                nodes: HashMap::from([(ROOT_INO, root)]),
+                next_ino: ROOT_INO,
+            }),
+            quota: Quota::new(
+                limits,
+                UsageSnapshot {
+                    bytes: 0,
+                    inodes: 1,
+                },
+            ),
+            files: HandleTable::default(),
+            dirs: HandleTable::default(),
+            trim: Trim {
+                pending: AtomicU64::new(0),
+            },
+        }
+    }
+
+    fn node(&self, ino: Ino) -> FsResult<Arc<Node>> {
+        self.tree.read().get(ino)
+    }
+
+    /// Frees a node's data and inode once it has no name and no open handle, and forgets it
+    /// once the kernel holds no reference either.
+    fn release_if_unused(&self, node: &Arc<Node>) {
+        if node.ino == ROOT_INO || node.open.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let unlinked_now = {
+            let mut m = node.meta.lock();
+            let unlinked = m.nlink == 0 && !m.freed;
+            m.freed |= unlinked;
+            unlinked
+        };
+        if unlinked_now {
+            let freed = match &mut *node.body.write() {
+                Body::File(p) => p.clear(),
+                _ => 0,
+            };
+            self.quota.adjust(0, -1);
+            self.give_back(freed);
+        }
+        if node.meta.lock().freed && node.lookups.load(Ordering::Acquire) == 0 {
+            self.tree.write().nodes.remove(&node.ino);
+        }
+    }
+
+    fn created(&self, node: &Arc<Node>) -> Entry {
+        self.entry(node)
+    }
+
+    fn open_node(&self, node: Arc<Node>, flags: i32) -> FsResult<Opened> {
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.truncate_node(&node, 0)?;
+        }
+        node.open.fetch_add(1, Ordering::AcqRel);
+        let fh = self.files.insert(node);
+        Ok(Opened {
+            fh,
+            passthrough: None,
+            direct_io: false,
+            keep_cache: true,
+        })
+    }
+
+    fn xattr_allowed(node: &Node, name: &OsStr) -> FsResult<()> {
+        // As on Linux: user attributes only on regular files and directories.
+        let user = name.as_bytes().starts_with(b"user.");
+        if user && !matches!(node.kind, FileKind::File | FileKind::Dir) {
+            return Err(FsError::Os(Errno::EPERM));
+        }
+        Ok(())
+    }
+}
+
+fn sized(value: &[u8], size: u32) -> FsResult<XattrReply> {
+    match size {
+        0 => Ok(XattrReply::Size(value.len() as u32)),
+        n if (n as usize) < value.len() => Err(FsError::Os(Errno::ERANGE)),
+        _ => Ok(XattrReply::Data(value.to_vec())),
+    }
+}
+
+fn time(t: TimeSet) -> SystemTime {
+    match t {
+        TimeSet::Now => SystemTime::now(),
+        TimeSet::At(t) => t,
+    }
+}

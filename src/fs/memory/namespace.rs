@@ -1,0 +1,272 @@
+//! Names: lookup, creation, unlink, rmdir, rename and link. Every change to the tree happens
+//! under the tree's write lock, so multi-directory operations see one consistent tree.
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use nix::errno::Errno;
+
+use super::MemFs;
+use super::node::{Body, Meta, Node};
+use super::pages::Pages;
+use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino};
+
+const NAME_MAX: usize = 255;
+
+fn os(e: Errno) -> FsError {
+    FsError::Os(e)
+}
+
+/// What a new node is made of.
+pub enum NewNode<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+    Special(FileKind, u32),
+}
+
+impl MemFs {
+    pub(super) fn child(&self, parent: &Node, name: &OsStr) -> FsResult<Arc<Node>> {
+        let Body::Dir { entries, .. } = &*parent.body.read() else {
+            return Err(os(Errno::ENOTDIR));
+        };
+        let ino = *entries.get(name).ok_or(FsError::NotFound)?;
+        self.node(ino)
+    }
+
+    /// Adds one kernel lookup reference to `node` and describes it.
+    pub(super) fn entry(&self, node: &Node) -> Entry {
+        node.lookups.fetch_add(1, Ordering::AcqRel);
+        Entry {
+            attr: node.attr(),
+            generation: 0,
+        }
+    }
+
+    pub(super) fn make(
+        &self,
+        caller: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        new: NewNode<'_>,
+    ) -> FsResult<Arc<Node>> {
+        if name.len() > NAME_MAX {
+            return Err(os(Errno::ENAMETOOLONG));
+        }
+        let mut tree = self.tree.write();
+        let parent = tree.get(parent)?;
+        let (parent_gid, parent_setgid) = {
+            let m = parent.meta.lock();
+            (m.gid, m.perm & libc::S_ISGID != 0)
+        };
+        if self.child(&parent, name).is_ok() {
+            return Err(os(Errno::EEXIST));
+        }
+        let _reservation = self.quota.reserve(0, 1)?;
+        let gid = if parent_setgid {
+            parent_gid
+        } else {
+            caller.gid
+        };
+        let (kind, body, nlink, rdev) = match new {
+            NewNode::File => (FileKind::File, Body::File(Pages::default()), 1, 0),
+            NewNode::Dir => {
+                let body = Body::Dir {
+                    entries: Default::default(),
+                    parent: parent.ino,
+                };
+                (FileKind::Dir, body, 2, 0)
+            }
+            NewNode::Symlink(target) => (FileKind::Symlink, Body::Symlink(target.to_vec()), 1, 0),
+            NewNode::Special(kind, rdev) => (kind, Body::Special, 1, rdev),
+        };
+        let mut perm = mode & 0o7777;
+        if kind == FileKind::Dir && parent_setgid {
+            perm |= libc::S_ISGID;
+        }
+        let ino = tree.allocate_ino();
+        let node = Arc::new(Node::new(
+            ino,
+            kind,
+            Meta::new(perm, caller.uid, gid, nlink, rdev),
+            body,
+        ));
+        if let Body::Dir { entries, .. } = &mut *parent.body.write() {
+            entries.insert(name.to_os_string(), ino);
+        }
+        if kind == FileKind::Dir {
+            parent.meta.lock().nlink += 1;
+        }
+        parent.touch_dir();
+        tree.nodes.insert(ino, node.clone());
+        self.quota.adjust(0, 1);
+        Ok(node)
+    }
+
+    pub(super) fn remove(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
+        let tree = self.tree.write();
+        let parent = tree.get(parent)?;
+        let node = self.child(&parent, name)?;
+        match (dir, node.kind == FileKind::Dir) {
+            (true, false) => return Err(os(Errno::ENOTDIR)),
+            (false, true) => return Err(os(Errno::EISDIR)),
+            (true, true) => self.check_empty(&node)?,
+            (false, false) => {}
+        }
+        if let Body::Dir { entries, .. } = &mut *parent.body.write() {
+            entries.remove(name);
+        }
+        if dir {
+            parent.meta.lock().nlink -= 1;
+        }
+        parent.touch_dir();
+        drop(tree);
+        self.drop_link(&node);
+        Ok(())
+    }
+
+    fn check_empty(&self, dir: &Node) -> FsResult<()> {
+        match &*dir.body.read() {
+            Body::Dir { entries, .. } if !entries.is_empty() => Err(os(Errno::ENOTEMPTY)),
+            _ => Ok(()),
+        }
+    }
+
+    /// One name of `node` is gone.
+    fn drop_link(&self, node: &Arc<Node>) {
+        {
+            let mut m = node.meta.lock();
+            m.nlink = if node.kind == FileKind::Dir {
+                0
+            } else {
+                m.nlink.saturating_sub(1)
+            };
+            m.ctime = std::time::SystemTime::now();
+        }
+        self.release_if_unused(node);
+    }
+
+    pub(super) fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        if new_name.len() > NAME_MAX {
+            return Err(os(Errno::ENAMETOOLONG));
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
+            return Err(FsError::Invalid);
+        }
+        let tree = self.tree.write();
+        let from = tree.get(parent)?;
+        let to = tree.get(new_parent)?;
+        let moved = self.child(&from, name)?;
+        let target = self.child(&to, new_name).ok();
+        if self.is_ancestor(&tree, moved.ino, to.ino)? {
+            return Err(FsError::Invalid);
+        }
+        match &target {
+            Some(_) if noreplace => return Err(os(Errno::EEXIST)),
+            None if exchange => return Err(FsError::NotFound),
+            Some(t) if t.ino == moved.ino => return Ok(()),
+            Some(t) if !exchange => match (moved.kind == FileKind::Dir, t.kind == FileKind::Dir) {
+                (true, false) => return Err(os(Errno::ENOTDIR)),
+                (false, true) => return Err(os(Errno::EISDIR)),
+                (true, true) => self.check_empty(t)?,
+                (false, false) => {}
+            },
+            _ => {}
+        }
+        set_entry(
+            &from,
+            name,
+            target.as_ref().filter(|_| exchange).map(|t| t.ino),
+        );
+        set_entry(&to, new_name, Some(moved.ino));
+        if exchange {
+            let t = target.as_ref().expect("exchange has a target");
+            self.reparent(t, &to, &from);
+        } else if let Some(t) = &target {
+            if t.kind == FileKind::Dir {
+                to.meta.lock().nlink -= 1;
+            }
+        }
+        self.reparent(&moved, &from, &to);
+        for node in [&from, &to] {
+            node.touch_dir();
+        }
+        moved.touch_ctime();
+        drop(tree);
+        match target {
+            Some(t) if !exchange => self.drop_link(&t),
+            Some(t) => t.touch_ctime(),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// A directory moved from `from` to `to`: fix its `..` and both link counts.
+    fn reparent(&self, node: &Node, from: &Node, to: &Node) {
+        if node.kind != FileKind::Dir || from.ino == to.ino {
+            return;
+        }
+        if let Body::Dir { parent, .. } = &mut *node.body.write() {
+            *parent = to.ino;
+        }
+        from.meta.lock().nlink -= 1;
+        to.meta.lock().nlink += 1;
+    }
+
+    /// True when `dir` is `ancestor` or lies below it.
+    fn is_ancestor(&self, tree: &super::Tree, ancestor: Ino, mut dir: Ino) -> FsResult<bool> {
+        loop {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            let node = tree.get(dir)?;
+            let Body::Dir { parent, .. } = &*node.body.read() else {
+                return Ok(false);
+            };
+            if *parent == dir {
+                return Ok(false);
+            }
+            dir = *parent;
+        }
+    }
+
+    pub(super) fn link(&self, ino: Ino, new_parent: Ino, new_name: &OsStr) -> FsResult<Arc<Node>> {
+        let tree = self.tree.write();
+        let node = tree.get(ino)?;
+        let parent = tree.get(new_parent)?;
+        if node.kind == FileKind::Dir {
+            return Err(os(Errno::EPERM));
+        }
+        if self.child(&parent, new_name).is_ok() {
+            return Err(os(Errno::EEXIST));
+        }
+        if node.meta.lock().nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        set_entry(&parent, new_name, Some(node.ino));
+        node.meta.lock().nlink += 1;
+        node.touch_ctime();
+        parent.touch_dir();
+        Ok(node)
+    }
+}
+
+fn set_entry(dir: &Node, name: &OsStr, ino: Option<Ino>) {
+    if let Body::Dir { entries, .. } = &mut *dir.body.write() {
+        match ino {
+            Some(ino) => entries.insert(name.to_os_string(), ino),
+            None => entries.remove(name),
+        };
+    }
+}

@@ -1,0 +1,112 @@
+//! Nodes of the in-memory tree.
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::SystemTime;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::pages::{PAGE, Pages};
+use crate::fs::{Attr, FileKind, Ino};
+
+pub struct Meta {
+    /// Permission bits, including setuid, setgid and sticky.
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub rdev: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub xattrs: BTreeMap<OsString, Vec<u8>>,
+    /// Its data and inode were given back (no name and no open handle left).
+    pub freed: bool,
+}
+
+pub enum Body {
+    File(Pages),
+    Dir {
+        entries: BTreeMap<OsString, Ino>,
+        parent: Ino,
+    },
+    Symlink(Vec<u8>),
+    Special,
+}
+
+pub struct Node {
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub meta: Mutex<Meta>,
+    pub body: RwLock<Body>,
+    pub lookups: AtomicU64,
+    pub open: AtomicU32,
+}
+
+impl Node {
+    pub fn new(ino: Ino, kind: FileKind, meta: Meta, body: Body) -> Node {
+        Node {
+            ino,
+            kind,
+            meta: Mutex::new(meta),
+            body: RwLock::new(body),
+            lookups: AtomicU64::new(0),
+            open: AtomicU32::new(0),
+        }
+    }
+
+    pub fn attr(&self) -> Attr {
+        let (size, blocks) = match &*self.body.read() {
+            Body::File(p) => (p.size, p.allocated() / 512),
+            Body::Dir { .. } => (PAGE, 0),
+            Body::Symlink(t) => (t.len() as u64, 0),
+            Body::Special => (0, 0),
+        };
+        let m = self.meta.lock();
+        Attr {
+            ino: self.ino,
+            size,
+            blocks,
+            atime: m.atime,
+            mtime: m.mtime,
+            ctime: m.ctime,
+            kind: self.kind,
+            perm: m.perm as u16,
+            nlink: m.nlink,
+            uid: m.uid,
+            gid: m.gid,
+            rdev: m.rdev,
+            blksize: PAGE as u32,
+        }
+    }
+
+    pub fn touch_ctime(&self) {
+        self.meta.lock().ctime = SystemTime::now();
+    }
+
+    /// A directory's contents changed.
+    pub fn touch_dir(&self) {
+        let mut m = self.meta.lock();
+        let now = SystemTime::now();
+        m.mtime = now;
+        m.ctime = now;
+    }
+}
+
+impl Meta {
+    pub fn new(perm: u32, uid: u32, gid: u32, nlink: u32, rdev: u32) -> Meta {
+        let now = SystemTime::now();
+        Meta {
+            perm: perm & 0o7777,
+            uid,
+            gid,
+            nlink,
+            rdev,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            xattrs: BTreeMap::new(),
+            freed: false,
+        }
+    }
+}

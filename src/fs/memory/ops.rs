@@ -1,0 +1,348 @@
+//! `VolumeFs` for `MemFs`: each operation maps onto the tree, data and attribute helpers.
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+
+use super::namespace::NewNode;
+use super::node::Body;
+use super::pages::PAGE;
+use super::{Listing, MemFs, sized, time};
+use crate::fs::*;
+
+impl VolumeFs for MemFs {
+    fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
+        let tree = self.tree.read();
+        let node = self.child(&*tree.get(parent)?, name)?;
+        Ok(self.entry(&node))
+    }
+
+    fn forget(&self, ino: Ino, nlookup: u64) {
+        if let Ok(node) = self.node(ino) {
+            let left = node.lookups.fetch_sub(
+                nlookup.min(node.lookups.load(Ordering::Acquire)),
+                Ordering::AcqRel,
+            );
+            if left <= nlookup {
+                self.release_if_unused(&node);
+            }
+        }
+    }
+
+    fn getattr(&self, ino: Ino, _fh: Option<Fh>) -> FsResult<Attr> {
+        Ok(self.node(ino)?.attr())
+    }
+
+    fn setattr(&self, _caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
+        let node = self.node(ino)?;
+        if let Some(size) = change.size {
+            let old = node.attr().size;
+            self.truncate_node(&node, size)?;
+            if size != old {
+                node.meta.lock().mtime = SystemTime::now();
+            }
+        }
+        let mut m = node.meta.lock();
+        if let Some(mode) = change.mode {
+            m.perm = mode & 0o7777;
+        }
+        if let Some(uid) = change.uid {
+            m.uid = uid;
+        }
+        if let Some(gid) = change.gid {
+            m.gid = gid;
+        }
+        if let Some(t) = change.atime {
+            m.atime = time(t);
+        }
+        if let Some(t) = change.mtime {
+            m.mtime = time(t);
+        }
+        m.ctime = change.ctime.unwrap_or_else(SystemTime::now);
+        drop(m);
+        Ok(node.attr())
+    }
+
+    fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        match &*self.node(ino)?.body.read() {
+            Body::Symlink(target) => Ok(target.clone()),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    fn mknod(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Entry> {
+        let kind = FileKind::from_mode(mode).ok_or(FsError::Invalid)?;
+        let new = match kind {
+            FileKind::File => NewNode::File,
+            FileKind::Dir | FileKind::Symlink => return Err(FsError::Invalid),
+            other => NewNode::Special(other, rdev),
+        };
+        let node = self.make(c, parent, name, mode, new)?;
+        Ok(self.created(&node))
+    }
+
+    fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
+        let node = self.make(c, parent, name, mode, NewNode::Dir)?;
+        Ok(self.created(&node))
+    }
+
+    fn unlink(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    fn rmdir(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
+        let target = target.as_os_str().as_bytes();
+        if target.len() as u64 > PAGE {
+            return Err(FsError::Os(Errno::ENAMETOOLONG));
+        }
+        let node = self.make(c, parent, name, 0o777, NewNode::Symlink(target))?;
+        Ok(self.created(&node))
+    }
+
+    fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
+        self.rename(r.parent, r.name, r.new_parent, r.new_name, r.flags)
+    }
+
+    fn link(
+        &self,
+        _caller: &Caller,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &OsStr,
+    ) -> FsResult<Entry> {
+        let node = MemFs::link(self, ino, new_parent, new_name)?;
+        Ok(self.entry(&node))
+    }
+
+    fn open(&self, _caller: &Caller, ino: Ino, flags: i32) -> FsResult<Opened> {
+        self.open_node(self.node(ino)?, flags)
+    }
+
+    fn create(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Entry, Opened)> {
+        let node = match self.make(c, parent, name, mode, NewNode::File) {
+            Err(FsError::Os(Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
+                self.child(&*self.node(parent)?, name)?
+            }
+            other => other?,
+        };
+        let entry = self.created(&node);
+        Ok((entry, self.open_node(node, flags & !libc::O_TRUNC)?))
+    }
+
+    fn read(&self, _ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.read_node(&**self.files.get(fh)?, offset, size)
+    }
+
+    fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
+        let node = self.files.get(fh)?;
+        if kill {
+            node.meta.lock().perm &= !(libc::S_ISUID | libc::S_ISGID);
+        }
+        self.write_node(&node, offset, data)
+    }
+
+    fn flush(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        self.files.get(fh).map(drop)
+    }
+
+    fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        let node = self.files.remove(fh)?;
+        if node.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.release_if_unused(&node);
+        }
+        Ok(())
+    }
+
+    fn fsync(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
+        // Memory is as durable as this volume gets.
+        self.files.get(fh).map(drop)
+    }
+
+    fn opendir(&self, _caller: &Caller, ino: Ino) -> FsResult<Fh> {
+        let node = self.node(ino)?;
+        let listing = Listing {
+            entries: parking_lot::Mutex::new(self.list(&node)?),
+        };
+        Ok(self.dirs.insert((node, listing)))
+    }
+
+    fn readdir(
+        &self,
+        _ino: Ino,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let handle = self.dirs.get(fh)?;
+        let (dir, listing) = &*handle;
+        let mut entries = listing.entries.lock();
+        if offset == 0 {
+            *entries = self.list(dir)?;
+        }
+        for (i, (name, ino, kind)) in entries.iter().enumerate().skip(offset as usize) {
+            let dot = i < 2;
+            let mut entry = DirEntry {
+                ino: *ino,
+                next_offset: i as u64 + 1,
+                kind: *kind,
+                name: name.clone(),
+                entry: None,
+            };
+            let mut looked_up = None;
+            if plus && !dot {
+                let Ok(node) = self.node(*ino) else { continue };
+                entry.entry = Some(self.entry(&node));
+                looked_up = Some(node.ino);
+            }
+            if !add(entry) {
+                if let Some(ino) = looked_up {
+                    self.forget(ino, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        self.dirs.remove(fh).map(drop)
+    }
+
+    fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
+        self.dirs.get(fh).map(drop)
+    }
+
+    fn statfs(&self) -> FsResult<StatFs> {
+        let used = self.quota.usage();
+        let limits = self.quota.limits();
+        // Without a limit, report what memory could hold at most: the machine's RAM.
+        let bytes = limits.bytes.unwrap_or_else(|| {
+            nix::sys::sysinfo::sysinfo()
+                .map(|i| i.ram_total())
+                .unwrap_or(u64::MAX / 2)
+        });
+        let inodes = limits.inodes.unwrap_or(bytes / PAGE);
+        let free = bytes.saturating_sub(used.bytes) / PAGE;
+        Ok(StatFs {
+            blocks: bytes / PAGE,
+            bfree: free,
+            bavail: free,
+            files: inodes,
+            ffree: inodes.saturating_sub(used.inodes),
+            bsize: PAGE as u32,
+            namelen: 255,
+            frsize: PAGE as u32,
+        })
+    }
+
+    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        let node = self.node(ino)?;
+        Self::xattr_allowed(&node, name)?;
+        let mut m = node.meta.lock();
+        let exists = m.xattrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(FsError::Os(Errno::EEXIST));
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::Os(Errno::ENODATA));
+        }
+        m.xattrs.insert(name.to_os_string(), value.to_vec());
+        m.ctime = SystemTime::now();
+        Ok(())
+    }
+
+    fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {
+        let node = self.node(ino)?;
+        let m = node.meta.lock();
+        let value = m.xattrs.get(name).ok_or(FsError::Os(Errno::ENODATA))?;
+        sized(value, size)
+    }
+
+    fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
+        let node = self.node(ino)?;
+        let m = node.meta.lock();
+        let mut list = Vec::new();
+        for name in m.xattrs.keys() {
+            list.extend_from_slice(name.as_bytes());
+            list.push(0);
+        }
+        sized(&list, size)
+    }
+
+    fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
+        let node = self.node(ino)?;
+        Self::xattr_allowed(&node, name)?;
+        let mut m = node.meta.lock();
+        m.xattrs.remove(name).ok_or(FsError::Os(Errno::ENODATA))?;
+        m.ctime = SystemTime::now();
+        Ok(())
+    }
+
+    fn access(&self, _caller: &Caller, ino: Ino, _mask: i32) -> FsResult<()> {
+        // Mounted with default_permissions: the kernel checks modes before asking.
+        self.node(ino).map(drop)
+    }
+
+    fn fallocate(&self, _ino: Ino, fh: Fh, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.fallocate_node(&**self.files.get(fh)?, offset, length, mode)
+    }
+
+    fn lseek(&self, _ino: Ino, fh: Fh, offset: i64, whence: i32) -> FsResult<i64> {
+        self.seek_node(&**self.files.get(fh)?, offset, whence)
+    }
+
+    fn copy_file_range(&self, req: &CopyRange) -> FsResult<u32> {
+        let from = self.files.get(req.fh_in)?;
+        let to = self.files.get(req.fh_out)?;
+        self.copy_range(&from, req.offset_in, &to, req.offset_out, req.len)
+    }
+
+    fn usage(&self) -> UsageSnapshot {
+        self.quota.usage()
+    }
+
+    fn sync_all(&self) -> FsResult<()> {
+        Ok(())
+    }
+}
+
+impl MemFs {
+    /// ".", ".." and the entries of `dir`, in name order.
+    fn list(&self, dir: &super::node::Node) -> FsResult<Vec<(std::ffi::OsString, Ino, FileKind)>> {
+        let tree = self.tree.read();
+        let Body::Dir { entries, parent } = &*dir.body.read() else {
+            return Err(FsError::Os(Errno::ENOTDIR));
+        };
+        let mut out = vec![
+            (".".into(), dir.ino, FileKind::Dir),
+            ("..".into(), *parent, FileKind::Dir),
+        ];
+        for (name, ino) in entries {
+            let kind = tree.get(*ino).map(|n| n.kind).unwrap_or(FileKind::File);
+            out.push((name.clone(), *ino, kind));
+        }
+        Ok(out)
+    }
+}
