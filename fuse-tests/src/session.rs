@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fvol::fs::VolumeFs;
+use fvol::fs::memory::{MemFs, RootOwner};
 use fvol::fs::passthrough::PassthroughFs;
 use fvol::fs::quota::Limits;
 use fvol::fuse::MountedFs;
@@ -11,9 +12,11 @@ use tempfile::TempDir;
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Local,
+    Tmpfs,
 }
 
 pub struct TestSession {
+    pub backend: Backend,
     // Field order matters: unmount before the directories go away.
     mounted: Option<MountedFs>,
     pub fs: Arc<dyn VolumeFs>,
@@ -41,10 +44,15 @@ impl TestSession {
                 let passthrough = fs.passthrough();
                 (Arc::new(fs), passthrough)
             }
+            Backend::Tmpfs => {
+                let root = RootOwner { uid: 0, gid: 0, mode: 0o755 };
+                (Arc::new(MemFs::new(limits, root)), false)
+            }
         };
         let mounted =
             fvol::fuse::mount(fs.clone(), &mountpoint, "test", passthrough).expect("mount");
         TestSession {
+            backend,
             mounted: Some(mounted),
             fs,
             mountpoint,
@@ -57,6 +65,14 @@ impl TestSession {
         TestSession::new(Backend::Local, Limits { bytes, inodes })
     }
 
+    pub fn tmpfs(bytes: Option<u64>, inodes: Option<u64>) -> TestSession {
+        TestSession::new(Backend::Tmpfs, Limits { bytes, inodes })
+    }
+
+    pub fn with(backend: Backend, bytes: Option<u64>, inodes: Option<u64>) -> TestSession {
+        TestSession::new(backend, Limits { bytes, inodes })
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mountpoint.join(rel)
     }
@@ -67,6 +83,17 @@ impl TestSession {
 
     pub fn used_bytes(&self) -> u64 {
         self.fs.usage().bytes
+    }
+
+    /// What `du` says the volume really holds: of the backing directory for a local volume,
+    /// of the mount for tmpfs (whose allocation only the mount shows).
+    pub fn du(&self) -> u64 {
+        let dir = match self.backend {
+            Backend::Local => &self.backing,
+            Backend::Tmpfs => &self.mountpoint,
+        };
+        let out = crate::run_ok(std::process::Command::new("du").args(["-s", "-B1"]).arg(dir));
+        out.split_whitespace().next().unwrap().parse().unwrap()
     }
 }
 

@@ -61,12 +61,37 @@ pub fn pjdfstest(dir: &Path) -> (u32, u32, u32, String) {
     (count("failed"), count("skipped"), count("passed"), text)
 }
 
-/// Runs fsx for `ops` operations with `seed` on a file in `dir`; Err holds its output.
-pub fn fsx(dir: &Path, seed: u32, ops: u32, extra: &[&str]) -> Result<(), String> {
+/// Every operation fsx knows, mmap reads and writes included, equally likely.
+const FSX_CONF: &str = r#"[weights]
+close_open = 1.0
+invalidate = 1.0
+mapread = 1.0
+mapwrite = 1.0
+read = 1.0
+write = 1.0
+truncate = 1.0
+fsync = 1.0
+fdatasync = 1.0
+posix_fallocate = 1.0
+punch_hole = 1.0
+sendfile = 1.0
+posix_fadvise = 1.0
+copy_file_range = 1.0
+"#;
+
+/// Runs fsx with every operation enabled for `ops` operations with `seed` on a file in `dir`;
+/// Err holds its output.
+pub fn fsx(dir: &Path, seed: u32, ops: u32) -> Result<(), String> {
     let file = dir.join(format!("fsx-{seed}.dat"));
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), FSX_CONF).unwrap();
+    let artifacts = tempfile::tempdir().unwrap();
     let out = Command::new(tool("fsx"))
         .args(["-N", &ops.to_string(), "-S", &seed.to_string()])
-        .args(extra)
+        .arg("-f")
+        .arg(conf.path())
+        .arg("-P")
+        .arg(artifacts.path())
         .arg(&file)
         .output()
         .expect("fsx is installed (cargo install fsx)");

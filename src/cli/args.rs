@@ -6,6 +6,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const CREATE_HELP: &str = "\
 Drivers (-d):
   local    a directory under ROOT/volumes/NAME (or an existing one, see mount=), served through FUSE
+  tmpfs    memory held by the daemon, never written to disk. The data lives while the volume is
+           mounted: it is dropped at the last unmount and at a daemon restart, and the volume
+           comes back empty. size= defaults to 64M; the root's mode defaults to 1777.
 
 Options (-o KEY=VALUE, repeatable):
   size=SIZE     byte quota, in binary units: 512M, 10G, 1.5g
@@ -14,6 +17,7 @@ Options (-o KEY=VALUE, repeatable):
   gid=GID       group of the volume's root directory
   mode=MODE     permissions of the volume's root directory, in octal: 0755
   mount=DIR     local only: serve this existing host directory instead of a new one
+                (data already there is counted; rm never deletes it)
 
 Examples:
   fvol create data -o size=10G -o uid=1000 -o gid=1000

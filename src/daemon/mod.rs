@@ -44,9 +44,11 @@ fn init_logging() {
 }
 
 pub fn run(root: &Path) -> Result<(), DaemonError> {
+    // Traversable but not listable, like /var/lib/docker/volumes: users reach mountpoints
+    // they know without seeing the others.
     DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o711)
         .create(root)
         .map_err(|e| DaemonError::io(format!("creating {}", root.display()), e))?;
     let _lock = DaemonLock::acquire(root)?;

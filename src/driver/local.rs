@@ -83,9 +83,7 @@ impl Driver for LocalDriver {
         let dir = Self::data_dir(ctx, &rec.name, opts);
         let owns_backing = opts.mount.is_none();
         if owns_backing {
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
-                .map_err(io_err("changing mode of", &dir))?;
+            crate::volume::core::create_dir(&dir, 0o755)?;
         }
         apply_owner_and_mode(&dir, opts)?;
         let usage = scan_dir(&dir)
@@ -147,6 +145,7 @@ impl Driver for LocalDriver {
                 clean: false,
             },
             passthrough,
+            ephemeral: false,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Backends. A `Driver` validates its options, prepares and removes the backing store, and
 //! opens the filesystem that a FUSE session serves.
 pub mod local;
+pub mod tmpfs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,12 +37,18 @@ pub struct Activation {
     pub usage: Usage,
     /// The filesystem hands out host files the kernel may read directly (FUSE passthrough).
     pub passthrough: bool,
+    /// The data lives only while the volume is active (tmpfs).
+    pub ephemeral: bool,
 }
 
 pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
     /// The option keys this driver accepts, for validation and error messages.
     fn option_keys(&self) -> &'static [&'static str];
+    /// The byte limit when `size=` is not given.
+    fn default_size(&self) -> Option<u64> {
+        None
+    }
     /// Checks options beyond their syntax (paths, ranges). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
     /// Prepares the backing store and measures what it already holds.
@@ -65,5 +72,5 @@ pub trait Driver: Send + Sync {
 
 /// All drivers this build knows, by name.
 pub fn registry() -> Vec<Arc<dyn Driver>> {
-    vec![Arc::new(local::LocalDriver)]
+    vec![Arc::new(local::LocalDriver), Arc::new(tmpfs::TmpfsDriver)]
 }

@@ -22,6 +22,8 @@ use crate::store::Store;
 struct Active {
     fs: Arc<dyn VolumeFs>,
     mount: MountedFs,
+    /// The data goes with the mount (tmpfs).
+    ephemeral: bool,
 }
 
 pub struct Core {
@@ -89,7 +91,7 @@ impl Core {
     }
 
     pub fn info(&self, rec: &VolumeRecord) -> Result<VolumeInfo, VolumeError> {
-        let (_, opts) = self.options(rec)?;
+        let (driver, opts) = self.options(rec)?;
         let (usage, mounted) = match self.active.get(&rec.name) {
             Some(a) => (a.fs.usage(), true),
             None => {
@@ -112,7 +114,7 @@ impl Core {
             options: rec.options.clone(),
             scope: "local".into(),
             status: VolumeStatus {
-                size_limit: opts.size,
+                size_limit: opts.size.or(driver.default_size()),
                 used_bytes: usage.bytes,
                 inode_limit: opts.inodes,
                 used_inodes: usage.inodes,
@@ -158,9 +160,8 @@ impl Core {
             mount_refs: Default::default(),
             owns_backing: false,
         };
-        let mountpoint = self.mountpoint(&name);
-        std::fs::create_dir_all(&mountpoint)
-            .map_err(|e| VolumeError::io(format!("creating {}", mountpoint.display()), e))?;
+        create_dir(&self.ctx.volume_dir(&name), 0o711)?;
+        create_dir(&self.mountpoint(&name), 0o755)?;
         let created = match driver.create(&self.ctx, &rec, &opts) {
             Ok(c) => c,
             Err(e) => {
@@ -276,8 +277,7 @@ impl Core {
             detach_stale_mount(&mountpoint)
                 .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
         }
-        std::fs::create_dir_all(&mountpoint)
-            .map_err(|e| VolumeError::io(format!("creating {}", mountpoint.display()), e))?;
+        create_dir(&mountpoint, 0o755)?;
         let mount = crate::fuse::mount(
             activation.fs.clone(),
             &mountpoint,
@@ -292,6 +292,7 @@ impl Core {
             Active {
                 fs: activation.fs,
                 mount,
+                ephemeral: activation.ephemeral,
             },
         );
         Ok(())
@@ -307,10 +308,18 @@ impl Core {
         if let Err(e) = active.mount.unmount() {
             log::warn!("unmounting volume {name}: {e}");
         }
-        let usage = Usage {
-            bytes: usage.bytes,
-            inodes: usage.inodes,
-            clean: synced.is_ok(),
+        let usage = match active.ephemeral {
+            // Its data went with the mount.
+            true => Usage {
+                bytes: 0,
+                inodes: 0,
+                clean: true,
+            },
+            false => Usage {
+                bytes: usage.bytes,
+                inodes: usage.inodes,
+                clean: synced.is_ok(),
+            },
         };
         if let Err(e) = self.store.set_usage(name, usage) {
             log::warn!("saving usage of volume {name}: {e}");
@@ -375,6 +384,15 @@ impl Core {
             self.deactivate(&name);
         }
     }
+}
+
+/// Creates `dir` (and missing parents) with `mode`, whatever the process umask (the daemon
+/// runs with umask 0).
+pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |e| VolumeError::io(format!("creating {}", dir.display()), e);
+    std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
 }
 
 fn check_target(target: &Path) -> Result<(), VolumeError> {

@@ -43,8 +43,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 impl VolumeManager {
     /// Opens the catalog at `root/fvol.redb` (creating `root` if needed). Does not mount.
     pub fn open(root: &Path) -> Result<VolumeManager, VolumeError> {
-        std::fs::create_dir_all(root.join("volumes"))
-            .map_err(|e| VolumeError::io(format!("creating {}", root.display()), e))?;
+        super::core::create_dir(&root.join("volumes"), 0o711)?;
         let store = Store::open(&root.join("fvol.redb"))?;
         let core = Arc::new(Mutex::new(Core::new(
             root,

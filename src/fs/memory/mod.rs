@@ -38,6 +38,19 @@ impl Tree {
         self.nodes.get(&ino).cloned().ok_or(FsError::Stale)
     }
 
+    /// The node `name` names in directory `parent`. Takes the tree as the caller holds it
+    /// (read or write): the tree lock is never taken twice.
+    fn child(&self, parent: &Node, name: &OsStr) -> FsResult<Arc<Node>> {
+        if name.len() > namespace::NAME_MAX {
+            return Err(FsError::Os(Errno::ENAMETOOLONG));
+        }
+        let Body::Dir { entries, .. } = &*parent.body.read() else {
+            return Err(FsError::Os(Errno::ENOTDIR));
+        };
+        let ino = *entries.get(name).ok_or(FsError::NotFound)?;
+        self.get(ino)
+    }
+
     fn allocate_ino(&mut self) -> Ino {
         self.next_ino += 1;
         self.next_ino

@@ -11,7 +11,7 @@ use super::node::{Body, Meta, Node};
 use super::pages::Pages;
 use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino};
 
-const NAME_MAX: usize = 255;
+pub(super) const NAME_MAX: usize = 255;
 
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
@@ -26,14 +26,6 @@ pub enum NewNode<'a> {
 }
 
 impl MemFs {
-    pub(super) fn child(&self, parent: &Node, name: &OsStr) -> FsResult<Arc<Node>> {
-        let Body::Dir { entries, .. } = &*parent.body.read() else {
-            return Err(os(Errno::ENOTDIR));
-        };
-        let ino = *entries.get(name).ok_or(FsError::NotFound)?;
-        self.node(ino)
-    }
-
     /// Adds one kernel lookup reference to `node` and describes it.
     pub(super) fn entry(&self, node: &Node) -> Entry {
         node.lookups.fetch_add(1, Ordering::AcqRel);
@@ -60,7 +52,7 @@ impl MemFs {
             let m = parent.meta.lock();
             (m.gid, m.perm & libc::S_ISGID != 0)
         };
-        if self.child(&parent, name).is_ok() {
+        if tree.child(&parent, name).is_ok() {
             return Err(os(Errno::EEXIST));
         }
         let _reservation = self.quota.reserve(0, 1)?;
@@ -107,7 +99,7 @@ impl MemFs {
     pub(super) fn remove(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
         let tree = self.tree.write();
         let parent = tree.get(parent)?;
-        let node = self.child(&parent, name)?;
+        let node = tree.child(&parent, name)?;
         match (dir, node.kind == FileKind::Dir) {
             (true, false) => return Err(os(Errno::ENOTDIR)),
             (false, true) => return Err(os(Errno::EISDIR)),
@@ -167,8 +159,8 @@ impl MemFs {
         let tree = self.tree.write();
         let from = tree.get(parent)?;
         let to = tree.get(new_parent)?;
-        let moved = self.child(&from, name)?;
-        let target = self.child(&to, new_name).ok();
+        let moved = tree.child(&from, name)?;
+        let target = tree.child(&to, new_name).ok();
         if self.is_ancestor(&tree, moved.ino, to.ino)? {
             return Err(FsError::Invalid);
         }
@@ -248,7 +240,7 @@ impl MemFs {
         if node.kind == FileKind::Dir {
             return Err(os(Errno::EPERM));
         }
-        if self.child(&parent, new_name).is_ok() {
+        if tree.child(&parent, new_name).is_ok() {
             return Err(os(Errno::EEXIST));
         }
         if node.meta.lock().nlink == 0 {

@@ -16,7 +16,7 @@ use crate::fs::*;
 impl VolumeFs for MemFs {
     fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
         let tree = self.tree.read();
-        let node = self.child(&*tree.get(parent)?, name)?;
+        let node = tree.child(&*tree.get(parent)?, name)?;
         Ok(self.entry(&node))
     }
 
@@ -142,7 +142,8 @@ impl VolumeFs for MemFs {
     ) -> FsResult<(Entry, Opened)> {
         let node = match self.make(c, parent, name, mode, NewNode::File) {
             Err(FsError::Os(Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
-                self.child(&*self.node(parent)?, name)?
+                let tree = self.tree.read();
+                tree.child(&*tree.get(parent)?, name)?
             }
             other => other?,
         };

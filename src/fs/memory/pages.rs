@@ -84,11 +84,11 @@ impl Pages {
     pub fn punch(&mut self, offset: u64, len: u64) -> u64 {
         let before = self.map.len();
         let end = offset.saturating_add(len);
-        let whole: Vec<u64> = self
-            .map
-            .range(offset.div_ceil(PAGE)..end / PAGE)
-            .map(|(&i, _)| i)
-            .collect();
+        let (first_whole, past_whole) = (offset.div_ceil(PAGE), end / PAGE);
+        let whole: Vec<u64> = match first_whole < past_whole {
+            true => self.map.range(first_whole..past_whole).map(|(&i, _)| i).collect(),
+            false => Vec::new(),
+        };
         for index in whole {
             self.map.remove(&index);
         }
@@ -195,6 +195,15 @@ mod tests {
         assert_eq!(p.read(99, 2), vec![1, 0]);
         assert_eq!(p.read(2 * PAGE + 99, 2), vec![0, 1]);
         assert_eq!(p.size, 4 * PAGE);
+    }
+
+    #[test]
+    fn punch_inside_one_page_only_zeroes() {
+        let mut p = Pages::default();
+        p.write(0, &[1u8; PAGE as usize]);
+        assert_eq!(p.punch(100, 100), 0);
+        assert_eq!(p.read(99, 102)[..3], [1, 0, 0]);
+        assert_eq!(p.read(200, 1), vec![1]);
     }
 
     #[test]

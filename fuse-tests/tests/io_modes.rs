@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
-use fuse_tests::TestSession;
+use fuse_tests::{Backend, TestSession};
 
 fn read_all(f: &File, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
@@ -61,20 +61,25 @@ fn many_readers_and_writers_interleaved(s: TestSession) {
     }
 }
 
-fn all(limit: Option<u64>) {
-    reader_first_then_writer(TestSession::local(limit, None));
-    writer_first_then_reader(TestSession::local(limit, None));
-    many_readers_and_writers_interleaved(TestSession::local(limit, None));
+fn all(backend: Backend, limit: Option<u64>) {
+    reader_first_then_writer(TestSession::with(backend, limit, None));
+    writer_first_then_reader(TestSession::with(backend, limit, None));
+    many_readers_and_writers_interleaved(TestSession::with(backend, limit, None));
 }
 
 #[test]
 fn through_the_handler_with_a_quota() {
-    all(Some(1 << 30));
+    all(Backend::Local, Some(1 << 30));
 }
 
 #[test]
 fn through_kernel_passthrough_without_a_quota() {
-    all(None);
+    all(Backend::Local, None);
+}
+
+#[test]
+fn in_memory() {
+    all(Backend::Tmpfs, Some(1 << 30));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Reference-model test: random operation sequences run on a volume and on a plain directory
 //! (the model) with a quota counter. After every step the two trees must hold the same names
-//! and bytes, the volume's usage must match `du` of its backing directory, and it must never
-//! exceed the limit. An operation the volume refuses for space must be one
+//! and bytes, the volume's usage must match what `du` counts, and it must never exceed the
+//! limit. The same sequences run against every backend. An operation the volume refuses for space must be one
 //! that could not fit.
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use fuse_tests::TestSession;
+use fuse_tests::{Backend, TestSession};
 use nix::fcntl::{FallocateFlags, fallocate};
 use proptest::prelude::*;
 
@@ -138,15 +138,6 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn du(path: &Path) -> u64 {
-    let out = fuse_tests::run_ok(
-        std::process::Command::new("du")
-            .args(["-s", "-B1"])
-            .arg(path),
-    );
-    out.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 fn need(op: &Op) -> u64 {
     match *op {
         Op::Write { len, .. } => (len as u64).div_ceil(BLOCK) * BLOCK,
@@ -171,8 +162,8 @@ fn model() -> Model {
     Model { _dir: dir, root }
 }
 
-fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    let s = TestSession::local(Some(LIMIT), None);
+fn run(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
+    let s = TestSession::with(backend, Some(LIMIT), None);
     fs::create_dir(s.path("d")).unwrap();
     let m = model();
     for (step, op) in ops.iter().enumerate() {
@@ -250,10 +241,10 @@ fn compare(s: &TestSession, model: &Path, step: usize, op: &Op) -> Result<(), Te
 fn check_usage(s: &TestSession, step: usize, op: &Op) -> Result<(), TestCaseError> {
     let slack = NAMES.len() as u64 * BLOCK;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let (mut used, mut real) = (s.used_bytes(), du(&s.backing));
+    let (mut used, mut real) = (s.used_bytes(), s.du());
     while !(used <= real && real <= used + slack) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
-        (used, real) = (s.used_bytes(), du(&s.backing));
+        (used, real) = (s.used_bytes(), s.du());
     }
     prop_assert!(
         used <= real && real <= used + slack,
@@ -271,8 +262,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn volume_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(&ops)?;
+    fn local_volume_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(Backend::Local, &ops)?;
+    }
+
+    #[test]
+    fn tmpfs_volume_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(Backend::Tmpfs, &ops)?;
     }
 }
 
@@ -290,5 +286,6 @@ fn hard_link_survives_unlink_and_rename() {
         Op::Unlink { file: 0 },
         Op::Rename { from: 3, to: 1 },
     ];
-    run(&ops).unwrap();
+    run(Backend::Local, &ops).unwrap();
+    run(Backend::Tmpfs, &ops).unwrap();
 }

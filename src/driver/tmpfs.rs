@@ -1,0 +1,88 @@
+//! The `tmpfs` driver: a volume whose data lives only in the handler's memory.
+//!
+//! Lifetime: the data exists while the volume has at least one mount reference. At the last
+//! unmount it is dropped and its memory returned, as Docker and Pouch do for tmpfs volumes;
+//! the volume itself (name, options, labels) stays in the catalog and comes back empty. A
+//! daemon restart also starts it empty. Nothing is ever written to disk.
+use std::sync::Arc;
+
+use super::{Activation, Created, Driver, DriverContext};
+use crate::fs::memory::{MemFs, RootOwner};
+use crate::fs::quota::Limits;
+use crate::volume::options::VolumeOptions;
+use crate::volume::{Usage, VolumeError, VolumeRecord};
+
+/// As in PouchContainer.
+pub const DEFAULT_SIZE: u64 = 64 << 20;
+/// As kernel tmpfs: world-writable with the sticky bit.
+const DEFAULT_MODE: u32 = 0o1777;
+
+pub struct TmpfsDriver;
+
+impl Driver for TmpfsDriver {
+    fn name(&self) -> &'static str {
+        "tmpfs"
+    }
+
+    fn option_keys(&self) -> &'static [&'static str] {
+        &["size", "inodes", "uid", "gid", "mode"]
+    }
+
+    fn default_size(&self) -> Option<u64> {
+        Some(DEFAULT_SIZE)
+    }
+
+    fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
+        Ok(())
+    }
+
+    fn create(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &VolumeOptions,
+    ) -> Result<Created, VolumeError> {
+        Ok(Created {
+            owns_backing: true,
+            usage: Usage {
+                bytes: 0,
+                inodes: 0,
+                clean: true,
+            },
+        })
+    }
+
+    fn remove(&self, _ctx: &DriverContext, _rec: &VolumeRecord) -> Result<(), VolumeError> {
+        Ok(())
+    }
+
+    fn activate(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        opts: &VolumeOptions,
+        _stored: Usage,
+    ) -> Result<Activation, VolumeError> {
+        let limits = Limits {
+            bytes: Some(opts.size.unwrap_or(DEFAULT_SIZE)),
+            inodes: opts.inodes,
+        };
+        let root = RootOwner {
+            uid: opts.uid.unwrap_or(0),
+            gid: opts.gid.unwrap_or(0),
+            mode: opts.mode.unwrap_or(DEFAULT_MODE),
+        };
+        let fs = MemFs::new(limits, root);
+        let usage = crate::fs::VolumeFs::usage(&fs);
+        Ok(Activation {
+            fs: Arc::new(fs),
+            usage: Usage {
+                bytes: usage.bytes,
+                inodes: usage.inodes,
+                clean: false,
+            },
+            passthrough: false,
+            ephemeral: true,
+        })
+    }
+}
