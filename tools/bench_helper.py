@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Helpers for tools/bench.
+
+  bench_helper.py meta DIR N      create, stat (cold), unlink N empty files in DIR (one directory);
+                                  prints JSON {"create": files/s, "stat": files/s, "unlink": files/s}
+  bench_helper.py mktar OUT N SEED
+                                  writes a deterministic tarball of N small files (1-8 KiB of seeded
+                                  random bytes) spread over about N/100 directories; prints JSON stats
+  bench_helper.py table ROWS.tsv  prints the markdown results table; each row of ROWS.tsv is
+                                  label, lower_is_better (0/1), decimals, ext4, fvol, bindfs;
+                                  a value cell holds one value per repetition, space-separated:
+                                  printed as median (min–max); words such as FAIL as they are
+
+"meta" drops the page, dentry and inode caches (needs root) between create and stat, so that the
+stat phase is cold on every filesystem, FUSE ones included (their kernel inodes are forgotten too).
+"""
+import io
+import json
+import os
+import random
+import sys
+import tarfile
+import time
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def meta(directory, n):
+    os.makedirs(directory, exist_ok=False)
+    names = [os.path.join(directory, "f%07d" % i) for i in range(n)]
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    out = {}
+
+    t0 = time.perf_counter()
+    for p in names:
+        os.close(os.open(p, flags, 0o644))
+    out["create"] = n / (time.perf_counter() - t0)
+
+    drop_caches()  # not timed
+    t0 = time.perf_counter()
+    for p in names:
+        os.lstat(p)
+    out["stat"] = n / (time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    for p in names:
+        os.unlink(p)
+    out["unlink"] = n / (time.perf_counter() - t0)
+
+    os.rmdir(directory)
+    print(json.dumps(out))
+
+
+def mktar(out_path, n, seed):
+    rng = random.Random(seed)
+    ndirs = max(1, n // 100)
+    mtime = 1_700_000_000  # fixed, so the tarball is byte-identical for the same N and SEED
+    total = 0
+    with tarfile.open(out_path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for d in range(ndirs):
+            ti = tarfile.TarInfo("tree/d%04d" % d)
+            ti.type = tarfile.DIRTYPE
+            ti.mode = 0o755
+            ti.mtime = mtime
+            tar.addfile(ti)
+        for i in range(n):
+            size = rng.randint(1024, 8192)
+            data = rng.randbytes(size)
+            ti = tarfile.TarInfo("tree/d%04d/f%06d" % (rng.randrange(ndirs), i))
+            ti.size = size
+            ti.mode = 0o644
+            ti.mtime = mtime
+            tar.addfile(ti, io.BytesIO(data))
+            total += size
+    print(json.dumps({"files": n, "dirs": ndirs, "bytes": total}))
+
+
+def _num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _cell(v):
+    """A cell holds space-separated values, one per repetition (numbers, FAIL, skipped, ...).
+    Returns (median or None, text of the non-numeric values, min, max, count of numbers)."""
+    toks = v.split()
+    nums = sorted(x for x in (_num(t) for t in toks) if x is not None)
+    other = " ".join(sorted({t for t in toks if _num(t) is None}))
+    if not nums:
+        return None, other or "–", None, None, 0
+    mid = len(nums) // 2
+    med = nums[mid] if len(nums) % 2 else (nums[mid - 1] + nums[mid]) / 2
+    return med, other, nums[0], nums[-1], len(nums)
+
+
+def _fmt(v, decimals):
+    med, other, lo, hi, n = _cell(v)
+    if med is None:
+        return other
+    text = f"{med:,.{decimals}f}"
+    if n > 1:
+        text += f" ({lo:,.{decimals}f}–{hi:,.{decimals}f})"
+    if other:
+        text += f" + {other}"
+    return text
+
+
+def _ratio(a, b):
+    x, y = _cell(a)[0], _cell(b)[0]
+    if x is None or y is None or y == 0:
+        return "–"
+    return f"{x / y:.2f}×"
+
+
+def table(rows_path):
+    lines = [
+        "| metric | ext4 | fvol | bindfs | fvol/ext4 | fvol/bindfs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    with open(rows_path) as f:
+        for raw in f:
+            raw = raw.rstrip("\n")
+            if not raw:
+                continue
+            label, lower, decimals, ext4, fvol, bindfs = raw.split("\t")
+            if lower == "1":
+                label += " ↓"
+            d = int(decimals)
+            lines.append(
+                f"| {label} | {_fmt(ext4, d)} | {_fmt(fvol, d)} | {_fmt(bindfs, d)} "
+                f"| {_ratio(fvol, ext4)} | {_ratio(fvol, bindfs)} |"
+            )
+    print("\n".join(lines))
+
+
+def main(argv):
+    if len(argv) == 4 and argv[1] == "meta":
+        meta(argv[2], int(argv[3]))
+    elif len(argv) == 5 and argv[1] == "mktar":
+        mktar(argv[2], int(argv[3]), int(argv[4]))
+    elif len(argv) == 3 and argv[1] == "table":
+        table(argv[2])
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what fvol's build, tests and benchmark need on a fresh Debian 12, as root.
+# Idempotent: packages already installed are not touched, and apt is skipped entirely when nothing is
+# missing (so a warm CI machine pays nothing). pjdfstest and fsx are built with cargo only when they are
+# not on PATH / in ~/.cargo/bin (about 3 minutes once).
+#
+#   tools/install-deps.sh            # exit 0 when everything is present afterwards
+set -euo pipefail
+
+die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+say() { printf 'install-deps: %s\n' "$*"; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (apt-get, /etc/fuse.conf)"
+
+export DEBIAN_FRONTEND=noninteractive
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+
+# Debian packages. fuse3: fusermount3 and /etc/fuse.conf; libfuse3-dev is harmless (headers only);
+# acl/libacl1-dev/attr: pjdfstest build and ACL/xattr tests; bindfs: the FUSE peer in tools/bench;
+# fio/e2fsprogs: tools/bench; jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount.
+packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs jq pkg-config python3
+          ca-certificates util-linux tar procps)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$p")
+    fi
+done
+
+apt_retry() {
+    # One retry: a mirror hiccup should not fail a CI run.
+    "$@" || { say "retrying: $*"; sleep 5; "$@"; }
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing: ${missing[*]}"
+    apt_retry apt-get update -qq || die "apt-get update failed"
+    apt_retry apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install failed for: ${missing[*]}"
+else
+    say "all ${#packages[@]} Debian packages already installed"
+fi
+
+# allow_other for non-root mounters (harmless as root, where it is always allowed).
+if [ -f /etc/fuse.conf ] && grep -Eq '^[[:space:]]*user_allow_other[[:space:]]*$' /etc/fuse.conf; then
+    :
+else
+    say "enabling user_allow_other in /etc/fuse.conf"
+    printf 'user_allow_other\n' >>/etc/fuse.conf || die "cannot write /etc/fuse.conf"
+fi
+
+# The conformance suites, from crates.io (see ../shared/reference/conformance.md).
+need_cargo=()
+for t in pjdfstest fsx; do
+    command -v "$t" >/dev/null 2>&1 || need_cargo+=("$t")
+done
+if [ "${#need_cargo[@]}" -gt 0 ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; cannot install ${need_cargo[*]}"
+    say "cargo install --locked ${need_cargo[*]} (a few minutes, once)"
+    cargo install --quiet --locked "${need_cargo[@]}" || die "cargo install ${need_cargo[*]} failed"
+else
+    say "pjdfstest and fsx already installed"
+fi
+
+# Verify, so that a half-working install fails here and not in the middle of a test.
+for cmd in fusermount3 bindfs fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after install"
+done
+[ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse, or run the container with --device /dev/fuse)"
+say "ok"
