@@ -45,7 +45,11 @@ impl TestSession {
                 (Arc::new(fs), passthrough)
             }
             Backend::Tmpfs => {
-                let root = RootOwner { uid: 0, gid: 0, mode: 0o755 };
+                let root = RootOwner {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                };
                 (Arc::new(MemFs::new(limits, root)), false)
             }
         };
@@ -92,7 +96,11 @@ impl TestSession {
             Backend::Local => &self.backing,
             Backend::Tmpfs => &self.mountpoint,
         };
-        let out = crate::run_ok(std::process::Command::new("du").args(["-s", "-B1"]).arg(dir));
+        let out = crate::run_ok(
+            std::process::Command::new("du")
+                .args(["-s", "-B1"])
+                .arg(dir),
+        );
         out.split_whitespace().next().unwrap().parse().unwrap()
     }
 }

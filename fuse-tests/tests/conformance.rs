@@ -28,7 +28,11 @@ fn pjdfstest_local_passthrough() {
 
 #[test]
 fn pjdfstest_tmpfs() {
-    pjdfstest(&TestSession::with(Backend::Tmpfs, Some(1 << 30), Some(1_000_000)));
+    pjdfstest(&TestSession::with(
+        Backend::Tmpfs,
+        Some(1 << 30),
+        Some(1_000_000),
+    ));
 }
 
 #[test]

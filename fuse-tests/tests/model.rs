@@ -79,6 +79,7 @@ fn apply(root: &Path, op: &Op) -> Outcome {
         } => {
             let f = OpenOptions::new()
                 .create(true)
+                .truncate(false)
                 .write(true)
                 .open(p(file))
                 .map_err(errno)?;

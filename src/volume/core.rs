@@ -391,7 +391,11 @@ impl Core {
 pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let io = |e| VolumeError::io(format!("creating {}", dir.display()), e);
-    std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(io)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
 }
 

@@ -86,7 +86,11 @@ impl Pages {
         let end = offset.saturating_add(len);
         let (first_whole, past_whole) = (offset.div_ceil(PAGE), end / PAGE);
         let whole: Vec<u64> = match first_whole < past_whole {
-            true => self.map.range(first_whole..past_whole).map(|(&i, _)| i).collect(),
+            true => self
+                .map
+                .range(first_whole..past_whole)
+                .map(|(&i, _)| i)
+                .collect(),
             false => Vec::new(),
         };
         for index in whole {
