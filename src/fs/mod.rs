@@ -57,7 +57,6 @@ pub trait VolumeFs: Send + Sync + 'static {
         data: &[u8],
         kill_suidgid: bool,
     ) -> FsResult<u32>;
-    fn flush(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn release(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
     fn opendir(&self, caller: &Caller, ino: Ino) -> FsResult<Fh>;

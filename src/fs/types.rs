@@ -11,6 +11,28 @@ pub type Fh = u64;
 
 pub const ROOT_INO: Ino = 1;
 
+/// The mode after a write, truncate or chown that must drop privileges (the FUSE server does
+/// this under `FUSE_HANDLE_KILLPRIV_V2`): setuid goes, and setgid when group-executable (a
+/// setgid bit without group execute marks mandatory locking and stays).
+pub fn mode_without_privileges(perm: u32) -> u32 {
+    let mut perm = perm & !libc::S_ISUID;
+    if perm & libc::S_IXGRP != 0 {
+        perm &= !libc::S_ISGID;
+    }
+    perm
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn privileges_dropped_as_the_kernel_does() {
+        use super::mode_without_privileges as m;
+        assert_eq!(m(0o6755), 0o0755);
+        assert_eq!(m(0o6745), 0o2745);
+        assert_eq!(m(0o0644), 0o0644);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,

@@ -20,6 +20,7 @@ use fuser::{
 use parking_lot::Mutex;
 
 use super::errno_of;
+use crate::fs::FsError;
 use crate::fs::{
     self, Attr, Caller, CopyRange, FileKind, Ino, Opened, Rename, SetAttr, TimeSet, VolumeFs,
     XattrReply,
@@ -180,6 +181,9 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+            // The handler clears setuid, setgid and capabilities on writes the kernel flags,
+            // so the kernel does not ask for security.capability before every write.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -192,9 +196,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply!(reply, self.fs.lookup(&caller(req), parent.0, name), |e| {
-            self.entry(reply, &e)
-        })
+        match self.fs.lookup(&caller(req), parent.0, name) {
+            Ok(e) => self.entry(reply, &e),
+            // Node id 0 is a negative entry the kernel may cache for the TTL; it drops it
+            // itself when it creates the name.
+            Err(FsError::NotFound) | Err(FsError::Os(nix::errno::Errno::ENOENT)) => {
+                reply.entry(&self.ttl, &dot_attr(0, FileKind::File), Generation(0))
+            }
+            Err(e) => reply.error(errno_of(e)),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -374,15 +384,17 @@ impl Filesystem for FuseAdapter {
         reply!(reply, result, |n| reply.written(n))
     }
 
+    /// The cores keep no per-handle buffers, so there is nothing to flush: ENOSYS tells the
+    /// kernel never to send FLUSH again, saving a round trip on every close.
     fn flush(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
+        _ino: INodeNo,
+        _fh: FileHandle,
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply!(reply, self.fs.flush(ino.0, fh.0), |()| reply.ok())
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn release(

@@ -13,6 +13,9 @@ use super::pages::PAGE;
 use super::{Listing, MemFs, sized, time};
 use crate::fs::*;
 
+/// File capabilities, which a write or chown must drop like setuid.
+const CAPABILITY: &str = "security.capability";
+
 impl VolumeFs for MemFs {
     fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
         let tree = self.tree.read();
@@ -36,8 +39,19 @@ impl VolumeFs for MemFs {
         Ok(self.node(ino)?.attr())
     }
 
-    fn setattr(&self, _caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
+    fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
         let node = self.node(ino)?;
+        // Under FUSE_HANDLE_KILLPRIV_V2 privileges are the server's to drop: on chown of a
+        // non-directory, and on truncate by an unprivileged caller.
+        let chown = change.uid.is_some() || change.gid.is_some();
+        let kill = change.mode.is_none()
+            && ((chown && node.kind != FileKind::Dir)
+                || (change.size.is_some() && caller.uid != 0));
+        if kill {
+            let mut m = node.meta.lock();
+            m.perm = mode_without_privileges(m.perm);
+            m.xattrs.remove(std::ffi::OsStr::new(CAPABILITY));
+        }
         if let Some(size) = change.size {
             let old = node.attr().size;
             self.truncate_node(&node, size)?;
@@ -158,13 +172,11 @@ impl VolumeFs for MemFs {
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
         let node = self.files.get(fh)?;
         if kill {
-            node.meta.lock().perm &= !(libc::S_ISUID | libc::S_ISGID);
+            let mut m = node.meta.lock();
+            m.perm = mode_without_privileges(m.perm);
+            m.xattrs.remove(OsStr::new(CAPABILITY));
         }
         self.write_node(&node, offset, data)
-    }
-
-    fn flush(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.files.get(fh).map(drop)
     }
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {

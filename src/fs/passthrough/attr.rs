@@ -12,7 +12,9 @@ use nix::unistd::{Gid, Uid, fchownat};
 
 use super::PassthroughFs;
 use super::inodes::Inode;
-use crate::fs::{Attr, FileKind, FsResult, Ino, SetAttr, TimeSet};
+use crate::fs::{
+    Attr, Caller, Fh, FileKind, FsResult, Ino, SetAttr, TimeSet, mode_without_privileges,
+};
 use crate::sys::proc_fd_path;
 
 pub fn attr_of(ino: Ino, st: &FileStat) -> Attr {
@@ -62,7 +64,7 @@ fn timespec(t: Option<TimeSet>) -> TimeSpec {
 }
 
 impl PassthroughFs {
-    pub(super) fn do_setattr(&self, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
+    pub(super) fn do_setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
         let inode = self.inodes.get(ino)?;
         let handle = change.fh.and_then(|fh| self.files.get(fh).ok());
         let path = proc_fd_path(inode.fd.as_fd());
@@ -89,6 +91,10 @@ impl PassthroughFs {
         }
         if let Some(size) = change.size {
             self.truncate(&inode, handle.as_ref().map(|h| &h.file), size)?;
+            // The host does not drop privileges for the handler (root); the caller may not be.
+            if caller.uid != 0 && change.mode.is_none() {
+                self.drop_privileges_of(&inode)?;
+            }
         }
         if change.atime.is_some() || change.mtime.is_some() {
             let (atime, mtime) = (timespec(change.atime), timespec(change.mtime));
@@ -102,6 +108,28 @@ impl PassthroughFs {
         }
         let st = nix::sys::stat::fstat(&inode.fd)?;
         Ok(attr_of(ino, &st))
+    }
+
+    /// Clears setuid and setgid as a write by an unprivileged caller must.
+    pub(super) fn drop_privileges(&self, fh: Fh) -> FsResult<()> {
+        let inode = self.files.get(fh)?.inode.clone();
+        self.drop_privileges_of(&inode)
+    }
+
+    fn drop_privileges_of(&self, inode: &Inode) -> FsResult<()> {
+        let perm = nix::sys::stat::fstat(&inode.fd)?.st_mode & 0o7777;
+        let wanted = mode_without_privileges(perm);
+        if wanted != perm {
+            let path = proc_fd_path(inode.fd.as_fd());
+            let mode = Mode::from_bits_truncate(wanted);
+            fchmodat(
+                AT_FDCWD,
+                path.as_c_str(),
+                mode,
+                FchmodatFlags::FollowSymlink,
+            )?;
+        }
+        Ok(())
     }
 
     /// Shrinking gives space back. Extending makes a hole, which allocates nothing on the

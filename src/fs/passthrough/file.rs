@@ -35,12 +35,17 @@ impl PassthroughFs {
     }
 
     pub(super) fn open_handle(&self, inode: Arc<Inode>, flags: i32) -> FsResult<Opened> {
-        let flags = OFlag::from_bits_truncate(flags);
-        let file = Arc::new(self.reopen(&inode, flags)?);
-        if flags.contains(OFlag::O_TRUNC) {
+        let file = self.reopen(&inode, OFlag::from_bits_truncate(flags))?;
+        if flags & libc::O_TRUNC != 0 {
             self.reaccount(&inode)?;
         }
-        let writable = flags & OFlag::O_ACCMODE != OFlag::O_RDONLY;
+        Ok(self.handle_for(inode, file, flags))
+    }
+
+    /// Registers an open host file as a handle.
+    pub(super) fn handle_for(&self, inode: Arc<Inode>, file: File, flags: i32) -> Opened {
+        let file = Arc::new(file);
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         inode.open_files.fetch_add(1, Ordering::AcqRel);
         let passthrough = self.passthrough_io.then(|| file.clone());
         let fh = self.files.insert(FileHandle {
@@ -48,13 +53,13 @@ impl PassthroughFs {
             inode,
             writable,
         });
-        Ok(Opened {
+        Opened {
             fh,
             passthrough,
             direct_io: false,
             // The kernel refuses a kept cache on passthrough opens.
             keep_cache: self.exclusive && !self.passthrough_io,
-        })
+        }
     }
 
     pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {

@@ -117,8 +117,8 @@ impl VolumeFs for PassthroughFs {
         Ok(attr_of(ino, &fstat(&inode.fd)?))
     }
 
-    fn setattr(&self, _caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
-        self.do_setattr(ino, change)
+    fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
+        self.do_setattr(caller, ino, change)
     }
 
     fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
@@ -189,17 +189,23 @@ impl VolumeFs for PassthroughFs {
         flags: i32,
     ) -> FsResult<(Entry, Opened)> {
         let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &inodes::Inode| {
-            let excl = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
-            Ok(openat(&p.fd, name, excl, perm).map(drop)?)
-        };
-        let (inode, entry) = match self.create_node(c, parent, name, mode, 0, make) {
+        // Open for I/O as the caller asked (POSIX lets the creator write whatever the mode).
+        let io_flags = OFlag::from_bits_truncate(flags & !(libc::O_TRUNC | libc::O_APPEND))
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_CLOEXEC;
+        let make =
+            |p: &inodes::Inode| Ok(std::fs::File::from(openat(&p.fd, name, io_flags, perm)?));
+        let (entry, opened) = match self.create_node(c, parent, name, mode, 0, make) {
             Err(FsError::Os(nix::errno::Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
-                self.lookup_entry(&*self.inodes.get(parent)?, name)?
+                let (inode, entry) = self.lookup_entry(&*self.inodes.get(parent)?, name)?;
+                (entry, self.open_handle(inode, flags & !libc::O_TRUNC)?)
             }
-            other => other?,
+            other => {
+                let (inode, entry, file) = other?;
+                (entry, self.handle_for(inode, file, flags))
+            }
         };
-        let opened = self.open_handle(inode, flags & !libc::O_TRUNC)?;
         Ok((entry, opened))
     }
 
@@ -207,12 +213,11 @@ impl VolumeFs for PassthroughFs {
         self.read_at(fh, offset, size)
     }
 
-    fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], _kill: bool) -> FsResult<u32> {
+    fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
+        if kill {
+            self.drop_privileges(fh)?;
+        }
         self.write_at(fh, offset, data)
-    }
-
-    fn flush(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.files.get(fh).map(drop)
     }
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {

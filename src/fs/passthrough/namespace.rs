@@ -42,25 +42,29 @@ impl PassthroughFs {
     /// Creates a node with `make` (run as root in `parent`), then gives it to the caller, as
     /// if the caller had made it: owner uid, and gid unless the parent is setgid (the host
     /// already applied the setgid rule). Reserves the inode and the bytes it may use first.
-    pub(super) fn create_node(
+    pub(super) fn create_node<T>(
         &self,
         caller: &Caller,
         parent: Ino,
         name: &OsStr,
         mode: u32,
         reserve_bytes: u64,
-        make: impl FnOnce(&Inode) -> FsResult<()>,
-    ) -> FsResult<(Arc<Inode>, Entry)> {
+        make: impl FnOnce(&Inode) -> FsResult<T>,
+    ) -> FsResult<(Arc<Inode>, Entry, T)> {
         let parent = self.inodes.get(parent)?;
         let _reservation = self
             .quota
             .reserve(reserve_bytes + DIR_GROWTH_BLOCKS * self.block, 1)?;
-        make(&parent)?;
+        let made = make(&parent)?;
         let parent_st = self.reaccount(&parent)?;
         let inherit_gid = parent_st.st_mode & libc::S_ISGID != 0;
-        let gid = (!inherit_gid).then_some(Gid::from_raw(caller.gid));
-        let owner = Some(Uid::from_raw(caller.uid));
-        let chown = fchownat(&parent.fd, name, owner, gid, AtFlags::AT_SYMLINK_NOFOLLOW);
+        let gid = (!inherit_gid && caller.gid != 0).then_some(Gid::from_raw(caller.gid));
+        let owner = (caller.uid != 0).then_some(Uid::from_raw(caller.uid));
+        // The handler is root: a root caller's node already has the right owner.
+        let chown = match (owner, gid) {
+            (None, None) => Ok(()),
+            _ => fchownat(&parent.fd, name, owner, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
+        };
         let (inode, mut entry) = self.lookup_entry(&parent, name)?;
         self.account_new(&inode);
         if let Err(e) = chown {
@@ -79,7 +83,7 @@ impl PassthroughFs {
         }
         let st = self.reaccount(&inode)?;
         entry.attr = attr_of(inode.ino, &st);
-        Ok((inode, entry))
+        Ok((inode, entry, made))
     }
 
     pub(super) fn remove_name(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
