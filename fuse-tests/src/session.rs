@@ -6,7 +6,7 @@ use fvol::fs::VolumeFs;
 use fvol::fs::memory::{MemFs, RootOwner};
 use fvol::fs::passthrough::PassthroughFs;
 use fvol::fs::quota::Limits;
-use fvol::fuse::MountedFs;
+use fvol::fuse::{MountedFs, ServeOptions};
 use tempfile::TempDir;
 
 #[derive(Clone, Copy, Debug)]
@@ -53,8 +53,16 @@ impl TestSession {
                 (Arc::new(MemFs::new(limits, root)), false)
             }
         };
-        let mounted =
-            fvol::fuse::mount(fs.clone(), &mountpoint, "test", passthrough).expect("mount");
+        let mounted = fvol::fuse::mount(
+            fs.clone(),
+            &mountpoint,
+            "test",
+            ServeOptions {
+                passthrough,
+                exclusive: true,
+            },
+        )
+        .expect("mount");
         TestSession {
             backend,
             mounted: Some(mounted),

@@ -146,6 +146,7 @@ impl Driver for LocalDriver {
             },
             passthrough,
             ephemeral: false,
+            exclusive: rec.owns_backing,
         })
     }
 }

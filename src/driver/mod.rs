@@ -39,6 +39,8 @@ pub struct Activation {
     pub passthrough: bool,
     /// The data lives only while the volume is active (tmpfs).
     pub ephemeral: bool,
+    /// Nothing but the handler changes the data (false for a `mount=` directory).
+    pub exclusive: bool,
 }
 
 pub trait Driver: Send + Sync {

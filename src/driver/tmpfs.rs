@@ -83,6 +83,7 @@ impl Driver for TmpfsDriver {
             },
             passthrough: false,
             ephemeral: true,
+            exclusive: true,
         })
     }
 }

@@ -13,7 +13,23 @@ use crate::fs::VolumeFs;
 
 /// Request threads per mount, each with its own /dev/fuse descriptor.
 const THREADS: usize = 4;
-const TTL: Duration = Duration::from_secs(1);
+
+/// How a volume is served.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// Kernel passthrough for the opens the core offers it for.
+    pub passthrough: bool,
+    /// The handler is the only writer of the data, so the kernel may cache names and
+    /// attributes for long: every change goes through it and it invalidates what it changes.
+    pub exclusive: bool,
+}
+
+impl ServeOptions {
+    fn ttl(&self) -> Duration {
+        // With others writing behind fvol (a `mount=` directory), changes show within 1 s.
+        Duration::from_secs(if self.exclusive { 60 } else { 1 })
+    }
+}
 
 /// A live FUSE mount. Dropping it unmounts.
 pub struct MountedFs {
@@ -61,7 +77,7 @@ pub fn mount(
     fs: Arc<dyn VolumeFs>,
     mountpoint: &Path,
     name: &str,
-    passthrough: bool,
+    serve: ServeOptions,
 ) -> io::Result<MountedFs> {
     let mut config = Config::default();
     config.mount_options = vec![
@@ -72,7 +88,7 @@ pub fn mount(
     config.acl = SessionACL::All;
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
-    let adapter = FuseAdapter::new(fs, TTL, passthrough);
+    let adapter = FuseAdapter::new(fs, serve.ttl(), serve.passthrough);
     let session = fuser::spawn_mount(adapter, mountpoint, &config)?;
     Ok(MountedFs {
         session: Some(session),

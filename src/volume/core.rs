@@ -16,7 +16,7 @@ use super::options::{VolumeOptions, parse_options};
 use super::{MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeStatus};
 use crate::driver::{Driver, DriverContext};
 use crate::fs::VolumeFs;
-use crate::fuse::{MountedFs, detach_stale_mount, is_stale_mount};
+use crate::fuse::{MountedFs, ServeOptions, detach_stale_mount, is_stale_mount};
 use crate::store::Store;
 
 struct Active {
@@ -278,13 +278,12 @@ impl Core {
                 .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
         }
         create_dir(&mountpoint, 0o755)?;
-        let mount = crate::fuse::mount(
-            activation.fs.clone(),
-            &mountpoint,
-            &rec.name,
-            activation.passthrough,
-        )
-        .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
+        let serve = ServeOptions {
+            passthrough: activation.passthrough,
+            exclusive: activation.exclusive,
+        };
+        let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, serve)
+            .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
         self.active.insert(

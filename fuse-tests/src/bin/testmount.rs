@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use fvol::fs::passthrough::PassthroughFs;
 use fvol::fs::quota::Limits;
+use fvol::fuse::ServeOptions;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,7 +17,16 @@ fn main() {
         .expect("open")
         .with_passthrough(true);
     let passthrough = fs.passthrough();
-    let m = fvol::fuse::mount(Arc::new(fs), args[2].as_ref(), "debug", passthrough).expect("mount");
+    let m = fvol::fuse::mount(
+        Arc::new(fs),
+        args[2].as_ref(),
+        "debug",
+        ServeOptions {
+            passthrough,
+            exclusive: true,
+        },
+    )
+    .expect("mount");
     let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
     m.unmount().unwrap();
 }
