@@ -132,12 +132,12 @@ pub struct CopyRange {
     pub flags: u64,
 }
 
-/// An opened file. `passthrough` is set when the kernel may do reads straight on the backing
-/// file (read-only opens on a local volume); writes always come to the handler.
+/// An opened file. `passthrough` is the host file the kernel may do all I/O on directly (a
+/// core offers it for every open of a volume or for none). `keep_cache` lets the kernel keep
+/// the file's pages from earlier opens (only the handler changes the data).
 pub struct Opened {
     pub fh: Fh,
     pub passthrough: Option<Arc<File>>,
-    pub direct_io: bool,
     pub keep_cache: bool,
 }
 

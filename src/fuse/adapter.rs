@@ -87,14 +87,10 @@ impl FuseAdapter {
     }
 
     fn open_flags(o: &Opened) -> FopenFlags {
-        let mut flags = FopenFlags::empty();
-        if o.direct_io {
-            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        match o.keep_cache {
+            true => FopenFlags::FOPEN_KEEP_CACHE,
+            false => FopenFlags::empty(),
         }
-        if o.keep_cache {
-            flags |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
-        flags
     }
 
     /// Replies to an open, with a passthrough backing id when the core offers the host file.
@@ -180,7 +176,6 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
             // The handler clears setuid, setgid and capabilities on writes the kernel flags,
             // so the kernel does not ask for security.capability before every write.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,

@@ -165,7 +165,6 @@ impl MemFs {
         Ok(Opened {
             fh,
             passthrough: None,
-            direct_io: false,
             keep_cache: true,
         })
     }

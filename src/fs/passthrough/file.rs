@@ -56,7 +56,6 @@ impl PassthroughFs {
         Opened {
             fh,
             passthrough,
-            direct_io: false,
             // The kernel refuses a kept cache on passthrough opens.
             keep_cache: self.exclusive && !self.passthrough_io,
         }
