@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use super::MemFs;
 use super::node::{Body, Meta, Node};
 use super::pages::Pages;
-use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino};
+use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
 
 pub(super) const NAME_MAX: usize = 255;
 
@@ -139,14 +139,8 @@ impl MemFs {
         self.release_if_unused(node);
     }
 
-    pub(super) fn rename(
-        &self,
-        parent: Ino,
-        name: &OsStr,
-        new_parent: Ino,
-        new_name: &OsStr,
-        flags: u32,
-    ) -> FsResult<()> {
+    pub(super) fn rename_entry(&self, r: &Rename<'_>) -> FsResult<()> {
+        let (name, new_name, flags) = (r.name, r.new_name, r.flags);
         if new_name.len() > NAME_MAX {
             return Err(os(Errno::ENAMETOOLONG));
         }
@@ -157,8 +151,8 @@ impl MemFs {
             return Err(FsError::Invalid);
         }
         let tree = self.tree.write();
-        let from = tree.get(parent)?;
-        let to = tree.get(new_parent)?;
+        let from = tree.get(r.parent)?;
+        let to = tree.get(r.new_parent)?;
         let moved = tree.child(&from, name)?;
         let target = tree.child(&to, new_name).ok();
         if self.is_ancestor(&tree, moved.ino, to.ino)? {

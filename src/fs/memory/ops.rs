@@ -128,7 +128,7 @@ impl VolumeFs for MemFs {
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
-        self.rename(r.parent, r.name, r.new_parent, r.new_name, r.flags)
+        self.rename_entry(r)
     }
 
     fn link(

@@ -163,7 +163,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
-        self.do_rename(r.parent, r.name, r.new_parent, r.new_name, r.flags)
+        self.do_rename(r)
     }
 
     fn link(

@@ -12,7 +12,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use super::PassthroughFs;
 use super::attr::attr_of;
 use super::inodes::Inode;
-use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino};
+use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
 
 /// Bytes a directory may grow by when it gains an entry.
 const DIR_GROWTH_BLOCKS: u64 = 1;
@@ -102,17 +102,11 @@ impl PassthroughFs {
         Ok(())
     }
 
-    pub(super) fn do_rename(
-        &self,
-        parent: Ino,
-        name: &OsStr,
-        new_parent: Ino,
-        new_name: &OsStr,
-        flags: u32,
-    ) -> FsResult<()> {
-        let flags = RenameFlags::from_bits(flags).ok_or(FsError::Invalid)?;
-        let from = self.inodes.get(parent)?;
-        let to = self.inodes.get(new_parent)?;
+    pub(super) fn do_rename(&self, r: &Rename<'_>) -> FsResult<()> {
+        let (name, new_name) = (r.name, r.new_name);
+        let flags = RenameFlags::from_bits(r.flags).ok_or(FsError::Invalid)?;
+        let from = self.inodes.get(r.parent)?;
+        let to = self.inodes.get(r.new_parent)?;
         let replaced = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             None
         } else {
