@@ -15,7 +15,7 @@ use nix::mount::{MsFlags, mount};
 use super::options::{VolumeOptions, parse_options};
 use super::{MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeStatus};
 use crate::driver::{Driver, DriverContext};
-use crate::fs::VolumeFs;
+use crate::fs::{UsageSnapshot, VolumeFs};
 use crate::fuse::{MountedFs, ServeOptions, detach_stale_mount, is_stale_mount};
 use crate::store::Store;
 
@@ -24,6 +24,8 @@ struct Active {
     mount: MountedFs,
     /// The data goes with the mount (tmpfs).
     ephemeral: bool,
+    /// The usage last written to the catalog.
+    saved: Option<UsageSnapshot>,
 }
 
 pub struct Core {
@@ -246,7 +248,15 @@ impl Core {
                 since: now(),
             };
             rec.mount_refs.insert(ref_id.to_string(), r);
-            self.store.put(&rec)?;
+            if let Err(e) = self.store.put(&rec) {
+                if let Some(t) = target {
+                    let _ = detach_stale_mount(t);
+                }
+                if !was_active {
+                    self.deactivate(name);
+                }
+                return Err(e.into());
+            }
         }
         Ok(mountpoint)
     }
@@ -292,6 +302,7 @@ impl Core {
                 fs: activation.fs,
                 mount,
                 ephemeral: activation.ephemeral,
+                saved: None,
             },
         );
         Ok(())
@@ -326,17 +337,21 @@ impl Core {
     }
 
     /// Persists the usage of active volumes (still not clean).
-    pub fn checkpoint_usage(&self) {
-        for (name, a) in &self.active {
+    /// Only changed usage is written, so an idle daemon does not touch the disk.
+    pub fn checkpoint_usage(&mut self) {
+        for (name, a) in &mut self.active {
             let u = a.fs.usage();
-            let _ = self.store.set_usage(
-                name,
-                Usage {
-                    bytes: u.bytes,
-                    inodes: u.inodes,
-                    clean: false,
-                },
-            );
+            if a.saved == Some(u) {
+                continue;
+            }
+            let usage = Usage {
+                bytes: u.bytes,
+                inodes: u.inodes,
+                clean: false,
+            };
+            if self.store.set_usage(name, usage).is_ok() {
+                a.saved = Some(u);
+            }
         }
     }
 
