@@ -2,6 +2,7 @@
 //! to the kernel. Nothing here knows fuser's types.
 pub mod error;
 pub mod handles;
+pub mod image;
 pub mod memory;
 pub mod passthrough;
 pub mod quota;

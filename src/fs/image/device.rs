@@ -1,0 +1,202 @@
+//! Block devices: fixed-size byte arrays with reads, writes and a flush that makes every
+//! earlier write durable.
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
+    /// Capacity in bytes; fixed for the device's life.
+    fn size(&self) -> u64;
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes every write that completed before the call durable.
+    fn flush(&self) -> io::Result<()>;
+}
+
+fn check_range(size: u64, offset: u64, len: usize) -> io::Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("range {offset}+{len} beyond the device's {size} bytes"),
+        )),
+    }
+}
+
+/// An image file on a host filesystem.
+#[derive(Debug)]
+pub struct FileDevice {
+    file: File,
+    size: u64,
+}
+
+impl FileDevice {
+    /// Creates (or truncates) a sparse image of `size` bytes.
+    pub fn create(path: &Path, size: u64) -> io::Result<FileDevice> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        file.set_len(size)?;
+        Ok(FileDevice { file, size })
+    }
+
+    pub fn open(path: &Path) -> io::Result<FileDevice> {
+        let file = File::options().read(true).write(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(FileDevice { file, size })
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        check_range(self.size, offset, out.len())?;
+        self.file.read_exact_at(out, offset)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_range(self.size, offset, data.len())?;
+        self.file.write_all_at(data, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// A device in memory that models a crash: writes since the last flush sit in a volatile
+/// cache, and `crash` loses them (all, or a chosen subset, as a disk cache may persist some
+/// and not others). Afterwards the device holds exactly what was durable plus the kept writes.
+#[derive(Debug, Clone)]
+pub struct CrashDevice {
+    inner: Arc<Mutex<CrashState>>,
+}
+
+#[derive(Debug)]
+struct CrashState {
+    durable: Vec<u8>,
+    /// Writes not yet flushed, in order; reads see them on top of `durable`.
+    volatile: Vec<(u64, Vec<u8>)>,
+    flushes: u64,
+}
+
+impl CrashDevice {
+    pub fn new(size: u64) -> CrashDevice {
+        CrashDevice {
+            inner: Arc::new(Mutex::new(CrashState {
+                durable: vec![0; size as usize],
+                volatile: Vec::new(),
+                flushes: 0,
+            })),
+        }
+    }
+
+    /// Loses every unflushed write for which `keep(index)` is false (index in write order).
+    pub fn crash(&self, keep: impl Fn(usize) -> bool) {
+        let mut s = self.inner.lock();
+        let volatile = std::mem::take(&mut s.volatile);
+        for (i, (offset, data)) in volatile.into_iter().enumerate() {
+            if keep(i) {
+                let o = offset as usize;
+                s.durable[o..o + data.len()].copy_from_slice(&data);
+            }
+        }
+    }
+
+    pub fn unflushed_writes(&self) -> usize {
+        self.inner.lock().volatile.len()
+    }
+
+    pub fn flushes(&self) -> u64 {
+        self.inner.lock().flushes
+    }
+}
+
+impl BlockDevice for CrashDevice {
+    fn size(&self) -> u64 {
+        self.inner.lock().durable.len() as u64
+    }
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let s = self.inner.lock();
+        check_range(s.durable.len() as u64, offset, out.len())?;
+        let o = offset as usize;
+        out.copy_from_slice(&s.durable[o..o + out.len()]);
+        let end = offset + out.len() as u64;
+        for (at, data) in &s.volatile {
+            let (from, to) = ((*at).max(offset), (at + data.len() as u64).min(end));
+            if from < to {
+                let src = &data[(from - at) as usize..(to - at) as usize];
+                out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut s = self.inner.lock();
+        check_range(s.durable.len() as u64, offset, data.len())?;
+        s.volatile.push((offset, data.to_vec()));
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        let mut s = self.inner.lock();
+        s.crash_keep_all();
+        s.flushes += 1;
+        Ok(())
+    }
+}
+
+impl CrashState {
+    fn crash_keep_all(&mut self) {
+        for (offset, data) in std::mem::take(&mut self.volatile) {
+            let o = offset as usize;
+            self.durable[o..o + data.len()].copy_from_slice(&data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_loses_only_unflushed_writes() {
+        let d = CrashDevice::new(64);
+        d.write_at(0, b"durable").unwrap();
+        d.flush().unwrap();
+        d.write_at(0, b"VOLATILE").unwrap();
+        let mut buf = [0u8; 8];
+        d.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"VOLATILE");
+        d.crash(|_| false);
+        d.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[..7], b"durable");
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let d = CrashDevice::new(16);
+        assert!(d.write_at(10, &[0; 7]).is_err());
+        assert!(d.read_at(u64::MAX, &mut [0; 1]).is_err());
+    }
+
+    #[test]
+    fn file_device_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let d = FileDevice::create(&path, 1 << 20).unwrap();
+        d.write_at(4096, b"abc").unwrap();
+        d.flush().unwrap();
+        let d = FileDevice::open(&path).unwrap();
+        assert_eq!(d.size(), 1 << 20);
+        let mut buf = [0u8; 3];
+        d.read_at(4096, &mut buf).unwrap();
+        assert_eq!(&buf, b"abc");
+    }
+}
