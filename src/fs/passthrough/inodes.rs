@@ -102,6 +102,15 @@ impl InodeTable {
     /// true when the inode was not in the table.
     pub fn lookup_ref(&self, fd: OwnedFd, st: &FileStat) -> (Arc<Inode>, bool) {
         let key = Inode::key_of(st);
+        // Known inode: a read lock suffices, since `forget` decrements and removes only under
+        // the write lock, so it cannot drop the entry between the find and the increment.
+        {
+            let t = self.tables.read();
+            if let Some(inode) = t.by_key.get(&key).map(|ino| &t.by_ino[ino]) {
+                inode.lookups.fetch_add(1, Ordering::Relaxed);
+                return (inode.clone(), false);
+            }
+        }
         let mut t = self.tables.write();
         if let Some(ino) = t.by_key.get(&key) {
             let inode = t.by_ino[ino].clone();
