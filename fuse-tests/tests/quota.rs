@@ -214,12 +214,16 @@ macro_rules! quota_tests {
         fn eight_concurrent_writers_never_exceed_the_limit() {
             let limit = 8 * MIB;
             let s = session(Some(limit), None);
+            // All files exist before any writer starts: creating a name needs room too.
+            let files: Vec<File> = (0..8)
+                .map(|i| File::create(s.path(&format!("w{i}"))).unwrap())
+                .collect();
             let written: u64 = std::thread::scope(|scope| {
-                let writers: Vec<_> = (0..8)
-                    .map(|i| {
-                        let path = s.path(&format!("w{i}"));
+                let writers: Vec<_> = files
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, mut f)| {
                         scope.spawn(move || {
-                            let mut f = File::create(path).unwrap();
                             let mut total = 0u64;
                             let chunk = vec![i as u8; (64 * KIB) as usize];
                             loop {
