@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fvol::fs::VolumeFs;
+use fvol::fs::image::{FileDevice, ImageFs};
 use fvol::fs::memory::{MemFs, RootOwner};
 use fvol::fs::passthrough::PassthroughFs;
 use fvol::fs::quota::Limits;
@@ -13,6 +14,8 @@ use tempfile::TempDir;
 pub enum Backend {
     Local,
     Tmpfs,
+    /// The image filesystem (the rbd driver's) on a sparse image file.
+    Image,
 }
 
 pub struct TestSession {
@@ -51,6 +54,20 @@ impl TestSession {
                     mode: 0o755,
                 };
                 (Arc::new(MemFs::new(limits, root)), false)
+            }
+            Backend::Image => {
+                let root = RootOwner {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                };
+                let size = limits.bytes.map_or(4 << 30, |b| (b + b / 5).max(64 << 20));
+                let device = Arc::new(FileDevice::create(&backing.join("image"), size).unwrap());
+                ImageFs::format(device.clone(), root).expect("format");
+                (
+                    Arc::new(ImageFs::open(device, limits).expect("open image")),
+                    false,
+                )
             }
         };
         let mounted = fvol::fuse::mount(
@@ -97,12 +114,20 @@ impl TestSession {
         self.fs.usage().bytes
     }
 
+    /// The backend's allocation unit: the least a file's first byte costs.
+    pub fn unit(&self) -> u64 {
+        match self.backend {
+            Backend::Local | Backend::Tmpfs => 4096,
+            Backend::Image => 512,
+        }
+    }
+
     /// What `du` says the volume really holds: of the backing directory for a local volume,
     /// of the mount for tmpfs (whose allocation only the mount shows).
     pub fn du(&self) -> u64 {
         let dir = match self.backend {
             Backend::Local => &self.backing,
-            Backend::Tmpfs => &self.mountpoint,
+            Backend::Tmpfs | Backend::Image => &self.mountpoint,
         };
         let out = crate::run_ok(
             std::process::Command::new("du")

@@ -49,3 +49,17 @@ fn fsx_local_passthrough() {
 fn fsx_tmpfs() {
     fsx(&TestSession::with(Backend::Tmpfs, Some(1 << 30), None));
 }
+
+#[test]
+fn pjdfstest_image() {
+    pjdfstest(&TestSession::with(
+        Backend::Image,
+        Some(1 << 30),
+        Some(1_000_000),
+    ));
+}
+
+#[test]
+fn fsx_image() {
+    fsx(&TestSession::with(Backend::Image, Some(1 << 30), None));
+}

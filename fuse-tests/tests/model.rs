@@ -271,6 +271,11 @@ proptest! {
     fn tmpfs_volume_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
         run(Backend::Tmpfs, &ops)?;
     }
+
+    #[test]
+    fn image_volume_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(Backend::Image, &ops)?;
+    }
 }
 
 #[test]
@@ -289,4 +294,5 @@ fn hard_link_survives_unlink_and_rename() {
     ];
     run(Backend::Local, &ops).unwrap();
     run(Backend::Tmpfs, &ops).unwrap();
+    run(Backend::Image, &ops).unwrap();
 }

@@ -75,3 +75,8 @@ fn local() {
 fn tmpfs() {
     check(Backend::Tmpfs);
 }
+
+#[test]
+fn image() {
+    check(Backend::Image);
+}

@@ -125,11 +125,11 @@ macro_rules! quota_tests {
             let f = File::create(s.path("sparse")).unwrap();
             f.write_all_at(b"x", 100 * MIB).unwrap();
             assert_eq!(f.metadata().unwrap().len(), 100 * MIB + 1);
-            assert_eq!(s.used_bytes(), base + 4096);
+            assert_eq!(s.used_bytes(), base + s.unit(), "one byte costs one allocation unit");
             let data = nix::unistd::lseek(f.as_fd(), 0, nix::unistd::Whence::SeekData).unwrap();
             assert_eq!(
                 data as u64,
-                100 * MIB / 4096 * 4096,
+                100 * MIB / s.unit() * s.unit(),
                 "SEEK_DATA finds the written block"
             );
             check_usage(&s, limit);
@@ -248,7 +248,7 @@ macro_rules! quota_tests {
             });
             check_usage(&s, limit);
             assert!(
-                written <= limit && written >= limit - 8 * 64 * KIB - 4096,
+                written <= limit && written >= limit - 8 * 64 * KIB - s.unit(),
                 "written {written}"
             );
         }
@@ -309,4 +309,4 @@ macro_rules! quota_tests {
     )*};
 }
 
-quota_tests!(local => Backend::Local, tmpfs => Backend::Tmpfs);
+quota_tests!(local => Backend::Local, tmpfs => Backend::Tmpfs, image => Backend::Image);

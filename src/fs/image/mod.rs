@@ -3,6 +3,9 @@
 //! the image's metadata is a crash-consistent redb database.
 pub mod backend;
 pub mod device;
+pub mod format;
+pub mod fs;
 
 pub use backend::RegionBackend;
 pub use device::{BlockDevice, CrashDevice, FileDevice};
+pub use fs::{ImageError, ImageFs};

@@ -1,0 +1,661 @@
+//! `VolumeFs` for `ImageFs`: every change is one transaction over the tables in `store`.
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::ImageFs;
+use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
+use crate::fs::*;
+
+const NAME_MAX: usize = 255;
+const CAPABILITY: &[u8] = b"security.capability";
+
+fn os(e: Errno) -> FsError {
+    FsError::Os(e)
+}
+
+fn name_ok(name: &OsStr) -> FsResult<&[u8]> {
+    match name.len() {
+        0 => Err(FsError::Invalid),
+        n if n > NAME_MAX => Err(os(Errno::ENAMETOOLONG)),
+        _ => Ok(name.as_bytes()),
+    }
+}
+
+fn dir(rec: &InodeRec) -> FsResult<()> {
+    match rec.kind() {
+        FileKind::Dir => Ok(()),
+        _ => Err(os(Errno::ENOTDIR)),
+    }
+}
+
+impl ImageFs {
+    fn entry_for(&self, ino: Ino, rec: &InodeRec) -> Entry {
+        self.add_lookup(ino);
+        Entry {
+            attr: rec.attr(ino),
+            generation: 0,
+        }
+    }
+
+    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent).
+    fn make(
+        &self,
+        caller: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mut rec: InodeRec,
+    ) -> FsResult<Entry> {
+        let name = name_ok(name)?;
+        let _reservation = self.quota.reserve(0, 1)?;
+        let (ino, rec) = self.write(false, |t| {
+            let mut p = t.inode(parent)?;
+            dir(&p)?;
+            if t.child(parent, name)?.is_some() {
+                return Err(os(Errno::EEXIST));
+            }
+            if p.perm & libc::S_ISGID != 0 {
+                rec.gid = p.gid;
+                if rec.kind() == FileKind::Dir {
+                    rec.perm |= libc::S_ISGID;
+                }
+            } else {
+                rec.gid = caller.gid;
+            }
+            rec.uid = caller.uid;
+            let ino = t.next_ino()?;
+            if rec.kind() == FileKind::Dir {
+                rec.parent = parent;
+                p.nlink += 1;
+            }
+            p.touch_dir();
+            t.put_inode(parent, &p)?;
+            t.put_inode(ino, &rec)?;
+            t.set_child(parent, name, Some(ino))?;
+            t.add_counter(USED_INODES, 1)?;
+            Ok((ino, rec))
+        })?;
+        self.quota.adjust(0, 1);
+        Ok(self.entry_for(ino, &rec))
+    }
+
+    fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
+        let name = name_ok(name)?;
+        let ino = self.write(false, |t| {
+            let mut p = t.inode(parent)?;
+            let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
+            let mut rec = t.inode(ino)?;
+            let is_dir = rec.kind() == FileKind::Dir;
+            match (want_dir, is_dir) {
+                (true, false) => return Err(os(Errno::ENOTDIR)),
+                (false, true) => return Err(os(Errno::EISDIR)),
+                (true, true) if !t.is_empty_dir(ino)? => return Err(os(Errno::ENOTEMPTY)),
+                _ => {}
+            }
+            t.set_child(parent, name, None)?;
+            if is_dir {
+                p.nlink -= 1;
+            }
+            p.touch_dir();
+            t.put_inode(parent, &p)?;
+            rec.nlink = if is_dir {
+                0
+            } else {
+                rec.nlink.saturating_sub(1)
+            };
+            rec.ctime = now();
+            t.put_inode(ino, &rec)?;
+            Ok(ino)
+        })?;
+        self.reap(ino)
+    }
+
+    fn is_ancestor(t: &Tx<'_>, ancestor: Ino, mut dir: Ino) -> FsResult<bool> {
+        loop {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            let rec = t.inode(dir)?;
+            if rec.parent == dir || rec.kind() != FileKind::Dir {
+                return Ok(false);
+            }
+            dir = rec.parent;
+        }
+    }
+
+    fn rename_in(&self, r: &Rename<'_>) -> FsResult<Option<Ino>> {
+        let (name, new_name) = (name_ok(r.name)?, name_ok(r.new_name)?);
+        let exchange = r.flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = r.flags & libc::RENAME_NOREPLACE != 0;
+        if r.flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0
+            || (exchange && noreplace)
+        {
+            return Err(FsError::Invalid);
+        }
+        self.write(false, |t| {
+            let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
+            let target = t.child(r.new_parent, new_name)?;
+            if Self::is_ancestor(t, moved, r.new_parent)? {
+                return Err(FsError::Invalid);
+            }
+            let mut m = t.inode(moved)?;
+            let mut victim = match target {
+                Some(ino) if ino == moved => return Ok(None),
+                Some(ino) => Some((ino, t.inode(ino)?)),
+                None => None,
+            };
+            match &victim {
+                Some(_) if noreplace => return Err(os(Errno::EEXIST)),
+                None if exchange => return Err(FsError::NotFound),
+                Some((ino, v)) if !exchange => {
+                    match (m.kind() == FileKind::Dir, v.kind() == FileKind::Dir) {
+                        (true, false) => return Err(os(Errno::ENOTDIR)),
+                        (false, true) => return Err(os(Errno::EISDIR)),
+                        (true, true) if !t.is_empty_dir(*ino)? => return Err(os(Errno::ENOTEMPTY)),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            t.set_child(
+                r.parent,
+                name,
+                victim.as_ref().filter(|_| exchange).map(|(i, _)| *i),
+            )?;
+            t.set_child(r.new_parent, new_name, Some(moved))?;
+            // Link counts of the two parents ("..") and of the replaced node.
+            let nlink_delta = |ino: Ino, d: i32, t: &Tx<'_>| -> FsResult<()> {
+                let mut p = t.inode(ino)?;
+                p.nlink = p.nlink.saturating_add_signed(d);
+                p.touch_dir();
+                t.put_inode(ino, &p)
+            };
+            let moves_dir = |k: FileKind| k == FileKind::Dir && r.parent != r.new_parent;
+            if moves_dir(m.kind()) {
+                m.parent = r.new_parent;
+                nlink_delta(r.parent, -1, t)?;
+                nlink_delta(r.new_parent, 1, t)?;
+            }
+            let mut reap = None;
+            if let Some((ino, v)) = victim.as_mut() {
+                v.ctime = now();
+                if exchange {
+                    if moves_dir(v.kind()) {
+                        v.parent = r.parent;
+                        nlink_delta(r.new_parent, -1, t)?;
+                        nlink_delta(r.parent, 1, t)?;
+                    }
+                } else {
+                    if v.kind() == FileKind::Dir {
+                        nlink_delta(r.new_parent, -1, t)?;
+                        v.nlink = 0;
+                    } else {
+                        v.nlink = v.nlink.saturating_sub(1);
+                    }
+                    reap = Some(*ino);
+                }
+                t.put_inode(*ino, v)?;
+            }
+            nlink_delta(r.parent, 0, t)?;
+            nlink_delta(r.new_parent, 0, t)?;
+            m.ctime = now();
+            t.put_inode(moved, &m)?;
+            Ok(reap)
+        })
+    }
+
+    fn listing(&self, dir_ino: Ino) -> FsResult<Vec<(std::ffi::OsString, Ino, FileKind)>> {
+        let rec = self.read_inode(dir_ino)?;
+        dir(&rec)?;
+        let tx = self.db.begin_read().io()?;
+        let dirents = tx.open_table(DIRENTS).io()?;
+        let inodes = tx.open_table(super::store::INODES).io()?;
+        let mut out = vec![
+            (".".into(), dir_ino, FileKind::Dir),
+            ("..".into(), rec.parent, FileKind::Dir),
+        ];
+        for entry in dirents
+            .range((dir_ino, &[][..])..(dir_ino + 1, &[][..]))
+            .io()?
+        {
+            let (k, v) = entry.io()?;
+            let ino = v.value();
+            let kind = inodes
+                .get(ino)
+                .io()?
+                .and_then(|r| postcard::from_bytes::<InodeRec>(r.value()).ok())
+                .map_or(FileKind::File, |r| r.kind());
+            out.push((OsStr::from_bytes(k.value().1).to_os_string(), ino, kind));
+        }
+        Ok(out)
+    }
+
+    fn handle_ino(&self, fh: Fh) -> FsResult<Ino> {
+        Ok(*self.files.get(fh)?)
+    }
+}
+
+/// What a write, truncate or chown by an unprivileged caller does to a file's privileges.
+fn drop_privileges(t: &Tx<'_>, ino: Ino, rec: &mut InodeRec) -> FsResult<()> {
+    rec.perm = mode_without_privileges(rec.perm);
+    t.tx.open_table(XATTRS)
+        .io()?
+        .remove((ino, CAPABILITY))
+        .io()?;
+    Ok(())
+}
+
+fn sized(value: &[u8], size: u32) -> FsResult<XattrReply> {
+    match size {
+        0 => Ok(XattrReply::Size(value.len() as u32)),
+        n if (n as usize) < value.len() => Err(os(Errno::ERANGE)),
+        _ => Ok(XattrReply::Data(value.to_vec())),
+    }
+}
+
+fn set_time(t: TimeSet) -> (i64, u32) {
+    match t {
+        TimeSet::Now => now(),
+        TimeSet::At(t) => stamp(t),
+    }
+}
+
+impl VolumeFs for ImageFs {
+    fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
+        let name = name_ok(name)?;
+        let tx = self.db.begin_read().io()?;
+        let dirents = tx.open_table(DIRENTS).io()?;
+        let ino = dirents
+            .get((parent, name))
+            .io()?
+            .ok_or(FsError::NotFound)?
+            .value();
+        drop((dirents, tx));
+        let rec = self.read_inode(ino)?;
+        Ok(self.entry_for(ino, &rec))
+    }
+
+    fn forget(&self, ino: Ino, nlookup: u64) {
+        let mut live = self.live.lock();
+        if let Some(l) = live.get_mut(&ino) {
+            l.lookups = l.lookups.saturating_sub(nlookup);
+            if l.lookups == 0 && l.open == 0 {
+                live.remove(&ino);
+            }
+        }
+    }
+
+    fn getattr(&self, ino: Ino, _fh: Option<Fh>) -> FsResult<Attr> {
+        Ok(self.read_inode(ino)?.attr(ino))
+    }
+
+    fn setattr(&self, caller: &Caller, ino: Ino, c: &SetAttr) -> FsResult<Attr> {
+        let (rec, delta) = self.write(false, |t| {
+            let mut rec = t.inode(ino)?;
+            let chown = c.uid.is_some() || c.gid.is_some();
+            let kill = c.mode.is_none()
+                && ((chown && rec.kind() != FileKind::Dir)
+                    || (c.size.is_some() && caller.uid != 0));
+            if kill {
+                drop_privileges(t, ino, &mut rec)?;
+            }
+            let mut delta = 0;
+            if let Some(size) = c.size {
+                if rec.kind() != FileKind::File {
+                    return Err(if rec.kind() == FileKind::Dir {
+                        os(Errno::EISDIR)
+                    } else {
+                        FsError::Invalid
+                    });
+                }
+                if size != rec.size {
+                    rec.mtime = now();
+                }
+                delta = self.truncate_in(t, ino, &mut rec, size)?;
+            }
+            if let Some(mode) = c.mode {
+                rec.perm = mode & 0o7777;
+            }
+            rec.uid = c.uid.unwrap_or(rec.uid);
+            rec.gid = c.gid.unwrap_or(rec.gid);
+            if let Some(a) = c.atime {
+                rec.atime = set_time(a);
+            }
+            if let Some(m) = c.mtime {
+                rec.mtime = set_time(m);
+            }
+            rec.ctime = stamp(c.ctime.unwrap_or_else(SystemTime::now));
+            t.put_inode(ino, &rec)?;
+            Ok((rec, delta))
+        })?;
+        self.quota.adjust(delta, 0);
+        Ok(rec.attr(ino))
+    }
+
+    fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        let rec = self.read_inode(ino)?;
+        match rec.kind() {
+            FileKind::Symlink => Ok(rec.target),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    fn mknod(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Entry> {
+        let kind = FileKind::from_mode(mode).ok_or(FsError::Invalid)?;
+        if matches!(kind, FileKind::Dir | FileKind::Symlink) {
+            return Err(FsError::Invalid);
+        }
+        self.make(c, parent, name, InodeRec::new(kind, mode, 0, 0, rdev))
+    }
+
+    fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
+        self.make(c, parent, name, InodeRec::new(FileKind::Dir, mode, 0, 0, 0))
+    }
+
+    fn unlink(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    fn rmdir(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
+        let target = target.as_os_str().as_bytes();
+        if target.len() > 4096 {
+            return Err(os(Errno::ENAMETOOLONG));
+        }
+        let mut rec = InodeRec::new(FileKind::Symlink, 0o777, 0, 0, 0);
+        rec.target = target.to_vec();
+        self.make(c, parent, name, rec)
+    }
+
+    fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
+        if let Some(ino) = self.rename_in(r)? {
+            self.reap(ino)?;
+        }
+        Ok(())
+    }
+
+    fn link(
+        &self,
+        _caller: &Caller,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &OsStr,
+    ) -> FsResult<Entry> {
+        let name = name_ok(new_name)?;
+        let rec = self.write(false, |t| {
+            let mut rec = t.inode(ino)?;
+            let mut p = t.inode(new_parent)?;
+            dir(&p)?;
+            if rec.kind() == FileKind::Dir {
+                return Err(os(Errno::EPERM));
+            }
+            if rec.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            if t.child(new_parent, name)?.is_some() {
+                return Err(os(Errno::EEXIST));
+            }
+            t.set_child(new_parent, name, Some(ino))?;
+            rec.nlink += 1;
+            rec.ctime = now();
+            p.touch_dir();
+            t.put_inode(ino, &rec)?;
+            t.put_inode(new_parent, &p)?;
+            Ok(rec)
+        })?;
+        Ok(self.entry_for(ino, &rec))
+    }
+
+    fn open(&self, c: &Caller, ino: Ino, flags: i32) -> FsResult<Opened> {
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.setattr(
+                c,
+                ino,
+                &SetAttr {
+                    size: Some(0),
+                    ..SetAttr::default()
+                },
+            )?;
+        } else {
+            self.read_inode(ino)?;
+        }
+        self.live.lock().entry(ino).or_default().open += 1;
+        Ok(Opened {
+            fh: self.files.insert(ino),
+            passthrough: None,
+            keep_cache: true,
+        })
+    }
+
+    fn create(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Entry, Opened)> {
+        let entry = match self.make(
+            c,
+            parent,
+            name,
+            InodeRec::new(FileKind::File, mode, 0, 0, 0),
+        ) {
+            Err(FsError::Os(Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
+                self.lookup(c, parent, name)?
+            }
+            other => other?,
+        };
+        let opened = self.open(c, entry.attr.ino, flags & !libc::O_TRUNC)?;
+        Ok((entry, opened))
+    }
+
+    fn read(&self, _ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.read_data(self.handle_ino(fh)?, offset, size)
+    }
+
+    fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
+        let ino = self.handle_ino(fh)?;
+        if kill {
+            self.write(false, |t| {
+                let mut rec = t.inode(ino)?;
+                drop_privileges(t, ino, &mut rec)?;
+                t.put_inode(ino, &rec)
+            })?;
+        }
+        self.write_data(ino, offset, data)
+    }
+
+    fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        let ino = *self.files.remove(fh)?;
+        let last = {
+            let mut live = self.live.lock();
+            let l = live.entry(ino).or_default();
+            l.open = l.open.saturating_sub(1);
+            l.open == 0
+        };
+        if last { self.reap(ino) } else { Ok(()) }
+    }
+
+    fn fsync(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
+        self.handle_ino(fh)?;
+        self.sync_all()
+    }
+
+    fn opendir(&self, _caller: &Caller, ino: Ino) -> FsResult<Fh> {
+        let listing = self.listing(ino)?;
+        Ok(self.dirs.insert(parking_lot::Mutex::new(listing)))
+    }
+
+    fn readdir(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let handle = self.dirs.get(fh)?;
+        let mut entries = handle.lock();
+        if offset == 0 {
+            *entries = self.listing(ino)?;
+        }
+        for (i, (name, child, kind)) in entries.iter().enumerate().skip(offset as usize) {
+            let mut e = DirEntry {
+                ino: *child,
+                next_offset: i as u64 + 1,
+                kind: *kind,
+                name: name.clone(),
+                entry: None,
+            };
+            if plus && i >= 2 {
+                let Ok(rec) = self.read_inode(*child) else {
+                    continue;
+                };
+                e.entry = Some(self.entry_for(*child, &rec));
+            }
+            let looked_up = e.entry.is_some();
+            if !add(e) {
+                if looked_up {
+                    self.forget(*child, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
+        self.dirs.remove(fh).map(drop)
+    }
+
+    fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
+        self.dirs.get(fh)?;
+        self.sync_all()
+    }
+
+    fn statfs(&self) -> FsResult<StatFs> {
+        let used = self.quota.usage();
+        let limits = self.quota.limits();
+        let bytes = limits.bytes.unwrap_or(0);
+        let unit = 4096;
+        let inodes = limits.inodes.unwrap_or(bytes / unit);
+        let free = bytes.saturating_sub(used.bytes) / unit;
+        Ok(StatFs {
+            blocks: bytes / unit,
+            bfree: free,
+            bavail: free,
+            files: inodes,
+            ffree: inodes.saturating_sub(used.inodes),
+            bsize: unit as u32,
+            namelen: NAME_MAX as u32,
+            frsize: unit as u32,
+        })
+    }
+
+    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.write(false, |t| {
+            let mut rec = t.inode(ino)?;
+            if name.as_bytes().starts_with(b"user.")
+                && !matches!(rec.kind(), FileKind::File | FileKind::Dir)
+            {
+                return Err(os(Errno::EPERM));
+            }
+            let mut x = t.tx.open_table(XATTRS).io()?;
+            let exists = x.get((ino, name.as_bytes())).io()?.is_some();
+            if flags & libc::XATTR_CREATE != 0 && exists {
+                return Err(os(Errno::EEXIST));
+            }
+            if flags & libc::XATTR_REPLACE != 0 && !exists {
+                return Err(os(Errno::ENODATA));
+            }
+            x.insert((ino, name.as_bytes()), value).io()?;
+            drop(x);
+            rec.ctime = now();
+            t.put_inode(ino, &rec)
+        })
+    }
+
+    fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {
+        let tx = self.db.begin_read().io()?;
+        let x = tx.open_table(XATTRS).io()?;
+        let v = x
+            .get((ino, name.as_bytes()))
+            .io()?
+            .ok_or(os(Errno::ENODATA))?;
+        sized(v.value(), size)
+    }
+
+    fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
+        let tx = self.db.begin_read().io()?;
+        let x = tx.open_table(XATTRS).io()?;
+        let mut list = Vec::new();
+        for entry in x.range((ino, &[][..])..(ino + 1, &[][..])).io()? {
+            let (k, _) = entry.io()?;
+            list.extend_from_slice(k.value().1);
+            list.push(0);
+        }
+        sized(&list, size)
+    }
+
+    fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
+        self.write(false, |t| {
+            let mut rec = t.inode(ino)?;
+            let removed =
+                t.tx.open_table(XATTRS)
+                    .io()?
+                    .remove((ino, name.as_bytes()))
+                    .io()?
+                    .is_some();
+            if !removed {
+                return Err(os(Errno::ENODATA));
+            }
+            rec.ctime = now();
+            t.put_inode(ino, &rec)
+        })
+    }
+
+    fn access(&self, _caller: &Caller, ino: Ino, _mask: i32) -> FsResult<()> {
+        self.read_inode(ino).map(drop)
+    }
+
+    fn fallocate(&self, _ino: Ino, fh: Fh, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.fallocate_data(self.handle_ino(fh)?, offset, length, mode)
+    }
+
+    fn lseek(&self, _ino: Ino, fh: Fh, offset: i64, whence: i32) -> FsResult<i64> {
+        self.seek(self.handle_ino(fh)?, offset, whence)
+    }
+
+    fn copy_file_range(&self, req: &CopyRange) -> FsResult<u32> {
+        let data = self.read_data(
+            self.handle_ino(req.fh_in)?,
+            req.offset_in,
+            req.len.min(1 << 24) as u32,
+        )?;
+        self.write_data(self.handle_ino(req.fh_out)?, req.offset_out, &data)
+    }
+
+    fn usage(&self) -> UsageSnapshot {
+        self.quota.usage()
+    }
+
+    /// One durable commit makes every earlier commit durable too.
+    fn sync_all(&self) -> FsResult<()> {
+        self.write(true, |_| Ok(()))
+    }
+}
