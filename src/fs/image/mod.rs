@@ -8,4 +8,4 @@ pub mod fs;
 
 pub use backend::RegionBackend;
 pub use device::{BlockDevice, CrashDevice, FileDevice};
-pub use fs::{ImageError, ImageFs};
+pub use fs::{FsckReport, ImageError, ImageFs, fsck};

@@ -18,7 +18,7 @@ pub struct Piece {
 }
 
 impl Piece {
-    fn decode(value: &[u8]) -> Piece {
+    pub fn decode(value: &[u8]) -> Piece {
         let lead = u16::from_le_bytes([value[0], value[1]]) as u64;
         Piece {
             lead,

@@ -9,6 +9,7 @@
 //! Kernel references and open handles are memory-only; an inode with no name is deleted at its
 //! last close, and one a crash left unnamed is deleted at the next open (see `open`).
 mod data;
+mod fsck;
 mod ops;
 mod store;
 
@@ -30,6 +31,7 @@ use store::{
     CHUNKS, COUNTERS, Ctx, DIRENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES, XATTRS,
 };
 
+pub use fsck::{FsckReport, fsck};
 pub use store::CHUNK;
 
 #[derive(Debug, Error)]
