@@ -54,6 +54,7 @@ pub fn run(root: &Path) -> Result<(), DaemonError> {
     let _lock = DaemonLock::acquire(root)?;
     // The filesystems create files with exactly the modes their callers ask for.
     umask(Mode::empty());
+    raise_open_file_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,6 +93,21 @@ pub fn run(root: &Path) -> Result<(), DaemonError> {
     }
     log::info!("stopped");
     served
+}
+
+/// The local driver holds a descriptor for every inode the kernel knows (that is how hard
+/// links and renames keep their identity), so the soft limit goes up to the hard one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("reading the open-file limit: {e}"),
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT. Must be called inside the runtime.
