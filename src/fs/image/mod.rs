@@ -3,6 +3,8 @@
 //! the image's metadata is a crash-consistent redb database.
 pub mod backend;
 pub mod device;
+pub mod rbd;
 
 pub use backend::RegionBackend;
 pub use device::{BlockDevice, CrashDevice, FileDevice};
+pub use rbd::RbdDevice;
