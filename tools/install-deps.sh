@@ -18,8 +18,13 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 # Debian packages. fuse3: fusermount3 and /etc/fuse.conf; libfuse3-dev is harmless (headers only);
 # acl/libacl1-dev/attr: pjdfstest build and ACL/xattr tests; bindfs: the FUSE peer in tools/bench;
 # fio/e2fsprogs: tools/bench; jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount.
+# Ceph (the rbd driver and its tests; tools/ceph.sh runs a single-node cluster): librados2/librbd1 are
+# what fvol loads at run time (dlopen, never linked); ceph-mon/ceph-osd are the daemons (they pull in
+# ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
+# No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
 packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs jq pkg-config python3
-          ca-certificates util-linux tar procps)
+          ca-certificates util-linux tar procps
+          librados2 librbd1 ceph-common ceph-mon ceph-osd)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -64,8 +69,13 @@ else
 fi
 
 # Verify, so that a half-working install fails here and not in the middle of a test.
-for cmd in fusermount3 bindfs fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx; do
+for cmd in fusermount3 bindfs fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx \
+           ceph-mon ceph-osd monmaptool ceph-authtool ceph rados rbd; do
     command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after install"
+done
+libs=$(ldconfig -p)  # not `ldconfig -p | grep -q`: grep exits early, SIGPIPE fails the pipe
+for lib in librados.so.2 librbd.so.1; do
+    grep -q "$lib" <<<"$libs" || die "$lib missing after install (Debian packages librados2, librbd1)"
 done
 [ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse, or run the container with --device /dev/fuse)"
 say "ok"

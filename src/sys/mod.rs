@@ -1,8 +1,9 @@
 //! Raw system calls that nix does not wrap: directory reading with offsets, and extended
-//! attributes. Every `unsafe` block in the crate lives in this module (or in later FFI modules),
-//! each with its reason.
+//! attributes; and `librbd`, Ceph's client libraries loaded at run time. Every `unsafe` block in
+//! the crate lives in this module, each with its reason.
 pub mod dirent;
 pub mod heap;
+pub mod librbd;
 pub mod xattr;
 
 use std::ffi::CString;

@@ -17,7 +17,7 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     fn flush(&self) -> io::Result<()>;
 }
 
-fn check_range(size: u64, offset: u64, len: usize) -> io::Result<()> {
+pub(super) fn check_range(size: u64, offset: u64, len: usize) -> io::Result<()> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= size => Ok(()),
         _ => Err(io::Error::new(

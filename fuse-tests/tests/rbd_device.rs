@@ -1,0 +1,373 @@
+//! `sys::librbd` and `RbdDevice` against a real single-node Ceph cluster (`tools/ceph.sh`).
+//!
+//! The cluster takes ~10 s to bootstrap, so the whole lifecycle runs in one test with one
+//! cluster, in phases; the fixture purges the cluster on drop, also when a phase panics. The
+//! cluster gets its own directory under TMPDIR and a free port, so it never collides with a
+//! developer's cluster or another test run. A host without Ceph fails the test with the reason
+//! (run tools/install-deps.sh): CI installs Ceph, so a silent skip would hide a broken setup.
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fvol::fs::image::{BlockDevice, RbdDevice, RegionBackend};
+use fvol::sys::librbd::{Cluster, ClusterConfig, IoCtx, RbdError};
+
+const POOL: &str = "rbd";
+const MIB: u64 = 1 << 20;
+
+fn ceph_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/ceph.sh")
+}
+
+/// A port nobody listens on right now (the kernel's pick for a throwaway listener).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A single-node cluster, purged (daemons killed, directory removed) on drop.
+struct CephCluster {
+    dir: tempfile::TempDir,
+}
+
+impl CephCluster {
+    fn start() -> CephCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("fvol-ceph-")
+            .tempdir()
+            .expect("tempdir");
+        let cluster = CephCluster { dir };
+        let t = Instant::now();
+        let out = cluster
+            .script()
+            .arg("start")
+            .env("FVOL_CEPH_MON_PORT", free_port().to_string())
+            .env("FVOL_CEPH_SIZE", "4G")
+            .output()
+            .expect("spawn tools/ceph.sh");
+        if !out.status.success() {
+            let log = std::fs::read_to_string(cluster.dir.path().join("log/ceph-osd.0.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "tools/ceph.sh start failed ({}); the rbd tests need a local Ceph cluster: \
+                 install it with tools/install-deps.sh (Debian packages ceph-mon ceph-osd \
+                 ceph-common librbd1 librados2)\n--- stderr:\n{}\n--- osd log tail:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        eprintln!("cluster started in {:.1?}", t.elapsed());
+        cluster
+    }
+
+    fn script(&self) -> Command {
+        let mut c = Command::new(ceph_sh());
+        c.env("FVOL_CEPH_DIR", self.dir.path());
+        c
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("ceph.conf")
+    }
+
+    /// A new connection, as another host would have.
+    fn connect(&self) -> Cluster {
+        Cluster::connect(ClusterConfig {
+            conf: Some(self.conf()),
+            timeout: Duration::from_secs(20),
+            ..ClusterConfig::default()
+        })
+        .expect("connect to the test cluster")
+    }
+}
+
+impl Drop for CephCluster {
+    fn drop(&mut self) {
+        match self.script().arg("purge").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "tools/ceph.sh purge failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("tools/ceph.sh purge: {e}"),
+        }
+    }
+}
+
+fn errno(r: Result<impl std::fmt::Debug, RbdError>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.errno().unwrap_or_else(|| panic!("no errno in {e}")),
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Writes crossing a 4 KiB block, a 4 MiB object boundary, and ending at the image's end.
+const WRITES: &[(u64, usize)] = &[
+    (0, 512),
+    (4095, 10),
+    (4 * MIB - 3, 70_000),
+    (64 * MIB - 4096, 4096),
+];
+
+#[test]
+fn rbd_image_lifecycle_on_a_real_cluster() {
+    let t = Instant::now();
+    let ceph = CephCluster::start();
+    let host_a = ceph.connect();
+    let io_a = host_a.io_ctx(POOL).unwrap();
+    let img = "fvol-test-img";
+
+    create_and_list(&io_a, img);
+    write_read_flush_reopen(&ceph, &io_a, img);
+    exclusive_lock(&ceph, img);
+    default_features_refuse_the_advisory_lock(&ceph, &io_a);
+    redb_on_rbd(&io_a);
+    remove(&io_a, img);
+    eprintln!("lifecycle done in {:.1?}", t.elapsed());
+}
+
+fn create_and_list(io: &IoCtx, img: &str) {
+    assert!(!io.image_exists(img).unwrap());
+    io.create_image(img, 64 * MIB).unwrap();
+    assert!(io.image_exists(img).unwrap());
+    assert!(io.list_images().unwrap().contains(&img.to_string()));
+    assert_eq!(errno(io.create_image(img, MIB)), libc::EEXIST);
+
+    let e = io.open_image("fvol-no-such-image").unwrap_err();
+    assert_eq!(e.errno(), Some(libc::ENOENT));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("rbd_open") && msg.contains("pool rbd image fvol-no-such-image"),
+        "{msg}"
+    );
+    assert_eq!(io.pool(), POOL);
+}
+
+fn write_read_flush_reopen(ceph: &CephCluster, io: &IoCtx, img: &str) {
+    let dev = RbdDevice::new(io.open_image(img).unwrap()).unwrap();
+    assert_eq!(dev.size(), 64 * MIB);
+    for (i, &(off, len)) in WRITES.iter().enumerate() {
+        dev.write_at(off, &pattern(i as u8, len)).unwrap();
+    }
+    for (i, &(off, len)) in WRITES.iter().enumerate() {
+        let mut buf = vec![0u8; len];
+        dev.read_at(off, &mut buf).unwrap();
+        assert!(buf == pattern(i as u8, len), "read-back at {off}+{len}");
+    }
+    let mut hole = vec![1u8; 8192];
+    dev.read_at(32 * MIB, &mut hole).unwrap();
+    assert!(
+        hole.iter().all(|b| *b == 0),
+        "never-written bytes read as zeros"
+    );
+    // the device checks ranges itself; the image refuses them too
+    assert!(dev.write_at(64 * MIB - 1, &[0, 0]).is_err());
+    assert!(dev.read_at(64 * MIB, &mut [0]).is_err());
+    assert!(dev.image().write_at(64 * MIB, &[0]).is_err());
+    dev.flush().unwrap();
+    drop(dev);
+
+    // reopen, through this connection and through another one
+    let other = ceph.connect();
+    for io in [io.clone(), other.io_ctx(POOL).unwrap()] {
+        let image = io.open_image(img).unwrap();
+        assert_eq!(image.size().unwrap(), 64 * MIB);
+        for (i, &(off, len)) in WRITES.iter().enumerate() {
+            let mut buf = vec![0u8; len];
+            image.read_at(off, &mut buf).unwrap();
+            assert!(buf == pattern(i as u8, len), "after reopen: {off}+{len}");
+        }
+    }
+}
+
+/// Two hosts (connections) contend for the advisory lock; the second breaks the first's lock,
+/// which fences the first's whole connection.
+fn exclusive_lock(ceph: &CephCluster, img: &str) {
+    let host_a = ceph.connect();
+    let io_a = host_a.io_ctx(POOL).unwrap();
+    let a = io_a.open_image(img).unwrap();
+    assert!(a.lockers().unwrap().is_empty());
+    a.lock_exclusive("host-a").unwrap();
+    assert_eq!(errno(a.lock_exclusive("host-a")), libc::EEXIST);
+    a.write_at(0, b"owner a").unwrap();
+    a.flush().unwrap();
+
+    // another host: its lock attempt fails, and it sees who holds the lock
+    let host_b = ceph.connect();
+    let b = host_b.io_ctx(POOL).unwrap().open_image(img).unwrap();
+    let e = b.lock_exclusive("host-b").unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EBUSY), "{e}");
+    assert!(e.to_string().contains("cookie host-b"), "{e}");
+    let lockers = b.lockers().unwrap();
+    assert_eq!(lockers.len(), 1, "{lockers:?}");
+    let holder = &lockers[0];
+    assert_eq!(holder.cookie, "host-a");
+    assert!(holder.client.starts_with("client."), "{holder:?}");
+    assert!(holder.address.starts_with("127.0.0.1:"), "{holder:?}");
+    assert!(holder.exclusive);
+    assert_eq!(errno(b.unlock("host-a")), libc::ENOENT, "b holds no lock");
+
+    // host b takes over: breaking the lock also fences host a (blocklisted)
+    b.break_lock(&holder.client, &holder.cookie).unwrap();
+    assert!(b.lockers().unwrap().is_empty());
+    assert_eq!(
+        errno(b.break_lock(&holder.client, &holder.cookie)),
+        libc::ENOENT
+    );
+    b.lock_exclusive("host-b").unwrap();
+    assert_eq!(b.lockers().unwrap()[0].cookie, "host-b");
+    let t = Instant::now();
+    let fenced = a.write_at(0, b"stale writer");
+    eprintln!(
+        "write by the fenced holder: {fenced:?} after {:.1?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        errno(fenced),
+        libc::ESHUTDOWN,
+        "the old holder can still write"
+    );
+    // the blocklist covers the whole connection, not only that image
+    assert_eq!(errno(io_a.list_images()), libc::ESHUTDOWN);
+    b.write_at(0, b"new owner").unwrap();
+    b.flush().unwrap();
+    let mut buf = [0u8; 9];
+    b.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"new owner");
+    b.unlock("host-b").unwrap();
+    assert!(b.lockers().unwrap().is_empty());
+    let t = Instant::now();
+    drop(a);
+    eprintln!("closing the fenced image took {:.1?}", t.elapsed());
+}
+
+/// An image made with librbd's default features (here by the `rbd` command) has the
+/// exclusive-lock feature, under which an advisory lock would block every write forever:
+/// `lock_exclusive` refuses it instead.
+fn default_features_refuse_the_advisory_lock(ceph: &CephCluster, io: &IoCtx) {
+    let name = "fvol-test-default-features";
+    fuse_tests::run_ok(Command::new("rbd").arg("-c").arg(ceph.conf()).args([
+        "create",
+        "--size",
+        "8M",
+        &format!("{POOL}/{name}"),
+    ]));
+    let image = io.open_image(name).unwrap();
+    assert_ne!(
+        image.features().unwrap() & fvol::sys::librbd::FEATURE_EXCLUSIVE_LOCK,
+        0
+    );
+    let e = image.lock_exclusive("x").unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{e}");
+    assert!(e.to_string().contains("exclusive-lock feature"), "{e}");
+    assert!(image.lockers().unwrap().is_empty());
+    image.write_at(0, b"still writable").unwrap();
+    drop(image);
+    io.remove_image(name).unwrap();
+}
+
+/// What the rbd driver will do: a redb database in a region of the image survives a reopen.
+fn redb_on_rbd(io: &IoCtx) {
+    const T: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("t");
+    let name = "fvol-test-redb";
+    io.create_image(name, 16 * MIB).unwrap();
+    let dev: Arc<dyn BlockDevice> = Arc::new(RbdDevice::new(io.open_image(name).unwrap()).unwrap());
+    let region = RegionBackend::format(dev, 4096, 8 * MIB).unwrap();
+    let db = redb::Database::builder()
+        .create_with_backend(region)
+        .unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(T).unwrap().insert(7, "seven").unwrap();
+    tx.commit().unwrap();
+    drop(db);
+
+    let dev: Arc<dyn BlockDevice> = Arc::new(RbdDevice::new(io.open_image(name).unwrap()).unwrap());
+    let db = redb::Database::builder()
+        .create_with_backend(RegionBackend::open(dev, 4096, 8 * MIB).unwrap())
+        .unwrap();
+    use redb::ReadableDatabase;
+    let tx = db.begin_read().unwrap();
+    let v = tx
+        .open_table(T)
+        .unwrap()
+        .get(7)
+        .unwrap()
+        .map(|g| g.value().to_string());
+    assert_eq!(v.as_deref(), Some("seven"));
+    drop(tx);
+    drop(db);
+    io.remove_image(name).unwrap();
+}
+
+fn remove(io: &IoCtx, img: &str) {
+    let open = io.open_image(img).unwrap();
+    let t = Instant::now();
+    let busy = io.remove_image(img);
+    eprintln!("remove while open: {busy:?} after {:.1?}", t.elapsed());
+    assert_eq!(errno(busy), libc::EBUSY);
+    drop(open);
+    io.remove_image(img).unwrap();
+    assert!(!io.image_exists(img).unwrap());
+    assert_eq!(errno(io.remove_image(img)), libc::ENOENT);
+}
+
+/// A cluster nobody answers for: connect fails after the timeout instead of hanging. Needs the
+/// libraries but no cluster.
+#[test]
+fn unreachable_cluster_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ceph.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nmon host = v2:127.0.0.1:{}\nauth client required = none\n\
+             log file = {}/client.log\nadmin socket = \n",
+            free_port(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let e = Cluster::connect(ClusterConfig {
+        conf: Some(conf),
+        timeout: Duration::from_secs(3),
+        ..ClusterConfig::default()
+    })
+    .unwrap_err();
+    eprintln!("{e} after {:.1?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("rados_connect") && msg.contains("ceph.conf"),
+        "{msg}"
+    );
+    assert_eq!(e.errno(), Some(libc::ETIMEDOUT), "{e}");
+}
+
+#[test]
+fn missing_conf_file_is_an_error_naming_it() {
+    let e = Cluster::connect(ClusterConfig {
+        conf: Some("/nonexistent/fvol/ceph.conf".into()),
+        ..ClusterConfig::default()
+    })
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("rados_conf_read_file") && msg.contains("/nonexistent/fvol/ceph.conf"),
+        "{msg}"
+    );
+}
