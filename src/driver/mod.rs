@@ -1,6 +1,7 @@
 //! Backends. A `Driver` validates its options, prepares and removes the backing store, and
 //! opens the filesystem that a FUSE session serves.
 pub mod local;
+pub mod rbd;
 pub mod tmpfs;
 
 use std::path::PathBuf;
@@ -62,6 +63,30 @@ pub trait Driver: Send + Sync {
     ) -> Result<Created, VolumeError>;
     /// Deletes what `create` made; never touches a store fvol did not create.
     fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError>;
+    /// Checks an inactive volume's backing store and reports what it found (JSON).
+    fn fsck(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &VolumeOptions,
+    ) -> Result<String, VolumeError> {
+        Err(VolumeError::Driver(format!(
+            "fsck checks rbd volumes; driver {} has nothing to check",
+            self.name()
+        )))
+    }
+    /// Breaks locks others hold on the backing store; returns the holders it removed.
+    fn break_lock(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &VolumeOptions,
+    ) -> Result<Vec<String>, VolumeError> {
+        Err(VolumeError::Driver(format!(
+            "driver {} takes no locks",
+            self.name()
+        )))
+    }
     /// Opens the filesystem for serving. `stored` is the last persisted usage.
     fn activate(
         &self,
@@ -74,5 +99,9 @@ pub trait Driver: Send + Sync {
 
 /// All drivers this build knows, by name.
 pub fn registry() -> Vec<Arc<dyn Driver>> {
-    vec![Arc::new(local::LocalDriver), Arc::new(tmpfs::TmpfsDriver)]
+    vec![
+        Arc::new(local::LocalDriver),
+        Arc::new(tmpfs::TmpfsDriver),
+        Arc::new(rbd::RbdDriver),
+    ]
 }

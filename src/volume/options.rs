@@ -18,6 +18,20 @@ pub struct VolumeOptions {
     pub mode: Option<u32>,
     /// `local` only: an existing host directory to serve instead of ROOT/volumes/NAME/data.
     pub mount: Option<PathBuf>,
+    /// `rbd` only: where the image is and how to reach the cluster.
+    pub rbd: RbdOptions,
+}
+
+/// The `rbd` driver's options. Secrets are never options: `keyring` is a path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RbdOptions {
+    pub pool: Option<String>,
+    pub image: Option<String>,
+    pub conf: Option<PathBuf>,
+    /// The cephx user (`fvol` or `client.fvol`).
+    pub id: Option<String>,
+    pub keyring: Option<PathBuf>,
+    pub cluster: Option<String>,
 }
 
 /// Parses raw options, allowing only `allowed` keys of `driver`.
@@ -73,12 +87,20 @@ pub fn parse_options(
                 })?;
                 opts.mode = Some(mode);
             }
-            "mount" => {
-                let path = PathBuf::from(value);
-                if !path.is_absolute() {
-                    return Err(bad("use an absolute host path, for example /srv/data"));
-                }
-                opts.mount = Some(path);
+            "mount" => opts.mount = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
+            "conf" => opts.rbd.conf = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
+            "keyring" => opts.rbd.keyring = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
+            "pool" | "image" | "id" | "cluster" => {
+                let name = ceph_name(value).ok_or_else(|| {
+                    bad("use letters, digits and . _ - (no spaces, slashes or @), for example rbd")
+                })?;
+                let slot = match key.as_str() {
+                    "pool" => &mut opts.rbd.pool,
+                    "image" => &mut opts.rbd.image,
+                    "id" => &mut opts.rbd.id,
+                    _ => &mut opts.rbd.cluster,
+                };
+                *slot = Some(name);
             }
             // A driver listed a key this parser has no typed field for; never drop it silently.
             _ => {
@@ -89,6 +111,19 @@ pub fn parse_options(
         }
     }
     Ok(opts)
+}
+
+const ABSOLUTE: &str = "use an absolute host path, for example /srv/data";
+
+fn absolute(text: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(text);
+    path.is_absolute().then_some(path)
+}
+
+/// A pool, image, user or cluster name: what Ceph accepts without quoting.
+fn ceph_name(text: &str) -> Option<String> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    (!text.is_empty() && text.len() <= 255 && text.bytes().all(ok)).then(|| text.to_string())
 }
 
 /// Plain decimal digits only (no sign, no spaces), within u64.
@@ -181,9 +216,35 @@ mod tests {
                 gid: Some(0),
                 mode: Some(0o1777),
                 mount: Some(PathBuf::from("/srv/data")),
+                rbd: RbdOptions::default(),
             }
         );
         assert_eq!(parse(&[]).unwrap(), VolumeOptions::default());
+    }
+
+    #[test]
+    fn rbd_options() {
+        let raw: BTreeMap<String, String> = [
+            ("pool", "ssd"),
+            ("image", "db-1"),
+            ("keyring", "/etc/ceph/k"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let keys = ["pool", "image", "keyring"];
+        let opts = parse_options("rbd", &keys, &raw).unwrap();
+        assert_eq!(opts.rbd.pool.as_deref(), Some("ssd"));
+        assert_eq!(opts.rbd.keyring, Some(PathBuf::from("/etc/ceph/k")));
+        for (k, v) in [
+            ("pool", "a/b"),
+            ("image", "x@snap"),
+            ("image", ""),
+            ("keyring", "rel/k"),
+        ] {
+            let raw = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(parse_options("rbd", &keys, &raw).is_err(), "{k}={v}");
+        }
     }
 
     #[test]

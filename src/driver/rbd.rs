@@ -1,0 +1,279 @@
+//! The `rbd` driver: a filesystem kept whole inside a Ceph RBD image, read and written through
+//! librbd (loaded at run time). Any host that reaches the cluster can mount the volume, which is
+//! how a stateful container moves: name the image with `image=` to adopt it on another host.
+//!
+//! One writer at a time: activation takes an advisory exclusive lock on the image with a cookie
+//! naming this host and daemon; another holder is refused with its name. A lock left by a dead
+//! holder is broken only by `fvol break-lock NAME`, which also fences the old holder.
+use std::sync::Arc;
+
+use super::{Activation, Created, Driver, DriverContext};
+use crate::fs::image::format::check_superblock;
+use crate::fs::image::{BlockDevice, ImageFs, RbdDevice, fsck};
+use crate::fs::memory::RootOwner;
+use crate::fs::quota::Limits;
+use crate::sys::librbd::{Cluster, ClusterConfig, Image, IoCtx, RbdError};
+use crate::volume::options::VolumeOptions;
+use crate::volume::{Usage, VolumeError, VolumeRecord};
+
+const DEFAULT_POOL: &str = "rbd";
+
+pub struct RbdDriver;
+
+/// Where a volume's image is.
+struct Target {
+    io: IoCtx,
+    image: String,
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        format!("image {}/{}", self.io.pool(), self.image)
+    }
+}
+
+fn err(e: RbdError) -> VolumeError {
+    VolumeError::Driver(e.to_string())
+}
+
+fn connect(rec: &VolumeRecord, opts: &VolumeOptions) -> Result<Target, VolumeError> {
+    let r = &opts.rbd;
+    let config = ClusterConfig {
+        conf: r.conf.clone(),
+        id: r.id.clone(),
+        keyring: r.keyring.clone(),
+        cluster: r.cluster.clone(),
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::connect(config).map_err(err)?;
+    let io = cluster
+        .io_ctx(r.pool.as_deref().unwrap_or(DEFAULT_POOL))
+        .map_err(err)?;
+    let image = r.image.clone().unwrap_or_else(|| rec.name.clone());
+    Ok(Target { io, image })
+}
+
+/// Who holds the image's lock, for messages.
+fn holders(image: &Image) -> String {
+    match image.lockers() {
+        Ok(l) if !l.is_empty() => l
+            .iter()
+            .map(|l| format!("{} ({}, {})", l.cookie, l.client, l.address))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "another client".into(),
+    }
+}
+
+/// An RBD device held under this daemon's advisory lock, released when the filesystem on it
+/// is dropped (after its last commit).
+#[derive(Debug)]
+struct LockedDevice {
+    device: RbdDevice,
+    cookie: String,
+}
+
+impl BlockDevice for LockedDevice {
+    fn size(&self) -> u64 {
+        self.device.size()
+    }
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.device.read_at(offset, out)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.device.write_at(offset, data)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.device.flush()
+    }
+}
+
+impl Drop for LockedDevice {
+    fn drop(&mut self) {
+        if let Err(e) = self.device.image().unlock(&self.cookie) {
+            log::warn!(
+                "releasing the lock on {}: {e}",
+                self.device.image().describe()
+            );
+        }
+    }
+}
+
+/// Opens the image under an exclusive lock naming this host and daemon.
+fn lock(
+    ctx: &DriverContext,
+    target: &Target,
+    rec: &VolumeRecord,
+) -> Result<LockedDevice, VolumeError> {
+    let image = target.io.open_image(&target.image).map_err(err)?;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cookie = format!(
+        "fvol host={host} root={} pid={}",
+        ctx.root.display(),
+        std::process::id()
+    );
+    if let Err(e) = image.lock_exclusive(&cookie) {
+        return Err(match e.errno() {
+            Some(libc::EBUSY) | Some(libc::EEXIST) => VolumeError::Driver(format!(
+                "{} is in use by {}; if that holder is dead, run: fvol break-lock {}",
+                target.describe(),
+                holders(&image),
+                rec.name
+            )),
+            _ => err(e),
+        });
+    }
+    let device = RbdDevice::new(image).map_err(err)?;
+    Ok(LockedDevice { device, cookie })
+}
+
+impl Driver for RbdDriver {
+    fn name(&self) -> &'static str {
+        "rbd"
+    }
+
+    fn option_keys(&self) -> &'static [&'static str] {
+        &[
+            "pool", "image", "size", "conf", "id", "keyring", "cluster", "inodes", "uid", "gid",
+            "mode",
+        ]
+    }
+
+    fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
+        crate::sys::librbd::check_libraries().map_err(err)
+    }
+
+    fn create(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<Created, VolumeError> {
+        let target = connect(rec, opts)?;
+        let usage = Usage {
+            bytes: 0,
+            inodes: 0,
+            clean: false,
+        };
+        if target.io.image_exists(&target.image).map_err(err)? {
+            // Adoption: the image must already be an fvol filesystem; it is never formatted.
+            let device =
+                RbdDevice::new(target.io.open_image(&target.image).map_err(err)?).map_err(err)?;
+            check_superblock(&device).map_err(|e| {
+                VolumeError::Driver(format!("cannot adopt {}: {e}", target.describe()))
+            })?;
+            if let Some(size) = opts.size.filter(|&s| s != device.size()) {
+                return Err(VolumeError::InvalidOption(format!(
+                    "size={size} differs from the size of the existing {} ({} bytes); leave size= out to adopt it",
+                    target.describe(),
+                    device.size()
+                )));
+            }
+            return Ok(Created {
+                owns_backing: false,
+                usage,
+            });
+        }
+        let size = opts.size.ok_or_else(|| {
+            VolumeError::InvalidOption(format!(
+                "size= is required to create the new {} (for example -o size=10G)",
+                target.describe()
+            ))
+        })?;
+        target.io.create_image(&target.image, size).map_err(err)?;
+        let root = RootOwner {
+            uid: opts.uid.unwrap_or(0),
+            gid: opts.gid.unwrap_or(0),
+            mode: opts.mode.unwrap_or(0o755),
+        };
+        let formatted = lock(ctx, &target, rec).and_then(|device| {
+            let device: Arc<dyn BlockDevice> = Arc::new(device);
+            ImageFs::format(device, root).map_err(|e| VolumeError::Driver(e.to_string()))
+        });
+        if let Err(e) = formatted {
+            let _ = target.io.remove_image(&target.image);
+            return Err(e);
+        }
+        Ok(Created {
+            owns_backing: true,
+            usage,
+        })
+    }
+
+    fn remove(&self, _ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError> {
+        if !rec.owns_backing {
+            return Ok(());
+        }
+        let opts = crate::volume::options::parse_options("rbd", self.option_keys(), &rec.options)?;
+        let target = connect(rec, &opts)?;
+        match target.io.remove_image(&target.image) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EBUSY) => Err(VolumeError::Driver(format!(
+                "{} is open elsewhere; unmount it there first",
+                target.describe()
+            ))),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn activate(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+        _stored: Usage,
+    ) -> Result<Activation, VolumeError> {
+        let target = connect(rec, opts)?;
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
+        let limits = Limits {
+            bytes: None,
+            inodes: opts.inodes,
+        };
+        let fs = ImageFs::open(device, limits)
+            .map_err(|e| VolumeError::Driver(format!("{}: {e}", target.describe())))?;
+        let usage = crate::fs::VolumeFs::usage(&fs);
+        Ok(Activation {
+            fs: Arc::new(fs),
+            usage: Usage {
+                bytes: usage.bytes,
+                inodes: usage.inodes,
+                clean: false,
+            },
+            passthrough: false,
+            ephemeral: false,
+            exclusive: true,
+        })
+    }
+
+    fn fsck(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<String, VolumeError> {
+        let target = connect(rec, opts)?;
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
+        let report =
+            fsck(device).map_err(|e| VolumeError::Driver(format!("{}: {e}", target.describe())))?;
+        serde_json::to_string_pretty(&report).map_err(|e| VolumeError::Driver(e.to_string()))
+    }
+
+    fn break_lock(
+        &self,
+        _ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<Vec<String>, VolumeError> {
+        let target = connect(rec, opts)?;
+        let image = target.io.open_image(&target.image).map_err(err)?;
+        let mut broken = Vec::new();
+        for l in image.lockers().map_err(err)? {
+            image.break_lock(&l.client, &l.cookie).map_err(err)?;
+            broken.push(format!("{} ({}, {})", l.cookie, l.client, l.address));
+        }
+        Ok(broken)
+    }
+}
