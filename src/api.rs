@@ -1,4 +1,5 @@
-//! Request and response bodies of the daemon's HTTP API (JSON over `ROOT/fvol.sock`).
+//! Request and response bodies of the daemon's HTTP API (JSON over `ROOT/fvol.sock`), and in
+//! [`plugin`] those of the Docker volume plugin protocol.
 //!
 //! Every endpoint is a `POST` with a JSON body. Success is `200` with the response type named
 //! below; failure is a `4xx`/`5xx` with an [`ErrorBody`].
@@ -6,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod plugin;
 
 /// The socket's file name inside ROOT.
 pub const SOCKET_FILE: &str = "fvol.sock";

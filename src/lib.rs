@@ -2,7 +2,8 @@
 //!
 //! Layers, top to bottom (PouchContainer's shape):
 //! - `cli`: the `fvol` command, a client of the daemon's unix socket.
-//! - `daemon`: hosts the mounts and serves the HTTP API on `ROOT/fvol.sock`.
+//! - `daemon`: hosts the mounts and serves the HTTP API on `ROOT/fvol.sock` and the Docker
+//!   volume plugin protocol (`api::plugin`).
 //! - `volume`: `VolumeManager` (the entry point) over `Core` (the logic).
 //! - `store`: the redb catalog of volumes, options, labels, mount references and usage.
 //! - `driver`: one `Driver` per backend; each opens a `fs::VolumeFs`.

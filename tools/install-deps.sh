@@ -17,13 +17,16 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 
 # Debian packages. fuse3: fusermount3 and /etc/fuse.conf; libfuse3-dev is harmless (headers only);
 # acl/libacl1-dev/attr: pjdfstest build and ACL/xattr tests; bindfs: the FUSE peer in tools/bench;
-# fio/e2fsprogs: tools/bench; jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount.
+# fio/e2fsprogs: tools/bench; jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount;
+# docker.io (dockerd, containerd, runc, docker) and busybox-static (the test image): the Docker
+# volume plugin tests, which run a private dockerd (tools/docker-daemon.sh).
 # Ceph (the rbd driver and its tests; tools/ceph.sh runs a single-node cluster): librados2/librbd1 are
 # what fvol loads at run time (dlopen, never linked); ceph-mon/ceph-osd are the daemons (they pull in
 # ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
 # No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
 packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs jq pkg-config python3
           ca-certificates util-linux tar procps
+          docker.io busybox-static
           librados2 librbd1 ceph-common ceph-mon ceph-osd)
 
 missing=()
@@ -40,9 +43,19 @@ apt_retry() {
 
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing: ${missing[*]}"
-    apt_retry apt-get update -qq || die "apt-get update failed"
-    apt_retry apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-        || die "apt-get install failed for: ${missing[*]}"
+    # Installing docker.io must not start the system's dockerd: the tests run their own. A
+    # policy-rc.d that says 101 makes invoke-rc.d skip starting services (as in Docker images).
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    installed=0
+    apt_retry apt-get update -qq \
+        && apt_retry apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        && installed=1
+    [ "$own_policy" -eq 1 ] && rm -f "$policy"
+    [ "$installed" -eq 1 ] || die "apt-get update/install failed for: ${missing[*]}"
 else
     say "all ${#packages[@]} Debian packages already installed"
 fi
@@ -70,6 +83,7 @@ fi
 
 # Verify, so that a half-working install fails here and not in the middle of a test.
 for cmd in fusermount3 bindfs fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx \
+           dockerd containerd runc docker busybox \
            ceph-mon ceph-osd monmaptool ceph-authtool ceph rados rbd; do
     command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after install"
 done

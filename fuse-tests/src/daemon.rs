@@ -4,9 +4,12 @@
 //!   and a `scratch/` directory outside it (for `mount=` directories and bind targets). Cheap
 //!   to clone; the directory goes when the last clone (and every daemon on it) is gone, after
 //!   every mount under it has been lazily detached.
-//! - `TestDaemon`: `fvol --root ROOT daemon` on a `TestRoot`, driven through the real CLI.
-//!   Dropping it stops the daemon (SIGTERM, then SIGKILL) and detaches every mount left under
-//!   the test directory, so a panicking test leaks neither a process nor a mount.
+//! - `TestDaemon`: `fvol --root ROOT daemon --no-plugin` on a `TestRoot`, driven through the
+//!   real CLI. Without `--no-plugin` every daemon would serve the Docker plugin on the one
+//!   host-wide `/run/docker/plugins/fvol.sock`, and parallel tests would fight over it; tests of
+//!   the plugin start theirs with `start_with_args`. Dropping it stops the daemon (SIGTERM,
+//!   then SIGKILL) and detaches every mount left under the test directory, so a panicking test
+//!   leaks neither a process nor a mount.
 //!
 //! The binary is `$FVOL_BIN`, or `<workspace>/target/release/fvol`.
 use std::ffi::OsStr;
@@ -133,11 +136,21 @@ impl TestRoot {
         self.command(args).output().expect("spawn fvol")
     }
 
-    /// Runs `fvol daemon` on this root expecting it to exit by itself (a start-up failure);
-    /// kills it and panics if it is still running after `DAEMON_TIMEOUT`.
+    /// Runs `fvol daemon --no-plugin` on this root expecting it to exit by itself (a start-up
+    /// failure); kills it and panics if it is still running after `DAEMON_TIMEOUT`.
     pub fn run_daemon_to_exit(&self) -> Output {
+        self.run_daemon_to_exit_with_args(["--no-plugin"])
+    }
+
+    /// `run_daemon_to_exit` with these daemon arguments instead of `--no-plugin`.
+    pub fn run_daemon_to_exit_with_args<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = self
             .command(["daemon"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -175,9 +188,20 @@ impl TestDaemon {
         TestDaemon::start_at(&TestRoot::new())
     }
 
-    /// Starts a daemon on `root` (possibly one a previous daemon used) and waits until it
-    /// answers `fvol ls`.
+    /// Starts a daemon (without the Docker plugin) on `root` (possibly one a previous daemon
+    /// used) and waits until it answers `fvol ls`.
     pub fn start_at(root: &TestRoot) -> TestDaemon {
+        TestDaemon::start_with_args(root, ["--no-plugin"])
+    }
+
+    /// Starts `fvol --root ROOT daemon ARGS...` and waits until it answers `fvol ls` (both of
+    /// its sockets are listening by then). With no `--no-plugin` among ARGS it serves the
+    /// Docker plugin: on `/run/docker/plugins/fvol.sock` unless ARGS say otherwise.
+    pub fn start_with_args<I, S>(root: &TestRoot, args: I) -> TestDaemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,6 +209,7 @@ impl TestDaemon {
             .expect("open daemon log");
         let child = root
             .command(["daemon"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -279,15 +304,20 @@ impl TestDaemon {
 
     /// Sends SIGTERM and waits (at most `DAEMON_TIMEOUT`) for the daemon to exit.
     pub fn stop(&mut self) -> ExitStatus {
+        self.stop_within(DAEMON_TIMEOUT)
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the daemon to exit.
+    pub fn stop_within(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        match wait_timeout(&mut child, DAEMON_TIMEOUT) {
+        match wait_timeout(&mut child, timeout) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "fvol daemon did not exit within {DAEMON_TIMEOUT:?} of SIGTERM\nlog:\n{}",
+                    "fvol daemon did not exit within {timeout:?} of SIGTERM\nlog:\n{}",
                     self.root.log()
                 );
             }

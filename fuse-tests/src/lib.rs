@@ -3,7 +3,11 @@
 //!
 //! - `TestSession`: one filesystem core mounted directly (no daemon), for filesystem tests.
 //! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
+//! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
+//! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
 pub mod daemon;
+pub mod docker;
+pub mod plugin;
 pub mod session;
 pub mod suites;
 

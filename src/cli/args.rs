@@ -52,10 +52,44 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon that hosts the volumes' filesystems and serves the API (until SIGTERM)
-    Daemon,
+    /// Run the daemon that hosts the volumes' filesystems and serves the API and the Docker
+    /// volume plugin (until SIGTERM)
+    #[command(after_help = DAEMON_HELP)]
+    Daemon(DaemonArgs),
     #[command(flatten)]
     Volume(VolumeCommand),
+}
+
+const DAEMON_HELP: &str = "\
+Docker volume plugin:
+  By default the daemon also serves the Docker volume plugin protocol on
+  /run/docker/plugins/fvol.sock, where dockerd finds it as driver `fvol`:
+    docker volume create -d fvol -o size=1G data
+    docker run -v data:/data IMAGE
+  Two daemons on one host need distinct plugin sockets (or --no-plugin on all but one).
+  Stopping the daemon removes its plugin socket and spec file.";
+
+/// `fvol daemon` flags.
+#[derive(Debug, Default, Args)]
+pub struct DaemonArgs {
+    /// Serve the Docker volume plugin on this socket [default: /run/docker/plugins/fvol.sock,
+    /// or ROOT/plugin.sock with --plugin-spec]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_plugin")]
+    pub plugin_socket: Option<PathBuf>,
+    /// Register the plugin with a spec file pointing at its socket, instead of relying on the
+    /// socket directory [default: /etc/docker/plugins/fvol.spec]
+    #[arg(
+        long,
+        value_name = "FILE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "/etc/docker/plugins/fvol.spec",
+        conflicts_with = "no_plugin"
+    )]
+    pub plugin_spec: Option<PathBuf>,
+    /// Do not serve the Docker volume plugin
+    #[arg(long)]
+    pub no_plugin: bool,
 }
 
 /// The commands served by the daemon.
@@ -174,6 +208,39 @@ mod tests {
             "local", "size=", "inodes=", "uid=", "gid=", "mode=", "mount=",
         ] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+    }
+
+    fn daemon_args(args: &[&str]) -> DaemonArgs {
+        let cli = Cli::try_parse_from(["fvol", "daemon"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Daemon(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn daemon_plugin_flags() {
+        let none = daemon_args(&[]);
+        assert_eq!(
+            (none.plugin_socket, none.plugin_spec, none.no_plugin),
+            (None, None, false)
+        );
+        let spec = daemon_args(&["--plugin-spec"]);
+        assert_eq!(
+            spec.plugin_spec,
+            Some(PathBuf::from("/etc/docker/plugins/fvol.spec"))
+        );
+        let both = daemon_args(&["--plugin-spec=/x/y.spec", "--plugin-socket", "/s.sock"]);
+        assert_eq!(both.plugin_spec, Some(PathBuf::from("/x/y.spec")));
+        assert_eq!(both.plugin_socket, Some(PathBuf::from("/s.sock")));
+        assert!(daemon_args(&["--no-plugin"]).no_plugin);
+        for bad in [
+            &["daemon", "--no-plugin", "--plugin-spec"][..],
+            &["daemon", "--no-plugin", "--plugin-socket", "/s"][..],
+        ] {
+            let err = Cli::try_parse_from(["fvol"].iter().chain(bad)).unwrap_err();
+            assert!(err.to_string().contains("cannot be used with"), "{err}");
         }
     }
 

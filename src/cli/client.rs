@@ -95,6 +95,9 @@ pub(crate) enum SendError {
 #[derive(Debug)]
 pub(crate) struct RawResponse {
     pub status: StatusCode,
+    /// Only tests look at these (the plugin's Content-Type).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -121,13 +124,18 @@ pub(crate) async fn send(
         .await
         .map_err(SendError::Http)?;
     let status = response.status();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(SendError::Http)?
         .to_bytes();
-    Ok(RawResponse { status, body })
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn decode_response<Resp: DeserializeOwned>(response: &RawResponse) -> Result<Resp, CliError> {
@@ -155,6 +163,7 @@ mod tests {
     fn raw(status: u16, body: &'static str) -> RawResponse {
         RawResponse {
             status: StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
             body: Bytes::from_static(body.as_bytes()),
         }
     }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::{Cli, Command, VolumeCommand};
+pub use args::{Cli, Command, DaemonArgs, VolumeCommand};
 pub use error::CliError;
 
 pub fn main() -> ExitCode {
@@ -37,7 +37,13 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Daemon => crate::daemon::main(&root),
+        Command::Daemon(args) => match daemon_plugin(&root, args) {
+            Ok(plugin) => crate::daemon::main(&root, plugin),
+            Err(err) => {
+                eprintln!("fvol daemon: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Volume(command) => match run(&root, command, &mut io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(CliError::AlreadyReported) => ExitCode::FAILURE,
@@ -47,6 +53,26 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The plugin configuration the daemon flags ask for (None: no plugin), with paths made
+/// absolute against our working directory.
+fn daemon_plugin(
+    root: &Path,
+    args: DaemonArgs,
+) -> Result<Option<crate::daemon::PluginConfig>, String> {
+    if args.no_plugin {
+        return Ok(None);
+    }
+    let absolute = |path: Option<std::path::PathBuf>, flag: &str| {
+        path.map(|p| {
+            std::path::absolute(&p).map_err(|e| format!("invalid {flag} {}: {e}", p.display()))
+        })
+        .transpose()
+    };
+    let socket = absolute(args.plugin_socket, "--plugin-socket")?;
+    let spec = absolute(args.plugin_spec, "--plugin-spec")?;
+    Ok(Some(crate::daemon::PluginConfig::new(root, socket, spec)))
 }
 
 /// Runs one client command against the daemon of `root`, printing results to `out`.

@@ -9,6 +9,9 @@ use crate::volume::VolumeError;
 pub enum DaemonError {
     #[error("another fvol daemon (pid {pid}) is already running on {root}")]
     AlreadyRunning { pid: String, root: String },
+    /// The plugin socket or spec file belongs to another live server.
+    #[error("{0}")]
+    PluginInUse(String),
     #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error("{context}: {source}")]

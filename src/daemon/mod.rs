@@ -3,6 +3,8 @@ mod api_error;
 pub mod api_routes;
 mod error;
 pub mod lock;
+pub mod plugin;
+pub mod plugin_routes;
 pub mod serve;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -14,6 +16,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::stat::{Mode, umask};
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,14 +24,17 @@ use tokio::signal::unix::{SignalKind, signal};
 pub use api_routes::cli_router;
 pub use error::DaemonError;
 use lock::DaemonLock;
+pub use plugin::PluginConfig;
+pub use plugin_routes::plugin_router;
 
 use crate::api;
 use crate::volume::VolumeManager;
 
-/// Runs the daemon for `root` until SIGTERM or SIGINT; start-up errors are one line on stderr.
-pub fn main(root: &Path) -> ExitCode {
+/// Runs the daemon for `root` until SIGTERM or SIGINT, serving the Docker volume plugin too
+/// unless `plugin` is None; start-up errors are one line on stderr.
+pub fn main(root: &Path, plugin: Option<PluginConfig>) -> ExitCode {
     init_logging();
-    match run(root) {
+    match run(root, plugin.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("fvol daemon: {err}");
@@ -43,7 +49,7 @@ fn init_logging() {
     let _ = env_logger::Builder::from_env(env).try_init();
 }
 
-pub fn run(root: &Path) -> Result<(), DaemonError> {
+pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError> {
     // Traversable but not listable, like /var/lib/docker/volumes: users reach mountpoints
     // they know without seeing the others.
     DirBuilder::new()
@@ -75,19 +81,51 @@ pub fn run(root: &Path) -> Result<(), DaemonError> {
     }
 
     let socket = api::socket_path(root);
+    // Both sockets are bound only now, after recovery: a client (Docker above all) never sees
+    // a volume with references that is not mounted yet.
     let served = runtime.block_on(async {
         let listener = serve::bind_socket(&socket)
             .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;
         log::info!("listening on {}", socket.display());
-        serve::serve(listener, cli_router(manager.clone()), shutdown)
-            .await
-            .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
+        let plugin = match plugin {
+            Some(config) => {
+                let registered = plugin::register(config)?;
+                log_plugin(config);
+                Some(registered)
+            }
+            None => None,
+        };
+        let stop = Broadcast::new(shutdown);
+        let cli = async {
+            serve::serve(listener, cli_router(manager.clone()), stop.wait())
+                .await
+                .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
+        };
+        let Some((plugin_listener, registration)) = plugin else {
+            return cli.await.map(|()| None);
+        };
+        let served_plugin = async {
+            serve::serve(plugin_listener, plugin_router(manager.clone()), stop.wait())
+                .await
+                .map_err(|e| {
+                    let socket = registration.socket().display();
+                    DaemonError::io(format!("serving on {socket}"), e)
+                })
+        };
+        tokio::try_join!(cli, served_plugin)?;
+        Ok(Some(registration))
     });
     // Waits for manager calls still running on the blocking pool.
     drop(runtime);
+    // Docker must not find a plugin that no longer answers.
+    let served = served.map(|registration| {
+        if let Some(registration) = registration {
+            registration.remove();
+        }
+    });
 
     log::info!("unmounting volumes");
-    manager.shutdown();
+    shutdown_within(manager, SHUTDOWN_GRACE);
     if let Err(err) = serve::remove_socket(&socket) {
         log::warn!("could not remove {}: {err}", socket.display());
     }
@@ -107,6 +145,81 @@ fn raise_open_file_limit() {
         }
         Ok(_) => {}
         Err(e) => log::warn!("reading the open-file limit: {e}"),
+    }
+}
+
+/// How long unmounting at stop may take. A volume that a running container still uses cannot
+/// end its FUSE connection (the container's mount namespace holds it), and waiting for it
+/// would keep the daemon from stopping until that container does.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Unmounts every volume and records clean usage, but gives up after `grace`: the daemon then
+/// exits anyway, as if killed. Data written is already on the host; the next start detaches
+/// what is left, rescans the usage of volumes not stopped cleanly and mounts them again.
+fn shutdown_within(manager: Arc<VolumeManager>, grace: Duration) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            manager.shutdown();
+            // The last reference (the servers are gone): closes the catalog cleanly before
+            // the daemon may exit.
+            drop(manager);
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot unmount volumes: starting a thread: {e}");
+        return;
+    }
+    if finished.recv_timeout(grace).is_err() {
+        log::error!(
+            "volumes still not unmounted after {}s: a container (or another mount namespace) \
+             still uses one; stopping anyway. Its users lose access to it; the next start \
+             mounts it again. Stop the containers first for a clean stop.",
+            grace.as_secs()
+        );
+    }
+}
+
+fn log_plugin(config: &PluginConfig) {
+    let socket = config.socket.display();
+    match (config.driver_name(), &config.spec) {
+        (Some(name), Some(spec)) => log::info!(
+            "serving the Docker volume plugin {name:?} on {socket}, registered in {}",
+            spec.display()
+        ),
+        (Some(name), None) => log::info!("serving the Docker volume plugin {name:?} on {socket}"),
+        (None, _) => log::info!(
+            "serving the Docker volume plugin on {socket}; Docker finds it only through a \
+             spec file (--plugin-spec) or in {}",
+            crate::api::plugin::LEGACY_SOCKET_DIR
+        ),
+    }
+}
+
+/// One shutdown future for several servers.
+struct Broadcast {
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Broadcast {
+    /// Must be called inside the runtime.
+    fn new(shutdown: impl Future<Output = ()> + Send + 'static) -> Broadcast {
+        let (tx, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        Broadcast { stopped }
+    }
+
+    /// Completes once the shutdown future has.
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            // An error means the sender is gone, which happens only after it sent.
+            let _ = stopped.wait_for(|s| *s).await;
+        }
     }
 }
 

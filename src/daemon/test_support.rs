@@ -10,6 +10,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use super::api_routes::{VolumeService, router_for};
+use super::plugin_routes::plugin_router_for;
 use super::serve;
 use crate::volume::manager::{CreateRequest, PruneReport};
 use crate::volume::{VolumeError, VolumeInfo, VolumeStatus};
@@ -35,7 +36,8 @@ pub fn sample_volume(name: &str) -> VolumeInfo {
     }
 }
 
-/// Knows the volumes `data` and `old`; `busy` is always in use. Records mounts and unmounts.
+/// Knows the volumes `data`, `old` and `live` (mounted); `busy` is always in use. Records
+/// creates, mounts and unmounts.
 #[derive(Default)]
 pub struct FakeVolumes {
     calls: Mutex<Vec<String>>,
@@ -49,6 +51,12 @@ impl FakeVolumes {
     fn known(name: &str) -> Result<VolumeInfo, VolumeError> {
         match name {
             "data" | "old" => Ok(sample_volume(name)),
+            "live" => {
+                let mut info = sample_volume(name);
+                info.status.mounted = true;
+                info.status.mount_refs = vec!["plugin:a".to_owned()];
+                Ok(info)
+            }
             _ => Err(VolumeError::NotFound(name.to_owned())),
         }
     }
@@ -57,6 +65,10 @@ impl FakeVolumes {
 impl VolumeService for FakeVolumes {
     fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
         let name = req.name.unwrap_or_else(|| "generated".to_owned());
+        self.calls.lock().push(format!(
+            "create {name} driver={:?} options={:?}",
+            req.driver, req.options
+        ));
         if name == "busy" {
             return Err(VolumeError::InUse {
                 name,
@@ -107,8 +119,8 @@ impl VolumeService for FakeVolumes {
     }
 }
 
-/// Serves the CLI API over `FakeVolumes` on `ROOT/fvol.sock` of a fresh temporary ROOT, on a
-/// thread of its own (so synchronous CLI code can be its client). Stops when dropped.
+/// Serves an API over `FakeVolumes` on a socket of a fresh temporary ROOT, on a thread of its
+/// own (so synchronous CLI code can be its client). Stops when dropped.
 pub struct TestServer {
     pub root: TempDir,
     pub socket: PathBuf,
@@ -118,9 +130,25 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The CLI API on `ROOT/fvol.sock`.
     pub fn start() -> TestServer {
         let root = tempfile::tempdir().unwrap();
         let socket = crate::api::socket_path(root.path());
+        Self::serve(root, socket, router_for)
+    }
+
+    /// The Docker plugin API on `ROOT/plugin.sock`.
+    pub fn start_plugin() -> TestServer {
+        let root = tempfile::tempdir().unwrap();
+        let socket = root.path().join("plugin.sock");
+        Self::serve(root, socket, plugin_router_for)
+    }
+
+    fn serve(
+        root: TempDir,
+        socket: PathBuf,
+        router_for: fn(Arc<FakeVolumes>) -> axum::Router,
+    ) -> TestServer {
         let volumes = Arc::new(FakeVolumes::default());
         let router = router_for(volumes.clone());
         let (stop, stopped) = oneshot::channel::<()>();

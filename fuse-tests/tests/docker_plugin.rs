@@ -1,0 +1,533 @@
+//! fvol as a Docker volume plugin under a real dockerd, driven through the `docker` CLI.
+//!
+//! One private dockerd (`tools/docker-daemon.sh`) and one fvol daemon serving the plugin on
+//! the legacy socket `/run/docker/plugins/fvol.sock`: a host-wide path, so every dockerd test
+//! lives in this one binary, as steps of one test that run in order. Each step runs even if
+//! an earlier one failed (they use their own volumes); the test fails listing the failed steps.
+//!
+//! Needs root, /dev/fuse, and the Debian packages docker.io and busybox-static: without root
+//! or FUSE it is skipped like every FUSE test; without docker it fails, saying what is missing.
+use std::collections::BTreeSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, is_mountpoint, stderr_of};
+use fuse_tests::docker::{DockerDaemon, IMAGE, wait_until};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+/// The legacy plugin socket the fvol daemon serves (its default).
+const PLUGIN_SOCKET: &str = "/run/docker/plugins/fvol.sock";
+/// How long Docker may take to call Unmount/Remove after a container ends.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Field order is drop order: dockerd stops first (its containers' Unmounts reach fvol).
+struct Env {
+    docker: DockerDaemon,
+    fvol: TestDaemon,
+    root: TestRoot,
+}
+
+impl Env {
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        self.root.root().join("volumes").join(name).join("mnt")
+    }
+
+    fn fvol_names(&self) -> BTreeSet<String> {
+        self.fvol
+            .cli_ok(["ls", "-q"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn refs(&self, name: &str) -> Vec<String> {
+        serde_json::from_value(self.fvol.inspect(name)["Status"]["MountRefs"].clone()).unwrap()
+    }
+
+    fn mounted(&self, name: &str) -> bool {
+        self.fvol.inspect(name)["Status"]["Mounted"] == true
+    }
+
+    /// `docker run --rm --network none -v VOLUME:/data busybox:local sh -c SCRIPT`.
+    fn run(&self, volume: &str, script: &str) -> String {
+        self.docker.docker_ok([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{volume}:/data"),
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// Starts a container in the background that holds VOLUME at /data until killed.
+    fn hold(&self, name: &str, volume: &str, script: &str) {
+        self.docker.docker_ok([
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "-v",
+            &format!("{volume}:/data"),
+            IMAGE,
+            "sh",
+            "-c",
+            &format!("{script}; exec sleep 600"),
+        ]);
+    }
+
+    /// Waits until the volume's references are exactly `want` (sorted).
+    fn wait_refs(&self, name: &str, want: impl Fn(&[String]) -> bool, what: &str) {
+        let mut last = Vec::new();
+        let ok = wait_until(SETTLE, || {
+            last = self.refs(name);
+            want(&last)
+        });
+        assert!(ok, "{name}: references never became {what}: {last:?}");
+    }
+}
+
+/// One step of the end-to-end test.
+type Step = fn(&mut Env);
+
+fn plugin_refs(refs: &[String]) -> usize {
+    refs.iter().filter(|r| r.starts_with("plugin:")).count()
+}
+
+fn status(docker_inspect: &Value) -> &Value {
+    &docker_inspect["Status"]
+}
+
+#[test]
+fn docker_volume_plugin_end_to_end() {
+    if !fuse_or_skip("docker_volume_plugin_end_to_end") {
+        return;
+    }
+    // dockerd and fvol create these; remove them at the end if they were not there before.
+    let run_dirs: Vec<&str> = ["/run/docker/plugins", "/run/docker"]
+        .into_iter()
+        .filter(|dir| !std::path::Path::new(dir).exists())
+        .collect();
+    let docker = DockerDaemon::start().unwrap_or_else(|reason| {
+        panic!("the Docker plugin tests need a working dockerd, and none could start: {reason}")
+    });
+    let root = TestRoot::new();
+    // No flags: the plugin on its default legacy socket, where dockerd looks for `fvol`.
+    let fvol = TestDaemon::start_with_args(&root, std::iter::empty::<&str>());
+    assert!(
+        std::path::Path::new(PLUGIN_SOCKET).exists(),
+        "{PLUGIN_SOCKET} missing\n{}",
+        root.log()
+    );
+    let mut env = Env { docker, fvol, root };
+
+    let steps: [(&str, Step); 10] = [
+        ("create with and without options; bad options", create),
+        ("ls and inspect", ls_and_inspect),
+        ("quota and df in a container", quota_in_a_container),
+        ("a second container reads the data", second_container_reads),
+        (
+            "two containers share a volume",
+            two_containers_share_a_volume,
+        ),
+        ("anonymous volume with --rm", anonymous_volume),
+        (
+            "fvol restarted between container runs",
+            restart_between_runs,
+        ),
+        (
+            "fvol restarted under a running container",
+            restart_under_a_container,
+        ),
+        ("tmpfs volume", tmpfs_volume),
+        ("docker volume rm", remove),
+    ];
+    let mut failed = Vec::new();
+    for (name, step) in steps {
+        eprintln!("=== step: {name}");
+        match catch_unwind(AssertUnwindSafe(|| step(&mut env))) {
+            Ok(()) => eprintln!("=== step ok: {name}"),
+            Err(_) => {
+                eprintln!("=== step FAILED: {name}");
+                failed.push(name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("--- fvol daemon log:\n{}", env.root.log());
+        eprintln!("--- dockerd log (tail):\n{}", env.docker.log_tail(40));
+    }
+    drop(env);
+    for dir in run_dirs {
+        // Only if empty: anything else there is not ours.
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(
+        !std::path::Path::new(PLUGIN_SOCKET).exists(),
+        "{PLUGIN_SOCKET} left behind"
+    );
+    assert!(failed.is_empty(), "failed steps: {failed:?}");
+}
+
+fn create(env: &mut Env) {
+    let d = &env.docker;
+    assert_eq!(
+        d.docker_ok(["volume", "create", "-d", "fvol", "plain"]),
+        "plain\n"
+    );
+    assert_eq!(
+        d.docker_ok([
+            "volume",
+            "create",
+            "-d",
+            "fvol",
+            "-o",
+            "size=64M",
+            "-o",
+            "inodes=1000",
+            "quota",
+        ]),
+        "quota\n"
+    );
+    let info = env.fvol.inspect("quota");
+    assert_eq!(info["Driver"], "local");
+    assert_eq!(info["Options"], json!({"size": "64M", "inodes": "1000"}));
+    assert_eq!(info["Status"]["SizeLimit"], 64 * MIB);
+    assert_eq!(info["Status"]["InodeLimit"], 1000);
+    assert_eq!(env.fvol.inspect("plain")["Options"], json!({}));
+
+    // Errors reach the user: non-zero exit, fvol's message on stderr.
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["-o", "bogus=1"],
+            &[
+                "unknown option \"bogus\"",
+                "valid options are: size, inodes, uid, gid, mode, mount",
+            ],
+        ),
+        (&["-o", "size=lots"], &["invalid size \"lots\""]),
+        (
+            &["-o", "driver=rbd"],
+            &["unknown driver \"rbd\"", "valid drivers are local, tmpfs"],
+        ),
+        (
+            &["-o", "driver=tmpfs", "-o", "mount=/srv"],
+            &["valid options are: size, inodes, uid, gid, mode"],
+        ),
+    ];
+    for (opts, needles) in cases {
+        let mut args = vec!["volume", "create", "-d", "fvol"];
+        args.extend_from_slice(opts);
+        args.push("bad");
+        let err = d.docker_err(&args);
+        for needle in needles {
+            assert!(err.contains(needle), "{opts:?}: {needle:?} not in {err}");
+        }
+    }
+    assert!(!env.fvol_names().contains("bad"));
+    let docker_names = d.docker_ok(["volume", "ls", "-q"]);
+    assert!(!docker_names.lines().any(|n| n == "bad"), "{docker_names}");
+}
+
+fn ls_and_inspect(env: &mut Env) {
+    let d = &env.docker;
+    let listed = d.docker_ok(["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
+    for line in ["fvol plain", "fvol quota"] {
+        assert!(
+            listed.lines().any(|l| l == line),
+            "{line:?} not in {listed}"
+        );
+    }
+    let info = d.inspect_volume("quota");
+    assert_eq!(info["Driver"], "fvol");
+    assert_eq!(info["Name"], "quota");
+    assert_eq!(info["Scope"], "local");
+    assert_eq!(
+        info["Mountpoint"],
+        env.mountpoint("quota").to_str().unwrap()
+    );
+    assert_eq!(info["CreatedAt"], env.fvol.inspect("quota")["CreatedAt"]);
+    let s = status(&info);
+    assert_eq!(s["Driver"], "local");
+    assert_eq!(s["SizeLimit"], 64 * MIB);
+    assert_eq!(s["InodeLimit"], 1000);
+    assert_eq!(s["UsedInodes"], 1);
+    assert_eq!(s["Mounted"], false);
+    assert_eq!(s["MountRefs"], json!([]));
+}
+
+fn quota_in_a_container(env: &mut Env) {
+    let out = env.run(
+        "quota",
+        "echo hello > /data/hello && df -k /data && \
+         dd if=/dev/zero of=/data/fill bs=1M count=100 2>&1; echo dd-exit=$?",
+    );
+    // busybox df -k: "Filesystem 1K-blocks Used Available Use% Mounted on", then the volume.
+    let df = out
+        .lines()
+        .find(|l| l.ends_with(" /data"))
+        .unwrap_or_else(|| panic!("no df line in {out}"));
+    let total: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(total * 1024, 64 * MIB, "df inside the container: {df}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.contains("dd-exit=1"), "{out}");
+
+    let s = status(&env.docker.inspect_volume("quota")).clone();
+    let used = s["UsedBytes"].as_u64().unwrap();
+    assert!(used > 63 * MIB && used <= 64 * MIB, "UsedBytes {used}");
+    assert_eq!(s["UsedInodes"], 3);
+    // The container is gone: so are its references and the mount.
+    env.wait_refs("quota", |r| r.is_empty(), "empty");
+    assert!(!env.mounted("quota"));
+    assert!(!is_mountpoint(&env.mountpoint("quota")));
+}
+
+fn second_container_reads(env: &mut Env) {
+    let out = env.run("quota", "cat /data/hello; wc -c < /data/fill; df -k /data");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("hello"), "{out}");
+    let size: u64 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(size > 63 * MIB && size < 64 * MIB, "fill has {size} bytes");
+    let df = lines.find(|l| l.ends_with(" /data")).unwrap();
+    let available: u64 = df.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(available < 1024, "the volume should be full: {df}");
+}
+
+fn two_containers_share_a_volume(env: &mut Env) {
+    let d = &env.docker;
+    d.docker_ok(["volume", "create", "-d", "fvol", "-o", "size=16M", "shared"]);
+    env.hold("fvol-first", "shared", "echo from-first > /data/s");
+    let mp = env.mountpoint("shared");
+    assert!(
+        wait_until(SETTLE, || std::fs::read(mp.join("s")).is_ok()),
+        "the first container never wrote"
+    );
+    env.wait_refs("shared", |r| plugin_refs(r) == 1, "one plugin reference");
+    let first_ref = env.refs("shared");
+
+    env.hold("fvol-second", "shared", "echo from-second > /data/t");
+    env.wait_refs("shared", |r| plugin_refs(r) == 2, "two plugin references");
+    let both = d.docker_ok(["exec", "fvol-second", "cat", "/data/s", "/data/t"]);
+    assert_eq!(both, "from-first\nfrom-second\n");
+
+    // Docker refuses to remove a volume in use, and so does fvol.
+    let err = d.docker_err(["volume", "rm", "shared"]);
+    assert!(err.contains("in use"), "{err}");
+    let out = env.fvol.cli(["rm", "shared"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("in use by plugin:"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // The second one goes: the first still has the volume, mounted.
+    d.docker_ok(["rm", "-f", "fvol-second"]);
+    env.wait_refs("shared", |r| plugin_refs(r) == 1, "one plugin reference");
+    assert_eq!(env.refs("shared"), first_ref);
+    assert!(env.mounted("shared") && is_mountpoint(&mp));
+    let still = d.docker_ok(["exec", "fvol-first", "cat", "/data/t"]);
+    assert_eq!(still, "from-second\n");
+
+    // A CLI reference beside the plugin's: inspect shows both, and it holds the mount.
+    env.fvol.cli_ok(["mount", "shared"]);
+    let refs = env.refs("shared");
+    assert!(
+        refs.contains(&"cli".to_owned()) && plugin_refs(&refs) == 1,
+        "{refs:?}"
+    );
+    d.docker_ok(["rm", "-f", "fvol-first"]);
+    env.wait_refs("shared", |r| r == ["cli"], "[cli]");
+    assert!(env.mounted("shared") && is_mountpoint(&mp));
+    env.fvol.cli_ok(["unmount", "shared"]);
+    assert!(!env.mounted("shared") && !is_mountpoint(&mp));
+
+    d.docker_ok(["volume", "rm", "shared"]);
+    assert!(!env.fvol_names().contains("shared"));
+    assert!(!env.root.root().join("volumes/shared").exists());
+}
+
+fn anonymous_volume(env: &mut Env) {
+    let d = &env.docker;
+    let before = env.fvol_names();
+    d.docker_ok([
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "fvol-anon",
+        "--network",
+        "none",
+        "--volume-driver",
+        "fvol",
+        "-v",
+        "/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo anon > /data/f; exec sleep 600",
+    ]);
+    let mut new = Vec::new();
+    assert!(
+        wait_until(SETTLE, || {
+            new = env.fvol_names().difference(&before).cloned().collect();
+            !new.is_empty()
+        }),
+        "no anonymous volume appeared in fvol"
+    );
+    assert_eq!(new.len(), 1, "{new:?}");
+    let name = new.remove(0);
+    assert!(
+        name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{name}"
+    );
+    env.wait_refs(&name, |r| plugin_refs(r) == 1, "one plugin reference");
+    let mounts = d.docker_ok(["exec", "fvol-anon", "grep", " /data ", "/proc/mounts"]);
+    assert!(
+        mounts.starts_with(&format!("fvol:{name} /data fuse")),
+        "{mounts}"
+    );
+    assert!(
+        d.docker_ok(["volume", "ls", "-q"])
+            .lines()
+            .any(|l| l == name)
+    );
+
+    // --rm: the container goes when it ends, and its anonymous volume with it.
+    d.docker_ok(["kill", "fvol-anon"]);
+    assert!(
+        wait_until(SETTLE, || !env.fvol_names().contains(&name)),
+        "anonymous volume {name} not removed"
+    );
+    assert!(
+        !d.docker_ok(["volume", "ls", "-q"])
+            .lines()
+            .any(|l| l == name)
+    );
+    assert!(!env.root.root().join("volumes").join(&name).exists());
+}
+
+/// Stops the fvol daemon (SIGTERM) within `timeout` and starts it again on the same root.
+fn restart_fvol(env: &mut Env, timeout: Duration) {
+    let exit = env.fvol.stop_within(timeout);
+    assert!(exit.success(), "fvol exit {exit}\n{}", env.root.log());
+    assert!(
+        !std::path::Path::new(PLUGIN_SOCKET).exists(),
+        "plugin socket left after a clean stop"
+    );
+    env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+}
+
+fn restart_between_runs(env: &mut Env) {
+    env.docker.docker_ok([
+        "volume", "create", "-d", "fvol", "-o", "size=32M", "durable",
+    ]);
+    let written = env.run(
+        "durable",
+        "dd if=/dev/urandom of=/data/blob bs=64k count=32 2>/dev/null && mkdir /data/dir && \
+         echo small > /data/dir/small && md5sum /data/blob",
+    );
+    let used = env.fvol.inspect("durable")["Status"]["UsedBytes"].clone();
+
+    restart_fvol(env, Duration::from_secs(10));
+
+    let listed = env.docker.docker_ok(["volume", "ls", "-q"]);
+    assert!(listed.lines().any(|l| l == "durable"), "{listed}");
+    let info = env.docker.inspect_volume("durable");
+    assert_eq!(status(&info)["UsedBytes"], used);
+    assert_eq!(status(&info)["SizeLimit"], 32 * MIB);
+    let read = env.run("durable", "md5sum /data/blob; cat /data/dir/small");
+    assert_eq!(read, format!("{written}small\n"));
+}
+
+/// A container keeps its volume's FUSE connection alive from its own mount namespace, so fvol
+/// cannot unmount it cleanly: the daemon stops anyway after its grace period. The container's
+/// Mount ID survives; after the restart the volume is mounted again, and the container's
+/// eventual Unmount releases it.
+fn restart_under_a_container(env: &mut Env) {
+    env.hold("fvol-through-restart", "durable", "true");
+    env.wait_refs("durable", |r| plugin_refs(r) == 1, "one plugin reference");
+    let held = env.refs("durable");
+
+    restart_fvol(env, Duration::from_secs(40));
+
+    assert_eq!(env.refs("durable"), held, "the Mount ID was lost");
+    assert!(env.mounted("durable") && is_mountpoint(&env.mountpoint("durable")));
+    // Other containers use it as before.
+    let read = env.run("durable", "cat /data/dir/small");
+    assert_eq!(read, "small\n");
+    env.docker.docker_ok(["rm", "-f", "fvol-through-restart"]);
+    env.wait_refs("durable", |r| r.is_empty(), "empty");
+    assert!(!env.mounted("durable"));
+}
+
+fn tmpfs_volume(env: &mut Env) {
+    let d = &env.docker;
+    d.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        "fvol",
+        "-o",
+        "driver=tmpfs",
+        "-o",
+        "size=8M",
+        "scratch",
+    ]);
+    let info = env.fvol.inspect("scratch");
+    assert_eq!(info["Driver"], "tmpfs");
+    assert_eq!(info["Options"], json!({"size": "8M"}));
+    let docker_info = d.inspect_volume("scratch");
+    assert_eq!(status(&docker_info)["Driver"], "tmpfs");
+    assert_eq!(status(&docker_info)["SizeLimit"], 8 * MIB);
+
+    env.hold("fvol-tmpfs-holder", "scratch", "echo keep > /data/k");
+    let mp = env.mountpoint("scratch");
+    assert!(wait_until(SETTLE, || std::fs::read(mp.join("k")).is_ok()));
+    let out = env.run(
+        "scratch",
+        "cat /data/k; df -k /data; dd if=/dev/zero of=/data/fill bs=1M count=20 2>&1; \
+         echo dd-exit=$?",
+    );
+    assert!(out.starts_with("keep\n"), "{out}");
+    let df = out.lines().find(|l| l.ends_with(" /data")).unwrap();
+    assert_eq!(df.split_whitespace().nth(1), Some("8192"), "{df}");
+    assert!(
+        out.contains("No space left on device") && out.contains("dd-exit=1"),
+        "{out}"
+    );
+    assert!(env.mounted("scratch"), "the holder still uses it");
+
+    // The last container goes: so does the data.
+    d.docker_ok(["rm", "-f", "fvol-tmpfs-holder"]);
+    env.wait_refs("scratch", |r| r.is_empty(), "empty");
+    assert!(!env.mounted("scratch"));
+    assert_eq!(status(&d.inspect_volume("scratch"))["UsedBytes"], 0);
+    let after = env.run("scratch", "ls -A /data; echo end");
+    assert_eq!(after, "end\n", "tmpfs data outlived its last container");
+}
+
+fn remove(env: &mut Env) {
+    let d = &env.docker;
+    let names = ["plain", "quota", "durable", "scratch"];
+    let mut args = vec!["volume", "rm"];
+    args.extend(names);
+    d.docker_ok(&args);
+    let left = env.fvol_names();
+    for name in names {
+        assert!(!left.contains(name), "{name} still in fvol: {left:?}");
+        assert!(!env.root.root().join("volumes").join(name).exists());
+    }
+    let listed = d.docker_ok(["volume", "ls", "-q"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    let err = d.docker_err(["volume", "rm", "plain"]);
+    assert!(err.contains("no such volume"), "{err}");
+}

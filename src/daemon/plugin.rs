@@ -1,0 +1,321 @@
+//! Where the Docker volume plugin is served and how Docker finds it: a socket in Docker's
+//! legacy plugin directory (`/run/docker/plugins/NAME.sock`), or any socket plus a spec file
+//! (`/etc/docker/plugins/NAME.spec` holding `unix://<socket>`). NAME is the driver name.
+use std::fs::{DirBuilder, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
+
+use super::{DaemonError, serve};
+use crate::api::plugin::{DRIVER_NAME, LEGACY_SOCKET_DIR, SPEC_DIR};
+
+/// The plugin socket's file name inside ROOT when a spec file registers it.
+pub const ROOT_SOCKET_FILE: &str = "plugin.sock";
+
+/// `/run/docker/plugins/fvol.sock`.
+pub fn default_socket() -> PathBuf {
+    Path::new(LEGACY_SOCKET_DIR).join(format!("{DRIVER_NAME}.sock"))
+}
+
+/// `/etc/docker/plugins/fvol.spec`.
+pub fn default_spec() -> PathBuf {
+    Path::new(SPEC_DIR).join(format!("{DRIVER_NAME}.spec"))
+}
+
+/// How the daemon serves the plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// The socket the plugin API listens on (absolute).
+    pub socket: PathBuf,
+    /// A spec file pointing Docker at `socket`: written once the socket listens, removed at
+    /// stop.
+    pub spec: Option<PathBuf>,
+}
+
+impl PluginConfig {
+    /// From the daemon's flags: the socket defaults to the legacy one, or to `ROOT/plugin.sock`
+    /// when a spec file registers it.
+    pub fn new(root: &Path, socket: Option<PathBuf>, spec: Option<PathBuf>) -> PluginConfig {
+        let socket = match (socket, &spec) {
+            (Some(socket), _) => socket,
+            (None, Some(_)) => root.join(ROOT_SOCKET_FILE),
+            (None, None) => default_socket(),
+        };
+        PluginConfig { socket, spec }
+    }
+
+    /// The driver name Docker will know the plugin by (`docker volume create -d NAME`): the
+    /// spec file's name, or the socket's when it is in the legacy directory; None when Docker
+    /// cannot find it by itself.
+    pub fn driver_name(&self) -> Option<String> {
+        let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+        match &self.spec {
+            Some(spec) => stem(spec),
+            None if self.socket.parent() == Some(Path::new(LEGACY_SOCKET_DIR)) => {
+                stem(&self.socket)
+            }
+            None => None,
+        }
+    }
+}
+
+/// The served socket (and spec file). `remove` (or dropping it) deletes them, but only while
+/// they are still the ones this daemon made: a successor may already have replaced them.
+#[derive(Debug)]
+pub struct Registration {
+    socket: PathBuf,
+    /// (st_dev, st_ino) of the socket this daemon bound.
+    socket_id: (u64, u64),
+    /// The spec file and its (st_dev, st_ino).
+    spec: Option<(PathBuf, (u64, u64))>,
+}
+
+impl Registration {
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Deletes the spec file and the socket if they are still this daemon's.
+    pub fn remove(mut self) {
+        self.remove_files();
+    }
+
+    fn remove_files(&mut self) {
+        if let Some((spec, id)) = self.spec.take() {
+            if file_id(&spec).is_ok_and(|now| now == id) {
+                if let Err(e) = std::fs::remove_file(&spec) {
+                    log::warn!("could not remove {}: {e}", spec.display());
+                }
+            }
+        }
+        if file_id(&self.socket).is_ok_and(|now| now == self.socket_id) {
+            if let Err(e) = serve::remove_socket(&self.socket) {
+                log::warn!("could not remove {}: {e}", self.socket.display());
+            }
+        }
+        // Done: a second call (drop after remove) finds nothing of ours.
+        self.socket_id = (u64::MAX, u64::MAX);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.remove_files();
+    }
+}
+
+/// Binds the plugin socket and writes the spec file. Refuses a socket or spec that another
+/// live process serves (two daemons must choose different ones). Must run inside a tokio
+/// runtime.
+pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), DaemonError> {
+    let socket = &config.socket;
+    if let Some(dir) = socket.parent() {
+        create_dir(dir)?;
+    }
+    check_socket_free(socket)?;
+    let listener = serve::bind_socket(socket)
+        .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;
+    let socket_id =
+        file_id(socket).map_err(|e| DaemonError::io(format!("reading {}", socket.display()), e))?;
+    let mut registration = Registration {
+        socket: socket.clone(),
+        socket_id,
+        spec: None,
+    };
+    if let Some(spec) = &config.spec {
+        // On error, dropping `registration` removes the socket again.
+        let text = format!("unix://{}\n", socket.display());
+        check_spec_free(spec, socket)?;
+        let id = write_spec(spec, &text)?;
+        registration.spec = Some((spec.clone(), id));
+    }
+    Ok((listener, registration))
+}
+
+fn create_dir(dir: &Path) -> Result<(), DaemonError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| DaemonError::io(format!("creating {}", dir.display()), e))
+}
+
+/// True when something accepts connections on `path`.
+fn answers(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+fn check_socket_free(socket: &Path) -> Result<(), DaemonError> {
+    match std::fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DaemonError::io(format!("checking {}", socket.display()), e)),
+        Ok(m) if !m.file_type().is_socket() => Err(DaemonError::PluginInUse(format!(
+            "{} exists and is not a socket; choose another path with --plugin-socket",
+            socket.display()
+        ))),
+        Ok(_) if answers(socket) => Err(DaemonError::PluginInUse(format!(
+            "the plugin socket {} is served by another process (another fvol daemon?); \
+             give this daemon its own with --plugin-socket PATH or --plugin-spec=FILE, \
+             or run it with --no-plugin",
+            socket.display()
+        ))),
+        // A stale socket left by a daemon that died: replaced.
+        Ok(_) => Ok(()),
+    }
+}
+
+fn check_spec_free(spec: &Path, socket: &Path) -> Result<(), DaemonError> {
+    let Ok(text) = std::fs::read_to_string(spec) else {
+        return Ok(());
+    };
+    let Some(other) = text.trim().strip_prefix("unix://").map(Path::new) else {
+        return Ok(());
+    };
+    if other != socket && answers(other) {
+        return Err(DaemonError::PluginInUse(format!(
+            "the spec file {} registers a plugin that is running (at {}); \
+             give this daemon its own with --plugin-spec=FILE, or run it with --no-plugin",
+            spec.display(),
+            other.display()
+        )));
+    }
+    Ok(())
+}
+
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+/// Writes the spec file whole or not at all (a temporary file renamed over it), mode 0644,
+/// and returns its (st_dev, st_ino).
+fn write_spec(spec: &Path, text: &str) -> Result<(u64, u64), DaemonError> {
+    let io_err = |e| DaemonError::io(format!("writing {}", spec.display()), e);
+    if let Some(dir) = spec.parent() {
+        create_dir(dir)?;
+    }
+    let mut tmp_name = spec.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.set_permissions(Permissions::from_mode(0o644))?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, spec)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(e));
+    }
+    file_id(spec).map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let root = Path::new("/var/lib/fvol");
+        let legacy = PluginConfig::new(root, None, None);
+        assert_eq!(legacy.socket, Path::new("/run/docker/plugins/fvol.sock"));
+        assert_eq!(legacy.spec, None);
+        assert_eq!(legacy.driver_name().as_deref(), Some("fvol"));
+
+        let spec = PluginConfig::new(root, None, Some(default_spec()));
+        assert_eq!(spec.socket, Path::new("/var/lib/fvol/plugin.sock"));
+        assert_eq!(
+            spec.spec.as_deref(),
+            Some(Path::new("/etc/docker/plugins/fvol.spec"))
+        );
+        assert_eq!(spec.driver_name().as_deref(), Some("fvol"));
+
+        let both = PluginConfig::new(
+            root,
+            Some("/run/x.sock".into()),
+            Some("/etc/docker/plugins/quota.spec".into()),
+        );
+        assert_eq!(both.socket, Path::new("/run/x.sock"));
+        assert_eq!(both.driver_name().as_deref(), Some("quota"));
+
+        let elsewhere = PluginConfig::new(root, Some("/tmp/p.sock".into()), None);
+        assert_eq!(elsewhere.driver_name(), None);
+    }
+
+    #[tokio::test]
+    async fn registers_and_removes_socket_and_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PluginConfig {
+            socket: dir.path().join("run/p.sock"),
+            spec: Some(dir.path().join("etc/p.spec")),
+        };
+        let (listener, registration) = register(&config).unwrap();
+        let text = std::fs::read_to_string(config.spec.as_ref().unwrap()).unwrap();
+        assert_eq!(text, format!("unix://{}\n", config.socket.display()));
+
+        // A second server on the same socket is refused while the first one listens.
+        let err = register(&config).unwrap_err().to_string();
+        assert!(err.contains("--no-plugin"), "{err}");
+        assert!(config.socket.exists(), "the refused one removed the socket");
+
+        registration.remove();
+        drop(listener);
+        assert!(!config.socket.exists());
+        assert!(!config.spec.as_ref().unwrap().exists());
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced_and_other_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("p.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let config = PluginConfig {
+            socket: socket.clone(),
+            spec: None,
+        };
+        let (_listener, registration) = register(&config).unwrap();
+        drop(registration);
+        assert!(!socket.exists());
+
+        std::fs::write(&socket, b"precious").unwrap();
+        let err = register(&config).unwrap_err().to_string();
+        assert!(err.contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read(&socket).unwrap(), b"precious");
+    }
+
+    #[tokio::test]
+    async fn spec_of_a_live_plugin_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = PluginConfig {
+            socket: dir.path().join("a.sock"),
+            spec: Some(dir.path().join("p.spec")),
+        };
+        let (_listener, _registration) = register(&first).unwrap();
+        let second = PluginConfig {
+            socket: dir.path().join("b.sock"),
+            spec: first.spec.clone(),
+        };
+        let err = register(&second).unwrap_err().to_string();
+        assert!(err.contains("registers a plugin that is running"), "{err}");
+        assert!(
+            !second.socket.exists(),
+            "the refused socket was left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successors_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PluginConfig {
+            socket: dir.path().join("p.sock"),
+            spec: Some(dir.path().join("p.spec")),
+        };
+        let (listener, old) = register(&config).unwrap();
+        drop(listener);
+        // A successor took over the (now stale) socket and rewrote the spec.
+        let (_listener, _new) = register(&config).unwrap();
+        old.remove();
+        assert!(config.socket.exists());
+        assert!(config.spec.as_ref().unwrap().exists());
+    }
+}
