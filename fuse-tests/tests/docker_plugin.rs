@@ -215,8 +215,8 @@ fn create(env: &mut Env) {
         ),
         (&["-o", "size=lots"], &["invalid size \"lots\""]),
         (
-            &["-o", "driver=rbd"],
-            &["unknown driver \"rbd\"", "valid drivers are local, tmpfs"],
+            &["-o", "driver=nfs"],
+            &["unknown driver \"nfs\"", "valid drivers are local, tmpfs, rbd"],
         ),
         (
             &["-o", "driver=tmpfs", "-o", "mount=/srv"],

@@ -231,10 +231,10 @@ fn create_validates_options_like_the_cli() {
         tmpfs_mount.contains("valid options are: size, inodes, uid, gid, mode"),
         "{tmpfs_mount}"
     );
-    let rbd = c.err(CREATE, &create("bad", json!({"driver": "rbd"})));
+    let nfs = c.err(CREATE, &create("bad", json!({"driver": "nfs"})));
     assert!(
-        rbd.contains("unknown driver \"rbd\": valid drivers are local, tmpfs"),
-        "{rbd}"
+        nfs.contains("unknown driver \"nfs\": valid drivers are local, tmpfs, rbd"),
+        "{nfs}"
     );
     let size = c.err(CREATE, &create("bad", json!({"size": "lots"})));
     assert!(size.contains("invalid size \"lots\""), "{size}");
