@@ -61,6 +61,7 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
     // The filesystems create files with exactly the modes their callers ask for.
     umask(Mode::empty());
     raise_open_file_limit();
+    crate::sys::heap::pin_mmap_threshold(4 << 20);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -41,7 +41,7 @@ impl MemFs {
     pub(super) fn write_node(&self, node: &Node, offset: u64, data: &[u8]) -> FsResult<u32> {
         let mut body = node.body.write();
         let p = pages_mut(&mut body)?;
-        let allocated = p.allocated_end(offset);
+        let allocated = p.allocated_end(offset, offset + data.len() as u64);
         let (plan, _reservation) = self
             .quota
             .reserve_write(|avail| plan_write(offset, data.len() as u64, allocated, PAGE, avail))?;
@@ -74,7 +74,14 @@ impl MemFs {
         let p = pages_mut(&mut body)?;
         match mode & !libc::FALLOC_FL_KEEP_SIZE {
             0 => {
-                let need = plan_write(offset, len, p.allocated_end(offset), PAGE, u64::MAX).reserve;
+                let need = plan_write(
+                    offset,
+                    len,
+                    p.allocated_end(offset, offset + len),
+                    PAGE,
+                    u64::MAX,
+                )
+                .reserve;
                 let _reservation = self.quota.reserve(need, 0)?;
                 let grown = p.allocate(offset, len, keep_size);
                 self.quota.adjust(grown as i64, 0);

@@ -179,6 +179,14 @@ impl MemFs {
     }
 }
 
+impl Drop for MemFs {
+    /// A dropped volume gives its memory back to the system at once (at its last unmount).
+    fn drop(&mut self) {
+        self.tree.get_mut().nodes.clear();
+        crate::sys::heap::release_free_memory();
+    }
+}
+
 fn sized(value: &[u8], size: u32) -> FsResult<XattrReply> {
     match size {
         0 => Ok(XattrReply::Size(value.len() as u32)),

@@ -21,16 +21,21 @@ impl Pages {
         self.map.len() as u64 * PAGE
     }
 
-    /// Where the run of allocated pages covering `offset` ends (0 if its page is a hole).
-    pub fn allocated_end(&self, offset: u64) -> u64 {
-        let mut index = offset / PAGE;
-        if !self.map.contains_key(&index) {
-            return 0;
+    /// Where the run of allocated pages covering `offset` ends (0 if its page is a hole),
+    /// looking no further than `limit`: the cost is the length of the range asked about, not
+    /// the size of the file.
+    pub fn allocated_end(&self, offset: u64, limit: u64) -> u64 {
+        let mut next = offset / PAGE;
+        for (&index, _) in self.map.range(next..limit.div_ceil(PAGE).max(next + 1)) {
+            if index != next {
+                break;
+            }
+            next += 1;
         }
-        while self.map.contains_key(&index) {
-            index += 1;
+        match next == offset / PAGE {
+            true => 0,
+            false => next * PAGE,
         }
-        index * PAGE
     }
 
     pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
@@ -142,7 +147,7 @@ impl Pages {
         if offset >= self.size {
             return None;
         }
-        let end = self.allocated_end(offset);
+        let end = self.allocated_end(offset, self.size);
         Some(end.max(offset).min(self.size))
     }
 
