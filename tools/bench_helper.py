@@ -10,6 +10,15 @@
                                   label, lower_is_better (0/1), decimals, ext4, fvol, bindfs;
                                   a value cell holds one value per repetition, space-separated:
                                   printed as median (min–max); words such as FAIL as they are
+  bench_helper.py table2 ROWS.tsv A B RATIO
+                                  the same for two columns A and B: metric | A | B | RATIO, where
+                                  RATIO is the header of the column B/A;
+                                  each row of ROWS.tsv is label, lower_is_better, decimals, a, b
+  bench_helper.py ratio A B        prints median(B) / median(A) of two such cells, or "–"
+  bench_helper.py fill DIR MIB FILE_MIB
+                                  writes MIB MiB of random bytes (os.urandom, so nothing can be
+                                  deduplicated or compressed) into DIR, in files of FILE_MIB MiB,
+                                  1 MiB per write(), each file fsynced; prints JSON stats
 
 "meta" drops the page, dentry and inode caches (needs root) between create and stat, so that the
 stat phase is cold on every filesystem, FUSE ones included (their kernel inodes are forgotten too).
@@ -79,6 +88,30 @@ def mktar(out_path, n, seed):
     print(json.dumps({"files": n, "dirs": ndirs, "bytes": total}))
 
 
+def fill(directory, mib, file_mib):
+    os.makedirs(directory, exist_ok=True)
+    chunk = 1 << 20
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    nfiles = -(-mib // file_mib)
+    left = mib
+    t0 = time.perf_counter()
+    for i in range(nfiles):
+        this = min(file_mib, left)
+        fd = os.open(os.path.join(directory, "r%05d" % i), flags, 0o644)
+        try:
+            for _ in range(this):
+                buf = os.urandom(chunk)
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        left -= this
+    secs = time.perf_counter() - t0
+    print(json.dumps({"files": nfiles, "bytes": mib * chunk, "seconds": round(secs, 3)}))
+
+
 def _num(v):
     try:
         return float(v)
@@ -139,6 +172,24 @@ def table(rows_path):
     print("\n".join(lines))
 
 
+def table2(rows_path, col_a, col_b, ratio):
+    lines = [
+        f"| metric | {col_a} | {col_b} | {ratio} |",
+        "|---|---:|---:|---:|",
+    ]
+    with open(rows_path) as f:
+        for raw in f:
+            raw = raw.rstrip("\n")
+            if not raw:
+                continue
+            label, lower, decimals, a, b = raw.split("\t")
+            if lower == "1":
+                label += " ↓"
+            d = int(decimals)
+            lines.append(f"| {label} | {_fmt(a, d)} | {_fmt(b, d)} | {_ratio(b, a)} |")
+    print("\n".join(lines))
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "meta":
         meta(argv[2], int(argv[3]))
@@ -146,6 +197,12 @@ def main(argv):
         mktar(argv[2], int(argv[3]), int(argv[4]))
     elif len(argv) == 3 and argv[1] == "table":
         table(argv[2])
+    elif len(argv) == 6 and argv[1] == "table2":
+        table2(argv[2], argv[3], argv[4], argv[5])
+    elif len(argv) == 4 and argv[1] == "ratio":
+        print(_ratio(argv[3], argv[2]))
+    elif len(argv) == 5 and argv[1] == "fill":
+        fill(argv[2], int(argv[3]), int(argv[4]))
     else:
         sys.stderr.write(__doc__)
         return 2

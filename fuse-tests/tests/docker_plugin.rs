@@ -216,7 +216,10 @@ fn create(env: &mut Env) {
         (&["-o", "size=lots"], &["invalid size \"lots\""]),
         (
             &["-o", "driver=nfs"],
-            &["unknown driver \"nfs\"", "valid drivers are local, tmpfs, rbd"],
+            &[
+                "unknown driver \"nfs\"",
+                "valid drivers are local, tmpfs, rbd",
+            ],
         ),
         (
             &["-o", "driver=tmpfs", "-o", "mount=/srv"],
