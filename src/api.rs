@@ -36,6 +36,10 @@ pub mod routes {
     pub const UNMOUNT: &str = "/v1/unmount";
     /// [`super::Empty`] → [`super::PruneResponse`]
     pub const PRUNE: &str = "/v1/prune";
+    /// `PathRequest` → `FsckResponse`.
+    pub const FSCK: &str = "/v1/fsck";
+    /// `PathRequest` → `BreakLockResponse`.
+    pub const BREAK_LOCK: &str = "/v1/break-lock";
 }
 
 /// `{}`: the body of requests and responses that carry nothing.
@@ -103,8 +107,19 @@ pub struct PruneResponse {
     pub reclaimed_bytes: u64,
 }
 
-/// The body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckResponse {
+    /// The driver's report, as JSON.
+    pub report: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakLockResponse {
+    pub broken: Vec<String>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
 }

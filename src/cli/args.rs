@@ -121,6 +121,17 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Check an unmounted rbd volume's image and print the report (non-zero exit if damaged)
+    Fsck {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Break the lock a dead host left on an rbd volume's image, so another can mount it.
+    /// Make sure the holder is really gone: it is fenced off the cluster.
+    BreakLock {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

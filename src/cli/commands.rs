@@ -9,8 +9,8 @@ use super::client::DaemonClient;
 use super::filter::VolumeFilters;
 use super::output::{human_size, volume_table};
 use crate::api::{
-    self, Empty, InspectRequest, MountRequest, PathRequest, PathResponse, PruneResponse,
-    RemoveRequest, RemoveResult, routes,
+    self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, routes,
 };
 use crate::volume::VolumeInfo;
 use crate::volume::options::split_key_value;
@@ -31,6 +31,8 @@ pub fn run(
         VolumeCommand::Mount(args) => mount(client, args, out),
         VolumeCommand::Unmount(args) => unmount(client, args),
         VolumeCommand::Path { name } => path(client, name, out),
+        VolumeCommand::Fsck { name } => fsck(client, name, out),
+        VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
 }
 
@@ -171,6 +173,29 @@ fn mount_request(args: MountArgs) -> Result<MountRequest, CliError> {
 fn absolute(path: PathBuf) -> Result<PathBuf, CliError> {
     std::path::absolute(&path)
         .map_err(|e| CliError::Message(format!("invalid path {}: {e}", path.display())))
+}
+
+fn fsck(client: &DaemonClient, name: String, out: &mut dyn Write) -> Result<(), CliError> {
+    let answer: FsckResponse = client.call(routes::FSCK, &PathRequest { name: name.clone() })?;
+    write_out(out, &format!("{}\n", answer.report))?;
+    let clean = serde_json::from_str::<serde_json::Value>(&answer.report)
+        .ok()
+        .and_then(|r| r["problems"].as_array().map(|p| p.is_empty()))
+        .unwrap_or(false);
+    match clean {
+        true => Ok(()),
+        false => Err(CliError::Message(format!(
+            "volume {name}: fsck found problems"
+        ))),
+    }
+}
+
+fn break_lock(client: &DaemonClient, name: String, out: &mut dyn Write) -> Result<(), CliError> {
+    let answer: BreakLockResponse = client.call(routes::BREAK_LOCK, &PathRequest { name })?;
+    match answer.broken.is_empty() {
+        true => write_out(out, "no lock held\n"),
+        false => write_out(out, &format!("broke: {}\n", answer.broken.join(", "))),
+    }
 }
 
 fn path(client: &DaemonClient, name: String, out: &mut dyn Write) -> Result<(), CliError> {

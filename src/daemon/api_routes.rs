@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::api_error::ApiError;
 use crate::api::{
-    self, Empty, InspectRequest, MountRequest, PathRequest, PathResponse, PruneResponse,
-    RemoveRequest, RemoveResult, routes,
+    self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, routes,
 };
 use crate::volume::manager::{CreateRequest, PruneReport};
 use crate::volume::{VolumeError, VolumeInfo, VolumeManager};
@@ -34,6 +34,8 @@ pub trait VolumeService: Send + Sync + 'static {
     ) -> Result<PathBuf, VolumeError>;
     fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError>;
     fn prune(&self) -> Result<PruneReport, VolumeError>;
+    fn fsck(&self, name: &str) -> Result<String, VolumeError>;
+    fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError>;
 }
 
 impl VolumeService for VolumeManager {
@@ -66,6 +68,12 @@ impl VolumeService for VolumeManager {
     fn prune(&self) -> Result<PruneReport, VolumeError> {
         VolumeManager::prune(self)
     }
+    fn fsck(&self, name: &str) -> Result<String, VolumeError> {
+        VolumeManager::fsck(self, name)
+    }
+    fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        VolumeManager::break_lock(self, name)
+    }
 }
 
 /// The router the `fvol` command talks to on `ROOT/fvol.sock`.
@@ -83,6 +91,8 @@ pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::MOUNT, post(mount::<S>))
         .route(routes::UNMOUNT, post(unmount::<S>))
         .route(routes::PRUNE, post(prune::<S>))
+        .route(routes::FSCK, post(fsck::<S>))
+        .route(routes::BREAK_LOCK, post(break_lock::<S>))
         .fallback(unknown_endpoint)
         .with_state(service)
 }
@@ -191,6 +201,26 @@ async fn prune<S: VolumeService>(
         removed: report.removed,
         reclaimed_bytes: report.reclaimed_bytes,
     }))
+}
+
+async fn fsck<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<FsckResponse> {
+    let req: PathRequest = parse_body(&body)?;
+    let report = run_blocking(service, move |volumes| volumes.fsck(&req.name)).await?;
+    Ok(Json(FsckResponse { report }))
+}
+
+async fn break_lock<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Bytes,
+) -> ApiResult<BreakLockResponse> {
+    let req: PathRequest = parse_body(&body)?;
+    let name = req.name.clone();
+    let broken = run_blocking(service, move |volumes| volumes.break_lock(&req.name)).await?;
+    log::info!("broke locks on volume {name}: {}", broken.join(", "));
+    Ok(Json(BreakLockResponse { broken }))
 }
 
 async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {

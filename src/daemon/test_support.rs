@@ -117,6 +117,12 @@ impl VolumeService for FakeVolumes {
             reclaimed_bytes: 1536,
         })
     }
+    fn fsck(&self, name: &str) -> Result<String, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
+    fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
 }
 
 /// Serves an API over `FakeVolumes` on a socket of a fresh temporary ROOT, on a thread of its

@@ -308,6 +308,34 @@ impl Core {
         Ok(())
     }
 
+    /// Checks an unmounted volume's backing store (rbd); the report is JSON.
+    pub fn fsck(&self, name: &str) -> Result<String, VolumeError> {
+        let rec = self.record(name)?;
+        self.refuse_if_active(&rec, "fsck")?;
+        let (driver, opts) = self.options(&rec)?;
+        driver.fsck(&self.ctx, &rec, &opts)
+    }
+
+    /// Breaks locks left on a volume's backing store by holders that are gone.
+    pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        let rec = self.record(name)?;
+        self.refuse_if_active(&rec, "break its lock")?;
+        let (driver, opts) = self.options(&rec)?;
+        driver.break_lock(&self.ctx, &rec, &opts)
+    }
+
+    fn refuse_if_active(&self, rec: &VolumeRecord, what: &str) -> Result<(), VolumeError> {
+        if self.active.contains_key(&rec.name) {
+            let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
+            return Err(VolumeError::Driver(format!(
+                "volume {} is mounted here (by {}); unmount it before you {what}",
+                rec.name,
+                holders.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// Syncs, unmounts and records the usage as clean.
     pub fn deactivate(&mut self, name: &str) {
         let Some(active) = self.active.remove(name) else {

@@ -134,6 +134,18 @@ impl VolumeManager {
         self.core.lock().unmount(name, ref_id)
     }
 
+    /// Checks an unmounted volume's backing store and reports what it found (JSON).
+    pub fn fsck(&self, name: &str) -> Result<String, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().fsck(name)
+    }
+
+    /// Breaks locks a dead holder left on a volume's backing store; returns the holders.
+    pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().break_lock(name)
+    }
+
     /// Removes every volume with no mount reference.
     pub fn prune(&self) -> Result<PruneReport, VolumeError> {
         let mut core = self.core.lock();
