@@ -67,9 +67,9 @@ impl PluginConfig {
 pub struct Registration {
     socket: PathBuf,
     /// (st_dev, st_ino) of the socket this daemon bound.
-    socket_id: (u64, u64),
+    socket_id: FileId,
     /// The spec file and its (st_dev, st_ino).
-    spec: Option<(PathBuf, (u64, u64))>,
+    spec: Option<(PathBuf, FileId)>,
 }
 
 impl Registration {
@@ -96,7 +96,7 @@ impl Registration {
             }
         }
         // Done: a second call (drop after remove) finds nothing of ours.
-        self.socket_id = (u64::MAX, u64::MAX);
+        self.socket_id = (u64::MAX, u64::MAX, 0, 0);
     }
 }
 
@@ -184,13 +184,17 @@ fn check_spec_free(spec: &Path, socket: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn file_id(path: &Path) -> io::Result<(u64, u64)> {
-    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+/// Which file a path names now. Inode numbers are reused at once (a successor's socket may get
+/// the number of the one it replaced), so the change time tells the two apart.
+type FileId = (u64, u64, i64, i64);
+
+fn file_id(path: &Path) -> io::Result<FileId> {
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Writes the spec file whole or not at all (a temporary file renamed over it), mode 0644,
-/// and returns its (st_dev, st_ino).
-fn write_spec(spec: &Path, text: &str) -> Result<(u64, u64), DaemonError> {
+/// and returns its identity.
+fn write_spec(spec: &Path, text: &str) -> Result<FileId, DaemonError> {
     let io_err = |e| DaemonError::io(format!("writing {}", spec.display()), e);
     if let Some(dir) = spec.parent() {
         create_dir(dir)?;

@@ -465,7 +465,7 @@ mod tests {
         let message = plugin_error(unknown_option).0;
         assert!(
             message.starts_with("invalid option: unknown option \"foo\" for driver local")
-                && message.ends_with("driver=NAME chooses the fvol driver (local, tmpfs)"),
+                && message.ends_with("driver=NAME chooses the fvol driver (local, tmpfs, rbd)"),
             "{message}"
         );
         let bad_value = plugin_error(VolumeError::InvalidOption("size: invalid size".into()));
