@@ -1,10 +1,12 @@
 //! Fixtures for the FUSE tests. Every fixture tears down what it set up on drop, so a failing
 //! test leaves no stale mount or daemon behind.
 //!
+//! - `TestCluster`: a private single-node Ceph cluster (the rbd driver's tests).
 //! - `TestSession`: one filesystem core mounted directly (no daemon), for filesystem tests.
 //! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
 //! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
 //! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
+pub mod ceph;
 pub mod daemon;
 pub mod docker;
 pub mod plugin;

@@ -1,102 +1,19 @@
 //! `sys::librbd` and `RbdDevice` against a real single-node Ceph cluster (`tools/ceph.sh`).
 //!
 //! The cluster takes ~10 s to bootstrap, so the whole lifecycle runs in one test with one
-//! cluster, in phases; the fixture purges the cluster on drop, also when a phase panics. The
+//! cluster (`fuse_tests::ceph::TestCluster`), in phases; the fixture purges the cluster on drop, also when a phase panics. The
 //! cluster gets its own directory under TMPDIR and a free port, so it never collides with a
 //! developer's cluster or another test run. A host without Ceph fails the test with the reason
 //! (run tools/install-deps.sh): CI installs Ceph, so a silent skip would hide a broken setup.
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fuse_tests::ceph::{POOL, TestCluster, free_port};
 use fvol::fs::image::{BlockDevice, RbdDevice, RegionBackend};
 use fvol::sys::librbd::{Cluster, ClusterConfig, IoCtx, RbdError};
 
-const POOL: &str = "rbd";
 const MIB: u64 = 1 << 20;
-
-fn ceph_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/ceph.sh")
-}
-
-/// A port nobody listens on right now (the kernel's pick for a throwaway listener).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-/// A single-node cluster, purged (daemons killed, directory removed) on drop.
-struct CephCluster {
-    dir: tempfile::TempDir,
-}
-
-impl CephCluster {
-    fn start() -> CephCluster {
-        let dir = tempfile::Builder::new()
-            .prefix("fvol-ceph-")
-            .tempdir()
-            .expect("tempdir");
-        let cluster = CephCluster { dir };
-        let t = Instant::now();
-        let out = cluster
-            .script()
-            .arg("start")
-            .env("FVOL_CEPH_MON_PORT", free_port().to_string())
-            .env("FVOL_CEPH_SIZE", "4G")
-            .output()
-            .expect("spawn tools/ceph.sh");
-        if !out.status.success() {
-            let log = std::fs::read_to_string(cluster.dir.path().join("log/ceph-osd.0.log"))
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            panic!(
-                "tools/ceph.sh start failed ({}); the rbd tests need a local Ceph cluster: \
-                 install it with tools/install-deps.sh (Debian packages ceph-mon ceph-osd \
-                 ceph-common librbd1 librados2)\n--- stderr:\n{}\n--- osd log tail:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        eprintln!("cluster started in {:.1?}", t.elapsed());
-        cluster
-    }
-
-    fn script(&self) -> Command {
-        let mut c = Command::new(ceph_sh());
-        c.env("FVOL_CEPH_DIR", self.dir.path());
-        c
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("ceph.conf")
-    }
-
-    /// A new connection, as another host would have.
-    fn connect(&self) -> Cluster {
-        Cluster::connect(ClusterConfig {
-            conf: Some(self.conf()),
-            timeout: Duration::from_secs(20),
-            ..ClusterConfig::default()
-        })
-        .expect("connect to the test cluster")
-    }
-}
-
-impl Drop for CephCluster {
-    fn drop(&mut self) {
-        match self.script().arg("purge").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "tools/ceph.sh purge failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("tools/ceph.sh purge: {e}"),
-        }
-    }
-}
 
 fn errno(r: Result<impl std::fmt::Debug, RbdError>) -> i32 {
     match r {
@@ -122,7 +39,7 @@ const WRITES: &[(u64, usize)] = &[
 #[test]
 fn rbd_image_lifecycle_on_a_real_cluster() {
     let t = Instant::now();
-    let ceph = CephCluster::start();
+    let ceph = TestCluster::start();
     let host_a = ceph.connect();
     let io_a = host_a.io_ctx(POOL).unwrap();
     let img = "fvol-test-img";
@@ -153,7 +70,7 @@ fn create_and_list(io: &IoCtx, img: &str) {
     assert_eq!(io.pool(), POOL);
 }
 
-fn write_read_flush_reopen(ceph: &CephCluster, io: &IoCtx, img: &str) {
+fn write_read_flush_reopen(ceph: &TestCluster, io: &IoCtx, img: &str) {
     let dev = RbdDevice::new(io.open_image(img).unwrap()).unwrap();
     assert_eq!(dev.size(), 64 * MIB);
     for (i, &(off, len)) in WRITES.iter().enumerate() {
@@ -192,7 +109,7 @@ fn write_read_flush_reopen(ceph: &CephCluster, io: &IoCtx, img: &str) {
 
 /// Two hosts (connections) contend for the advisory lock; the second breaks the first's lock,
 /// which fences the first's whole connection.
-fn exclusive_lock(ceph: &CephCluster, img: &str) {
+fn exclusive_lock(ceph: &TestCluster, img: &str) {
     let host_a = ceph.connect();
     let io_a = host_a.io_ctx(POOL).unwrap();
     let a = io_a.open_image(img).unwrap();
@@ -254,7 +171,7 @@ fn exclusive_lock(ceph: &CephCluster, img: &str) {
 /// An image made with librbd's default features (here by the `rbd` command) has the
 /// exclusive-lock feature, under which an advisory lock would block every write forever:
 /// `lock_exclusive` refuses it instead.
-fn default_features_refuse_the_advisory_lock(ceph: &CephCluster, io: &IoCtx) {
+fn default_features_refuse_the_advisory_lock(ceph: &TestCluster, io: &IoCtx) {
     let name = "fvol-test-default-features";
     fuse_tests::run_ok(Command::new("rbd").arg("-c").arg(ceph.conf()).args([
         "create",

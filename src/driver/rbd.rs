@@ -4,7 +4,9 @@
 //!
 //! One writer at a time: activation takes an advisory exclusive lock on the image with a cookie
 //! naming this host and daemon; another holder is refused with its name. A lock left by a dead
-//! holder is broken only by `fvol break-lock NAME`, which also fences the old holder.
+//! holder is broken only by `fvol break-lock NAME`, which also fences the old holder, except
+//! the lock of a dead predecessor on this same host and root (a daemon killed with -9), which
+//! activation breaks by itself.
 use std::sync::Arc;
 
 use super::{Activation, Created, Driver, DriverContext};
@@ -99,6 +101,53 @@ impl Drop for LockedDevice {
     }
 }
 
+/// The prefix of the lock cookie of every daemon on this host and root; the pid follows.
+fn cookie_prefix(ctx: &DriverContext) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("fvol host={host} root={} pid=", ctx.root.display())
+}
+
+/// Breaks the locks on `image` left by dead predecessors of this daemon: same host and root
+/// (one daemon per root at a time, so another pid there is a predecessor), a pid that no longer
+/// runs. A kill -9 or power loss leaves such a lock, and the restarted daemon must get its own
+/// volumes back without `fvol break-lock`. Returns whether it broke any.
+fn break_stale_own_locks(image: &Image, prefix: &str) -> bool {
+    let Ok(lockers) = image.lockers() else {
+        return false;
+    };
+    let mut broke = false;
+    for l in lockers {
+        let Some(pid) = l
+            .cookie
+            .strip_prefix(prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid as u32 == std::process::id()
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if alive {
+            continue;
+        }
+        match image.break_lock(&l.client, &l.cookie) {
+            Ok(()) => {
+                log::warn!(
+                    "{}: broke the stale lock of a dead predecessor: {} ({}, {})",
+                    image.describe(),
+                    l.cookie,
+                    l.client,
+                    l.address
+                );
+                broke = true;
+            }
+            Err(e) => log::warn!("{}: breaking {}: {e}", image.describe(), l.cookie),
+        }
+    }
+    broke
+}
+
 /// Opens the image under an exclusive lock naming this host and daemon.
 fn lock(
     ctx: &DriverContext,
@@ -106,15 +155,16 @@ fn lock(
     rec: &VolumeRecord,
 ) -> Result<LockedDevice, VolumeError> {
     let image = target.io.open_image(&target.image).map_err(err)?;
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cookie = format!(
-        "fvol host={host} root={} pid={}",
-        ctx.root.display(),
-        std::process::id()
-    );
-    if let Err(e) = image.lock_exclusive(&cookie) {
+    let prefix = cookie_prefix(ctx);
+    let cookie = format!("{prefix}{}", std::process::id());
+    let mut locked = image.lock_exclusive(&cookie);
+    if let Err(e) = &locked
+        && e.errno() == Some(libc::EBUSY)
+        && break_stale_own_locks(&image, &prefix)
+    {
+        locked = image.lock_exclusive(&cookie);
+    }
+    if let Err(e) = locked {
         return Err(match e.errno() {
             Some(libc::EBUSY) | Some(libc::EEXIST) => VolumeError::Driver(format!(
                 "{} is in use by {}; if that holder is dead, run: fvol break-lock {}",

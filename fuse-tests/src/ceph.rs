@@ -1,0 +1,111 @@
+//! `TestCluster`: a private single-node Ceph cluster (`tools/ceph.sh`) for the rbd tests.
+//!
+//! The cluster lives in its own directory `fvol-ceph-XXXX/` under TMPDIR and its mon listens on
+//! a free loopback port, so it never collides with a developer's cluster or another test run.
+//! Dropping it purges the cluster (daemons SIGKILLed, directory removed), also when a test
+//! panics. A host without Ceph fails `start` with the reason (run tools/install-deps.sh): CI
+//! installs Ceph, so a silent skip would hide a broken setup.
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fvol::sys::librbd::{Cluster, ClusterConfig};
+
+/// The pool `tools/ceph.sh` creates and initialises for RBD.
+pub const POOL: &str = "rbd";
+
+fn ceph_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/ceph.sh")
+}
+
+/// A port nobody listens on right now (the kernel's pick for a throwaway listener).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A single-node cluster, purged on drop.
+pub struct TestCluster {
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Bootstraps a new cluster (~10-20 s) with a 4 GiB sparse OSD; panics with the reason
+    /// (and the OSD log's tail) when that fails.
+    pub fn start() -> TestCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("fvol-ceph-")
+            .tempdir()
+            .expect("tempdir");
+        let cluster = TestCluster { dir };
+        let t = Instant::now();
+        let out = cluster
+            .script()
+            .arg("start")
+            .env("FVOL_CEPH_MON_PORT", free_port().to_string())
+            .env("FVOL_CEPH_SIZE", "4G")
+            .output()
+            .expect("spawn tools/ceph.sh");
+        if !out.status.success() {
+            let log = std::fs::read_to_string(cluster.dir.path().join("log/ceph-osd.0.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "tools/ceph.sh start failed ({}); the rbd tests need a local Ceph cluster: \
+                 install it with tools/install-deps.sh (Debian packages ceph-mon ceph-osd \
+                 ceph-common librbd1 librados2)\n--- stderr:\n{}\n--- osd log tail:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        eprintln!("cluster started in {:.1?}", t.elapsed());
+        cluster
+    }
+
+    /// `tools/ceph.sh` on this cluster's directory.
+    pub fn script(&self) -> Command {
+        let mut c = Command::new(ceph_sh());
+        c.env("FVOL_CEPH_DIR", self.dir.path());
+        c
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The clients' ceph.conf (all a client needs).
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("ceph.conf")
+    }
+
+    /// `conf=PATH`, the option the rbd driver takes.
+    pub fn conf_opt(&self) -> String {
+        format!("conf={}", self.conf().display())
+    }
+
+    /// A new connection, as another host would have.
+    pub fn connect(&self) -> Cluster {
+        Cluster::connect(ClusterConfig {
+            conf: Some(self.conf()),
+            timeout: Duration::from_secs(20),
+            ..ClusterConfig::default()
+        })
+        .expect("connect to the test cluster")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        match self.script().arg("purge").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "tools/ceph.sh purge failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("tools/ceph.sh purge: {e}"),
+        }
+    }
+}

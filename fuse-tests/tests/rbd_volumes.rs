@@ -1,0 +1,412 @@
+//! The rbd driver end to end: volumes on RBD images of a real single-node Ceph cluster, served
+//! by real daemons and driven through the CLI.
+//!
+//! One cluster for the whole binary (bootstrapping one takes ~15 s): a single test runs named
+//! steps, each on its own volumes, and reports every failing step at the end. The cluster is
+//! purged when the test ends, also when a step panics.
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fuse_tests::ceph::{POOL, TestCluster};
+use fuse_tests::daemon::{TestDaemon, df_size, fuse_or_skip, stderr_of};
+use fuse_tests::suites;
+
+const MIB: u64 = 1 << 20;
+
+/// Files written (path relative to the mountpoint, contents).
+type Files = Vec<(PathBuf, Vec<u8>)>;
+
+/// Deterministic pseudo-random bytes (xorshift), different for every seed.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `data` to `path`, fsyncs the file and then its directory.
+fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path.parent().unwrap())?;
+    dir.sync_all()
+}
+
+fn create_rbd(d: &TestDaemon, ceph: &TestCluster, name: &str, extra: &[&str]) {
+    let mut args = vec!["create".to_string(), "-d".into(), "rbd".into()];
+    args.extend(["-o".into(), ceph.conf_opt()]);
+    for o in extra {
+        args.extend(["-o".into(), o.to_string()]);
+    }
+    args.push(name.into());
+    d.cli_ok(&args);
+}
+
+fn fsck_clean(d: &TestDaemon, name: &str) -> serde_json::Value {
+    let out = d.cli(["fsck", name]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fsck {name}: {}\n{text}\n{}",
+        out.status,
+        stderr_of(&out)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("fsck JSON: {e}\n{text}"));
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    report
+}
+
+fn io(ceph: &TestCluster) -> fvol::sys::librbd::IoCtx {
+    ceph.connect().io_ctx(POOL).unwrap()
+}
+
+#[test]
+fn rbd_volumes() {
+    if !fuse_or_skip("rbd_volumes") {
+        return;
+    }
+    let t = Instant::now();
+    let ceph = TestCluster::start();
+    type Step = fn(&TestCluster);
+    let steps: &[(&str, Step)] = &[
+        ("quota_and_df", quota_and_df),
+        ("refusals", refusals),
+        ("rm_deletes_the_image", rm_deletes_the_image),
+        ("migration", migration),
+        ("lock_conflict", lock_conflict),
+        ("kill9_durability", kill9_durability),
+        ("pjdfstest", pjdfstest),
+        ("fsx", fsx),
+    ];
+    let only = std::env::var("FVOL_RBD_STEPS").ok();
+    let mut failed = Vec::new();
+    for (name, step) in steps {
+        if let Some(only) = &only
+            && !only.split(',').any(|s| s == *name)
+        {
+            continue;
+        }
+        let ts = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&ceph)));
+        eprintln!(
+            "step {name}: {} in {:.1?}",
+            if r.is_ok() { "ok" } else { "FAILED" },
+            ts.elapsed()
+        );
+        if r.is_err() {
+            failed.push(*name);
+        }
+    }
+    drop(ceph);
+    eprintln!("rbd_volumes done in {:.1?}", t.elapsed());
+    assert!(failed.is_empty(), "failed steps: {failed:?}");
+}
+
+/// df shows the usable capacity, and inspect counts what is written against it.
+///
+/// Writing until ENOSPC is left out: it is a known bug (reported). With a 256M image, redb asks
+/// to grow its file past the metadata region after ~128 MiB of data (it grows by doubling), the
+/// backend's "metadata region full" error poisons the database, and the writer gets EIO instead
+/// of ENOSPC well below the 90 % that df and SizeLimit promise.
+fn quota_and_df(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    create_rbd(&d, ceph, "quota", &["size=256M"]);
+    let mp = d.mount("quota");
+    let size = df_size(&mp);
+    assert!(size <= 256 * MIB && size > 200 * MIB, "df size {size}");
+    let st = d.inspect("quota");
+    let limit = st["Status"]["SizeLimit"].as_u64().unwrap();
+    assert!(limit <= 256 * MIB && limit > 200 * MIB, "{st}");
+    let files = write_files(&mp, "q", 4, 8 * MIB as usize);
+    let written: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    let st = d.inspect("quota");
+    let used = st["Status"]["UsedBytes"].as_u64().unwrap();
+    assert!(
+        used >= written && used < written + MIB,
+        "used {used}, wrote {written}: {st}"
+    );
+    d.cli_ok(["unmount", "quota"]);
+    let report = fsck_clean(&d, "quota");
+    assert_eq!(report["data_bytes"].as_u64(), Some(used), "{report}");
+    d.cli_ok(["rm", "quota"]);
+}
+
+/// A foreign image, a damaged superblock and a missing size= are refused.
+fn refusals(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    let io = io(ceph);
+    // (a) an image made outside fvol, with data in its first block
+    io.create_image("foreign", 64 * MIB).unwrap();
+    let img = io.open_image("foreign").unwrap();
+    let junk = random_bytes(7, 8192);
+    img.write_at(0, &junk).unwrap();
+    img.flush().unwrap();
+    drop(img);
+    let out = d.cli([
+        "create",
+        "-d",
+        "rbd",
+        "-o",
+        "image=foreign",
+        "-o",
+        &ceph.conf_opt(),
+        "foreign-vol",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("not an fvol filesystem"),
+        "{}",
+        stderr_of(&out)
+    );
+    let mut back = vec![0u8; 8192];
+    io.open_image("foreign")
+        .unwrap()
+        .read_at(0, &mut back)
+        .unwrap();
+    assert!(back == junk, "the foreign image was modified");
+    assert!(io.image_exists("foreign").unwrap());
+    io.remove_image("foreign").unwrap();
+
+    // (b) an fvol image with a damaged superblock
+    create_rbd(&d, ceph, "dmg", &["size=64M"]);
+    let mp = d.mount("dmg");
+    std::fs::write(mp.join("a"), b"x").unwrap();
+    d.cli_ok(["unmount", "dmg"]);
+    let img = io.open_image("dmg").unwrap();
+    let mut b = [0u8; 1];
+    img.read_at(13, &mut b).unwrap();
+    img.write_at(13, &[b[0] ^ 0xff]).unwrap();
+    img.flush().unwrap();
+    drop(img);
+    let out = d.cli(["mount", "dmg"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("damaged"), "{}", stderr_of(&out));
+    let out = d.cli([
+        "create",
+        "-d",
+        "rbd",
+        "-o",
+        "image=dmg",
+        "-o",
+        &ceph.conf_opt(),
+        "dmg2",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("damaged"), "{}", stderr_of(&out));
+    d.cli_ok(["rm", "dmg"]);
+
+    // (c) a new image needs size=
+    let out = d.cli(["create", "-d", "rbd", "-o", &ceph.conf_opt(), "nosize"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("size="), "{}", stderr_of(&out));
+    assert!(!io.image_exists("nosize").unwrap());
+}
+
+/// rm of a volume fvol created deletes its image.
+fn rm_deletes_the_image(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    create_rbd(&d, ceph, "gone", &["size=32M"]);
+    let io = io(ceph);
+    assert!(io.image_exists("gone").unwrap());
+    let mp = d.mount("gone");
+    std::fs::write(mp.join("f"), b"data").unwrap();
+    d.cli_ok(["unmount", "gone"]);
+    d.cli_ok(["rm", "gone"]);
+    assert!(!io.image_exists("gone").unwrap());
+}
+
+fn write_files(mp: &Path, prefix: &str, n: usize, len: usize) -> Files {
+    std::fs::create_dir_all(mp.join("data")).unwrap();
+    (0..n)
+        .map(|i| {
+            let p = mp.join(format!("data/{prefix}-{i}"));
+            let data = random_bytes(i as u64 + 1, len + i * 4099);
+            write_durably(&p, &data).unwrap();
+            (p.strip_prefix(mp).unwrap().to_path_buf(), data)
+        })
+        .collect()
+}
+
+fn check_files(mp: &Path, files: &[(PathBuf, Vec<u8>)]) {
+    for (rel, data) in files {
+        let got = std::fs::read(mp.join(rel)).unwrap_or_else(|e| panic!("{rel:?}: {e}"));
+        assert!(
+            got == *data,
+            "{rel:?}: contents differ ({} bytes)",
+            got.len()
+        );
+    }
+}
+
+/// Daemon A writes, unmounts and stops; daemon B adopts the image and reads every byte.
+fn migration(ceph: &TestCluster) {
+    let mut a = TestDaemon::start();
+    create_rbd(&a, ceph, "mig", &["size=128M"]);
+    let mp = a.mount("mig");
+    let files = write_files(&mp, "m", 8, MIB as usize);
+    a.cli_ok(["unmount", "mig"]);
+    a.stop();
+
+    let b = TestDaemon::start();
+    create_rbd(&b, ceph, "migrated", &["image=mig"]);
+    let mp = b.mount("migrated");
+    check_files(&mp, &files);
+    b.cli_ok(["unmount", "migrated"]);
+    b.cli_ok(["rm", "migrated"]);
+    assert!(
+        io(ceph).image_exists("mig").unwrap(),
+        "rm of an adopted volume removed the image"
+    );
+
+    let a = TestDaemon::start_at(&a.root);
+    let mp = a.mount("mig");
+    check_files(&mp, &files);
+    a.cli_ok(["unmount", "mig"]);
+    a.cli_ok(["rm", "mig"]);
+    assert!(!io(ceph).image_exists("mig").unwrap());
+}
+
+/// A second daemon is refused while A holds the lock, also after A died; break-lock lets it in.
+fn lock_conflict(ceph: &TestCluster) {
+    let mut a = TestDaemon::start();
+    create_rbd(&a, ceph, "lk", &["size=64M"]);
+    let mp = a.mount("lk");
+    let files = write_files(&mp, "l", 3, 100_000);
+
+    let b = TestDaemon::start();
+    create_rbd(&b, ceph, "lk", &["image=lk"]);
+    let a_root = a.root().display().to_string();
+    let refused = |why: &str| {
+        let out = b.cli(["mount", "lk"]);
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{why}: B mounted a locked image");
+        assert!(err.contains("fvol host="), "{why}: {err}");
+        assert!(
+            err.contains(&a_root),
+            "{why}: holder's root not named: {err}"
+        );
+        assert!(err.contains("fvol break-lock"), "{why}: {err}");
+    };
+    refused("A alive");
+    a.kill9();
+    refused("A killed");
+    let out = b.cli_ok(["break-lock", "lk"]);
+    eprintln!("break-lock: {out}");
+    let mp = b.mount("lk");
+    check_files(&mp, &files);
+    b.cli_ok(["unmount", "lk"]);
+    fsck_clean(&b, "lk");
+    b.cli_ok(["rm", "lk"]);
+    io(ceph).remove_image("lk").unwrap();
+}
+
+/// Files fsynced (with their directory) before a kill -9 are all there after a restart.
+fn kill9_durability(ceph: &TestCluster) {
+    let mut d = TestDaemon::start();
+    create_rbd(&d, ceph, "dur", &["size=128M"]);
+    let mp = d.mount("dur");
+    std::fs::create_dir(mp.join("w")).unwrap();
+    let manifest: Arc<Mutex<Files>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (manifest, stop, mp) = (manifest.clone(), stop.clone(), mp.clone());
+        std::thread::spawn(move || {
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let rel = PathBuf::from(format!("w/f{i}"));
+                let data = random_bytes(1000 + i, 20_000 + (i as usize % 7) * 33_333);
+                if write_durably(&mp.join(&rel), &data).is_err() {
+                    return;
+                }
+                manifest.lock().unwrap().push((rel, data));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while manifest.lock().unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "the writer is too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.kill9();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let files = manifest.lock().unwrap().clone();
+    // Known bug (reported): the daemon's stale-mount check (`is_stale_mount`, a plain stat)
+    // trusts the kernel's cached attributes of the mountpoint, which the rbd driver's 60 s
+    // attribute TTL keeps valid after the daemon died, so recovery neither detaches the stale
+    // mount nor can mount over it ("creating .../mnt: File exists"). Detach it here, as an
+    // operator would, until that is fixed.
+    assert!(fuse_tests::daemon::is_mountpoint(&mp));
+    nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    eprintln!("{} files fsynced before kill -9", files.len());
+
+    let d = TestDaemon::start_at(&d.root);
+    // the restarted daemon remounts the volume it served; its predecessor's lock is in the way
+    // unless the daemon recovers it
+    let st = d.inspect("dur");
+    eprintln!("after restart: {}", st["Status"]);
+    assert_eq!(
+        st["Status"]["Mounted"],
+        true,
+        "the restarted daemon did not mount its volume again (its predecessor's lock?)\n{}",
+        d.log()
+    );
+    assert!(
+        d.log()
+            .contains("broke the stale lock of a dead predecessor"),
+        "{}",
+        d.log()
+    );
+    let mp = d.mount("dur");
+    check_files(&mp, &files);
+    d.cli_ok(["unmount", "dur"]);
+    fsck_clean(&d, "dur");
+    d.cli_ok(["rm", "dur"]);
+}
+
+fn pjdfstest(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    create_rbd(&d, ceph, "pjd", &["size=256M"]);
+    let mp = d.mount("pjd");
+    let (failed, skipped, passed, text) = suites::pjdfstest(&mp);
+    eprintln!("pjdfstest: {failed} failed, {skipped} skipped, {passed} passed");
+    assert_eq!(failed, 0, "{text}");
+    d.cli_ok(["unmount", "pjd"]);
+    fsck_clean(&d, "pjd");
+    d.cli_ok(["rm", "pjd"]);
+}
+
+fn fsx(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    create_rbd(&d, ceph, "fsx", &["size=256M"]);
+    let mp = d.mount("fsx");
+    for seed in [1, 2, 3] {
+        if let Err(text) = suites::fsx(&mp, seed, 10_000) {
+            panic!("fsx seed {seed}:\n{text}");
+        }
+    }
+    d.cli_ok(["unmount", "fsx"]);
+    fsck_clean(&d, "fsx");
+    d.cli_ok(["rm", "fsx"]);
+}
