@@ -183,3 +183,46 @@ fn foreign_and_damaged_images_are_refused() {
     let err = ImageFs::open(clean_dev, Limits::default()).err().unwrap();
     assert!(err.to_string().contains("damaged"), "{err}");
 }
+
+/// Filling an image ends in a clean ENOSPC (a short write, then NoSpace), never in an I/O
+/// error from the storage underneath, and the image stays consistent and usable.
+#[test]
+fn filling_an_image_ends_in_enospc() {
+    for size in [64u64 << 20, 256 << 20] {
+        let device = Arc::new(CrashDevice::new(size));
+        let dev: Arc<dyn BlockDevice> = device.clone();
+        ImageFs::format(
+            dev.clone(),
+            RootOwner {
+                uid: 0,
+                gid: 0,
+                mode: 0o755,
+            },
+        )
+        .unwrap();
+        let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+        let capacity = fs.statfs().unwrap().blocks * 4096;
+        let chunk = vec![7u8; 1 << 20];
+        let (mut file, mut written) = (0, 0u64);
+        'fill: loop {
+            let name = format!("fill{file}");
+            let (e, o) = fs
+                .create(&ROOT, ROOT_INO, OsStr::new(&name), 0o644, libc::O_RDWR)
+                .unwrap();
+            for i in 0..16u64 {
+                match fs.write(e.attr.ino, o.fh, i << 20, &chunk, false) {
+                    Ok(n) => written += n as u64,
+                    Err(fvol::fs::FsError::NoSpace) => break 'fill,
+                    Err(err) => panic!("image of {size} bytes: {err:?} after {written} bytes"),
+                }
+            }
+            fs.release(e.attr.ino, o.fh).unwrap();
+            file += 1;
+        }
+        assert!(written > capacity * 9 / 10, "{written} of {capacity} bytes");
+        fs.sync_all().unwrap();
+        drop(fs);
+        let report = fsck(dev).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+}

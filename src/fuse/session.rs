@@ -99,7 +99,9 @@ pub fn mount(
 /// True when `path` is a FUSE mount whose handler is gone ("Transport endpoint is not
 /// connected").
 pub fn is_stale_mount(path: &Path) -> bool {
-    matches!(nix::sys::stat::stat(path), Err(Errno::ENOTCONN))
+    // statfs, not stat: stat may be answered from the kernel's attribute cache for as long as
+    // the dead mount's TTL; statfs always asks the (gone) handler.
+    matches!(nix::sys::statfs::statfs(path), Err(Errno::ENOTCONN))
 }
 
 /// Detaches whatever is mounted at `path` (lazily, so busy users do not block it).

@@ -165,7 +165,8 @@ impl ImageFs {
         let len = data.len() as u64;
         let (first, last) = (offset / CHUNK, (offset + len - 1) / CHUNK);
         // The reservation outlives the commit, until the usage it covers is applied.
-        let (written, grown, _reservation) = self.write(false, |t| {
+        let durable = self.wrote(len);
+        let (written, grown, _reservation) = self.write(durable, |t| {
             let mut rec = file(t.inode(ino)?)?;
             let pieces = pieces(t, ino, first, last)?;
             let (plan, reservation) = self

@@ -15,6 +15,7 @@ mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -58,15 +59,23 @@ struct Live {
 pub struct ImageFs {
     db: Database,
     quota: Quota,
+    /// Bytes written since the last durable commit. Pages a non-durable commit frees stay
+    /// reserved until a durable one (a crash must find the last durable state whole), so the
+    /// image gets a durable commit after every `durable_every` bytes.
+    undurable: AtomicU64,
+    durable_every: u64,
     live: Mutex<HashMap<Ino, Live>>,
     files: HandleTable<Ino>,
     dirs: HandleTable<Mutex<Vec<(std::ffi::OsString, Ino, FileKind)>>>,
 }
 
-/// Room the filesystem may use for data: what is left of the image after redb's own pages.
+/// Room the filesystem may use for data. redb grows its storage by doubling (until 4 GiB),
+/// and a growth step that would pass the end of the image fails and stops the database; so
+/// data may fill a little under half the image, and the quota says no before redb has to grow
+/// past it. (Growth in smaller steps would give the rest back; see docs/rbd.md.)
 pub fn usable_capacity(image_size: u64) -> u64 {
     let region = image_size.saturating_sub(REGION_START);
-    (region / 100 * 90) / 4096 * 4096
+    (region / 100 * 45) / 4096 * 4096
 }
 
 impl ImageFs {
@@ -112,6 +121,8 @@ impl ImageFs {
         let fs = ImageFs {
             db,
             quota: Quota::new(Limits::default(), UsageSnapshot::default()),
+            undurable: AtomicU64::new(0),
+            durable_every: (usable_capacity(size) / 8).max(4 << 20),
             live: Mutex::new(HashMap::new()),
             files: HandleTable::default(),
             dirs: HandleTable::default(),
@@ -129,8 +140,17 @@ impl ImageFs {
         })
     }
 
+    /// Counts bytes written; past `durable_every`, the next commit is durable.
+    fn wrote(&self, bytes: u64) -> bool {
+        let total = self.undurable.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        total >= self.durable_every
+    }
+
     /// Runs `f` in one write transaction, committed (durably if asked) only when it succeeds.
     fn write<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+        if durable {
+            self.undurable.store(0, Ordering::Relaxed);
+        }
         let mut tx = self.db.begin_write().io()?;
         if !durable {
             tx.set_durability(Durability::None).io()?;
