@@ -9,7 +9,8 @@
 #   stop    SIGTERM (dockerd kills running containers, 15 s grace), SIGKILL after 40 s
 #   purge   stop, unmount anything left under $FVOL_DOCKER_DIR, delete it
 #   env     print the export line for clients: eval "$(tools/docker-daemon.sh env)"
-# Knobs: FVOL_DOCKER_DIR=/tmp/fvol-docker  FVOL_DOCKER_STORAGE=overlay2 (or vfs)
+# Knobs: FVOL_DOCKER_DIR=/tmp/fvol-docker  FVOL_DOCKER_STORAGE=overlay2 (or vfs; when not set and
+#        overlay2 does not work on the filesystem of FVOL_DOCKER_DIR, vfs is tried next)
 #
 # Left outside $FVOL_DOCKER_DIR by dockerd/containerd (removed by `purge` only if empty):
 #   /run/docker/ (legacy plugin sockets live in /run/docker/plugins/NAME.sock)
@@ -17,6 +18,7 @@
 set -euo pipefail
 D=${FVOL_DOCKER_DIR:-/tmp/fvol-docker}
 STORAGE=${FVOL_DOCKER_STORAGE:-overlay2}
+STORAGE_CHOSEN=${FVOL_DOCKER_STORAGE:+yes}
 SOCK=$D/docker.sock
 PIDF=$D/docker.pid
 export DOCKER_HOST=unix://$SOCK
@@ -56,8 +58,16 @@ start() {
         kill -0 "$child" 2>/dev/null || break
         sleep 0.1
     done
-    tail -20 "$D/dockerd.log" >&2 || true
     kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+    if [ -z "$STORAGE_CHOSEN" ] && [ "$STORAGE" = overlay2 ] \
+        && grep -q 'graphdriver' "$D/dockerd.log" 2>/dev/null; then
+        log "overlay2 does not work here; trying vfs"
+        STORAGE=vfs
+        start
+        return
+    fi
+    tail -20 "$D/dockerd.log" >&2 || true
     die "dockerd did not come up (log: $D/dockerd.log)"
 }
 

@@ -3,7 +3,7 @@
 //! (`/etc/docker/plugins/NAME.spec` holding `unix://<socket>`). NAME is the driver name.
 use std::fs::{DirBuilder, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -61,15 +61,14 @@ impl PluginConfig {
     }
 }
 
-/// The served socket (and spec file). `remove` (or dropping it) deletes them, but only while
-/// they are still the ones this daemon made: a successor may already have replaced them.
+/// The served socket (and spec file). `remove` (or dropping it) deletes them once this
+/// daemon's listener is closed, unless another process serves them by then (a successor).
 #[derive(Debug)]
 pub struct Registration {
     socket: PathBuf,
-    /// (st_dev, st_ino) of the socket this daemon bound.
-    socket_id: FileId,
-    /// The spec file and its (st_dev, st_ino).
-    spec: Option<(PathBuf, FileId)>,
+    /// The spec file and the text this daemon wrote to it.
+    spec: Option<(PathBuf, String)>,
+    removed: bool,
 }
 
 impl Registration {
@@ -77,26 +76,39 @@ impl Registration {
         &self.socket
     }
 
-    /// Deletes the spec file and the socket if they are still this daemon's.
+    /// Deletes the spec file and the socket, unless a successor serves them. Call it after
+    /// closing the listener.
     pub fn remove(mut self) {
         self.remove_files();
     }
 
     fn remove_files(&mut self) {
-        if let Some((spec, id)) = self.spec.take() {
-            if file_id(&spec).is_ok_and(|now| now == id) {
-                if let Err(e) = std::fs::remove_file(&spec) {
+        if std::mem::replace(&mut self.removed, true) {
+            return;
+        }
+        // This daemon's listener is closed: whoever answers on the socket now is another
+        // daemon, which owns the socket, and the spec file if it points there.
+        if answers(&self.socket) {
+            log::info!(
+                "{} is served by another process now: left in place",
+                self.socket.display()
+            );
+            return;
+        }
+        if let Some((spec, text)) = &self.spec {
+            if std::fs::read_to_string(spec).is_ok_and(|now| now == *text) {
+                if let Err(e) = std::fs::remove_file(spec) {
                     log::warn!("could not remove {}: {e}", spec.display());
                 }
             }
         }
-        if file_id(&self.socket).is_ok_and(|now| now == self.socket_id) {
+        let is_socket =
+            std::fs::symlink_metadata(&self.socket).is_ok_and(|m| m.file_type().is_socket());
+        if is_socket {
             if let Err(e) = serve::remove_socket(&self.socket) {
                 log::warn!("could not remove {}: {e}", self.socket.display());
             }
         }
-        // Done: a second call (drop after remove) finds nothing of ours.
-        self.socket_id = (u64::MAX, u64::MAX, 0, 0);
     }
 }
 
@@ -115,21 +127,24 @@ pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), D
         create_dir(dir)?;
     }
     check_socket_free(socket)?;
+    if let Some(spec) = &config.spec {
+        check_spec_free(spec, socket)?;
+    }
     let listener = serve::bind_socket(socket)
         .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;
-    let socket_id =
-        file_id(socket).map_err(|e| DaemonError::io(format!("reading {}", socket.display()), e))?;
     let mut registration = Registration {
         socket: socket.clone(),
-        socket_id,
         spec: None,
+        removed: false,
     };
     if let Some(spec) = &config.spec {
-        // On error, dropping `registration` removes the socket again.
         let text = format!("unix://{}\n", socket.display());
-        check_spec_free(spec, socket)?;
-        let id = write_spec(spec, &text)?;
-        registration.spec = Some((spec.clone(), id));
+        if let Err(e) = write_spec(spec, &text) {
+            // Closed first, so that dropping `registration` removes the socket again.
+            drop(listener);
+            return Err(e);
+        }
+        registration.spec = Some((spec.clone(), text));
     }
     Ok((listener, registration))
 }
@@ -184,17 +199,8 @@ fn check_spec_free(spec: &Path, socket: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Which file a path names now. Inode numbers are reused at once (a successor's socket may get
-/// the number of the one it replaced), so the change time tells the two apart.
-type FileId = (u64, u64, i64, i64);
-
-fn file_id(path: &Path) -> io::Result<FileId> {
-    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
-}
-
-/// Writes the spec file whole or not at all (a temporary file renamed over it), mode 0644,
-/// and returns its identity.
-fn write_spec(spec: &Path, text: &str) -> Result<FileId, DaemonError> {
+/// Writes the spec file whole or not at all (a temporary file renamed over it), mode 0644.
+fn write_spec(spec: &Path, text: &str) -> Result<(), DaemonError> {
     let io_err = |e| DaemonError::io(format!("writing {}", spec.display()), e);
     if let Some(dir) = spec.parent() {
         create_dir(dir)?;
@@ -211,7 +217,7 @@ fn write_spec(spec: &Path, text: &str) -> Result<FileId, DaemonError> {
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(e));
     }
-    file_id(spec).map_err(io_err)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -262,8 +268,8 @@ mod tests {
         assert!(err.contains("--no-plugin"), "{err}");
         assert!(config.socket.exists(), "the refused one removed the socket");
 
-        registration.remove();
         drop(listener);
+        registration.remove();
         assert!(!config.socket.exists());
         assert!(!config.spec.as_ref().unwrap().exists());
     }
@@ -277,7 +283,8 @@ mod tests {
             socket: socket.clone(),
             spec: None,
         };
-        let (_listener, registration) = register(&config).unwrap();
+        let (listener, registration) = register(&config).unwrap();
+        drop(listener);
         drop(registration);
         assert!(!socket.exists());
 
