@@ -278,14 +278,7 @@ impl TestDaemon {
             .map(|a| a.as_ref().to_os_string())
             .collect();
         let out = self.cli(&args);
-        assert!(
-            out.status.success(),
-            "fvol {args:?} failed: {}\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        crate::stdout_of_success(&format!("fvol {args:?}"), out)
     }
 
     /// `fvol inspect NAME`, the first (only) element.

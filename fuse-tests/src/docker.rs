@@ -110,14 +110,7 @@ impl DockerDaemon {
             .map(|a| a.as_ref().to_os_string())
             .collect();
         let out = self.docker(&args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::stdout_of_success(&format!("docker {args:?}"), out)
     }
 
     /// `docker ARGS...` expected to fail; returns its stderr.

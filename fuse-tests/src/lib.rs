@@ -27,6 +27,19 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The stdout of a command that must have succeeded; panics with everything it printed
+/// otherwise. `what` names the command in the message.
+pub fn stdout_of_success(what: &str, out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// True when the process can mount FUSE filesystems (root and /dev/fuse).
 pub fn fuse_available() -> bool {
     nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/fuse").exists()
