@@ -61,7 +61,10 @@ impl TestSession {
                     gid: 0,
                     mode: 0o755,
                 };
-                let size = limits.bytes.map_or(4 << 30, |b| (b + b / 5).max(64 << 20));
+                // Big enough that the image's usable capacity (a little under half) covers the limit.
+                let size = limits
+                    .bytes
+                    .map_or(4 << 30, |b| (b / 40 * 100 + (8 << 20)).max(64 << 20));
                 let device = Arc::new(FileDevice::create(&backing.join("image"), size).unwrap());
                 ImageFs::format(device.clone(), root).expect("format");
                 (

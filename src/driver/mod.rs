@@ -52,6 +52,10 @@ pub trait Driver: Send + Sync {
     fn default_size(&self) -> Option<u64> {
         None
     }
+    /// The byte limit the volume enforces, as `inspect` and the plugin show it.
+    fn size_limit(&self, opts: &VolumeOptions) -> Option<u64> {
+        opts.size.or(self.default_size())
+    }
     /// Checks options beyond their syntax (paths, ranges). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
     /// Prepares the backing store and measures what it already holds.

@@ -191,6 +191,11 @@ impl Driver for RbdDriver {
         ]
     }
 
+    /// `size=` is the image's size; data may use its usable capacity.
+    fn size_limit(&self, opts: &VolumeOptions) -> Option<u64> {
+        opts.size.map(crate::fs::image::fs::usable_capacity)
+    }
+
     fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
         crate::sys::librbd::check_libraries().map_err(err)
     }

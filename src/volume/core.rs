@@ -116,7 +116,7 @@ impl Core {
             options: rec.options.clone(),
             scope: "local".into(),
             status: VolumeStatus {
-                size_limit: opts.size.or(driver.default_size()),
+                size_limit: driver.size_limit(&opts),
                 used_bytes: usage.bytes,
                 inode_limit: opts.inodes,
                 used_inodes: usage.inodes,

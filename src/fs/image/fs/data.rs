@@ -165,8 +165,9 @@ impl ImageFs {
         let len = data.len() as u64;
         let (first, last) = (offset / CHUNK, (offset + len - 1) / CHUNK);
         // The reservation outlives the commit, until the usage it covers is applied.
-        let durable = self.wrote(len);
-        let (written, grown, _reservation) = self.write(durable, |t| {
+        // Each chunk touched is rewritten whole (copy-on-write).
+        let rewrite = (last - first + 1) * (CHUNK + 4096);
+        let (written, grown, _reservation) = self.write_costing(rewrite, false, |t| {
             let mut rec = file(t.inode(ino)?)?;
             let pieces = pieces(t, ino, first, last)?;
             let (plan, reservation) = self

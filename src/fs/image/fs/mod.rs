@@ -47,6 +47,9 @@ fn meta(e: impl std::fmt::Display) -> ImageError {
     ImageError::Metadata(e.to_string())
 }
 
+/// What a transaction rewrites at least (a few B-tree pages of 4 KiB).
+const TX_REWRITE: u64 = 16 << 10;
+
 /// Bytes of the redb cache: metadata and recently used chunks stay in memory.
 const CACHE: usize = 64 << 20;
 
@@ -59,9 +62,9 @@ struct Live {
 pub struct ImageFs {
     db: Database,
     quota: Quota,
-    /// Bytes written since the last durable commit. Pages a non-durable commit frees stay
-    /// reserved until a durable one (a crash must find the last durable state whole), so the
-    /// image gets a durable commit after every `durable_every` bytes.
+    /// Bytes rewritten (copy-on-write) since the last durable commit. Pages a non-durable
+    /// commit frees stay reserved until a durable one (a crash must find the last durable state
+    /// whole), so the image gets a durable commit after every `durable_every` bytes of them.
     undurable: AtomicU64,
     durable_every: u64,
     live: Mutex<HashMap<Ino, Live>>,
@@ -140,14 +143,22 @@ impl ImageFs {
         })
     }
 
-    /// Counts bytes written; past `durable_every`, the next commit is durable.
-    fn wrote(&self, bytes: u64) -> bool {
-        let total = self.undurable.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        total >= self.durable_every
+    /// Runs `f` in one write transaction, committed (durably if asked) only when it succeeds.
+    /// Every transaction rewrites at least a path of B-tree pages; the commit is made durable
+    /// once enough was rewritten since the last durable one.
+    fn write<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+        self.write_costing(TX_REWRITE, durable, f)
     }
 
-    /// Runs `f` in one write transaction, committed (durably if asked) only when it succeeds.
-    fn write<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+    /// `write`, for a transaction that rewrites about `rewrite` bytes.
+    fn write_costing<T>(
+        &self,
+        rewrite: u64,
+        durable: bool,
+        f: impl FnOnce(&Tx<'_>) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let pending = self.undurable.fetch_add(rewrite, Ordering::Relaxed) + rewrite;
+        let durable = durable || pending >= self.durable_every;
         if durable {
             self.undurable.store(0, Ordering::Relaxed);
         }
