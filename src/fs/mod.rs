@@ -6,6 +6,7 @@ pub mod image;
 pub mod memory;
 pub mod passthrough;
 pub mod quota;
+pub mod rules;
 pub mod types;
 
 pub use error::{FsError, FsResult};

@@ -14,7 +14,6 @@ pub mod pages;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -41,9 +40,7 @@ impl Tree {
     /// The node `name` names in directory `parent`. Takes the tree as the caller holds it
     /// (read or write): the tree lock is never taken twice.
     fn child(&self, parent: &Node, name: &OsStr) -> FsResult<Arc<Node>> {
-        if name.len() > namespace::NAME_MAX {
-            return Err(FsError::Os(Errno::ENAMETOOLONG));
-        }
+        super::rules::check_name(name)?;
         let Body::Dir { entries, .. } = &*parent.body.read() else {
             return Err(FsError::Os(Errno::ENOTDIR));
         };
@@ -152,10 +149,6 @@ impl MemFs {
         }
     }
 
-    fn created(&self, node: &Arc<Node>) -> Entry {
-        self.entry(node)
-    }
-
     fn open_node(&self, node: Arc<Node>, flags: i32) -> FsResult<Opened> {
         if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
             self.truncate_node(&node, 0)?;
@@ -168,15 +161,6 @@ impl MemFs {
             keep_cache: true,
         })
     }
-
-    fn xattr_allowed(node: &Node, name: &OsStr) -> FsResult<()> {
-        // As on Linux: user attributes only on regular files and directories.
-        let user = name.as_bytes().starts_with(b"user.");
-        if user && !matches!(node.kind, FileKind::File | FileKind::Dir) {
-            return Err(FsError::Os(Errno::EPERM));
-        }
-        Ok(())
-    }
 }
 
 impl Drop for MemFs {
@@ -184,14 +168,6 @@ impl Drop for MemFs {
     fn drop(&mut self) {
         self.tree.get_mut().nodes.clear();
         crate::sys::heap::release_free_memory();
-    }
-}
-
-fn sized(value: &[u8], size: u32) -> FsResult<XattrReply> {
-    match size {
-        0 => Ok(XattrReply::Size(value.len() as u32)),
-        n if (n as usize) < value.len() => Err(FsError::Os(Errno::ERANGE)),
-        _ => Ok(XattrReply::Data(value.to_vec())),
     }
 }
 

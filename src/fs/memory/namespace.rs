@@ -9,9 +9,8 @@ use nix::errno::Errno;
 use super::MemFs;
 use super::node::{Body, Meta, Node};
 use super::pages::Pages;
+use crate::fs::rules::{self, RenameMode};
 use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
-
-pub(super) const NAME_MAX: usize = 255;
 
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
@@ -43,9 +42,7 @@ impl MemFs {
         mode: u32,
         new: NewNode<'_>,
     ) -> FsResult<Arc<Node>> {
-        if name.len() > NAME_MAX {
-            return Err(os(Errno::ENAMETOOLONG));
-        }
+        rules::check_name(name)?;
         let mut tree = self.tree.write();
         let parent = tree.get(parent)?;
         let (parent_gid, parent_setgid) = {
@@ -140,16 +137,12 @@ impl MemFs {
     }
 
     pub(super) fn rename_entry(&self, r: &Rename<'_>) -> FsResult<()> {
-        let (name, new_name, flags) = (r.name, r.new_name, r.flags);
-        if new_name.len() > NAME_MAX {
-            return Err(os(Errno::ENAMETOOLONG));
-        }
-        let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
-        {
-            return Err(FsError::Invalid);
-        }
+        let (name, new_name) = (r.name, r.new_name);
+        rules::check_name(new_name)?;
+        let RenameMode {
+            exchange,
+            noreplace,
+        } = rules::rename_mode(r.flags)?;
         let tree = self.tree.write();
         let from = tree.get(r.parent)?;
         let to = tree.get(r.new_parent)?;
@@ -162,12 +155,9 @@ impl MemFs {
             Some(_) if noreplace => return Err(os(Errno::EEXIST)),
             None if exchange => return Err(FsError::NotFound),
             Some(t) if t.ino == moved.ino => return Ok(()),
-            Some(t) if !exchange => match (moved.kind == FileKind::Dir, t.kind == FileKind::Dir) {
-                (true, false) => return Err(os(Errno::ENOTDIR)),
-                (false, true) => return Err(os(Errno::EISDIR)),
-                (true, true) => self.check_empty(t)?,
-                (false, false) => {}
-            },
+            Some(t) if !exchange => {
+                rules::check_replace(moved.kind, t.kind, || Ok(self.check_empty(t).is_ok()))?
+            }
             _ => {}
         }
         set_entry(

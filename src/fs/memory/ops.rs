@@ -10,11 +10,9 @@ use nix::errno::Errno;
 use super::namespace::NewNode;
 use super::node::Body;
 use super::pages::PAGE;
-use super::{Listing, MemFs, sized, time};
+use super::{Listing, MemFs, time};
+use crate::fs::rules;
 use crate::fs::*;
-
-/// File capabilities, which a write or chown must drop like setuid.
-const CAPABILITY: &str = "security.capability";
 
 impl VolumeFs for MemFs {
     fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
@@ -50,7 +48,7 @@ impl VolumeFs for MemFs {
         if kill {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
-            m.xattrs.remove(std::ffi::OsStr::new(CAPABILITY));
+            m.xattrs.remove(std::ffi::OsStr::new(rules::CAPABILITY));
         }
         if let Some(size) = change.size {
             let old = node.attr().size;
@@ -102,12 +100,12 @@ impl VolumeFs for MemFs {
             other => NewNode::Special(other, rdev),
         };
         let node = self.make(c, parent, name, mode, new)?;
-        Ok(self.created(&node))
+        Ok(self.entry(&node))
     }
 
     fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
         let node = self.make(c, parent, name, mode, NewNode::Dir)?;
-        Ok(self.created(&node))
+        Ok(self.entry(&node))
     }
 
     fn unlink(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<()> {
@@ -124,7 +122,7 @@ impl VolumeFs for MemFs {
             return Err(FsError::Os(Errno::ENAMETOOLONG));
         }
         let node = self.make(c, parent, name, 0o777, NewNode::Symlink(target))?;
-        Ok(self.created(&node))
+        Ok(self.entry(&node))
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
@@ -161,7 +159,7 @@ impl VolumeFs for MemFs {
             }
             other => other?,
         };
-        let entry = self.created(&node);
+        let entry = self.entry(&node);
         Ok((entry, self.open_node(node, flags & !libc::O_TRUNC)?))
     }
 
@@ -174,7 +172,7 @@ impl VolumeFs for MemFs {
         if kill {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
-            m.xattrs.remove(OsStr::new(CAPABILITY));
+            m.xattrs.remove(OsStr::new(rules::CAPABILITY));
         }
         self.write_node(&node, offset, data)
     }
@@ -272,7 +270,7 @@ impl VolumeFs for MemFs {
 
     fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         let node = self.node(ino)?;
-        Self::xattr_allowed(&node, name)?;
+        rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
         let exists = m.xattrs.contains_key(name);
         if flags & libc::XATTR_CREATE != 0 && exists {
@@ -290,7 +288,7 @@ impl VolumeFs for MemFs {
         let node = self.node(ino)?;
         let m = node.meta.lock();
         let value = m.xattrs.get(name).ok_or(FsError::Os(Errno::ENODATA))?;
-        sized(value, size)
+        rules::xattr_reply(value, size)
     }
 
     fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
@@ -301,12 +299,12 @@ impl VolumeFs for MemFs {
             list.extend_from_slice(name.as_bytes());
             list.push(0);
         }
-        sized(&list, size)
+        rules::xattr_reply(&list, size)
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
         let node = self.node(ino)?;
-        Self::xattr_allowed(&node, name)?;
+        rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
         m.xattrs.remove(name).ok_or(FsError::Os(Errno::ENODATA))?;
         m.ctime = SystemTime::now();

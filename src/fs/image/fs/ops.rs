@@ -9,21 +9,15 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::ImageFs;
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
+use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
-
-const NAME_MAX: usize = 255;
-const CAPABILITY: &[u8] = b"security.capability";
 
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
 }
 
 fn name_ok(name: &OsStr) -> FsResult<&[u8]> {
-    match name.len() {
-        0 => Err(FsError::Invalid),
-        n if n > NAME_MAX => Err(os(Errno::ENAMETOOLONG)),
-        _ => Ok(name.as_bytes()),
-    }
+    rules::check_name(name).map(|()| name.as_bytes())
 }
 
 fn dir(rec: &InodeRec) -> FsResult<()> {
@@ -129,13 +123,10 @@ impl ImageFs {
 
     fn rename_in(&self, r: &Rename<'_>) -> FsResult<Option<Ino>> {
         let (name, new_name) = (name_ok(r.name)?, name_ok(r.new_name)?);
-        let exchange = r.flags & libc::RENAME_EXCHANGE != 0;
-        let noreplace = r.flags & libc::RENAME_NOREPLACE != 0;
-        if r.flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0
-            || (exchange && noreplace)
-        {
-            return Err(FsError::Invalid);
-        }
+        let RenameMode {
+            exchange,
+            noreplace,
+        } = rules::rename_mode(r.flags)?;
         self.write(false, |t| {
             let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
             let target = t.child(r.new_parent, new_name)?;
@@ -152,12 +143,7 @@ impl ImageFs {
                 Some(_) if noreplace => return Err(os(Errno::EEXIST)),
                 None if exchange => return Err(FsError::NotFound),
                 Some((ino, v)) if !exchange => {
-                    match (m.kind() == FileKind::Dir, v.kind() == FileKind::Dir) {
-                        (true, false) => return Err(os(Errno::ENOTDIR)),
-                        (false, true) => return Err(os(Errno::EISDIR)),
-                        (true, true) if !t.is_empty_dir(*ino)? => return Err(os(Errno::ENOTEMPTY)),
-                        _ => {}
-                    }
+                    rules::check_replace(m.kind(), v.kind(), || t.is_empty_dir(*ino))?
                 }
                 _ => {}
             }
@@ -244,17 +230,9 @@ fn drop_privileges(t: &Tx<'_>, ino: Ino, rec: &mut InodeRec) -> FsResult<()> {
     rec.perm = mode_without_privileges(rec.perm);
     t.tx.open_table(XATTRS)
         .io()?
-        .remove((ino, CAPABILITY))
+        .remove((ino, rules::CAPABILITY.as_bytes()))
         .io()?;
     Ok(())
-}
-
-fn sized(value: &[u8], size: u32) -> FsResult<XattrReply> {
-    match size {
-        0 => Ok(XattrReply::Size(value.len() as u32)),
-        n if (n as usize) < value.len() => Err(os(Errno::ERANGE)),
-        _ => Ok(XattrReply::Data(value.to_vec())),
-    }
 }
 
 fn set_time(t: TimeSet) -> (i64, u32) {
@@ -562,7 +540,7 @@ impl VolumeFs for ImageFs {
             files: inodes,
             ffree: inodes.saturating_sub(used.inodes),
             bsize: unit as u32,
-            namelen: NAME_MAX as u32,
+            namelen: rules::NAME_MAX as u32,
             frsize: unit as u32,
         })
     }
@@ -570,11 +548,7 @@ impl VolumeFs for ImageFs {
     fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         self.write(false, |t| {
             let mut rec = t.inode(ino)?;
-            if name.as_bytes().starts_with(b"user.")
-                && !matches!(rec.kind(), FileKind::File | FileKind::Dir)
-            {
-                return Err(os(Errno::EPERM));
-            }
+            rules::check_xattr_kind(rec.kind(), name)?;
             let mut x = t.tx.open_table(XATTRS).io()?;
             let exists = x.get((ino, name.as_bytes())).io()?.is_some();
             if flags & libc::XATTR_CREATE != 0 && exists {
@@ -597,7 +571,7 @@ impl VolumeFs for ImageFs {
             .get((ino, name.as_bytes()))
             .io()?
             .ok_or(os(Errno::ENODATA))?;
-        sized(v.value(), size)
+        rules::xattr_reply(v.value(), size)
     }
 
     fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
@@ -609,7 +583,7 @@ impl VolumeFs for ImageFs {
             list.extend_from_slice(k.value().1);
             list.push(0);
         }
-        sized(&list, size)
+        rules::xattr_reply(&list, size)
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {

@@ -1,0 +1,119 @@
+//! POSIX rules shared by the cores that keep their own namespace (memory and image); the
+//! passthrough core gets them from the host.
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+use super::{FileKind, FsError, FsResult, XattrReply};
+
+pub const NAME_MAX: usize = 255;
+
+/// File capabilities, which a write, truncate or chown by an unprivileged caller drops like
+/// setuid.
+pub const CAPABILITY: &str = "security.capability";
+
+pub fn check_name(name: &OsStr) -> FsResult<()> {
+    match name.len() {
+        0 => Err(FsError::Invalid),
+        n if n > NAME_MAX => Err(FsError::Os(Errno::ENAMETOOLONG)),
+        _ => Ok(()),
+    }
+}
+
+/// The rename flags a filesystem of ours honours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenameMode {
+    pub exchange: bool,
+    pub noreplace: bool,
+}
+
+pub fn rename_mode(flags: u32) -> FsResult<RenameMode> {
+    let exchange = flags & libc::RENAME_EXCHANGE != 0;
+    let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+    let known = libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE;
+    if flags & !known != 0 || (exchange && noreplace) {
+        return Err(FsError::Invalid);
+    }
+    Ok(RenameMode {
+        exchange,
+        noreplace,
+    })
+}
+
+/// Checks that `moved` may replace an existing `target` (a plain rename): a directory only
+/// replaces an empty directory, and a non-directory only a non-directory.
+pub fn check_replace(
+    moved: FileKind,
+    target: FileKind,
+    target_is_empty: impl FnOnce() -> FsResult<bool>,
+) -> FsResult<()> {
+    match (moved == FileKind::Dir, target == FileKind::Dir) {
+        (true, false) => Err(FsError::Os(Errno::ENOTDIR)),
+        (false, true) => Err(FsError::Os(Errno::EISDIR)),
+        (true, true) if !target_is_empty()? => Err(FsError::Os(Errno::ENOTEMPTY)),
+        _ => Ok(()),
+    }
+}
+
+/// As on Linux: `user.*` attributes only on regular files and directories.
+pub fn check_xattr_kind(kind: FileKind, name: &OsStr) -> FsResult<()> {
+    if name.as_bytes().starts_with(b"user.") && !matches!(kind, FileKind::File | FileKind::Dir) {
+        return Err(FsError::Os(Errno::EPERM));
+    }
+    Ok(())
+}
+
+/// The reply to getxattr/listxattr: the size when asked with 0, ERANGE when `size` is short.
+pub fn xattr_reply(value: &[u8], size: u32) -> FsResult<XattrReply> {
+    match size {
+        0 => Ok(XattrReply::Size(value.len() as u32)),
+        n if (n as usize) < value.len() => Err(FsError::Os(Errno::ERANGE)),
+        _ => Ok(XattrReply::Data(value.to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_flags() {
+        assert_eq!(
+            rename_mode(0).unwrap(),
+            RenameMode {
+                exchange: false,
+                noreplace: false
+            }
+        );
+        assert!(rename_mode(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE).is_err());
+        assert!(rename_mode(libc::RENAME_WHITEOUT).is_err());
+    }
+
+    #[test]
+    fn replace_rules() {
+        let empty = || Ok(true);
+        assert!(check_replace(FileKind::File, FileKind::File, empty).is_ok());
+        assert_eq!(
+            check_replace(FileKind::Dir, FileKind::File, empty),
+            Err(FsError::Os(Errno::ENOTDIR))
+        );
+        assert_eq!(
+            check_replace(FileKind::File, FileKind::Dir, empty),
+            Err(FsError::Os(Errno::EISDIR))
+        );
+        assert_eq!(
+            check_replace(FileKind::Dir, FileKind::Dir, || Ok(false)),
+            Err(FsError::Os(Errno::ENOTEMPTY))
+        );
+    }
+
+    #[test]
+    fn xattr_sizes() {
+        assert!(matches!(xattr_reply(b"abc", 0), Ok(XattrReply::Size(3))));
+        assert_eq!(
+            xattr_reply(b"abc", 2).err(),
+            Some(FsError::Os(Errno::ERANGE))
+        );
+    }
+}
