@@ -134,8 +134,9 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
     served
 }
 
-/// The local driver holds a descriptor for every inode the kernel knows (that is how hard
-/// links and renames keep their identity), so the soft limit goes up to the hard one.
+/// Open files of every volume need real descriptors, and the local driver sizes its cache of
+/// node descriptors from the limit (see `fs::passthrough::fdcache`), so the soft limit goes up
+/// to the hard one before any volume is served.
 fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {

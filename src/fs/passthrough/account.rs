@@ -1,6 +1,8 @@
 //! Keeping the quota's usage equal to the sum of allocated bytes of the volume's inodes, each
 //! counted once (as `du` does), and the inode count equal to the number of inodes.
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -16,9 +18,14 @@ use crate::sys::dirent;
 impl PassthroughFs {
     /// Re-reads an inode's allocation and applies the difference to the quota. Returns the
     /// fresh stat so callers need no second one.
-    pub(super) fn reaccount(&self, inode: &Inode) -> FsResult<FileStat> {
+    pub(super) fn reaccount(&self, inode: &Arc<Inode>) -> FsResult<FileStat> {
+        self.reaccount_from(inode, self.inodes.fd(inode)?.as_fd())
+    }
+
+    /// `reaccount` through `fd`, any descriptor of the inode (its node's, or an open file).
+    pub(super) fn reaccount_from(&self, inode: &Inode, fd: BorrowedFd<'_>) -> FsResult<FileStat> {
         let mut accounted = inode.accounted.lock();
-        let st = fstat(&inode.fd)?;
+        let st = fstat(fd)?;
         if let Some(bytes) = accounted.as_mut() {
             let now = allocated_bytes(&st);
             self.quota.adjust(now as i64 - *bytes as i64, 0);
@@ -34,14 +41,10 @@ impl PassthroughFs {
         }
     }
 
-    /// The last name of a host inode is gone. Its space comes back now, or at the last close
-    /// if it is still open.
-    pub(super) fn account_unlinked(&self, key: HostKey, st: &FileStat) {
-        let Some(inode) = self
-            .inodes
-            .peek_ino(key)
-            .and_then(|ino| self.inodes.get(ino).ok())
-        else {
+    /// The last name of a host inode (stat `st`, node `node` if the table has one) is gone.
+    /// Its space comes back now, or at the last close if it is still open.
+    pub(super) fn account_unlinked(&self, node: Option<Arc<Inode>>, st: &FileStat) {
+        let Some(inode) = node else {
             self.quota.adjust(-(allocated_bytes(st) as i64), -1);
             return;
         };
@@ -50,9 +53,10 @@ impl PassthroughFs {
         }
     }
 
-    /// Called after the last handle of `inode` is closed.
-    pub(super) fn account_last_close(&self, inode: &Inode) {
-        if fstat(&inode.fd).is_ok_and(|st| st.st_nlink == 0) {
+    /// Called after the last handle of `inode` is closed; `file` is that handle's descriptor,
+    /// still open (a descriptor the node would reopen from its handle may be gone by now).
+    pub(super) fn account_last_close(&self, inode: &Inode, file: BorrowedFd<'_>) {
+        if fstat(file).is_ok_and(|st| st.st_nlink == 0) {
             self.uncount(inode);
         }
     }
@@ -65,6 +69,8 @@ impl PassthroughFs {
 }
 
 /// Walks the tree under `root` and adds up allocated bytes and inodes, each host inode once.
+/// Directories wait their turn as names in an open parent, so the descriptors held at once
+/// are bounded by the depth of the tree, not by its number of directories.
 pub fn scan(root: &OwnedFd) -> FsResult<UsageSnapshot> {
     let mut seen: HashSet<HostKey> = HashSet::new();
     let mut total = UsageSnapshot::default();
@@ -72,15 +78,17 @@ pub fn scan(root: &OwnedFd) -> FsResult<UsageSnapshot> {
     seen.insert(Inode::key_of(&root_st));
     total.bytes += allocated_bytes(&root_st);
     total.inodes += 1;
-    let first = openat(
-        root,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-        Mode::empty(),
-    )?;
-    let mut stack = vec![first];
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut stack: Vec<(Arc<OwnedFd>, OsString)> = vec![(Arc::new(root.try_clone()?), ".".into())];
     let mut buf = vec![0u8; 64 * 1024];
-    while let Some(dir) = stack.pop() {
+    while let Some((parent, name)) = stack.pop() {
+        let dir = match openat(&parent, name.as_os_str(), flags, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        drop(parent);
+        let dir = Arc::new(dir);
         loop {
             let n = dirent::getdents64(dir.as_fd(), &mut buf)?;
             if n == 0 {
@@ -101,13 +109,7 @@ pub fn scan(root: &OwnedFd) -> FsResult<UsageSnapshot> {
                 total.bytes += allocated_bytes(&st);
                 total.inodes += 1;
                 if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                    let sub = openat(
-                        &dir,
-                        entry.name,
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-                        Mode::empty(),
-                    )?;
-                    stack.push(sub);
+                    stack.push((dir.clone(), entry.name.to_os_string()));
                 }
             }
         }

@@ -66,8 +66,9 @@ fn timespec(t: Option<TimeSet>) -> TimeSpec {
 impl PassthroughFs {
     pub(super) fn do_setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
         let inode = self.inodes.get(ino)?;
+        let fd = self.inodes.fd(&inode)?;
         let handle = change.fh.and_then(|fh| self.files.get(fh).ok());
-        let path = proc_fd_path(inode.fd.as_fd());
+        let path = proc_fd_path(fd.as_fd());
         if let Some(mode) = change.mode {
             let mode = Mode::from_bits_truncate(mode & 0o7777);
             match &handle {
@@ -82,7 +83,7 @@ impl PassthroughFs {
         }
         if change.uid.is_some() || change.gid.is_some() {
             fchownat(
-                &inode.fd,
+                &fd,
                 "",
                 change.uid.map(Uid::from_raw),
                 change.gid.map(Gid::from_raw),
@@ -93,7 +94,7 @@ impl PassthroughFs {
             self.truncate(&inode, handle.as_ref().map(|h| &h.file), size)?;
             // The host does not drop privileges for the handler (root); the caller may not be.
             if caller.uid != 0 && change.mode.is_none() {
-                self.drop_privileges_of(&inode)?;
+                self.drop_privileges_of(&fd)?;
             }
         }
         if change.atime.is_some() || change.mtime.is_some() {
@@ -106,21 +107,22 @@ impl PassthroughFs {
                 UtimensatFlags::FollowSymlink,
             )?;
         }
-        let st = nix::sys::stat::fstat(&inode.fd)?;
+        let st = nix::sys::stat::fstat(&fd)?;
         Ok(attr_of(ino, &st))
     }
 
     /// Clears setuid and setgid as a write by an unprivileged caller must.
     pub(super) fn drop_privileges(&self, fh: Fh) -> FsResult<()> {
-        let inode = self.files.get(fh)?.inode.clone();
-        self.drop_privileges_of(&inode)
+        let handle = self.files.get(fh)?;
+        self.drop_privileges_of(handle.file.as_ref())
     }
 
-    fn drop_privileges_of(&self, inode: &Inode) -> FsResult<()> {
-        let perm = nix::sys::stat::fstat(&inode.fd)?.st_mode & 0o7777;
+    /// Through `fd`, any descriptor of the inode (/proc/self/fd reaches the inode itself).
+    fn drop_privileges_of(&self, fd: &impl AsFd) -> FsResult<()> {
+        let perm = nix::sys::stat::fstat(fd)?.st_mode & 0o7777;
         let wanted = mode_without_privileges(perm);
         if wanted != perm {
-            let path = proc_fd_path(inode.fd.as_fd());
+            let path = proc_fd_path(fd.as_fd());
             let mode = Mode::from_bits_truncate(wanted);
             fchmodat(
                 AT_FDCWD,
@@ -134,7 +136,7 @@ impl PassthroughFs {
 
     /// Shrinking gives space back. Extending makes a hole, which allocates nothing on the
     /// host (as on ext4 and tmpfs), so it needs no reservation.
-    fn truncate(&self, inode: &Inode, file: Option<&Arc<File>>, size: u64) -> FsResult<()> {
+    fn truncate(&self, inode: &Arc<Inode>, file: Option<&Arc<File>>, size: u64) -> FsResult<()> {
         match file {
             Some(f) => f.set_len(size)?,
             None => self.reopen(inode, OFlag::O_WRONLY)?.set_len(size)?,

@@ -51,7 +51,7 @@ impl PassthroughFs {
                 let mut looked_up = None;
                 if plus && !dot {
                     // A name that vanished since getdents is skipped, as a later readdir would.
-                    let Ok((inode, found)) = self.lookup_entry(&handle.inode, raw.name) else {
+                    let Ok((inode, found)) = self.lookup_entry(&*dir, raw.name) else {
                         continue;
                     };
                     entry.ino = inode.ino;

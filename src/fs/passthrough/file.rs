@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, FallocateFlags, OFlag, fallocate, openat};
-use nix::sys::stat::Mode;
+use nix::fcntl::{FallocateFlags, OFlag, fallocate};
 use nix::unistd::{Whence, lseek};
 
 use super::PassthroughFs;
@@ -15,7 +14,6 @@ use super::handles::FileHandle;
 use super::inodes::Inode;
 use crate::fs::quota::{WritePlan, plan_write, round_down};
 use crate::fs::{CopyRange, Fh, FsError, FsResult, Opened};
-use crate::sys::proc_fd_path;
 
 /// Open flags the handler must not pass to the host: creation is done separately, the
 /// kernel resolves O_NOFOLLOW, and writes carry their own offsets (so no O_APPEND).
@@ -26,12 +24,9 @@ const STRIPPED: OFlag = OFlag::O_CREAT
     .union(OFlag::O_APPEND);
 
 impl PassthroughFs {
-    /// Opens the host inode behind an O_PATH descriptor for I/O.
+    /// Opens a node's host inode for I/O.
     pub(super) fn reopen(&self, inode: &Inode, flags: OFlag) -> FsResult<File> {
-        let path = proc_fd_path(inode.fd.as_fd());
-        let flags = (flags - STRIPPED) | OFlag::O_CLOEXEC;
-        let fd = openat(AT_FDCWD, path.as_c_str(), flags, Mode::empty())?;
-        Ok(File::from(fd))
+        Ok(File::from(self.inodes.open(inode, flags - STRIPPED)?))
     }
 
     pub(super) fn open_handle(&self, inode: Arc<Inode>, flags: i32) -> FsResult<Opened> {
@@ -65,10 +60,10 @@ impl PassthroughFs {
         let handle = self.files.remove(fh)?;
         if handle.writable && self.passthrough_io {
             // The kernel wrote through this handle without asking: count what it allocated.
-            self.reaccount(&handle.inode)?;
+            self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         }
         if handle.inode.open_files.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.account_last_close(&handle.inode);
+            self.account_last_close(&handle.inode, handle.file.as_fd());
         }
         Ok(())
     }
@@ -98,7 +93,7 @@ impl PassthroughFs {
             plan_write(offset, data.len() as u64, allocated, self.block, available)
         })?;
         let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
-        self.reaccount(&handle.inode)?;
+        self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         result?;
         Ok(plan.len as u32)
     }
@@ -130,7 +125,7 @@ impl PassthroughFs {
         };
         let _reservation = self.quota.reserve(need, 0)?;
         let result = fallocate(handle.file.as_fd(), flags, offset as i64, length as i64);
-        self.reaccount(&handle.inode)?;
+        self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         Ok(result?)
     }
 
@@ -164,7 +159,7 @@ impl PassthroughFs {
             Some(&mut off_out),
             plan.len as usize,
         );
-        self.reaccount(&to.inode)?;
+        self.reaccount_from(&to.inode, to.file.as_fd())?;
         Ok(result? as u32)
     }
 
@@ -176,7 +171,7 @@ impl PassthroughFs {
             handle.file.sync_all()?;
         }
         // Writeback may have allocated host metadata (extent blocks) since the last re-read.
-        self.reaccount(&handle.inode)?;
+        self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         Ok(())
     }
 }

@@ -1,29 +1,54 @@
-//! Node ids by host identity: one node id per (dev, ino), so hard links share a node.
+//! Node ids by host identity: one node id per host inode, so hard links share a node.
 //!
-//! Invariant: an entry holds an O_PATH descriptor of its host inode, so the host cannot reuse
-//! that inode number while the kernel may still name the node. Entries leave the table only
-//! when the kernel forgets its last lookup.
+//! A node's identity is `(st_dev, st_ino)` plus the inode's file handle, which includes its
+//! generation. A node holds an O_PATH descriptor only while it is hot (see `fdcache`); a cold
+//! node is reopened from its handle, and a handle whose inode was freed gives `ESTALE`. Nodes
+//! whose host gives no usable handle (another device or mount, a filesystem without handles)
+//! are pinned: they hold their descriptor for as long as they are in the table.
+//!
+//! Invariants:
+//! - Entries leave the table only when the kernel forgets its last lookup.
+//! - While a node holds a descriptor, the host cannot reuse its inode number. So a host inode
+//!   that is open at the same moment as a hot or pinned node with its `(dev, ino)` is that
+//!   node's; against a cold node, the handles decide. A new inode that reuses the number of a
+//!   cold node the kernel still names gets a node of its own (and the key), and the old node
+//!   answers `ESTALE`.
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use nix::sys::stat::FileStat;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode};
 use parking_lot::{Mutex, RwLock};
 
+use super::fdcache::FdCache;
 use crate::fs::{FsError, FsResult, Ino, ROOT_INO};
+use crate::sys::handle::{HostHandle, name_to_handle_at, open_by_handle_at};
+use crate::sys::proc_fd_path;
 
-/// Host identity of an inode.
+/// Host identity of an inode, up to reuse of its number (see the module's invariants).
 pub type HostKey = (u64, u64);
 
-/// Node ids of inodes on another device, or colliding with the root's id, start here.
+/// A node's O_PATH descriptor; a user keeps it open even if the node loses it meanwhile.
+pub type NodeFd = Arc<OwnedFd>;
+
+/// Node ids of inodes on another device, or colliding with the root's id or a node the
+/// kernel still names, start here.
 const SYNTHETIC_BASE: u64 = 1 << 63;
 
 pub struct Inode {
     pub ino: Ino,
-    /// O_PATH | O_NOFOLLOW descriptor of the host inode.
-    pub fd: OwnedFd,
     pub key: HostKey,
+    /// How to reopen the host inode; None pins the descriptor.
+    handle: Option<HostHandle>,
+    /// The O_PATH | O_NOFOLLOW descriptor while hot (always, when pinned).
+    fd: Mutex<Option<NodeFd>>,
+    /// Used since the cache last looked (see `fdcache`).
+    pub(super) referenced: AtomicBool,
     lookups: AtomicU64,
     /// Bytes of this inode counted in the quota; None once its space was given back. The lock
     /// also serializes re-accounting, so successive deltas add up to the real allocation.
@@ -36,11 +61,66 @@ impl Inode {
     pub fn key_of(st: &FileStat) -> HostKey {
         (st.st_dev, st.st_ino)
     }
+
+    fn new(ino: Ino, st: &FileStat, fd: OwnedFd, handle: Option<HostHandle>) -> Inode {
+        Inode {
+            ino,
+            key: Inode::key_of(st),
+            handle,
+            fd: Mutex::new(Some(Arc::new(fd))),
+            referenced: AtomicBool::new(false),
+            lookups: AtomicU64::new(1),
+            accounted: Mutex::new(Some(allocated_bytes(st))),
+            open_files: AtomicU32::new(0),
+        }
+    }
+
+    /// The descriptor if the node holds one, marking it used.
+    fn cached_fd(&self) -> Option<NodeFd> {
+        let fd = self.fd.lock().clone();
+        if fd.is_some() && !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
+        fd
+    }
+
+    /// True while the node's host inode cannot be freed (it holds a descriptor).
+    fn holds_fd(&self) -> bool {
+        self.fd.lock().is_some()
+    }
+
+    /// Gives `fd` to a node that holds none; returns the node's descriptor and whether it
+    /// took `fd` (and so needs admitting to the cache).
+    fn install(&self, fd: OwnedFd) -> (NodeFd, bool) {
+        let mut slot = self.fd.lock();
+        match &*slot {
+            Some(held) => (held.clone(), false),
+            None => {
+                let fd = Arc::new(fd);
+                *slot = Some(fd.clone());
+                (fd, true)
+            }
+        }
+    }
+
+    /// Closes the node's descriptor (once its current users are done), unless pinned.
+    pub(super) fn release_fd(&self) {
+        if self.handle.is_some() {
+            self.fd.lock().take();
+        }
+    }
+
+    /// True if `handle` (of a host inode open now, with this node's key) names this node's
+    /// inode.
+    fn is(&self, handle: Option<&HostHandle>) -> bool {
+        self.holds_fd() || (handle.is_some() && self.handle.as_ref() == handle)
+    }
 }
 
 #[derive(Default)]
 struct Tables {
     by_ino: HashMap<Ino, Arc<Inode>>,
+    /// The node of each host key; a node that lost its key to a reuse stays in `by_ino`.
     by_key: HashMap<HostKey, Ino>,
 }
 
@@ -48,27 +128,41 @@ pub struct InodeTable {
     tables: RwLock<Tables>,
     root_key: HostKey,
     next_synthetic: AtomicU64,
+    /// A readable descriptor of the root, for `open_by_handle_at` (which refuses O_PATH ones).
+    mount_fd: OwnedFd,
+    /// The mount whose handles `mount_fd` opens; None when the host gives no handles.
+    mount_id: Option<i32>,
+    cache: Arc<FdCache>,
 }
 
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root: &FileStat) -> InodeTable {
+    pub fn new(root_fd: OwnedFd, root: &FileStat, cache: Arc<FdCache>) -> FsResult<InodeTable> {
         let key = Inode::key_of(root);
-        let inode = Arc::new(Inode {
-            ino: ROOT_INO,
-            fd: root_fd,
-            key,
-            lookups: AtomicU64::new(1),
-            accounted: Mutex::new(Some(allocated_bytes(root))),
-            open_files: AtomicU32::new(0),
-        });
+        let mount_fd = openat(
+            AT_FDCWD,
+            proc_fd_path(root_fd.as_fd()).as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mount_id = match name_to_handle_at(root_fd.as_fd(), c"") {
+            Ok((_, id)) => Some(id),
+            Err(e) => {
+                log::info!("no file handles on this host filesystem ({e}): every node keeps a descriptor");
+                None
+            }
+        };
+        let root_node = Arc::new(Inode::new(ROOT_INO, root, root_fd, None));
         let mut tables = Tables::default();
-        tables.by_ino.insert(ROOT_INO, inode);
+        tables.by_ino.insert(ROOT_INO, root_node);
         tables.by_key.insert(key, ROOT_INO);
-        InodeTable {
+        Ok(InodeTable {
             tables: RwLock::new(tables),
             root_key: key,
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
-        }
+            mount_fd,
+            mount_id,
+            cache,
+        })
     }
 
     pub fn get(&self, ino: Ino) -> FsResult<Arc<Inode>> {
@@ -80,8 +174,56 @@ impl InodeTable {
             .ok_or(FsError::Stale)
     }
 
-    /// The node id the host inode has, or would get, without adding a lookup.
-    pub fn peek_ino(&self, key: HostKey) -> Option<Ino> {
+    /// The node's O_PATH descriptor, reopened from its handle if the node is cold (`ESTALE`
+    /// if its host inode is gone).
+    pub fn fd(&self, inode: &Arc<Inode>) -> FsResult<NodeFd> {
+        if let Some(fd) = inode.cached_fd() {
+            return Ok(fd);
+        }
+        let handle = inode.handle.as_ref().ok_or(FsError::Stale)?;
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = self
+            .cache
+            .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))?;
+        let (fd, taken) = inode.install(fd);
+        if taken {
+            self.cache.admit(inode);
+        }
+        Ok(fd)
+    }
+
+    /// Opens the node's host inode for I/O with `flags` (from its descriptor when hot, from
+    /// its handle otherwise, which leaves the cache alone).
+    pub fn open(&self, inode: &Inode, flags: OFlag) -> FsResult<OwnedFd> {
+        let flags = flags | OFlag::O_CLOEXEC;
+        let fd = match (inode.cached_fd(), &inode.handle) {
+            (Some(fd), _) => {
+                let path = proc_fd_path(fd.as_fd());
+                self.cache
+                    .retry_emfile(|| openat(AT_FDCWD, path.as_c_str(), flags, Mode::empty()))?
+            }
+            (None, Some(handle)) => self
+                .cache
+                .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))?,
+            (None, None) => return Err(FsError::Stale),
+        };
+        Ok(fd)
+    }
+
+    /// Runs `open`, giving back cached descriptors if the process has none left.
+    pub fn retry_emfile<T>(&self, open: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+        self.cache.retry_emfile(open)
+    }
+
+    /// Opens `name` in `dir` as an O_PATH descriptor (not following a symlink).
+    pub fn open_path(&self, dir: BorrowedFd<'_>, name: &OsStr) -> FsResult<OwnedFd> {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        Ok(self.retry_emfile(|| openat(dir, name, flags, Mode::empty()))?)
+    }
+
+    /// The node id the host inode has, or would get, without adding a lookup. It may be a
+    /// stale node's whose number the host reused: a hint, for readdir.
+    fn peek_ino(&self, key: HostKey) -> Option<Ino> {
         self.tables.read().by_key.get(&key).copied()
     }
 
@@ -98,40 +240,81 @@ impl InodeTable {
         (dev == self.root_key.0 && ino != ROOT_INO && ino < SYNTHETIC_BASE).then_some(ino)
     }
 
-    /// Adds one lookup of the host inode behind `fd`, inserting it if new. The returned bool is
-    /// true when the inode was not in the table.
+    /// The handle that lets a node of this host inode give up its descriptor; None pins it.
+    fn handle_for(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> Option<HostHandle> {
+        let mount_id = self.mount_id?;
+        if st.st_dev != self.root_key.0 {
+            return None;
+        }
+        let name = CString::new(name.as_bytes()).ok()?;
+        match name_to_handle_at(dir, &name) {
+            Ok((handle, id)) if id == mount_id => Some(handle),
+            _ => None,
+        }
+    }
+
+    /// Adds one lookup of the host inode open as `fd` (with stat `st`), inserting a node if
+    /// it has none. The returned bool is true when the node is new.
     pub fn lookup_ref(&self, fd: OwnedFd, st: &FileStat) -> (Arc<Inode>, bool) {
         let key = Inode::key_of(st);
-        // Known inode: a read lock suffices, since `forget` decrements and removes only under
-        // the write lock, so it cannot drop the entry between the find and the increment.
+        // A hot node of the key is this inode, as `fd` is open too. A read lock suffices:
+        // `forget` decrements and removes only under the write lock.
         {
             let t = self.tables.read();
             if let Some(inode) = t.by_key.get(&key).map(|ino| &t.by_ino[ino]) {
-                inode.lookups.fetch_add(1, Ordering::Relaxed);
-                return (inode.clone(), false);
+                if inode.cached_fd().is_some() {
+                    inode.lookups.fetch_add(1, Ordering::Relaxed);
+                    return (inode.clone(), false);
+                }
             }
         }
-        let mut t = self.tables.write();
-        if let Some(ino) = t.by_key.get(&key) {
-            let inode = t.by_ino[ino].clone();
-            inode.lookups.fetch_add(1, Ordering::Relaxed);
-            return (inode, false);
+        let handle = self.handle_for(fd.as_fd(), OsStr::new(""), st);
+        let (inode, new) = {
+            let mut t = self.tables.write();
+            match t.by_key.get(&key).map(|ino| t.by_ino[ino].clone()) {
+                Some(inode) if inode.is(handle.as_ref()) => {
+                    inode.lookups.fetch_add(1, Ordering::Relaxed);
+                    (inode, false)
+                }
+                // None, or a cold node of a freed inode whose number the host reused.
+                _ => {
+                    let ino = self
+                        .direct_ino(key)
+                        .filter(|ino| !t.by_ino.contains_key(ino))
+                        .unwrap_or_else(|| self.next_synthetic.fetch_add(1, Ordering::Relaxed));
+                    let inode = Arc::new(Inode::new(ino, st, fd, handle));
+                    t.by_ino.insert(ino, inode.clone());
+                    t.by_key.insert(key, ino);
+                    return self.admitted(inode, true);
+                }
+            }
+        };
+        // A cold node found again: `fd` makes it hot.
+        if inode.install(fd).1 {
+            self.cache.admit(&inode);
         }
-        let ino = self
-            .direct_ino(key)
-            .filter(|ino| !t.by_ino.contains_key(ino))
-            .unwrap_or_else(|| self.next_synthetic.fetch_add(1, Ordering::Relaxed));
-        let inode = Arc::new(Inode {
-            ino,
-            fd,
-            key,
-            lookups: AtomicU64::new(1),
-            accounted: Mutex::new(Some(allocated_bytes(st))),
-            open_files: AtomicU32::new(0),
-        });
-        t.by_ino.insert(ino, inode.clone());
-        t.by_key.insert(key, ino);
-        (inode, true)
+        (inode, new)
+    }
+
+    fn admitted(&self, inode: Arc<Inode>, new: bool) -> (Arc<Inode>, bool) {
+        if inode.handle.is_some() {
+            self.cache.admit(&inode);
+        }
+        (inode, new)
+    }
+
+    /// The node of the host inode `name` names in `dir` (stat `st`), if the table has one.
+    /// Call it while the name exists (before unlinking it), so the inode is alive.
+    pub fn resolve(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> Option<Arc<Inode>> {
+        let inode = {
+            let t = self.tables.read();
+            t.by_ino.get(t.by_key.get(&Inode::key_of(st))?)?.clone()
+        };
+        if inode.holds_fd() {
+            return Some(inode);
+        }
+        let handle = self.handle_for(dir, name, st);
+        inode.is(handle.as_ref()).then_some(inode)
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
@@ -147,7 +330,10 @@ impl InodeTable {
         if left == 0 {
             let key = inode.key;
             t.by_ino.remove(&ino);
-            t.by_key.remove(&key);
+            // The key may belong to a newer node already (a reused inode number).
+            if t.by_key.get(&key) == Some(&ino) {
+                t.by_key.remove(&key);
+            }
         }
     }
 }
@@ -155,4 +341,89 @@ impl InodeTable {
 /// Bytes allocated to an inode, as `du` counts them.
 pub fn allocated_bytes(st: &FileStat) -> u64 {
     (st.st_blocks as u64) * 512
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::fcntl::open;
+    use nix::sys::stat::fstat;
+    use std::path::Path;
+
+    fn table(dir: &Path, capacity: usize) -> InodeTable {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root = open(dir, flags, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        InodeTable::new(root, &st, Arc::new(FdCache::new(capacity))).unwrap()
+    }
+
+    fn lookup(t: &InodeTable, name: &str) -> Arc<Inode> {
+        let root = t.fd(&t.get(ROOT_INO).unwrap()).unwrap();
+        let fd = t.open_path(root.as_fd(), OsStr::new(name)).unwrap();
+        let st = fstat(&fd).unwrap();
+        t.lookup_ref(fd, &st).0
+    }
+
+    fn host_ino(t: &InodeTable, inode: &Arc<Inode>) -> u64 {
+        fstat(&t.fd(inode).unwrap()).unwrap().st_ino
+    }
+
+    #[test]
+    fn more_nodes_than_descriptors_keep_their_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path(), 4);
+        if t.mount_id.is_none() {
+            eprintln!("no file handles here: skipped");
+            return; // no handles on this host filesystem: nodes are pinned
+        }
+        for i in 0..40 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        std::fs::hard_link(dir.path().join("f0"), dir.path().join("link")).unwrap();
+        let first: Vec<_> = (0..40).map(|i| lookup(&t, &format!("f{i}"))).collect();
+        assert!(t.cache.held() <= 4, "{} descriptors held", t.cache.held());
+        assert!(first.iter().filter(|n| n.holds_fd()).count() <= 4);
+        for (i, node) in first.iter().enumerate() {
+            let again = lookup(&t, &format!("f{i}"));
+            assert!(Arc::ptr_eq(node, &again), "f{i} got a second node");
+            let by_path = nix::sys::stat::stat(&dir.path().join(format!("f{i}"))).unwrap();
+            assert_eq!(host_ino(&t, node), by_path.st_ino);
+            assert!(t.cache.held() <= 4);
+        }
+        assert!(Arc::ptr_eq(&lookup(&t, "link"), &first[0]));
+    }
+
+    #[test]
+    fn a_reused_inode_number_gets_a_node_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path(), 1);
+        if t.mount_id.is_none() {
+            return;
+        }
+        std::fs::write(dir.path().join("old"), b"old").unwrap();
+        let old = lookup(&t, "old");
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("other{i}")), b"").unwrap();
+            lookup(&t, &format!("other{i}"));
+        }
+        assert!(!old.holds_fd(), "the old node should be cold");
+        std::fs::remove_file(dir.path().join("old")).unwrap();
+        let reused = (0..2000).find_map(|i| {
+            let name = format!("new{i}");
+            std::fs::write(dir.path().join(&name), b"new").unwrap();
+            let st = nix::sys::stat::lstat(&dir.path().join(&name)).unwrap();
+            (Inode::key_of(&st) == old.key).then_some(name)
+        });
+        let Some(name) = reused else {
+            panic!("the host never reused inode {} in 2000 creates", old.key.1);
+        };
+        let new = lookup(&t, &name);
+        assert!(!Arc::ptr_eq(&new, &old));
+        assert_ne!(new.ino, old.ino);
+        assert_eq!(t.fd(&old).err(), Some(FsError::Os(Errno::ESTALE)));
+        // The key now names the new node, and forgetting the old one leaves it so.
+        t.forget(old.ino, 1);
+        assert_eq!(t.peek_ino(new.key), Some(new.ino));
+        assert!(Arc::ptr_eq(&lookup(&t, &name), &new));
+    }
 }

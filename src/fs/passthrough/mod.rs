@@ -1,12 +1,14 @@
 //! The `local` backend: passthrough to a host directory by inode identity.
 //!
-//! Every node holds an O_PATH descriptor of its host inode and every operation is an `*at()`
-//! call on such descriptors, so no absolute host path is ever built and a rename elsewhere
-//! cannot redirect an operation. Quota accounting follows the host's own allocation: after
+//! Every node knows its host inode by `(dev, ino)` and file handle, holds an O_PATH descriptor
+//! of it while in use (a bounded cache, see `inodes` and `fdcache`), and every operation is an
+//! `*at()` call on such descriptors, so no absolute host path is ever built and a rename
+//! elsewhere cannot redirect an operation. Quota accounting follows the host's own allocation: after
 //! each change the touched inodes are re-read and the difference applied (see `account`).
 mod account;
 mod attr;
 mod dir;
+mod fdcache;
 mod file;
 mod handles;
 mod inodes;
@@ -14,7 +16,7 @@ mod namespace;
 mod xattr;
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::{OFlag, open, openat};
@@ -34,7 +36,8 @@ pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
 }
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
-use inodes::InodeTable;
+use fdcache::FdCache;
+use inodes::{InodeTable, NodeFd};
 
 use super::quota::{Limits, Quota};
 use super::*;
@@ -69,7 +72,7 @@ impl PassthroughFs {
             None => scan(&fd)?,
         };
         Ok(PassthroughFs {
-            inodes: InodeTable::new(fd, &st),
+            inodes: InodeTable::new(fd, &st, FdCache::global())?,
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             quota: Quota::new(limits, usage),
@@ -100,21 +103,29 @@ impl PassthroughFs {
     pub fn passthrough(&self) -> bool {
         self.passthrough_io
     }
+
+    /// The O_PATH descriptor of node `ino`.
+    fn node_fd(&self, ino: Ino) -> FsResult<NodeFd> {
+        self.inodes.fd(&self.inodes.get(ino)?)
+    }
 }
 
 impl VolumeFs for PassthroughFs {
     fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
-        let parent = self.inodes.get(parent)?;
-        Ok(self.lookup_entry(&parent, name)?.1)
+        Ok(self.lookup_entry(&self.node_fd(parent)?, name)?.1)
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
         self.inodes.forget(ino, nlookup);
     }
 
-    fn getattr(&self, ino: Ino, _fh: Option<Fh>) -> FsResult<Attr> {
-        let inode = self.inodes.get(ino)?;
-        Ok(attr_of(ino, &fstat(&inode.fd)?))
+    fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr> {
+        // An open file answers for its inode without the node's descriptor.
+        let open = fh.and_then(|fh| self.files.get(fh).ok());
+        if let Some(handle) = open.filter(|h| h.inode.ino == ino) {
+            return Ok(attr_of(ino, &fstat(handle.file.as_fd())?));
+        }
+        Ok(attr_of(ino, &fstat(self.node_fd(ino)?)?))
     }
 
     fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr> {
@@ -123,8 +134,7 @@ impl VolumeFs for PassthroughFs {
 
     fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
         use std::os::unix::ffi::OsStringExt;
-        let inode = self.inodes.get(ino)?;
-        Ok(nix::fcntl::readlinkat(&inode.fd, "")?.into_vec())
+        Ok(nix::fcntl::readlinkat(&self.node_fd(ino)?, "")?.into_vec())
     }
 
     fn mknod(
@@ -137,13 +147,13 @@ impl VolumeFs for PassthroughFs {
     ) -> FsResult<Entry> {
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
         let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &inodes::Inode| Ok(mknodat(&p.fd, name, kind, perm, rdev.into())?);
+        let make = |p: &OwnedFd| Ok(mknodat(p, name, kind, perm, rdev.into())?);
         Ok(self.create_node(c, parent, name, mode, 0, make)?.1)
     }
 
     fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
         let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &inodes::Inode| Ok(mkdirat(&p.fd, name, perm)?);
+        let make = |p: &OwnedFd| Ok(mkdirat(p, name, perm)?);
         Ok(self.create_node(c, parent, name, mode, self.block, make)?.1)
     }
 
@@ -156,7 +166,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
-        let make = |p: &inodes::Inode| Ok(symlinkat(target, &p.fd, name)?);
+        let make = |p: &OwnedFd| Ok(symlinkat(target, p, name)?);
         Ok(self
             .create_node(c, parent, name, 0o777, self.block, make)?
             .1)
@@ -194,11 +204,15 @@ impl VolumeFs for PassthroughFs {
             | OFlag::O_CREAT
             | OFlag::O_EXCL
             | OFlag::O_CLOEXEC;
-        let make =
-            |p: &inodes::Inode| Ok(std::fs::File::from(openat(&p.fd, name, io_flags, perm)?));
+        let make = |p: &OwnedFd| {
+            let fd = self
+                .inodes
+                .retry_emfile(|| openat(p, name, io_flags, perm))?;
+            Ok(std::fs::File::from(fd))
+        };
         let (entry, opened) = match self.create_node(c, parent, name, mode, 0, make) {
             Err(FsError::Os(nix::errno::Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
-                let (inode, entry) = self.lookup_entry(&*self.inodes.get(parent)?, name)?;
+                let (inode, entry) = self.lookup_entry(&self.node_fd(parent)?, name)?;
                 (entry, self.open_handle(inode, flags & !libc::O_TRUNC)?)
             }
             other => {
@@ -253,7 +267,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn statfs(&self) -> FsResult<StatFs> {
-        let host = fstatvfs(&self.inodes.get(ROOT_INO)?.fd)?;
+        let host = fstatvfs(self.node_fd(ROOT_INO)?)?;
         let used = self.quota.usage();
         let limits = self.quota.limits();
         let (blocks, bfree, bavail) = match limits.bytes {
@@ -324,6 +338,6 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn sync_all(&self) -> FsResult<()> {
-        Ok(syncfs(&self.inodes.get(ROOT_INO)?.fd)?)
+        Ok(syncfs(self.node_fd(ROOT_INO)?)?)
     }
 }

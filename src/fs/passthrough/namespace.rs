@@ -1,11 +1,11 @@
 //! Names: lookup, creation of every node type, unlink, rmdir, rename and link.
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{AT_FDCWD, OFlag, RenameFlags, openat, renameat2};
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use nix::sys::stat::{FchmodatFlags, FileStat, Mode, fchmodat, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 
@@ -18,18 +18,13 @@ use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
 const DIR_GROWTH_BLOCKS: u64 = 1;
 
 impl PassthroughFs {
-    /// Looks up `name` in `parent` and adds one kernel lookup reference.
+    /// Looks up `name` in the directory `parent` and adds one kernel lookup reference.
     pub(super) fn lookup_entry(
         &self,
-        parent: &Inode,
+        parent: &impl AsFd,
         name: &OsStr,
     ) -> FsResult<(Arc<Inode>, Entry)> {
-        let fd = openat(
-            &parent.fd,
-            name,
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = self.inodes.open_path(parent.as_fd(), name)?;
         let st = fstat(&fd)?;
         let (inode, _) = self.inodes.lookup_ref(fd, &st);
         let entry = Entry {
@@ -49,30 +44,32 @@ impl PassthroughFs {
         name: &OsStr,
         mode: u32,
         reserve_bytes: u64,
-        make: impl FnOnce(&Inode) -> FsResult<T>,
+        make: impl FnOnce(&OwnedFd) -> FsResult<T>,
     ) -> FsResult<(Arc<Inode>, Entry, T)> {
         let parent = self.inodes.get(parent)?;
+        let parent_fd = self.inodes.fd(&parent)?;
         let _reservation = self
             .quota
             .reserve(reserve_bytes + DIR_GROWTH_BLOCKS * self.block, 1)?;
-        let made = make(&parent)?;
-        let parent_st = self.reaccount(&parent)?;
+        let made = make(&parent_fd)?;
+        let parent_st = self.reaccount_from(&parent, parent_fd.as_fd())?;
         let inherit_gid = parent_st.st_mode & libc::S_ISGID != 0;
         let gid = (!inherit_gid && caller.gid != 0).then_some(Gid::from_raw(caller.gid));
         let owner = (caller.uid != 0).then_some(Uid::from_raw(caller.uid));
         // The handler is root: a root caller's node already has the right owner.
         let chown = match (owner, gid) {
             (None, None) => Ok(()),
-            _ => fchownat(&parent.fd, name, owner, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
+            _ => fchownat(&parent_fd, name, owner, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
         };
-        let (inode, mut entry) = self.lookup_entry(&parent, name)?;
+        let (inode, mut entry) = self.lookup_entry(&parent_fd, name)?;
         self.account_new(&inode);
         if let Err(e) = chown {
             return Err(e.into());
         }
         let perm = entry.attr.perm as u32;
         if let Some(want) = mode_to_restore(mode, perm, entry.attr.kind) {
-            let path = crate::sys::proc_fd_path(inode.fd.as_fd());
+            let fd = self.inodes.fd(&inode)?;
+            let path = crate::sys::proc_fd_path(fd.as_fd());
             let want = Mode::from_bits_truncate(want);
             fchmodat(
                 AT_FDCWD,
@@ -88,16 +85,22 @@ impl PassthroughFs {
 
     pub(super) fn remove_name(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
-        let st = fstatat(&parent.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let parent_fd = self.inodes.fd(&parent)?;
+        let st = fstatat(&parent_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
         let flag = if dir {
             UnlinkatFlags::RemoveDir
         } else {
             UnlinkatFlags::NoRemoveDir
         };
-        unlinkat(&parent.fd, name, flag)?;
-        self.reaccount(&parent)?;
-        if dir || st.st_nlink <= 1 {
-            self.account_unlinked(Inode::key_of(&st), &st);
+        // Its node is found while the name still keeps the inode (and its number) alive.
+        let last = dir || st.st_nlink <= 1;
+        let node = last
+            .then(|| self.inodes.resolve(parent_fd.as_fd(), name, &st))
+            .flatten();
+        unlinkat(&parent_fd, name, flag)?;
+        self.reaccount_from(&parent, parent_fd.as_fd())?;
+        if last {
+            self.account_unlinked(node, &st);
         }
         Ok(())
     }
@@ -107,43 +110,48 @@ impl PassthroughFs {
         let flags = RenameFlags::from_bits(r.flags).ok_or(FsError::Invalid)?;
         let from = self.inodes.get(r.parent)?;
         let to = self.inodes.get(r.new_parent)?;
+        let (from_fd, to_fd) = (self.inodes.fd(&from)?, self.inodes.fd(&to)?);
         let replaced = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             None
         } else {
-            match fstatat(&to.fd, new_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            match fstatat(&to_fd, new_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(st),
                 Err(Errno::ENOENT) => None,
                 Err(e) => return Err(e.into()),
             }
         };
-        let moved = fstatat(&from.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        renameat2(&from.fd, name, &to.fd, new_name, flags)?;
-        self.reaccount(&from)?;
+        let moved = fstatat(&from_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        // The inode losing its last name, and its node, found while the name still keeps it.
+        let unlinked = replaced
+            .filter(|st| Inode::key_of(st) != Inode::key_of(&moved))
+            .filter(|st| is_dir(st) || st.st_nlink <= 1)
+            .map(|st| (self.inodes.resolve(to_fd.as_fd(), new_name, &st), st));
+        renameat2(&from_fd, name, &to_fd, new_name, flags)?;
+        self.reaccount_from(&from, from_fd.as_fd())?;
         if to.ino != from.ino {
-            self.reaccount(&to)?;
+            self.reaccount_from(&to, to_fd.as_fd())?;
         }
-        if let Some(st) = replaced.filter(|st| Inode::key_of(st) != Inode::key_of(&moved)) {
-            if is_dir(&st) || st.st_nlink <= 1 {
-                self.account_unlinked(Inode::key_of(&st), &st);
-            }
+        if let Some((node, st)) = unlinked {
+            self.account_unlinked(node, &st);
         }
         Ok(())
     }
 
     pub(super) fn do_link(&self, ino: Ino, new_parent: Ino, new_name: &OsStr) -> FsResult<Entry> {
-        let inode = self.inodes.get(ino)?;
+        let inode_fd = self.node_fd(ino)?;
         let parent = self.inodes.get(new_parent)?;
+        let parent_fd = self.inodes.fd(&parent)?;
         let _reservation = self.quota.reserve(DIR_GROWTH_BLOCKS * self.block, 0)?;
-        let path = crate::sys::proc_fd_path(inode.fd.as_fd());
+        let path = crate::sys::proc_fd_path(inode_fd.as_fd());
         linkat(
             AT_FDCWD,
             path.as_c_str(),
-            &parent.fd,
+            &parent_fd,
             new_name,
             AtFlags::AT_SYMLINK_FOLLOW,
         )?;
-        self.reaccount(&parent)?;
-        let (_, entry) = self.lookup_entry(&parent, new_name)?;
+        self.reaccount_from(&parent, parent_fd.as_fd())?;
+        let (_, entry) = self.lookup_entry(&parent_fd, new_name)?;
         Ok(entry)
     }
 }

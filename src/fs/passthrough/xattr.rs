@@ -33,30 +33,32 @@ impl PassthroughFs {
         flags: i32,
     ) -> FsResult<()> {
         let inode = self.inodes.get(ino)?;
+        let fd = self.inodes.fd(&inode)?;
         let _reservation = self.quota.reserve(XATTR_BLOCKS * self.block, 0)?;
-        let path = proc_fd_path(inode.fd.as_fd());
+        let path = proc_fd_path(fd.as_fd());
         let result = xattr::set(&path, &c_name(name)?, value, flags);
-        self.reaccount(&inode)?;
+        self.reaccount_from(&inode, fd.as_fd())?;
         Ok(result?)
     }
 
     pub(super) fn get_xattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {
-        let inode = self.inodes.get(ino)?;
-        let (path, name) = (proc_fd_path(inode.fd.as_fd()), c_name(name)?);
+        let fd = self.node_fd(ino)?;
+        let (path, name) = (proc_fd_path(fd.as_fd()), c_name(name)?);
         sized(size, |buf| Ok(xattr::get(&path, &name, buf)?))
     }
 
     pub(super) fn list_xattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
-        let inode = self.inodes.get(ino)?;
-        let path = proc_fd_path(inode.fd.as_fd());
+        let fd = self.node_fd(ino)?;
+        let path = proc_fd_path(fd.as_fd());
         sized(size, |buf| Ok(xattr::list(&path, buf)?))
     }
 
     pub(super) fn remove_xattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
         let inode = self.inodes.get(ino)?;
-        let path = proc_fd_path(inode.fd.as_fd());
+        let fd = self.inodes.fd(&inode)?;
+        let path = proc_fd_path(fd.as_fd());
         let result = xattr::remove(&path, &c_name(name)?);
-        self.reaccount(&inode)?;
+        self.reaccount_from(&inode, fd.as_fd())?;
         Ok(result?)
     }
 }
