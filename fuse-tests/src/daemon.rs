@@ -202,14 +202,33 @@ impl TestDaemon {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let mut cmd = root.command(["daemon"]);
+        cmd.args(args);
+        TestDaemon::spawn(root, cmd)
+    }
+
+    /// Starts a daemon (without the Docker plugin) whose open-file limit, soft and hard, is
+    /// `nofile`: prlimit(1) sets it and then runs the daemon in its own process.
+    pub fn start_with_nofile(root: &TestRoot, nofile: u64) -> TestDaemon {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(fvol_bin())
+            .arg("--root")
+            .arg(root.root())
+            .args(["daemon", "--no-plugin"])
+            .env_remove("FVOL_ROOT")
+            .stdin(Stdio::null());
+        TestDaemon::spawn(root, cmd)
+    }
+
+    fn spawn(root: &TestRoot, mut cmd: Command) -> TestDaemon {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(root.root().join(LOG_FILE))
             .expect("open daemon log");
-        let child = root
-            .command(["daemon"])
-            .args(args)
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

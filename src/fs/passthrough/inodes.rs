@@ -147,7 +147,9 @@ impl InodeTable {
         let mount_id = match name_to_handle_at(root_fd.as_fd(), c"") {
             Ok((_, id)) => Some(id),
             Err(e) => {
-                log::info!("no file handles on this host filesystem ({e}): every node keeps a descriptor");
+                log::info!(
+                    "no file handles on this host filesystem ({e}): every node keeps a descriptor"
+                );
                 None
             }
         };

@@ -35,8 +35,8 @@ pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
     )?)
 }
 use attr::attr_of;
-use handles::{DirHandle, FileHandle, HandleTable};
 use fdcache::FdCache;
+use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::{InodeTable, NodeFd};
 
 use super::quota::{Limits, Quota};
