@@ -5,10 +5,14 @@ use std::sync::Arc;
 use fvol::fs::VolumeFs;
 use fvol::fs::image::{FileDevice, ImageFs};
 use fvol::fs::memory::{MemFs, RootOwner};
-use fvol::fs::passthrough::PassthroughFs;
+use fvol::fs::passthrough::{FdCache, PassthroughFs};
 use fvol::fs::quota::Limits;
 use fvol::fuse::{MountedFs, ServeOptions};
 use tempfile::TempDir;
+
+/// Node descriptors a local session keeps open (the daemon keeps a share of its open-file
+/// limit).
+pub const LOCAL_NODE_DESCRIPTORS: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -40,7 +44,10 @@ impl TestSession {
         std::fs::create_dir(&mountpoint).unwrap();
         let (fs, passthrough): (Arc<dyn VolumeFs>, bool) = match backend {
             Backend::Local => {
-                let fs = PassthroughFs::new(&backing, limits, None)
+                // Few node descriptors, so that most operations reach nodes that hold none
+                // and reopen them from their file handles.
+                let cache = Arc::new(FdCache::new(LOCAL_NODE_DESCRIPTORS));
+                let fs = PassthroughFs::with_cache(&backing, limits, None, cache)
                     .expect("open")
                     .with_passthrough(true)
                     .with_exclusive(true);

@@ -1,7 +1,8 @@
 //! The local driver under a small open-file limit. Nodes know their host inode by file handle
 //! and hold a descriptor only while in use, so a volume serves many more files than the daemon
 //! has descriptors, with exact usage; and a host inode number reused while the kernel still
-//! names the freed inode's node gives the new file a node of its own.
+//! names the freed inode's node gives the new file a node of its own (whether the old inode
+//! was removed through the volume or behind its back).
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
@@ -267,9 +268,9 @@ fn reused_inode_number_gets_a_new_node() {
         format!("new contents {i}").as_bytes()
     );
     // The old node's host inode is gone: opening it through the kernel's reference fails
-    // cleanly, and the new file is unaffected.
+    // cleanly (it was removed: ENOENT), and the new file is unaffected.
     let err = File::open(format!("/proc/self/fd/{}", old.as_raw_fd())).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     std::fs::write(mp.join(&name), b"rewritten").unwrap();
     assert_eq!(std::fs::read(mp.join(&name)).unwrap(), b"rewritten");
     assert_eq!(std::fs::metadata(mp.join(&name)).unwrap().ino(), new.ino());
@@ -278,5 +279,48 @@ fn reused_inode_number_gets_a_new_node() {
     assert_exact(&d, "reuse", &data, (0, 0), "after the reuse");
     std::fs::remove_file(mp.join(&name)).unwrap();
     assert_exact(&d, "reuse", &data, (0, 0), "after removing the new file");
+    no_emfile_in_log(&d);
+}
+
+#[test]
+fn inode_replaced_behind_the_volume_is_found_again() {
+    if !fuse_or_skip("inode_replaced_behind_the_volume_is_found_again") {
+        return;
+    }
+    let d = limited_daemon();
+    let dir = d.scratch_dir("shared");
+    let dir_arg = format!("mount={}", dir.display());
+    d.cli_ok(["create", "shared", "-o", &dir_arg, "-o", "size=256M"]);
+    let mp = d.mount("shared");
+    std::fs::write(mp.join("a"), b"first").unwrap();
+    let old = open_path(&mp.join("a"));
+    let old_node = std::fs::metadata(mp.join("a")).unwrap().ino();
+    let old_host = std::fs::symlink_metadata(dir.join("a")).unwrap().ino();
+    for i in 0..2 * NOFILE {
+        std::fs::write(mp.join(format!("f{i}")), b"").unwrap();
+    }
+
+    // Another writer replaces "a" in the host directory by a file that reuses its number.
+    std::fs::remove_file(dir.join("a")).unwrap();
+    let reused = (0..FILES).find(|i| {
+        let name = dir.join(format!("x{i}"));
+        std::fs::write(&name, format!("second {i}")).unwrap();
+        std::fs::symlink_metadata(&name).unwrap().ino() == old_host
+    });
+    let Some(i) = reused else {
+        panic!("the host did not reuse inode {old_host} in {FILES} creates");
+    };
+    std::fs::rename(dir.join(format!("x{i}")), dir.join("a")).unwrap();
+
+    // The kernel's cached name still leads to the old node: the daemon answers ESTALE, the
+    // kernel looks "a" up again and reaches the new inode, as a node of its own.
+    let want = format!("second {i}");
+    assert_eq!(std::fs::read(mp.join("a")).unwrap(), want.as_bytes());
+    let new = std::fs::metadata(mp.join("a")).unwrap();
+    assert_ne!(new.ino(), old_node, "the new file got the old file's node");
+    assert_eq!(new.len(), want.len() as u64);
+    let err = File::open(format!("/proc/self/fd/{}", old.as_raw_fd())).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    drop(old);
     no_emfile_in_log(&d);
 }

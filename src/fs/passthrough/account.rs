@@ -48,6 +48,7 @@ impl PassthroughFs {
             self.quota.adjust(-(allocated_bytes(st) as i64), -1);
             return;
         };
+        inode.mark_removed();
         if inode.open_files.load(std::sync::atomic::Ordering::Acquire) == 0 {
             self.uncount(&inode);
         }

@@ -6,6 +6,10 @@
 //! whose host gives no usable handle (another device or mount, a filesystem without handles)
 //! are pinned: they hold their descriptor for as long as they are in the table.
 //!
+//! A cold node whose host inode is gone answers `ENOENT` if fvol removed its last name (as a
+//! removed directory does on any filesystem), and `ESTALE` if it vanished behind fvol's back;
+//! on `ESTALE` the kernel looks the path up again and finds what the name holds now.
+//!
 //! Invariants:
 //! - Entries leave the table only when the kernel forgets its last lookup.
 //! - While a node holds a descriptor, the host cannot reuse its inode number. So a host inode
@@ -49,6 +53,8 @@ pub struct Inode {
     fd: Mutex<Option<NodeFd>>,
     /// Used since the cache last looked (see `fdcache`).
     pub(super) referenced: AtomicBool,
+    /// fvol removed the inode's last name.
+    removed: AtomicBool,
     lookups: AtomicU64,
     /// Bytes of this inode counted in the quota; None once its space was given back. The lock
     /// also serializes re-accounting, so successive deltas add up to the real allocation.
@@ -69,6 +75,7 @@ impl Inode {
             handle,
             fd: Mutex::new(Some(Arc::new(fd))),
             referenced: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
             lookups: AtomicU64::new(1),
             accounted: Mutex::new(Some(allocated_bytes(st))),
             open_files: AtomicU32::new(0),
@@ -107,6 +114,19 @@ impl Inode {
     pub(super) fn release_fd(&self) {
         if self.handle.is_some() {
             self.fd.lock().take();
+        }
+    }
+
+    /// Records that fvol removed the inode's last name.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+    }
+
+    /// The error for a handle that no longer opens (see the module's doc).
+    fn gone(&self, e: Errno) -> FsError {
+        match e {
+            Errno::ESTALE if self.removed.load(Ordering::Relaxed) => FsError::NotFound,
+            e => FsError::Os(e),
         }
     }
 
@@ -186,7 +206,8 @@ impl InodeTable {
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = self
             .cache
-            .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))?;
+            .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))
+            .map_err(|e| inode.gone(e))?;
         let (fd, taken) = inode.install(fd);
         if taken {
             self.cache.admit(inode);
@@ -206,7 +227,8 @@ impl InodeTable {
             }
             (None, Some(handle)) => self
                 .cache
-                .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))?,
+                .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))
+                .map_err(|e| inode.gone(e))?,
             (None, None) => return Err(FsError::Stale),
         };
         Ok(fd)
@@ -422,7 +444,10 @@ mod tests {
         let new = lookup(&t, &name);
         assert!(!Arc::ptr_eq(&new, &old));
         assert_ne!(new.ino, old.ino);
+        // Gone behind the table's back: stale; gone by a removal it was told of: not found.
         assert_eq!(t.fd(&old).err(), Some(FsError::Os(Errno::ESTALE)));
+        old.mark_removed();
+        assert_eq!(t.fd(&old).err(), Some(FsError::NotFound));
         // The key now names the new node, and forgetting the old one leaves it so.
         t.forget(old.ino, 1);
         assert_eq!(t.peek_ino(new.key), Some(new.ino));

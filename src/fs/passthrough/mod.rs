@@ -18,6 +18,7 @@ mod xattr;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat, mknodat};
@@ -25,6 +26,7 @@ use nix::sys::statvfs::fstatvfs;
 use nix::unistd::{symlinkat, syncfs};
 
 pub use account::scan;
+pub use fdcache::FdCache;
 
 /// Usage of the tree at `dir`, each inode once.
 pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
@@ -35,7 +37,6 @@ pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
     )?)
 }
 use attr::attr_of;
-use fdcache::FdCache;
 use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::{InodeTable, NodeFd};
 
@@ -60,6 +61,16 @@ pub struct PassthroughFs {
 impl PassthroughFs {
     /// Serves `root`. `usage` is where the quota starts; None rescans the tree.
     pub fn new(root: &Path, limits: Limits, usage: Option<UsageSnapshot>) -> FsResult<Self> {
+        Self::with_cache(root, limits, usage, FdCache::global())
+    }
+
+    /// `new` with node descriptors held in `cache` instead of the process's.
+    pub fn with_cache(
+        root: &Path,
+        limits: Limits,
+        usage: Option<UsageSnapshot>,
+        cache: Arc<FdCache>,
+    ) -> FsResult<Self> {
         let fd = open(
             root,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -72,7 +83,7 @@ impl PassthroughFs {
             None => scan(&fd)?,
         };
         Ok(PassthroughFs {
-            inodes: InodeTable::new(fd, &st, FdCache::global())?,
+            inodes: InodeTable::new(fd, &st, cache)?,
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             quota: Quota::new(limits, usage),
