@@ -324,3 +324,64 @@ fn inode_replaced_behind_the_volume_is_found_again() {
     drop(old);
     no_emfile_in_log(&d);
 }
+
+#[test]
+fn open_files_take_descriptors_from_the_cache() {
+    if !fuse_or_skip("open_files_take_descriptors_from_the_cache") {
+        return;
+    }
+    let d = limited_daemon();
+    d.cli_ok(["create", "open", "-o", "size=256M"]);
+    let mp = d.mount("open");
+    let data = d.root().join("volumes/open/data");
+    let count = NOFILE as usize + 100;
+    for i in 0..count {
+        std::fs::write(mp.join(format!("f{i}")), content(i)).unwrap();
+    }
+    let idle = daemon_fds(&d);
+
+    // Open files need real descriptors: the daemon gives up cached ones for them, up to its
+    // limit; beyond it an open fails with EMFILE and nothing else does.
+    let mut open = Vec::new();
+    let mut refused = None;
+    for i in 0..count {
+        match File::options()
+            .read(true)
+            .write(true)
+            .open(mp.join(format!("f{i}")))
+        {
+            Ok(f) => open.push((i, f)),
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, err) = refused.expect("every open succeeded past the daemon's limit");
+    assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "open {at}: {err}");
+    assert!(
+        open.len() + 64 > NOFILE as usize,
+        "only {} files opened (the daemon held {idle} descriptors before)",
+        open.len()
+    );
+    for (i, f) in &open {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; content(*i).len()];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, content(*i), "f{i}");
+        f.write_all_at(b"x", 0).unwrap();
+    }
+    drop(open);
+    for i in 0..count {
+        let mut want = content(i);
+        if i < at {
+            want[0] = b'x';
+        }
+        assert_eq!(
+            std::fs::read(mp.join(format!("f{i}"))).unwrap(),
+            want,
+            "f{i}"
+        );
+    }
+    assert_exact(&d, "open", &data, (0, 0), "after the opens");
+}

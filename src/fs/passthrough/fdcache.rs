@@ -61,6 +61,8 @@ impl FdCache {
     /// Registers a node that just got its descriptor, then takes descriptors from the least
     /// recently used nodes while over capacity.
     pub fn admit(&self, inode: &Arc<Inode>) {
+        // Closed after the lock is released.
+        let mut evicted = Vec::new();
         let mut queue = self.queue.lock();
         queue.push_back(Arc::downgrade(inode));
         // Two passes at most: the first may only clear referenced bits.
@@ -76,26 +78,28 @@ impl FdCache {
             if node.referenced.swap(false, Ordering::Relaxed) {
                 queue.push_back(entry);
             } else {
-                node.release_fd();
+                evicted.extend(node.release_fd());
             }
         }
+        drop(queue);
+        drop(evicted);
     }
 
     /// Takes the descriptors of the `n` least recently admitted nodes, used or not; returns
     /// how many it took.
     fn shrink(&self, n: usize) -> usize {
+        let mut evicted = Vec::new();
         let mut queue = self.queue.lock();
-        let mut taken = 0;
-        while taken < n {
+        while evicted.len() < n {
             let Some(entry) = queue.pop_front() else {
                 break;
             };
             if let Some(node) = entry.upgrade() {
-                node.release_fd();
-                taken += 1;
+                evicted.extend(node.release_fd());
             }
         }
-        taken
+        drop(queue);
+        evicted.len()
     }
 
     /// Runs `open` (something that allocates a descriptor); when the process is out of

@@ -110,11 +110,10 @@ impl Inode {
         }
     }
 
-    /// Closes the node's descriptor (once its current users are done), unless pinned.
-    pub(super) fn release_fd(&self) {
-        if self.handle.is_some() {
-            self.fd.lock().take();
-        }
+    /// Takes the node's descriptor unless pinned; it closes when its last user drops it.
+    pub(super) fn release_fd(&self) -> Option<NodeFd> {
+        self.handle.as_ref()?;
+        self.fd.lock().take()
     }
 
     /// Records that fvol removed the inode's last name.
@@ -164,12 +163,16 @@ impl InodeTable {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let mount_id = match name_to_handle_at(root_fd.as_fd(), c"") {
-            Ok((_, id)) => Some(id),
+        // Handles are used only if the root's own handle opens again (that needs
+        // CAP_DAC_READ_SEARCH, which a container may not grant).
+        let probe = name_to_handle_at(root_fd.as_fd(), c"").and_then(|(handle, id)| {
+            open_by_handle_at(mount_fd.as_fd(), &handle, OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .map(|_| id)
+        });
+        let mount_id = match probe {
+            Ok(id) => Some(id),
             Err(e) => {
-                log::info!(
-                    "no file handles on this host filesystem ({e}): every node keeps a descriptor"
-                );
+                log::warn!("file handles unusable here ({e}): every node keeps a descriptor open");
                 None
             }
         };
@@ -273,7 +276,14 @@ impl InodeTable {
         let name = CString::new(name.as_bytes()).ok()?;
         match name_to_handle_at(dir, &name) {
             Ok((handle, id)) if id == mount_id => Some(handle),
-            _ => None,
+            Ok(_) => None, // another mount of the same filesystem
+            Err(e) => {
+                log::debug!(
+                    "no handle for inode {} ({e}): its descriptor stays open",
+                    st.st_ino
+                );
+                None
+            }
         }
     }
 
