@@ -399,7 +399,7 @@ mod tests {
     }
 
     fn host_ino(t: &InodeTable, inode: &Arc<Inode>) -> u64 {
-        fstat(&t.fd(inode).unwrap()).unwrap().st_ino
+        fstat(t.fd(inode).unwrap()).unwrap().st_ino
     }
 
     #[test]
