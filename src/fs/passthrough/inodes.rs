@@ -363,11 +363,15 @@ impl InodeTable {
         inode.lookups.store(left, Ordering::Relaxed);
         if left == 0 {
             let key = inode.key;
-            t.by_ino.remove(&ino);
+            let gone = t.by_ino.remove(&ino);
             // The key may belong to a newer node already (a reused inode number).
             if t.by_key.get(&key) == Some(&ino) {
                 t.by_key.remove(&key);
             }
+            // Closing the last descriptor of an unlinked inode frees it on the host, which
+            // takes a while: not under the lock.
+            drop(t);
+            drop(gone);
         }
     }
 }
