@@ -385,3 +385,68 @@ fn open_files_take_descriptors_from_the_cache() {
     }
     assert_exact(&d, "open", &data, (0, 0), "after the opens");
 }
+
+/// Mounts inside a `mount=` directory: their nodes have no usable handle (another device, or
+/// another mount of the same filesystem), so they keep their descriptors as before.
+#[test]
+fn nodes_on_other_mounts_keep_their_descriptors() {
+    use nix::mount::{MsFlags, mount};
+    if !fuse_or_skip("nodes_on_other_mounts_keep_their_descriptors") {
+        return;
+    }
+    let d = limited_daemon();
+    let dir = d.scratch_dir("outer");
+    let (tmpfs, bound, elsewhere) = (
+        dir.join("tmpfs"),
+        dir.join("bound"),
+        d.scratch_dir("elsewhere"),
+    );
+    std::fs::create_dir(&tmpfs).unwrap();
+    std::fs::create_dir(&bound).unwrap();
+    let none: Option<&str> = None;
+    mount(
+        Some("tmpfs"),
+        &tmpfs,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=16m"),
+    )
+    .unwrap();
+    mount(Some(&elsewhere), &bound, none, MsFlags::MS_BIND, none).unwrap();
+    let dir_arg = format!("mount={}", dir.display());
+    d.cli_ok(["create", "nested", "-o", &dir_arg]);
+    let mp = d.mount("nested");
+
+    let mut kept = Vec::new();
+    for sub in ["tmpfs", "bound"] {
+        std::fs::write(mp.join(sub).join("a"), sub).unwrap();
+        kept.push((sub, open_path(&mp.join(sub).join("a"))));
+    }
+    // Many new nodes elsewhere, while the two directories stay in use: an evictable "a" would
+    // lose its descriptor.
+    for i in 0..2 * NOFILE {
+        std::fs::write(mp.join(format!("f{i}")), b"").unwrap();
+        for sub in ["tmpfs", "bound"] {
+            assert!(!mp.join(sub).join(format!("none{i}")).exists());
+        }
+    }
+    for sub in ["tmpfs", "bound"] {
+        let inner = mp.join(sub);
+        // Links within the mount work, and its last name goes.
+        std::fs::hard_link(inner.join("a"), inner.join("b")).unwrap();
+        std::fs::remove_file(inner.join("a")).unwrap();
+        std::fs::remove_file(inner.join("b")).unwrap();
+    }
+    for i in 0..2 * NOFILE {
+        std::fs::write(mp.join(format!("g{i}")), b"").unwrap();
+    }
+    for (sub, fd) in &kept {
+        // Still held by its node's descriptor: the unlinked inode opens, as on the host (a
+        // node reopened from a handle would answer ENOENT here, having lost its inode).
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(std::fs::read(&path).unwrap(), sub.as_bytes(), "{sub}");
+    }
+    drop(kept);
+    no_emfile_in_log(&d);
+    // Dropping the daemon detaches every mount under its test directory, these two included.
+}
