@@ -8,8 +8,9 @@
 //!
 //! Invariant: a node that has a file handle holds a descriptor exactly when it has an entry
 //! in the queue. Entries of nodes dropped meanwhile (whose descriptors closed with them) stay
-//! until the front reaches them and count against the capacity, so the queue holds at most
-//! `capacity` entries after every admission.
+//! until the front reaches them and count against the capacity, so the queue, and the memory
+//! it keeps, stays at the capacity (an admission stops after two passes, so uses racing it can
+//! leave a few entries over until the next one).
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
@@ -47,7 +48,7 @@ impl FdCache {
             .get_or_init(|| {
                 let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
                 let capacity = capacity_for_limit(limit);
-                log::info!("local volumes keep up to {capacity} node descriptors open (open-file limit {limit})");
+                log::info!("node descriptor cache: {capacity} (open-file limit {limit})");
                 Arc::new(FdCache::new(capacity))
             })
             .clone()

@@ -3,8 +3,9 @@
 //! Every node knows its host inode by `(dev, ino)` and file handle, holds an O_PATH descriptor
 //! of it while in use (a bounded cache, see `inodes` and `fdcache`), and every operation is an
 //! `*at()` call on such descriptors, so no absolute host path is ever built and a rename
-//! elsewhere cannot redirect an operation. Quota accounting follows the host's own allocation: after
-//! each change the touched inodes are re-read and the difference applied (see `account`).
+//! elsewhere cannot redirect an operation. Quota accounting follows the host's own allocation:
+//! after each change the touched inodes are re-read and the difference applied (see
+//! `account`).
 mod account;
 mod attr;
 mod dir;
