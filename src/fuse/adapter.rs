@@ -87,10 +87,10 @@ impl FuseAdapter {
     }
 
     fn open_flags(o: &Opened) -> FopenFlags {
-        match o.keep_cache {
-            true => FopenFlags::FOPEN_KEEP_CACHE,
-            false => FopenFlags::empty(),
-        }
+        let mut flags = FopenFlags::empty();
+        flags.set(FopenFlags::FOPEN_KEEP_CACHE, o.keep_cache);
+        flags.set(FopenFlags::FOPEN_DIRECT_IO, o.direct_io);
+        flags
     }
 
     /// Replies to an open, with a passthrough backing id when the core offers the host file.
@@ -179,6 +179,9 @@ impl Filesystem for FuseAdapter {
             // The handler clears setuid, setgid and capabilities on writes the kernel flags,
             // so the kernel does not ask for security.capability before every write.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // Shared mmap of direct-I/O opens: the kernel keeps the mapping's pages coherent
+            // with direct reads and writes (flushing and invalidating the range around them).
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -358,8 +361,16 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply!(reply, self.fs.read(ino.0, fh.0, offset, size), |d| reply
-            .data(&d))
+        // The core lends its bytes for the reply (sent with writev straight from them).
+        let mut reply = Some(reply);
+        let result = self.fs.read_to(ino.0, fh.0, offset, size, &mut |data| {
+            if let Some(reply) = reply.take() {
+                reply.data(data);
+            }
+        });
+        if let (Err(e), Some(reply)) = (result, reply.take()) {
+            reply.error(errno_of(e));
+        }
     }
 
     fn write(

@@ -26,15 +26,26 @@ fn pages(body: &Body) -> FsResult<&Pages> {
     }
 }
 
+/// copy_file_range copies this much at a time.
+const COPY_PIECE: u64 = 1 << 20;
+
 impl MemFs {
-    pub(super) fn read_node(&self, node: &Node, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let data = pages(&node.body.read())?.read(offset, size as u64);
+    /// Hands the bytes to `send` while holding the node's data for reading, so that they can
+    /// go out straight from the store (writers of this file wait for the copy to finish).
+    pub(super) fn read_node(
+        &self,
+        node: &Node,
+        offset: u64,
+        size: u32,
+        send: &mut dyn FnMut(&[u8]),
+    ) -> FsResult<()> {
+        pages(&node.body.read())?.read_with(offset, size as u64, send);
         let mut m = node.meta.lock();
         // relatime: atime moves when it is older than the last change.
         if m.atime <= m.mtime || m.atime <= m.ctime {
             m.atime = SystemTime::now();
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Writes what fits in the quota: everything, a page-aligned prefix, or nothing.
@@ -127,11 +138,32 @@ impl MemFs {
         len: u64,
     ) -> FsResult<u32> {
         let len = len.min(1 << 30);
-        let data = pages(&from.body.read())?.read(off_in, len);
-        if data.is_empty() {
-            return Ok(0);
+        let mut copied = 0u64;
+        let mut piece = Vec::new();
+        // A piece at a time, so that a big copy needs no buffer of its size; each piece is
+        // read with the source unlocked again before the write (source and target may be the
+        // same file).
+        while copied < len {
+            let want = (len - copied).min(COPY_PIECE);
+            pages(&from.body.read())?.read_with(off_in + copied, want, |d| {
+                piece.clear();
+                piece.extend_from_slice(d);
+            });
+            if piece.is_empty() {
+                break;
+            }
+            let written = match self.write_node(to, off_out + copied, &piece) {
+                Ok(n) => n as u64,
+                // What was copied stands: a short copy, as with a short write.
+                Err(_) if copied > 0 => break,
+                Err(e) => return Err(e),
+            };
+            copied += written;
+            if written < piece.len() as u64 {
+                break;
+            }
         }
-        self.write_node(to, off_out, &data)
+        Ok(copied as u32)
     }
 
     /// Returns freed bytes to the quota, and memory to the system once enough was freed.

@@ -6,6 +6,7 @@
 //!
 //! Locking: the tree (node table and directory entries) changes only under `tree.write()`;
 //! a node's data has its own lock, so I/O on different files runs in parallel.
+mod chunk;
 mod data;
 mod namespace;
 mod node;
@@ -155,10 +156,13 @@ impl MemFs {
         }
         node.open.fetch_add(1, Ordering::AcqRel);
         let fh = self.files.insert(node);
+        // Direct I/O: the data already is memory, so the kernel's page cache would hold a
+        // second copy of it and add a copy to every read and write (see docs/tmpfs.md).
         Ok(Opened {
             fh,
             passthrough: None,
             keep_cache: true,
+            direct_io: true,
         })
     }
 }
