@@ -60,6 +60,14 @@ impl Chunk {
         }
     }
 
+    /// Pages held on the heap (which gives memory back to the system only when trimmed).
+    pub fn heap_pages(&self) -> usize {
+        match self {
+            Chunk::Heap(map) => map.len(),
+            Chunk::Mapped { .. } => 0,
+        }
+    }
+
     #[cfg(test)]
     pub fn is_mapped(&self) -> bool {
         matches!(self, Chunk::Mapped { .. })

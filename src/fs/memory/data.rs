@@ -58,7 +58,9 @@ impl MemFs {
             .reserve_write(|avail| plan_write(offset, data.len() as u64, allocated, PAGE, avail))?;
         let grown = p.write(offset, &data[..plan.len as usize]);
         self.quota.adjust(grown as i64, 0);
+        let heap = p.take_heap_freed();
         drop(body);
+        self.give_back(0, heap);
         let mut m = node.meta.lock();
         let now = SystemTime::now();
         m.mtime = now;
@@ -68,8 +70,12 @@ impl MemFs {
 
     /// Shrinking frees pages; growing makes a hole, which is free.
     pub(super) fn truncate_node(&self, node: &Node, size: u64) -> FsResult<()> {
-        let freed = pages_mut(&mut node.body.write())?.truncate(size);
-        self.give_back(freed);
+        let (freed, heap) = {
+            let mut body = node.body.write();
+            let p = pages_mut(&mut body)?;
+            (p.truncate(size), p.take_heap_freed())
+        };
+        self.give_back(freed, heap);
         Ok(())
     }
 
@@ -83,7 +89,7 @@ impl MemFs {
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let mut body = node.body.write();
         let p = pages_mut(&mut body)?;
-        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+        let freed = match mode & !libc::FALLOC_FL_KEEP_SIZE {
             0 => {
                 let need = plan_write(
                     offset,
@@ -96,21 +102,21 @@ impl MemFs {
                 let _reservation = self.quota.reserve(need, 0)?;
                 let grown = p.allocate(offset, len, keep_size);
                 self.quota.adjust(grown as i64, 0);
+                0
             }
-            libc::FALLOC_FL_PUNCH_HOLE if keep_size => {
-                let freed = p.punch(offset, len);
-                drop(body);
-                self.give_back(freed);
-            }
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => p.punch(offset, len),
             libc::FALLOC_FL_ZERO_RANGE => {
                 let freed = p.punch(offset, len);
-                self.give_back(freed);
                 if !keep_size {
                     p.size = p.size.max(offset + len);
                 }
+                freed
             }
             _ => return Err(FsError::Unsupported),
-        }
+        };
+        let heap = p.take_heap_freed();
+        drop(body);
+        self.give_back(freed, heap);
         node.touch_ctime();
         Ok(())
     }
@@ -166,11 +172,14 @@ impl MemFs {
         Ok(copied as u32)
     }
 
-    /// Returns freed bytes to the quota, and memory to the system once enough was freed.
-    pub(super) fn give_back(&self, bytes: u64) {
+    /// Returns freed bytes to the quota, and heap memory to the system once enough of it was
+    /// freed (mapped memory went back when it was discarded).
+    pub(super) fn give_back(&self, bytes: u64, heap: u64) {
         if bytes > 0 {
             self.quota.adjust(-(bytes as i64), 0);
-            self.trim.freed(bytes);
+        }
+        if heap > 0 {
+            self.trim.freed(heap);
         }
     }
 }

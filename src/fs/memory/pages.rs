@@ -14,6 +14,9 @@ pub struct Pages {
     chunks: BTreeMap<u64, Chunk>,
     /// Pages allocated, over all chunks.
     pages: u64,
+    /// Bytes of heap pages freed since `take_heap_freed` last asked: the heap keeps them until
+    /// it is trimmed, whereas mapped pages go back to the system at once.
+    heap_freed: u64,
 }
 
 /// The chunks a byte range touches: (chunk index, byte range inside it, offset of its start
@@ -116,6 +119,16 @@ impl Pages {
         }
     }
 
+    /// Heap bytes freed since the last call (by punching, truncating, clearing, or moving a
+    /// chunk into a mapping).
+    pub fn take_heap_freed(&mut self) -> u64 {
+        std::mem::take(&mut self.heap_freed)
+    }
+
+    fn note_heap(&mut self, before: usize, after: usize) {
+        self.heap_freed += before.saturating_sub(after) as u64 * PAGE;
+    }
+
     /// The bytes at `offset`, up to `len` and not past the end of file, as a new vector.
     pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
         self.read_with(offset, len, <[u8]>::to_vec)
@@ -128,7 +141,13 @@ impl Pages {
         for (k, local, from) in pieces(offset, end) {
             let src = &data[from..from + local.len()];
             grown += match self.chunks.get_mut(&k) {
-                Some(chunk) => chunk.write(local.start, src),
+                Some(chunk) => {
+                    let before = chunk.heap_pages();
+                    let new = chunk.write(local.start, src);
+                    let after = chunk.heap_pages();
+                    self.note_heap(before, after);
+                    new
+                }
                 None => {
                     let pages = local.start / PAGE as usize..local.end.div_ceil(PAGE as usize);
                     let mut chunk = Chunk::for_pages(pages);
@@ -156,7 +175,10 @@ impl Pages {
                 .chunks
                 .entry(k)
                 .or_insert_with(|| Chunk::for_pages(pages.clone()));
+            let before = chunk.heap_pages();
             grown += chunk.allocate(pages) as u64;
+            let after = chunk.heap_pages();
+            self.note_heap(before, after);
         }
         self.pages += grown;
         if !keep_size {
@@ -171,8 +193,11 @@ impl Pages {
         let mut freed = 0;
         for (k, local, _) in pieces(offset, end) {
             if let Some(chunk) = self.chunks.get_mut(&k) {
+                let before = chunk.heap_pages();
                 freed += chunk.punch(local) as u64;
-                if chunk.pages() == 0 {
+                let (after, empty) = (chunk.heap_pages(), chunk.pages() == 0);
+                self.note_heap(before, after);
+                if empty {
                     self.chunks.remove(&k);
                 }
             }
@@ -188,11 +213,16 @@ impl Pages {
         if size < self.size {
             let gone = self.chunks.split_off(&size.div_ceil(CHUNK));
             freed += gone.values().map(|c| c.pages() as u64).sum::<u64>();
+            let heap: usize = gone.values().map(Chunk::heap_pages).sum();
+            self.note_heap(heap, 0);
             if size % CHUNK != 0 {
                 let last = size / CHUNK;
                 if let Some(chunk) = self.chunks.get_mut(&last) {
+                    let before = chunk.heap_pages();
                     freed += chunk.punch((size % CHUNK) as usize..CHUNK as usize) as u64;
-                    if chunk.pages() == 0 {
+                    let (after, empty) = (chunk.heap_pages(), chunk.pages() == 0);
+                    self.note_heap(before, after);
+                    if empty {
                         self.chunks.remove(&last);
                     }
                 }
@@ -234,6 +264,8 @@ impl Pages {
     /// Drops all pages; returns the bytes freed.
     pub fn clear(&mut self) -> u64 {
         let freed = self.allocated();
+        let heap: usize = self.chunks.values().map(Chunk::heap_pages).sum();
+        self.note_heap(heap, 0);
         self.chunks = BTreeMap::new();
         self.pages = 0;
         freed
@@ -360,6 +392,24 @@ mod tests {
         assert_eq!(p.allocated_end(CHUNK - PAGE, CHUNK + PAGE), CHUNK + PAGE);
         assert_eq!(p.allocated_end(CHUNK + PAGE, CHUNK + 3 * PAGE), 0);
         assert!(p.read(0, CHUNK + PAGE).iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn heap_memory_freed_is_reported_for_trimming() {
+        let mut p = Pages::default();
+        p.write(0, &[1u8; 8 * PAGE as usize]);
+        assert_eq!(p.take_heap_freed(), 0);
+        assert_eq!(p.punch(0, 2 * PAGE), 2 * PAGE);
+        assert_eq!(p.take_heap_freed(), 2 * PAGE);
+        // Growing the chunk into a mapping moves its six heap pages out of the heap.
+        p.write(8 * PAGE, &vec![1u8; 64 * PAGE as usize]);
+        assert_eq!(p.take_heap_freed(), 6 * PAGE);
+        // Mapped pages go back to the system at once: nothing for the heap to trim.
+        assert_eq!(p.truncate(PAGE), 70 * PAGE);
+        assert_eq!(p.take_heap_freed(), 0);
+        p.write(4 * CHUNK, b"x");
+        assert_eq!(p.clear(), PAGE);
+        assert_eq!(p.take_heap_freed(), PAGE);
     }
 
     #[test]
