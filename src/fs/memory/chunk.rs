@@ -1,7 +1,7 @@
 //! One 2 MiB stretch of a file, counted in 4 KiB pages.
 //!
-//! A chunk holds few pages on the heap, one box per page, so that small files and scattered
-//! writes cost little. Once it would hold `MAP_AT` pages it moves into its own anonymous
+//! A chunk holds few pages on the heap, one box per page in a sorted list, so that small files
+//! and scattered writes cost little. Once it would hold `MAP_AT` pages it moves into its own anonymous
 //! mapping of the whole 2 MiB: data is then contiguous (a 1 MiB read is one slice, sent with
 //! no copy of our own), no allocator runs per page, and a page is backed by memory only
 //! where it was written or allocated.
@@ -9,7 +9,6 @@
 //! Invariant (mapped): a page not in `present` reads as zeros and holds no memory: it was
 //! never written, or was discarded when it left the set. So the chunk's memory is exactly its
 //! present pages, which is what the quota counts.
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::sys::anon::AnonRegion;
@@ -29,11 +28,15 @@ const POPULATE_AT: usize = 16;
 type HeapPage = Box<[u8; PAGE_BYTES]>;
 
 pub enum Chunk {
-    Heap(BTreeMap<u16, HeapPage>),
-    Mapped {
-        region: AnonRegion,
-        present: PageSet,
-    },
+    /// Pages by index, sorted; fewer than `MAP_AT` unless the kernel refused a mapping.
+    Heap(Vec<(u16, HeapPage)>),
+    /// Boxed, so that the common small chunk stays small.
+    Mapped(Box<Mapped>),
+}
+
+pub struct Mapped {
+    region: AnonRegion,
+    present: PageSet,
 }
 
 fn zero_page() -> HeapPage {
@@ -45,77 +48,103 @@ fn pages_of(range: &Range<usize>) -> Range<usize> {
     range.start / PAGE_BYTES..range.end.div_ceil(PAGE_BYTES)
 }
 
+/// Heap pages: lookups in the sorted list.
+fn find(pages: &[(u16, HeapPage)], i: usize) -> Result<usize, usize> {
+    pages.binary_search_by_key(&(i as u16), |(k, _)| *k)
+}
+
+fn heap_page(pages: &[(u16, HeapPage)], i: usize) -> Option<&HeapPage> {
+    find(pages, i).ok().map(|at| &pages[at].1)
+}
+
+/// The page, allocated (zeros) if it was not there.
+fn heap_page_mut(pages: &mut Vec<(u16, HeapPage)>, i: usize) -> &mut HeapPage {
+    let at = match find(pages, i) {
+        Ok(at) => at,
+        Err(at) => {
+            pages.insert(at, (i as u16, zero_page()));
+            at
+        }
+    };
+    &mut pages[at].1
+}
+
+/// Where the pages at `from` and after start in the sorted list.
+fn heap_from(pages: &[(u16, HeapPage)], from: usize) -> usize {
+    pages.partition_point(|(k, _)| (*k as usize) < from)
+}
+
 impl Chunk {
     /// An empty chunk about to receive the pages `pages`.
     pub fn for_pages(pages: Range<usize>) -> Chunk {
-        let mut chunk = Chunk::Heap(BTreeMap::new());
+        let mut chunk = Chunk::Heap(Vec::new());
         chunk.make_room(pages);
         chunk
     }
 
     pub fn pages(&self) -> usize {
         match self {
-            Chunk::Heap(map) => map.len(),
-            Chunk::Mapped { present, .. } => present.len(),
+            Chunk::Heap(pages) => pages.len(),
+            Chunk::Mapped(m) => m.present.len(),
         }
     }
 
     /// Pages held on the heap (which gives memory back to the system only when trimmed).
     pub fn heap_pages(&self) -> usize {
         match self {
-            Chunk::Heap(map) => map.len(),
-            Chunk::Mapped { .. } => 0,
+            Chunk::Heap(pages) => pages.len(),
+            Chunk::Mapped(_) => 0,
         }
     }
 
     #[cfg(test)]
     pub fn is_mapped(&self) -> bool {
-        matches!(self, Chunk::Mapped { .. })
+        matches!(self, Chunk::Mapped(_))
     }
 
     /// The first page at or after `from` that holds data.
     pub fn next_data(&self, from: usize) -> Option<usize> {
         match self {
-            Chunk::Heap(map) => map.range(from as u16..).next().map(|(&i, _)| i as usize),
-            Chunk::Mapped { present, .. } => present.next_in(from),
+            Chunk::Heap(pages) => pages.get(heap_from(pages, from)).map(|(i, _)| *i as usize),
+            Chunk::Mapped(m) => m.present.next_in(from),
         }
     }
 
     /// The first page at or after `from` that is a hole (None: none before the chunk's end).
     pub fn next_hole(&self, from: usize) -> Option<usize> {
         match self {
-            Chunk::Heap(map) => {
+            Chunk::Heap(pages) => {
                 let mut next = from;
-                for (&i, _) in map.range(from as u16..) {
-                    if i as usize != next {
+                for (i, _) in &pages[heap_from(pages, from)..] {
+                    if *i as usize != next {
                         break;
                     }
                     next += 1;
                 }
                 (next < CHUNK_PAGES).then_some(next)
             }
-            Chunk::Mapped { present, .. } => present.next_out(from),
+            Chunk::Mapped(m) => m.present.next_out(from),
         }
     }
 
     /// Moves heap pages into a mapping when the chunk is about to hold `MAP_AT` pages or more
     /// with `pages`. If the kernel refuses a mapping, the chunk stays on the heap.
     fn make_room(&mut self, pages: Range<usize>) {
-        let Chunk::Heap(map) = self else { return };
-        let new = pages.filter(|&i| !map.contains_key(&(i as u16))).count();
-        if map.len() + new < MAP_AT {
+        let Chunk::Heap(heap) = self else { return };
+        let new = pages.filter(|&i| find(heap, i).is_err()).count();
+        if heap.len() + new < MAP_AT {
             return;
         }
         let Ok(mut region) = AnonRegion::new(CHUNK as usize) else {
             return;
         };
         let mut present = PageSet::default();
-        for (&i, page) in map.iter() {
-            let at = i as usize * PAGE_BYTES;
+        for (i, page) in heap.iter() {
+            let at = *i as usize * PAGE_BYTES;
             region.as_mut_slice()[at..at + PAGE_BYTES].copy_from_slice(&page[..]);
-            present.insert(i as usize..i as usize + 1);
+            present.insert(*i as usize..*i as usize + 1);
         }
-        *self = Chunk::Mapped { region, present };
+        *self = Chunk::Mapped(Box::new(Mapped { region, present }));
     }
 
     /// Writes `data` at byte `at`; returns the pages newly allocated.
@@ -123,27 +152,26 @@ impl Chunk {
         let range = at..at + data.len();
         self.make_room(pages_of(&range));
         match self {
-            Chunk::Heap(map) => {
-                let before = map.len();
+            Chunk::Heap(heap) => {
+                let before = heap.len();
                 let mut pos = at;
                 while pos < range.end {
                     let in_page = pos % PAGE_BYTES;
                     let n = (PAGE_BYTES - in_page).min(range.end - pos);
-                    let page = map
-                        .entry((pos / PAGE_BYTES) as u16)
-                        .or_insert_with(zero_page);
+                    let page = heap_page_mut(heap, pos / PAGE_BYTES);
                     page[in_page..in_page + n].copy_from_slice(&data[pos - at..pos - at + n]);
                     pos += n;
                 }
-                map.len() - before
+                heap.len() - before
             }
-            Chunk::Mapped { region, present } => {
+            Chunk::Mapped(m) => {
                 let pages = pages_of(&range);
-                let new = present.insert(pages.clone());
+                let new = m.present.insert(pages.clone());
                 if new >= POPULATE_AT {
-                    region.populate(pages.start * PAGE_BYTES..pages.end * PAGE_BYTES);
+                    m.region
+                        .populate(pages.start * PAGE_BYTES..pages.end * PAGE_BYTES);
                 }
-                region.as_mut_slice()[range].copy_from_slice(data);
+                m.region.as_mut_slice()[range].copy_from_slice(data);
                 new
             }
         }
@@ -154,16 +182,17 @@ impl Chunk {
     pub fn allocate(&mut self, pages: Range<usize>) -> usize {
         self.make_room(pages.clone());
         match self {
-            Chunk::Heap(map) => {
-                let before = map.len();
+            Chunk::Heap(heap) => {
+                let before = heap.len();
                 for i in pages {
-                    map.entry(i as u16).or_insert_with(zero_page);
+                    heap_page_mut(heap, i);
                 }
-                map.len() - before
+                heap.len() - before
             }
-            Chunk::Mapped { region, present } => {
-                let new = present.insert(pages.clone());
-                region.populate(pages.start * PAGE_BYTES..pages.end * PAGE_BYTES);
+            Chunk::Mapped(m) => {
+                let new = m.present.insert(pages.clone());
+                m.region
+                    .populate(pages.start * PAGE_BYTES..pages.end * PAGE_BYTES);
                 new
             }
         }
@@ -182,41 +211,34 @@ impl Chunk {
         }
         edges.retain(|i| !whole.contains(i));
         match self {
-            Chunk::Heap(map) => {
+            Chunk::Heap(heap) => {
                 for i in &edges {
-                    if let Some(page) = map.get_mut(&(*i as u16)) {
+                    if let Ok(at) = find(heap, *i) {
                         let start = i * PAGE_BYTES;
                         let from = range.start.max(start) - start;
                         let to = range.end.min(start + PAGE_BYTES) - start;
-                        page[from..to].fill(0);
+                        heap[at].1[from..to].fill(0);
                     }
                 }
-                let before = map.len();
-                if !whole.is_empty() {
-                    let doomed: Vec<u16> = map
-                        .range(whole.start as u16..whole.end as u16)
-                        .map(|(&i, _)| i)
-                        .collect();
-                    for i in doomed {
-                        map.remove(&i);
-                    }
-                }
-                before - map.len()
+                let before = heap.len();
+                heap.retain(|(i, _)| !whole.contains(&(*i as usize)));
+                before - heap.len()
             }
-            Chunk::Mapped { region, present } => {
+            Chunk::Mapped(m) => {
                 for i in &edges {
-                    if present.contains(*i) {
+                    if m.present.contains(*i) {
                         let start = i * PAGE_BYTES;
                         let bytes = range.start.max(start)..range.end.min(start + PAGE_BYTES);
-                        region.as_mut_slice()[bytes].fill(0);
+                        m.region.as_mut_slice()[bytes].fill(0);
                     }
                 }
                 if whole.is_empty() {
                     return 0;
                 }
-                let freed = present.remove(whole.clone());
+                let freed = m.present.remove(whole.clone());
                 if freed > 0 {
-                    region.discard(whole.start * PAGE_BYTES..whole.end * PAGE_BYTES);
+                    m.region
+                        .discard(whole.start * PAGE_BYTES..whole.end * PAGE_BYTES);
                 }
                 freed
             }
@@ -226,22 +248,22 @@ impl Chunk {
     /// Copies the bytes at `at` into `out`, with zeros for holes.
     pub fn read_into(&self, at: usize, out: &mut [u8]) {
         match self {
-            Chunk::Heap(map) => {
+            Chunk::Heap(heap) => {
                 let end = at + out.len();
                 let mut pos = at;
                 while pos < end {
                     let in_page = pos % PAGE_BYTES;
                     let n = (PAGE_BYTES - in_page).min(end - pos);
                     let dst = &mut out[pos - at..pos - at + n];
-                    match map.get(&((pos / PAGE_BYTES) as u16)) {
+                    match heap_page(heap, pos / PAGE_BYTES) {
                         Some(page) => dst.copy_from_slice(&page[in_page..in_page + n]),
                         None => dst.fill(0),
                     }
                     pos += n;
                 }
             }
-            Chunk::Mapped { region, .. } => {
-                out.copy_from_slice(&region.as_slice()[at..at + out.len()]);
+            Chunk::Mapped(m) => {
+                out.copy_from_slice(&m.region.as_slice()[at..at + out.len()]);
             }
         }
     }
@@ -251,15 +273,14 @@ impl Chunk {
     /// heap.
     pub fn slice(&self, range: Range<usize>) -> Option<&[u8]> {
         match self {
-            Chunk::Mapped { region, .. } => Some(&region.as_slice()[range]),
-            Chunk::Heap(map) => {
+            Chunk::Mapped(m) => Some(&m.region.as_slice()[range]),
+            Chunk::Heap(heap) => {
                 let page = range.start / PAGE_BYTES;
                 if range.is_empty() || (range.end - 1) / PAGE_BYTES != page {
                     return None;
                 }
                 let start = page * PAGE_BYTES;
-                map.get(&(page as u16))
-                    .map(|p| &p[range.start - start..range.end - start])
+                heap_page(heap, page).map(|p| &p[range.start - start..range.end - start])
             }
         }
     }
@@ -269,7 +290,7 @@ impl Chunk {
     #[cfg(test)]
     pub fn mapped_resident(&self) -> Option<usize> {
         match self {
-            Chunk::Mapped { region, .. } => Some(region.resident_pages()),
+            Chunk::Mapped(m) => Some(m.region.resident_pages()),
             Chunk::Heap(_) => None,
         }
     }

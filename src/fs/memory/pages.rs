@@ -2,16 +2,16 @@
 //! only where something was written or allocated, so holes cost nothing; allocated bytes are
 //! `pages × PAGE`, and that is the memory the file holds.
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 pub use super::chunk::PAGE;
 use super::chunk::{CHUNK, CHUNK_PAGES, Chunk};
+use super::chunks::Chunks;
 
 #[derive(Default)]
 pub struct Pages {
     pub size: u64,
-    chunks: BTreeMap<u64, Chunk>,
+    chunks: Chunks,
     /// Pages allocated, over all chunks.
     pages: u64,
     /// Bytes of heap pages freed since `take_heap_freed` last asked: the heap keeps them until
@@ -59,7 +59,7 @@ impl Pages {
         let mut next = start;
         while next < stop {
             let k = next / per_chunk;
-            let Some(chunk) = self.chunks.get(&k) else {
+            let Some(chunk) = self.chunks.get(k) else {
                 break;
             };
             match chunk.next_hole((next % per_chunk) as usize) {
@@ -87,7 +87,7 @@ impl Pages {
         let n = (end - offset) as usize;
         let mut parts = pieces(offset, end);
         if let (Some((k, local, _)), None) = (parts.next(), parts.next())
-            && let Some(slice) = self.chunks.get(&k).and_then(|c| c.slice(local))
+            && let Some(slice) = self.chunks.get(k).and_then(|c| c.slice(local))
         {
             return f(slice);
         }
@@ -112,7 +112,7 @@ impl Pages {
     fn copy_out(&self, offset: u64, end: u64, out: &mut [u8]) {
         for (k, local, from) in pieces(offset, end) {
             let dst = &mut out[from..from + local.len()];
-            match self.chunks.get(&k) {
+            match self.chunks.get(k) {
                 Some(chunk) => chunk.read_into(local.start, dst),
                 None => dst.fill(0),
             }
@@ -140,22 +140,14 @@ impl Pages {
         let mut grown = 0;
         for (k, local, from) in pieces(offset, end) {
             let src = &data[from..from + local.len()];
-            grown += match self.chunks.get_mut(&k) {
-                Some(chunk) => {
-                    let before = chunk.heap_pages();
-                    let new = chunk.write(local.start, src);
-                    let after = chunk.heap_pages();
-                    self.note_heap(before, after);
-                    new
-                }
-                None => {
-                    let pages = local.start / PAGE as usize..local.end.div_ceil(PAGE as usize);
-                    let mut chunk = Chunk::for_pages(pages);
-                    let new = chunk.write(local.start, src);
-                    self.chunks.insert(k, chunk);
-                    new
-                }
-            } as u64;
+            let pages = local.start / PAGE as usize..local.end.div_ceil(PAGE as usize);
+            let chunk = self
+                .chunks
+                .get_or_insert_with(k, || Chunk::for_pages(pages));
+            let before = chunk.heap_pages();
+            grown += chunk.write(local.start, src) as u64;
+            let after = chunk.heap_pages();
+            self.note_heap(before, after);
         }
         self.pages += grown;
         self.size = self.size.max(end);
@@ -173,8 +165,7 @@ impl Pages {
             let pages = local.start / PAGE as usize..local.end / PAGE as usize;
             let chunk = self
                 .chunks
-                .entry(k)
-                .or_insert_with(|| Chunk::for_pages(pages.clone()));
+                .get_or_insert_with(k, || Chunk::for_pages(pages.clone()));
             let before = chunk.heap_pages();
             grown += chunk.allocate(pages) as u64;
             let after = chunk.heap_pages();
@@ -192,13 +183,13 @@ impl Pages {
         let end = offset.saturating_add(len);
         let mut freed = 0;
         for (k, local, _) in pieces(offset, end) {
-            if let Some(chunk) = self.chunks.get_mut(&k) {
+            if let Some(chunk) = self.chunks.get_mut(k) {
                 let before = chunk.heap_pages();
                 freed += chunk.punch(local) as u64;
                 let (after, empty) = (chunk.heap_pages(), chunk.pages() == 0);
                 self.note_heap(before, after);
                 if empty {
-                    self.chunks.remove(&k);
+                    self.chunks.remove(k);
                 }
             }
         }
@@ -211,19 +202,19 @@ impl Pages {
     pub fn truncate(&mut self, size: u64) -> u64 {
         let mut freed = 0;
         if size < self.size {
-            let gone = self.chunks.split_off(&size.div_ceil(CHUNK));
+            let gone = self.chunks.split_off(size.div_ceil(CHUNK));
             freed += gone.values().map(|c| c.pages() as u64).sum::<u64>();
             let heap: usize = gone.values().map(Chunk::heap_pages).sum();
             self.note_heap(heap, 0);
             if size % CHUNK != 0 {
                 let last = size / CHUNK;
-                if let Some(chunk) = self.chunks.get_mut(&last) {
+                if let Some(chunk) = self.chunks.get_mut(last) {
                     let before = chunk.heap_pages();
                     freed += chunk.punch((size % CHUNK) as usize..CHUNK as usize) as u64;
                     let (after, empty) = (chunk.heap_pages(), chunk.pages() == 0);
                     self.note_heap(before, after);
                     if empty {
-                        self.chunks.remove(&last);
+                        self.chunks.remove(last);
                     }
                 }
             }
@@ -239,7 +230,7 @@ impl Pages {
             return None;
         }
         let first = offset / CHUNK;
-        for (&k, chunk) in self.chunks.range(first..) {
+        for (k, chunk) in self.chunks.range_from(first) {
             let from = match k == first {
                 true => ((offset % CHUNK) / PAGE) as usize,
                 false => 0,
@@ -266,7 +257,7 @@ impl Pages {
         let freed = self.allocated();
         let heap: usize = self.chunks.values().map(Chunk::heap_pages).sum();
         self.note_heap(heap, 0);
-        self.chunks = BTreeMap::new();
+        self.chunks = Chunks::Empty;
         self.pages = 0;
         freed
     }
