@@ -36,6 +36,12 @@ impl AnonRegion {
                 MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
             )?
         };
+        // 4 KiB pages only: a transparent huge page would back 2 MiB on the first write of a
+        // byte (where THP is "always"), and khugepaged could fill holes by collapsing pages,
+        // so memory would no longer be the pages written. Kernels without THP refuse the
+        // advice, which is then moot.
+        // SAFETY: the range is exactly the mapping just made; the advice changes no byte.
+        let _ = unsafe { mman::madvise(ptr, len, MmapAdvise::MADV_NOHUGEPAGE) };
         Ok(AnonRegion {
             ptr: ptr.cast(),
             len,
