@@ -48,14 +48,6 @@ impl AnonRegion {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `len` readable bytes for the life of self; the shared borrow
         // of self keeps `as_mut_slice` (which needs &mut self) from aliasing it.

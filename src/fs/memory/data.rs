@@ -148,7 +148,8 @@ impl MemFs {
         let mut piece = Vec::new();
         // A piece at a time, so that a big copy needs no buffer of its size; each piece is
         // read with the source unlocked again before the write (source and target may be the
-        // same file).
+        // same file). Piece by piece is right because the ranges never overlap: the kernel
+        // refuses overlapping copies within a file (EINVAL) before asking the handler.
         while copied < len {
             let want = (len - copied).min(COPY_PIECE);
             pages(&from.body.read())?.read_with(off_in + copied, want, |d| {
