@@ -82,9 +82,26 @@ copy_file_range = 1.0
 /// Runs fsx with every operation enabled for `ops` operations with `seed` on a file in `dir`;
 /// Err holds its output.
 pub fn fsx(dir: &Path, seed: u32, ops: u32) -> Result<(), String> {
+    run_fsx(dir, seed, ops, FSX_CONF.to_string())
+}
+
+/// fsx as above on a file of up to `file_len` bytes, with operations of up to `op_len` bytes
+/// (fsx's defaults: 256 KiB and 64 KiB).
+pub fn fsx_sized(
+    dir: &Path,
+    seed: u32,
+    ops: u32,
+    file_len: u32,
+    op_len: usize,
+) -> Result<(), String> {
+    let conf = format!("flen = {file_len}\n\n[opsize]\nmax = {op_len}\n\n{FSX_CONF}");
+    run_fsx(dir, seed, ops, conf)
+}
+
+fn run_fsx(dir: &Path, seed: u32, ops: u32, conf_text: String) -> Result<(), String> {
     let file = dir.join(format!("fsx-{seed}.dat"));
     let conf = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(conf.path(), FSX_CONF).unwrap();
+    std::fs::write(conf.path(), conf_text).unwrap();
     let artifacts = tempfile::tempdir().unwrap();
     let out = Command::new(tool("fsx"))
         .args(["-N", &ops.to_string(), "-S", &seed.to_string()])

@@ -50,6 +50,18 @@ fn fsx_tmpfs() {
     fsx(&TestSession::with(Backend::Tmpfs, Some(1 << 30), None));
 }
 
+/// Files of up to 8 MiB and operations of up to 1 MiB: tmpfs keeps big files in 2 MiB chunks
+/// of mapped memory, so this crosses chunk boundaries and moves chunks between the heap and
+/// mappings, with mmap reads and writes in between.
+#[test]
+fn fsx_tmpfs_big_files() {
+    let s = TestSession::with(Backend::Tmpfs, Some(1 << 30), None);
+    for seed in [1, 2, 3] {
+        suites::fsx_sized(s.mnt(), seed, 10_000, 8 << 20, 1 << 20)
+            .unwrap_or_else(|log| panic!("seed {seed}: {log}"));
+    }
+}
+
 #[test]
 fn pjdfstest_image() {
     pjdfstest(&TestSession::with(

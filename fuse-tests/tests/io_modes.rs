@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
-use fuse_tests::{Backend, TestSession};
+use fuse_tests::{Backend, TestSession, run_ok};
 
 fn read_all(f: &File, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
@@ -80,6 +80,27 @@ fn through_kernel_passthrough_without_a_quota() {
 #[test]
 fn in_memory() {
     all(Backend::Tmpfs, Some(1 << 30));
+}
+
+/// tmpfs data is memory already: reads and writes bypass the kernel's page cache, which would
+/// hold a second copy of it (fincore counts the file's pages in the cache).
+#[test]
+fn in_memory_data_is_not_cached_twice() {
+    let s = TestSession::with(Backend::Tmpfs, Some(1 << 30), None);
+    let path = s.path("once");
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let cached = run_ok(
+        std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(&path),
+    );
+    assert_eq!(
+        cached.trim(),
+        "0",
+        "page cache bytes of a 4 MiB file written and read"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Features pjdfstest barely touches, on every backend: xattrs, rename flags, device nodes and
-//! FIFOs, SEEK_DATA/SEEK_HOLE, shared writable mmap, and readdir of a large directory.
+//! FIFOs, SEEK_DATA/SEEK_HOLE, shared writable mmap (and its coherence with read and write),
+//! and readdir of a large directory.
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::process::Command;
@@ -102,6 +103,37 @@ fn shared_mmap(s: &TestSession) {
     assert_eq!(&buf, b"hello");
 }
 
+/// A shared mapping and read/write on other descriptors see each other's bytes at once, with
+/// no msync: also where the kernel sends reads and writes straight to the handler (direct
+/// I/O) while the mapping lives in its page cache.
+fn mmap_coherent_with_read_and_write(s: &TestSession) {
+    let script = r#"
+import mmap, os, sys
+p = sys.argv[1]
+fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.ftruncate(fd, 8192)
+m = mmap.mmap(fd, 8192)
+assert m[0:5] == bytes(5)
+w = os.open(p, os.O_RDWR)
+os.pwrite(w, b'abcde', 0)
+assert m[0:5] == b'abcde', ('the mapping after pwrite', m[0:5])
+m[10:15] = b'vwxyz'
+assert os.pread(w, 5, 10) == b'vwxyz', ('pread after a write to the mapping', os.pread(w, 5, 10))
+r = os.open(p, os.O_RDONLY)
+assert os.pread(r, 5, 10) == b'vwxyz'
+os.pwrite(w, b'12345', 4096 + 10)
+assert m[4106:4111] == b'12345', ('second page', m[4106:4111])
+os.ftruncate(w, 100)
+os.ftruncate(w, 8192)
+assert m[0:15] == b'abcde\0\0\0\0\0vwxyz', m[0:15]
+assert m[100:8192] == bytes(8092), 'the truncated part reads as zeros through the mapping'
+print('ok')
+"#;
+    let path = s.path("coherent");
+    let out = run_ok(Command::new("python3").arg("-c").arg(script).arg(&path));
+    assert_eq!(out.trim(), "ok");
+}
+
 fn big_directory(s: &TestSession) {
     let dir = s.path("many");
     std::fs::create_dir(&dir).unwrap();
@@ -134,6 +166,7 @@ fn all(backend: Backend) {
     special_nodes(&s);
     seek_data_and_hole(&s);
     shared_mmap(&s);
+    mmap_coherent_with_read_and_write(&s);
     big_directory(&s);
 }
 
@@ -147,6 +180,7 @@ fn local_passthrough() {
     let s = TestSession::with(Backend::Local, None, None);
     seek_data_and_hole(&s);
     shared_mmap(&s);
+    mmap_coherent_with_read_and_write(&s);
 }
 
 #[test]

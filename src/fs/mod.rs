@@ -49,6 +49,19 @@ pub trait VolumeFs: Send + Sync + 'static {
         flags: i32,
     ) -> FsResult<(Entry, Opened)>;
     fn read(&self, ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>>;
+    /// Reads like `read` and hands the bytes to `send`, called exactly once on success. A core
+    /// that holds the data in memory lends its own bytes for the call instead of copying them.
+    fn read_to(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+        send: &mut dyn FnMut(&[u8]),
+    ) -> FsResult<()> {
+        send(&self.read(ino, fh, offset, size)?);
+        Ok(())
+    }
     /// Writes what fits in the quota: a short count when only part fits, `NoSpace` when
     /// nothing does.
     fn write(

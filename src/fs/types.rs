@@ -134,11 +134,15 @@ pub struct CopyRange {
 
 /// An opened file. `passthrough` is the host file the kernel may do all I/O on directly (a
 /// core offers it for every open of a volume or for none). `keep_cache` lets the kernel keep
-/// the file's pages from earlier opens (only the handler changes the data).
+/// the file's pages from earlier opens (only the handler changes the data). `direct_io`
+/// sends every read and write to the handler, bypassing the kernel's page cache (which then
+/// serves only mmap): for a core whose data already is memory, the cache would be a second
+/// copy of it.
 pub struct Opened {
     pub fh: Fh,
     pub passthrough: Option<Arc<File>>,
     pub keep_cache: bool,
+    pub direct_io: bool,
 }
 
 pub struct DirEntry {

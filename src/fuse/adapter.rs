@@ -42,6 +42,10 @@ pub struct FuseAdapter {
     /// to the backing store, and the kernel invalidates what its own requests change.
     ttl: Duration,
     passthrough: AtomicBool,
+    /// The kernel allows shared mmap of direct-I/O opens (FUSE_DIRECT_IO_ALLOW_MMAP, Linux
+    /// 6.6): without it, a direct-I/O open could not be mapped shared, so opens the core
+    /// marks for direct I/O go through the page cache instead.
+    direct_io: AtomicBool,
     backing: Mutex<Backing>,
 }
 
@@ -58,6 +62,7 @@ impl FuseAdapter {
             fs,
             ttl,
             passthrough: AtomicBool::new(passthrough),
+            direct_io: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
         }
     }
@@ -86,11 +91,12 @@ impl FuseAdapter {
         reply.entry(&self.ttl, &self.attr(&e.attr), Generation(e.generation));
     }
 
-    fn open_flags(o: &Opened) -> FopenFlags {
-        match o.keep_cache {
-            true => FopenFlags::FOPEN_KEEP_CACHE,
-            false => FopenFlags::empty(),
-        }
+    fn open_flags(&self, o: &Opened) -> FopenFlags {
+        let mut flags = FopenFlags::empty();
+        flags.set(FopenFlags::FOPEN_KEEP_CACHE, o.keep_cache);
+        let direct_io = o.direct_io && self.direct_io.load(Ordering::Relaxed);
+        flags.set(FopenFlags::FOPEN_DIRECT_IO, direct_io);
+        flags
     }
 
     /// Replies to an open, with a passthrough backing id when the core offers the host file.
@@ -105,7 +111,7 @@ impl FuseAdapter {
         open_backing: impl FnOnce(&R, &std::fs::File) -> std::io::Result<BackingId>,
         respond: impl FnOnce(R, FopenFlags, Option<&BackingId>),
     ) {
-        let flags = Self::open_flags(opened);
+        let flags = self.open_flags(opened);
         let file = opened.passthrough.as_ref();
         let Some(file) = file.filter(|_| self.passthrough.load(Ordering::Relaxed)) else {
             return respond(reply, flags, None);
@@ -182,6 +188,12 @@ impl Filesystem for FuseAdapter {
         ] {
             let _ = config.add_capabilities(cap);
         }
+        // Shared mmap of direct-I/O opens: the kernel keeps a mapping's pages coherent with
+        // direct reads and writes.
+        let direct_io = config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok();
+        self.direct_io.store(direct_io, Ordering::Relaxed);
         let wants_passthrough = self.passthrough.load(Ordering::Relaxed);
         let passthrough = wants_passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -358,8 +370,16 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply!(reply, self.fs.read(ino.0, fh.0, offset, size), |d| reply
-            .data(&d))
+        // The core lends its bytes for the reply (sent with writev straight from them).
+        let mut reply = Some(reply);
+        let result = self.fs.read_to(ino.0, fh.0, offset, size, &mut |data| {
+            if let Some(reply) = reply.take() {
+                reply.data(data);
+            }
+        });
+        if let (Err(e), Some(reply)) = (result, reply.take()) {
+            reply.error(errno_of(e));
+        }
     }
 
     fn write(

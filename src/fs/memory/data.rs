@@ -26,15 +26,26 @@ fn pages(body: &Body) -> FsResult<&Pages> {
     }
 }
 
+/// copy_file_range copies this much at a time.
+const COPY_PIECE: u64 = 1 << 20;
+
 impl MemFs {
-    pub(super) fn read_node(&self, node: &Node, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let data = pages(&node.body.read())?.read(offset, size as u64);
+    /// Hands the bytes to `send` while holding the node's data for reading, so that they can
+    /// go out straight from the store (writers of this file wait for the copy to finish).
+    pub(super) fn read_node(
+        &self,
+        node: &Node,
+        offset: u64,
+        size: u32,
+        send: &mut dyn FnMut(&[u8]),
+    ) -> FsResult<()> {
+        pages(&node.body.read())?.read_with(offset, size as u64, send);
         let mut m = node.meta.lock();
         // relatime: atime moves when it is older than the last change.
         if m.atime <= m.mtime || m.atime <= m.ctime {
             m.atime = SystemTime::now();
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Writes what fits in the quota: everything, a page-aligned prefix, or nothing.
@@ -47,7 +58,9 @@ impl MemFs {
             .reserve_write(|avail| plan_write(offset, data.len() as u64, allocated, PAGE, avail))?;
         let grown = p.write(offset, &data[..plan.len as usize]);
         self.quota.adjust(grown as i64, 0);
+        let heap = p.take_heap_freed();
         drop(body);
+        self.give_back(0, heap);
         let mut m = node.meta.lock();
         let now = SystemTime::now();
         m.mtime = now;
@@ -57,8 +70,12 @@ impl MemFs {
 
     /// Shrinking frees pages; growing makes a hole, which is free.
     pub(super) fn truncate_node(&self, node: &Node, size: u64) -> FsResult<()> {
-        let freed = pages_mut(&mut node.body.write())?.truncate(size);
-        self.give_back(freed);
+        let (freed, heap) = {
+            let mut body = node.body.write();
+            let p = pages_mut(&mut body)?;
+            (p.truncate(size), p.take_heap_freed())
+        };
+        self.give_back(freed, heap);
         Ok(())
     }
 
@@ -72,7 +89,7 @@ impl MemFs {
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let mut body = node.body.write();
         let p = pages_mut(&mut body)?;
-        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+        let freed = match mode & !libc::FALLOC_FL_KEEP_SIZE {
             0 => {
                 let need = plan_write(
                     offset,
@@ -85,21 +102,21 @@ impl MemFs {
                 let _reservation = self.quota.reserve(need, 0)?;
                 let grown = p.allocate(offset, len, keep_size);
                 self.quota.adjust(grown as i64, 0);
+                0
             }
-            libc::FALLOC_FL_PUNCH_HOLE if keep_size => {
-                let freed = p.punch(offset, len);
-                drop(body);
-                self.give_back(freed);
-            }
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => p.punch(offset, len),
             libc::FALLOC_FL_ZERO_RANGE => {
                 let freed = p.punch(offset, len);
-                self.give_back(freed);
                 if !keep_size {
                     p.size = p.size.max(offset + len);
                 }
+                freed
             }
             _ => return Err(FsError::Unsupported),
-        }
+        };
+        let heap = p.take_heap_freed();
+        drop(body);
+        self.give_back(freed, heap);
         node.touch_ctime();
         Ok(())
     }
@@ -127,18 +144,43 @@ impl MemFs {
         len: u64,
     ) -> FsResult<u32> {
         let len = len.min(1 << 30);
-        let data = pages(&from.body.read())?.read(off_in, len);
-        if data.is_empty() {
-            return Ok(0);
+        let mut copied = 0u64;
+        let mut piece = Vec::new();
+        // A piece at a time, so that a big copy needs no buffer of its size; each piece is
+        // read with the source unlocked again before the write (source and target may be the
+        // same file). Piece by piece is right because the ranges never overlap: the kernel
+        // refuses overlapping copies within a file (EINVAL) before asking the handler.
+        while copied < len {
+            let want = (len - copied).min(COPY_PIECE);
+            pages(&from.body.read())?.read_with(off_in + copied, want, |d| {
+                piece.clear();
+                piece.extend_from_slice(d);
+            });
+            if piece.is_empty() {
+                break;
+            }
+            let written = match self.write_node(to, off_out + copied, &piece) {
+                Ok(n) => n as u64,
+                // What was copied stands: a short copy, as with a short write.
+                Err(_) if copied > 0 => break,
+                Err(e) => return Err(e),
+            };
+            copied += written;
+            if written < piece.len() as u64 {
+                break;
+            }
         }
-        self.write_node(to, off_out, &data)
+        Ok(copied as u32)
     }
 
-    /// Returns freed bytes to the quota, and memory to the system once enough was freed.
-    pub(super) fn give_back(&self, bytes: u64) {
+    /// Returns freed bytes to the quota, and heap memory to the system once enough of it was
+    /// freed (mapped memory went back when it was discarded).
+    pub(super) fn give_back(&self, bytes: u64, heap: u64) {
         if bytes > 0 {
             self.quota.adjust(-(bytes as i64), 0);
-            self.trim.freed(bytes);
+        }
+        if heap > 0 {
+            self.trim.freed(heap);
         }
     }
 }

@@ -1,11 +1,18 @@
 //! The `tmpfs` backend: a whole filesystem held in the handler's memory.
 //!
-//! File data lives in sparse 4 KiB heap pages (`pages`), so holes cost nothing and a file's
-//! allocated bytes are its page count times 4 KiB; that is what the quota counts. Memory goes
-//! back to the system when data is deleted (see `Trim`). Nothing touches disk.
+//! File data lives in sparse 4 KiB pages (`pages`), grouped in 2 MiB chunks that hold few
+//! pages on the heap and many in an anonymous mapping of their own (`chunk`). Holes cost
+//! nothing and a file's allocated bytes are its page count times 4 KiB; that is what the quota
+//! counts, and the memory it holds. Memory goes back to the system when data is deleted (at
+//! once for mapped pages, after `Trim` for heap pages). Nothing touches disk.
+//!
+//! Opens use direct I/O: reads and writes go straight between the caller and this store, with
+//! no second copy in the kernel's page cache (see docs/tmpfs.md).
 //!
 //! Locking: the tree (node table and directory entries) changes only under `tree.write()`;
 //! a node's data has its own lock, so I/O on different files runs in parallel.
+mod chunk;
+mod chunks;
 mod data;
 mod namespace;
 mod node;
@@ -54,7 +61,7 @@ impl Tree {
     }
 }
 
-/// Trims the heap after enough bytes were freed, so RSS follows the data held.
+/// Trims the heap after enough heap pages were freed, so RSS follows the data held.
 struct Trim {
     pending: AtomicU64,
 }
@@ -137,12 +144,12 @@ impl MemFs {
             unlinked
         };
         if unlinked_now {
-            let freed = match &mut *node.body.write() {
-                Body::File(p) => p.clear(),
-                _ => 0,
+            let (freed, heap) = match &mut *node.body.write() {
+                Body::File(p) => (p.clear(), p.take_heap_freed()),
+                _ => (0, 0),
             };
             self.quota.adjust(0, -1);
-            self.give_back(freed);
+            self.give_back(freed, heap);
         }
         if node.meta.lock().freed && node.lookups.load(Ordering::Acquire) == 0 {
             self.tree.write().nodes.remove(&node.ino);
@@ -155,10 +162,13 @@ impl MemFs {
         }
         node.open.fetch_add(1, Ordering::AcqRel);
         let fh = self.files.insert(node);
+        // Direct I/O: the data already is memory, so the kernel's page cache would hold a
+        // second copy of it and add a copy to every read and write (see docs/tmpfs.md).
         Ok(Opened {
             fh,
             passthrough: None,
             keep_cache: true,
+            direct_io: true,
         })
     }
 }

@@ -163,8 +163,21 @@ impl VolumeFs for MemFs {
         Ok((entry, self.open_node(node, flags & !libc::O_TRUNC)?))
     }
 
-    fn read(&self, _ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        self.read_node(&**self.files.get(fh)?, offset, size)
+    fn read(&self, ino: Ino, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_to(ino, fh, offset, size, &mut |d| out.extend_from_slice(d))?;
+        Ok(out)
+    }
+
+    fn read_to(
+        &self,
+        _ino: Ino,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+        send: &mut dyn FnMut(&[u8]),
+    ) -> FsResult<()> {
+        self.read_node(&**self.files.get(fh)?, offset, size, send)
     }
 
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {

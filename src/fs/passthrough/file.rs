@@ -53,6 +53,7 @@ impl PassthroughFs {
             passthrough,
             // The kernel refuses a kept cache on passthrough opens.
             keep_cache: self.exclusive && !self.passthrough_io,
+            direct_io: false,
         }
     }
 

@@ -416,6 +416,7 @@ impl VolumeFs for ImageFs {
             fh: self.files.insert(ino),
             passthrough: None,
             keep_cache: true,
+            direct_io: false,
         })
     }
 
