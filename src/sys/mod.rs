@@ -1,14 +1,8 @@
-<<<<<<< HEAD
-//! Raw system calls that nix does not wrap: directory reading with offsets, extended
-//! attributes and file handles; and `librbd`, Ceph's client libraries loaded at run time.
-//! Every `unsafe` block in the crate lives in this module, each with its reason.
-=======
 //! Raw system calls that nix does not wrap or that need `unsafe`: anonymous memory mappings,
-//! directory reading with offsets, and extended attributes; and `librbd`, Ceph's client
-//! libraries loaded at run time. Every `unsafe` block in the crate lives in this module, each
-//! with its reason.
+//! directory reading with offsets, extended attributes and file handles; and `librbd`, Ceph's
+//! client libraries loaded at run time. Every `unsafe` block in the crate lives in this module,
+//! each with its reason.
 pub mod anon;
->>>>>>> tmpfs
 pub mod dirent;
 pub mod handle;
 pub mod heap;
