@@ -60,6 +60,7 @@ fn round(seed: u64) {
             gid: 0,
             mode: 0o755,
         },
+        None,
     )
     .unwrap();
     let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
@@ -165,6 +166,7 @@ fn foreign_and_damaged_images_are_refused() {
             gid: 0,
             mode: 0o755,
         },
+        None,
     )
     .unwrap_err();
     assert!(err.to_string().contains("will not format"), "{err}");
@@ -177,6 +179,7 @@ fn foreign_and_damaged_images_are_refused() {
             gid: 0,
             mode: 0o755,
         },
+        None,
     )
     .unwrap();
     clean.write_at(9, &[0xee]).unwrap();
@@ -198,6 +201,7 @@ fn filling_an_image_ends_in_enospc() {
                 gid: 0,
                 mode: 0o755,
             },
+            None,
         )
         .unwrap();
         let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();

@@ -193,7 +193,8 @@ impl Driver for RbdDriver {
 
     /// `size=` is the image's size; data may use its usable capacity.
     fn size_limit(&self, opts: &VolumeOptions) -> Option<u64> {
-        opts.size.map(crate::fs::image::fs::usable_capacity)
+        opts.size
+            .and_then(|size| crate::fs::image::fs::usable_capacity(size, opts.inodes))
     }
 
     fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
@@ -245,7 +246,8 @@ impl Driver for RbdDriver {
         };
         let formatted = lock(ctx, &target, rec).and_then(|device| {
             let device: Arc<dyn BlockDevice> = Arc::new(device);
-            ImageFs::format(device, root).map_err(|e| VolumeError::Driver(e.to_string()))
+            ImageFs::format(device, root, opts.inodes)
+                .map_err(|e| VolumeError::Driver(e.to_string()))
         });
         if let Err(e) = formatted {
             let _ = target.io.remove_image(&target.image);

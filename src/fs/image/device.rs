@@ -1,5 +1,5 @@
 //! Block devices: fixed-size byte arrays with reads, writes and a flush that makes every
-//! earlier write durable.
+//! earlier write durable. Any byte range may be read or written (no alignment).
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -13,7 +13,13 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     fn size(&self) -> u64;
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Makes every write that completed before the call durable.
+    /// Starts writing `data` at `offset` and may return before it is done. The write is ordered
+    /// before every later read or write of an overlapping range and is durable after the next
+    /// `flush`; a failure may be reported by any later call, by the next `flush` at the latest.
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
+    /// Makes every write submitted or completed before the call durable.
     fn flush(&self) -> io::Result<()>;
 }
 
@@ -116,6 +122,18 @@ impl CrashDevice {
 
     pub fn flushes(&self) -> u64 {
         self.inner.lock().flushes
+    }
+
+    /// Unflushed writes that touch `[offset, offset + len)`, in write order (their index, as
+    /// `crash`'s `keep` sees it).
+    pub fn unflushed_in(&self, offset: u64, len: u64) -> Vec<usize> {
+        let s = self.inner.lock();
+        s.volatile
+            .iter()
+            .enumerate()
+            .filter(|(_, (at, data))| *at < offset + len && offset < at + data.len() as u64)
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 

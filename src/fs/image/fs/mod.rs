@@ -1,14 +1,22 @@
 //! A whole filesystem kept in a block image (the `rbd` backend; plain image files in tests).
 //!
-//! Everything (inodes, directory entries, xattrs, file data as chunks, usage counters) is one
-//! redb database on the image (see `super::format`). Each operation is one write transaction:
-//! committed without a flush normally, and with one for fsync, fsyncdir and unmount. redb's
-//! copy-on-write commits mean a crash at any moment leaves the image at its last flushed commit,
-//! whole: every fsynced byte is there and the counters match the data.
+//! Metadata (inodes, directory entries, xattrs, extent maps, the free-space map, usage
+//! counters) is one redb database in the image's metadata region; file data lives in extents of
+//! the data region (see `super::format`). Each operation is one write transaction: committed
+//! without a flush normally, durably for fsync, fsyncdir, syncfs and unmount.
+//!
+//! Crash consistency (ordered mode): a write sends its data to the device before the
+//! transaction that maps it commits, and a durable commit flushes the device (every data write
+//! before it) before redb makes its metadata durable. Blocks freed by a commit that is not
+//! durable are reused only after a durable one (`alloc`). redb's copy-on-write commits then
+//! leave the image, after any crash, at its last durable commit: whole, with every fsynced byte
+//! and no block mapped by two files or mapping another file's data; counters match the metadata.
 //!
 //! Kernel references and open handles are memory-only; an inode with no name is deleted at its
 //! last close, and one a crash left unnamed is deleted at the next open (see `open`).
+mod alloc;
 mod data;
+mod extents;
 mod fsck;
 mod ops;
 mod store;
@@ -17,23 +25,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 
-use super::backend::RegionBackend;
+use super::backend::{RegionBackend, RegionWatch};
 use super::device::BlockDevice;
-use super::format::{self, FormatError, REGION_START};
+use super::format::{self, FormatError, Layout, META_START};
 use crate::fs::handles::HandleTable;
 use crate::fs::memory::RootOwner;
 use crate::fs::quota::{Limits, Quota};
-use crate::fs::{FileKind, FsResult, Ino, ROOT_INO, UsageSnapshot};
+use crate::fs::{FileKind, FsError, FsResult, Ino, ROOT_INO, UsageSnapshot};
 use store::{
-    CHUNKS, COUNTERS, Ctx, DIRENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES, XATTRS,
+    COUNTERS, Ctx, DIRENTS, EXTENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES,
+    XATTRS,
 };
 
+pub use format::BLOCK;
 pub use fsck::{FsckReport, fsck};
-pub use store::CHUNK;
 
 #[derive(Debug, Error)]
 pub enum ImageError {
@@ -50,7 +59,7 @@ fn meta(e: impl std::fmt::Display) -> ImageError {
 /// What a transaction rewrites at least (a few B-tree pages of 4 KiB).
 const TX_REWRITE: u64 = 16 << 10;
 
-/// Bytes of the redb cache: metadata and recently used chunks stay in memory.
+/// Bytes of the redb cache: the metadata stays in memory.
 const CACHE: usize = 64 << 20;
 
 #[derive(Default)]
@@ -61,32 +70,47 @@ struct Live {
 
 pub struct ImageFs {
     db: Database,
+    device: Arc<dyn BlockDevice>,
+    layout: Layout,
+    /// The database's length in its region: past half of it, metadata is full.
+    meta: RegionWatch,
     quota: Quota,
     /// Bytes rewritten (copy-on-write) since the last durable commit. Pages a non-durable
     /// commit frees stay reserved until a durable one (a crash must find the last durable state
-    /// whole), so the image gets a durable commit after every `durable_every` bytes of them.
+    /// whole), so the database gets a durable commit after every `durable_every` bytes of them.
     undurable: AtomicU64,
     durable_every: u64,
+    /// Where the next-fit allocation goes on.
+    cursor: AtomicU64,
+    /// Held shared by a read from its extent lookup until its data is in memory; held
+    /// exclusively by a durable commit that makes freed blocks reusable. So no read can get
+    /// another file's data from a block that was freed and reused under it.
+    reuse: RwLock<()>,
     live: Mutex<HashMap<Ino, Live>>,
     files: HandleTable<Ino>,
     dirs: HandleTable<Mutex<Vec<(std::ffi::OsString, Ino, FileKind)>>>,
 }
 
-/// Room the filesystem may use for data. redb grows its storage by doubling (until 4 GiB),
-/// and a growth step that would pass the end of the image fails and stops the database; so
-/// data may fill a little under half the image, and the quota says no before redb has to grow
-/// past it. (Growth in smaller steps would give the rest back; see docs/rbd.md.)
-pub fn usable_capacity(image_size: u64) -> u64 {
-    let region = image_size.saturating_sub(REGION_START);
-    (region / 100 * 45) / 4096 * 4096
+/// Bytes files may hold on a new image of `image_size` bytes with the inode limit `inodes`:
+/// its data region. `None` when the image is too small.
+pub fn usable_capacity(image_size: u64, inodes: Option<u64>) -> Option<u64> {
+    Layout::for_image(image_size, inodes)
+        .ok()
+        .map(|l| l.capacity())
 }
 
 impl ImageFs {
-    /// Makes a new, empty filesystem on a device whose first block is all zeros.
-    pub fn format(device: Arc<dyn BlockDevice>, root: RootOwner) -> Result<(), ImageError> {
-        format::write_superblock(device.as_ref())?;
-        let size = device.size() - REGION_START;
-        let region = RegionBackend::format(device, REGION_START, size).map_err(meta)?;
+    /// Makes a new, empty filesystem on a device whose first block is all zeros, with a
+    /// metadata region sized for `inodes` (default: one per 32 KiB of image).
+    pub fn format(
+        device: Arc<dyn BlockDevice>,
+        root: RootOwner,
+        inodes: Option<u64>,
+    ) -> Result<(), ImageError> {
+        let layout = Layout::for_image(device.size(), inodes)?;
+        format::write_superblock(device.as_ref(), &layout)?;
+        let region =
+            RegionBackend::format(device.clone(), META_START, layout.meta_size).map_err(meta)?;
         let db = Database::builder()
             .create_with_backend(region)
             .map_err(meta)?;
@@ -95,8 +119,8 @@ impl ImageFs {
             let t = Tx { tx: &tx };
             let mut rec = InodeRec::new(FileKind::Dir, root.mode, root.uid, root.gid, 0);
             rec.parent = ROOT_INO;
-            t.put_inode(ROOT_INO, &rec)
-                .map_err(|e| meta(format!("{e:?}")))?;
+            let fs_err = |e: FsError| meta(format!("{e:?}"));
+            t.put_inode(ROOT_INO, &rec).map_err(fs_err)?;
             let mut c = tx.open_table(COUNTERS).map_err(meta)?;
             c.insert(NEXT_INO, ROOT_INO + 1).map_err(meta)?;
             c.insert(USED_BYTES, 0).map_err(meta)?;
@@ -104,43 +128,74 @@ impl ImageFs {
             drop(c);
             tx.open_table(DIRENTS).map_err(meta)?;
             tx.open_table(XATTRS).map_err(meta)?;
-            tx.open_table(CHUNKS).map_err(meta)?;
+            tx.open_table(EXTENTS).map_err(meta)?;
+            alloc::format(&t, layout.data_blocks()).map_err(fs_err)?;
         }
         tx.commit().map_err(meta)?;
+        drop(db);
+        device.flush().map_err(meta)?;
         Ok(())
     }
 
     /// Opens the filesystem on `device`, refusing an image that is not one. `limits.bytes` is
-    /// capped at the image's usable capacity.
+    /// capped at the data region; the inode limit defaults to what the metadata region was
+    /// sized for.
     pub fn open(device: Arc<dyn BlockDevice>, limits: Limits) -> Result<ImageFs, ImageError> {
-        format::check_superblock(device.as_ref())?;
-        let size = device.size();
+        let layout = format::check_superblock(device.as_ref())?;
         let region =
-            RegionBackend::open(device, REGION_START, size - REGION_START).map_err(meta)?;
+            RegionBackend::open(device.clone(), META_START, layout.meta_size).map_err(meta)?;
+        let watch = region.watch();
         let db = Database::builder()
             .set_cache_size(CACHE)
             .create_with_backend(region)
             .map_err(meta)?;
         let fs = ImageFs {
             db,
+            device,
+            layout,
+            meta: watch,
             quota: Quota::new(Limits::default(), UsageSnapshot::default()),
             undurable: AtomicU64::new(0),
-            durable_every: (usable_capacity(size) / 8).max(4 << 20),
+            durable_every: (layout.meta_size / 16).max(1 << 20),
+            cursor: AtomicU64::new(0),
+            reuse: RwLock::new(()),
             live: Mutex::new(HashMap::new()),
             files: HandleTable::default(),
             dirs: HandleTable::default(),
         };
         fs.delete_orphans().map_err(|e| meta(format!("{e:?}")))?;
         let usage = fs.stored_usage().map_err(|e| meta(format!("{e:?}")))?;
-        let capacity = usable_capacity(size);
+        let capacity = layout.capacity();
         let limits = Limits {
             bytes: Some(limits.bytes.map_or(capacity, |b| b.min(capacity))),
-            inodes: limits.inodes,
+            inodes: Some(limits.inodes.unwrap_or(layout.inodes())),
         };
         Ok(ImageFs {
             quota: Quota::new(limits, usage),
             ..fs
         })
+    }
+
+    /// Whether the metadata may not grow: redb grows its storage by doubling, and a growth
+    /// step past the end of the metadata region would stop the database. Once redb's length
+    /// passes half the region, its next growth could not fit, so operations that add metadata
+    /// (new inodes, names, xattrs, extents) are refused with ENOSPC; the rest of the region is
+    /// room for what still runs (overwrites, deletes) and for pages of non-durable commits.
+    fn metadata_full(&self) -> bool {
+        self.meta.len() > self.meta.capacity() / 2
+    }
+
+    /// `NoSpace` when the metadata is full (see `metadata_full`).
+    fn metadata_room(&self) -> FsResult<()> {
+        if self.metadata_full() {
+            log::warn!(
+                "image metadata full ({} of {} bytes): refusing to add more",
+                self.meta.len(),
+                self.meta.capacity()
+            );
+            return Err(FsError::NoSpace);
+        }
+        Ok(())
     }
 
     /// Runs `f` in one write transaction, committed (durably if asked) only when it succeeds.
@@ -150,7 +205,10 @@ impl ImageFs {
         self.write_costing(TX_REWRITE, durable, f)
     }
 
-    /// `write`, for a transaction that rewrites about `rewrite` bytes.
+    /// `write`, for a transaction that rewrites about `rewrite` bytes. A durable commit also
+    /// makes the blocks freed since the last one reusable: moved to the free map as its last
+    /// change, under the `reuse` lock, and durable before any later transaction can take them.
+    /// redb's durable commit flushes the device first, data writes included.
     fn write_costing<T>(
         &self,
         rewrite: u64,
@@ -167,8 +225,20 @@ impl ImageFs {
             tx.set_durability(Durability::None).io()?;
         }
         let out = f(&Tx { tx: &tx })?;
-        tx.commit().io()?;
+        if durable {
+            let drained = alloc::drain_pending(&Tx { tx: &tx })?;
+            let _exclusive = (drained > 0).then(|| self.reuse.write());
+            tx.commit().io()?;
+        } else {
+            tx.commit().io()?;
+        }
         Ok(out)
+    }
+
+    /// One durable commit: makes every earlier commit and data write durable, and the blocks
+    /// freed since the last durable commit reusable.
+    fn commit_durably(&self) -> FsResult<()> {
+        self.write(true, |_| Ok(()))
     }
 
     fn read_inode(&self, ino: Ino) -> FsResult<InodeRec> {

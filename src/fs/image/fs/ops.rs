@@ -45,6 +45,7 @@ impl ImageFs {
         mut rec: InodeRec,
     ) -> FsResult<Entry> {
         let name = name_ok(name)?;
+        self.metadata_room()?;
         let _reservation = self.quota.reserve(0, 1)?;
         let (ino, rec) = self.write(false, |t| {
             let mut p = t.inode(parent)?;
@@ -374,6 +375,7 @@ impl VolumeFs for ImageFs {
         new_name: &OsStr,
     ) -> FsResult<Entry> {
         let name = name_ok(new_name)?;
+        self.metadata_room()?;
         let rec = self.write(false, |t| {
             let mut rec = t.inode(ino)?;
             let mut p = t.inode(new_parent)?;
@@ -546,6 +548,7 @@ impl VolumeFs for ImageFs {
     }
 
     fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.metadata_room()?;
         self.write(false, |t| {
             let mut rec = t.inode(ino)?;
             rules::check_xattr_kind(rec.kind(), name)?;
@@ -628,8 +631,8 @@ impl VolumeFs for ImageFs {
         self.quota.usage()
     }
 
-    /// One durable commit makes every earlier commit durable too.
+    /// One durable commit makes every earlier commit and data write durable too.
     fn sync_all(&self) -> FsResult<()> {
-        self.write(true, |_| Ok(()))
+        self.commit_durably()
     }
 }
