@@ -129,7 +129,7 @@ fn quota_and_df(ceph: &TestCluster) {
     let mp = d.mount("quota");
     let size = df_size(&mp);
     assert!(
-        size <= 256 * MIB && size >= 256 * MIB / 10 * 9,
+        (256 * MIB / 10 * 9..=256 * MIB).contains(&size),
         "df size {size} of a 256 MiB image"
     );
     let st = d.inspect("quota");

@@ -91,6 +91,10 @@ struct CrashState {
     /// Writes not yet flushed, in order; reads see them on top of `durable`.
     volatile: Vec<(u64, Vec<u8>)>,
     flushes: u64,
+    /// Writes and flushes so far.
+    ops: u64,
+    /// Once `ops` reaches this, the "power is off": writes and flushes are dropped silently.
+    dead_at: Option<u64>,
 }
 
 impl CrashDevice {
@@ -100,13 +104,17 @@ impl CrashDevice {
                 durable: vec![0; size as usize],
                 volatile: Vec::new(),
                 flushes: 0,
+                ops: 0,
+                dead_at: None,
             })),
         }
     }
 
-    /// Loses every unflushed write for which `keep(index)` is false (index in write order).
+    /// Loses every unflushed write for which `keep(index)` is false (index in write order), and
+    /// turns the power back on.
     pub fn crash(&self, keep: impl Fn(usize) -> bool) {
         let mut s = self.inner.lock();
+        s.dead_at = None;
         let volatile = std::mem::take(&mut s.volatile);
         for (i, (offset, data)) in volatile.into_iter().enumerate() {
             if keep(i) {
@@ -122,6 +130,25 @@ impl CrashDevice {
 
     pub fn flushes(&self) -> u64 {
         self.inner.lock().flushes
+    }
+
+    /// Writes and flushes so far (dropped ones included).
+    pub fn ops(&self) -> u64 {
+        self.inner.lock().ops
+    }
+
+    /// Cuts the power after `n` more writes or flushes: later ones are dropped without an
+    /// error, as if the machine had died there while the process went on. `crash` then
+    /// decides which of the writes before the cut that were not flushed survive.
+    pub fn power_off_after(&self, n: u64) {
+        let mut s = self.inner.lock();
+        s.dead_at = Some(s.ops + n);
+    }
+
+    /// Whether a write or flush now is dropped (counting it).
+    fn dropped(s: &mut CrashState) -> bool {
+        s.ops += 1;
+        s.dead_at.is_some_and(|at| s.ops > at)
     }
 
     /// Unflushed writes that touch `[offset, offset + len)`, in write order (their index, as
@@ -159,13 +186,17 @@ impl BlockDevice for CrashDevice {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.inner.lock();
         check_range(s.durable.len() as u64, offset, data.len())?;
-        s.volatile.push((offset, data.to_vec()));
+        if !Self::dropped(&mut s) {
+            s.volatile.push((offset, data.to_vec()));
+        }
         Ok(())
     }
     fn flush(&self) -> io::Result<()> {
         let mut s = self.inner.lock();
-        s.crash_keep_all();
-        s.flushes += 1;
+        if !Self::dropped(&mut s) {
+            s.crash_keep_all();
+            s.flushes += 1;
+        }
         Ok(())
     }
 }

@@ -27,15 +27,17 @@ const DATA_ALIGN: u64 = 4 << 20;
 /// The smallest image fvol formats.
 pub const MIN_IMAGE: u64 = 16 << 20;
 
-/// Default inode count: one per `BYTES_PER_INODE` of image.
-const BYTES_PER_INODE: u64 = 32 << 10;
 /// Bytes of metadata a file may use on average: its inode record, its name, a few extents and
-/// xattrs, with the B-tree's slack.
+/// xattrs, with the B-tree's slack (an empty file with a short name takes about 200).
 const META_PER_INODE: u64 = 384;
-const META_MIN: u64 = 8 << 20;
-/// redb grows its file by doubling within a 4 GiB region; past that it grows by regions.
-/// Staying below keeps the growth rule simple (see `ImageFs::metadata_full`).
-const META_MAX: u64 = 4 << 30;
+/// redb's storage starts at 1 MiB and doubles; its last step must end inside the region, after
+/// redb's own header pages (a few KiB per doubling; this is ample).
+const META_SLACK: u64 = 1 << 20;
+const META_MIN: u64 = 1 << 20;
+/// Past 4 GiB redb grows by whole regions instead of doubling; stay below.
+const META_MAX: u64 = 2 << 30;
+/// By default the metadata may take up to this fraction of the image (1/40: 2.5 %).
+const META_SHARE: u64 = 40;
 
 #[derive(Debug, Error)]
 pub enum FormatError {
@@ -62,29 +64,39 @@ pub enum FormatError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub image_size: u64,
-    /// Bytes of the metadata region (its header block included), from `META_START`.
+    /// Bytes of the metadata region (its header block included), from `META_START`; at least
+    /// `META_MIN + META_SLACK`.
     pub meta_size: u64,
     /// Start of the data region; block 0 of the data region is here.
     pub data_start: u64,
 }
 
 impl Layout {
-    /// The layout for a new image of `image_size` bytes whose inode limit is `inodes` (default:
-    /// one per 16 KiB). The metadata region holds `META_PER_INODE` bytes per inode twice over:
-    /// redb may use half of it, the other half is room for its last growth step (by doubling)
-    /// and for pages of commits that are not durable yet.
+    /// The layout for a new image of `image_size` bytes with an inode limit of `inodes`.
+    ///
+    /// The metadata region holds `usable` bytes of redb storage, a power of two (redb's storage
+    /// starts at 1 MiB and doubles, so its last step fills exactly that), plus `META_SLACK`.
+    /// Without `inodes`, `usable` is the largest power of two within 1/40 of the image and the
+    /// inode limit follows from it; with `inodes`, the smallest that holds them. Either way the
+    /// region is at most a quarter of the image.
     pub fn for_image(image_size: u64, inodes: Option<u64>) -> Result<Layout, FormatError> {
         if image_size < MIN_IMAGE {
             return Err(FormatError::TooSmall(image_size));
         }
-        let inodes = inodes.unwrap_or(image_size / BYTES_PER_INODE).max(1);
-        let want = inodes.saturating_mul(2 * META_PER_INODE);
-        // Never more than a quarter of the image, so data always gets most of it.
-        let meta = want
-            .clamp(META_MIN, META_MAX)
-            .min((image_size / 4).max(META_MIN / 2));
-        let meta = meta / BLOCK * BLOCK;
-        Layout::new(image_size, meta)
+        let floor_pow2 = |n: u64| {
+            if n == 0 {
+                0
+            } else {
+                1 << (63 - n.leading_zeros())
+            }
+        };
+        let most = floor_pow2(image_size / 4 - META_SLACK).clamp(META_MIN, META_MAX);
+        let usable = match inodes {
+            None => floor_pow2(image_size / META_SHARE),
+            // Room for the inodes within 7/8 of it (the rest is the margin; see `Room`).
+            Some(n) => (n.saturating_mul(META_PER_INODE) / 7 * 8).next_power_of_two(),
+        };
+        Layout::new(image_size, usable.clamp(META_MIN, most) + META_SLACK)
     }
 
     fn new(image_size: u64, meta_size: u64) -> Result<Layout, FormatError> {
@@ -111,7 +123,7 @@ impl Layout {
 
     /// The inode count the metadata region was sized for.
     pub fn inodes(&self) -> u64 {
-        (self.meta_size / (2 * META_PER_INODE)).max(1)
+        ((self.meta_size - META_SLACK) / 8 * 7 / META_PER_INODE).max(1)
     }
 
     /// Device offset of data block `block`.
@@ -202,7 +214,7 @@ pub fn check_superblock(device: &dyn BlockDevice) -> Result<Layout, FormatError>
         ));
     }
     if block_size != BLOCK
-        || layout.meta_size < 2 * BLOCK
+        || layout.meta_size < META_MIN + META_SLACK
         || layout.data_start < META_START + layout.meta_size
         || layout.data_start % BLOCK != 0
         || layout.data_start >= layout.image_size
@@ -269,7 +281,7 @@ mod tests {
 
     #[test]
     fn layouts_leave_most_of_the_image_to_data() {
-        for (size, min_share) in [(16u64 << 20, 0.45), (256 << 20, 0.9), (10 << 30, 0.95)] {
+        for (size, min_share) in [(16u64 << 20, 0.7), (256 << 20, 0.95), (10 << 30, 0.97)] {
             let l = Layout::for_image(size, None).unwrap();
             let share = l.capacity() as f64 / size as f64;
             assert!(share >= min_share, "{size}: {l:?} gives data {share}");

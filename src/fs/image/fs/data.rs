@@ -145,20 +145,23 @@ impl ImageFs {
         if data.is_empty() {
             return Ok(0);
         }
+        let room = self.metadata_room().is_ok();
         let mut waiting_blocks = false;
-        let r = self.write_once(ino, offset, data, &mut waiting_blocks);
+        let r = self.write_once(ino, offset, data, room, &mut waiting_blocks);
         if matches!(r, Err(FsError::NoSpace)) && waiting_blocks {
             self.commit_durably()?;
-            return self.write_once(ino, offset, data, &mut false);
+            return self.write_once(ino, offset, data, room, &mut false);
         }
         r
     }
 
+    /// One attempt of `write_data`; `room`: whether metadata may grow (new extents).
     fn write_once(
         &self,
         ino: Ino,
         offset: u64,
         data: &[u8],
+        room: bool,
         waiting_blocks: &mut bool,
     ) -> FsResult<u32> {
         // The reservation outlives the commit, until the usage it covers is applied.
@@ -169,7 +172,7 @@ impl ImageFs {
             let mut table = t.tx.open_table(EXTENTS).io()?;
             let map = extents::overlapping(&table, ino, first, last)?;
             let holes = holes(&map, first, last);
-            let room_for_new = holes.is_empty() || !self.metadata_full();
+            let room_for_new = holes.is_empty() || room;
             let (plan, reservation) = self.quota.reserve_write(|available| {
                 plan(
                     offset,
@@ -258,6 +261,62 @@ impl ImageFs {
         Ok(written as u32)
     }
 
+    /// Shrinks a file towards `size` in bounded transactions, from its end, while more extents
+    /// than one batch lie past `size`; the file is always as long as what is still mapped.
+    /// `truncate_in` then does the rest (at most a batch) in the caller's transaction.
+    pub(super) fn shrink_steps(&self, ino: Ino, size: u64) -> FsResult<()> {
+        loop {
+            let step = self.write(false, |t| {
+                let mut rec = t.inode(ino)?;
+                if rec.kind() != FileKind::File || size >= rec.size {
+                    return Ok(None);
+                }
+                let first = size.div_ceil(BLOCK);
+                let removed = extents::remove_range(t, ino, first, u64::MAX, extents::BATCH)?;
+                if removed.done && removed.blocks == 0 {
+                    return Ok(None);
+                }
+                let freed = removed.blocks * BLOCK;
+                rec.size = rec.size.min(size.max(removed.low * BLOCK));
+                rec.allocated -= freed;
+                t.put_inode(ino, &rec)?;
+                t.add_counter(USED_BYTES, -(freed as i64))?;
+                Ok(Some((freed, removed.done)))
+            })?;
+            match step {
+                Some((freed, done)) => {
+                    self.quota.adjust(-(freed as i64), 0);
+                    if done {
+                        return Ok(());
+                    }
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Unmaps file blocks `[from, to)` in bounded transactions while more than a batch of
+    /// extents lies there (`punch` does the rest).
+    fn punch_steps(&self, ino: Ino, from: u64, to: u64) -> FsResult<()> {
+        loop {
+            let step = self.write(false, |t| {
+                let mut rec = file(t.inode(ino)?)?;
+                let removed = extents::remove_range(t, ino, from, to, extents::BATCH)?;
+                let freed = removed.blocks * BLOCK;
+                if freed > 0 {
+                    rec.allocated -= freed;
+                    t.put_inode(ino, &rec)?;
+                    t.add_counter(USED_BYTES, -(freed as i64))?;
+                }
+                Ok((freed, removed.done))
+            })?;
+            self.quota.adjust(-(step.0 as i64), 0);
+            if step.1 {
+                return Ok(());
+            }
+        }
+    }
+
     /// Sets the size: shrinking frees the blocks past the new end, growing zeroes the stale
     /// tail of the old end-of-file block (the rest reads as a hole). Returns the change in
     /// bytes charged.
@@ -270,7 +329,8 @@ impl ImageFs {
     ) -> FsResult<i64> {
         let mut freed = 0;
         if size < rec.size {
-            freed = extents::remove_from(t, ino, size.div_ceil(BLOCK))? * BLOCK;
+            let first = size.div_ceil(BLOCK);
+            freed = extents::remove_range(t, ino, first, u64::MAX, usize::MAX)?.blocks * BLOCK;
         } else if let Some(io) = self.tail_zeros(t, ino, rec.size, size)? {
             self.submit(vec![io])?;
         }
@@ -307,6 +367,17 @@ impl ImageFs {
         len: u64,
         mode: i32,
     ) -> FsResult<()> {
+        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            0 => self.metadata_room()?,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE => {
+                let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
+                let (first, last) = (offset.div_ceil(BLOCK), end / BLOCK);
+                if first < last {
+                    self.punch_steps(ino, first, last)?;
+                }
+            }
+            _ => {}
+        }
         let mut waiting_blocks = false;
         let r = self.fallocate_once(ino, offset, len, mode, &mut waiting_blocks);
         if matches!(r, Err(FsError::NoSpace)) && waiting_blocks {
@@ -337,9 +408,6 @@ impl ImageFs {
                     let map = extents::overlapping(&table, ino, first, last)?;
                     let holes = holes(&map, first, last);
                     let need: u64 = holes.iter().map(|h| h.1).sum();
-                    if need > 0 {
-                        self.metadata_room()?;
-                    }
                     reservation = Some(self.quota.reserve(need * BLOCK, 0)?);
                     for (hole, count) in holes {
                         let runs = alloc::allocate(t, count, None, &self.cursor)?;
@@ -392,7 +460,7 @@ impl ImageFs {
         }
         self.zero_bytes(t, ino, from, inner_first * BLOCK)?;
         self.zero_bytes(t, ino, inner_last * BLOCK, to)?;
-        let freed = extents::remove_range(t, ino, inner_first, inner_last)?;
+        let freed = extents::remove_range(t, ino, inner_first, inner_last, usize::MAX)?.blocks;
         Ok(-((freed * BLOCK) as i64))
     }
 

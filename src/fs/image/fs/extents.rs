@@ -123,12 +123,42 @@ pub fn insert(table: &mut ExtentTable<'_>, ino: Ino, e: Extent) -> FsResult<()> 
     put(table, ino, &e)
 }
 
-/// Unmaps file blocks `[from, to)` of `ino`; their data blocks go to `PENDING`. Returns the
-/// blocks freed.
-pub fn remove_range(t: &Tx<'_>, ino: Ino, from: u64, to: u64) -> FsResult<u64> {
+/// Extents a bounded transaction unmaps at most: keeps what one commit allocates small (see
+/// `room`) whatever the size of the file.
+pub const BATCH: usize = 4096;
+
+/// What `remove_range` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// Data blocks freed (to `PENDING`).
+    pub blocks: u64,
+    /// No extent of the range is left.
+    pub done: bool,
+    /// The lowest file block unmapped (the range's end when nothing was).
+    pub low: u64,
+}
+
+/// Unmaps file blocks `[from, to)` of `ino`, last extents first, at most `max` extents (or all
+/// of them with `usize::MAX`); their data blocks go to `PENDING`. Removing from the end keeps a
+/// partly done truncate consistent: nothing stays mapped past what was removed.
+pub fn remove_range(t: &Tx<'_>, ino: Ino, from: u64, to: u64, max: usize) -> FsResult<Removed> {
     let mut table = t.tx.open_table(EXTENTS).io()?;
-    let hit = overlapping(&table, ino, from, to)?;
+    let mut hit = Vec::new();
+    let mut done = true;
+    for entry in table.range((ino, 0)..(ino, to)).io()?.rev() {
+        let (k, v) = entry.io()?;
+        let e = Extent::from_entry(k.value(), v.value());
+        if e.lend() <= from {
+            break;
+        }
+        if hit.len() == max {
+            done = false;
+            break;
+        }
+        hit.push(e);
+    }
     let mut freed = Vec::new();
+    let mut low = to;
     for e in &hit {
         table.remove((ino, e.lblk)).io()?;
         if e.lblk < from {
@@ -137,7 +167,9 @@ pub fn remove_range(t: &Tx<'_>, ino: Ino, from: u64, to: u64) -> FsResult<u64> {
         if e.lend() > to {
             put(&mut table, ino, &e.clip(to, e.lend()))?;
         }
-        freed.push(e.clip(from, to).run());
+        let gone = e.clip(from, to);
+        low = low.min(gone.lblk);
+        freed.push(gone.run());
     }
     drop(table);
     let mut blocks = 0;
@@ -145,12 +177,7 @@ pub fn remove_range(t: &Tx<'_>, ino: Ino, from: u64, to: u64) -> FsResult<u64> {
         blocks += run.len;
         alloc::release(t, run)?;
     }
-    Ok(blocks)
-}
-
-/// Unmaps every block of `ino` from file block `from` on. Returns the blocks freed.
-pub fn remove_from(t: &Tx<'_>, ino: Ino, from: u64) -> FsResult<u64> {
-    remove_range(t, ino, from, u64::MAX)
+    Ok(Removed { blocks, done, low })
 }
 
 /// Marks the unwritten extents of `ino` within file blocks `[from, to)` written.
@@ -254,12 +281,33 @@ mod tests {
             let mut table = t.tx.open_table(EXTENTS).unwrap();
             insert(&mut table, 7, ext(0, 100, 10, false)).unwrap();
         });
-        assert_eq!(with(&db, |t| remove_range(t, 7, 3, 5).unwrap()), 2);
+        let r = with(&db, |t| remove_range(t, 7, 3, 5, usize::MAX).unwrap());
+        assert_eq!(
+            r,
+            Removed {
+                blocks: 2,
+                done: true,
+                low: 3
+            }
+        );
         assert_eq!(
             all(&db, 7),
             vec![ext(0, 100, 3, false), ext(5, 105, 5, false)]
         );
-        assert_eq!(with(&db, |t| remove_from(t, 7, 0).unwrap()), 8);
+        // One extent at a time, from the end.
+        let r = with(&db, |t| remove_range(t, 7, 1, u64::MAX, 1).unwrap());
+        assert_eq!(
+            r,
+            Removed {
+                blocks: 5,
+                done: false,
+                low: 5
+            }
+        );
+        let r = with(&db, |t| remove_range(t, 7, 1, u64::MAX, 1).unwrap());
+        assert_eq!((r.blocks, r.low), (2, 1));
+        let r = with(&db, |t| remove_range(t, 7, 0, u64::MAX, 1).unwrap());
+        assert_eq!((r.blocks, r.done), (1, true));
         assert!(all(&db, 7).is_empty());
         let tx = db.begin_read().unwrap();
         let pending: Vec<(u64, u64)> = (tx.open_table(PENDING).unwrap().iter().unwrap())

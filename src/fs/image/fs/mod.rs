@@ -19,17 +19,18 @@ mod data;
 mod extents;
 mod fsck;
 mod ops;
+mod room;
 mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 
-use super::backend::{RegionBackend, RegionWatch};
+use super::backend::RegionBackend;
 use super::device::BlockDevice;
 use super::format::{self, FormatError, Layout, META_START};
 use crate::fs::handles::HandleTable;
@@ -56,9 +57,6 @@ fn meta(e: impl std::fmt::Display) -> ImageError {
     ImageError::Metadata(e.to_string())
 }
 
-/// What a transaction rewrites at least (a few B-tree pages of 4 KiB).
-const TX_REWRITE: u64 = 16 << 10;
-
 /// Bytes of the redb cache: the metadata stays in memory.
 const CACHE: usize = 64 << 20;
 
@@ -72,14 +70,9 @@ pub struct ImageFs {
     db: Database,
     device: Arc<dyn BlockDevice>,
     layout: Layout,
-    /// The database's length in its region: past half of it, metadata is full.
-    meta: RegionWatch,
+    /// The metadata region: whether redb may grow, when commits must be durable.
+    room: room::Room,
     quota: Quota,
-    /// Bytes rewritten (copy-on-write) since the last durable commit. Pages a non-durable
-    /// commit frees stay reserved until a durable one (a crash must find the last durable state
-    /// whole), so the database gets a durable commit after every `durable_every` bytes of them.
-    undurable: AtomicU64,
-    durable_every: u64,
     /// Where the next-fit allocation goes on.
     cursor: AtomicU64,
     /// Held shared by a read from its extent lookup until its data is in memory; held
@@ -153,10 +146,8 @@ impl ImageFs {
             db,
             device,
             layout,
-            meta: watch,
+            room: room::Room::new(watch),
             quota: Quota::new(Limits::default(), UsageSnapshot::default()),
-            undurable: AtomicU64::new(0),
-            durable_every: (layout.meta_size / 16).max(1 << 20),
             cursor: AtomicU64::new(0),
             reuse: RwLock::new(()),
             live: Mutex::new(HashMap::new()),
@@ -176,50 +167,20 @@ impl ImageFs {
         })
     }
 
-    /// Whether the metadata may not grow: redb grows its storage by doubling, and a growth
-    /// step past the end of the metadata region would stop the database. Once redb's length
-    /// passes half the region, its next growth could not fit, so operations that add metadata
-    /// (new inodes, names, xattrs, extents) are refused with ENOSPC; the rest of the region is
-    /// room for what still runs (overwrites, deletes) and for pages of non-durable commits.
-    fn metadata_full(&self) -> bool {
-        self.meta.len() > self.meta.capacity() / 2
-    }
-
-    /// `NoSpace` when the metadata is full (see `metadata_full`).
+    /// `NoSpace` when metadata may not grow (see `room`). Never inside a write transaction.
     fn metadata_room(&self) -> FsResult<()> {
-        if self.metadata_full() {
-            log::warn!(
-                "image metadata full ({} of {} bytes): refusing to add more",
-                self.meta.len(),
-                self.meta.capacity()
-            );
-            return Err(FsError::NoSpace);
-        }
-        Ok(())
+        self.room.check(&self.db, || self.commit_durably())
     }
 
-    /// Runs `f` in one write transaction, committed (durably if asked) only when it succeeds.
-    /// Every transaction rewrites at least a path of B-tree pages; the commit is made durable
-    /// once enough was rewritten since the last durable one.
+    /// Runs `f` in one write transaction, committed (durably if asked, or when enough was
+    /// written since the last durable commit; see `room`) only when it succeeds.
+    ///
+    /// A durable commit also makes the blocks freed since the last one reusable: moved to the
+    /// free map as its last change, under the `reuse` lock, and durable before any later
+    /// transaction can take them. redb's durable commit flushes the device first, data writes
+    /// included.
     fn write<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
-        self.write_costing(TX_REWRITE, durable, f)
-    }
-
-    /// `write`, for a transaction that rewrites about `rewrite` bytes. A durable commit also
-    /// makes the blocks freed since the last one reusable: moved to the free map as its last
-    /// change, under the `reuse` lock, and durable before any later transaction can take them.
-    /// redb's durable commit flushes the device first, data writes included.
-    fn write_costing<T>(
-        &self,
-        rewrite: u64,
-        durable: bool,
-        f: impl FnOnce(&Tx<'_>) -> FsResult<T>,
-    ) -> FsResult<T> {
-        let pending = self.undurable.fetch_add(rewrite, Ordering::Relaxed) + rewrite;
-        let durable = durable || pending >= self.durable_every;
-        if durable {
-            self.undurable.store(0, Ordering::Relaxed);
-        }
+        let durable = self.room.begin_tx() || durable;
         let mut tx = self.db.begin_write().io()?;
         if !durable {
             tx.set_durability(Durability::None).io()?;
@@ -229,6 +190,7 @@ impl ImageFs {
             let drained = alloc::drain_pending(&Tx { tx: &tx })?;
             let _exclusive = (drained > 0).then(|| self.reuse.write());
             tx.commit().io()?;
+            self.room.durable_done();
         } else {
             tx.commit().io()?;
         }
@@ -259,24 +221,23 @@ impl ImageFs {
 
     /// Inodes a crash left without a name (they were open when it happened).
     fn delete_orphans(&self) -> FsResult<()> {
-        self.write(true, |t| {
-            let orphans: Vec<(Ino, InodeRec)> = {
-                let table = t.tx.open_table(INODES).io()?;
-                let mut found = Vec::new();
-                for entry in table.iter().io()? {
-                    let (k, v) = entry.io()?;
-                    let rec: InodeRec = postcard::from_bytes(v.value()).io()?;
-                    if rec.nlink == 0 {
-                        found.push((k.value(), rec));
-                    }
+        let orphans: Vec<Ino> = {
+            let tx = self.db.begin_read().io()?;
+            let table = tx.open_table(INODES).io()?;
+            let mut found = Vec::new();
+            for entry in table.iter().io()? {
+                let (k, v) = entry.io()?;
+                let rec: InodeRec = postcard::from_bytes(v.value()).io()?;
+                if rec.nlink == 0 {
+                    found.push(k.value());
                 }
-                found
-            };
-            for (ino, rec) in orphans {
-                t.delete_inode(ino, &rec)?;
             }
-            Ok(())
-        })
+            found
+        };
+        for ino in orphans {
+            self.delete_unlinked(ino)?;
+        }
+        self.commit_durably()
     }
 
     /// Deletes `ino` if it has no name and no open handle left.
@@ -285,14 +246,37 @@ impl ImageFs {
         if open || ino == ROOT_INO {
             return Ok(());
         }
-        let freed = self.write(false, |t| match t.try_inode(ino)? {
-            Some(rec) if rec.nlink == 0 => Ok(Some(t.delete_inode(ino, &rec)?)),
-            _ => Ok(None),
-        })?;
-        if let Some(bytes) = freed {
-            self.quota.adjust(-(bytes as i64), -1);
+        self.delete_unlinked(ino)
+    }
+
+    /// Deletes an inode that has no name (and no open handle), in bounded transactions: its
+    /// extents from the last, then its xattrs and record. A crash in between leaves an orphan
+    /// that the next open deletes.
+    fn delete_unlinked(&self, ino: Ino) -> FsResult<()> {
+        loop {
+            let step = self.write(false, |t| {
+                let Some(mut rec) = t.try_inode(ino)?.filter(|r| r.nlink == 0) else {
+                    return Ok(None);
+                };
+                let removed = extents::remove_range(t, ino, 0, u64::MAX, extents::BATCH)?;
+                let freed = removed.blocks * BLOCK;
+                t.add_counter(USED_BYTES, -(freed as i64))?;
+                rec.allocated -= freed;
+                if removed.done {
+                    t.delete_inode(ino)?;
+                } else {
+                    t.put_inode(ino, &rec)?;
+                }
+                Ok(Some((freed, removed.done)))
+            })?;
+            let Some((freed, done)) = step else {
+                return Ok(());
+            };
+            self.quota.adjust(-(freed as i64), -(done as i64));
+            if done {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     fn add_lookup(&self, ino: Ino) {

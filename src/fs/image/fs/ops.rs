@@ -12,6 +12,10 @@ use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
 
+/// The largest xattr value (as ext4 without `ea_inode`: one block): bigger values would need
+/// database pages of more than 4 KiB, which a nearly full metadata region may not have.
+const XATTR_VALUE_MAX: usize = 4000;
+
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
 }
@@ -273,6 +277,9 @@ impl VolumeFs for ImageFs {
     }
 
     fn setattr(&self, caller: &Caller, ino: Ino, c: &SetAttr) -> FsResult<Attr> {
+        if let Some(size) = c.size {
+            self.shrink_steps(ino, size)?;
+        }
         let (rec, delta) = self.write(false, |t| {
             let mut rec = t.inode(ino)?;
             let chown = c.uid.is_some() || c.gid.is_some();
@@ -548,6 +555,9 @@ impl VolumeFs for ImageFs {
     }
 
     fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(os(Errno::E2BIG));
+        }
         self.metadata_room()?;
         self.write(false, |t| {
             let mut rec = t.inode(ino)?;

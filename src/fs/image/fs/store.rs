@@ -230,18 +230,15 @@ impl Tx<'_> {
         Ok(ino)
     }
 
-    /// Removes an inode with no name and no open handle: its extents (their blocks go to
-    /// `PENDING`), xattrs and record. Returns the bytes freed.
-    pub fn delete_inode(&self, ino: Ino, rec: &InodeRec) -> FsResult<u64> {
-        super::extents::remove_from(self, ino, 0)?;
+    /// Removes the xattrs and record of an inode with no name, no open handle and no extents
+    /// left (`ImageFs::delete_unlinked` unmaps them first).
+    pub fn delete_inode(&self, ino: Ino) -> FsResult<()> {
         {
             let mut x = self.tx.open_table(XATTRS).io()?;
             x.retain_in((ino, &[][..])..(ino + 1, &[][..]), |_, _| false)
                 .io()?;
             self.tx.open_table(INODES).io()?.remove(ino).io()?;
         }
-        self.add_counter(USED_BYTES, -(rec.allocated as i64))?;
-        self.add_counter(USED_INODES, -1)?;
-        Ok(rec.allocated)
+        self.add_counter(USED_INODES, -1)
     }
 }
