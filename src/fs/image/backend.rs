@@ -225,6 +225,33 @@ mod tests {
         }
     }
 
+    /// A region of a power of two plus 1 MiB (as `Layout` sizes them) takes redb's last
+    /// doubling step: growth never fails while the length is at most half the region.
+    #[test]
+    fn last_doubling_step_fits_the_region() {
+        const BIG: TableDefinition<u64, &[u8]> = TableDefinition::new("big");
+        let size = (8 << 20) + (1 << 20);
+        let dev = Arc::new(CrashDevice::new(size + 4096));
+        let region = RegionBackend::format(dev, 0, size).unwrap();
+        let watch = region.watch();
+        let db = Database::builder().create_with_backend(region).unwrap();
+        let value = vec![7u8; 3000];
+        let mut k = 0u64;
+        while watch.len() <= watch.capacity() / 2 {
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(BIG).unwrap();
+                for _ in 0..64 {
+                    t.insert(k, value.as_slice()).unwrap();
+                    k += 1;
+                }
+            }
+            tx.commit().unwrap();
+        }
+        assert!(watch.len() <= watch.capacity(), "{watch:?}");
+        assert!(watch.len() > 8 << 20, "the last step is the power of two: {watch:?}");
+    }
+
     #[test]
     fn unformatted_region_is_refused() {
         let dev = Arc::new(CrashDevice::new(1 << 20));
