@@ -81,6 +81,7 @@ impl TestSession {
             ServeOptions {
                 passthrough,
                 exclusive: true,
+                readahead_kb: None,
             },
         )
         .expect("mount");

@@ -151,7 +151,7 @@ fn round(seed: u64) {
         }
     }
     // The crash: no clean close, and the device keeps an arbitrary subset of unflushed writes.
-    std::mem::forget(fs);
+    fs.abandon();
     let keep = rng.next();
     device.crash(|i| (keep >> (i % 64)) & 1 == 1);
 
@@ -301,7 +301,7 @@ fn freed_blocks_are_not_reused_before_a_durable_commit() {
             synced, tight,
             "a durable commit only when a's blocks were needed"
         );
-        std::mem::forget(fs);
+        fs.abandon();
         device.crash(|_| true);
         fsck_clean(&dev, "after the crash");
         let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
@@ -343,7 +343,7 @@ fn crash_at_any_point_of_a_commit() {
         write_file(&fs, "a", &a, true).unwrap();
         device.power_off_after(cut);
         write_file(&fs, "b", &b, true).unwrap();
-        std::mem::forget(fs);
+        fs.abandon();
         let mut rng = Rng(cut + 1);
         let keep = rng.next();
         device.crash(|i| (keep >> (i % 64)) & 1 == 1);
@@ -460,7 +460,7 @@ fn long_extent_lists_go_in_steps() {
     // Unlinked while open: deleted at the last close, in steps. Crash before that.
     fs.unlink(&ROOT, ROOT_INO, OsStr::new("sparse")).unwrap();
     fs.sync_all().unwrap();
-    std::mem::forget(fs);
+    fs.abandon();
     device.crash(|_| true);
     let report = fsck_clean(&dev, "open orphan");
     assert_eq!(report.orphans, 1);
@@ -469,4 +469,20 @@ fn long_extent_lists_go_in_steps() {
     drop(fs);
     let report = fsck_clean(&dev, "after the orphan's deletion");
     assert_eq!((report.orphans, report.data_bytes), (0, 0));
+}
+
+/// What nobody fsynced becomes durable by itself once the volume is idle for the commit
+/// interval (5 s, as ext4's journal commit): a crash after that loses nothing.
+#[test]
+fn idle_changes_are_committed_within_the_interval() {
+    let (device, dev) = new_image(64 << 20);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    let data = bytes(&mut Rng(21), 200_000);
+    write_file(&fs, "unsynced", &data, false).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    fs.abandon();
+    device.crash(|_| false);
+    fsck_clean(&dev, "after the crash");
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    assert!(read_all(&fs, "unsynced") == data);
 }

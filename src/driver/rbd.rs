@@ -19,6 +19,8 @@ use crate::volume::options::VolumeOptions;
 use crate::volume::{Usage, VolumeError, VolumeRecord};
 
 const DEFAULT_POOL: &str = "rbd";
+/// The kernel's readahead for rbd volumes: one RBD object.
+const READAHEAD_KB: u32 = 4096;
 
 pub struct RbdDriver;
 
@@ -302,6 +304,10 @@ impl Driver for RbdDriver {
             passthrough: false,
             ephemeral: false,
             exclusive: true,
+            // Every read the kernel sends is a round trip to the cluster: sequential reads
+            // need a window of several requests in flight (measured: 128 KiB reads at a
+            // quarter of the speed of 4 MiB; docs/performance.md).
+            readahead_kb: Some(READAHEAD_KB),
         })
     }
 

@@ -249,7 +249,10 @@ mod tests {
             tx.commit().unwrap();
         }
         assert!(watch.len() <= watch.capacity(), "{watch:?}");
-        assert!(watch.len() > 8 << 20, "the last step is the power of two: {watch:?}");
+        assert!(
+            watch.len() > 8 << 20,
+            "the last step is the power of two: {watch:?}"
+        );
     }
 
     #[test]

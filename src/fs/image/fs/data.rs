@@ -14,7 +14,7 @@
 //! increase zeroes them first (`tail_zeros`).
 use redb::ReadableDatabase;
 
-use super::ImageFs;
+use super::Inner;
 use super::alloc;
 use super::extents::{self, Extent};
 use super::store::{Ctx, EXTENTS, INODES, InodeRec, PENDING_BLOCKS, Tx, USED_BYTES, now};
@@ -81,7 +81,7 @@ fn file(rec: InodeRec) -> FsResult<InodeRec> {
     }
 }
 
-impl ImageFs {
+impl Inner {
     fn submit(&self, ios: Vec<Io>) -> FsResult<()> {
         for (at, bytes) in ios {
             self.device.submit_write(at, bytes).map_err(|e| {
@@ -165,7 +165,7 @@ impl ImageFs {
         waiting_blocks: &mut bool,
     ) -> FsResult<u32> {
         // The reservation outlives the commit, until the usage it covers is applied.
-        let (written, grown, _reservation) = self.write(false, |t| {
+        let (written, grown, _reservation) = self.transact(false, |t| {
             let mut rec = file(t.inode(ino)?)?;
             let len = data.len() as u64;
             let (first, last) = (offset / BLOCK, (offset + len).div_ceil(BLOCK));
@@ -266,7 +266,7 @@ impl ImageFs {
     /// `truncate_in` then does the rest (at most a batch) in the caller's transaction.
     pub(super) fn shrink_steps(&self, ino: Ino, size: u64) -> FsResult<()> {
         loop {
-            let step = self.write(false, |t| {
+            let step = self.transact(false, |t| {
                 let mut rec = t.inode(ino)?;
                 if rec.kind() != FileKind::File || size >= rec.size {
                     return Ok(None);
@@ -299,7 +299,7 @@ impl ImageFs {
     /// extents lies there (`punch` does the rest).
     fn punch_steps(&self, ino: Ino, from: u64, to: u64) -> FsResult<()> {
         loop {
-            let step = self.write(false, |t| {
+            let step = self.transact(false, |t| {
                 let mut rec = file(t.inode(ino)?)?;
                 let removed = extents::remove_range(t, ino, from, to, extents::BATCH)?;
                 let freed = removed.blocks * BLOCK;
@@ -399,7 +399,7 @@ impl ImageFs {
         let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
         // Held until the usage is applied, after the commit.
         let mut reservation = None;
-        let delta = self.write(false, |t| {
+        let delta = self.transact(false, |t| {
             let mut rec = file(t.inode(ino)?)?;
             let (first, last) = (offset / BLOCK, end.div_ceil(BLOCK));
             let delta = match mode & !libc::FALLOC_FL_KEEP_SIZE {

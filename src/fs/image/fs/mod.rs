@@ -23,10 +23,13 @@ mod room;
 mod store;
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 
@@ -66,7 +69,8 @@ struct Live {
     open: u32,
 }
 
-pub struct ImageFs {
+/// The filesystem, shared with its committer thread (see `ImageFs`).
+pub struct Inner {
     db: Database,
     device: Arc<dyn BlockDevice>,
     layout: Layout,
@@ -90,6 +94,28 @@ pub fn usable_capacity(image_size: u64, inodes: Option<u64>) -> Option<u64> {
     Layout::for_image(image_size, inodes)
         .ok()
         .map(|l| l.capacity())
+}
+
+/// An image filesystem: `Inner`, plus a thread that commits durably once the last durable
+/// commit is `COMMIT_INTERVAL` old and something changed since (so an idle volume does not keep
+/// unsynced changes for long). Dropping it stops the thread; the filesystem goes with it.
+pub struct ImageFs {
+    inner: Arc<Inner>,
+    committer: Option<JoinHandle<()>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Deref for ImageFs {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for ImageFs {
+    fn drop(&mut self) {
+        self.stop_committer();
+    }
 }
 
 impl ImageFs {
@@ -142,7 +168,7 @@ impl ImageFs {
             .set_cache_size(CACHE)
             .create_with_backend(region)
             .map_err(meta)?;
-        let fs = ImageFs {
+        let fs = Inner {
             db,
             device,
             layout,
@@ -161,12 +187,60 @@ impl ImageFs {
             bytes: Some(limits.bytes.map_or(capacity, |b| b.min(capacity))),
             inodes: Some(limits.inodes.unwrap_or(layout.inodes())),
         };
-        Ok(ImageFs {
+        let inner = Arc::new(Inner {
             quota: Quota::new(limits, usage),
             ..fs
+        });
+        let stop: Arc<(Mutex<bool>, Condvar)> = Arc::default();
+        let committer = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("image-commit".into())
+                .spawn(move || commit_when_idle(&inner, &stop))
+                .map_err(meta)?
+        };
+        Ok(ImageFs {
+            inner,
+            committer: Some(committer),
+            stop,
         })
     }
 
+    fn stop_committer(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Leaves the filesystem without closing it, as a crash would: no further commit, nothing
+    /// released. For crash tests.
+    pub fn abandon(mut self) {
+        self.stop_committer();
+        std::mem::forget(self.inner.clone());
+    }
+}
+
+/// The committer thread: wakes every second; a durable commit when one is due (`Room`).
+fn commit_when_idle(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
+    let mut stopped = stop.0.lock();
+    while !*stopped {
+        stop.1.wait_for(&mut stopped, Duration::from_secs(1));
+        if *stopped {
+            return;
+        }
+        parking_lot::MutexGuard::unlocked(&mut stopped, || {
+            if inner.room.idle_commit_due()
+                && let Err(e) = inner.commit_durably()
+            {
+                log::error!("image: periodic durable commit: {e:?}");
+            }
+        });
+    }
+}
+
+impl Inner {
     /// `NoSpace` when metadata may not grow (see `room`). Never inside a write transaction.
     fn metadata_room(&self) -> FsResult<()> {
         self.room.check(&self.db, || self.commit_durably())
@@ -179,7 +253,7 @@ impl ImageFs {
     /// free map as its last change, under the `reuse` lock, and durable before any later
     /// transaction can take them. redb's durable commit flushes the device first, data writes
     /// included.
-    fn write<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+    fn transact<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
         let durable = self.room.begin_tx() || durable;
         let mut tx = self.db.begin_write().io()?;
         if !durable {
@@ -200,7 +274,7 @@ impl ImageFs {
     /// One durable commit: makes every earlier commit and data write durable, and the blocks
     /// freed since the last durable commit reusable.
     fn commit_durably(&self) -> FsResult<()> {
-        self.write(true, |_| Ok(()))
+        self.transact(true, |_| Ok(()))
     }
 
     fn read_inode(&self, ino: Ino) -> FsResult<InodeRec> {
@@ -211,7 +285,7 @@ impl ImageFs {
     }
 
     fn stored_usage(&self) -> FsResult<UsageSnapshot> {
-        self.write(false, |t| {
+        self.transact(false, |t| {
             Ok(UsageSnapshot {
                 bytes: t.counter(USED_BYTES)?,
                 inodes: t.counter(USED_INODES)?,
@@ -254,7 +328,7 @@ impl ImageFs {
     /// that the next open deletes.
     fn delete_unlinked(&self, ino: Ino) -> FsResult<()> {
         loop {
-            let step = self.write(false, |t| {
+            let step = self.transact(false, |t| {
                 let Some(mut rec) = t.try_inode(ino)?.filter(|r| r.nlink == 0) else {
                     return Ok(None);
                 };

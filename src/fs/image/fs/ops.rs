@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::ImageFs;
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
+use super::{ImageFs, Inner};
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
 
@@ -31,7 +31,7 @@ fn dir(rec: &InodeRec) -> FsResult<()> {
     }
 }
 
-impl ImageFs {
+impl Inner {
     fn entry_for(&self, ino: Ino, rec: &InodeRec) -> Entry {
         self.add_lookup(ino);
         Entry {
@@ -51,7 +51,7 @@ impl ImageFs {
         let name = name_ok(name)?;
         self.metadata_room()?;
         let _reservation = self.quota.reserve(0, 1)?;
-        let (ino, rec) = self.write(false, |t| {
+        let (ino, rec) = self.transact(false, |t| {
             let mut p = t.inode(parent)?;
             dir(&p)?;
             if t.child(parent, name)?.is_some() {
@@ -84,7 +84,7 @@ impl ImageFs {
 
     fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let ino = self.write(false, |t| {
+        let ino = self.transact(false, |t| {
             let mut p = t.inode(parent)?;
             let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
             let mut rec = t.inode(ino)?;
@@ -132,7 +132,7 @@ impl ImageFs {
             exchange,
             noreplace,
         } = rules::rename_mode(r.flags)?;
-        self.write(false, |t| {
+        self.transact(false, |t| {
             let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
             let target = t.child(r.new_parent, new_name)?;
             if Self::is_ancestor(t, moved, r.new_parent)? {
@@ -280,7 +280,7 @@ impl VolumeFs for ImageFs {
         if let Some(size) = c.size {
             self.shrink_steps(ino, size)?;
         }
-        let (rec, delta) = self.write(false, |t| {
+        let (rec, delta) = self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             let chown = c.uid.is_some() || c.gid.is_some();
             let kill = c.mode.is_none()
@@ -383,7 +383,7 @@ impl VolumeFs for ImageFs {
     ) -> FsResult<Entry> {
         let name = name_ok(new_name)?;
         self.metadata_room()?;
-        let rec = self.write(false, |t| {
+        let rec = self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             let mut p = t.inode(new_parent)?;
             dir(&p)?;
@@ -458,7 +458,7 @@ impl VolumeFs for ImageFs {
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
         let ino = self.handle_ino(fh)?;
         if kill {
-            self.write(false, |t| {
+            self.transact(false, |t| {
                 let mut rec = t.inode(ino)?;
                 drop_privileges(t, ino, &mut rec)?;
                 t.put_inode(ino, &rec)
@@ -559,7 +559,7 @@ impl VolumeFs for ImageFs {
             return Err(os(Errno::E2BIG));
         }
         self.metadata_room()?;
-        self.write(false, |t| {
+        self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             rules::check_xattr_kind(rec.kind(), name)?;
             let mut x = t.tx.open_table(XATTRS).io()?;
@@ -600,7 +600,7 @@ impl VolumeFs for ImageFs {
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
-        self.write(false, |t| {
+        self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             let removed =
                 t.tx.open_table(XATTRS)

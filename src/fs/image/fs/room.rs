@@ -13,9 +13,17 @@
 //!   margin covers its copy-on-write pages.
 //!
 //! Pages that commits free stay allocated until a durable commit when the last durable state
-//! uses them, so the database also gets a durable commit after every sixteenth of the region
-//! (estimated) was allocated.
+//! uses them. While redb's length is at most half the region that is harmless (everything it
+//! holds, live or waiting, fits in the other half after a growth); past half, the database
+//! gets a durable commit after every sixteenth of the region (estimated) was allocated, so
+//! such pages stay within the margin. Independently, a commit is made durable when the last
+//! durable one is `COMMIT_INTERVAL` old, as ext4 commits its journal every 5 s: a crash loses
+//! at most that much of what nobody fsynced. Durable commits wait for every data write in
+//! flight, so they are kept that rare.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use redb::Database;
 
@@ -30,11 +38,14 @@ pub const TX_PAGES: u64 = 64 << 10;
 /// the region.
 const DURABLE_EVERY: u64 = 16;
 const MARGIN: u64 = 8;
+/// The longest time between durable commits.
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Room {
     watch: RegionWatch,
-    /// Estimated bytes allocated since the last durable commit.
+    /// Estimated bytes allocated since the last durable commit, and when it was.
     since_durable: AtomicU64,
+    durable_at: Mutex<Instant>,
     /// Estimated bytes allocated since the last measurement, and what it found in use.
     since_measured: AtomicU64,
     measured: AtomicU64,
@@ -47,6 +58,7 @@ impl Room {
         Room {
             watch,
             since_durable: AtomicU64::new(0),
+            durable_at: Mutex::new(Instant::now()),
             since_measured: AtomicU64::new(0),
             measured: AtomicU64::new(u64::MAX),
             full: AtomicBool::new(false),
@@ -65,12 +77,20 @@ impl Room {
     pub fn begin_tx(&self) -> bool {
         self.since_measured.fetch_add(TX_PAGES, Ordering::Relaxed);
         let since = self.since_durable.fetch_add(TX_PAGES, Ordering::Relaxed) + TX_PAGES;
-        since >= (self.capacity() / DURABLE_EVERY).max(1 << 20)
+        (self.len() > self.capacity() / 2 && since >= self.capacity() / DURABLE_EVERY)
+            || self.durable_at.lock().elapsed() >= COMMIT_INTERVAL
+    }
+
+    /// Whether something changed since a durable commit that is `COMMIT_INTERVAL` old.
+    pub fn idle_commit_due(&self) -> bool {
+        self.since_durable.load(Ordering::Relaxed) > 0
+            && self.durable_at.lock().elapsed() >= COMMIT_INTERVAL
     }
 
     /// Records that a durable commit just completed.
     pub fn durable_done(&self) {
         self.since_durable.store(0, Ordering::Relaxed);
+        *self.durable_at.lock() = Instant::now();
     }
 
     /// Ok when metadata may grow; `NoSpace` when not. `sync` commits durably (so that pages
