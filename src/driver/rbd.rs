@@ -94,6 +94,8 @@ impl BlockDevice for LockedDevice {
 
 impl Drop for LockedDevice {
     fn drop(&mut self) {
+        // No write of ours may land after the lock is gone.
+        self.device.wait_all();
         if let Err(e) = self.device.image().unlock(&self.cookie) {
             log::warn!(
                 "releasing the lock on {}: {e}",

@@ -107,9 +107,10 @@ impl RbdDevice {
         }
     }
 
-    /// Waits for every write submitted so far; a failure is kept in the sticky state. The
-    /// writes stay listed until they are done, so that reads meanwhile still wait for them.
-    fn wait_all(&self) {
+    /// Waits for every write submitted so far; a failure is kept in the sticky state (and
+    /// reported by the next `flush`). The writes stay listed until they are done, so that
+    /// reads meanwhile still wait for them.
+    pub fn wait_all(&self) {
         let waits: Vec<AioDone> = (self.in_flight.lock().writes.iter())
             .map(|w| w.done().clone())
             .collect();
