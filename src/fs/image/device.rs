@@ -19,6 +19,11 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
         self.write_at(offset, &data)
     }
+    /// An empty buffer of at least `capacity` bytes for `submit_write` (a device may recycle
+    /// those of finished writes: fresh memory costs a page fault per page).
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        Vec::with_capacity(capacity)
+    }
     /// Makes every write submitted or completed before the call durable.
     fn flush(&self) -> io::Result<()>;
 }

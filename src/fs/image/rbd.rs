@@ -16,6 +16,9 @@ use crate::sys::librbd::{AioDone, AioWrite, Image, RbdError};
 
 /// Bytes of submitted writes in flight at most; a submit past it waits for the oldest.
 const MAX_IN_FLIGHT: usize = 64 << 20;
+/// Buffers of finished writes kept for reuse (`buffer`), and the smallest worth keeping.
+const POOL: usize = 32;
+const POOLED_MIN: usize = 256 << 10;
 
 /// An RBD image as a block device. Its size is the image's size when it was opened (fvol never
 /// resizes an image under an open device); `flush` is `rbd_flush` after the writes in flight.
@@ -36,6 +39,8 @@ struct InFlight {
     bytes: usize,
     /// The first failure of a submitted write; sticky.
     failed: Option<RbdError>,
+    /// Buffers of finished writes, for `buffer`.
+    pool: Vec<Vec<u8>>,
 }
 
 impl InFlight {
@@ -47,11 +52,15 @@ impl InFlight {
         self.writes = pending;
         for w in done {
             self.bytes -= w.len();
-            if let Err(e) = w.finish()
+            let (result, buffer) = w.finish();
+            if let Err(e) = result
                 && self.failed.is_none()
             {
                 log::error!("{e}");
                 self.failed = Some(e);
+            }
+            if buffer.capacity() >= POOLED_MIN && self.pool.len() < POOL {
+                self.pool.push(buffer);
             }
         }
     }
@@ -155,6 +164,17 @@ impl BlockDevice for RbdDevice {
             f.bytes += len;
             f.writes.push(w);
             return Ok(());
+        }
+    }
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut f = self.in_flight.lock();
+        match f.pool.iter().position(|b| b.capacity() >= capacity) {
+            Some(i) => {
+                let mut b = f.pool.swap_remove(i);
+                b.clear();
+                b
+            }
+            None => Vec::with_capacity(capacity),
         }
     }
     fn flush(&self) -> io::Result<()> {

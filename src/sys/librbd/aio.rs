@@ -142,13 +142,15 @@ impl AioWrite {
         &self.done
     }
 
-    /// Waits for the write and says how it went.
-    pub fn finish(self) -> Result<(), RbdError> {
+    /// Waits for the write; says how it went and gives the buffer back.
+    pub fn finish(mut self) -> (Result<(), RbdError>, Vec<u8>) {
         let ret = self.done.wait();
-        check(ret, "rbd_aio_write", || {
+        let result = check(ret, "rbd_aio_write", || {
             format!("{} ({} bytes at {})", self.target, self.len, self.offset)
         })
-        .map(drop)
+        .map(drop);
+        // librbd is done with the buffer: the completion reported.
+        (result, std::mem::take(&mut self._data))
     }
 }
 

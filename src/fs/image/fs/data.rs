@@ -238,13 +238,18 @@ impl Inner {
                 let to = end.min(e.lend() * BLOCK);
                 let src = &data[(from - offset) as usize..(to - offset) as usize];
                 if *whole {
-                    let mut blocks = vec![0u8; (e.len * BLOCK) as usize];
-                    let at = (from - e.lblk * BLOCK) as usize;
-                    blocks[at..at + src.len()].copy_from_slice(src);
+                    // One pass over the data: zeros only where it does not cover the blocks.
+                    let len = (e.len * BLOCK) as usize;
+                    let mut blocks = self.device.buffer(len);
+                    blocks.resize((from - e.lblk * BLOCK) as usize, 0);
+                    blocks.extend_from_slice(src);
+                    blocks.resize(len, 0);
                     push_io(&mut ios, self.layout.block_offset(e.pblk), blocks);
                 } else {
                     let at = self.layout.block_offset(e.pblk) + (from - e.lblk * BLOCK);
-                    push_io(&mut ios, at, src.to_vec());
+                    let mut bytes = self.device.buffer(src.len());
+                    bytes.extend_from_slice(src);
+                    push_io(&mut ios, at, bytes);
                 }
             }
             self.submit(ios)?;
