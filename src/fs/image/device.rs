@@ -16,14 +16,11 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     /// Starts writing `data` at `offset` and may return before it is done. The write is ordered
     /// before every later read or write of an overlapping range and is durable after the next
     /// `flush`; a failure may be reported by any later call, by the next `flush` at the latest.
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        self.write_at(offset, &data)
-    }
+    /// (No default: a wrapper must forward it, or it would silently turn synchronous.)
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()>;
     /// An empty buffer of at least `capacity` bytes for `submit_write` (a device may recycle
     /// those of finished writes: fresh memory costs a page fault per page).
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        Vec::with_capacity(capacity)
-    }
+    fn buffer(&self, capacity: usize) -> Vec<u8>;
     /// Makes every write submitted or completed before the call durable.
     fn flush(&self) -> io::Result<()>;
 }
@@ -76,6 +73,12 @@ impl BlockDevice for FileDevice {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(self.size, offset, data.len())?;
         self.file.write_all_at(data, offset)
+    }
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        Vec::with_capacity(capacity)
     }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -156,6 +159,25 @@ impl CrashDevice {
         s.dead_at.is_some_and(|at| s.ops > at)
     }
 
+    /// Writes and flushes so far (dropped ones included).
+    pub fn ops(&self) -> u64 {
+        self.inner.lock().ops
+    }
+
+    /// Cuts the power after `n` more writes or flushes: later ones are dropped without an
+    /// error, as if the machine had died there while the process went on. `crash` then
+    /// decides which of the writes before the cut that were not flushed survive.
+    pub fn power_off_after(&self, n: u64) {
+        let mut s = self.inner.lock();
+        s.dead_at = Some(s.ops + n);
+    }
+
+    /// Whether a write or flush now is dropped (counting it).
+    fn dropped(s: &mut CrashState) -> bool {
+        s.ops += 1;
+        s.dead_at.is_some_and(|at| s.ops > at)
+    }
+
     /// Unflushed writes that touch `[offset, offset + len)`, in write order (their index, as
     /// `crash`'s `keep` sees it).
     pub fn unflushed_in(&self, offset: u64, len: u64) -> Vec<usize> {
@@ -195,6 +217,13 @@ impl BlockDevice for CrashDevice {
             s.volatile.push((offset, data.to_vec()));
         }
         Ok(())
+    }
+    /// Volatile like any write until the next flush.
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        Vec::with_capacity(capacity)
     }
     fn flush(&self) -> io::Result<()> {
         let mut s = self.inner.lock();
