@@ -158,37 +158,6 @@ impl CrashDevice {
         s.ops += 1;
         s.dead_at.is_some_and(|at| s.ops > at)
     }
-
-    /// Writes and flushes so far (dropped ones included).
-    pub fn ops(&self) -> u64 {
-        self.inner.lock().ops
-    }
-
-    /// Cuts the power after `n` more writes or flushes: later ones are dropped without an
-    /// error, as if the machine had died there while the process went on. `crash` then
-    /// decides which of the writes before the cut that were not flushed survive.
-    pub fn power_off_after(&self, n: u64) {
-        let mut s = self.inner.lock();
-        s.dead_at = Some(s.ops + n);
-    }
-
-    /// Whether a write or flush now is dropped (counting it).
-    fn dropped(s: &mut CrashState) -> bool {
-        s.ops += 1;
-        s.dead_at.is_some_and(|at| s.ops > at)
-    }
-
-    /// Unflushed writes that touch `[offset, offset + len)`, in write order (their index, as
-    /// `crash`'s `keep` sees it).
-    pub fn unflushed_in(&self, offset: u64, len: u64) -> Vec<usize> {
-        let s = self.inner.lock();
-        s.volatile
-            .iter()
-            .enumerate()
-            .filter(|(_, (at, data))| *at < offset + len && offset < at + data.len() as u64)
-            .map(|(i, _)| i)
-            .collect()
-    }
 }
 
 impl BlockDevice for CrashDevice {
