@@ -3,7 +3,8 @@
 //! Metadata (inodes, directory entries, xattrs, extent maps, the free-space map, usage
 //! counters) is one redb database in the image's metadata region; file data lives in extents of
 //! the data region (see `super::format`). Each operation is one write transaction: committed
-//! without a flush normally, durably for fsync, fsyncdir, syncfs and unmount.
+//! without a flush normally, durably for fsync, fsyncdir and unmount, and at most 5 s after
+//! the last durable commit (`room::COMMIT_INTERVAL`).
 //!
 //! Crash consistency (ordered mode): a write sends its data to the device before the
 //! transaction that maps it commits, and a durable commit flushes the device (every data write
