@@ -21,6 +21,7 @@ mod extents;
 mod fsck;
 mod ops;
 mod room;
+mod space;
 mod store;
 
 use std::collections::HashMap;
