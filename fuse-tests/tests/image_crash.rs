@@ -486,3 +486,29 @@ fn idle_changes_are_committed_within_the_interval() {
     let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
     assert!(read_all(&fs, "unsynced") == data);
 }
+
+/// A punch without KEEP_SIZE is refused (as by Linux) and changes nothing; with it, the range
+/// reads as zeros and its whole blocks are freed.
+#[test]
+fn punching_a_hole() {
+    let (_device, dev) = new_image(64 << 20);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    let data = bytes(&mut Rng(31), 64 << 10);
+    write_file(&fs, "f", &data, false).unwrap();
+    let e = fs.lookup(&ROOT, ROOT_INO, OsStr::new("f")).unwrap();
+    let o = fs.open(&ROOT, e.attr.ino, libc::O_RDWR).unwrap();
+    let punch = libc::FALLOC_FL_PUNCH_HOLE;
+    assert!(fs.fallocate(e.attr.ino, o.fh, 0, 64 << 10, punch).is_err());
+    assert!(read_all(&fs, "f") == data);
+    let keep = punch | libc::FALLOC_FL_KEEP_SIZE;
+    fs.fallocate(e.attr.ino, o.fh, 1000, 20_000, keep).unwrap();
+    let mut want = data.clone();
+    want[1000..21_000].fill(0);
+    assert!(read_all(&fs, "f") == want);
+    // Blocks 1..5 (4 KiB each) were whole inside the range: freed.
+    assert_eq!(fs.usage().bytes, (16 - 4) * 4096);
+    fs.release(e.attr.ino, o.fh).unwrap();
+    fs.sync_all().unwrap();
+    drop(fs);
+    fsck_clean(&dev, "after punching");
+}

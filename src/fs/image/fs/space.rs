@@ -47,6 +47,16 @@ impl Inner {
         }
     }
 
+    /// `punch_steps` over the whole blocks of `len` bytes at `offset`.
+    fn punch_range_steps(&self, ino: Ino, offset: u64, len: u64) -> FsResult<()> {
+        let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
+        let (first, last) = (offset.div_ceil(BLOCK), end / BLOCK);
+        if first < last {
+            self.punch_steps(ino, first, last)?;
+        }
+        Ok(())
+    }
+
     /// Unmaps file blocks `[from, to)` in bounded transactions while more than a batch of
     /// extents lies there (`punch` does the rest).
     fn punch_steps(&self, ino: Ino, from: u64, to: u64) -> FsResult<()> {
@@ -119,18 +129,16 @@ impl Inner {
         len: u64,
         mode: i32,
     ) -> FsResult<()> {
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         match mode & !libc::FALLOC_FL_KEEP_SIZE {
             0 => self.metadata_room()?,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE => {
-                let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
-                let (first, last) = (offset.div_ceil(BLOCK), end / BLOCK);
-                if first < last {
-                    self.punch_steps(ino, first, last)?;
-                }
-            }
+            // The modes `fallocate_once` accepts (punching needs KEEP_SIZE).
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => self.punch_range_steps(ino, offset, len)?,
+            libc::FALLOC_FL_ZERO_RANGE => self.punch_range_steps(ino, offset, len)?,
             _ => {}
         }
         let mut waiting_blocks = false;
+
         let r = self.fallocate_once(ino, offset, len, mode, &mut waiting_blocks);
         if matches!(r, Err(FsError::NoSpace)) && waiting_blocks {
             self.commit_durably()?;
