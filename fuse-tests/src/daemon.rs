@@ -30,6 +30,8 @@ pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 /// The daemon's stderr, appended to across restarts.
 pub const LOG_FILE: &str = "daemon.log";
+/// Lines of the daemon's log a failing test prints.
+const SHOWN_LOG_LINES: usize = 400;
 
 /// The fvol binary under test.
 pub fn fvol_bin() -> PathBuf {
@@ -47,6 +49,8 @@ pub fn fvol_bin() -> PathBuf {
 
 struct RootDir {
     dir: TempDir,
+    /// Whether a failing test already printed the daemon's log.
+    log_shown: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for RootDir {
@@ -77,7 +81,10 @@ impl TestRoot {
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("scratch")).unwrap();
         TestRoot {
-            inner: Arc::new(RootDir { dir }),
+            inner: Arc::new(RootDir {
+                dir,
+                log_shown: Default::default(),
+            }),
         }
     }
 
@@ -110,6 +117,25 @@ impl TestRoot {
     /// The daemon's log so far (empty if it never ran).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root().join(LOG_FILE)).unwrap_or_default()
+    }
+
+    /// Prints the end of the daemon's log to stderr once (the test harness shows it with the
+    /// failure): a test that fails must not lose what the daemon said.
+    pub fn show_log_once(&self, why: &str) {
+        use std::sync::atomic::Ordering;
+        if self.inner.log_shown.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(SHOWN_LOG_LINES)..];
+        eprintln!(
+            "--- {why}: daemon log {} (last {} of {} lines):\n{}\n--- end of daemon log",
+            self.root().join(LOG_FILE).display(),
+            tail.len(),
+            lines.len(),
+            tail.join("\n")
+        );
     }
 
     /// A command running the fvol binary on this root.
@@ -353,6 +379,9 @@ impl Drop for TestDaemon {
     /// Only a daemon still running here is stopped and cleaned up after: one stopped by
     /// `stop()`/`kill9()` may have a successor on the same root whose mounts must stay.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.root.show_log_once("the test failed");
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };

@@ -68,12 +68,13 @@ impl TestSession {
                     gid: 0,
                     mode: 0o755,
                 };
-                // Big enough that the image's usable capacity (a little under half) covers the limit.
+                // Big enough that the data region (most of the image, after the metadata
+                // region) covers the limit.
                 let size = limits
                     .bytes
-                    .map_or(4 << 30, |b| (b / 40 * 100 + (8 << 20)).max(64 << 20));
+                    .map_or(4 << 30, |b| (b + b / 8 + (16 << 20)).max(64 << 20));
                 let device = Arc::new(FileDevice::create(&backing.join("image"), size).unwrap());
-                ImageFs::format(device.clone(), root).expect("format");
+                ImageFs::format(device.clone(), root, None).expect("format");
                 (
                     Arc::new(ImageFs::open(device, limits).expect("open image")),
                     false,
@@ -87,6 +88,7 @@ impl TestSession {
             ServeOptions {
                 passthrough,
                 exclusive: true,
+                readahead_kb: None,
             },
         )
         .expect("mount");
@@ -126,10 +128,7 @@ impl TestSession {
 
     /// The backend's allocation unit: the least a file's first byte costs.
     pub fn unit(&self) -> u64 {
-        match self.backend {
-            Backend::Local | Backend::Tmpfs => 4096,
-            Backend::Image => 512,
-        }
+        4096
     }
 
     /// What `du` says the volume really holds: of the backing directory for a local volume,

@@ -1,9 +1,11 @@
-//! Crash consistency of the image filesystem (the rbd driver's), on a device that loses
-//! unflushed writes, in the style of redb's crash tests. Each round runs a random stream of
-//! operations; a file enters the manifest only after its fsync returned. Then the device
+//! Crash consistency and capacity of the image filesystem (the rbd driver's), on a device that
+//! loses unflushed writes, in the style of redb's crash tests. Each round runs a random stream
+//! of operations; a file enters the manifest only after its fsync returned. Then the device
 //! "crashes", keeping a random subset of the writes it had not flushed. After reopening, every
 //! manifest file must read back byte for byte, fsck must find nothing wrong, and the usage
-//! counters must match the data.
+//! counters must match the data. Targeted tests cover the ordering rules of the data region:
+//! freed blocks are not reused before a durable commit, and a crash at any write of a commit
+//! never leaves metadata that maps unwritten data.
 use std::ffi::OsStr;
 use std::sync::Arc;
 
@@ -49,19 +51,52 @@ fn read_all(fs: &ImageFs, name: &str) -> Vec<u8> {
     data
 }
 
+const OWNER: RootOwner = RootOwner {
+    uid: 0,
+    gid: 0,
+    mode: 0o755,
+};
+
+/// A formatted in-memory image of `size` bytes: the device (to crash it) and the same as a
+/// `BlockDevice`.
+fn new_image(size: u64) -> (Arc<CrashDevice>, Arc<dyn BlockDevice>) {
+    let device = Arc::new(CrashDevice::new(size));
+    let dev: Arc<dyn BlockDevice> = device.clone();
+    ImageFs::format(dev.clone(), OWNER, None).unwrap();
+    (device, dev)
+}
+
+/// Creates `name` in the root with `data`, fsynced if asked.
+fn write_file(fs: &ImageFs, name: &str, data: &[u8], fsync: bool) -> fvol::fs::FsResult<()> {
+    let (e, o) = fs.create(&ROOT, ROOT_INO, OsStr::new(name), 0o644, libc::O_RDWR)?;
+    let mut off = 0;
+    while off < data.len() {
+        let n = (data.len() - off).min(1 << 20);
+        off += fs.write(e.attr.ino, o.fh, off as u64, &data[off..off + n], false)? as usize;
+    }
+    if fsync {
+        fs.fsync(e.attr.ino, o.fh, false)?;
+    }
+    fs.release(e.attr.ino, o.fh)
+}
+
+fn exists(fs: &ImageFs, name: &str) -> bool {
+    fs.lookup(&ROOT, ROOT_INO, OsStr::new(name)).is_ok()
+}
+
+fn fsck_clean(dev: &Arc<dyn BlockDevice>, what: &str) -> fvol::fs::image::FsckReport {
+    let report = fsck(dev.clone()).unwrap();
+    assert!(
+        report.problems.is_empty(),
+        "{what}: fsck: {:?}",
+        report.problems
+    );
+    report
+}
+
 fn round(seed: u64) {
     let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15 + 1);
-    let device = Arc::new(CrashDevice::new(48 << 20));
-    let dev: Arc<dyn BlockDevice> = device.clone();
-    ImageFs::format(
-        dev.clone(),
-        RootOwner {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-        },
-    )
-    .unwrap();
+    let (device, dev) = new_image(48 << 20);
     let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
     let mut manifest: Vec<(String, Vec<u8>)> = Vec::new();
     let mut scratch: Vec<String> = Vec::new();
@@ -116,7 +151,7 @@ fn round(seed: u64) {
         }
     }
     // The crash: no clean close, and the device keeps an arbitrary subset of unflushed writes.
-    std::mem::forget(fs);
+    fs.abandon();
     let keep = rng.next();
     device.crash(|i| (keep >> (i % 64)) & 1 == 1);
 
@@ -158,27 +193,9 @@ fn foreign_and_damaged_images_are_refused() {
     let err = ImageFs::open(dev.clone(), Limits::default()).err().unwrap();
     assert!(err.to_string().contains("not an fvol filesystem"), "{err}");
     device.write_at(1000, b"EXT4 or anything else").unwrap();
-    let err = ImageFs::format(
-        dev.clone(),
-        RootOwner {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-        },
-    )
-    .unwrap_err();
+    let err = ImageFs::format(dev.clone(), OWNER, None).unwrap_err();
     assert!(err.to_string().contains("will not format"), "{err}");
-    let clean = Arc::new(CrashDevice::new(16 << 20));
-    let clean_dev: Arc<dyn BlockDevice> = clean.clone();
-    ImageFs::format(
-        clean_dev.clone(),
-        RootOwner {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-        },
-    )
-    .unwrap();
+    let (clean, clean_dev) = new_image(16 << 20);
     clean.write_at(9, &[0xee]).unwrap();
     let err = ImageFs::open(clean_dev, Limits::default()).err().unwrap();
     assert!(err.to_string().contains("damaged"), "{err}");
@@ -189,17 +206,7 @@ fn foreign_and_damaged_images_are_refused() {
 #[test]
 fn filling_an_image_ends_in_enospc() {
     for size in [64u64 << 20, 256 << 20] {
-        let device = Arc::new(CrashDevice::new(size));
-        let dev: Arc<dyn BlockDevice> = device.clone();
-        ImageFs::format(
-            dev.clone(),
-            RootOwner {
-                uid: 0,
-                gid: 0,
-                mode: 0o755,
-            },
-        )
-        .unwrap();
+        let (_device, dev) = new_image(size);
         let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
         let capacity = fs.statfs().unwrap().blocks * 4096;
         let chunk = vec![7u8; 1 << 20];
@@ -225,4 +232,283 @@ fn filling_an_image_ends_in_enospc() {
         let report = fsck(dev).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
+}
+
+/// df shows the data region: all of the image but its metadata region (and the superblock),
+/// at least 90 % of any image of 256 MiB or more.
+#[test]
+fn capacity_is_most_of_the_image() {
+    for size in [256u64 << 20, 1 << 30] {
+        let (_device, dev) = new_image(size);
+        let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+        let st = fs.statfs().unwrap();
+        let capacity = st.blocks * st.frsize as u64;
+        assert!(
+            capacity >= size / 10 * 9 && capacity < size,
+            "{capacity} of {size}"
+        );
+        assert!(st.files > 0 && st.ffree < st.files, "{st:?}");
+    }
+}
+
+/// After filling an image and deleting everything (without a sync), the space is usable
+/// again at once: the blocks the deletes freed wait for a durable commit, which the next
+/// write that needs them makes.
+#[test]
+fn space_freed_by_deletes_is_reused() {
+    let (device, dev) = new_image(64 << 20);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    let capacity = fs.statfs().unwrap().blocks * 4096;
+    let data = bytes(&mut Rng(5), (capacity - (1 << 20)) as usize);
+    write_file(&fs, "big", &data, true).unwrap();
+    fs.unlink(&ROOT, ROOT_INO, OsStr::new("big")).unwrap();
+    let flushes = device.flushes();
+    write_file(&fs, "again", &data, false).unwrap();
+    assert!(
+        device.flushes() > flushes,
+        "reusing the freed blocks needed a durable commit first"
+    );
+    assert!(read_all(&fs, "again") == data);
+    fs.sync_all().unwrap();
+    drop(fs);
+    fsck_clean(&dev, "after reuse");
+}
+
+/// A file deleted by a commit that was not durable is whole after a crash, even when another
+/// file was written meanwhile and the disk kept every write: its blocks were not reused.
+/// When only its blocks are free, a write that needs them first makes the delete durable.
+#[test]
+fn freed_blocks_are_not_reused_before_a_durable_commit() {
+    for tight in [false, true] {
+        let (device, dev) = new_image(64 << 20);
+        let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+        let mut rng = Rng(7 + tight as u64);
+        let a = bytes(&mut rng, 4 << 20);
+        // Small enough when not tight that no periodic durable commit comes in between.
+        let b = bytes(&mut rng, if tight { 4 << 20 } else { 1 << 20 });
+        write_file(&fs, "a", &a, true).unwrap();
+        if tight {
+            // Leave only 2 MiB free besides a's blocks.
+            let st = fs.statfs().unwrap();
+            let filler = bytes(&mut rng, ((st.bfree * 4096) - (2 << 20)) as usize);
+            write_file(&fs, "filler", &filler, true).unwrap();
+        }
+        fs.unlink(&ROOT, ROOT_INO, OsStr::new("a")).unwrap();
+        let flushes = device.flushes();
+        write_file(&fs, "b", &b, false).unwrap();
+        let synced = device.flushes() > flushes;
+        assert_eq!(
+            synced, tight,
+            "a durable commit only when a's blocks were needed"
+        );
+        fs.abandon();
+        device.crash(|_| true);
+        fsck_clean(&dev, "after the crash");
+        let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+        if tight {
+            assert!(!exists(&fs, "a"), "the delete was made durable");
+        } else {
+            assert!(read_all(&fs, "a") == a, "a's blocks were reused");
+        }
+        // b: whatever part of it a durable commit covered, and nothing but its own data.
+        if exists(&fs, "b") {
+            let got = read_all(&fs, "b");
+            assert!(got[..] == b[..got.len()], "b holds foreign data");
+        }
+        drop(fs);
+        fsck_clean(&dev, "after reopening");
+    }
+}
+
+/// The power fails at every write or flush of a write + fsync in turn (the disk keeping a
+/// random part of what was not flushed): the metadata never maps data that did not reach the
+/// disk. The file is absent, empty, or whole; the file fsynced before is intact; fsck is clean.
+#[test]
+fn crash_at_any_point_of_a_commit() {
+    let a = bytes(&mut Rng(11), 300_000);
+    let b = bytes(&mut Rng(12), 2_500_000);
+    // How many writes and flushes the write + fsync of b takes.
+    let steps = {
+        let (device, dev) = new_image(64 << 20);
+        let fs = ImageFs::open(dev, Limits::default()).unwrap();
+        write_file(&fs, "a", &a, true).unwrap();
+        let before = device.ops();
+        write_file(&fs, "b", &b, true).unwrap();
+        device.ops() - before
+    };
+    assert!(steps > 3, "{steps} device operations");
+    for cut in 0..=steps {
+        let (device, dev) = new_image(64 << 20);
+        let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+        write_file(&fs, "a", &a, true).unwrap();
+        device.power_off_after(cut);
+        write_file(&fs, "b", &b, true).unwrap();
+        fs.abandon();
+        let mut rng = Rng(cut + 1);
+        let keep = rng.next();
+        device.crash(|i| (keep >> (i % 64)) & 1 == 1);
+        fsck_clean(&dev, &format!("cut after {cut} of {steps}"));
+        let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+        assert!(read_all(&fs, "a") == a, "cut {cut}: a changed");
+        if exists(&fs, "b") {
+            let got = read_all(&fs, "b");
+            assert!(
+                got.is_empty() || got == b,
+                "cut {cut}: b has {} bytes, not its data",
+                got.len()
+            );
+        }
+        if cut == steps {
+            assert!(
+                read_all(&fs, "b") == b,
+                "the fsync completed before the cut"
+            );
+        }
+    }
+}
+
+/// Filling the metadata region (names and xattrs, no inode limit) ends in a clean ENOSPC,
+/// never in a stopped database; deleting makes room again.
+#[test]
+fn full_metadata_is_a_clean_enospc() {
+    let (_device, dev) = new_image(16 << 20);
+    let limits = Limits {
+        bytes: None,
+        inodes: Some(1 << 40),
+    };
+    let fs = ImageFs::open(dev.clone(), limits).unwrap();
+    let value = vec![b'x'; 2000];
+    let mut made = 0;
+    let err = loop {
+        let name = format!("{made:0>200}");
+        match fs.mknod(&ROOT, ROOT_INO, OsStr::new(&name), libc::S_IFREG | 0o644, 0) {
+            Ok(e) => match fs.setxattr(e.attr.ino, OsStr::new("user.pad"), &value, 0) {
+                Ok(()) => made += 1,
+                Err(e) => break e,
+            },
+            Err(e) => break e,
+        }
+        assert!(made < 1_000_000, "metadata never filled");
+    };
+    assert_eq!(err, fvol::fs::FsError::NoSpace, "after {made} files");
+    assert!(made > 100, "only {made} files");
+    // Still a working filesystem: a sync, reads, deletes.
+    fs.sync_all().unwrap();
+    for i in 0..made {
+        fs.unlink(&ROOT, ROOT_INO, OsStr::new(&format!("{i:0>200}")))
+            .unwrap();
+    }
+    fs.sync_all().unwrap();
+    fs.sync_all().unwrap();
+    fs.mknod(
+        &ROOT,
+        ROOT_INO,
+        OsStr::new("after"),
+        libc::S_IFREG | 0o644,
+        0,
+    )
+    .expect("room again after deleting everything");
+    fs.sync_all().unwrap();
+    drop(fs);
+    let report = fsck_clean(&dev, "after filling the metadata");
+    assert!(
+        report.metadata_bytes <= report.metadata_capacity,
+        "{report:?}"
+    );
+}
+
+/// A file of more extents than one transaction unmaps (4,096) is truncated and deleted in
+/// steps; a crash in the middle of the delete leaves an orphan the next open finishes off.
+#[test]
+fn long_extent_lists_go_in_steps() {
+    let (device, dev) = new_image(64 << 20);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    let (e, o) = fs
+        .create(&ROOT, ROOT_INO, OsStr::new("sparse"), 0o644, libc::O_RDWR)
+        .unwrap();
+    let extents = 9000u64;
+    for i in 0..extents {
+        // Every other block: each write is its own extent.
+        let n = fs
+            .write(
+                e.attr.ino,
+                o.fh,
+                i * 8192,
+                &[(i % 251) as u8 + 1; 4096],
+                false,
+            )
+            .unwrap();
+        assert_eq!(n, 4096);
+    }
+    assert_eq!(fs.usage().bytes, extents * 4096);
+    // Truncate to the first 100 extents.
+    let change = fvol::fs::SetAttr {
+        size: Some(100 * 8192),
+        ..Default::default()
+    };
+    fs.setattr(&ROOT, e.attr.ino, &change).unwrap();
+    assert_eq!(fs.getattr(e.attr.ino, None).unwrap().size, 100 * 8192);
+    assert_eq!(fs.usage().bytes, 100 * 4096);
+    let head = fs.read(e.attr.ino, o.fh, 99 * 8192, 8192).unwrap();
+    assert!(head[..4096].iter().all(|b| *b == 100) && head[4096..].iter().all(|b| *b == 0));
+    // Write past the new end again (fresh blocks; the old ones were freed).
+    for i in 100..extents {
+        fs.write(e.attr.ino, o.fh, i * 8192, &[7; 4096], false)
+            .unwrap();
+    }
+    fs.sync_all().unwrap();
+    // Unlinked while open: deleted at the last close, in steps. Crash before that.
+    fs.unlink(&ROOT, ROOT_INO, OsStr::new("sparse")).unwrap();
+    fs.sync_all().unwrap();
+    fs.abandon();
+    device.crash(|_| true);
+    let report = fsck_clean(&dev, "open orphan");
+    assert_eq!(report.orphans, 1);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    assert_eq!(fs.usage().bytes, 0);
+    drop(fs);
+    let report = fsck_clean(&dev, "after the orphan's deletion");
+    assert_eq!((report.orphans, report.data_bytes), (0, 0));
+}
+
+/// What nobody fsynced becomes durable by itself once the volume is idle for the commit
+/// interval (5 s, as ext4's journal commit): a crash after that loses nothing.
+#[test]
+fn idle_changes_are_committed_within_the_interval() {
+    let (device, dev) = new_image(64 << 20);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    let data = bytes(&mut Rng(21), 200_000);
+    write_file(&fs, "unsynced", &data, false).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    fs.abandon();
+    device.crash(|_| false);
+    fsck_clean(&dev, "after the crash");
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    assert!(read_all(&fs, "unsynced") == data);
+}
+
+/// A punch without KEEP_SIZE is refused (as by Linux) and changes nothing; with it, the range
+/// reads as zeros and its whole blocks are freed.
+#[test]
+fn punching_a_hole() {
+    let (_device, dev) = new_image(64 << 20);
+    let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();
+    let data = bytes(&mut Rng(31), 64 << 10);
+    write_file(&fs, "f", &data, false).unwrap();
+    let e = fs.lookup(&ROOT, ROOT_INO, OsStr::new("f")).unwrap();
+    let o = fs.open(&ROOT, e.attr.ino, libc::O_RDWR).unwrap();
+    let punch = libc::FALLOC_FL_PUNCH_HOLE;
+    assert!(fs.fallocate(e.attr.ino, o.fh, 0, 64 << 10, punch).is_err());
+    assert!(read_all(&fs, "f") == data);
+    let keep = punch | libc::FALLOC_FL_KEEP_SIZE;
+    fs.fallocate(e.attr.ino, o.fh, 1000, 20_000, keep).unwrap();
+    let mut want = data.clone();
+    want[1000..21_000].fill(0);
+    assert!(read_all(&fs, "f") == want);
+    // Blocks 1..5 (4 KiB each) were whole inside the range: freed.
+    assert_eq!(fs.usage().bytes, (16 - 4) * 4096);
+    fs.release(e.attr.ino, o.fh).unwrap();
+    fs.sync_all().unwrap();
+    drop(fs);
+    fsck_clean(&dev, "after punching");
 }

@@ -49,6 +49,7 @@ fn rbd_image_lifecycle_on_a_real_cluster() {
     exclusive_lock(&ceph, img);
     default_features_refuse_the_advisory_lock(&ceph, &io_a);
     redb_on_rbd(&io_a);
+    async_writes(&ceph, &io_a);
     remove(&io_a, img);
     eprintln!("lifecycle done in {:.1?}", t.elapsed());
 }
@@ -223,6 +224,67 @@ fn redb_on_rbd(io: &IoCtx) {
     assert_eq!(v.as_deref(), Some("seven"));
     drop(tx);
     drop(db);
+    io.remove_image(name).unwrap();
+}
+
+/// `submit_write` (rbd_aio_write): reads and later writes of an overlapping range wait for
+/// it, so the last write wins and reads see it at once; flush makes all of them durable; a
+/// fenced writer's failure is reported by flush, and stays.
+fn async_writes(ceph: &TestCluster, io: &IoCtx) {
+    let name = "fvol-test-aio";
+    io.create_image(name, 64 * MIB).unwrap();
+    let dev = RbdDevice::new(io.open_image(name).unwrap()).unwrap();
+    for round in 0..20u8 {
+        // Overlapping writes in flight together: 1 MiB at 0, then pieces across it.
+        dev.submit_write(0, pattern(round, MIB as usize)).unwrap();
+        dev.submit_write(4096, vec![round; 10_000]).unwrap();
+        dev.submit_write(MIB - 100, vec![round ^ 0xff; 200])
+            .unwrap();
+        let mut got = vec![0u8; (MIB + 100) as usize];
+        dev.read_at(0, &mut got).unwrap();
+        let mut want = pattern(round, MIB as usize);
+        want[4096..14_096].fill(round);
+        want.extend_from_slice(&[0; 100]);
+        want[(MIB - 100) as usize..(MIB + 100) as usize].fill(round ^ 0xff);
+        assert!(
+            got == want,
+            "round {round}: a read did not see the writes before it"
+        );
+    }
+    // Many writes at once: more than the device keeps in flight (it waits for the oldest).
+    for i in 0..80u64 {
+        dev.submit_write(i * MIB / 2, pattern(i as u8, (MIB / 2) as usize))
+            .unwrap();
+    }
+    dev.flush().unwrap();
+    drop(dev);
+    let other = ceph.connect();
+    let image = other.io_ctx(POOL).unwrap().open_image(name).unwrap();
+    for i in (0..80u64).step_by(7) {
+        let mut got = vec![0u8; (MIB / 2) as usize];
+        image.read_at(i * MIB / 2, &mut got).unwrap();
+        assert!(
+            got == pattern(i as u8, (MIB / 2) as usize),
+            "after flush: write {i}"
+        );
+    }
+
+    // Fenced: another client breaks this one's lock (which blocklists it).
+    let fenced_host = ceph.connect();
+    let dev = RbdDevice::new(fenced_host.io_ctx(POOL).unwrap().open_image(name).unwrap()).unwrap();
+    dev.image().lock_exclusive("doomed").unwrap();
+    let holder = image.lockers().unwrap().remove(0);
+    image.break_lock(&holder.client, &holder.cookie).unwrap();
+    let _ = dev.submit_write(0, vec![1; 4096]);
+    let e = dev.flush().unwrap_err();
+    eprintln!("flush after fencing: {e}");
+    assert!(
+        dev.flush().is_err(),
+        "a failed write must fail every later flush"
+    );
+    assert!(dev.submit_write(8192, vec![1; 4096]).is_err());
+    drop(dev);
+    drop(image);
     io.remove_image(name).unwrap();
 }
 

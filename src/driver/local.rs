@@ -147,6 +147,7 @@ impl Driver for LocalDriver {
             passthrough,
             ephemeral: false,
             exclusive: rec.owns_backing,
+            readahead_kb: None,
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct Activation {
     pub ephemeral: bool,
     /// Nothing but the handler changes the data (false for a `mount=` directory).
     pub exclusive: bool,
+    /// The kernel's readahead window for the mount, when its default (128 KiB) is too small.
+    pub readahead_kb: Option<u32>,
 }
 
 pub trait Driver: Send + Sync {

@@ -84,6 +84,7 @@ impl Driver for TmpfsDriver {
             passthrough: false,
             ephemeral: true,
             exclusive: true,
+            readahead_kb: None,
         })
     }
 }

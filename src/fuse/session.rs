@@ -22,6 +22,9 @@ pub struct ServeOptions {
     /// The handler is the only writer of the data, so the kernel may cache names and
     /// attributes for long: every change goes through it and it invalidates what it changes.
     pub exclusive: bool,
+    /// The mount's readahead window (its bdi's `read_ahead_kb`), instead of the kernel's
+    /// default of 128 KiB for FUSE (which `max_readahead` at init can only lower).
+    pub readahead_kb: Option<u32>,
 }
 
 impl ServeOptions {
@@ -90,10 +93,29 @@ pub fn mount(
     config.clone_fd = true;
     let adapter = FuseAdapter::new(fs, serve.ttl(), serve.passthrough);
     let session = fuser::spawn_mount(adapter, mountpoint, &config)?;
-    Ok(MountedFs {
+    let mounted = MountedFs {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
-    })
+    };
+    if let Some(kb) = serve.readahead_kb
+        && let Err(e) = set_readahead(mountpoint, kb)
+    {
+        log::warn!(
+            "{}: cannot set the readahead to {kb} KiB: {e}",
+            mountpoint.display()
+        );
+    }
+    Ok(mounted)
+}
+
+/// Sets the readahead window of the filesystem mounted at `path` (its bdi in sysfs, named by
+/// the mount's device number). The stat is answered by the session already serving.
+fn set_readahead(path: &Path, kb: u32) -> io::Result<()> {
+    let dev = nix::sys::stat::stat(path)?.st_dev;
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    std::fs::write(&knob, kb.to_string())
+        .map_err(|e| io::Error::new(e.kind(), format!("{knob}: {e}")))
 }
 
 /// True when `path` is a FUSE mount whose handler is gone ("Transport endpoint is not

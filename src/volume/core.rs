@@ -291,6 +291,7 @@ impl Core {
         let serve = ServeOptions {
             passthrough: activation.passthrough,
             exclusive: activation.exclusive,
+            readahead_kb: activation.readahead_kb,
         };
         let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, serve)
             .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;

@@ -24,6 +24,7 @@ fn main() {
         ServeOptions {
             passthrough,
             exclusive: true,
+            readahead_kb: None,
         },
     )
     .expect("mount");

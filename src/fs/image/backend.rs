@@ -7,6 +7,7 @@
 //! `sync_data`, which redb always issues before it commits anything that relies on the length.
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -21,6 +22,29 @@ pub struct RegionBackend {
     start: u64,
     capacity: u64,
     len: Mutex<u64>,
+    /// `len`, for watchers outside redb (`RegionBackend::watch`).
+    watched: Arc<AtomicU64>,
+}
+
+/// The length of a region's database, as its backend last set it, and the region's capacity.
+#[derive(Clone, Debug)]
+pub struct RegionWatch {
+    len: Arc<AtomicU64>,
+    capacity: u64,
+}
+
+impl RegionWatch {
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
 }
 
 impl RegionBackend {
@@ -67,7 +91,16 @@ impl RegionBackend {
             start,
             capacity,
             len: Mutex::new(len),
+            watched: Arc::new(AtomicU64::new(len)),
         })
+    }
+
+    /// A handle that keeps telling the database's length after redb took the backend.
+    pub fn watch(&self) -> RegionWatch {
+        RegionWatch {
+            len: self.watched.clone(),
+            capacity: self.capacity,
+        }
     }
 
     fn write_header(&self, len: u64) -> io::Result<()> {
@@ -119,6 +152,7 @@ impl redb::StorageBackend for RegionBackend {
         }
         self.write_header(new_len)?;
         *len = new_len;
+        self.watched.store(new_len, Ordering::Relaxed);
         Ok(())
     }
 
@@ -189,6 +223,36 @@ mod tests {
                 "pattern {pattern}: durable key lost: {got:?}"
             );
         }
+    }
+
+    /// A region of a power of two plus 1 MiB (as `Layout` sizes them) takes redb's last
+    /// doubling step: growth never fails while the length is at most half the region.
+    #[test]
+    fn last_doubling_step_fits_the_region() {
+        const BIG: TableDefinition<u64, &[u8]> = TableDefinition::new("big");
+        let size = (8 << 20) + (1 << 20);
+        let dev = Arc::new(CrashDevice::new(size + 4096));
+        let region = RegionBackend::format(dev, 0, size).unwrap();
+        let watch = region.watch();
+        let db = Database::builder().create_with_backend(region).unwrap();
+        let value = vec![7u8; 3000];
+        let mut k = 0u64;
+        while watch.len() <= watch.capacity() / 2 {
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(BIG).unwrap();
+                for _ in 0..64 {
+                    t.insert(k, value.as_slice()).unwrap();
+                    k += 1;
+                }
+            }
+            tx.commit().unwrap();
+        }
+        assert!(watch.len() <= watch.capacity(), "{watch:?}");
+        assert!(
+            watch.len() > 8 << 20,
+            "the last step is the power of two: {watch:?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Block devices: fixed-size byte arrays with reads, writes and a flush that makes every
-//! earlier write durable.
+//! earlier write durable. Any byte range may be read or written (no alignment).
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -13,7 +13,15 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     fn size(&self) -> u64;
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Makes every write that completed before the call durable.
+    /// Starts writing `data` at `offset` and may return before it is done. The write is ordered
+    /// before every later read or write of an overlapping range and is durable after the next
+    /// `flush`; a failure may be reported by any later call, by the next `flush` at the latest.
+    /// (No default: a wrapper must forward it, or it would silently turn synchronous.)
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()>;
+    /// An empty buffer of at least `capacity` bytes for `submit_write` (a device may recycle
+    /// those of finished writes: fresh memory costs a page fault per page).
+    fn buffer(&self, capacity: usize) -> Vec<u8>;
+    /// Makes every write submitted or completed before the call durable.
     fn flush(&self) -> io::Result<()>;
 }
 
@@ -66,6 +74,12 @@ impl BlockDevice for FileDevice {
         check_range(self.size, offset, data.len())?;
         self.file.write_all_at(data, offset)
     }
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        Vec::with_capacity(capacity)
+    }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -85,6 +99,10 @@ struct CrashState {
     /// Writes not yet flushed, in order; reads see them on top of `durable`.
     volatile: Vec<(u64, Vec<u8>)>,
     flushes: u64,
+    /// Writes and flushes so far.
+    ops: u64,
+    /// Once `ops` reaches this, the "power is off": writes and flushes are dropped silently.
+    dead_at: Option<u64>,
 }
 
 impl CrashDevice {
@@ -94,13 +112,17 @@ impl CrashDevice {
                 durable: vec![0; size as usize],
                 volatile: Vec::new(),
                 flushes: 0,
+                ops: 0,
+                dead_at: None,
             })),
         }
     }
 
-    /// Loses every unflushed write for which `keep(index)` is false (index in write order).
+    /// Loses every unflushed write for which `keep(index)` is false (index in write order), and
+    /// turns the power back on.
     pub fn crash(&self, keep: impl Fn(usize) -> bool) {
         let mut s = self.inner.lock();
+        s.dead_at = None;
         let volatile = std::mem::take(&mut s.volatile);
         for (i, (offset, data)) in volatile.into_iter().enumerate() {
             if keep(i) {
@@ -116,6 +138,25 @@ impl CrashDevice {
 
     pub fn flushes(&self) -> u64 {
         self.inner.lock().flushes
+    }
+
+    /// Writes and flushes so far (dropped ones included).
+    pub fn ops(&self) -> u64 {
+        self.inner.lock().ops
+    }
+
+    /// Cuts the power after `n` more writes or flushes: later ones are dropped without an
+    /// error, as if the machine had died there while the process went on. `crash` then
+    /// decides which of the writes before the cut that were not flushed survive.
+    pub fn power_off_after(&self, n: u64) {
+        let mut s = self.inner.lock();
+        s.dead_at = Some(s.ops + n);
+    }
+
+    /// Whether a write or flush now is dropped (counting it).
+    fn dropped(s: &mut CrashState) -> bool {
+        s.ops += 1;
+        s.dead_at.is_some_and(|at| s.ops > at)
     }
 }
 
@@ -141,13 +182,24 @@ impl BlockDevice for CrashDevice {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.inner.lock();
         check_range(s.durable.len() as u64, offset, data.len())?;
-        s.volatile.push((offset, data.to_vec()));
+        if !Self::dropped(&mut s) {
+            s.volatile.push((offset, data.to_vec()));
+        }
         Ok(())
+    }
+    /// Volatile like any write until the next flush.
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        Vec::with_capacity(capacity)
     }
     fn flush(&self) -> io::Result<()> {
         let mut s = self.inner.lock();
-        s.crash_keep_all();
-        s.flushes += 1;
+        if !Self::dropped(&mut s) {
+            s.crash_keep_all();
+            s.flushes += 1;
+        }
         Ok(())
     }
 }

@@ -1,12 +1,27 @@
 //! A `BlockDevice` over a Ceph RBD image (through librbd, `crate::sys::librbd`).
+//!
+//! Data writes (`submit_write`) are asynchronous (`rbd_aio_write`), up to `MAX_IN_FLIGHT` bytes
+//! at a time. librbd orders neither overlapping writes in flight nor a read against an unfinished
+//! write, so the device does: a read or write first waits for every earlier submitted write that
+//! overlaps it. `flush` waits for all of them, then flushes the image. A failed write fails every
+//! later flush and submit (the image may miss data that metadata would point at), until the
+//! device is opened again.
 use std::io;
+
+use parking_lot::Mutex;
 
 use super::BlockDevice;
 use super::device::check_range;
-use crate::sys::librbd::{Image, RbdError};
+use crate::sys::librbd::{AioDone, AioWrite, Image, RbdError};
+
+/// Bytes of submitted writes in flight at most; a submit past it waits for the oldest.
+const MAX_IN_FLIGHT: usize = 64 << 20;
+/// Buffers of finished writes kept for reuse (`buffer`), and the smallest worth keeping.
+const POOL: usize = 32;
+const POOLED_MIN: usize = 256 << 10;
 
 /// An RBD image as a block device. Its size is the image's size when it was opened (fvol never
-/// resizes an image under an open device); `flush` is `rbd_flush`.
+/// resizes an image under an open device); `flush` is `rbd_flush` after the writes in flight.
 ///
 /// I/O errors keep librbd's message (call, pool, image) and the errno's `io::ErrorKind`, but
 /// not a raw errno, so the filesystem reports them as EIO, as a failing disk would.
@@ -14,12 +29,69 @@ use crate::sys::librbd::{Image, RbdError};
 pub struct RbdDevice {
     image: Image,
     size: u64,
+    in_flight: Mutex<InFlight>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    /// In submission order.
+    writes: Vec<AioWrite>,
+    bytes: usize,
+    /// The first failure of a submitted write; sticky.
+    failed: Option<RbdError>,
+    /// Buffers of finished writes, for `buffer`.
+    pool: Vec<Vec<u8>>,
+}
+
+impl InFlight {
+    /// Takes finished writes off the list, remembering the first failure.
+    fn reap(&mut self) {
+        let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.writes)
+            .into_iter()
+            .partition(|w| w.done().is_done());
+        self.writes = pending;
+        for w in done {
+            self.bytes -= w.len();
+            let (result, buffer) = w.finish();
+            if let Err(e) = result
+                && self.failed.is_none()
+            {
+                log::error!("{e}");
+                self.failed = Some(e);
+            }
+            if buffer.capacity() >= POOLED_MIN && self.pool.len() < POOL {
+                self.pool.push(buffer);
+            }
+        }
+    }
+
+    fn overlapping(&self, offset: u64, len: u64) -> Vec<AioDone> {
+        self.writes
+            .iter()
+            .filter(|w| w.offset() < offset + len && offset < w.offset() + w.len() as u64)
+            .map(|w| w.done().clone())
+            .collect()
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(e) => Err(io::Error::new(
+                io::Error::from(e.clone()).kind(),
+                format!("an earlier write failed: {e}"),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl RbdDevice {
     pub fn new(image: Image) -> Result<RbdDevice, RbdError> {
         let size = image.size()?;
-        Ok(RbdDevice { image, size })
+        Ok(RbdDevice {
+            image,
+            size,
+            in_flight: Mutex::new(InFlight::default()),
+        })
     }
 
     /// The image, for what is not block I/O (its advisory lock).
@@ -27,8 +99,34 @@ impl RbdDevice {
         &self.image
     }
 
-    pub fn into_image(self) -> Image {
-        self.image
+    /// Returns with the in-flight list locked and no unfinished write overlapping the range
+    /// (waiting, unlocked, for those that do).
+    fn settle(&self, offset: u64, len: u64) -> parking_lot::MutexGuard<'_, InFlight> {
+        loop {
+            let mut f = self.in_flight.lock();
+            f.reap();
+            let waits = f.overlapping(offset, len);
+            if waits.is_empty() {
+                return f;
+            }
+            drop(f);
+            for w in waits {
+                w.wait();
+            }
+        }
+    }
+
+    /// Waits for every write submitted so far; a failure is kept in the sticky state (and
+    /// reported by the next `flush`). The writes stay listed until they are done, so that
+    /// reads meanwhile still wait for them.
+    pub fn wait_all(&self) {
+        let waits: Vec<AioDone> = (self.in_flight.lock().writes.iter())
+            .map(|w| w.done().clone())
+            .collect();
+        for w in waits {
+            w.wait();
+        }
+        self.in_flight.lock().reap();
     }
 }
 
@@ -38,13 +136,57 @@ impl BlockDevice for RbdDevice {
     }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         check_range(self.size, offset, out.len())?;
+        drop(self.settle(offset, out.len() as u64));
         Ok(self.image.read_at(offset, out)?)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(self.size, offset, data.len())?;
+        drop(self.settle(offset, data.len() as u64));
         Ok(self.image.write_at(offset, data)?)
     }
+    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        check_range(self.size, offset, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let mut f = self.settle(offset, data.len() as u64);
+            f.check()?;
+            if f.bytes + data.len() > MAX_IN_FLIGHT
+                && let Some(oldest) = f.writes.first().map(|w| w.done().clone())
+            {
+                drop(f);
+                oldest.wait();
+                continue;
+            }
+            let len = data.len();
+            let w = self.image.aio_write(offset, data)?;
+            f.bytes += len;
+            f.writes.push(w);
+            return Ok(());
+        }
+    }
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut f = self.in_flight.lock();
+        match f.pool.iter().position(|b| b.capacity() >= capacity) {
+            Some(i) => {
+                let mut b = f.pool.swap_remove(i);
+                b.clear();
+                b
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
     fn flush(&self) -> io::Result<()> {
+        self.wait_all();
+        self.in_flight.lock().check()?;
         Ok(self.image.flush()?)
+    }
+}
+
+impl Drop for RbdDevice {
+    fn drop(&mut self) {
+        // Every buffer must be released before the image closes.
+        self.wait_all();
     }
 }

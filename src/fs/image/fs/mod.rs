@@ -1,39 +1,54 @@
 //! A whole filesystem kept in a block image (the `rbd` backend; plain image files in tests).
 //!
-//! Everything (inodes, directory entries, xattrs, file data as chunks, usage counters) is one
-//! redb database on the image (see `super::format`). Each operation is one write transaction:
-//! committed without a flush normally, and with one for fsync, fsyncdir and unmount. redb's
-//! copy-on-write commits mean a crash at any moment leaves the image at its last flushed commit,
-//! whole: every fsynced byte is there and the counters match the data.
+//! Metadata (inodes, directory entries, xattrs, extent maps, the free-space map, usage
+//! counters) is one redb database in the image's metadata region; file data lives in extents of
+//! the data region (see `super::format`). Each operation is one write transaction: committed
+//! without a flush normally, durably for fsync, fsyncdir and unmount, and at most 5 s after
+//! the last durable commit (`room::COMMIT_INTERVAL`).
+//!
+//! Crash consistency (ordered mode): a write sends its data to the device before the
+//! transaction that maps it commits, and a durable commit flushes the device (every data write
+//! before it) before redb makes its metadata durable. Blocks freed by a commit that is not
+//! durable are reused only after a durable one (`alloc`). redb's copy-on-write commits then
+//! leave the image, after any crash, at its last durable commit: whole, with every fsynced byte
+//! and no block mapped by two files or mapping another file's data; counters match the metadata.
 //!
 //! Kernel references and open handles are memory-only; an inode with no name is deleted at its
 //! last close, and one a crash left unnamed is deleted at the next open (see `open`).
+mod alloc;
 mod data;
+mod extents;
 mod fsck;
 mod ops;
+mod room;
+mod space;
 mod store;
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 
 use super::backend::RegionBackend;
 use super::device::BlockDevice;
-use super::format::{self, FormatError, REGION_START};
+use super::format::{self, FormatError, Layout, META_START};
 use crate::fs::handles::HandleTable;
 use crate::fs::memory::RootOwner;
 use crate::fs::quota::{Limits, Quota};
-use crate::fs::{FileKind, FsResult, Ino, ROOT_INO, UsageSnapshot};
+use crate::fs::{FileKind, FsError, FsResult, Ino, ROOT_INO, UsageSnapshot};
 use store::{
-    CHUNKS, COUNTERS, Ctx, DIRENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES, XATTRS,
+    COUNTERS, Ctx, DIRENTS, EXTENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES,
+    XATTRS,
 };
 
+pub use format::BLOCK;
 pub use fsck::{FsckReport, fsck};
-pub use store::CHUNK;
 
 #[derive(Debug, Error)]
 pub enum ImageError {
@@ -47,10 +62,7 @@ fn meta(e: impl std::fmt::Display) -> ImageError {
     ImageError::Metadata(e.to_string())
 }
 
-/// What a transaction rewrites at least (a few B-tree pages of 4 KiB).
-const TX_REWRITE: u64 = 16 << 10;
-
-/// Bytes of the redb cache: metadata and recently used chunks stay in memory.
+/// Bytes of the redb cache: the metadata stays in memory.
 const CACHE: usize = 64 << 20;
 
 #[derive(Default)]
@@ -59,34 +71,67 @@ struct Live {
     open: u32,
 }
 
-pub struct ImageFs {
+/// The filesystem, shared with its committer thread (see `ImageFs`).
+pub struct Inner {
     db: Database,
+    device: Arc<dyn BlockDevice>,
+    layout: Layout,
+    /// The metadata region: whether redb may grow, when commits must be durable.
+    room: room::Room,
     quota: Quota,
-    /// Bytes rewritten (copy-on-write) since the last durable commit. Pages a non-durable
-    /// commit frees stay reserved until a durable one (a crash must find the last durable state
-    /// whole), so the image gets a durable commit after every `durable_every` bytes of them.
-    undurable: AtomicU64,
-    durable_every: u64,
+    /// Where the next-fit allocation goes on.
+    cursor: AtomicU64,
+    /// Held shared by a read from its extent lookup until its data is in memory; held
+    /// exclusively by a durable commit that makes freed blocks reusable. So no read can get
+    /// another file's data from a block that was freed and reused under it.
+    reuse: RwLock<()>,
     live: Mutex<HashMap<Ino, Live>>,
     files: HandleTable<Ino>,
     dirs: HandleTable<Mutex<Vec<(std::ffi::OsString, Ino, FileKind)>>>,
 }
 
-/// Room the filesystem may use for data. redb grows its storage by doubling (until 4 GiB),
-/// and a growth step that would pass the end of the image fails and stops the database; so
-/// data may fill a little under half the image, and the quota says no before redb has to grow
-/// past it. (Growth in smaller steps would give the rest back; see docs/rbd.md.)
-pub fn usable_capacity(image_size: u64) -> u64 {
-    let region = image_size.saturating_sub(REGION_START);
-    (region / 100 * 45) / 4096 * 4096
+/// Bytes files may hold on a new image of `image_size` bytes with the inode limit `inodes`:
+/// its data region. `None` when the image is too small.
+pub fn usable_capacity(image_size: u64, inodes: Option<u64>) -> Option<u64> {
+    Layout::for_image(image_size, inodes)
+        .ok()
+        .map(|l| l.capacity())
+}
+
+/// An image filesystem: `Inner`, plus a thread that commits durably once the last durable
+/// commit is `COMMIT_INTERVAL` old and something changed since (so an idle volume does not keep
+/// unsynced changes for long). Dropping it stops the thread; the filesystem goes with it.
+pub struct ImageFs {
+    inner: Arc<Inner>,
+    committer: Option<JoinHandle<()>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Deref for ImageFs {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for ImageFs {
+    fn drop(&mut self) {
+        self.stop_committer();
+    }
 }
 
 impl ImageFs {
-    /// Makes a new, empty filesystem on a device whose first block is all zeros.
-    pub fn format(device: Arc<dyn BlockDevice>, root: RootOwner) -> Result<(), ImageError> {
-        format::write_superblock(device.as_ref())?;
-        let size = device.size() - REGION_START;
-        let region = RegionBackend::format(device, REGION_START, size).map_err(meta)?;
+    /// Makes a new, empty filesystem on a device whose first block is all zeros, with a
+    /// metadata region sized for `inodes` (default: one per 32 KiB of image).
+    pub fn format(
+        device: Arc<dyn BlockDevice>,
+        root: RootOwner,
+        inodes: Option<u64>,
+    ) -> Result<(), ImageError> {
+        let layout = Layout::for_image(device.size(), inodes)?;
+        format::write_superblock(device.as_ref(), &layout)?;
+        let region =
+            RegionBackend::format(device.clone(), META_START, layout.meta_size).map_err(meta)?;
         let db = Database::builder()
             .create_with_backend(region)
             .map_err(meta)?;
@@ -95,8 +140,8 @@ impl ImageFs {
             let t = Tx { tx: &tx };
             let mut rec = InodeRec::new(FileKind::Dir, root.mode, root.uid, root.gid, 0);
             rec.parent = ROOT_INO;
-            t.put_inode(ROOT_INO, &rec)
-                .map_err(|e| meta(format!("{e:?}")))?;
+            let fs_err = |e: FsError| meta(format!("{e:?}"));
+            t.put_inode(ROOT_INO, &rec).map_err(fs_err)?;
             let mut c = tx.open_table(COUNTERS).map_err(meta)?;
             c.insert(NEXT_INO, ROOT_INO + 1).map_err(meta)?;
             c.insert(USED_BYTES, 0).map_err(meta)?;
@@ -104,71 +149,134 @@ impl ImageFs {
             drop(c);
             tx.open_table(DIRENTS).map_err(meta)?;
             tx.open_table(XATTRS).map_err(meta)?;
-            tx.open_table(CHUNKS).map_err(meta)?;
+            tx.open_table(EXTENTS).map_err(meta)?;
+            alloc::format(&t, layout.data_blocks()).map_err(fs_err)?;
         }
         tx.commit().map_err(meta)?;
+        drop(db);
+        device.flush().map_err(meta)?;
         Ok(())
     }
 
     /// Opens the filesystem on `device`, refusing an image that is not one. `limits.bytes` is
-    /// capped at the image's usable capacity.
+    /// capped at the data region; the inode limit defaults to what the metadata region was
+    /// sized for.
     pub fn open(device: Arc<dyn BlockDevice>, limits: Limits) -> Result<ImageFs, ImageError> {
-        format::check_superblock(device.as_ref())?;
-        let size = device.size();
+        let layout = format::check_superblock(device.as_ref())?;
         let region =
-            RegionBackend::open(device, REGION_START, size - REGION_START).map_err(meta)?;
+            RegionBackend::open(device.clone(), META_START, layout.meta_size).map_err(meta)?;
+        let watch = region.watch();
         let db = Database::builder()
             .set_cache_size(CACHE)
             .create_with_backend(region)
             .map_err(meta)?;
-        let fs = ImageFs {
+        let fs = Inner {
             db,
+            device,
+            layout,
+            room: room::Room::new(watch),
             quota: Quota::new(Limits::default(), UsageSnapshot::default()),
-            undurable: AtomicU64::new(0),
-            durable_every: (usable_capacity(size) / 8).max(4 << 20),
+            cursor: AtomicU64::new(0),
+            reuse: RwLock::new(()),
             live: Mutex::new(HashMap::new()),
             files: HandleTable::default(),
             dirs: HandleTable::default(),
         };
         fs.delete_orphans().map_err(|e| meta(format!("{e:?}")))?;
         let usage = fs.stored_usage().map_err(|e| meta(format!("{e:?}")))?;
-        let capacity = usable_capacity(size);
+        let capacity = layout.capacity();
         let limits = Limits {
             bytes: Some(limits.bytes.map_or(capacity, |b| b.min(capacity))),
-            inodes: limits.inodes,
+            inodes: Some(limits.inodes.unwrap_or(layout.inodes())),
         };
-        Ok(ImageFs {
+        let inner = Arc::new(Inner {
             quota: Quota::new(limits, usage),
             ..fs
+        });
+        let stop: Arc<(Mutex<bool>, Condvar)> = Arc::default();
+        let committer = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("image-commit".into())
+                .spawn(move || commit_when_idle(&inner, &stop))
+                .map_err(meta)?
+        };
+        Ok(ImageFs {
+            inner,
+            committer: Some(committer),
+            stop,
         })
     }
 
-    /// Runs `f` in one write transaction, committed (durably if asked) only when it succeeds.
-    /// Every transaction rewrites at least a path of B-tree pages; the commit is made durable
-    /// once enough was rewritten since the last durable one.
-    fn write<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
-        self.write_costing(TX_REWRITE, durable, f)
+    fn stop_committer(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
     }
 
-    /// `write`, for a transaction that rewrites about `rewrite` bytes.
-    fn write_costing<T>(
-        &self,
-        rewrite: u64,
-        durable: bool,
-        f: impl FnOnce(&Tx<'_>) -> FsResult<T>,
-    ) -> FsResult<T> {
-        let pending = self.undurable.fetch_add(rewrite, Ordering::Relaxed) + rewrite;
-        let durable = durable || pending >= self.durable_every;
-        if durable {
-            self.undurable.store(0, Ordering::Relaxed);
+    /// Leaves the filesystem without closing it, as a crash would: no further commit, nothing
+    /// released. For crash tests.
+    pub fn abandon(mut self) {
+        self.stop_committer();
+        std::mem::forget(self.inner.clone());
+    }
+}
+
+/// The committer thread: wakes every second; a durable commit when one is due (`Room`).
+fn commit_when_idle(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
+    let mut stopped = stop.0.lock();
+    while !*stopped {
+        stop.1.wait_for(&mut stopped, Duration::from_secs(1));
+        if *stopped {
+            return;
         }
+        parking_lot::MutexGuard::unlocked(&mut stopped, || {
+            if inner.room.idle_commit_due()
+                && let Err(e) = inner.commit_durably()
+            {
+                log::error!("image: periodic durable commit: {e:?}");
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// `NoSpace` when metadata may not grow (see `room`). Never inside a write transaction.
+    fn metadata_room(&self) -> FsResult<()> {
+        self.room.check(&self.db, || self.commit_durably())
+    }
+
+    /// Runs `f` in one write transaction, committed (durably if asked, or when enough was
+    /// written since the last durable commit; see `room`) only when it succeeds.
+    ///
+    /// A durable commit also makes the blocks freed since the last one reusable: moved to the
+    /// free map as its last change, under the `reuse` lock, and durable before any later
+    /// transaction can take them. redb's durable commit flushes the device first, data writes
+    /// included.
+    fn transact<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+        let durable = self.room.begin_tx() || durable;
         let mut tx = self.db.begin_write().io()?;
         if !durable {
             tx.set_durability(Durability::None).io()?;
         }
         let out = f(&Tx { tx: &tx })?;
-        tx.commit().io()?;
+        if durable {
+            let drained = alloc::drain_pending(&Tx { tx: &tx })?;
+            let _exclusive = (drained > 0).then(|| self.reuse.write());
+            tx.commit().io()?;
+            self.room.durable_done();
+        } else {
+            tx.commit().io()?;
+        }
         Ok(out)
+    }
+
+    /// One durable commit: makes every earlier commit and data write durable, and the blocks
+    /// freed since the last durable commit reusable.
+    fn commit_durably(&self) -> FsResult<()> {
+        self.transact(true, |_| Ok(()))
     }
 
     fn read_inode(&self, ino: Ino) -> FsResult<InodeRec> {
@@ -179,7 +287,7 @@ impl ImageFs {
     }
 
     fn stored_usage(&self) -> FsResult<UsageSnapshot> {
-        self.write(false, |t| {
+        self.transact(false, |t| {
             Ok(UsageSnapshot {
                 bytes: t.counter(USED_BYTES)?,
                 inodes: t.counter(USED_INODES)?,
@@ -189,24 +297,23 @@ impl ImageFs {
 
     /// Inodes a crash left without a name (they were open when it happened).
     fn delete_orphans(&self) -> FsResult<()> {
-        self.write(true, |t| {
-            let orphans: Vec<(Ino, InodeRec)> = {
-                let table = t.tx.open_table(INODES).io()?;
-                let mut found = Vec::new();
-                for entry in table.iter().io()? {
-                    let (k, v) = entry.io()?;
-                    let rec: InodeRec = postcard::from_bytes(v.value()).io()?;
-                    if rec.nlink == 0 {
-                        found.push((k.value(), rec));
-                    }
+        let orphans: Vec<Ino> = {
+            let tx = self.db.begin_read().io()?;
+            let table = tx.open_table(INODES).io()?;
+            let mut found = Vec::new();
+            for entry in table.iter().io()? {
+                let (k, v) = entry.io()?;
+                let rec: InodeRec = postcard::from_bytes(v.value()).io()?;
+                if rec.nlink == 0 {
+                    found.push(k.value());
                 }
-                found
-            };
-            for (ino, rec) in orphans {
-                t.delete_inode(ino, &rec)?;
             }
-            Ok(())
-        })
+            found
+        };
+        for ino in orphans {
+            self.delete_unlinked(ino)?;
+        }
+        self.commit_durably()
     }
 
     /// Deletes `ino` if it has no name and no open handle left.
@@ -215,14 +322,37 @@ impl ImageFs {
         if open || ino == ROOT_INO {
             return Ok(());
         }
-        let freed = self.write(false, |t| match t.try_inode(ino)? {
-            Some(rec) if rec.nlink == 0 => Ok(Some(t.delete_inode(ino, &rec)?)),
-            _ => Ok(None),
-        })?;
-        if let Some(bytes) = freed {
-            self.quota.adjust(-(bytes as i64), -1);
+        self.delete_unlinked(ino)
+    }
+
+    /// Deletes an inode that has no name (and no open handle), in bounded transactions: its
+    /// extents from the last, then its xattrs and record. A crash in between leaves an orphan
+    /// that the next open deletes.
+    fn delete_unlinked(&self, ino: Ino) -> FsResult<()> {
+        loop {
+            let step = self.transact(false, |t| {
+                let Some(mut rec) = t.try_inode(ino)?.filter(|r| r.nlink == 0) else {
+                    return Ok(None);
+                };
+                let removed = extents::remove_range(t, ino, 0, u64::MAX, extents::BATCH)?;
+                let freed = removed.blocks * BLOCK;
+                t.add_counter(USED_BYTES, -(freed as i64))?;
+                rec.allocated -= freed;
+                if removed.done {
+                    t.delete_inode(ino)?;
+                } else {
+                    t.put_inode(ino, &rec)?;
+                }
+                Ok(Some((freed, removed.done)))
+            })?;
+            let Some((freed, done)) = step else {
+                return Ok(());
+            };
+            self.quota.adjust(-(freed as i64), -(done as i64));
+            if done {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     fn add_lookup(&self, ino: Ino) {

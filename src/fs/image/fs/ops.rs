@@ -7,10 +7,14 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::ImageFs;
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
+use super::{ImageFs, Inner};
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
+
+/// The largest xattr value (as ext4 without `ea_inode`: one block): bigger values would need
+/// database pages of more than 4 KiB, which a nearly full metadata region may not have.
+const XATTR_VALUE_MAX: usize = 4000;
 
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
@@ -27,7 +31,7 @@ fn dir(rec: &InodeRec) -> FsResult<()> {
     }
 }
 
-impl ImageFs {
+impl Inner {
     fn entry_for(&self, ino: Ino, rec: &InodeRec) -> Entry {
         self.add_lookup(ino);
         Entry {
@@ -45,8 +49,9 @@ impl ImageFs {
         mut rec: InodeRec,
     ) -> FsResult<Entry> {
         let name = name_ok(name)?;
+        self.metadata_room()?;
         let _reservation = self.quota.reserve(0, 1)?;
-        let (ino, rec) = self.write(false, |t| {
+        let (ino, rec) = self.transact(false, |t| {
             let mut p = t.inode(parent)?;
             dir(&p)?;
             if t.child(parent, name)?.is_some() {
@@ -79,7 +84,7 @@ impl ImageFs {
 
     fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let ino = self.write(false, |t| {
+        let ino = self.transact(false, |t| {
             let mut p = t.inode(parent)?;
             let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
             let mut rec = t.inode(ino)?;
@@ -127,7 +132,7 @@ impl ImageFs {
             exchange,
             noreplace,
         } = rules::rename_mode(r.flags)?;
-        self.write(false, |t| {
+        self.transact(false, |t| {
             let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
             let target = t.child(r.new_parent, new_name)?;
             if Self::is_ancestor(t, moved, r.new_parent)? {
@@ -272,7 +277,10 @@ impl VolumeFs for ImageFs {
     }
 
     fn setattr(&self, caller: &Caller, ino: Ino, c: &SetAttr) -> FsResult<Attr> {
-        let (rec, delta) = self.write(false, |t| {
+        if let Some(size) = c.size {
+            self.shrink_steps(ino, size)?;
+        }
+        let (rec, delta) = self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             let chown = c.uid.is_some() || c.gid.is_some();
             let kill = c.mode.is_none()
@@ -374,7 +382,8 @@ impl VolumeFs for ImageFs {
         new_name: &OsStr,
     ) -> FsResult<Entry> {
         let name = name_ok(new_name)?;
-        let rec = self.write(false, |t| {
+        self.metadata_room()?;
+        let rec = self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             let mut p = t.inode(new_parent)?;
             dir(&p)?;
@@ -450,7 +459,7 @@ impl VolumeFs for ImageFs {
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
         let ino = self.handle_ino(fh)?;
         if kill {
-            self.write(false, |t| {
+            self.transact(false, |t| {
                 let mut rec = t.inode(ino)?;
                 drop_privileges(t, ino, &mut rec)?;
                 t.put_inode(ino, &rec)
@@ -547,7 +556,11 @@ impl VolumeFs for ImageFs {
     }
 
     fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        self.write(false, |t| {
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(os(Errno::E2BIG));
+        }
+        self.metadata_room()?;
+        self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             rules::check_xattr_kind(rec.kind(), name)?;
             let mut x = t.tx.open_table(XATTRS).io()?;
@@ -588,7 +601,7 @@ impl VolumeFs for ImageFs {
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
-        self.write(false, |t| {
+        self.transact(false, |t| {
             let mut rec = t.inode(ino)?;
             let removed =
                 t.tx.open_table(XATTRS)
@@ -629,8 +642,8 @@ impl VolumeFs for ImageFs {
         self.quota.usage()
     }
 
-    /// One durable commit makes every earlier commit durable too.
+    /// One durable commit makes every earlier commit and data write durable too.
     fn sync_all(&self) -> FsResult<()> {
-        self.write(true, |_| Ok(()))
+        self.commit_durably()
     }
 }

@@ -1,6 +1,10 @@
 //! The records and tables of an image filesystem, and the transaction helpers every operation
 //! goes through. One redb write transaction per operation keeps the image consistent at every
 //! commit; usage counters live in the same transactions, so they are never out of step.
+//!
+//! Data blocks (of `BLOCK` bytes, numbered from the start of the data region) are in exactly
+//! one place at every commit: an extent of a file (`EXTENTS`), the free map (`FREE`), or the
+//! blocks freed since the last durable commit (`PENDING`, see `super::alloc`).
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -11,24 +15,23 @@ use crate::fs::{Attr, FileKind, FsError, FsResult, Ino};
 pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 pub const DIRENTS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("dirents");
 pub const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
-/// File data: (ino, chunk index) → up to `CHUNK` bytes; an absent chunk is a hole.
-pub const CHUNKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("chunks");
+/// File data: (ino, first file block) → (first data block, blocks, unwritten). An unwritten
+/// extent is allocated but reads as zeros (fallocate); file blocks no extent covers are holes.
+pub const EXTENTS: TableDefinition<(u64, u64), (u64, u64, bool)> = TableDefinition::new("extents");
+/// Free runs of data blocks: first block → length. Adjacent runs are merged.
+pub const FREE: TableDefinition<u64, u64> = TableDefinition::new("free");
+/// Runs freed since the last durable commit (first block → length): not reusable until a
+/// durable commit has made the free permanent.
+pub const PENDING: TableDefinition<u64, u64> = TableDefinition::new("pending");
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
-/// Just under 64 KiB: redb packs values up to 65,280 bytes into its 64 KiB pages (a full
-/// 64 KiB value takes a 128 KiB page), and 127 × 512 keeps a full chunk a whole number of units.
-pub const CHUNK: u64 = 127 * UNIT;
-/// Allocation unit for usage (and `st_blocks`): a chunk counts as its length rounded up to this,
-/// so a full chunk is charged exactly what it holds.
-pub const UNIT: u64 = 512;
-
 pub const NEXT_INO: &str = "next_ino";
+/// Bytes in files' extents (`BLOCK` per block).
 pub const USED_BYTES: &str = "used_bytes";
 pub const USED_INODES: &str = "used_inodes";
-
-pub fn charged(len: u64) -> u64 {
-    len.div_ceil(UNIT) * UNIT
-}
+/// Blocks in `FREE` and in `PENDING`.
+pub const FREE_BLOCKS: &str = "free_blocks";
+pub const PENDING_BLOCKS: &str = "pending_blocks";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InodeRec {
@@ -39,7 +42,7 @@ pub struct InodeRec {
     pub nlink: u32,
     pub rdev: u32,
     pub size: u64,
-    /// Bytes charged for this file's chunks.
+    /// Bytes of this file's extents (`BLOCK` per block, written or not).
     pub allocated: u64,
     pub atime: (i64, u32),
     pub mtime: (i64, u32),
@@ -227,21 +230,15 @@ impl Tx<'_> {
         Ok(ino)
     }
 
-    /// Removes an inode with no name and no open handle: its chunks, xattrs and record.
-    /// Returns the bytes freed.
-    pub fn delete_inode(&self, ino: Ino, rec: &InodeRec) -> FsResult<u64> {
+    /// Removes the xattrs and record of an inode with no name, no open handle and no extents
+    /// left (`ImageFs::delete_unlinked` unmaps them first).
+    pub fn delete_inode(&self, ino: Ino) -> FsResult<()> {
         {
-            let mut chunks = self.tx.open_table(CHUNKS).io()?;
-            chunks
-                .retain_in((ino, 0)..=(ino, u64::MAX), |_, _| false)
-                .io()?;
             let mut x = self.tx.open_table(XATTRS).io()?;
             x.retain_in((ino, &[][..])..(ino + 1, &[][..]), |_, _| false)
                 .io()?;
             self.tx.open_table(INODES).io()?.remove(ino).io()?;
         }
-        self.add_counter(USED_BYTES, -(rec.allocated as i64))?;
-        self.add_counter(USED_INODES, -1)?;
-        Ok(rec.allocated)
+        self.add_counter(USED_INODES, -1)
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! The API is small: [`Cluster::connect`] → [`Cluster::io_ctx`] (a pool) → image management
 //! ([`IoCtx::create_image`], [`IoCtx::remove_image`], [`IoCtx::list_images`],
-//! [`IoCtx::image_exists`]) and [`IoCtx::open_image`] → [`Image`]: positional I/O, `flush`, and
-//! the advisory lock (`lock_exclusive`, `lockers`, `break_lock`, `unlock`) that marks which host
-//! owns an image.
+//! [`IoCtx::image_exists`]) and [`IoCtx::open_image`] → [`Image`]: positional I/O, asynchronous
+//! writes ([`Image::aio_write`], in `aio`), `flush`, and the advisory lock (`lock_exclusive`,
+//! `lockers`, `break_lock`, `unlock`) that marks which host owns an image.
 //!
 //! Every handle keeps an `Arc` to its parent, so the cluster connection outlives its pools and
 //! images however the caller drops them: an image is closed (`rbd_close`) before its pool
@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libloading::Library;
+
+mod aio;
+pub use aio::{AioDone, AioWrite};
 
 /// The sonames loaded at run time, and the Debian packages that ship them.
 pub const LIBRADOS: (&str, &str) = ("librados.so.2", "librados2");
@@ -114,6 +117,12 @@ struct Api {
     rbd_read: unsafe extern "C" fn(ImageT, u64, usize, *mut c_char) -> isize,
     rbd_write: unsafe extern "C" fn(ImageT, u64, usize, *const c_char) -> isize,
     rbd_flush: unsafe extern "C" fn(ImageT) -> c_int,
+    rbd_aio_create_completion:
+        unsafe extern "C" fn(*mut c_void, aio::CallbackT, *mut aio::CompletionT) -> c_int,
+    rbd_aio_write:
+        unsafe extern "C" fn(ImageT, u64, usize, *const c_char, aio::CompletionT) -> c_int,
+    rbd_aio_get_return_value: unsafe extern "C" fn(aio::CompletionT) -> isize,
+    rbd_aio_release: unsafe extern "C" fn(aio::CompletionT),
     rbd_lock_exclusive: unsafe extern "C" fn(ImageT, *const c_char) -> c_int,
     rbd_unlock: unsafe extern "C" fn(ImageT, *const c_char) -> c_int,
     rbd_break_lock: unsafe extern "C" fn(ImageT, *const c_char, *const c_char) -> c_int,
@@ -211,6 +220,10 @@ impl Api {
             rbd_read: sym!(lrbd, rbd, rbd_read),
             rbd_write: sym!(lrbd, rbd, rbd_write),
             rbd_flush: sym!(lrbd, rbd, rbd_flush),
+            rbd_aio_create_completion: sym!(lrbd, rbd, rbd_aio_create_completion),
+            rbd_aio_write: sym!(lrbd, rbd, rbd_aio_write),
+            rbd_aio_get_return_value: sym!(lrbd, rbd, rbd_aio_get_return_value),
+            rbd_aio_release: sym!(lrbd, rbd, rbd_aio_release),
             rbd_lock_exclusive: sym!(lrbd, rbd, rbd_lock_exclusive),
             rbd_unlock: sym!(lrbd, rbd, rbd_unlock),
             rbd_break_lock: sym!(lrbd, rbd, rbd_break_lock),
