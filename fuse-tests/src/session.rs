@@ -89,6 +89,7 @@ impl TestSession {
                 passthrough,
                 exclusive: true,
                 readahead_kb: None,
+                threads: 4,
             },
         )
         .expect("mount");

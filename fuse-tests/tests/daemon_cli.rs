@@ -239,6 +239,14 @@ fn mount_prints_mountpoint_and_df_shows_the_limit() {
     let fstype = mount_fstype(&mp).unwrap_or_default();
     assert!(fstype.starts_with("fuse"), "{}: {fstype:?}", mp.display());
     assert_eq!(df_size(&mp), 64 * MIB);
+    // Sequential reads get a 4 MiB readahead window, not FUSE's 128 KiB default.
+    let dev = std::fs::metadata(&mp).unwrap().dev();
+    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev >> 8, dev & 0xff);
+    assert_eq!(
+        std::fs::read_to_string(&knob).unwrap().trim(),
+        "4096",
+        "{knob}"
+    );
     let st = &d.inspect("vol1")["Status"];
     assert_eq!(st["Mounted"], true);
     assert_eq!(st["MountRefs"], json!(["cli"]));

@@ -316,6 +316,9 @@ impl Driver for RbdDriver {
             // need a window of several requests in flight (measured: 128 KiB reads at a
             // quarter of the speed of 4 MiB; docs/performance.md).
             readahead_kb: Some(READAHEAD_KB),
+            // Requests wait on the network, not the CPU: enough threads for the readahead
+            // window's requests to be in flight together.
+            threads: super::cpu_threads().max(4),
         })
     }
 

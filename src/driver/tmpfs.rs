@@ -85,6 +85,7 @@ impl Driver for TmpfsDriver {
             ephemeral: true,
             exclusive: true,
             readahead_kb: None,
+            threads: super::cpu_threads(),
         })
     }
 }

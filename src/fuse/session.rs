@@ -11,9 +11,6 @@ use nix::mount::{MntFlags, umount2};
 use super::FuseAdapter;
 use crate::fs::VolumeFs;
 
-/// Request threads per mount, each with its own /dev/fuse descriptor.
-const THREADS: usize = 4;
-
 /// How a volume is served.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
@@ -25,6 +22,8 @@ pub struct ServeOptions {
     /// The mount's readahead window (its bdi's `read_ahead_kb`), instead of the kernel's
     /// default of 128 KiB for FUSE (which `max_readahead` at init can only lower).
     pub readahead_kb: Option<u32>,
+    /// Request threads, each with its own /dev/fuse descriptor.
+    pub threads: usize,
 }
 
 impl ServeOptions {
@@ -89,7 +88,7 @@ pub fn mount(
         MountOption::DefaultPermissions,
     ];
     config.acl = SessionACL::All;
-    config.n_threads = Some(THREADS);
+    config.n_threads = Some(serve.threads.max(1));
     config.clone_fd = true;
     let adapter = FuseAdapter::new(fs, serve.ttl(), serve.passthrough);
     let session = fuser::spawn_mount(adapter, mountpoint, &config)?;

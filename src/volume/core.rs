@@ -292,6 +292,7 @@ impl Core {
             passthrough: activation.passthrough,
             exclusive: activation.exclusive,
             readahead_kb: activation.readahead_kb,
+            threads: activation.threads,
         };
         let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, serve)
             .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;

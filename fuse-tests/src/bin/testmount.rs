@@ -25,6 +25,7 @@ fn main() {
             passthrough,
             exclusive: true,
             readahead_kb: None,
+            threads: 4,
         },
     )
     .expect("mount");
