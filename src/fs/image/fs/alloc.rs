@@ -8,6 +8,7 @@
 //! Allocation takes the run at `goal` first (the block after the file's previous extent, so a
 //! growing file stays contiguous), then goes next-fit from a cursor, taking whole or partial
 //! runs until it has enough or the map is exhausted.
+use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableTable, Table};
@@ -28,20 +29,19 @@ impl Run {
     }
 }
 
+/// The run table's last run that starts in `starts` (a range up to some block).
+fn last_run(table: &Table<u64, u64>, starts: impl RangeBounds<u64>) -> FsResult<Option<Run>> {
+    let last = table.range(starts).io()?.next_back().transpose().io()?;
+    Ok(last.map(|(k, v)| Run {
+        start: k.value(),
+        len: v.value(),
+    }))
+}
+
 /// Adds `run` to a run table, merging it with the runs that touch it.
 fn insert_merged(table: &mut Table<u64, u64>, run: Run) -> FsResult<()> {
     let mut merged = run;
-    let before = table
-        .range(..run.start)
-        .io()?
-        .next_back()
-        .transpose()
-        .io()?
-        .map(|(k, v)| Run {
-            start: k.value(),
-            len: v.value(),
-        });
-    if let Some(b) = before.filter(|b| b.end() == run.start) {
+    if let Some(b) = last_run(table, ..run.start)?.filter(|b| b.end() == run.start) {
         table.remove(b.start).io()?;
         merged = Run {
             start: b.start,
@@ -67,17 +67,7 @@ pub fn allocate(
     let mut left = want;
     let mut table = t.tx.open_table(FREE).io()?;
     if let Some(goal) = goal {
-        let found = table
-            .range(..=goal)
-            .io()?
-            .next_back()
-            .transpose()
-            .io()?
-            .map(|(k, v)| Run {
-                start: k.value(),
-                len: v.value(),
-            });
-        if let Some(run) = found.filter(|r| r.end() > goal) {
+        if let Some(run) = last_run(&table, ..=goal)?.filter(|r| r.end() > goal) {
             let n = left.min(run.end() - goal);
             take(&mut table, run, goal, n)?;
             taken.push(Run {

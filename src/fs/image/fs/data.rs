@@ -16,7 +16,7 @@ use redb::ReadableDatabase;
 
 use super::Inner;
 use super::alloc;
-use super::extents::{self, Extent};
+use super::extents::{self, Extent, ExtentTable};
 use super::store::{Ctx, EXTENTS, INODES, InodeRec, PENDING_BLOCKS, Tx, USED_BYTES, now};
 use crate::fs::image::format::BLOCK;
 use crate::fs::quota::WritePlan;
@@ -82,6 +82,38 @@ pub(super) fn file(rec: InodeRec) -> FsResult<InodeRec> {
 }
 
 impl Inner {
+    /// Maps the file blocks `(first, count)` of a hole to newly allocated ones (the run at
+    /// `goal` first), as extents that are `unwritten` or not. `Err(waiting)` inside when too
+    /// few blocks are free: `waiting` says whether blocks pending a durable commit would help.
+    pub(super) fn map_hole(
+        &self,
+        t: &Tx<'_>,
+        table: &mut ExtentTable<'_>,
+        ino: Ino,
+        (first, count): (u64, u64),
+        goal: Option<u64>,
+        unwritten: bool,
+    ) -> FsResult<Result<Vec<Extent>, bool>> {
+        let runs = alloc::allocate(t, count, goal, &self.cursor)?;
+        if runs.iter().map(|r| r.len).sum::<u64>() < count {
+            return Ok(Err(t.counter(PENDING_BLOCKS)? > 0));
+        }
+        let mut mapped = Vec::with_capacity(runs.len());
+        let mut at = first;
+        for r in runs {
+            let e = Extent {
+                lblk: at,
+                pblk: r.start,
+                len: r.len,
+                unwritten,
+            };
+            extents::insert(table, ino, e)?;
+            mapped.push(e);
+            at += r.len;
+        }
+        Ok(Ok(mapped))
+    }
+
     pub(super) fn submit(&self, ios: Vec<Io>) -> FsResult<()> {
         for (at, bytes) in ios {
             self.device.submit_write(at, bytes).map_err(|e| {
@@ -210,23 +242,11 @@ impl Inner {
                         .map(|e| e.pblk + (hole - e.lblk)),
                     None => None,
                 };
-                let runs = alloc::allocate(t, count, goal, &self.cursor)?;
-                if runs.iter().map(|r| r.len).sum::<u64>() < count {
-                    *waiting_blocks = t.counter(PENDING_BLOCKS)? > 0;
-                    return Err(FsError::NoSpace);
-                }
-                let mut at = hole;
-                for r in runs {
-                    let e = Extent {
-                        lblk: at,
-                        pblk: r.start,
-                        len: r.len,
-                        unwritten: false,
-                    };
-                    extents::insert(&mut table, ino, e)?;
-                    fresh.push(e);
-                    at += r.len;
-                }
+                let mapped = self.map_hole(t, &mut table, ino, (hole, count), goal, false)?;
+                fresh.extend(mapped.map_err(|waiting| {
+                    *waiting_blocks = waiting;
+                    FsError::NoSpace
+                })?);
             }
             extents::mark_written(&mut table, ino, first, stop)?;
             drop(table);

@@ -9,7 +9,7 @@ use super::alloc::{self, Run};
 use super::store::{Ctx, EXTENTS, Tx};
 use crate::fs::{FsResult, Ino};
 
-type ExtentTable<'a> = Table<'a, (u64, u64), (u64, u64, bool)>;
+pub(super) type ExtentTable<'a> = Table<'a, (u64, u64), (u64, u64, bool)>;
 
 /// `len` file blocks from `lblk`, held by data blocks from `pblk`. An unwritten extent is
 /// allocated but reads as zeros: its blocks were never written.

@@ -5,10 +5,9 @@
 use redb::ReadableDatabase;
 
 use super::Inner;
-use super::alloc;
 use super::data::{file, holes, push_io};
-use super::extents::{self, Extent};
-use super::store::{Ctx, EXTENTS, InodeRec, PENDING_BLOCKS, Tx, USED_BYTES, now};
+use super::extents;
+use super::store::{Ctx, EXTENTS, InodeRec, Tx, USED_BYTES, now};
 use crate::fs::image::format::BLOCK;
 use crate::fs::{FileKind, FsError, FsResult, Ino};
 
@@ -170,21 +169,11 @@ impl Inner {
                     let need: u64 = holes.iter().map(|h| h.1).sum();
                     reservation = Some(self.quota.reserve(need * BLOCK, 0)?);
                     for (hole, count) in holes {
-                        let runs = alloc::allocate(t, count, None, &self.cursor)?;
-                        if runs.iter().map(|r| r.len).sum::<u64>() < count {
-                            *waiting_blocks = t.counter(PENDING_BLOCKS)? > 0;
+                        let mapped =
+                            self.map_hole(t, &mut table, ino, (hole, count), None, true)?;
+                        if let Err(waiting) = mapped {
+                            *waiting_blocks = waiting;
                             return Err(FsError::NoSpace);
-                        }
-                        let mut at = hole;
-                        for r in runs {
-                            let e = Extent {
-                                lblk: at,
-                                pblk: r.start,
-                                len: r.len,
-                                unwritten: true,
-                            };
-                            extents::insert(&mut table, ino, e)?;
-                            at += r.len;
                         }
                     }
                     (need * BLOCK) as i64
