@@ -1,5 +1,5 @@
 //! Raw system calls that nix does not wrap or that need `unsafe`: anonymous memory mappings,
-//! directory reading with offsets, extended attributes and file handles; and `librbd`, Ceph's
+//! directory reading with offsets, extended attributes, file handles and early writeback; and `librbd`, Ceph's
 //! client libraries loaded at run time. Every `unsafe` block in the crate lives in this module,
 //! each with its reason.
 pub mod anon;
@@ -7,6 +7,7 @@ pub mod dirent;
 pub mod handle;
 pub mod heap;
 pub mod librbd;
+pub mod writeback;
 pub mod xattr;
 
 use std::ffi::CString;

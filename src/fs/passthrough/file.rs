@@ -8,12 +8,14 @@ use std::sync::atomic::Ordering;
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag, fallocate};
 use nix::unistd::{Whence, lseek};
+use parking_lot::Mutex;
 
 use super::PassthroughFs;
 use super::handles::FileHandle;
 use super::inodes::Inode;
 use crate::fs::quota::{WritePlan, plan_write, round_down};
 use crate::fs::{CopyRange, Fh, FsError, FsResult, Opened};
+use crate::sys::writeback;
 
 /// Open flags the handler must not pass to the host: creation is done separately, the
 /// kernel resolves O_NOFOLLOW, and writes carry their own offsets (so no O_APPEND).
@@ -47,6 +49,7 @@ impl PassthroughFs {
             file,
             inode,
             writable,
+            write_behind: Mutex::default(),
         });
         Opened {
             fh,
@@ -96,6 +99,11 @@ impl PassthroughFs {
         let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         result?;
+        if let Some((from, len)) = handle.write_behind.lock().record(offset, plan.len)
+            && let Err(e) = writeback::start_writeback(handle.file.as_fd(), from, len)
+        {
+            log::debug!("starting writeback of {len} bytes at {from}: {e}");
+        }
         Ok(plan.len as u32)
     }
 

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::inodes::Inode;
+use super::writebehind::WriteBehind;
 pub use crate::fs::handles::HandleTable;
 
 pub struct FileHandle {
     pub file: Arc<File>,
     pub inode: Arc<Inode>,
     pub writable: bool,
+    pub write_behind: Mutex<WriteBehind>,
 }
 
 pub struct DirHandle {

@@ -14,6 +14,7 @@ mod file;
 mod handles;
 mod inodes;
 mod namespace;
+mod writebehind;
 mod xattr;
 
 use std::ffi::OsStr;
