@@ -6,9 +6,11 @@
 //! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
 //! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
 //! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
+//! - `LoopExt4`: a fresh ext4 filesystem on a loop device (tests that need its allocator).
 pub mod ceph;
 pub mod daemon;
 pub mod docker;
+pub mod loopfs;
 pub mod plugin;
 pub mod session;
 pub mod suites;

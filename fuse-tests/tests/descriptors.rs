@@ -2,7 +2,8 @@
 //! and hold a descriptor only while in use, so a volume serves many more files than the daemon
 //! has descriptors, with exact usage; and a host inode number reused while the kernel still
 //! names the freed inode's node gives the new file a node of its own (whether the old inode
-//! was removed through the volume or behind its back).
+//! was removed through the volume or behind its back). The reuse tests keep their data on a
+//! fresh ext4 filesystem, whose allocator hands a freed number out again at the next create.
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
@@ -11,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fuse_tests::daemon::{TestDaemon, TestRoot, du_bytes, fuse_or_skip};
+use fuse_tests::loopfs::LoopExt4;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
@@ -235,10 +237,14 @@ fn reused_inode_number_gets_a_new_node() {
     if !fuse_or_skip("reused_inode_number_gets_a_new_node") {
         return;
     }
+    // Declared first, dropped last: the daemon lets go of it before it is unmounted.
+    let host = LoopExt4::new(256);
     let d = limited_daemon();
-    d.cli_ok(["create", "reuse", "-o", "size=256M"]);
+    let data = host.path().join("reuse");
+    std::fs::create_dir(&data).unwrap();
+    let data_arg = format!("mount={}", data.display());
+    d.cli_ok(["create", "reuse", "-o", &data_arg, "-o", "size=256M"]);
     let mp = d.mount("reuse");
-    let data = d.root().join("volumes/reuse/data");
     std::fs::write(mp.join("old"), b"old contents").unwrap();
     // The kernel keeps naming the old node through this descriptor.
     let old = open_path(&mp.join("old"));
@@ -287,8 +293,10 @@ fn inode_replaced_behind_the_volume_is_found_again() {
     if !fuse_or_skip("inode_replaced_behind_the_volume_is_found_again") {
         return;
     }
+    let host = LoopExt4::new(256);
     let d = limited_daemon();
-    let dir = d.scratch_dir("shared");
+    let dir = host.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
     let dir_arg = format!("mount={}", dir.display());
     d.cli_ok(["create", "shared", "-o", &dir_arg, "-o", "size=256M"]);
     let mp = d.mount("shared");
