@@ -1,7 +1,7 @@
 //! Raw system calls that nix does not wrap or that need `unsafe`: anonymous memory mappings,
-//! directory reading with offsets, extended attributes, file handles and early writeback; and `librbd`, Ceph's
-//! client libraries loaded at run time. Every `unsafe` block in the crate lives in this module,
-//! each with its reason.
+//! directory reading with offsets, extended attributes, file handles and early writeback; and
+//! `librbd`, Ceph's client libraries loaded at run time. Every `unsafe` block in the crate
+//! lives in this module, each with its reason.
 pub mod anon;
 pub mod dirent;
 pub mod handle;

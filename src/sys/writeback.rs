@@ -1,19 +1,16 @@
 //! Starting a file's writeback early (`sync_file_range`, which nix does not wrap).
-use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
 
 /// Starts writeback of the dirty pages in `[offset, offset + len)` and returns without waiting
 /// for it (`SYNC_FILE_RANGE_WRITE`). A hint for earlier disk I/O: it makes nothing durable.
-pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        return Err(Errno::EINVAL);
     };
     // SAFETY: sync_file_range takes no pointers; `fd` is a live descriptor for the whole call.
     let ret =
         unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Errno::result(ret).map(drop)
 }

@@ -184,11 +184,20 @@ impl Inner {
             return Ok(0);
         }
         let room = self.metadata_room().is_ok();
+        self.retry_after_commit(|waiting| self.write_once(ino, offset, data, room, waiting))
+    }
+
+    /// Runs `attempt`; when it ran out of blocks only because freed ones wait for a durable
+    /// commit (it sets the flag it is given), commits durably and runs it once more.
+    pub(super) fn retry_after_commit<T>(
+        &self,
+        attempt: impl Fn(&mut bool) -> FsResult<T>,
+    ) -> FsResult<T> {
         let mut waiting_blocks = false;
-        let r = self.write_once(ino, offset, data, room, &mut waiting_blocks);
+        let r = attempt(&mut waiting_blocks);
         if matches!(r, Err(FsError::NoSpace)) && waiting_blocks {
             self.commit_durably()?;
-            return self.write_once(ino, offset, data, room, &mut false);
+            return attempt(&mut false);
         }
         r
     }

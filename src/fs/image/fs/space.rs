@@ -136,14 +136,7 @@ impl Inner {
             libc::FALLOC_FL_ZERO_RANGE => self.punch_range_steps(ino, offset, len)?,
             _ => {}
         }
-        let mut waiting_blocks = false;
-
-        let r = self.fallocate_once(ino, offset, len, mode, &mut waiting_blocks);
-        if matches!(r, Err(FsError::NoSpace)) && waiting_blocks {
-            self.commit_durably()?;
-            return self.fallocate_once(ino, offset, len, mode, &mut false);
-        }
-        r
+        self.retry_after_commit(|waiting| self.fallocate_once(ino, offset, len, mode, waiting))
     }
 
     fn fallocate_once(
