@@ -1,5 +1,5 @@
 //! The fvol CLI against a real daemon: create, ls, inspect, mount, bind targets, prune, rm.
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fuse_tests::daemon::{
@@ -57,6 +57,26 @@ fn create_with_and_without_name() {
     assert_eq!(ls_q(&d, &[]), s(&["named-1.x_y", anon, other.trim_end()]));
     assert_eq!(d.inspect(anon)["Name"], anon);
     assert!(d.root().join("volumes").join(anon).join("data").is_dir());
+}
+
+/// The socket is the daemon's whole API, so only root may use it; the CLI finds it through
+/// FVOL_ROOT as well as through --root.
+#[test]
+fn socket_is_private_and_found_through_fvol_root() {
+    if !fuse_or_skip("socket_is_private_and_found_through_fvol_root") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "found"]);
+    let socket = std::fs::metadata(d.root().join("fvol.sock")).unwrap();
+    assert_eq!(socket.permissions().mode() & 0o7777, 0o600);
+    let out = std::process::Command::new(fuse_tests::daemon::fvol_bin())
+        .args(["ls", "-q"])
+        .env("FVOL_ROOT", d.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "found\n");
 }
 
 #[test]
