@@ -364,6 +364,9 @@ impl Core {
         if let Err(e) = self.store.set_usage(name, usage) {
             log::warn!("saving usage of volume {name}: {e}");
         }
+        // The volume's filesystem is gone: its freed heap goes back to the system now.
+        drop(active.fs);
+        crate::sys::heap::release_free_memory();
     }
 
     /// Persists the usage of active volumes (still not clean).

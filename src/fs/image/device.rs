@@ -23,6 +23,8 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     fn buffer(&self, capacity: usize) -> Vec<u8>;
     /// Makes every write submitted or completed before the call durable.
     fn flush(&self) -> io::Result<()>;
+    /// Frees what the device keeps for the next writes (`buffer`'s reuse); called when idle.
+    fn release_buffers(&self) {}
 }
 
 pub(super) fn check_range(size: u64, offset: u64, len: usize) -> io::Result<()> {

@@ -177,6 +177,11 @@ impl BlockDevice for RbdDevice {
             None => Vec::with_capacity(capacity),
         }
     }
+    fn release_buffers(&self) {
+        let mut f = self.in_flight.lock();
+        f.reap();
+        f.pool = Vec::new();
+    }
     fn flush(&self) -> io::Result<()> {
         self.wait_all();
         self.in_flight.lock().check()?;

@@ -12,6 +12,8 @@
 //! place, only the bytes the write covers. The bytes of the end-of-file block past the end may
 //! be stale (a truncate leaves them, so may a crash after an unsynced write); every size
 //! increase zeroes them first (`tail_zeros`).
+use std::sync::atomic::Ordering;
+
 use redb::ReadableDatabase;
 
 use super::Inner;
@@ -148,6 +150,7 @@ impl Inner {
 
     pub(super) fn read_data(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let _reuse = self.reuse.read();
+        self.operations.fetch_add(1, Ordering::Relaxed);
         let tx = self.db.begin_read().io()?;
         let rec: InodeRec = {
             let inodes = tx.open_table(INODES).io()?;

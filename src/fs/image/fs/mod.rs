@@ -19,6 +19,7 @@ mod alloc;
 mod data;
 mod extents;
 mod fsck;
+mod idle;
 mod ops;
 mod room;
 mod space;
@@ -27,7 +28,7 @@ mod store;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct Inner {
     quota: Quota,
     /// Where the next-fit allocation goes on.
     cursor: AtomicU64,
+    /// Operations so far (transactions and reads), for `idle`.
+    operations: AtomicU64,
     /// Held shared by a read from its extent lookup until its data is in memory; held
     /// exclusively by a durable commit that makes freed blocks reusable. So no read can get
     /// another file's data from a block that was freed and reused under it.
@@ -177,6 +180,7 @@ impl ImageFs {
             room: room::Room::new(watch),
             quota: Quota::new(Limits::default(), UsageSnapshot::default()),
             cursor: AtomicU64::new(0),
+            operations: AtomicU64::new(0),
             reuse: RwLock::new(()),
             live: Mutex::new(HashMap::new()),
             files: HandleTable::default(),
@@ -224,9 +228,11 @@ impl ImageFs {
     }
 }
 
-/// The committer thread: wakes every second; a durable commit when one is due (`Room`).
+/// The committer thread: wakes every second; a durable commit when one is due (`Room`), and
+/// memory kept for I/O given back once the volume is quiet (`idle`).
 fn commit_when_idle(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
     let mut stopped = stop.0.lock();
+    let mut quiet = idle::Quiet::default();
     while !*stopped {
         stop.1.wait_for(&mut stopped, Duration::from_secs(1));
         if *stopped {
@@ -237,6 +243,10 @@ fn commit_when_idle(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
                 && let Err(e) = inner.commit_durably()
             {
                 log::error!("image: periodic durable commit: {e:?}");
+            }
+            if quiet.settled(inner.operations.load(Ordering::Relaxed)) {
+                inner.device.release_buffers();
+                crate::sys::heap::release_free_memory();
             }
         });
     }
@@ -256,6 +266,7 @@ impl Inner {
     /// transaction can take them. redb's durable commit flushes the device first, data writes
     /// included.
     fn transact<T>(&self, durable: bool, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
         let durable = self.room.begin_tx() || durable;
         let mut tx = self.db.begin_write().io()?;
         if !durable {
