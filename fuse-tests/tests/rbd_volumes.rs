@@ -93,6 +93,7 @@ fn rbd_volumes() {
         ("rm_deletes_the_image", rm_deletes_the_image),
         ("migration", migration),
         ("lock_conflict", lock_conflict),
+        ("lock_kept_from_a_namesake", lock_kept_from_a_namesake),
         ("kill9_durability", kill9_durability),
         ("pjdfstest", pjdfstest),
         ("fsx", fsx),
@@ -330,6 +331,66 @@ fn lock_conflict(ceph: &TestCluster) {
     fsck_clean(&b, "lk");
     b.cli_ok(["rm", "lk"]);
     io(ceph).remove_image("lk").unwrap();
+}
+
+/// A daemon with the same host name and the same root path, but in another pid namespace
+/// (daemons in containers that share the host's name), cannot tell from A's pid whether A runs:
+/// it must refuse A's lock, not break it (which would fence A, a live writer).
+fn lock_kept_from_a_namesake(ceph: &TestCluster) {
+    let a = TestDaemon::start();
+    create_rbd(&a, ceph, "ns", &["size=64M"]);
+    let mp = a.mount("ns");
+    let files = write_files(&mp, "n", 2, 50_000);
+
+    // B: its own state directory, bind-mounted over A's root path in a private mount namespace,
+    // in a new pid namespace (where A's pid does not exist); it adopts the image and mounts it.
+    let b_dir = tempfile::tempdir().unwrap();
+    let script = r#"set -u
+mount --bind "$B_DIR" "$ROOT"
+"$FVOL" --root "$ROOT" daemon --no-plugin >"$B_DIR/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do [ -S "$ROOT/fvol.sock" ] && break; sleep 0.1; done
+"$FVOL" --root "$ROOT" create -d rbd -o "$CONF_OPT" -o image=ns ns >/dev/null || exit 3
+"$FVOL" --root "$ROOT" mount ns && echo MOUNTED
+"$FVOL" --root "$ROOT" unmount ns >/dev/null 2>&1
+kill "$daemon"; wait "$daemon"
+exit 0
+"#;
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ])
+        .args(["sh", "-c", script])
+        .env("B_DIR", b_dir.path())
+        .env("ROOT", a.root())
+        .env("FVOL", fuse_tests::daemon::fvol_bin())
+        .env("CONF_OPT", ceph.conf_opt())
+        .output()
+        .expect("unshare");
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr_of(&out));
+    assert!(
+        out.status.success(),
+        "B's script: {}\n{stdout}\n{err}",
+        out.status
+    );
+    assert!(
+        !stdout.contains("MOUNTED"),
+        "B broke a live holder's lock:\n{err}"
+    );
+    assert!(err.contains("is in use by"), "{err}");
+    assert!(err.contains(&a.root().display().to_string()), "{err}");
+
+    // A was not fenced: it still writes durably, and reads what it wrote.
+    write_durably(&mp.join("after"), b"still the writer").expect("A's write after B's try");
+    check_files(&mp, &files);
+    a.cli_ok(["unmount", "ns"]);
+    fsck_clean(&a, "ns");
+    a.cli_ok(["rm", "ns"]);
 }
 
 /// Files fsynced (with their directory) before a kill -9 are all there after a restart.

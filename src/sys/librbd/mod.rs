@@ -395,6 +395,8 @@ impl Cluster {
             ("client_mount_timeout", secs.clone()),
             ("rados_mon_op_timeout", secs.clone()),
             ("rados_osd_op_timeout", secs),
+            // Breaking a lock must fence its holder, whatever the configuration says.
+            ("rbd_blocklist_on_break_lock", "true".to_owned()),
         ];
         if let Some(k) = &config.keyring {
             settings.push(("keyring", k.to_string_lossy().into_owned()));
@@ -763,8 +765,8 @@ impl Image {
     }
 
     /// Removes another client's lock (`client` and `cookie` as `lockers` reports them; ENOENT
-    /// if that lock is not held). With librbd's default `rbd_blocklist_on_break_lock = true`,
-    /// the holder's connection is also blocklisted on the OSDs (for
+    /// if that lock is not held). With `rbd_blocklist_on_break_lock = true` (librbd's default,
+    /// and set on every `Cluster`), the holder's connection is also blocklisted on the OSDs (for
     /// `rbd_blocklist_expire_seconds`, default: the mon's `mon_osd_blocklist_default_expire`,
     /// 1 h), so a holder that is still alive can no longer write: its I/O fails with ESHUTDOWN
     /// (errno 108) and it must reconnect. This is the fencing a takeover needs.
