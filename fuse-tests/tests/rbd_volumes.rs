@@ -94,6 +94,7 @@ fn rbd_volumes() {
         ("migration", migration),
         ("lock_conflict", lock_conflict),
         ("lock_kept_from_a_namesake", lock_kept_from_a_namesake),
+        ("lock_of_an_earlier_boot", lock_of_an_earlier_boot),
         ("kill9_durability", kill9_durability),
         ("pjdfstest", pjdfstest),
         ("fsx", fsx),
@@ -391,6 +392,46 @@ exit 0
     a.cli_ok(["unmount", "ns"]);
     fsck_clean(&a, "ns");
     a.cli_ok(["rm", "ns"]);
+}
+
+/// A lock this host and root took in an earlier boot (a crash, then a reboot): the daemon
+/// breaks it by itself once its holder no longer watches the image, and refuses it while the
+/// holder still does, whatever its pid (here 1, which runs in this boot).
+fn lock_of_an_earlier_boot(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    create_rbd(&d, ceph, "eb", &["size=64M"]);
+    let files = write_files(&d.mount("eb"), "e", 2, 50_000);
+    d.cli_ok(["unmount", "eb"]);
+
+    // The earlier boot's holder, played by this process: its own connection and cookie.
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let pidns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let cookie = format!(
+        "fvol host={host} root={} boot=00000000-0000-0000-0000-000000000000 pidns={} pid=1",
+        d.root().display(),
+        pidns.display()
+    );
+    let holder = ceph.connect();
+    let image = holder.io_ctx(POOL).unwrap().open_image("eb").unwrap();
+    image.lock_exclusive(&cookie).unwrap();
+
+    let out = d.cli(["mount", "eb"]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "mounted while the holder watches");
+    assert!(
+        err.contains("is in use by") && err.contains("boot=00000000"),
+        "{err}"
+    );
+
+    // Closed: the lock stays, the watch goes.
+    drop(image);
+    let mp = d.mount("eb");
+    check_files(&mp, &files);
+    d.cli_ok(["unmount", "eb"]);
+    fsck_clean(&d, "eb");
+    d.cli_ok(["rm", "eb"]);
+    // The holder was fenced (blocklisted): its connection is of no further use.
+    drop(holder);
 }
 
 /// Files fsynced (with their directory) before a kill -9 are all there after a restart.

@@ -25,6 +25,7 @@ use std::time::Duration;
 use libloading::Library;
 
 mod aio;
+mod watchers;
 pub use aio::{AioDone, AioWrite};
 
 /// The sonames loaded at run time, and the Debian packages that ship them.
@@ -126,6 +127,8 @@ struct Api {
     rbd_lock_exclusive: unsafe extern "C" fn(ImageT, *const c_char) -> c_int,
     rbd_unlock: unsafe extern "C" fn(ImageT, *const c_char) -> c_int,
     rbd_break_lock: unsafe extern "C" fn(ImageT, *const c_char, *const c_char) -> c_int,
+    rbd_watchers_list: unsafe extern "C" fn(ImageT, *mut watchers::WatcherT, *mut usize) -> c_int,
+    rbd_watchers_list_cleanup: unsafe extern "C" fn(*mut watchers::WatcherT, usize),
     #[allow(clippy::type_complexity)]
     rbd_list_lockers: unsafe extern "C" fn(
         ImageT,
@@ -227,6 +230,8 @@ impl Api {
             rbd_lock_exclusive: sym!(lrbd, rbd, rbd_lock_exclusive),
             rbd_unlock: sym!(lrbd, rbd, rbd_unlock),
             rbd_break_lock: sym!(lrbd, rbd, rbd_break_lock),
+            rbd_watchers_list: sym!(lrbd, rbd, rbd_watchers_list),
+            rbd_watchers_list_cleanup: sym!(lrbd, rbd, rbd_watchers_list_cleanup),
             rbd_list_lockers: sym!(lrbd, rbd, rbd_list_lockers),
             _libs: (lrados, lrbd),
         })

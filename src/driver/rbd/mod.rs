@@ -5,9 +5,13 @@
 //! One writer at a time: activation takes an advisory exclusive lock on the image with a cookie
 //! naming this host and daemon; another holder is refused with its name. A lock left by a dead
 //! holder is broken only by `fvol break-lock NAME`, which also fences the old holder, except
-//! the lock of a dead predecessor on this same host and root, in this boot and pid namespace (a
-//! daemon killed with -9), which activation breaks by itself.
+//! the lock of a provably dead predecessor on this same host and root, which activation breaks
+//! by itself (`lock`).
+mod lock;
+
 use std::sync::Arc;
+
+use lock::Identity;
 
 use super::{Activation, Created, Driver, DriverContext};
 use crate::fs::image::format::check_superblock;
@@ -111,70 +115,6 @@ impl Drop for LockedDevice {
     }
 }
 
-/// The prefix of this daemon's lock cookie (its pid follows), and whether a lock with the same
-/// prefix is known to be a predecessor's. The prefix names the host, the root, the kernel's boot
-/// and the pid namespace: only a lock taken under all four, by a pid that no longer runs, is
-/// provably stale. A host name and a root path alone are not unique (cloned machines, daemons in
-/// containers that share the host's name); there, a pid that is not running here proves
-/// nothing, so such a lock is broken only by `fvol break-lock`.
-fn cookie_prefix(ctx: &DriverContext) -> (String, bool) {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|b| b.trim().to_owned())
-        .unwrap_or_default();
-    let pidns = std::fs::read_link("/proc/self/ns/pid")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let known = !boot.is_empty() && !pidns.is_empty();
-    let prefix = format!(
-        "fvol host={host} root={} boot={boot} pidns={pidns} pid=",
-        ctx.root.display()
-    );
-    (prefix, known)
-}
-
-/// Breaks the locks on `image` left by dead predecessors of this daemon: the same cookie
-/// prefix (host, root, boot, pid namespace: one daemon per root at a time, so another pid
-/// there is a predecessor) and a pid that no longer runs. A kill -9 leaves such a lock, and the
-/// restarted daemon must get its own volumes back without `fvol break-lock`. Returns whether it
-/// broke any.
-fn break_stale_own_locks(image: &Image, prefix: &str) -> bool {
-    let Ok(lockers) = image.lockers() else {
-        return false;
-    };
-    let mut broke = false;
-    for l in lockers {
-        let Some(pid) = l
-            .cookie
-            .strip_prefix(prefix)
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = pid as u32 == std::process::id()
-            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if alive {
-            continue;
-        }
-        match image.break_lock(&l.client, &l.cookie) {
-            Ok(()) => {
-                log::warn!(
-                    "{}: broke the stale lock of a dead predecessor: {} ({}, {})",
-                    image.describe(),
-                    l.cookie,
-                    l.client,
-                    l.address
-                );
-                broke = true;
-            }
-            Err(e) => log::warn!("{}: breaking {}: {e}", image.describe(), l.cookie),
-        }
-    }
-    broke
-}
-
 /// Opens the image under an exclusive lock naming this host and daemon.
 fn lock(
     ctx: &DriverContext,
@@ -182,13 +122,12 @@ fn lock(
     rec: &VolumeRecord,
 ) -> Result<LockedDevice, VolumeError> {
     let image = target.io.open_image(&target.image).map_err(err)?;
-    let (prefix, known) = cookie_prefix(ctx);
-    let cookie = format!("{prefix}{}", std::process::id());
+    let me = Identity::here(ctx);
+    let cookie = me.cookie(std::process::id());
     let mut locked = image.lock_exclusive(&cookie);
     if let Err(e) = &locked
         && e.errno() == Some(libc::EBUSY)
-        && known
-        && break_stale_own_locks(&image, &prefix)
+        && lock::break_stale_own_locks(&image, &me)
     {
         locked = image.lock_exclusive(&cookie);
     }
