@@ -75,6 +75,14 @@ fn fsck_clean(d: &TestDaemon, name: &str) -> serde_json::Value {
     report
 }
 
+/// Reads the files back, then unmounts the volume, checks it clean and removes it.
+fn verify_and_remove(d: &TestDaemon, name: &str, mp: &Path, files: &[(PathBuf, Vec<u8>)]) {
+    check_files(mp, files);
+    d.cli_ok(["unmount", name]);
+    fsck_clean(d, name);
+    d.cli_ok(["rm", name]);
+}
+
 fn io(ceph: &TestCluster) -> fvol::sys::librbd::IoCtx {
     ceph.connect().io_ctx(POOL).unwrap()
 }
@@ -327,10 +335,7 @@ fn lock_conflict(ceph: &TestCluster) {
     let out = b.cli_ok(["break-lock", "lk"]);
     eprintln!("break-lock: {out}");
     let mp = b.mount("lk");
-    check_files(&mp, &files);
-    b.cli_ok(["unmount", "lk"]);
-    fsck_clean(&b, "lk");
-    b.cli_ok(["rm", "lk"]);
+    verify_and_remove(&b, "lk", &mp, &files);
     io(ceph).remove_image("lk").unwrap();
 }
 
@@ -388,10 +393,7 @@ exit 0
 
     // A was not fenced: it still writes durably, and reads what it wrote.
     write_durably(&mp.join("after"), b"still the writer").expect("A's write after B's try");
-    check_files(&mp, &files);
-    a.cli_ok(["unmount", "ns"]);
-    fsck_clean(&a, "ns");
-    a.cli_ok(["rm", "ns"]);
+    verify_and_remove(&a, "ns", &mp, &files);
 }
 
 /// A lock this host and root took in an earlier boot (a crash, then a reboot): the daemon
@@ -426,10 +428,7 @@ fn lock_of_an_earlier_boot(ceph: &TestCluster) {
     // Closed: the lock stays, the watch goes.
     drop(image);
     let mp = d.mount("eb");
-    check_files(&mp, &files);
-    d.cli_ok(["unmount", "eb"]);
-    fsck_clean(&d, "eb");
-    d.cli_ok(["rm", "eb"]);
+    verify_and_remove(&d, "eb", &mp, &files);
     // The holder was fenced (blocklisted): its connection is of no further use.
     drop(holder);
 }
@@ -490,10 +489,7 @@ fn kill9_durability(ceph: &TestCluster) {
         d.log()
     );
     let mp = d.mount("dur");
-    check_files(&mp, &files);
-    d.cli_ok(["unmount", "dur"]);
-    fsck_clean(&d, "dur");
-    d.cli_ok(["rm", "dur"]);
+    verify_and_remove(&d, "dur", &mp, &files);
 }
 
 fn pjdfstest(ceph: &TestCluster) {

@@ -18,7 +18,7 @@ use crate::driver::DriverContext;
 use crate::sys::librbd::Image;
 
 /// This daemon's place: what its cookie says besides the pid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Identity {
     host: String,
     root: String,
