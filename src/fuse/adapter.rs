@@ -25,6 +25,7 @@ use crate::fs::{
     self, Attr, Caller, CopyRange, FileKind, Ino, Opened, Rename, SetAttr, TimeSet, VolumeFs,
     XattrReply,
 };
+use crate::sys::caps;
 
 /// Replies with the error of a failed core call, or runs the success arm.
 macro_rules! reply {
@@ -119,17 +120,45 @@ impl FuseAdapter {
         let mut b = self.backing.lock();
         let slot = match b.by_ino.entry(ino) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => match open_backing(&reply, file) {
-                Ok(id) => v.insert((id, 0)),
-                Err(e) => {
-                    log::error!("passthrough refused for inode {ino}: {e}");
-                    return respond(reply, flags, None);
+            // Registered without CAP_FSETID, so the host clears setuid and setgid on every
+            // passthrough write, which the handler never sees (see sys::caps).
+            Entry::Vacant(v) => {
+                match caps::without_fsetid(|| open_backing(&reply, file)).and_then(|r| r) {
+                    Ok(id) => v.insert((id, 0)),
+                    Err(e) => {
+                        log::error!("passthrough refused for inode {ino}: {e}");
+                        return respond(reply, flags, None);
+                    }
                 }
-            },
+            }
         };
         slot.1 += 1;
         respond(reply, flags, Some(&slot.0));
         b.by_fh.insert(opened.fh, ino);
+    }
+
+    /// Clears setuid, and setgid with group-exec, before a change of data the kernel leaves to
+    /// the handler without a kill flag (fallocate, copy_file_range), unless the caller is root
+    /// with CAP_FSETID, as the kernel does for local filesystems.
+    fn drop_privileges_for(&self, req: &Request, ino: Ino) -> Result<(), FsError> {
+        if caps::caller_has(req.uid(), req.pid(), caps::CAP_FSETID) {
+            return Ok(());
+        }
+        let perm = self.fs.getattr(ino, None)?.perm;
+        let wanted = fs::mode_without_privileges(u32::from(perm));
+        if wanted == u32::from(perm) {
+            return Ok(());
+        }
+        let change = SetAttr {
+            mode: Some(wanted),
+            ..SetAttr::default()
+        };
+        let handler = Caller {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        };
+        self.fs.setattr(&handler, ino, &change).map(|_| ())
     }
 
     fn release_backing(&self, fh: u64) {
@@ -533,10 +562,20 @@ impl Filesystem for FuseAdapter {
         ))
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply!(reply, self.fs.listxattr(ino.0, size), |x| xattr_reply(
-            reply, x
-        ))
+    /// The handler lists as root; `trusted.*` names are hidden from callers without
+    /// CAP_SYS_ADMIN, as ext4 does (the kernel already refuses them their values).
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let result = if caps::caller_has(req.uid(), req.pid(), caps::CAP_SYS_ADMIN) {
+            self.fs.listxattr(ino.0, size)
+        } else {
+            self.fs
+                .listxattr(ino.0, u32::MAX)
+                .and_then(|names| match names {
+                    XattrReply::Data(list) => fit_xattr_list(without_trusted(&list), size),
+                    size_only => Ok(size_only),
+                })
+        };
+        reply!(reply, result, |x| xattr_reply(reply, x))
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -586,7 +625,7 @@ impl Filesystem for FuseAdapter {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -594,7 +633,9 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let result = self.fs.fallocate(ino.0, fh.0, offset, length, mode);
+        let result = self
+            .drop_privileges_for(req, ino.0)
+            .and_then(|()| self.fs.fallocate(ino.0, fh.0, offset, length, mode));
         reply!(reply, result, |()| reply.ok())
     }
 
@@ -613,7 +654,7 @@ impl Filesystem for FuseAdapter {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -624,7 +665,7 @@ impl Filesystem for FuseAdapter {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let req = CopyRange {
+        let range = CopyRange {
             ino_in: ino_in.0,
             fh_in: fh_in.0,
             offset_in,
@@ -634,7 +675,32 @@ impl Filesystem for FuseAdapter {
             len,
             flags: flags.bits(),
         };
-        reply!(reply, self.fs.copy_file_range(&req), |n| reply.written(n))
+        let result = self
+            .drop_privileges_for(req, ino_out.0)
+            .and_then(|()| self.fs.copy_file_range(&range));
+        reply!(reply, result, |n| reply.written(n))
+    }
+}
+
+/// A NUL-separated list of xattr names without the `trusted.` ones.
+fn without_trusted(list: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(list.len());
+    for name in list.split_inclusive(|&b| b == 0) {
+        if !name.starts_with(b"trusted.") {
+            kept.extend_from_slice(name);
+        }
+    }
+    kept
+}
+
+/// The answer to a listxattr of `size` bytes: the size needed when asked with 0, `ERANGE`
+/// when the list does not fit.
+fn fit_xattr_list(list: Vec<u8>, size: u32) -> Result<XattrReply, FsError> {
+    let len = u32::try_from(list.len()).map_err(|_| FsError::Os(nix::errno::Errno::E2BIG))?;
+    match size {
+        0 => Ok(XattrReply::Size(len)),
+        s if len > s => Err(FsError::Os(nix::errno::Errno::ERANGE)),
+        _ => Ok(XattrReply::Data(list)),
     }
 }
 

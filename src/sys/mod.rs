@@ -3,6 +3,7 @@
 //! `librbd`, Ceph's client libraries loaded at run time. Every `unsafe` block in the crate
 //! lives in this module, each with its reason.
 pub mod anon;
+pub mod caps;
 pub mod dirent;
 pub mod handle;
 pub mod heap;

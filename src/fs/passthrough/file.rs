@@ -32,11 +32,23 @@ impl PassthroughFs {
     }
 
     pub(super) fn open_handle(&self, inode: Arc<Inode>, flags: i32) -> FsResult<Opened> {
-        let file = self.reopen(&inode, OFlag::from_bits_truncate(flags))?;
+        let file = self.reopen(&inode, self.host_flags(flags))?;
         if flags & libc::O_TRUNC != 0 {
             self.reaccount(&inode)?;
         }
         Ok(self.handle_for(inode, file, flags))
+    }
+
+    /// The flags the host file is opened with. Writes the handler serves arrive in FUSE's own
+    /// buffers, which O_DIRECT's alignment rules would refuse (EINVAL), so the handler's host
+    /// file is buffered; a passthrough open keeps O_DIRECT, since the kernel then does the
+    /// caller's I/O on it directly.
+    pub(super) fn host_flags(&self, flags: i32) -> OFlag {
+        let flags = OFlag::from_bits_truncate(flags);
+        match self.passthrough_io {
+            true => flags,
+            false => flags - OFlag::O_DIRECT,
+        }
     }
 
     /// Registers an open host file as a handle.

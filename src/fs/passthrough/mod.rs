@@ -213,7 +213,7 @@ impl VolumeFs for PassthroughFs {
     ) -> FsResult<(Entry, Opened)> {
         let perm = Mode::from_bits_truncate(mode & 0o7777);
         // Open for I/O as the caller asked (POSIX lets the creator write whatever the mode).
-        let io_flags = OFlag::from_bits_truncate(flags & !(libc::O_TRUNC | libc::O_APPEND))
+        let io_flags = self.host_flags(flags & !(libc::O_TRUNC | libc::O_APPEND))
             | OFlag::O_CREAT
             | OFlag::O_EXCL
             | OFlag::O_CLOEXEC;
