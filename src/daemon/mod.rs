@@ -4,15 +4,14 @@ pub mod api_routes;
 mod error;
 pub mod lock;
 pub mod plugin;
+mod private_root;
 pub mod plugin_routes;
 pub mod serve;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-use std::fs::DirBuilder;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -50,13 +49,7 @@ fn init_logging() {
 }
 
 pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError> {
-    // Traversable but not listable, like /var/lib/docker/volumes: users reach mountpoints
-    // they know without seeing the others.
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(root)
-        .map_err(|e| DaemonError::io(format!("creating {}", root.display()), e))?;
+    private_root::prepare(root)?;
     let _lock = DaemonLock::acquire(root)?;
     // The filesystems create files with exactly the modes their callers ask for.
     umask(Mode::empty());

@@ -1,16 +1,20 @@
 //! The `local` driver: a host directory, `ROOT/volumes/NAME/data` or one given with
 //! `-o mount=/abs/dir`. A directory fvol did not create is never deleted.
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
 
 use super::{Activation, Created, Driver, DriverContext};
 use crate::fs::UsageSnapshot;
 use crate::fs::passthrough::{PassthroughFs, scan_dir};
 use crate::fs::quota::Limits;
 use crate::volume::options::VolumeOptions;
-use crate::volume::{Usage, VolumeError, VolumeRecord};
+use crate::sys::pin;
+use crate::volume::{DirIdentity, Usage, VolumeError, VolumeRecord};
 
 /// The kernel's readahead for local volumes (the request size is 1 MiB).
 const READAHEAD_KB: u32 = 4096;
@@ -31,32 +35,142 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError
     move |e| VolumeError::io(context, e)
 }
 
-/// A `mount=` directory must exist, be a directory, and not overlap ROOT (either way round
-/// would expose fvol's own state, or a volume inside itself).
-fn check_mount_dir(ctx: &DriverContext, dir: &Path) -> Result<(), VolumeError> {
+/// Trees a `mount=` directory may not be, or be inside: the host's own system, the kernel's
+/// pseudo filesystems, and container engines' state. Serving one would let a container (or
+/// the owner change of `uid=`/`mode=`) reach the host.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+    "/run", "/sbin", "/sys", "/usr", "/var/lib/docker", "/var/lib/containerd", "/var/lib/fvol",
+    "/var/run",
+];
+/// Directories a `mount=` may be below but not be: they hold other users' trees.
+const SHARED_DIRS: &[&str] = &["/", "/home", "/mnt", "/media", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp"];
+
+/// Filesystems that are views of the kernel, not storage (statfs magic numbers).
+const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x1cd1, "devpts"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x7363_6673, "securityfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0xcafe_4a11, "bpf"),
+    (0x6573_5546, "fuse"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstore"),
+];
+
+/// Opens a `mount=` directory once, refusing symlinks anywhere on its path, and checks it:
+/// an existing directory, not a system tree, not on a pseudo filesystem, not overlapping the
+/// fvol root or any other fvol root. Every later use goes through the returned descriptor.
+fn open_mount_dir(ctx: &DriverContext, dir: &Path) -> Result<OwnedFd, VolumeError> {
     let bad = |why: &str| VolumeError::InvalidOption(format!("mount={}: {why}", dir.display()));
-    let meta = fs::metadata(dir).map_err(|e| bad(&format!("cannot use it: {e}")))?;
-    if !meta.is_dir() {
-        return Err(bad("not a directory"));
+    let fd = pin::open_dir_for_reading_nofollow(dir).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => bad(&pin::symlink_refusal(dir)),
+        Some(libc::ENOTDIR) => bad("not a directory"),
+        _ => bad(&format!("cannot use it: {e}")),
+    })?;
+    // The path the kernel reached, free of `..` and symlinks: what the rules below judge.
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| bad(&format!("cannot resolve it: {e}")))?;
+    if let Some(tree) = SYSTEM_TREES.iter().find(|t| real.starts_with(t)) {
+        return Err(bad(&format!(
+            "{} is a system directory; fvol serves no directory in {tree}, {}",
+            real.display(),
+            system_rule()
+        )));
     }
-    let dir = dir.canonicalize().map_err(|e| bad(&e.to_string()))?;
+    if SHARED_DIRS.iter().any(|d| real == Path::new(d)) {
+        return Err(bad(&format!(
+            "{} holds other users' directories; use a directory of its own below it, {}",
+            real.display(),
+            system_rule()
+        )));
+    }
+    let fs_type = nix::sys::statfs::fstatfs(&fd)
+        .map_err(|e| bad(&format!("cannot inspect it: {e}")))?
+        .filesystem_type()
+        .0 as i64;
+    if let Some((_, name)) = PSEUDO_FILESYSTEMS.iter().find(|(m, _)| *m == fs_type) {
+        return Err(bad(&format!(
+            "it is on a {name} filesystem; fvol serves directories of disk or tmpfs filesystems"
+        )));
+    }
     let root = ctx.root.canonicalize().unwrap_or_else(|_| ctx.root.clone());
-    if dir.starts_with(&root) {
+    if real.starts_with(&root) {
         return Err(bad(&format!("inside the fvol root {}", root.display())));
     }
-    if root.starts_with(&dir) {
+    if root.starts_with(&real) {
         return Err(bad(&format!("contains the fvol root {}", root.display())));
     }
-    Ok(())
+    if let Some(other) = real.ancestors().find(|a| is_fvol_root(a)) {
+        return Err(bad(&format!(
+            "inside another fvol root, {}, whose volumes are that daemon's",
+            other.display()
+        )));
+    }
+    Ok(fd)
 }
 
-fn apply_owner_and_mode(dir: &Path, opts: &VolumeOptions) -> Result<(), VolumeError> {
-    if opts.uid.is_some() || opts.gid.is_some() {
-        chown(dir, opts.uid, opts.gid).map_err(io_err("changing owner of", dir))?;
+fn system_rule() -> String {
+    format!(
+        "(refused: {} and anything below them; {} themselves)",
+        SYSTEM_TREES.join(", "),
+        SHARED_DIRS.join(", ")
+    )
+}
+
+/// An fvol root holds a catalog and a daemon lock.
+fn is_fvol_root(dir: &Path) -> bool {
+    dir.join("fvol.redb").exists() && dir.join("fvol.lock").exists()
+}
+
+/// Which directory `fd` is: its inode and file handle.
+fn identity_of(fd: &OwnedFd) -> Result<DirIdentity, VolumeError> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| VolumeError::io("inspecting mount=", e.into()))?;
+    let handle = crate::sys::handle::name_to_handle_at(fd.as_fd(), c"")
+        .map(|(h, _)| h.to_bytes())
+        .unwrap_or_default();
+    Ok(DirIdentity {
+        ino: st.st_ino,
+        handle,
+    })
+}
+
+/// `uid=`, `gid=` and `mode=` change an existing directory only while it is empty: fvol never
+/// silently re-owns a tree that already holds someone's files.
+fn apply_owner_and_mode(dir: &Path, fd: &OwnedFd, opts: &VolumeOptions) -> Result<(), VolumeError> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| io_err("inspecting", dir)(e.into()))?;
+    let owner_changes = opts.uid.is_some_and(|u| u != st.st_uid) || opts.gid.is_some_and(|g| g != st.st_gid);
+    let mode_changes = opts.mode.is_some_and(|m| m != st.st_mode & 0o7777);
+    if !owner_changes && !mode_changes {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(io_err("reading", dir))?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(VolumeError::InvalidOption(format!(
+            "mount={}: the directory is not empty and is owned by {}:{} with mode {:o}; fvol does \
+             not change the owner or mode of an existing directory with files in it. Change it \
+             yourself (chown/chmod), or drop uid=, gid= and mode=",
+            dir.display(),
+            st.st_uid,
+            st.st_gid,
+            st.st_mode & 0o7777
+        )));
+    }
+    if owner_changes {
+        nix::unistd::fchown(fd, opts.uid.map(Uid::from_raw), opts.gid.map(Gid::from_raw))
+            .map_err(|e| io_err("changing owner of", dir)(e.into()))?;
     }
     if let Some(mode) = opts.mode {
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-            .map_err(io_err("changing mode of", dir))?;
+        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode))
+            .map_err(|e| io_err("changing mode of", dir)(e.into()))?;
     }
     Ok(())
 }
@@ -72,7 +186,7 @@ impl Driver for LocalDriver {
 
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError> {
         match &opts.mount {
-            Some(dir) => check_mount_dir(ctx, dir),
+            Some(dir) => open_mount_dir(ctx, dir).map(drop),
             None => Ok(()),
         }
     }
@@ -88,10 +202,16 @@ impl Driver for LocalDriver {
         if owns_backing {
             crate::volume::core::create_dir(&dir, 0o755)?;
         }
-        apply_owner_and_mode(&dir, opts)?;
-        let usage = scan_dir(&dir)
+        let fd = match owns_backing {
+            // Under the private ROOT: no one else can change the path.
+            true => pin::open_dir_for_reading_nofollow(&dir).map_err(io_err("opening", &dir))?,
+            false => open_mount_dir(ctx, &dir)?,
+        };
+        apply_owner_and_mode(&dir, &fd, opts)?;
+        let usage = scan_dir(&crate::sys::proc_fd_path_buf(fd.as_fd()))
             .map_err(|e| VolumeError::Driver(format!("measuring {}: {e}", dir.display())))?;
         Ok(Created {
+            backing_identity: (!owns_backing).then(|| identity_of(&fd)).transpose()?,
             owns_backing,
             usage: Usage {
                 bytes: usage.bytes,
@@ -121,9 +241,30 @@ impl Driver for LocalDriver {
         stored: Usage,
     ) -> Result<Activation, VolumeError> {
         let dir = Self::data_dir(ctx, &rec.name, opts);
-        if opts.mount.is_some() {
-            check_mount_dir(ctx, &dir)?;
-        }
+        // A `mount=` directory is served only if its path, resolved without symlinks, still
+        // names the directory the volume was created on; then served through that descriptor.
+        let pinned = match &opts.mount {
+            Some(_) => {
+                let fd = open_mount_dir(ctx, &dir)?;
+                if let Some(want) = &rec.backing_identity
+                    && identity_of(&fd)? != *want
+                {
+                    return Err(VolumeError::InvalidOption(format!(
+                        "mount={}: the path names another directory than the one volume {} \
+                         was created on (it was moved or replaced); fvol serves only the \
+                         original. Put it back, or create a new volume on the new directory",
+                        dir.display(),
+                        rec.name
+                    )));
+                }
+                Some(fd)
+            }
+            None => None,
+        };
+        let dir = match &pinned {
+            Some(fd) => crate::sys::proc_fd_path_buf(fd.as_fd()),
+            None => dir,
+        };
         // A directory fvol owns changes only through fvol, so a clean record is exact; a
         // `mount=` directory may have been changed behind fvol's back, so it is rescanned.
         let start = (stored.clean && rec.owns_backing).then_some(UsageSnapshot {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::fs::VolumeFs;
 use crate::volume::options::VolumeOptions;
-use crate::volume::{Usage, VolumeError, VolumeRecord};
+use crate::volume::{DirIdentity, Usage, VolumeError, VolumeRecord};
 
 /// Where a driver may keep its files: `root/volumes/NAME/`.
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ pub struct Created {
     pub owns_backing: bool,
     /// Usage of data already there (an adopted directory or image).
     pub usage: Usage,
+    /// The identity of an adopted directory, checked at every activation.
+    pub backing_identity: Option<DirIdentity>,
 }
 
 /// What a driver hands the core when a volume is activated.

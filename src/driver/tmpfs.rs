@@ -43,6 +43,7 @@ impl Driver for TmpfsDriver {
         _opts: &VolumeOptions,
     ) -> Result<Created, VolumeError> {
         Ok(Created {
+            backing_identity: None,
             owns_backing: true,
             usage: Usage {
                 bytes: 0,

@@ -6,8 +6,83 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
+use crate::volume::{Usage, VolumeRecord};
 
-const SCHEMA: u8 = 1;
+/// 2: mount references record their bind mount's id, volumes their pinned `mount=` directory.
+const SCHEMA: u8 = 2;
+
+/// A catalog value, and how it reads the encodings of older schemas.
+pub(super) trait Versioned: Serialize + DeserializeOwned {
+    /// `Some` for an older `version` this type can still read.
+    fn decode_old(version: u8, body: &[u8]) -> Option<Result<(Self, &[u8]), postcard::Error>>;
+}
+
+impl Versioned for Usage {
+    fn decode_old(version: u8, body: &[u8]) -> Option<Result<(Self, &[u8]), postcard::Error>> {
+        // Unchanged since schema 1.
+        (version == 1).then(|| postcard::take_from_bytes(body))
+    }
+}
+
+impl Versioned for VolumeRecord {
+    fn decode_old(version: u8, body: &[u8]) -> Option<Result<(Self, &[u8]), postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::take_from_bytes::<v1::VolumeRecord>(body).map(|(r, rest)| (r.into(), rest))
+        })
+    }
+}
+
+/// Schema 1 records, read and upgraded.
+mod v1 {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    use crate::volume::{self, RefKind};
+
+    #[derive(Deserialize)]
+    pub struct VolumeRecord {
+        name: String,
+        driver: String,
+        options: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+        created_at: u64,
+        mount_refs: BTreeMap<String, MountRef>,
+        owns_backing: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct MountRef {
+        kind: RefKind,
+        target: Option<PathBuf>,
+        since: u64,
+    }
+
+    impl From<VolumeRecord> for volume::VolumeRecord {
+        fn from(r: VolumeRecord) -> Self {
+            let refs = r.mount_refs.into_iter().map(|(id, m)| {
+                let upgraded = volume::MountRef {
+                    kind: m.kind,
+                    target: m.target,
+                    since: m.since,
+                    bind_mount_id: None,
+                };
+                (id, upgraded)
+            });
+            volume::VolumeRecord {
+                name: r.name,
+                driver: r.driver,
+                options: r.options,
+                labels: r.labels,
+                created_at: r.created_at,
+                mount_refs: refs.collect(),
+                owns_backing: r.owns_backing,
+                backing_identity: None,
+            }
+        }
+    }
+}
 
 /// Fails only for values serde cannot represent (such as a non-UTF-8 path).
 pub(super) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
@@ -16,25 +91,29 @@ pub(super) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Sto
 }
 
 /// Refuses an unknown schema byte, a value postcard cannot read, and trailing bytes.
-pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: Versioned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         what: what.to_string(),
         reason,
     };
     match bytes.split_first() {
         None => Err(corrupt("the value is empty".to_string())),
-        Some((&SCHEMA, body)) => {
-            let (value, rest) =
-                postcard::take_from_bytes(body).map_err(|e| corrupt(format!("postcard: {e}")))?;
+        Some((&version, body)) => {
+            let decoded = match version {
+                SCHEMA => postcard::take_from_bytes(body),
+                _ => T::decode_old(version, body).ok_or_else(|| {
+                    corrupt(format!(
+                        "unknown schema version {version} (this fvol reads up to {SCHEMA})"
+                    ))
+                })?,
+            };
+            let (value, rest) = decoded.map_err(|e| corrupt(format!("postcard: {e}")))?;
             if rest.is_empty() {
                 Ok(value)
             } else {
                 Err(corrupt(format!("{} trailing bytes", rest.len())))
             }
         }
-        Some((version, _)) => Err(corrupt(format!(
-            "unknown schema version {version} (this fvol reads {SCHEMA})"
-        ))),
     }
 }
 

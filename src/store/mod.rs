@@ -16,7 +16,6 @@ use redb::{
     Builder, Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
     WriteTransaction,
 };
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::volume::{Usage, VolumeRecord};
@@ -234,7 +233,7 @@ impl Store {
         })
     }
 
-    fn read<T: DeserializeOwned>(
+    fn read<T: codec::Versioned>(
         &self,
         table: Table,
         key: &str,

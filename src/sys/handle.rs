@@ -37,6 +37,15 @@ pub struct HostHandle {
     bytes: Box<[u8]>,
 }
 
+impl HostHandle {
+    /// The handle type then its bytes: stable across remounts and reboots for one inode.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.kind.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+}
+
 /// The handle of `path` relative to `dir` (with an empty path: of `dir` itself; symlinks are
 /// not followed), and the id of the mount it was reached through.
 pub fn name_to_handle_at(dir: BorrowedFd<'_>, path: &CStr) -> Result<(HostHandle, i32), Errno> {

@@ -4,6 +4,7 @@
 //! lives in this module, each with its reason.
 pub mod anon;
 pub mod caps;
+pub mod pin;
 pub mod dirent;
 pub mod handle;
 pub mod heap;
@@ -17,4 +18,10 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// `/proc/self/fd/N`: how O_PATH descriptors are reopened or used where a call needs a path.
 pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+/// `proc_fd_path` as a path, for APIs that open a directory by name: opening it reaches exactly
+/// the inode `fd` was opened on.
+pub fn proc_fd_path_buf(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::mount::{MsFlags, mount};
 
 use super::options::{VolumeOptions, parse_options};
 use super::{MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeStatus};
@@ -161,8 +160,9 @@ impl Core {
             created_at: now(),
             mount_refs: Default::default(),
             owns_backing: false,
+            backing_identity: None,
         };
-        create_dir(&self.ctx.volume_dir(&name), 0o711)?;
+        create_dir(&self.ctx.volume_dir(&name), 0o700)?;
         create_dir(&self.mountpoint(&name), 0o755)?;
         let created = match driver.create(&self.ctx, &rec, &opts) {
             Ok(c) => c,
@@ -172,6 +172,7 @@ impl Core {
             }
         };
         rec.owns_backing = created.owns_backing;
+        rec.backing_identity = created.backing_identity;
         let saved = self
             .store
             .put(&rec)
@@ -219,21 +220,26 @@ impl Core {
         target: Option<&Path>,
     ) -> Result<PathBuf, VolumeError> {
         let mut rec = self.record(name)?;
-        if let Some(t) = target {
-            check_target(t)?;
-        }
+        let pinned = match target {
+            Some(t) => Some(super::bind::open_target(t, &self.ctx.root)?),
+            None => None,
+        };
         let was_active = self.active.contains_key(name);
         if !was_active {
             self.activate(&rec)?;
         }
         let mountpoint = self.mountpoint(name);
         let already = rec.mount_refs.contains_key(ref_id);
-        if let (Some(t), false) = (target, already) {
-            if let Err(e) = bind(&mountpoint, t) {
-                if !was_active && rec.mount_refs.is_empty() {
-                    self.deactivate(name);
+        let mut bind_mount_id = None;
+        if let (Some(t), Some(pinned), false) = (target, &pinned, already) {
+            match super::bind::bind(&mountpoint, pinned, t) {
+                Ok(id) => bind_mount_id = Some(id),
+                Err(e) => {
+                    if !was_active && rec.mount_refs.is_empty() {
+                        self.deactivate(name);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         if !already {
@@ -246,11 +252,12 @@ impl Core {
                 kind,
                 target: target.map(Path::to_path_buf),
                 since: now(),
+                bind_mount_id,
             };
             rec.mount_refs.insert(ref_id.to_string(), r);
             if let Err(e) = self.store.put(&rec) {
                 if let Some(t) = target {
-                    let _ = detach_stale_mount(t);
+                    let _ = super::bind::detach(t, bind_mount_id);
                 }
                 if !was_active {
                     self.deactivate(name);
@@ -268,8 +275,7 @@ impl Core {
             return Ok(());
         };
         if let Some(t) = &r.target {
-            detach_stale_mount(t)
-                .map_err(|e| VolumeError::io(format!("unmounting {}", t.display()), e))?;
+            detach_target(name, t, r.bind_mount_id)?;
         }
         self.store.put(&rec)?;
         if rec.mount_refs.is_empty() {
@@ -390,13 +396,15 @@ impl Core {
 
     /// At start-up: clears mounts a dead daemon left and mounts referenced volumes again.
     pub fn recover(&mut self) -> Result<(), VolumeError> {
-        for rec in self.store.list()? {
+        for mut rec in self.store.list()? {
             let mountpoint = self.mountpoint(&rec.name);
-            let targets = rec.mount_refs.values().filter_map(|r| r.target.clone());
-            for path in std::iter::once(mountpoint.clone()).chain(targets.clone()) {
-                if is_stale_mount(&path) {
-                    log::info!("detaching stale mount {}", path.display());
-                    let _ = detach_stale_mount(&path);
+            if is_stale_mount(&mountpoint) {
+                log::info!("detaching stale mount {}", mountpoint.display());
+                let _ = detach_stale_mount(&mountpoint);
+            }
+            for r in rec.mount_refs.values() {
+                if let Some(t) = &r.target {
+                    let _ = detach_target(&rec.name, t, r.bind_mount_id);
                 }
             }
             if rec.mount_refs.is_empty() {
@@ -406,14 +414,27 @@ impl Core {
                 log::error!("volume {}: cannot mount it again: {e}", rec.name);
                 continue;
             }
-            for target in targets {
-                if let Err(e) = bind(&mountpoint, &target) {
-                    log::error!(
+            let mut rebound = false;
+            for r in rec.mount_refs.values_mut() {
+                let Some(target) = r.target.clone() else {
+                    continue;
+                };
+                let bound = super::bind::open_target(&target, &self.ctx.root)
+                    .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
+                match bound {
+                    Ok(id) => {
+                        r.bind_mount_id = Some(id);
+                        rebound = true;
+                    }
+                    Err(e) => log::error!(
                         "volume {}: cannot bind it at {} again: {e}",
                         rec.name,
                         target.display()
-                    );
+                    ),
                 }
+            }
+            if rebound && let Err(e) = self.store.put(&rec) {
+                log::error!("volume {}: recording its bind mounts: {e}", rec.name);
             }
         }
         Ok(())
@@ -424,8 +445,10 @@ impl Core {
         let names: Vec<String> = self.active.keys().cloned().collect();
         for name in names {
             if let Ok(rec) = self.record(&name) {
-                for t in rec.mount_refs.values().filter_map(|r| r.target.as_ref()) {
-                    let _ = detach_stale_mount(t);
+                for r in rec.mount_refs.values() {
+                    if let Some(t) = &r.target {
+                        let _ = detach_target(&name, t, r.bind_mount_id);
+                    }
                 }
             }
             self.deactivate(&name);
@@ -446,36 +469,14 @@ pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
 }
 
-fn check_target(target: &Path) -> Result<(), VolumeError> {
-    if !target.is_absolute() {
-        return Err(VolumeError::InvalidTarget(format!(
-            "{} is not an absolute path",
+/// Detaches the bind mount a reference made at `target`, and nothing else.
+fn detach_target(name: &str, target: &Path, mount_id: Option<u64>) -> Result<(), VolumeError> {
+    match super::bind::detach(target, mount_id)? {
+        super::bind::Detached::Ours => {}
+        super::bind::Detached::NotOurs(why) => log::warn!(
+            "volume {name}: left {} alone: {why}",
             target.display()
-        )));
+        ),
     }
-    match std::fs::metadata(target) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(VolumeError::InvalidTarget(format!(
-            "{} is not a directory",
-            target.display()
-        ))),
-        Err(e) => Err(VolumeError::InvalidTarget(format!(
-            "{}: {e}",
-            target.display()
-        ))),
-    }
-}
-
-fn bind(source: &Path, target: &Path) -> Result<(), VolumeError> {
-    if is_stale_mount(target) {
-        let _ = detach_stale_mount(target);
-    }
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| VolumeError::io(format!("bind-mounting at {}", target.display()), e.into()))
+    Ok(())
 }

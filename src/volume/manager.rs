@@ -41,9 +41,10 @@ pub struct VolumeManager {
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 impl VolumeManager {
-    /// Opens the catalog at `root/fvol.redb` (creating `root` if needed). Does not mount.
+    /// Opens the catalog at `root/fvol.redb` (creating `root` if needed; private to root, see
+    /// daemon::private_root). Does not mount.
     pub fn open(root: &Path) -> Result<VolumeManager, VolumeError> {
-        super::core::create_dir(&root.join("volumes"), 0o711)?;
+        super::core::create_dir(&root.join("volumes"), 0o700)?;
         let store = Store::open(&root.join("fvol.redb"))?;
         let core = Arc::new(Mutex::new(Core::new(
             root,

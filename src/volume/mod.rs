@@ -1,4 +1,5 @@
 //! Volumes: the records kept in the catalog, the errors users see, and the manager API.
+pub mod bind;
 pub mod core;
 pub mod error;
 pub mod manager;
@@ -9,4 +10,6 @@ pub mod size;
 
 pub use error::VolumeError;
 pub use manager::VolumeManager;
-pub use record::{MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus};
+pub use record::{
+    DirIdentity, MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus,
+};

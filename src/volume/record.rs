@@ -21,6 +21,18 @@ pub struct VolumeRecord {
     pub mount_refs: BTreeMap<String, MountRef>,
     /// True when fvol created the backing store and so may delete it on `rm`.
     pub owns_backing: bool,
+    /// The identity of a `mount=` directory when the volume was created: the directory its
+    /// path must still name for the volume to mount (a swapped path is refused).
+    pub backing_identity: Option<DirIdentity>,
+}
+
+/// Which directory a path named: its inode number and file handle (the handle carries the
+/// inode's generation, so a deleted and recreated directory does not match). Empty `handle`
+/// where the host filesystem gives none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirIdentity {
+    pub ino: u64,
+    pub handle: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +41,9 @@ pub struct MountRef {
     /// Where the volume is bind-mounted for this reference, if anywhere.
     pub target: Option<PathBuf>,
     pub since: u64,
+    /// The unique id of the bind mount fvol made at `target`: only that mount is ever
+    /// detached there. None for references recorded before fvol kept it.
+    pub bind_mount_id: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,6 +195,7 @@ impl Driver for RbdDriver {
                 )));
             }
             return Ok(Created {
+                backing_identity: None,
                 owns_backing: false,
                 usage,
             });
@@ -221,6 +222,7 @@ impl Driver for RbdDriver {
             return Err(e);
         }
         Ok(Created {
+            backing_identity: None,
             owns_backing: true,
             usage,
         })
