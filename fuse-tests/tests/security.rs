@@ -245,10 +245,16 @@ fn mount_dir_swapped_after_create_is_refused() {
             "the volume mounted after its mount= path became {what}"
         );
         let err = stderr_of(&out);
-        assert!(err.contains("symlink") || err.contains("another directory"), "{err}");
+        assert!(
+            err.contains("symlink") || err.contains("another directory"),
+            "{err}"
+        );
     }
     // The original, put back, mounts again.
-    let out = as_nobody(&format!("rmdir '{d}' && mv '{d}.old' '{d}'", d = dir.display()));
+    let out = as_nobody(&format!(
+        "rmdir '{d}' && mv '{d}.old' '{d}'",
+        d = dir.display()
+    ));
     assert!(out.status.success(), "{}", stderr_of(&out));
     d.mount("vol");
     d.cli_ok(["unmount", "vol"]);

@@ -4,8 +4,8 @@ pub mod api_routes;
 mod error;
 pub mod lock;
 pub mod plugin;
-mod private_root;
 pub mod plugin_routes;
+mod private_root;
 pub mod serve;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -12,8 +12,8 @@ use super::{Activation, Created, Driver, DriverContext};
 use crate::fs::UsageSnapshot;
 use crate::fs::passthrough::{PassthroughFs, scan_dir};
 use crate::fs::quota::Limits;
-use crate::volume::options::VolumeOptions;
 use crate::sys::pin;
+use crate::volume::options::VolumeOptions;
 use crate::volume::{DirIdentity, Usage, VolumeError, VolumeRecord};
 
 /// The kernel's readahead for local volumes (the request size is 1 MiB).
@@ -39,12 +39,29 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError
 /// pseudo filesystems, and container engines' state. Serving one would let a container (or
 /// the owner change of `uid=`/`mode=`) reach the host.
 const SYSTEM_TREES: &[&str] = &[
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
-    "/run", "/sbin", "/sys", "/usr", "/var/lib/docker", "/var/lib/containerd", "/var/lib/fvol",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/fvol",
     "/var/run",
 ];
 /// Directories a `mount=` may be below but not be: they hold other users' trees.
-const SHARED_DIRS: &[&str] = &["/", "/home", "/mnt", "/media", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp"];
+const SHARED_DIRS: &[&str] = &[
+    "/", "/home", "/mnt", "/media", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp",
+];
 
 /// Filesystems that are views of the kernel, not storage (statfs magic numbers).
 const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
@@ -130,7 +147,8 @@ fn is_fvol_root(dir: &Path) -> bool {
 
 /// Which directory `fd` is: its inode and file handle.
 fn identity_of(fd: &OwnedFd) -> Result<DirIdentity, VolumeError> {
-    let st = nix::sys::stat::fstat(fd).map_err(|e| VolumeError::io("inspecting mount=", e.into()))?;
+    let st =
+        nix::sys::stat::fstat(fd).map_err(|e| VolumeError::io("inspecting mount=", e.into()))?;
     let handle = crate::sys::handle::name_to_handle_at(fd.as_fd(), c"")
         .map(|(h, _)| h.to_bytes())
         .unwrap_or_default();
@@ -144,7 +162,8 @@ fn identity_of(fd: &OwnedFd) -> Result<DirIdentity, VolumeError> {
 /// silently re-owns a tree that already holds someone's files.
 fn apply_owner_and_mode(dir: &Path, fd: &OwnedFd, opts: &VolumeOptions) -> Result<(), VolumeError> {
     let st = nix::sys::stat::fstat(fd).map_err(|e| io_err("inspecting", dir)(e.into()))?;
-    let owner_changes = opts.uid.is_some_and(|u| u != st.st_uid) || opts.gid.is_some_and(|g| g != st.st_gid);
+    let owner_changes =
+        opts.uid.is_some_and(|u| u != st.st_uid) || opts.gid.is_some_and(|g| g != st.st_gid);
     let mode_changes = opts.mode.is_some_and(|m| m != st.st_mode & 0o7777);
     if !owner_changes && !mode_changes {
         return Ok(());

@@ -42,21 +42,23 @@ mod v1 {
     use crate::volume::{self, RefKind};
 
     #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
     pub struct VolumeRecord {
-        name: String,
-        driver: String,
-        options: BTreeMap<String, String>,
-        labels: BTreeMap<String, String>,
-        created_at: u64,
-        mount_refs: BTreeMap<String, MountRef>,
-        owns_backing: bool,
+        pub(super) name: String,
+        pub(super) driver: String,
+        pub(super) options: BTreeMap<String, String>,
+        pub(super) labels: BTreeMap<String, String>,
+        pub(super) created_at: u64,
+        pub(super) mount_refs: BTreeMap<String, MountRef>,
+        pub(super) owns_backing: bool,
     }
 
     #[derive(Deserialize)]
-    struct MountRef {
-        kind: RefKind,
-        target: Option<PathBuf>,
-        since: u64,
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct MountRef {
+        pub(super) kind: RefKind,
+        pub(super) target: Option<PathBuf>,
+        pub(super) since: u64,
     }
 
     impl From<VolumeRecord> for volume::VolumeRecord {
@@ -152,6 +154,42 @@ mod tests {
         assert!(corrupt_reason(&trailing).contains("1 trailing bytes"));
         assert!(corrupt_reason(&bytes[..bytes.len() - 1]).contains("postcard"));
         assert!(corrupt_reason(&[SCHEMA, 0, 0, 2]).contains("postcard"));
+    }
+
+    #[test]
+    fn schema_1_records_are_upgraded() {
+        use std::collections::BTreeMap;
+        let old = v1::VolumeRecord {
+            name: "v1".into(),
+            driver: "local".into(),
+            options: BTreeMap::from([("size".into(), "1G".into())]),
+            labels: BTreeMap::new(),
+            created_at: 7,
+            mount_refs: BTreeMap::from([(
+                "cli:/t".into(),
+                v1::MountRef {
+                    kind: crate::volume::RefKind::Cli,
+                    target: Some("/t".into()),
+                    since: 8,
+                },
+            )]),
+            owns_backing: true,
+        };
+        let bytes = postcard::to_extend(&old, vec![1]).unwrap();
+        let rec: VolumeRecord = decode("volume", &bytes).unwrap();
+        assert_eq!(rec.name, "v1");
+        assert_eq!(rec.backing_identity, None);
+        let r = &rec.mount_refs["cli:/t"];
+        assert_eq!((r.since, r.bind_mount_id), (8, None));
+        assert_eq!(r.target.as_deref(), Some(std::path::Path::new("/t")));
+        // Usage did not change between the schemas.
+        let usage = Usage {
+            bytes: 1,
+            inodes: 2,
+            clean: true,
+        };
+        let old_usage = postcard::to_extend(&usage, vec![1]).unwrap();
+        assert_eq!(decode::<Usage>("usage", &old_usage).unwrap(), usage);
     }
 
     #[cfg(unix)]

@@ -325,9 +325,11 @@ mod tests {
                     kind: RefKind::Cli,
                     target: Some(PathBuf::from("/mnt/x")),
                     since: 1_700_000_001,
+                    bind_mount_id: Some(42),
                 },
             )]),
             owns_backing: true,
+            backing_identity: None,
         }
     }
 

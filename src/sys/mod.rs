@@ -4,11 +4,11 @@
 //! lives in this module, each with its reason.
 pub mod anon;
 pub mod caps;
-pub mod pin;
 pub mod dirent;
 pub mod handle;
 pub mod heap;
 pub mod librbd;
+pub mod pin;
 pub mod writeback;
 pub mod xattr;
 

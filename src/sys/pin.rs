@@ -53,10 +53,18 @@ pub fn bind(source: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<MountO
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
     const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
     let empty = CString::default();
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
     // SAFETY: open_tree(2) with an empty NUL-terminated path and AT_EMPTY_PATH clones the
     // mount at `source`; it returns a new descriptor that we own from here on.
-    let rc = unsafe { libc::syscall(libc::SYS_open_tree, source.as_raw_fd(), empty.as_ptr(), flags) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

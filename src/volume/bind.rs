@@ -51,7 +51,8 @@ pub fn bind(source: &Path, target: &Target, target_path: &Path) -> Result<u64, V
         VolumeError::io(format!("{what} at {}", target_path.display()), e)
     };
     let source = pin::open_dir_nofollow(source).map_err(|e| fail("opening the mountpoint", e))?;
-    let mount = pin::bind(source.as_fd(), target.fd.as_fd()).map_err(|e| fail("bind-mounting", e))?;
+    let mount =
+        pin::bind(source.as_fd(), target.fd.as_fd()).map_err(|e| fail("bind-mounting", e))?;
     Ok(mount.id)
 }
 
@@ -106,7 +107,7 @@ fn detach_fd(fd: &OwnedFd, path: &Path) -> Result<Detached, VolumeError> {
 fn is_fuse(fd: &OwnedFd) -> bool {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     match nix::sys::statfs::fstatfs(fd) {
-        Ok(st) => st.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC,
+        Ok(st) => st.filesystem_type().0 == FUSE_SUPER_MAGIC,
         Err(e) => e == nix::errno::Errno::ENOTCONN,
     }
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-
 use super::options::{VolumeOptions, parse_options};
 use super::{MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeStatus};
 use crate::driver::{Driver, DriverContext};
@@ -473,10 +472,9 @@ pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
 fn detach_target(name: &str, target: &Path, mount_id: Option<u64>) -> Result<(), VolumeError> {
     match super::bind::detach(target, mount_id)? {
         super::bind::Detached::Ours => {}
-        super::bind::Detached::NotOurs(why) => log::warn!(
-            "volume {name}: left {} alone: {why}",
-            target.display()
-        ),
+        super::bind::Detached::NotOurs(why) => {
+            log::warn!("volume {name}: left {} alone: {why}", target.display())
+        }
     }
     Ok(())
 }

@@ -10,6 +10,4 @@ pub mod size;
 
 pub use error::VolumeError;
 pub use manager::VolumeManager;
-pub use record::{
-    DirIdentity, MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus,
-};
+pub use record::{DirIdentity, MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus};
