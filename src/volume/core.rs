@@ -161,6 +161,7 @@ impl Core {
             created_at: now(),
             mount_refs: Default::default(),
             owns_backing: false,
+            state: super::VolumeState::Ready,
         };
         create_dir(&self.ctx.volume_dir(&name), 0o711)?;
         create_dir(&self.mountpoint(&name), 0o755)?;

@@ -9,4 +9,4 @@ pub mod size;
 
 pub use error::VolumeError;
 pub use manager::VolumeManager;
-pub use record::{MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus};
+pub use record::{MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus};
