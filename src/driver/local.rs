@@ -77,6 +77,15 @@ impl Driver for LocalDriver {
         }
     }
 
+    fn will_own_backing(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<bool, VolumeError> {
+        Ok(opts.mount.is_none())
+    }
+
     fn create(
         &self,
         ctx: &DriverContext,
@@ -88,9 +97,15 @@ impl Driver for LocalDriver {
         if owns_backing {
             crate::volume::core::create_dir(&dir, 0o755)?;
         }
-        apply_owner_and_mode(&dir, opts)?;
-        let usage = scan_dir(&dir)
-            .map_err(|e| VolumeError::Driver(format!("measuring {}: {e}", dir.display())))?;
+        let usage = apply_owner_and_mode(&dir, opts).and_then(|()| {
+            scan_dir(&dir)
+                .map_err(|e| VolumeError::Driver(format!("measuring {}: {e}", dir.display())))
+        });
+        // A failed create leaves nothing it made.
+        if usage.is_err() && owns_backing {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        let usage = usage?;
         Ok(Created {
             owns_backing,
             usage: Usage {
@@ -130,6 +145,9 @@ impl Driver for LocalDriver {
             bytes: stored.bytes,
             inodes: stored.inodes,
         });
+        if start.is_none() {
+            log::info!("rescanning usage of volume {}", rec.name);
+        }
         let limits = Limits {
             bytes: opts.size,
             inodes: opts.inodes,
