@@ -248,6 +248,14 @@ impl TestDaemon {
         TestDaemon::spawn(root, cmd)
     }
 
+    /// Starts a daemon (without the Docker plugin) with these extra environment variables
+    /// (such as the test-only crash point `FVOL_FAULT`).
+    pub fn start_with_env(root: &TestRoot, env: &[(&str, &str)]) -> TestDaemon {
+        let mut cmd = root.command(["daemon", "--no-plugin"]);
+        cmd.envs(env.iter().copied());
+        TestDaemon::spawn(root, cmd)
+    }
+
     fn spawn(root: &TestRoot, mut cmd: Command) -> TestDaemon {
         let log = OpenOptions::new()
             .create(true)

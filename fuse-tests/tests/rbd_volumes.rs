@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fuse_tests::ceph::{POOL, TestCluster};
-use fuse_tests::daemon::{TestDaemon, df_size, fuse_or_skip, stderr_of};
+use fuse_tests::daemon::{TestDaemon, TestRoot, df_size, fuse_or_skip, stderr_of};
 use fuse_tests::suites;
 
 const MIB: u64 = 1 << 20;
@@ -100,6 +100,7 @@ fn rbd_volumes() {
         ("refusals", refusals),
         ("rm_deletes_the_image", rm_deletes_the_image),
         ("migration", migration),
+        ("interrupted_create_and_rm", interrupted_create_and_rm),
         ("lock_conflict", lock_conflict),
         ("lock_kept_from_a_namesake", lock_kept_from_a_namesake),
         ("lock_of_an_earlier_boot", lock_of_an_earlier_boot),
@@ -306,6 +307,81 @@ fn migration(ceph: &TestCluster) {
     a.cli_ok(["unmount", "mig"]);
     a.cli_ok(["rm", "mig"]);
     assert!(!io(ceph).image_exists("mig").unwrap());
+}
+
+/// Runs `op` on a daemon that kills itself at the test-only crash point `point`, then starts
+/// a daemon normally on the same root.
+fn crash_at(root: &TestRoot, point: &str, op: &[&str]) -> TestDaemon {
+    let mut d = TestDaemon::start_with_env(root, &[("FVOL_FAULT", point)]);
+    let out = d.cli(op);
+    assert!(
+        !out.status.success(),
+        "{op:?} succeeded: no crash at {point}"
+    );
+    d.kill9();
+    assert!(root.log().contains(&format!("FVOL_FAULT={point}")));
+    TestDaemon::start_at(root)
+}
+
+/// A daemon killed after a committed step of create or rm: the next start deletes the image of
+/// a create it rolls back, keeps an adopted image, and finishes an rm.
+fn interrupted_create_and_rm(ceph: &TestCluster) {
+    let io = io(ceph);
+    let conf = ceph.conf_opt();
+
+    let root = TestRoot::new();
+    let create = ["create", "-d", "rbd", "-o", &conf, "-o", "size=32M", "made"];
+    let d = crash_at(&root, "create-after-data", &create);
+    assert!(!d.cli(["inspect", "made"]).status.success());
+    assert!(
+        !io.image_exists("made").unwrap(),
+        "the image of a rolled-back create is left"
+    );
+    d.cli_ok(create);
+    d.cli_ok(["rm", "made"]);
+    drop(d);
+
+    let root = TestRoot::new();
+    let mut owner = TestDaemon::start();
+    create_rbd(&owner, ceph, "adopted", &["size=32M"]);
+    std::fs::write(owner.mount("adopted").join("f"), b"kept").unwrap();
+    owner.cli_ok(["unmount", "adopted"]);
+    owner.stop();
+    let adopt = [
+        "create",
+        "-d",
+        "rbd",
+        "-o",
+        &conf,
+        "-o",
+        "image=adopted",
+        "adopter",
+    ];
+    let d = crash_at(&root, "create-after-data", &adopt);
+    assert!(!d.cli(["inspect", "adopter"]).status.success());
+    assert!(
+        io.image_exists("adopted").unwrap(),
+        "rolling back an adoption removed the image"
+    );
+    drop(d);
+    let owner = TestDaemon::start_at(&owner.root);
+    assert_eq!(
+        std::fs::read(owner.mount("adopted").join("f")).unwrap(),
+        b"kept"
+    );
+    owner.cli_ok(["unmount", "adopted"]);
+    owner.cli_ok(["rm", "adopted"]);
+
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    create_rbd(&d, ceph, "removed", &["size=32M"]);
+    d.stop();
+    let d = crash_at(&root, "rm-after-intent", &["rm", "removed"]);
+    assert!(!d.cli(["inspect", "removed"]).status.success());
+    assert!(
+        !io.image_exists("removed").unwrap(),
+        "the start did not finish the rm"
+    );
 }
 
 /// A second daemon is refused while A holds the lock, also after A died; break-lock lets it in.

@@ -99,12 +99,22 @@ fn a_root_users_could_replace_is_refused() {
     let root = open_test_root();
     let user_dir = root.scratch_dir("user");
     chown(&user_dir, NOBODY);
-    let out = Command::new(fuse_tests::daemon::fvol_bin())
+    let mut daemon = Command::new(fuse_tests::daemon::fvol_bin())
         .arg("--root")
         .arg(user_dir.join("fvol"))
         .args(["daemon", "--no-plugin"])
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let exited = fuse_tests::docker::wait_until(fuse_tests::daemon::DAEMON_TIMEOUT, || {
+        daemon.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        panic!("the daemon started on a root under a directory nobody owns");
+    }
+    let out = daemon.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = stderr_of(&out);
     assert!(err.contains("owned by uid 65534"), "{err}");

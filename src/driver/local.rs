@@ -210,6 +210,15 @@ impl Driver for LocalDriver {
         }
     }
 
+    fn will_own_backing(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<bool, VolumeError> {
+        Ok(opts.mount.is_none())
+    }
+
     fn create(
         &self,
         ctx: &DriverContext,
@@ -221,16 +230,27 @@ impl Driver for LocalDriver {
         if owns_backing {
             crate::volume::core::create_dir(&dir, 0o755)?;
         }
-        let fd = match owns_backing {
-            // Under the private ROOT: no one else can change the path.
-            true => pin::open_dir_for_reading_nofollow(&dir).map_err(io_err("opening", &dir))?,
-            false => open_mount_dir(ctx, &dir)?,
-        };
-        apply_owner_and_mode(&dir, &fd, opts)?;
-        let usage = scan_dir(&crate::sys::proc_fd_path_buf(fd.as_fd()))
-            .map_err(|e| VolumeError::Driver(format!("measuring {}: {e}", dir.display())))?;
+        let measured = (|| -> Result<_, VolumeError> {
+            let fd = match owns_backing {
+                // Under the private ROOT: no one else can change the path.
+                true => {
+                    pin::open_dir_for_reading_nofollow(&dir).map_err(io_err("opening", &dir))?
+                }
+                false => open_mount_dir(ctx, &dir)?,
+            };
+            apply_owner_and_mode(&dir, &fd, opts)?;
+            let usage = scan_dir(&crate::sys::proc_fd_path_buf(fd.as_fd()))
+                .map_err(|e| VolumeError::Driver(format!("measuring {}: {e}", dir.display())))?;
+            let identity = (!owns_backing).then(|| identity_of(&fd)).transpose()?;
+            Ok((usage, identity))
+        })();
+        // A failed create leaves nothing it made.
+        if measured.is_err() && owns_backing {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        let (usage, backing_identity) = measured?;
         Ok(Created {
-            backing_identity: (!owns_backing).then(|| identity_of(&fd)).transpose()?,
+            backing_identity,
             owns_backing,
             usage: Usage {
                 bytes: usage.bytes,
@@ -290,6 +310,9 @@ impl Driver for LocalDriver {
             bytes: stored.bytes,
             inodes: stored.inodes,
         });
+        if start.is_none() {
+            log::info!("rescanning usage of volume {}", rec.name);
+        }
         let limits = Limits {
             bytes: opts.size,
             inodes: opts.inodes,

@@ -72,14 +72,27 @@ pub trait Driver: Send + Sync {
     }
     /// Checks options beyond their syntax (paths, ranges). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
-    /// Prepares the backing store and measures what it already holds.
+    /// Whether `create` will make a new backing store, which fvol then owns and deletes on
+    /// `rm`, rather than adopt one that exists. Asked before `create` and committed with the
+    /// create intent, so that a create interrupted after that point can be rolled back.
+    fn will_own_backing(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<bool, VolumeError>;
+    /// Prepares the backing store and measures what it already holds. Makes a new store
+    /// exactly when `rec.owns_backing` (see `will_own_backing`), or fails. On error it leaves
+    /// nothing behind that it made.
     fn create(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         opts: &VolumeOptions,
     ) -> Result<Created, VolumeError>;
-    /// Deletes what `create` made; never touches a store fvol did not create.
+    /// Deletes what `create` made; never touches a store fvol did not create. A store already
+    /// gone is not an error (a removal may be finished twice). Fails with
+    /// `VolumeError::InUse`, having deleted nothing, when the store is in use elsewhere.
     fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError>;
     /// Checks an inactive volume's backing store and reports what it found (JSON).
     fn fsck(

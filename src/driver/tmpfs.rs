@@ -36,6 +36,15 @@ impl Driver for TmpfsDriver {
         Ok(())
     }
 
+    fn will_own_backing(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &VolumeOptions,
+    ) -> Result<bool, VolumeError> {
+        Ok(true)
+    }
+
     fn create(
         &self,
         _ctx: &DriverContext,

@@ -5,4 +5,4 @@ mod session;
 
 pub use adapter::FuseAdapter;
 pub use errno::errno_of;
-pub use session::{MountedFs, ServeOptions, detach_stale_mount, is_stale_mount, mount};
+pub use session::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount, mount};

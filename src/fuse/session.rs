@@ -33,6 +33,15 @@ impl ServeOptions {
     }
 }
 
+/// How an unmount ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmounted {
+    /// The session ended: no request reaches the filesystem any more.
+    Ended,
+    /// The mount was busy and is detached lazily: its last users may still send requests.
+    Detached,
+}
+
 /// A live FUSE mount. Dropping it unmounts.
 pub struct MountedFs {
     session: Option<BackgroundSession>,
@@ -45,23 +54,26 @@ impl MountedFs {
     }
 
     /// Unmounts and waits for the request threads to end.
-    pub fn unmount(mut self) -> io::Result<()> {
+    pub fn unmount(mut self) -> io::Result<Unmounted> {
         self.unmount_inner()
     }
 
     /// A busy mount (EBUSY) is detached lazily instead, so it never outlives its owner: it
     /// disappears from the namespace now and the connection ends with its last user.
-    fn unmount_inner(&mut self) -> io::Result<()> {
+    fn unmount_inner(&mut self) -> io::Result<Unmounted> {
         let Some(session) = self.session.take() else {
-            return Ok(());
+            return Ok(Unmounted::Ended);
         };
-        session.umount_and_join().or_else(|e| {
-            log::warn!(
-                "unmounting {}: {e}; detaching it",
-                self.mountpoint.display()
-            );
-            detach_stale_mount(&self.mountpoint)
-        })
+        match session.umount_and_join() {
+            Ok(()) => Ok(Unmounted::Ended),
+            Err(e) => {
+                log::warn!(
+                    "unmounting {}: {e}; detaching it",
+                    self.mountpoint.display()
+                );
+                detach_stale_mount(&self.mountpoint).map(|()| Unmounted::Detached)
+            }
+        }
     }
 }
 

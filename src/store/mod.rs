@@ -3,14 +3,21 @@
 //! Tables (all `&str -> &[u8]`): `volumes` (name -> VolumeRecord), `usage` (name -> Usage) and
 //! `meta` (`format` -> catalog format, u32 little-endian). Values go through `codec`.
 //! Invariants: every write is one durable transaction; a usage row exists only beside its
-//! volume row; an existing file is never initialized over.
+//! volume row; an existing file is never initialized over; every transaction begins and ends
+//! inside one method of `Store`, under the read guard of `Store::db`.
+//!
+//! After an I/O error (a full disk, above all) redb refuses every later transaction of that
+//! handle ("Previous I/O error occurred"). The store then closes the handle and opens the file
+//! again (redb recovers the last committed state), so the failed operation is reported as an
+//! error and the next one works as soon as the cause is gone.
 mod codec;
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use parking_lot::RwLock;
 use redb::backends::FileBackend;
 use redb::{
     Builder, Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
@@ -19,6 +26,7 @@ use redb::{
 use thiserror::Error;
 
 use crate::volume::{Usage, VolumeRecord};
+use codec::Stored;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -28,6 +36,10 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("catalog: {0}")]
     Db(String),
+    /// Reading or writing the file failed (a full disk, an I/O error); the store has opened
+    /// the file again, or tries to at its next use.
+    #[error("catalog: {0}")]
+    Io(String),
 }
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -39,8 +51,16 @@ const FORMAT_KEY: &str = "format";
 /// Bump when tables or keys change incompatibly; values carry their own schema byte.
 const FORMAT: u32 = 1;
 
+/// Opens an existing catalog file as a redb database.
+type Opener = Box<dyn Fn(&Path) -> Result<Database, String> + Send + Sync>;
+
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// The open database, or why opening it again after an I/O error failed (the next use
+    /// tries again). Transactions live under the read guard only, so whoever holds the write
+    /// guard knows that none is alive.
+    db: RwLock<Result<Database, String>>,
+    opener: Opener,
 }
 
 impl Store {
@@ -65,7 +85,7 @@ impl Store {
                 fail(reason)
             }),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Self::open_existing(path).map_err(fail)
+                Self::open_existing(path, Box::new(open_file)).map_err(fail)
             }
             Err(e) => Err(fail(format!("cannot create it: {e}"))),
         }
@@ -93,32 +113,40 @@ impl Store {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("cannot sync its directory: {e}"))?;
-        Ok(Store { db })
+        Ok(Store::with_db(path, db, Box::new(open_file)))
     }
 
-    fn open_existing(path: &Path) -> Result<Store, String> {
+    fn with_db(path: &Path, db: Database, opener: Opener) -> Store {
+        Store {
+            path: path.to_path_buf(),
+            db: RwLock::new(Ok(db)),
+            opener,
+        }
+    }
+
+    fn open_existing(path: &Path, opener: Opener) -> Result<Store, String> {
         // Only a first start interrupted before its first commit leaves an empty file.
         if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
             return Err("it is empty, so it holds no catalog; remove it to start a new one".into());
         }
-        // With the integrity check, a file damaged outside redb is an error rather than a panic.
-        let db = Builder::new()
-            .set_check_integrity_on_open(true)
-            .open(path)
-            .map_err(open_reason)?;
-        let store = Store { db };
+        let db = opener(path)?;
+        let store = Store::with_db(path, db, opener);
         store.check_format()?;
         // Refuse a corrupt catalog now, at daemon start, rather than on first use.
-        store.check_records().map_err(|e| match e {
+        let corrupt = |e: StoreError| match e {
             StoreError::Corrupt { what, reason } => format!("{what} is corrupt: {reason}"),
             other => other.to_string(),
-        })?;
+        };
+        store.check_records().map_err(corrupt)?;
+        store.migrate_records();
         Ok(store)
     }
 
     fn check_format(&self) -> Result<(), String> {
         let not_ours = "it is a redb database but not an fvol catalog (it has no format version)";
-        let txn = self.db.begin_read().map_err(open_reason)?;
+        let db = self.db.read();
+        let db = db.as_ref().map_err(Clone::clone)?;
+        let txn = db.begin_read().map_err(open_reason)?;
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
             Err(TableError::TableDoesNotExist(_)) => return Err(not_ours.to_string()),
@@ -138,40 +166,81 @@ impl Store {
 
     fn check_records(&self) -> Result<(), StoreError> {
         let op = "checking the catalog";
-        let txn = self.db.begin_read().context(op)?;
-        for entry in txn.open_table(VOLUMES).context(op)?.iter().context(op)? {
-            let (key, value) = entry.context(op)?;
-            let name = key.value();
-            let what = volume_what(name);
-            let rec: VolumeRecord = codec::decode(&what, value.value())?;
-            if rec.name != name {
-                return Err(StoreError::Corrupt {
-                    what,
-                    reason: format!("it holds the record of {:?}", rec.name),
-                });
+        self.run(op, |db| {
+            let txn = db.begin_read().context(op)?;
+            for entry in txn.open_table(VOLUMES).context(op)?.iter().context(op)? {
+                let (key, value) = entry.context(op)?;
+                let name = key.value();
+                let what = volume_what(name);
+                let rec: VolumeRecord = codec::decode(&what, value.value())?;
+                if rec.name != name {
+                    return Err(StoreError::Corrupt {
+                        what,
+                        reason: format!("it holds the record of {:?}", rec.name),
+                    });
+                }
             }
-        }
-        for entry in txn.open_table(USAGE).context(op)?.iter().context(op)? {
-            let (key, value) = entry.context(op)?;
-            codec::decode::<Usage>(&usage_what(key.value()), value.value())?;
-        }
-        Ok(())
+            for entry in txn.open_table(USAGE).context(op)?.iter().context(op)? {
+                let (key, value) = entry.context(op)?;
+                codec::decode::<Usage>(&usage_what(key.value()), value.value())?;
+            }
+            Ok(())
+        })
     }
 
+    /// Rewrites records of an older schema in the current one, in one transaction. Old records
+    /// read correctly either way, so a failure (a full disk at start) is only logged; the next
+    /// start tries again.
+    fn migrate_records(&self) {
+        let op = "migrating volume records to the current schema";
+        let migrated = self.write(op, |txn, op| {
+            let mut volumes = txn.open_table(VOLUMES).context(op)?;
+            let mut old = Vec::new();
+            for entry in volumes.iter().context(op)? {
+                let (key, value) = entry.context(op)?;
+                if codec::schema_of(value.value()) != Some(VolumeRecord::SCHEMA) {
+                    let what = volume_what(key.value());
+                    let rec: VolumeRecord = codec::decode(&what, value.value())?;
+                    old.push((key.value().to_string(), codec::encode(&what, &rec)?));
+                }
+            }
+            for (name, value) in &old {
+                volumes
+                    .insert(name.as_str(), value.as_slice())
+                    .context(op)?;
+            }
+            if !old.is_empty() {
+                log::info!(
+                    "catalog: {} volume record(s) rewritten in schema {}",
+                    old.len(),
+                    VolumeRecord::SCHEMA
+                );
+            }
+            Ok(())
+        });
+        if let Err(e) = migrated {
+            log::warn!("{e}; old records are still read as they are");
+        }
+    }
+
+    /// The record of `name`, in whatever state (see `VolumeState`).
     pub fn get(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
         self.read(VOLUMES, name, &volume_what(name))
     }
 
+    /// Every record, in name order, in whatever state.
     pub fn list(&self) -> Result<Vec<VolumeRecord>, StoreError> {
         let op = "listing volumes";
-        let txn = self.db.begin_read().context(op)?;
-        let table = txn.open_table(VOLUMES).context(op)?;
-        // redb iterates &str keys in byte order, which is name order.
-        let records = table.iter().context(op)?.map(|entry| {
-            let (key, value) = entry.context(op)?;
-            codec::decode(&volume_what(key.value()), value.value())
-        });
-        records.collect()
+        self.run(op, |db| {
+            let txn = db.begin_read().context(op)?;
+            let table = txn.open_table(VOLUMES).context(op)?;
+            // redb iterates &str keys in byte order, which is name order.
+            let records = table.iter().context(op)?.map(|entry| {
+                let (key, value) = entry.context(op)?;
+                codec::decode(&volume_what(key.value()), value.value())
+            });
+            records.collect()
+        })
     }
 
     pub fn put(&self, rec: &VolumeRecord) -> Result<(), StoreError> {
@@ -181,6 +250,24 @@ impl Store {
             let mut volumes = txn.open_table(VOLUMES).context(op)?;
             volumes
                 .insert(rec.name.as_str(), value.as_slice())
+                .context(op)?;
+            Ok(())
+        })
+    }
+
+    /// Writes a record and its usage in one transaction.
+    pub fn put_with_usage(&self, rec: &VolumeRecord, usage: Usage) -> Result<(), StoreError> {
+        let what = volume_what(&rec.name);
+        let value = codec::encode(&what, rec)?;
+        let usage = codec::encode(&usage_what(&rec.name), &usage)?;
+        self.write(&format!("writing {what}"), |txn, op| {
+            txn.open_table(VOLUMES)
+                .context(op)?
+                .insert(rec.name.as_str(), value.as_slice())
+                .context(op)?;
+            txn.open_table(USAGE)
+                .context(op)?
+                .insert(rec.name.as_str(), usage.as_slice())
                 .context(op)?;
             Ok(())
         })
@@ -233,19 +320,21 @@ impl Store {
         })
     }
 
-    fn read<T: codec::Versioned>(
+    fn read<T: Stored>(
         &self,
         table: Table,
         key: &str,
         what: &str,
     ) -> Result<Option<T>, StoreError> {
         let op = format!("reading {what}");
-        let txn = self.db.begin_read().context(&op)?;
-        let table = txn.open_table(table).context(&op)?;
-        match table.get(key).context(&op)? {
-            Some(value) => codec::decode(what, value.value()).map(Some),
-            None => Ok(None),
-        }
+        self.run(&op, |db| {
+            let txn = db.begin_read().context(&op)?;
+            let table = txn.open_table(table).context(&op)?;
+            match table.get(key).context(&op)? {
+                Some(value) => codec::decode(what, value.value()).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     /// One write transaction, committed with immediate (fsync) durability only if `body`
@@ -255,10 +344,60 @@ impl Store {
         op: &str,
         body: impl FnOnce(&WriteTransaction, &str) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().context(op)?;
-        body(&txn, op)?;
-        txn.commit().context(op)
+        self.run(op, |db| {
+            let txn = db.begin_write().context(op)?;
+            body(&txn, op)?;
+            txn.commit().context(op)
+        })
     }
+
+    /// Runs `f`, which begins and ends its transactions, on the open database. After an I/O
+    /// error the handle is closed and the file opened again before the error is returned: redb
+    /// refuses every later transaction of a handle that saw one. A closed handle (the last
+    /// reopen failed) is opened again first.
+    fn run<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.db.read().is_err() {
+            self.reopen();
+        }
+        let result = match &*self.db.read() {
+            Ok(db) => f(db),
+            Err(why) => Err(StoreError::Io(format!(
+                "{op}: it is closed after an I/O error and cannot be opened again yet: {why}"
+            ))),
+        };
+        if let Err(StoreError::Io(e)) = &result {
+            log::warn!("catalog: {e}; opening {} again", self.path.display());
+            self.reopen();
+        }
+        result
+    }
+
+    /// Closes the database and opens the file again; redb recovers the last committed state.
+    fn reopen(&self) {
+        // The write guard: no transaction is alive (they live under the read guard only).
+        let mut db = self.db.write();
+        // The old handle must be closed (and its file locks gone) before the file is opened
+        // again.
+        *db = Err("it was being opened again".to_string());
+        *db = (self.opener)(&self.path);
+        match &*db {
+            Ok(_) => log::info!("catalog {}: opened again", self.path.display()),
+            Err(e) => log::warn!("catalog {}: cannot open it again: {e}", self.path.display()),
+        }
+    }
+}
+
+/// Opens an existing catalog file. With the integrity check, a file damaged outside redb is
+/// an error rather than a panic.
+fn open_file(path: &Path) -> Result<Database, String> {
+    Builder::new()
+        .set_check_integrity_on_open(true)
+        .open(path)
+        .map_err(open_reason)
 }
 
 fn volume_what(name: &str) -> String {
@@ -291,14 +430,19 @@ fn open_reason(e: impl Into<redb::Error>) -> String {
     }
 }
 
-/// Adds which operation failed to a redb error.
+/// Adds which operation failed to a redb error; I/O errors become `StoreError::Io`.
 trait Context<T> {
     fn context(self, op: &str) -> Result<T, StoreError>;
 }
 
 impl<T, E: Into<redb::Error>> Context<T> for Result<T, E> {
     fn context(self, op: &str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::Db(format!("{op}: {}", e.into())))
+        self.map_err(|e| match e.into() {
+            e @ (redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed) => {
+                StoreError::Io(format!("{op}: {e}"))
+            }
+            e => StoreError::Db(format!("{op}: {e}")),
+        })
     }
 }
 
@@ -306,11 +450,13 @@ impl<T, E: Into<redb::Error>> Context<T> for Result<T, E> {
 mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use rand::Rng;
 
     use super::*;
-    use crate::volume::{MountRef, RefKind};
+    use crate::volume::{MountRef, RefKind, VolumeState};
 
     fn record(name: &str) -> VolumeRecord {
         VolumeRecord {
@@ -330,6 +476,7 @@ mod tests {
             )]),
             owns_backing: true,
             backing_identity: None,
+            state: VolumeState::Ready,
         }
     }
 
@@ -534,5 +681,224 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let reason = open_reason_of(&path);
         assert!(reason.contains("not a readable redb database"), "{reason}");
+    }
+
+    /// A file backend that fails on demand, as a full disk does.
+    #[derive(Debug)]
+    struct FlakyBackend {
+        inner: FileBackend,
+        faults: Arc<Faults>,
+    }
+
+    /// What fails: writes (and syncs and resizes), or also reads.
+    #[derive(Debug, Default)]
+    struct Faults {
+        writes: AtomicBool,
+        reads: AtomicBool,
+    }
+
+    fn no_space() -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    impl redb::StorageBackend for FlakyBackend {
+        fn len(&self) -> Result<u64, io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+            if self.faults.reads.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), io::Error> {
+            if self.faults.writes.load(Ordering::SeqCst) {
+                return Err(no_space());
+            }
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), io::Error> {
+            if self.faults.writes.load(Ordering::SeqCst) {
+                return Err(no_space());
+            }
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+            if self.faults.writes.load(Ordering::SeqCst) {
+                return Err(no_space());
+            }
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> Result<(), io::Error> {
+            self.inner.close()
+        }
+        fn try_lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.inner.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.inner.try_lock_shared_range(start, end)
+        }
+        fn lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.inner.lock_range(start, end)
+        }
+        fn lock_shared_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.inner.lock_shared_range(start, end)
+        }
+        fn unlock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.inner.unlock_range(start, end)
+        }
+        fn query_lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.inner.query_lock_range(start, end)
+        }
+    }
+
+    /// A catalog at `path` (created normally first) served through a `FlakyBackend`; every
+    /// reopen gets a new backend with the same faults.
+    fn flaky_store(path: &Path) -> (Store, Arc<Faults>) {
+        drop(Store::open(path).unwrap());
+        let faults = Arc::new(Faults::default());
+        let shared = faults.clone();
+        let opener: Opener = Box::new(move |path: &Path| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| e.to_string())?;
+            let backend = FlakyBackend {
+                inner: FileBackend::new(file).map_err(open_reason)?,
+                faults: shared.clone(),
+            };
+            Builder::new()
+                .create_with_backend(backend)
+                .map_err(open_reason)
+        });
+        (Store::open_existing(path, opener).unwrap(), faults)
+    }
+
+    #[test]
+    fn writes_work_again_after_an_io_error_without_losing_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fvol.redb");
+        let (store, faults) = flaky_store(&path);
+        store.put(&record("before")).unwrap();
+
+        faults.writes.store(true, Ordering::SeqCst);
+        let err = store.put(&record("failed")).unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        // Writes keep failing while the disk is full.
+        assert!(store.set_usage("before", Usage::default()).is_err());
+
+        // Space is back: the same store writes again, without a restart.
+        faults.writes.store(false, Ordering::SeqCst);
+        store.put(&record("after")).unwrap();
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["after", "before"]);
+
+        // What was acknowledged is on disk; what failed is not.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["after", "before"]);
+    }
+
+    #[test]
+    fn a_failed_reopen_is_tried_again_at_the_next_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fvol.redb");
+        let (store, faults) = flaky_store(&path);
+        store.put(&record("v1")).unwrap();
+
+        // While writes fail, the file cannot even be opened again (redb repairs a file that
+        // was not closed cleanly, which writes): every use fails, naming the cause.
+        faults.writes.store(true, Ordering::SeqCst);
+        assert!(store.put(&record("v2")).is_err());
+        let err = store.get("v1").unwrap_err().to_string();
+        assert!(
+            err.contains("cannot be opened again yet") && err.contains("No space left"),
+            "{err}"
+        );
+        // So does a read error at the reopen.
+        faults.reads.store(true, Ordering::SeqCst);
+        let err = store.list().unwrap_err().to_string();
+        assert!(err.contains("cannot be opened again yet"), "{err}");
+
+        faults.writes.store(false, Ordering::SeqCst);
+        faults.reads.store(false, Ordering::SeqCst);
+        assert_eq!(store.get("v1").unwrap(), Some(record("v1")));
+        store.put(&record("v3")).unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_schema_1_catalog_opens_and_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fvol.redb");
+        drop(Store::open(&path).unwrap());
+        // Written by fvol before schema 2 (the tables and format have not changed).
+        poke(&path, VOLUMES, "old", codec::tests::old_record_bytes());
+        poke(&path, USAGE, "old", &[1, 128, 64, 2, 1]);
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get("old").unwrap(), Some(codec::tests::old_record()));
+        assert_eq!(
+            store.usage("old").unwrap(),
+            Usage {
+                bytes: 8192,
+                inodes: 2,
+                clean: true
+            }
+        );
+        drop(store);
+        // The open rewrote the record in the current schema.
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let volumes = txn.open_table(VOLUMES).unwrap();
+        let raw = volumes.get("old").unwrap().unwrap();
+        assert_eq!(codec::schema_of(raw.value()), Some(VolumeRecord::SCHEMA));
+    }
+
+    #[test]
+    fn intents_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("fvol.redb")).unwrap();
+        for state in [VolumeState::Creating, VolumeState::Removing] {
+            let mut rec = record("v1");
+            rec.state = state;
+            store.put(&rec).unwrap();
+            assert_eq!(store.get("v1").unwrap().unwrap().state, state);
+        }
+        let usage = Usage {
+            bytes: 4096,
+            inodes: 1,
+            clean: true,
+        };
+        store.put_with_usage(&record("v1"), usage).unwrap();
+        assert_eq!(store.get("v1").unwrap(), Some(record("v1")));
+        assert_eq!(store.usage("v1").unwrap(), usage);
     }
 }

@@ -4,17 +4,24 @@
 //! - a volume is active (its FUSE mount exists) exactly when its record has mount references,
 //!   except between a failed activation and the next start-up;
 //! - every reference with a target has a bind mount of the volume there while active;
-//! - the catalog is written before a change is reported as done.
+//! - the catalog is written before a change is reported as done;
+//! - `create` and `rm` commit an intent (`VolumeState::Creating`, `Removing`) before they
+//!   touch the backing store, and only a `Ready` record is a volume for users; an intent
+//!   left by an error or a crash is settled (`settle`) by the next create or rm of the name,
+//!   or at start-up: a create is rolled back, an rm finished.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::fault::crash_point;
 use super::options::{VolumeOptions, parse_options};
-use super::{MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeStatus};
+use super::{
+    MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
+};
 use crate::driver::{Driver, DriverContext};
 use crate::fs::{UsageSnapshot, VolumeFs};
-use crate::fuse::{MountedFs, ServeOptions, detach_stale_mount, is_stale_mount};
+use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
 use crate::store::Store;
 
 struct Active {
@@ -70,14 +77,19 @@ impl Core {
             })
     }
 
+    /// The volume `name`; an unfinished create or rm is no volume.
     pub fn record(&self, name: &str) -> Result<VolumeRecord, VolumeError> {
         self.store
             .get(name)?
+            .filter(|rec| rec.state == VolumeState::Ready)
             .ok_or_else(|| VolumeError::NotFound(name.into()))
     }
 
+    /// Every volume, in name order; unfinished creates and rms are left out.
     pub fn records(&self) -> Result<Vec<VolumeRecord>, VolumeError> {
-        Ok(self.store.list()?)
+        let mut records = self.store.list()?;
+        records.retain(|rec| rec.state == VolumeState::Ready);
+        Ok(records)
     }
 
     fn options(&self, rec: &VolumeRecord) -> Result<(Arc<dyn Driver>, VolumeOptions), VolumeError> {
@@ -125,6 +137,10 @@ impl Core {
     }
 
     /// Creates a volume; the same request again is a no-op returning the existing one.
+    ///
+    /// Steps: the `Creating` intent (commit), the directories and the backing store, then the
+    /// `Ready` record with its usage (commit). An error undoes what was made; a crash leaves
+    /// the intent, which the next start rolls back.
     pub fn create(
         &mut self,
         name: String,
@@ -135,20 +151,25 @@ impl Core {
         super::name::validate_name(&name)?;
         let driver = self.driver(driver)?;
         let opts = parse_options(driver.name(), driver.option_keys(), &options)?;
-        if let Some(existing) = self.store.get(&name)? {
-            return if existing.driver != driver.name() {
-                Err(VolumeError::Conflict {
-                    name,
-                    what: format!("driver {}", existing.driver),
-                })
-            } else if existing.options != options {
-                Err(VolumeError::Conflict {
-                    name,
-                    what: format!("options {:?}", existing.options),
-                })
-            } else {
-                Ok(existing)
-            };
+        match self.store.get(&name)? {
+            Some(existing) if existing.state == VolumeState::Ready => {
+                return if existing.driver != driver.name() {
+                    Err(VolumeError::Conflict {
+                        name,
+                        what: format!("driver {}", existing.driver),
+                    })
+                } else if existing.options != options {
+                    Err(VolumeError::Conflict {
+                        name,
+                        what: format!("options {:?}", existing.options),
+                    })
+                } else {
+                    Ok(existing)
+                };
+            }
+            // An earlier create or rm of this name did not finish: settle it first.
+            Some(unfinished) => self.settle(&unfinished)?,
+            None => {}
         }
         driver.validate(&self.ctx, &opts)?;
         let mut rec = VolumeRecord {
@@ -159,30 +180,86 @@ impl Core {
             created_at: now(),
             mount_refs: Default::default(),
             owns_backing: false,
+            state: VolumeState::Creating,
             backing_identity: None,
         };
-        create_dir(&self.ctx.volume_dir(&name), 0o700)?;
-        create_dir(&self.mountpoint(&name), 0o755)?;
-        let created = match driver.create(&self.ctx, &rec, &opts) {
-            Ok(c) => c,
+        rec.owns_backing = driver.will_own_backing(&self.ctx, &rec, &opts)?;
+        self.store.put(&rec)?;
+        crash_point("create-after-intent");
+        let created = create_dir(&self.ctx.volume_dir(&name), 0o700)
+            .and_then(|()| create_dir(&self.mountpoint(&name), 0o755))
+            .and_then(|()| driver.create(&self.ctx, &rec, &opts));
+        let created = match created {
+            Ok(created) => created,
             Err(e) => {
-                self.remove_volume_dir(&name);
+                // The driver left nothing behind: only the intent and directories remain.
+                self.undo_create(&rec, false);
                 return Err(e);
             }
         };
-        rec.owns_backing = created.owns_backing;
+        crash_point("create-after-data");
+        debug_assert_eq!(created.owns_backing, rec.owns_backing);
         rec.backing_identity = created.backing_identity;
-        let saved = self
-            .store
-            .put(&rec)
-            .and_then(|()| self.store.set_usage(&name, created.usage));
-        if let Err(e) = saved {
-            let _ = driver.remove(&self.ctx, &rec);
-            let _ = self.store.remove(&name);
-            self.remove_volume_dir(&name);
+        rec.state = VolumeState::Ready;
+        if let Err(e) = self.store.put_with_usage(&rec, created.usage) {
+            rec.state = VolumeState::Creating;
+            self.undo_create(&rec, true);
             return Err(e.into());
         }
         Ok(rec)
+    }
+
+    /// Undoes a create that failed in this process; `rec` is its intent. With `made`, the
+    /// backing store exists and goes too, but only once the catalog says `Creating` again: a
+    /// commit of `Ready` that reported an error may still have landed. Whatever cannot be
+    /// undone now stays as the intent, which the next start rolls back.
+    fn undo_create(&self, rec: &VolumeRecord, made: bool) {
+        let undone = (|| {
+            if made {
+                self.store.put(rec)?;
+                self.driver(&rec.driver)?.remove(&self.ctx, rec)?;
+            }
+            self.store.remove(&rec.name)?;
+            self.remove_volume_dir(&rec.name);
+            Ok::<(), VolumeError>(())
+        })();
+        if let Err(e) = undone {
+            log::warn!(
+                "volume {}: undoing the failed create: {e}; it is rolled back at the next start",
+                rec.name
+            );
+        }
+    }
+
+    /// Settles an intent an error or a crash left: rolls back a create (deleting what it made
+    /// if fvol owns it) or finishes an rm. The data goes before the record, so a failure here
+    /// leaves the intent to be settled again.
+    fn settle(&self, rec: &VolumeRecord) -> Result<(), VolumeError> {
+        let what = match rec.state {
+            VolumeState::Ready => return Ok(()),
+            VolumeState::Creating => "rolling back its unfinished create",
+            VolumeState::Removing => "finishing its unfinished removal",
+        };
+        log::info!("volume {}: {what}", rec.name);
+        self.driver(&rec.driver)?.remove(&self.ctx, rec)?;
+        self.store.remove(&rec.name)?;
+        self.remove_volume_dir(&rec.name);
+        Ok(())
+    }
+
+    /// Settles every intent in the catalog (at start-up); one that fails is logged and stays.
+    fn settle_all(&self) -> Result<(), VolumeError> {
+        for rec in self.store.list()? {
+            if rec.state != VolumeState::Ready
+                && let Err(e) = self.settle(&rec)
+            {
+                log::error!(
+                    "volume {}: {e}; it is tried again at the next start",
+                    rec.name
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Removes the empty mountpoint and the volume's directory, never following into a mount.
@@ -191,8 +268,25 @@ impl Core {
         let _ = std::fs::remove_dir(self.ctx.volume_dir(name));
     }
 
+    /// Removes a volume; returns the bytes freed.
+    ///
+    /// Steps: the `Removing` intent (commit), the backing store, then the record (commit).
+    /// From the intent on, the volume is gone for users; an error or a crash leaves the
+    /// intent, which the next rm of the name, or the next start, finishes.
     pub fn remove(&mut self, name: &str) -> Result<u64, VolumeError> {
-        let rec = self.record(name)?;
+        let mut rec = match self.store.get(name)? {
+            Some(rec) if rec.state == VolumeState::Ready => rec,
+            // Finishing an earlier rm is this rm's job; an unfinished create was never a
+            // volume, so there is none to remove once it is rolled back.
+            Some(unfinished) => {
+                self.settle(&unfinished)?;
+                return match unfinished.state {
+                    VolumeState::Removing => Ok(0),
+                    _ => Err(VolumeError::NotFound(name.into())),
+                };
+            }
+            None => return Err(VolumeError::NotFound(name.into())),
+        };
         if !rec.mount_refs.is_empty() || self.active.contains_key(name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::InUse {
@@ -205,10 +299,35 @@ impl Core {
         } else {
             0
         };
-        self.driver(&rec.driver)?.remove(&self.ctx, &rec)?;
-        self.store.remove(name)?;
+        let driver = self.driver(&rec.driver)?;
+        rec.state = VolumeState::Removing;
+        self.store.put(&rec)?;
+        crash_point("rm-after-intent");
+        if let Err(e) = driver.remove(&self.ctx, &rec) {
+            return Err(self.removal_failed(rec, e));
+        }
+        crash_point("rm-after-data");
+        self.store
+            .remove(name)
+            .map_err(|e| unfinished(name, e.into()))?;
         self.remove_volume_dir(name);
         Ok(freed)
+    }
+
+    /// The driver could not delete the backing store. When it deleted nothing (the store is in
+    /// use elsewhere), the volume is kept: its intent is dropped again.
+    fn removal_failed(&self, mut rec: VolumeRecord, e: VolumeError) -> VolumeError {
+        if !matches!(e, VolumeError::InUse { .. }) {
+            return unfinished(&rec.name, e);
+        }
+        rec.state = VolumeState::Ready;
+        match self.store.put(&rec) {
+            Ok(()) => e,
+            Err(put) => {
+                log::warn!("volume {}: keeping it after a refused rm: {put}", rec.name);
+                unfinished(&rec.name, e)
+            }
+        }
     }
 
     /// Adds a reference, activating the volume and bind-mounting `target` as needed.
@@ -343,16 +462,27 @@ impl Core {
         Ok(())
     }
 
-    /// Syncs, unmounts and records the usage as clean.
+    /// Unmounts, syncs and records the usage, as clean if both worked: the next activation
+    /// then trusts it instead of rescanning the tree.
     pub fn deactivate(&mut self, name: &str) {
         let Some(active) = self.active.remove(name) else {
             return;
         };
+        // Unmounted first, so that no request changes the usage after it is read; a mount
+        // that was only detached (busy) may still be served, so its usage is not final.
+        let ended = match active.mount.unmount() {
+            Ok(Unmounted::Ended) => true,
+            Ok(Unmounted::Detached) => false,
+            Err(e) => {
+                log::warn!("unmounting volume {name}: {e}");
+                false
+            }
+        };
         let synced = active.fs.sync_all();
-        let usage = active.fs.usage();
-        if let Err(e) = active.mount.unmount() {
-            log::warn!("unmounting volume {name}: {e}");
+        if let Err(e) = &synced {
+            log::warn!("syncing volume {name}: {e}; its usage is rescanned at its next mount");
         }
+        let usage = active.fs.usage();
         let usage = match active.ephemeral {
             // Its data went with the mount.
             true => Usage {
@@ -363,7 +493,7 @@ impl Core {
             false => Usage {
                 bytes: usage.bytes,
                 inodes: usage.inodes,
-                clean: synced.is_ok(),
+                clean: ended && synced.is_ok(),
             },
         };
         if let Err(e) = self.store.set_usage(name, usage) {
@@ -393,9 +523,11 @@ impl Core {
         }
     }
 
-    /// At start-up: clears mounts a dead daemon left and mounts referenced volumes again.
+    /// At start-up: settles unfinished creates and rms, clears mounts a dead daemon left and
+    /// mounts referenced volumes again.
     pub fn recover(&mut self) -> Result<(), VolumeError> {
-        for mut rec in self.store.list()? {
+        self.settle_all()?;
+        for mut rec in self.records()? {
             let mountpoint = self.mountpoint(&rec.name);
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
@@ -477,4 +609,12 @@ fn detach_target(name: &str, target: &Path, mount_id: Option<u64>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// An rm that failed after its intent was committed.
+fn unfinished(name: &str, source: VolumeError) -> VolumeError {
+    VolumeError::RemovalUnfinished {
+        name: name.into(),
+        source: Box::new(source),
+    }
 }

@@ -20,6 +20,16 @@ pub enum VolumeError {
     InvalidTarget(String),
     #[error("{0}")]
     Driver(String),
+    /// `rm` failed after its intent was committed: the volume is gone for users and the
+    /// removal is finished later.
+    #[error(
+        "{source}; volume {name} is marked for removal: run `fvol rm {name}` again to finish it \
+         (the daemon also finishes it at its next start)"
+    )]
+    RemovalUnfinished {
+        name: String,
+        source: Box<VolumeError>,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{context}: {source}")]
@@ -40,6 +50,9 @@ impl VolumeError {
 
     /// True when the request itself was wrong (as opposed to a failure while serving it).
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, VolumeError::Store(_) | VolumeError::Io { .. })
+        !matches!(
+            self,
+            VolumeError::Store(_) | VolumeError::Io { .. } | VolumeError::RemovalUnfinished { .. }
+        )
     }
 }

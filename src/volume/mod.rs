@@ -2,6 +2,7 @@
 pub mod bind;
 pub mod core;
 pub mod error;
+mod fault;
 pub mod manager;
 pub mod name;
 pub mod options;
@@ -10,4 +11,6 @@ pub mod size;
 
 pub use error::VolumeError;
 pub use manager::VolumeManager;
-pub use record::{DirIdentity, MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeStatus};
+pub use record::{
+    DirIdentity, MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
+};

@@ -21,9 +21,25 @@ pub struct VolumeRecord {
     pub mount_refs: BTreeMap<String, MountRef>,
     /// True when fvol created the backing store and so may delete it on `rm`.
     pub owns_backing: bool,
+    /// Ready, or an unfinished create or rm.
+    pub state: VolumeState,
     /// The identity of a `mount=` directory when the volume was created: the directory its
     /// path must still name for the volume to mount (a swapped path is refused).
     pub backing_identity: Option<DirIdentity>,
+}
+
+/// Where a volume is in its life. Only a `Ready` volume exists for users (ls, inspect, mount).
+/// The other two are intents, committed before `create` or `rm` touches the backing store, so
+/// that an error or a crash midway is finished (rm) or rolled back (create) by the next `rm` or
+/// `create` of that name, or at the next start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    #[default]
+    Ready,
+    /// `create` is making the backing store; `owns_backing` says whether it makes a new one.
+    Creating,
+    /// `rm` is deleting the backing store.
+    Removing,
 }
 
 /// Which directory a path named: its inode number and file handle (the handle carries the

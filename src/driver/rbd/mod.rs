@@ -168,6 +168,17 @@ impl Driver for RbdDriver {
         crate::sys::librbd::check_libraries().map_err(err)
     }
 
+    /// An image that exists is adopted; only one fvol creates is owned.
+    fn will_own_backing(
+        &self,
+        _ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &VolumeOptions,
+    ) -> Result<bool, VolumeError> {
+        let target = connect(rec, opts)?;
+        Ok(!target.io.image_exists(&target.image).map_err(err)?)
+    }
+
     fn create(
         &self,
         ctx: &DriverContext,
@@ -180,7 +191,17 @@ impl Driver for RbdDriver {
             inodes: 0,
             clean: false,
         };
-        if target.io.image_exists(&target.image).map_err(err)? {
+        let exists = target.io.image_exists(&target.image).map_err(err)?;
+        // The create intent recorded whether fvol makes the image (see `will_own_backing`):
+        // an image that appeared or vanished since must not be deleted or adopted by mistake.
+        if exists == rec.owns_backing {
+            let what = if exists { "created" } else { "removed" };
+            return Err(VolumeError::Driver(format!(
+                "{} was {what} by someone else while this volume was being created; try again",
+                target.describe()
+            )));
+        }
+        if exists {
             // Adoption: the image must already be an fvol filesystem; it is never formatted.
             let device =
                 RbdDevice::new(target.io.open_image(&target.image).map_err(err)?).map_err(err)?;
@@ -237,10 +258,11 @@ impl Driver for RbdDriver {
         match target.io.remove_image(&target.image) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            Err(e) if e.errno() == Some(libc::EBUSY) => Err(VolumeError::Driver(format!(
-                "{} is open elsewhere; unmount it there first",
-                target.describe()
-            ))),
+            // librbd refuses before deleting anything while the image has watchers.
+            Err(e) if e.errno() == Some(libc::EBUSY) => Err(VolumeError::InUse {
+                name: rec.name.clone(),
+                holders: format!("another client of {} (open elsewhere)", target.describe()),
+            }),
             Err(e) => Err(err(e)),
         }
     }

@@ -351,6 +351,26 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn sync_all(&self) -> FsResult<()> {
-        Ok(syncfs(self.node_fd(ROOT_INO)?)?)
+        // syncfs needs a real descriptor: on the root node's O_PATH one it fails with EBADF.
+        let root = self.inodes.get(ROOT_INO)?;
+        let root = self.reopen(&root, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        Ok(syncfs(root.as_fd())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_all_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"data").unwrap();
+        let limits = Limits {
+            bytes: Some(1 << 20),
+            inodes: None,
+        };
+        let fs = PassthroughFs::new(dir.path(), limits, None).unwrap();
+        fs.sync_all().unwrap();
     }
 }
