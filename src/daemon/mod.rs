@@ -5,9 +5,11 @@ mod error;
 pub mod lock;
 pub mod plugin;
 pub mod plugin_routes;
+pub mod request_body;
 pub mod serve;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod trusted_dir;
 
 use std::fs::DirBuilder;
 use std::future::Future;
@@ -57,10 +59,13 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
         .mode(0o711)
         .create(root)
         .map_err(|e| DaemonError::io(format!("creating {}", root.display()), e))?;
+    // Before the first file is created in it (the lock).
+    trusted_dir::check_trusted_dir(root, "catalog and API socket")
+        .map_err(DaemonError::Untrusted)?;
     let _lock = DaemonLock::acquire(root)?;
     // The filesystems create files with exactly the modes their callers ask for.
     umask(Mode::empty());
-    raise_open_file_limit();
+    let limits = serve::ServeLimits::for_open_file_limit(raise_open_file_limit());
     crate::sys::heap::pin_mmap_threshold(4 << 20);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,7 +103,7 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
         };
         let stop = Broadcast::new(shutdown);
         let cli = async {
-            serve::serve(listener, cli_router(manager.clone()), stop.wait())
+            serve::serve(listener, cli_router(manager.clone()), limits, stop.wait())
                 .await
                 .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
         };
@@ -106,12 +111,17 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
             return cli.await.map(|()| None);
         };
         let served_plugin = async {
-            serve::serve(plugin_listener, plugin_router(manager.clone()), stop.wait())
-                .await
-                .map_err(|e| {
-                    let socket = registration.socket().display();
-                    DaemonError::io(format!("serving on {socket}"), e)
-                })
+            serve::serve(
+                plugin_listener,
+                plugin_router(manager.clone()),
+                limits,
+                stop.wait(),
+            )
+            .await
+            .map_err(|e| {
+                let socket = registration.socket().display();
+                DaemonError::io(format!("serving on {socket}"), e)
+            })
         };
         tokio::try_join!(cli, served_plugin)?;
         Ok(Some(registration))
@@ -136,17 +146,22 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
 
 /// Open files of every volume need real descriptors, and the local driver sizes its cache of
 /// node descriptors from the limit (see `fs::passthrough::fdcache`), so the soft limit goes up
-/// to the hard one before any volume is served.
-fn raise_open_file_limit() {
+/// to the hard one before any volume is served. Returns the soft limit in force.
+fn raise_open_file_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
                 log::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
+                soft
             }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            log::warn!("reading the open-file limit: {e}");
+            1024
         }
-        Ok(_) => {}
-        Err(e) => log::warn!("reading the open-file limit: {e}"),
     }
 }
 

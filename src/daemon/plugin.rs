@@ -3,11 +3,13 @@
 //! (`/etc/docker/plugins/NAME.spec` holding `unix://<socket>`). NAME is the driver name.
 use std::fs::{DirBuilder, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rand::Rng;
 use tokio::net::UnixListener;
 
+use super::trusted_dir::check_trusted_dir;
 use super::{DaemonError, serve};
 use crate::api::plugin::{DRIVER_NAME, LEGACY_SOCKET_DIR, SPEC_DIR};
 
@@ -125,9 +127,14 @@ pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), D
     let socket = &config.socket;
     if let Some(dir) = socket.parent() {
         create_dir(dir)?;
+        check_trusted_dir(dir, "Docker plugin socket").map_err(DaemonError::Untrusted)?;
     }
     check_socket_free(socket)?;
     if let Some(spec) = &config.spec {
+        if let Some(dir) = spec.parent() {
+            create_dir(dir)?;
+            check_trusted_dir(dir, "Docker plugin spec file").map_err(DaemonError::Untrusted)?;
+        }
         check_spec_free(spec, socket)?;
     }
     let listener = serve::bind_socket(socket)
@@ -199,20 +206,26 @@ fn check_spec_free(spec: &Path, socket: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Writes the spec file whole or not at all (a temporary file renamed over it), mode 0644.
+/// Writes the spec file whole or not at all, mode 0644: a new temporary file (never an
+/// existing one, never through a symlink) renamed over it, which replaces whatever is there
+/// without following it.
 fn write_spec(spec: &Path, text: &str) -> Result<(), DaemonError> {
     let io_err = |e| DaemonError::io(format!("writing {}", spec.display()), e);
-    if let Some(dir) = spec.parent() {
-        create_dir(dir)?;
-    }
     let mut tmp_name = spec.as_os_str().to_owned();
-    tmp_name.push(".tmp");
+    let suffix: u64 = rand::rng().random();
+    tmp_name.push(format!(".tmp-{suffix:016x}"));
     let tmp = PathBuf::from(tmp_name);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(text.as_bytes())?;
-        f.set_permissions(Permissions::from_mode(0o644))?;
-        f.sync_all()
-    });
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.set_permissions(Permissions::from_mode(0o644))?;
+            f.sync_all()
+        });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, spec)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(e));

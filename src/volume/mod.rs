@@ -1,6 +1,7 @@
 //! Volumes: the records kept in the catalog, the errors users see, and the manager API.
 pub mod core;
 pub mod error;
+pub mod limits;
 pub mod manager;
 pub mod name;
 pub mod options;
