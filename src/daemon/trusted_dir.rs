@@ -36,28 +36,77 @@ pub fn untrusted_because(stat: DirStat, holds_files: bool, daemon_uid: u32) -> O
 
 /// Refuses `dir` unless it and every directory above it (symlinks resolved) belong to root (or
 /// the daemon's own user) and only their owner can change them (above `dir`, a sticky
-/// directory such as /tmp is allowed). `what` names the file the daemon keeps there.
+/// directory such as /tmp is allowed). A symlink on the way must belong to root too and lie in
+/// such a directory: otherwise its owner could point it elsewhere later, and every path the
+/// daemon builds from `dir` would follow. `what` names the files the daemon keeps there.
 pub fn check_trusted_dir(dir: &Path, what: &str) -> Result<(), String> {
     let daemon_uid = nix::unistd::geteuid().as_raw();
     let real = dir
         .canonicalize()
         .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
-    let mut holds_files = true;
-    let mut current: Option<&Path> = Some(&real);
-    while let Some(path) = current {
-        let meta = std::fs::symlink_metadata(path)
-            .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
-        let stat = DirStat {
-            uid: meta.uid(),
-            mode: meta.mode(),
+    check_chain(dir, &real, what, daemon_uid)?;
+    let given =
+        std::path::absolute(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    for link in given.ancestors() {
+        let Ok(meta) = std::fs::symlink_metadata(link) else {
+            continue;
         };
-        if let Some(why) = untrusted_because(stat, holds_files, daemon_uid) {
-            return Err(refusal(dir, &real, path, what, &why));
+        if !meta.file_type().is_symlink() {
+            continue;
         }
-        holds_files = false;
-        current = path.parent();
+        if meta.uid() != 0 && meta.uid() != daemon_uid {
+            let why = format!("is a symlink owned by uid {}, not root", meta.uid());
+            return Err(refusal(dir, &real, link, what, &why));
+        }
+        if let Some(parent) = link.parent() {
+            let parent = parent
+                .canonicalize()
+                .map_err(|e| format!("cannot resolve {}: {e}", parent.display()))?;
+            check_chain_above(dir, &real, &parent, what, daemon_uid)?;
+        }
     }
     Ok(())
+}
+
+/// `real` (the directory holding the files) and everything above it.
+fn check_chain(dir: &Path, real: &Path, what: &str, daemon_uid: u32) -> Result<(), String> {
+    check_one(dir, real, real, true, what, daemon_uid)?;
+    match real.parent() {
+        Some(parent) => check_chain_above(dir, real, parent, what, daemon_uid),
+        None => Ok(()),
+    }
+}
+
+/// `from` and every directory above it, by the rule for directories above the files.
+fn check_chain_above(
+    dir: &Path,
+    real: &Path,
+    from: &Path,
+    what: &str,
+    daemon_uid: u32,
+) -> Result<(), String> {
+    from.ancestors()
+        .try_for_each(|path| check_one(dir, real, path, false, what, daemon_uid))
+}
+
+fn check_one(
+    dir: &Path,
+    real: &Path,
+    path: &Path,
+    holds_files: bool,
+    what: &str,
+    daemon_uid: u32,
+) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+    let stat = DirStat {
+        uid: meta.uid(),
+        mode: meta.mode(),
+    };
+    match untrusted_because(stat, holds_files, daemon_uid) {
+        Some(why) => Err(refusal(dir, real, path, what, &why)),
+        None => Ok(()),
+    }
 }
 
 fn refusal(dir: &Path, real: &Path, culprit: &Path, what: &str, why: &str) -> String {
@@ -141,10 +190,32 @@ mod tests {
         let err = check_trusted_dir(&top.path().join("a"), "catalog").unwrap_err();
         assert!(err.contains("mode 1777"), "{err}");
 
-        // A symlink is judged by where it leads.
+        // A symlink is judged by where it leads ...
         let link = top.path().join("link");
         std::os::unix::fs::symlink(top.path().join("a"), &link).unwrap();
         let err = check_trusted_dir(&link, "socket").unwrap_err();
         assert!(err.contains("(= "), "{err}");
+        set(&top.path().join("a"), 0o755);
+        check_trusted_dir(&link, "socket").unwrap();
+        check_trusted_dir(&link.join("b"), "socket").unwrap();
+        // ... and by where it lies: in a directory others may write, it could be repointed.
+        let open = top.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        set(&open, 0o1777);
+        let planted = open.join("link");
+        std::os::unix::fs::symlink(&dir, &planted).unwrap();
+        check_trusted_dir(&planted, "socket").unwrap();
+        set(&open, 0o777);
+        let err = check_trusted_dir(&planted, "socket").unwrap_err();
+        assert!(
+            err.contains(&format!("{} is writable", open.display())),
+            "{err}"
+        );
+        if nix::unistd::geteuid().is_root() {
+            set(&open, 0o1777);
+            std::os::unix::fs::lchown(&planted, Some(65534), None).unwrap();
+            let err = check_trusted_dir(&planted, "socket").unwrap_err();
+            assert!(err.contains("symlink owned by uid 65534"), "{err}");
+        }
     }
 }
