@@ -66,10 +66,20 @@ impl PluginClient {
 
     /// POSTs and expects 500 with `{"Err": "..."}` (and nothing else); returns the message.
     pub fn err(&self, route: &str, body: &str) -> String {
+        self.err_with_status(route, body, 500)
+    }
+
+    /// POSTs and expects 400 with `{"Err": "..."}`: a request body the daemon refused to read
+    /// (not JSON, or not of the endpoint's shape); returns the message.
+    pub fn bad_request(&self, route: &str, body: &str) -> String {
+        self.err_with_status(route, body, 400)
+    }
+
+    fn err_with_status(&self, route: &str, body: &str, status: u16) -> String {
         let response = self.post(route, body);
         assert_eq!(
-            response.status, 500,
-            "{route} {body}: expected 500, got {response:?}"
+            response.status, status,
+            "{route} {body}: expected {status}, got {response:?}"
         );
         assert_eq!(
             response.content_type.as_deref(),

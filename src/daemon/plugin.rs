@@ -328,6 +328,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_symlink_at_the_spec_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, b"data").unwrap();
+        let spec = dir.path().join("p.spec");
+        std::os::unix::fs::symlink(&precious, &spec).unwrap();
+        let config = PluginConfig {
+            socket: dir.path().join("p.sock"),
+            spec: Some(spec.clone()),
+        };
+        let (_listener, _registration) = register(&config).unwrap();
+        assert!(std::fs::symlink_metadata(&spec).unwrap().is_file());
+        assert_eq!(std::fs::read(&precious).unwrap(), b"data");
+        let mode = std::fs::metadata(&spec).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[tokio::test]
+    async fn a_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+        let config = PluginConfig {
+            socket: open.join("p.sock"),
+            spec: None,
+        };
+        let err = register(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("Docker plugin socket") && err.contains("writable"),
+            "{err}"
+        );
+        assert!(!config.socket.exists());
+        let config = PluginConfig {
+            socket: dir.path().join("p.sock"),
+            spec: Some(open.join("p.spec")),
+        };
+        let err = register(&config).unwrap_err().to_string();
+        assert!(err.contains("Docker plugin spec file"), "{err}");
+        assert!(!config.socket.exists());
+    }
+
+    #[tokio::test]
     async fn a_successors_files_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let config = PluginConfig {
