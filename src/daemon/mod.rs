@@ -62,6 +62,9 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
     // Before the first file is created in it (the lock).
     trusted_dir::check_trusted_dir(root, "catalog and API socket")
         .map_err(DaemonError::Untrusted)?;
+    if let Some(config) = plugin {
+        plugin::prepare_dirs(config)?;
+    }
     let _lock = DaemonLock::acquire(root)?;
     // The filesystems create files with exactly the modes their callers ask for.
     umask(Mode::empty());

@@ -125,16 +125,9 @@ impl Drop for Registration {
 /// runtime.
 pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), DaemonError> {
     let socket = &config.socket;
-    if let Some(dir) = socket.parent() {
-        create_dir(dir)?;
-        check_trusted_dir(dir, "Docker plugin socket").map_err(DaemonError::Untrusted)?;
-    }
+    prepare_dirs(config)?;
     check_socket_free(socket)?;
     if let Some(spec) = &config.spec {
-        if let Some(dir) = spec.parent() {
-            create_dir(dir)?;
-            check_trusted_dir(dir, "Docker plugin spec file").map_err(DaemonError::Untrusted)?;
-        }
         check_spec_free(spec, socket)?;
     }
     let listener = serve::bind_socket(socket)
@@ -154,6 +147,26 @@ pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), D
         registration.spec = Some((spec.clone(), text));
     }
     Ok((listener, registration))
+}
+
+/// Creates the socket's and the spec file's directories if missing (root's, 0755), and refuses
+/// them unless only root can change them (see `trusted_dir`). The daemon calls it at start,
+/// before anything is mounted or bound, and `register` again.
+pub fn prepare_dirs(config: &PluginConfig) -> Result<(), DaemonError> {
+    let dirs = [
+        (config.socket.parent(), "Docker plugin socket"),
+        (
+            config.spec.as_deref().and_then(Path::parent),
+            "Docker plugin spec file",
+        ),
+    ];
+    for (dir, what) in dirs {
+        if let Some(dir) = dir {
+            create_dir(dir)?;
+            check_trusted_dir(dir, what).map_err(DaemonError::Untrusted)?;
+        }
+    }
+    Ok(())
 }
 
 fn create_dir(dir: &Path) -> Result<(), DaemonError> {
