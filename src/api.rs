@@ -42,11 +42,25 @@ pub mod routes {
     pub const BREAK_LOCK: &str = "/v1/break-lock";
 }
 
+/// A request body: a JSON object of this type's shape, which errors about the body show. The
+/// daemon refuses any other JSON type (serde alone would read an array as the fields in
+/// order) and, in fvol's own API, fields it does not know.
+pub trait RequestBody: serde::de::DeserializeOwned {
+    /// The expected object, as `{"field": type}`, `?` marking optional fields.
+    const SHAPE: &'static str;
+}
+
 /// `{}`: the body of requests and responses that carry nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+impl RequestBody for Empty {
+    const SHAPE: &'static str = "{}";
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// None: the daemon generates a name.
     #[serde(default)]
@@ -60,12 +74,21 @@ pub struct CreateRequest {
     pub labels: BTreeMap<String, String>,
 }
 
+impl RequestBody for CreateRequest {
+    const SHAPE: &'static str = r#"{"name"?: string, "driver"?: string, "options"?: {string: string}, "labels"?: {string: string}}"#;
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RemoveRequest {
     pub names: Vec<String>,
     /// Drop every mount reference first instead of refusing a mounted volume.
     #[serde(default)]
     pub force: bool,
+}
+
+impl RequestBody for RemoveRequest {
+    const SHAPE: &'static str = r#"{"names": [string], "force"?: boolean}"#;
 }
 
 /// The outcome of removing one volume: removed when `error` is absent.
@@ -77,13 +100,23 @@ pub struct RemoveResult {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InspectRequest {
     pub names: Vec<String>,
 }
 
+impl RequestBody for InspectRequest {
+    const SHAPE: &'static str = r#"{"names": [string]}"#;
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PathRequest {
     pub name: String,
+}
+
+impl RequestBody for PathRequest {
+    const SHAPE: &'static str = r#"{"name": string}"#;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,11 +127,16 @@ pub struct PathResponse {
 /// For both `/v1/mount` and `/v1/unmount`. The mount reference is `cli` without a target and
 /// `cli:<target>` with one, so an unmount must name the same target as its mount.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MountRequest {
     pub name: String,
     /// Must be absolute (the CLI resolves a relative one against its working directory).
     #[serde(default)]
     pub target: Option<PathBuf>,
+}
+
+impl RequestBody for MountRequest {
+    const SHAPE: &'static str = r#"{"name": string, "target"?: string}"#;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

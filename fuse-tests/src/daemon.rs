@@ -236,13 +236,23 @@ impl TestDaemon {
     /// Starts a daemon (without the Docker plugin) whose open-file limit, soft and hard, is
     /// `nofile`: prlimit(1) sets it and then runs the daemon in its own process.
     pub fn start_with_nofile(root: &TestRoot, nofile: u64) -> TestDaemon {
+        TestDaemon::start_with_nofile_and_args(root, nofile, ["--no-plugin"])
+    }
+
+    /// `start_with_nofile` with these daemon arguments instead of `--no-plugin`.
+    pub fn start_with_nofile_and_args<I, S>(root: &TestRoot, nofile: u64, args: I) -> TestDaemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut cmd = Command::new("prlimit");
         cmd.arg(format!("--nofile={nofile}:{nofile}"))
             .arg("--")
             .arg(fvol_bin())
             .arg("--root")
             .arg(root.root())
-            .args(["daemon", "--no-plugin"])
+            .arg("daemon")
+            .args(args)
             .env_remove("FVOL_ROOT")
             .stdin(Stdio::null());
         TestDaemon::spawn(root, cmd)

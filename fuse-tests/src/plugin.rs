@@ -66,10 +66,20 @@ impl PluginClient {
 
     /// POSTs and expects 500 with `{"Err": "..."}` (and nothing else); returns the message.
     pub fn err(&self, route: &str, body: &str) -> String {
+        self.err_with_status(route, body, 500)
+    }
+
+    /// POSTs and expects 400 with `{"Err": "..."}`: a request body the daemon refused to read
+    /// (not JSON, or not of the endpoint's shape); returns the message.
+    pub fn bad_request(&self, route: &str, body: &str) -> String {
+        self.err_with_status(route, body, 400)
+    }
+
+    fn err_with_status(&self, route: &str, body: &str, status: u16) -> String {
         let response = self.post(route, body);
         assert_eq!(
-            response.status, 500,
-            "{route} {body}: expected 500, got {response:?}"
+            response.status, status,
+            "{route} {body}: expected {status}, got {response:?}"
         );
         assert_eq!(
             response.content_type.as_deref(),
@@ -103,7 +113,18 @@ fn raw_post(socket: &Path, route: &str, body: &str, headers: &[&str]) -> PluginR
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
+    // A server may answer (and close) before it has read a whole request it refuses, such as
+    // one over its size limit: its answer is still there to read.
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "sending to {}: {e}",
+            socket.display()
+        );
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8(raw).expect("UTF-8 answer");

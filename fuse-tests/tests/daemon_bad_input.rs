@@ -207,6 +207,97 @@ fn bad_options_are_refused() {
     );
 }
 
+/// A volume needs at least one block (4096 bytes) and a whole number of bytes: `size=100` and
+/// `size=1.5` made volumes of 100 bytes and 1 byte (issue 11, finding 9).
+#[test]
+fn sizes_below_one_block_are_refused() {
+    if !fuse_or_skip("sizes_below_one_block_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    for size in ["100", "1.5", "4095", "0.5K"] {
+        let opt = format!("size={size}");
+        for driver in ["local", "tmpfs"] {
+            refused(
+                &d,
+                &["create", "-d", driver, "small", "-o", &opt],
+                &[
+                    &format!("size: invalid size {size:?}"),
+                    "less than one block",
+                    "the minimum is 4096 bytes",
+                ],
+            );
+        }
+    }
+    refused(
+        &d,
+        &["create", "small", "-o", "size=4096.5"],
+        &["\"4096.5\"", "must be whole", "1.5G"],
+    );
+    // Valid forms still work, fractions with a unit included.
+    for (name, size, bytes) in [
+        ("block", "4096", 4096),
+        ("four-k", "4K", 4096),
+        ("big", "1.5G", 1_610_612_736u64),
+    ] {
+        d.cli_ok(["create", name, "-o", &format!("size={size}")]);
+        assert_eq!(d.inspect(name)["Status"]["SizeLimit"], bytes, "{size}");
+    }
+}
+
+/// Labels and options are bounded in count and size, with errors that give the limit; 2 MB of
+/// labels were accepted (issue 11, finding 9).
+#[test]
+fn oversized_labels_and_options_are_refused() {
+    if !fuse_or_skip("oversized_labels_and_options_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let long_value = format!("k={}", "v".repeat(4097));
+    refused(
+        &d,
+        &["create", "vol1", "--label", &long_value],
+        &["invalid label", "\"k\"", "4097 bytes", "at most 4096 bytes"],
+    );
+    let long_key = format!("{}=v", "k".repeat(257));
+    refused(
+        &d,
+        &["create", "vol1", "--label", &long_key],
+        &["invalid label", "257 bytes", "at most 256 bytes"],
+    );
+    let many: Vec<String> = (0..65).map(|i| format!("k{i}=v")).collect();
+    let mut args = vec!["create", "vol1"];
+    for label in &many {
+        args.extend(["--label", label]);
+    }
+    refused(&d, &args, &["65 labels given", "at most 64"]);
+    // 64 labels of 1 KiB each are too many bytes together.
+    let heavy: Vec<String> = (0..64)
+        .map(|i| format!("k{i:02}={}", "v".repeat(1024)))
+        .collect();
+    let mut args = vec!["create", "vol1"];
+    for label in &heavy {
+        args.extend(["--label", label]);
+    }
+    refused(&d, &args, &["invalid label", "at most 65536 bytes"]);
+    let long_mount = format!("mount=/{}", "d".repeat(4096));
+    refused(
+        &d,
+        &["create", "vol1", "-o", &long_mount],
+        &["invalid option", "\"mount\"", "at most 4096 bytes"],
+    );
+    // At the limits, accepted.
+    let mut args = vec!["create", "vol1"];
+    let fits: Vec<String> = (0..64)
+        .map(|i| format!("k{i:02}={}", "v".repeat(1000)))
+        .collect();
+    for label in &fits {
+        args.extend(["--label", label]);
+    }
+    d.cli_ok(&args);
+    assert_eq!(d.inspect("vol1")["Labels"].as_object().unwrap().len(), 64);
+}
+
 #[test]
 fn bad_mount_dirs_are_refused() {
     if !fuse_or_skip("bad_mount_dirs_are_refused") {

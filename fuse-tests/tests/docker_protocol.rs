@@ -156,9 +156,9 @@ fn requests_with_or_without_content_type() {
     // An empty body stands for {} where nothing is needed; where a name is, it is an error.
     assert_eq!(c.ok(LIST, "").as_object().unwrap().len(), 1);
     assert_eq!(c.ok(CAPABILITIES, "")["Capabilities"]["Scope"], "local");
-    let nameless = c.err(GET, "");
+    let nameless = c.bad_request(GET, "");
     assert!(nameless.contains("missing field `Name`"), "{nameless}");
-    let garbage = c.err(CREATE, "{\"Name\":");
+    let garbage = c.bad_request(CREATE, "{\"Name\":");
     assert!(garbage.starts_with("invalid request body"), "{garbage}");
     let unknown = c.post("/VolumeDriver.Frobnicate", "{}");
     assert_eq!(unknown.status, 404);

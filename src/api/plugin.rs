@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::RequestBody;
+
 /// The driver name Docker knows fvol by: the socket `/run/docker/plugins/fvol.sock` or the spec
 /// file `/etc/docker/plugins/fvol.spec`.
 pub const DRIVER_NAME: &str = "fvol";
@@ -42,6 +44,15 @@ pub mod routes {
     pub const CAPABILITIES: &str = "/VolumeDriver.Capabilities";
 }
 
+/// The body of `Activate` (empty), `List` and `Capabilities` (`{}`): any object, its fields
+/// ignored, as are fields Docker may add to the other requests in later versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct NoArguments {}
+
+impl RequestBody for NoArguments {
+    const SHAPE: &'static str = "{}";
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ActivateResponse {
@@ -57,11 +68,19 @@ pub struct CreateRequest {
     pub opts: Option<BTreeMap<String, String>>,
 }
 
+impl RequestBody for CreateRequest {
+    const SHAPE: &'static str = r#"{"Name": string, "Opts"?: {string: string} or null}"#;
+}
+
 /// For `Remove`, `Path` and `Get`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NameRequest {
     pub name: String,
+}
+
+impl RequestBody for NameRequest {
+    const SHAPE: &'static str = r#"{"Name": string}"#;
 }
 
 /// For `Mount` and `Unmount`. Docker sends a fresh ID per mount; PouchContainer the same ID
@@ -72,6 +91,10 @@ pub struct MountRequest {
     pub name: String,
     #[serde(default, rename = "ID")]
     pub id: String,
+}
+
+impl RequestBody for MountRequest {
+    const SHAPE: &'static str = r#"{"Name": string, "ID": string}"#;
 }
 
 /// The answer of `Mount` and `Path`.

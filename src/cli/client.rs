@@ -70,6 +70,11 @@ impl DaemonClient {
             {
                 CliError::unreachable(&self.socket, &self.root)
             }
+            SendError::Connect(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                CliError::Message(format!(
+                    "cannot connect to the fvol daemon at {socket}: {e} (only root may use it)"
+                ))
+            }
             SendError::Connect(e) => CliError::Message(format!(
                 "cannot connect to the fvol daemon at {socket}: {e}"
             )),
@@ -77,11 +82,30 @@ impl DaemonClient {
                 "timed out after {}s connecting to the fvol daemon at {socket}",
                 CONNECT_TIMEOUT.as_secs()
             )),
+            // Closed without an answer: most likely the daemon serves as many connections as
+            // it takes at once (see docs/cli.md, Limits on requests).
+            SendError::Http(e) if closed_by_daemon(&e) => CliError::Message(format!(
+                "the fvol daemon at {socket} closed the connection without answering: it may be \
+                 serving as many clients as it takes at once; try again ({e})"
+            )),
             SendError::Http(e) => {
                 CliError::Message(format!("talking to the fvol daemon at {socket}: {e}"))
             }
         }
     }
+}
+
+/// The daemon closed the connection before answering: it never read the request (a write
+/// found the connection gone) or never sent an answer.
+fn closed_by_daemon(err: &hyper::Error) -> bool {
+    let io_kind = std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<io::Error>())
+        .map(io::Error::kind);
+    err.is_incomplete_message()
+        || matches!(
+            io_kind,
+            Some(io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
+        )
 }
 
 #[derive(Debug)]

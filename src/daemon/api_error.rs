@@ -3,6 +3,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::request_body::BodyError;
 use crate::api::ErrorBody;
 use crate::volume::VolumeError;
 
@@ -19,10 +20,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
 }
 
 /// 404 for a missing volume, 409 for a clash with its state, 400 for other mistakes in the
@@ -33,6 +30,12 @@ pub fn status_for(err: &VolumeError) -> StatusCode {
         VolumeError::Conflict { .. } | VolumeError::InUse { .. } => StatusCode::CONFLICT,
         err if err.is_user_error() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(err: BodyError) -> Self {
+        ApiError::new(err.status, err.message)
     }
 }
 
@@ -88,6 +91,7 @@ mod tests {
                 400,
             ),
             (VolumeError::InvalidOption("size=0".into()), 400),
+            (VolumeError::InvalidLabel("too many".into()), 400),
             (VolumeError::InvalidTarget("x".into()), 400),
             (
                 VolumeError::UnknownDriver {

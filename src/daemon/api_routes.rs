@@ -2,20 +2,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::de::DeserializeOwned;
-
 use super::api_error::ApiError;
+use super::request_body::read_json;
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
     PathResponse, PruneResponse, RemoveRequest, RemoveResult, routes,
 };
 use crate::volume::manager::{CreateRequest, PruneReport};
 use crate::volume::{VolumeError, VolumeInfo, VolumeManager};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::post;
+use axum::{Json, Router};
 
 /// The volume operations the API serves, with `VolumeManager`'s signatures. The manager is the
 /// one real implementation; the trait lets the routing and error mapping be tested without
@@ -101,9 +100,9 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 async fn create<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<VolumeInfo> {
-    let req: api::CreateRequest = parse_body(&body)?;
+    let req: api::CreateRequest = read_json(body).await?;
     let req = CreateRequest {
         name: req.name,
         driver: req.driver,
@@ -117,9 +116,9 @@ async fn create<S: VolumeService>(
 
 async fn remove<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Vec<RemoveResult>> {
-    let req: RemoveRequest = parse_body(&body)?;
+    let req: RemoveRequest = read_json(body).await?;
     let results = run_blocking(service, move |volumes| {
         let results = req.names.into_iter().map(|name| {
             let error = volumes.remove(&name, req.force).err();
@@ -140,18 +139,18 @@ async fn remove<S: VolumeService>(
 
 async fn list<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Vec<VolumeInfo>> {
-    let Empty {} = parse_body(&body)?;
+    let Empty {} = read_json(body).await?;
     let volumes = run_blocking(service, |volumes| volumes.list()).await?;
     Ok(Json(volumes))
 }
 
 async fn inspect<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Vec<VolumeInfo>> {
-    let req: InspectRequest = parse_body(&body)?;
+    let req: InspectRequest = read_json(body).await?;
     let infos = run_blocking(service, move |volumes| {
         req.names.iter().map(|name| volumes.get(name)).collect()
     })
@@ -161,18 +160,18 @@ async fn inspect<S: VolumeService>(
 
 async fn path<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<PathResponse> {
-    let req: PathRequest = parse_body(&body)?;
+    let req: PathRequest = read_json(body).await?;
     let path = run_blocking(service, move |volumes| volumes.path(&req.name)).await?;
     Ok(Json(PathResponse { path }))
 }
 
 async fn mount<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<PathResponse> {
-    let req: MountRequest = parse_body(&body)?;
+    let req: MountRequest = read_json(body).await?;
     let ref_id = cli_ref_id(req.target.as_deref())?;
     let path = run_blocking(service, move |volumes| {
         volumes.mount(&req.name, &ref_id, req.target.as_deref())
@@ -181,8 +180,8 @@ async fn mount<S: VolumeService>(
     Ok(Json(PathResponse { path }))
 }
 
-async fn unmount<S: VolumeService>(State(service): State<Arc<S>>, body: Bytes) -> ApiResult<Empty> {
-    let req: MountRequest = parse_body(&body)?;
+async fn unmount<S: VolumeService>(State(service): State<Arc<S>>, body: Body) -> ApiResult<Empty> {
+    let req: MountRequest = read_json(body).await?;
     let ref_id = cli_ref_id(req.target.as_deref())?;
     run_blocking(service, move |volumes| volumes.unmount(&req.name, &ref_id)).await?;
     Ok(Json(Empty {}))
@@ -190,9 +189,9 @@ async fn unmount<S: VolumeService>(State(service): State<Arc<S>>, body: Bytes) -
 
 async fn prune<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<PruneResponse> {
-    let Empty {} = parse_body(&body)?;
+    let Empty {} = read_json(body).await?;
     let report = run_blocking(service, |volumes| volumes.prune()).await?;
     if !report.removed.is_empty() {
         log::info!("pruned volumes {}", report.removed.join(", "));
@@ -205,18 +204,18 @@ async fn prune<S: VolumeService>(
 
 async fn fsck<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<FsckResponse> {
-    let req: PathRequest = parse_body(&body)?;
+    let req: PathRequest = read_json(body).await?;
     let report = run_blocking(service, move |volumes| volumes.fsck(&req.name)).await?;
     Ok(Json(FsckResponse { report }))
 }
 
 async fn break_lock<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<BreakLockResponse> {
-    let req: PathRequest = parse_body(&body)?;
+    let req: PathRequest = read_json(body).await?;
     let name = req.name.clone();
     let broken = run_blocking(service, move |volumes| volumes.break_lock(&req.name)).await?;
     log::info!("broke locks on volume {name}: {}", broken.join(", "));
@@ -228,18 +227,6 @@ async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         format!("unknown API endpoint {method} {}", uri.path()),
     )
-}
-
-/// Parses the body whatever its Content-Type (clients need not send one). An empty body
-/// stands for `{}`.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))
 }
 
 /// The mount reference of a CLI mount: `cli`, or `cli:<target>` for a bind mount, so the
@@ -274,6 +261,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Bytes;
     use http_body_util::Full;
     use hyper::header::{CONTENT_TYPE, HOST};
     use hyper::{Request, StatusCode};
@@ -321,9 +309,43 @@ mod tests {
     #[tokio::test]
     async fn malformed_body_is_a_bad_request() {
         let server = TestServer::start();
-        let response = post_raw(&server, routes::PATH, "{\"nom\": 1}").await;
+        let response = post_raw(&server, routes::PATH, "{}").await;
         assert_eq!(response.status, StatusCode::BAD_REQUEST);
         assert!(error_of(&response).contains("missing field `name`"));
+        let response = post_raw(&server, routes::PATH, "{\"nom\": 1}").await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST);
+        assert!(error_of(&response).contains("unknown field `nom`"));
+    }
+
+    #[tokio::test]
+    async fn bodies_of_another_json_type_are_refused_and_change_nothing() {
+        let server = TestServer::start();
+        for route in [
+            routes::CREATE,
+            routes::REMOVE,
+            routes::LIST,
+            routes::INSPECT,
+            routes::PATH,
+            routes::MOUNT,
+            routes::UNMOUNT,
+            routes::PRUNE,
+            routes::FSCK,
+            routes::BREAK_LOCK,
+        ] {
+            let response = post_raw(&server, route, "[]").await;
+            assert_eq!(response.status, StatusCode::BAD_REQUEST, "{route}");
+            let message = error_of(&response);
+            assert!(
+                message.starts_with("invalid request body: expected a JSON object {")
+                    && message.ends_with("not an array"),
+                "{route}: {message}"
+            );
+        }
+        assert!(
+            server.volumes.calls().is_empty(),
+            "{:?}",
+            server.volumes.calls()
+        );
     }
 
     #[tokio::test]

@@ -12,6 +12,9 @@ pub enum DaemonError {
     /// The plugin socket or spec file belongs to another live server.
     #[error("{0}")]
     PluginInUse(String),
+    /// A directory the daemon would keep its files in can be changed by other users.
+    #[error("{0}")]
+    Untrusted(String),
     #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error("{context}: {source}")]

@@ -27,6 +27,9 @@ impl DaemonLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // ROOT is checked to be root's alone, so no user can have planted a symlink here;
+            // should one be there anyway, it is refused rather than followed.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| DaemonError::io(format!("opening {}", path.display()), e))?;
         let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

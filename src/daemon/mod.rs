@@ -6,9 +6,11 @@ pub mod lock;
 pub mod plugin;
 pub mod plugin_routes;
 mod private_root;
+pub mod request_body;
 pub mod serve;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod trusted_dir;
 
 use std::future::Future;
 use std::io;
@@ -49,11 +51,18 @@ fn init_logging() {
 }
 
 pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError> {
-    private_root::prepare(root)?;
+    private_root::create(root)?;
+    // Before the first file is created in it (the lock), and before any mode is changed.
+    trusted_dir::check_trusted_dir(root, "catalog and API socket")
+        .map_err(DaemonError::Untrusted)?;
+    private_root::tighten(root)?;
+    if let Some(config) = plugin {
+        plugin::prepare_dirs(config)?;
+    }
     let _lock = DaemonLock::acquire(root)?;
     // The filesystems create files with exactly the modes their callers ask for.
     umask(Mode::empty());
-    raise_open_file_limit();
+    let limits = serve::ServeLimits::for_open_file_limit(raise_open_file_limit());
     crate::sys::heap::pin_mmap_threshold(4 << 20);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -91,7 +100,7 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
         };
         let stop = Broadcast::new(shutdown);
         let cli = async {
-            serve::serve(listener, cli_router(manager.clone()), stop.wait())
+            serve::serve(listener, cli_router(manager.clone()), limits, stop.wait())
                 .await
                 .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
         };
@@ -99,12 +108,17 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
             return cli.await.map(|()| None);
         };
         let served_plugin = async {
-            serve::serve(plugin_listener, plugin_router(manager.clone()), stop.wait())
-                .await
-                .map_err(|e| {
-                    let socket = registration.socket().display();
-                    DaemonError::io(format!("serving on {socket}"), e)
-                })
+            serve::serve(
+                plugin_listener,
+                plugin_router(manager.clone()),
+                limits,
+                stop.wait(),
+            )
+            .await
+            .map_err(|e| {
+                let socket = registration.socket().display();
+                DaemonError::io(format!("serving on {socket}"), e)
+            })
         };
         tokio::try_join!(cli, served_plugin)?;
         Ok(Some(registration))
@@ -129,17 +143,22 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
 
 /// Open files of every volume need real descriptors, and the local driver sizes its cache of
 /// node descriptors from the limit (see `fs::passthrough::fdcache`), so the soft limit goes up
-/// to the hard one before any volume is served.
-fn raise_open_file_limit() {
+/// to the hard one before any volume is served. Returns the soft limit in force.
+fn raise_open_file_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
                 log::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
+                soft
             }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            log::warn!("reading the open-file limit: {e}");
+            1024
         }
-        Ok(_) => {}
-        Err(e) => log::warn!("reading the open-file limit: {e}"),
     }
 }
 

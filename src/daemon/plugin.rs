@@ -3,11 +3,13 @@
 //! (`/etc/docker/plugins/NAME.spec` holding `unix://<socket>`). NAME is the driver name.
 use std::fs::{DirBuilder, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rand::Rng;
 use tokio::net::UnixListener;
 
+use super::trusted_dir::check_trusted_dir;
 use super::{DaemonError, serve};
 use crate::api::plugin::{DRIVER_NAME, LEGACY_SOCKET_DIR, SPEC_DIR};
 
@@ -123,9 +125,7 @@ impl Drop for Registration {
 /// runtime.
 pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), DaemonError> {
     let socket = &config.socket;
-    if let Some(dir) = socket.parent() {
-        create_dir(dir)?;
-    }
+    prepare_dirs(config)?;
     check_socket_free(socket)?;
     if let Some(spec) = &config.spec {
         check_spec_free(spec, socket)?;
@@ -147,6 +147,26 @@ pub fn register(config: &PluginConfig) -> Result<(UnixListener, Registration), D
         registration.spec = Some((spec.clone(), text));
     }
     Ok((listener, registration))
+}
+
+/// Creates the socket's and the spec file's directories if missing (root's, 0755), and refuses
+/// them unless only root can change them (see `trusted_dir`). The daemon calls it at start,
+/// before anything is mounted or bound, and `register` again.
+pub fn prepare_dirs(config: &PluginConfig) -> Result<(), DaemonError> {
+    let dirs = [
+        (config.socket.parent(), "Docker plugin socket"),
+        (
+            config.spec.as_deref().and_then(Path::parent),
+            "Docker plugin spec file",
+        ),
+    ];
+    for (dir, what) in dirs {
+        if let Some(dir) = dir {
+            create_dir(dir)?;
+            check_trusted_dir(dir, what).map_err(DaemonError::Untrusted)?;
+        }
+    }
+    Ok(())
 }
 
 fn create_dir(dir: &Path) -> Result<(), DaemonError> {
@@ -199,20 +219,26 @@ fn check_spec_free(spec: &Path, socket: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Writes the spec file whole or not at all (a temporary file renamed over it), mode 0644.
+/// Writes the spec file whole or not at all, mode 0644: a new temporary file (never an
+/// existing one, never through a symlink) renamed over it, which replaces whatever is there
+/// without following it.
 fn write_spec(spec: &Path, text: &str) -> Result<(), DaemonError> {
     let io_err = |e| DaemonError::io(format!("writing {}", spec.display()), e);
-    if let Some(dir) = spec.parent() {
-        create_dir(dir)?;
-    }
     let mut tmp_name = spec.as_os_str().to_owned();
-    tmp_name.push(".tmp");
+    let suffix: u64 = rand::rng().random();
+    tmp_name.push(format!(".tmp-{suffix:016x}"));
     let tmp = PathBuf::from(tmp_name);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(text.as_bytes())?;
-        f.set_permissions(Permissions::from_mode(0o644))?;
-        f.sync_all()
-    });
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.set_permissions(Permissions::from_mode(0o644))?;
+            f.sync_all()
+        });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, spec)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(e));
@@ -312,6 +338,49 @@ mod tests {
             !second.socket.exists(),
             "the refused socket was left behind"
         );
+    }
+
+    #[tokio::test]
+    async fn a_symlink_at_the_spec_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, b"data").unwrap();
+        let spec = dir.path().join("p.spec");
+        std::os::unix::fs::symlink(&precious, &spec).unwrap();
+        let config = PluginConfig {
+            socket: dir.path().join("p.sock"),
+            spec: Some(spec.clone()),
+        };
+        let (_listener, _registration) = register(&config).unwrap();
+        assert!(std::fs::symlink_metadata(&spec).unwrap().is_file());
+        assert_eq!(std::fs::read(&precious).unwrap(), b"data");
+        let mode = std::fs::metadata(&spec).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[tokio::test]
+    async fn a_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+        let config = PluginConfig {
+            socket: open.join("p.sock"),
+            spec: None,
+        };
+        let err = register(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("Docker plugin socket") && err.contains("writable"),
+            "{err}"
+        );
+        assert!(!config.socket.exists());
+        let config = PluginConfig {
+            socket: dir.path().join("p.sock"),
+            spec: Some(open.join("p.spec")),
+        };
+        let err = register(&config).unwrap_err().to_string();
+        assert!(err.contains("Docker plugin spec file"), "{err}");
+        assert!(!config.socket.exists());
     }
 
     #[tokio::test]

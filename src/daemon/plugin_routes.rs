@@ -10,21 +10,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::api_routes::VolumeService;
+use super::request_body::{BodyError, read_json};
 use crate::api::Empty;
 use crate::api::plugin::{
     self, ActivateResponse, Capabilities, CapabilitiesResponse, CreateRequest, DRIVER_OPTION,
-    ErrResponse, GetResponse, ListResponse, MountRequest, MountpointResponse, NameRequest, Status,
-    Volume, routes,
+    ErrResponse, GetResponse, ListResponse, MountRequest, MountpointResponse, NameRequest,
+    NoArguments, Status, Volume, routes,
 };
 use crate::volume::manager;
 use crate::volume::{VolumeError, VolumeInfo, VolumeManager};
@@ -59,27 +59,44 @@ impl<T: Serialize> IntoResponse for Reply<T> {
             Ok(body) => {
                 (StatusCode::OK, [(CONTENT_TYPE, plugin::CONTENT_TYPE)], body).into_response()
             }
-            Err(err) => {
-                PluginError(format!("internal error: encoding the answer: {err}")).into_response()
-            }
+            Err(err) => PluginError::new(format!("internal error: encoding the answer: {err}"))
+                .into_response(),
         }
     }
 }
 
-/// An error answer: 500 with `{"Err": message}` (Docker shows the message verbatim).
+/// An error answer: `{"Err": message}` (Docker shows the message verbatim, whatever the
+/// status), with 500 as the protocol has it, or a 4xx for a request body that was refused.
 #[derive(Debug)]
-pub struct PluginError(pub String);
+pub struct PluginError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl PluginError {
+    /// A 500, as the protocol answers every failure.
+    fn new(message: String) -> PluginError {
+        PluginError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        }
+    }
+}
+
+impl From<BodyError> for PluginError {
+    fn from(err: BodyError) -> Self {
+        PluginError {
+            status: err.status,
+            message: err.message,
+        }
+    }
+}
 
 impl IntoResponse for PluginError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&ErrResponse { err: self.0 })
+        let body = serde_json::to_vec(&ErrResponse { err: self.message })
             .unwrap_or_else(|_| br#"{"Err":"internal error"}"#.to_vec());
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(CONTENT_TYPE, plugin::CONTENT_TYPE)],
-            body,
-        )
-            .into_response()
+        (self.status, [(CONTENT_TYPE, plugin::CONTENT_TYPE)], body).into_response()
     }
 }
 
@@ -106,30 +123,32 @@ fn plugin_error(err: VolumeError) -> PluginError {
     if !err.is_user_error() {
         log::error!("plugin: {message}");
     }
-    PluginError(message)
+    PluginError::new(message)
 }
 
 type PluginResult<T> = Result<Reply<T>, PluginError>;
 
-async fn activate() -> Reply<ActivateResponse> {
-    Reply(ActivateResponse {
+async fn activate(body: Body) -> PluginResult<ActivateResponse> {
+    let NoArguments {} = read_json(body).await?;
+    Ok(Reply(ActivateResponse {
         implements: vec!["VolumeDriver".to_owned()],
-    })
+    }))
 }
 
-async fn capabilities() -> Reply<CapabilitiesResponse> {
-    Reply(CapabilitiesResponse {
+async fn capabilities(body: Body) -> PluginResult<CapabilitiesResponse> {
+    let NoArguments {} = read_json(body).await?;
+    Ok(Reply(CapabilitiesResponse {
         capabilities: Capabilities {
             scope: "local".to_owned(),
         },
-    })
+    }))
 }
 
 async fn create<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> PluginResult<Empty> {
-    let req: CreateRequest = parse_body(&body)?;
+    let req: CreateRequest = read_json(body).await?;
     let mut options = req.opts.unwrap_or_default();
     // The fvol driver is chosen with an option; it is not an option of that driver, so the
     // driver never sees it and the catalog keeps the options without it (an identical
@@ -148,9 +167,9 @@ async fn create<S: VolumeService>(
 
 async fn remove<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> PluginResult<Empty> {
-    let req: NameRequest = parse_body(&body)?;
+    let req: NameRequest = read_json(body).await?;
     let name = req.name.clone();
     run_blocking(service, move |volumes| volumes.remove(&req.name, false)).await?;
     log::info!("plugin: removed volume {name}");
@@ -159,9 +178,9 @@ async fn remove<S: VolumeService>(
 
 async fn mount<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> PluginResult<MountpointResponse> {
-    let req: MountRequest = parse_body(&body)?;
+    let req: MountRequest = read_json(body).await?;
     let ref_id = plugin_ref_id(&req.id)?;
     let log_ref = ref_id.clone();
     let name = req.name.clone();
@@ -175,9 +194,9 @@ async fn mount<S: VolumeService>(
 
 async fn unmount<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> PluginResult<Empty> {
-    let req: MountRequest = parse_body(&body)?;
+    let req: MountRequest = read_json(body).await?;
     let ref_id = plugin_ref_id(&req.id)?;
     let log_ref = ref_id.clone();
     let name = req.name.clone();
@@ -188,9 +207,9 @@ async fn unmount<S: VolumeService>(
 
 async fn path<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> PluginResult<MountpointResponse> {
-    let req: NameRequest = parse_body(&body)?;
+    let req: NameRequest = read_json(body).await?;
     let info = run_blocking(service, move |volumes| volumes.get(&req.name)).await?;
     // The protocol's Path is where the volume is mounted: nothing while it is not.
     let mountpoint = match info.status.mounted {
@@ -202,16 +221,20 @@ async fn path<S: VolumeService>(
 
 async fn get<S: VolumeService>(
     State(service): State<Arc<S>>,
-    body: Bytes,
+    body: Body,
 ) -> PluginResult<GetResponse> {
-    let req: NameRequest = parse_body(&body)?;
+    let req: NameRequest = read_json(body).await?;
     let info = run_blocking(service, move |volumes| volumes.get(&req.name)).await?;
     Ok(Reply(GetResponse {
         volume: volume_of(info, true),
     }))
 }
 
-async fn list<S: VolumeService>(State(service): State<Arc<S>>) -> PluginResult<ListResponse> {
+async fn list<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> PluginResult<ListResponse> {
+    let NoArguments {} = read_json(body).await?;
     let infos = run_blocking(service, |volumes| volumes.list()).await?;
     Ok(Reply(ListResponse {
         volumes: infos.into_iter().map(|i| volume_of(i, false)).collect(),
@@ -219,7 +242,7 @@ async fn list<S: VolumeService>(State(service): State<Arc<S>>) -> PluginResult<L
 }
 
 async fn unknown_endpoint(method: Method, uri: Uri) -> Response {
-    let mut response = PluginError(format!(
+    let mut response = PluginError::new(format!(
         "unknown plugin endpoint {method} {}: fvol implements the VolumeDriver protocol",
         uri.path()
     ))
@@ -229,7 +252,7 @@ async fn unknown_endpoint(method: Method, uri: Uri) -> Response {
 }
 
 async fn wrong_method(method: Method, uri: Uri) -> Response {
-    let mut response = PluginError(format!(
+    let mut response = PluginError::new(format!(
         "{method} {} is not allowed: plugin endpoints take POST",
         uri.path()
     ))
@@ -263,28 +286,17 @@ const MAX_ID_LEN: usize = 256;
 /// The mount reference of a plugin Mount ID: `plugin:<ID>`.
 fn plugin_ref_id(id: &str) -> Result<String, PluginError> {
     if id.is_empty() {
-        return Err(PluginError(
+        return Err(PluginError::new(
             "the request has no mount ID: Mount and Unmount need an \"ID\" (Docker sends one since 1.13)"
                 .to_owned(),
         ));
     }
     if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-        return Err(PluginError(format!(
+        return Err(PluginError::new(format!(
             "invalid mount ID {id:?}: at most {MAX_ID_LEN} bytes, no control characters"
         )));
     }
     Ok(format!("plugin:{id}"))
-}
-
-/// Parses the body whatever its Content-Type (Docker sends none). An empty body stands for
-/// `{}`.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, PluginError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|err| PluginError(format!("invalid request body: {err}")))
 }
 
 /// Runs a manager call on the blocking pool: manager calls mount filesystems and wait on them.
@@ -296,12 +308,13 @@ where
 {
     match tokio::task::spawn_blocking(move || op(&service)).await {
         Ok(result) => result.map_err(plugin_error),
-        Err(join_error) => Err(PluginError(format!("internal error: {join_error}"))),
+        Err(join_error) => Err(PluginError::new(format!("internal error: {join_error}"))),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Bytes;
     use http_body_util::Full;
     use hyper::Request;
     use hyper::header::{ACCEPT, HOST};
@@ -335,12 +348,17 @@ mod tests {
     }
 
     async fn err(server: &TestServer, route: &str, body: &'static str) -> String {
+        err_with(server, route, body, StatusCode::INTERNAL_SERVER_ERROR).await
+    }
+
+    async fn err_with(
+        server: &TestServer,
+        route: &str,
+        body: &'static str,
+        status: StatusCode,
+    ) -> String {
         let response = call(server, route, body).await;
-        assert_eq!(
-            response.status,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "{route}"
-        );
+        assert_eq!(response.status, status, "{route} {body}");
         let answer: ErrResponse = serde_json::from_slice(&response.body).unwrap();
         answer.err
     }
@@ -425,10 +443,40 @@ mod tests {
         assert_eq!(gone, "no such volume: gone");
         let busy = err(&server, routes::CREATE, r#"{"Name":"busy"}"#).await;
         assert!(busy.contains("in use"), "{busy}");
-        let garbage = err(&server, routes::REMOVE, "{not json").await;
+    }
+
+    #[tokio::test]
+    async fn bodies_of_the_wrong_shape_are_400_with_err() {
+        let server = TestServer::start_plugin();
+        let bad = StatusCode::BAD_REQUEST;
+        let garbage = err_with(&server, routes::REMOVE, "{not json", bad).await;
         assert!(garbage.starts_with("invalid request body"), "{garbage}");
-        let nameless = err(&server, routes::GET, "{}").await;
+        let nameless = err_with(&server, routes::GET, "{}", bad).await;
         assert!(nameless.contains("missing field `Name`"), "{nameless}");
+        for route in [
+            routes::ACTIVATE,
+            routes::CAPABILITIES,
+            routes::LIST,
+            routes::CREATE,
+            routes::REMOVE,
+            routes::MOUNT,
+            routes::UNMOUNT,
+            routes::PATH,
+            routes::GET,
+        ] {
+            let message = err_with(&server, route, r#"["data"]"#, bad).await;
+            assert!(
+                message.starts_with("invalid request body: expected a JSON object {")
+                    && message.ends_with("not an array"),
+                "{route}: {message}"
+            );
+        }
+        // Nothing reached the volumes.
+        assert!(
+            server.volumes.calls().is_empty(),
+            "{:?}",
+            server.volumes.calls()
+        );
     }
 
     #[tokio::test]
@@ -456,19 +504,19 @@ mod tests {
             valid: "local, tmpfs".into(),
         });
         assert_eq!(
-            unknown_driver.0,
+            unknown_driver.message,
             "unknown driver \"rbd\": valid drivers are local, tmpfs; choose one with -o driver=NAME"
         );
         let raw = BTreeMap::from([("foo".to_owned(), "1".to_owned())]);
         let unknown_option =
             crate::volume::options::parse_options("local", &["size"], &raw).unwrap_err();
-        let message = plugin_error(unknown_option).0;
+        let message = plugin_error(unknown_option).message;
         assert!(
             message.starts_with("invalid option: unknown option \"foo\" for driver local")
                 && message.ends_with("driver=NAME chooses the fvol driver (local, tmpfs, rbd)"),
             "{message}"
         );
         let bad_value = plugin_error(VolumeError::InvalidOption("size: invalid size".into()));
-        assert_eq!(bad_value.0, "invalid option: size: invalid size");
+        assert_eq!(bad_value.message, "invalid option: size: invalid size");
     }
 }

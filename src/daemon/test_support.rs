@@ -171,7 +171,10 @@ impl TestServer {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                serve::serve(listener, router, shutdown).await.unwrap();
+                let limits = serve::ServeLimits::for_open_file_limit(1 << 20);
+                serve::serve(listener, router, limits, shutdown)
+                    .await
+                    .unwrap();
             });
         });
         is_ready.recv().unwrap();

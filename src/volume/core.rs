@@ -149,6 +149,7 @@ impl Core {
         labels: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeRecord, VolumeError> {
         super::name::validate_name(&name)?;
+        super::limits::check_new_volume(&options, &labels)?;
         let driver = self.driver(driver)?;
         let opts = parse_options(driver.name(), driver.option_keys(), &options)?;
         match self.store.get(&name)? {

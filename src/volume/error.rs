@@ -14,6 +14,8 @@ pub enum VolumeError {
     UnknownDriver { given: String, valid: String },
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    #[error("invalid label: {0}")]
+    InvalidLabel(String),
     #[error("volume {name} is in use by {holders}; unmount it first")]
     InUse { name: String, holders: String },
     #[error("invalid mount target: {0}")]

@@ -12,8 +12,40 @@ const UNITS: [(&str, u32); 5] = [
     ("KiB", 10),
 ];
 
-/// Parses a size in bytes. Rejects zero, negative numbers and unknown units.
+/// The smallest size a new volume may have: one block, the unit in which usage is counted.
+pub const MIN_SIZE: u64 = 4096;
+
+/// Parses a size in bytes. Rejects zero, negative numbers and unknown units. Used for sizes
+/// already in the catalog, which must stay readable; new volumes go through `parse_new_size`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
+    parse(text).map(|size| size.bytes)
+}
+
+/// Parses the size of a new volume: as `parse_size`, but refuses less than `MIN_SIZE` (which a
+/// volume could not hold a single block of) and a fraction of a byte (`1.5`, or `4096.5B`).
+pub fn parse_new_size(text: &str) -> Result<u64, String> {
+    let size = parse(text)?;
+    let invalid = |why: &str| format!("invalid size {text:?}: {why}");
+    if size.bytes < MIN_SIZE {
+        return Err(invalid(&format!(
+            "that is less than one block; the minimum is {MIN_SIZE} bytes (4K)"
+        )));
+    }
+    if size.fraction_of_a_byte {
+        return Err(invalid(
+            "a number of bytes must be whole; use a unit for fractions (for example 1.5G)",
+        ));
+    }
+    Ok(size.bytes)
+}
+
+struct ParsedSize {
+    bytes: u64,
+    /// The number had a non-zero fraction and no unit (or `B`).
+    fraction_of_a_byte: bool,
+}
+
+fn parse(text: &str) -> Result<ParsedSize, String> {
     let invalid = |why: &str| format!("invalid size {text:?}: {why}; {FORM}");
     let s = text.trim();
     if s.is_empty() {
@@ -63,7 +95,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if bytes == 0 {
         return Err(invalid("it is zero"));
     }
-    Ok(bytes)
+    Ok(ParsedSize {
+        bytes,
+        fraction_of_a_byte: shift == 0 && frac_digits.bytes().any(|d| d != b'0'),
+    })
 }
 
 /// floor(0.DIGITS * multiplier), exactly, for any number of digits: from the last digit
@@ -192,6 +227,43 @@ mod tests {
         assert_eq!(format_size(2 * T - 1), "1.99TiB");
         assert_eq!(format_size(3 * P), "3PiB");
         assert_eq!(format_size(u64::MAX), "16383.99PiB");
+    }
+
+    #[test]
+    fn new_volumes_get_at_least_one_block_and_whole_bytes() {
+        for (text, want) in [
+            ("4096", 4096),
+            ("4K", 4096),
+            ("4096.0", 4096),
+            ("5000", 5000),
+            ("10G", 10 * G),
+            ("1.5G", 1_610_612_736),
+            ("0.5M", 512 * K),
+            // Units may give a fraction of a byte, rounded down, as before.
+            ("4.0001K", 4096),
+        ] {
+            assert_eq!(parse_new_size(text), Ok(want), "{text:?}");
+        }
+        for text in ["100", "1.5", "1", "4095", "0.5K", "3.99K", "4095B"] {
+            let err = parse_new_size(text).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "invalid size {text:?}: that is less than one block; the minimum is 4096 \
+                     bytes (4K)"
+                )
+            );
+        }
+        for text in ["4096.5", "5000.25B", "1000000.1"] {
+            let err = parse_new_size(text).unwrap_err();
+            assert!(err.contains("must be whole"), "{text}: {err}");
+        }
+        // The same rules never apply to what is already in the catalog.
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("1.5"), Ok(1));
+        // And the forms that were always refused still are, with the same message.
+        assert_eq!(parse_new_size("0"), parse_size("0"));
+        assert_eq!(parse_new_size("10X"), parse_size("10X"));
     }
 
     proptest! {
