@@ -15,8 +15,8 @@ use super::DaemonError;
 
 const PRIVATE: u32 = 0o700;
 
-/// Creates ROOT and `ROOT/volumes` (0700) where they are missing; changes nothing that exists.
-/// Who may change ROOT is checked next (`trusted_dir`), before `tighten` changes any mode.
+/// Creates ROOT (0700) if it is missing; changes nothing that exists and creates nothing in
+/// it. Who may change ROOT is checked next (`trusted_dir`), before `tighten` changes a mode.
 pub fn create(root: &Path) -> Result<(), DaemonError> {
     if !root.is_absolute() {
         return Err(DaemonError::io(
@@ -31,20 +31,22 @@ pub fn create(root: &Path) -> Result<(), DaemonError> {
             .create(parent)
             .map_err(|e| DaemonError::io(format!("creating {}", parent.display()), e))?;
     }
-    for dir in [root.to_path_buf(), root.join("volumes")] {
-        match DirBuilder::new().mode(PRIVATE).create(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(DaemonError::io(format!("creating {}", dir.display()), e));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    make_dir(root)
 }
 
-/// Makes ROOT and `ROOT/volumes` root's directories with mode 0700, tightening what an older
-/// fvol made more open (0711).
+fn make_dir(dir: &Path) -> Result<(), DaemonError> {
+    match DirBuilder::new().mode(PRIVATE).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(DaemonError::io(format!("creating {}", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes ROOT and `ROOT/volumes` root's directories with mode 0700, creating `volumes` and
+/// tightening what an older fvol made more open (0711).
 pub fn tighten(root: &Path) -> Result<(), DaemonError> {
+    make_dir(&root.join("volumes"))?;
     for dir in [root.to_path_buf(), root.join("volumes")] {
         make_private(&dir)?;
     }
@@ -93,6 +95,7 @@ mod tests {
         // An older fvol's 0711 is tightened; create alone changes nothing.
         fs::set_permissions(root.join("volumes"), Permissions::from_mode(0o711)).unwrap();
         create(&root).unwrap();
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 1);
         assert_eq!(
             fs::metadata(root.join("volumes")).unwrap().mode() & 0o7777,
             0o711
