@@ -26,18 +26,22 @@ pub fn check_name(name: &OsStr) -> FsResult<()> {
 pub struct RenameMode {
     pub exchange: bool,
     pub noreplace: bool,
+    /// Leave a whiteout (a 0:0 character device, a new inode) at the source name.
+    pub whiteout: bool,
 }
 
 pub fn rename_mode(flags: u32) -> FsResult<RenameMode> {
     let exchange = flags & libc::RENAME_EXCHANGE != 0;
     let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-    let known = libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE;
-    if flags & !known != 0 || (exchange && noreplace) {
+    let whiteout = flags & libc::RENAME_WHITEOUT != 0;
+    let known = libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT;
+    if flags & !known != 0 || (exchange && (noreplace || whiteout)) {
         return Err(FsError::Invalid);
     }
     Ok(RenameMode {
         exchange,
         noreplace,
+        whiteout,
     })
 }
 
@@ -113,11 +117,14 @@ mod tests {
             rename_mode(0).unwrap(),
             RenameMode {
                 exchange: false,
-                noreplace: false
+                noreplace: false,
+                whiteout: false,
             }
         );
         assert!(rename_mode(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE).is_err());
-        assert!(rename_mode(libc::RENAME_WHITEOUT).is_err());
+        assert!(rename_mode(libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT).is_err());
+        assert!(rename_mode(libc::RENAME_WHITEOUT).unwrap().whiteout);
+        assert!(rename_mode(1 << 3).is_err());
     }
 
     #[test]
