@@ -148,6 +148,37 @@ fn make(s: &TestSession, how: Make, i: usize) -> Result<(), Errno> {
     }
 }
 
+/// O_TMPFILE makes an inode with no name: counted while it is open, or refused with
+/// EOPNOTSUPP (making nothing).
+fn tmpfile_is_counted_or_refused(s: &TestSession) {
+    let before = s.fs.usage().inodes;
+    let flags = nix::fcntl::OFlag::O_TMPFILE | nix::fcntl::OFlag::O_RDWR;
+    match nix::fcntl::open(s.mnt(), flags, Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => {
+            assert_eq!(
+                s.fs.usage().inodes,
+                before + 1,
+                "{:?}: O_TMPFILE",
+                s.backend
+            );
+            drop(fd);
+            // The release reaches the handler a moment after the close.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while s.fs.usage().inodes != before && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Err(e) => assert_eq!(e, Errno::EOPNOTSUPP, "{:?}: O_TMPFILE", s.backend),
+    }
+    assert_eq!(
+        s.fs.usage().inodes,
+        before,
+        "{:?}: after O_TMPFILE",
+        s.backend
+    );
+    assert_eq!(real_inodes(s), before);
+}
+
 #[test]
 fn every_way_to_make_an_inode_is_counted_and_limited() {
     if !fuse_or_skip("every_way_to_make_an_inode_is_counted_and_limited") {
@@ -164,6 +195,7 @@ fn every_way_to_make_an_inode_is_counted_and_limited() {
     ];
     for backend in BACKENDS {
         let s = TestSession::with(backend, None, Some(LIMIT));
+        tmpfile_is_counted_or_refused(&s);
         let mut whiteouts = 0;
         for i in 0..60 {
             let how = kinds[i % kinds.len()];
