@@ -26,18 +26,22 @@ pub fn check_name(name: &OsStr) -> FsResult<()> {
 pub struct RenameMode {
     pub exchange: bool,
     pub noreplace: bool,
+    /// Leave a whiteout (a 0:0 character device, a new inode) at the source name.
+    pub whiteout: bool,
 }
 
 pub fn rename_mode(flags: u32) -> FsResult<RenameMode> {
     let exchange = flags & libc::RENAME_EXCHANGE != 0;
     let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-    let known = libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE;
-    if flags & !known != 0 || (exchange && noreplace) {
+    let whiteout = flags & libc::RENAME_WHITEOUT != 0;
+    let known = libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT;
+    if flags & !known != 0 || (exchange && (noreplace || whiteout)) {
         return Err(FsError::Invalid);
     }
     Ok(RenameMode {
         exchange,
         noreplace,
+        whiteout,
     })
 }
 
@@ -73,6 +77,36 @@ pub fn xattr_reply(value: &[u8], size: u32) -> FsResult<XattrReply> {
     }
 }
 
+/// What an lseek asks of a core that keeps its own data (the kernel answers SEEK_SET,
+/// SEEK_CUR and SEEK_END itself; they are handled here for completeness).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// The answer, known without looking at the data.
+    At(i64),
+    /// SEEK_DATA from this offset, which lies inside the file.
+    Data(u64),
+    /// SEEK_HOLE from this offset, which lies inside the file.
+    Hole(u64),
+}
+
+/// Checks an lseek on a file of `size` bytes as ext4 and tmpfs do: SEEK_DATA and SEEK_HOLE
+/// fail with ENXIO for any offset outside the file (negative, or at or past its end); a
+/// position that would be negative fails with EINVAL.
+pub fn seek_request(offset: i64, whence: i32, size: u64) -> FsResult<Seek> {
+    let inside = u64::try_from(offset).ok().filter(|&o| o < size);
+    let position = |base: i64| match base.checked_add(offset) {
+        Some(at) if at >= 0 => Ok(Seek::At(at)),
+        _ => Err(FsError::Invalid),
+    };
+    match whence {
+        libc::SEEK_DATA => inside.map(Seek::Data).ok_or(FsError::Os(Errno::ENXIO)),
+        libc::SEEK_HOLE => inside.map(Seek::Hole).ok_or(FsError::Os(Errno::ENXIO)),
+        libc::SEEK_SET => position(0),
+        libc::SEEK_END => position(i64::try_from(size).map_err(|_| FsError::Invalid)?),
+        _ => Err(FsError::Invalid),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,11 +117,14 @@ mod tests {
             rename_mode(0).unwrap(),
             RenameMode {
                 exchange: false,
-                noreplace: false
+                noreplace: false,
+                whiteout: false,
             }
         );
         assert!(rename_mode(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE).is_err());
-        assert!(rename_mode(libc::RENAME_WHITEOUT).is_err());
+        assert!(rename_mode(libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT).is_err());
+        assert!(rename_mode(libc::RENAME_WHITEOUT).unwrap().whiteout);
+        assert!(rename_mode(1 << 3).is_err());
     }
 
     #[test]
@@ -106,6 +143,22 @@ mod tests {
             check_replace(FileKind::Dir, FileKind::Dir, || Ok(false)),
             Err(FsError::Os(Errno::ENOTEMPTY))
         );
+    }
+
+    #[test]
+    fn seek_outside_the_file() {
+        let enxio = Err(FsError::Os(Errno::ENXIO));
+        for whence in [libc::SEEK_DATA, libc::SEEK_HOLE] {
+            assert_eq!(seek_request(-1, whence, 10), enxio);
+            assert_eq!(seek_request(i64::MIN, whence, 10), enxio);
+            assert_eq!(seek_request(10, whence, 10), enxio);
+            assert_eq!(seek_request(0, whence, 0), enxio);
+        }
+        assert_eq!(seek_request(9, libc::SEEK_DATA, 10), Ok(Seek::Data(9)));
+        assert_eq!(seek_request(0, libc::SEEK_HOLE, 10), Ok(Seek::Hole(0)));
+        assert_eq!(seek_request(-1, libc::SEEK_END, 10), Ok(Seek::At(9)));
+        assert_eq!(seek_request(-11, libc::SEEK_END, 10), Err(FsError::Invalid));
+        assert_eq!(seek_request(-1, libc::SEEK_SET, 10), Err(FsError::Invalid));
     }
 
     #[test]

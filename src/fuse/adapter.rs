@@ -11,15 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
+    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
+    LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLock, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
 use super::errno_of;
+use super::refused::Refusals;
 use crate::fs::FsError;
 use crate::fs::{
     self, Attr, Caller, CopyRange, FileKind, Ino, Opened, Rename, SetAttr, TimeSet, VolumeFs,
@@ -48,6 +50,8 @@ pub struct FuseAdapter {
     /// marks for direct I/O go through the page cache instead.
     direct_io: AtomicBool,
     backing: Mutex<Backing>,
+    /// Unsupported requests, each kind logged once for this volume.
+    refusals: Refusals,
 }
 
 #[derive(Default)]
@@ -58,13 +62,15 @@ struct Backing {
 
 impl FuseAdapter {
     /// `passthrough`: ask the kernel for passthrough of the opens the core marks for it.
-    pub fn new(fs: Arc<dyn VolumeFs>, ttl: Duration, passthrough: bool) -> Self {
+    /// `volume` names the volume in the log.
+    pub fn new(fs: Arc<dyn VolumeFs>, volume: &str, ttl: Duration, passthrough: bool) -> Self {
         FuseAdapter {
             fs,
             ttl,
             passthrough: AtomicBool::new(passthrough),
             direct_io: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
+            refusals: Refusals::new(volume),
         }
     }
 
@@ -126,7 +132,10 @@ impl FuseAdapter {
                 match caps::without_fsetid(|| open_backing(&reply, file)).and_then(|r| r) {
                     Ok(id) => v.insert((id, 0)),
                     Err(e) => {
-                        log::error!("passthrough refused for inode {ino}: {e}");
+                        let errno = e.raw_os_error().unwrap_or(0) as u64;
+                        self.refusals.note("passthrough", errno, || {
+                            format!("kernel passthrough for inode {ino} ({e}); served by the handler instead")
+                        });
                         return respond(reply, flags, None);
                     }
                 }
@@ -650,6 +659,82 @@ impl Filesystem for FuseAdapter {
     ) {
         reply!(reply, self.fs.lseek(ino.0, fh.0, offset, whence), |o| reply
             .offset(o))
+    }
+
+    /// No ioctl is supported: answered as the host answers an ioctl a file does not know.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.refusals.note("ioctl", u64::from(cmd), || {
+            format!("ioctl command {cmd:#x} (on inode {}) with ENOTTY", ino.0)
+        });
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// ENOSYS tells the kernel to stop asking: files are then always ready.
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        self.refusals
+            .note("poll", 0, || "poll with ENOSYS".to_string());
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Locks stay local to the kernel (no lock capability is negotiated at init).
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        self.refusals
+            .note("getlk", 0, || "getlk with ENOSYS".to_string());
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.refusals
+            .note("setlk", 0, || "setlk with ENOSYS".to_string());
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        self.refusals
+            .note("bmap", 0, || "bmap with ENOSYS".to_string());
+        reply.error(Errno::ENOSYS);
     }
 
     fn copy_file_range(

@@ -1,6 +1,7 @@
 //! The thin adapter from fuser to `fs::VolumeFs`, and mounting.
 mod adapter;
 mod errno;
+mod refused;
 mod session;
 
 pub use adapter::FuseAdapter;

@@ -102,7 +102,7 @@ pub fn mount(
     config.acl = SessionACL::All;
     config.n_threads = Some(serve.threads.max(1));
     config.clone_fd = true;
-    let adapter = FuseAdapter::new(fs, serve.ttl(), serve.passthrough);
+    let adapter = FuseAdapter::new(fs, name, serve.ttl(), serve.passthrough);
     let session = fuser::spawn_mount(adapter, mountpoint, &config)?;
     let mounted = MountedFs {
         session: Some(session),

@@ -8,6 +8,7 @@ use super::MemFs;
 use super::node::{Body, Node};
 use super::pages::{PAGE, Pages};
 use crate::fs::quota::plan_write;
+use crate::fs::rules::{self, Seek};
 use crate::fs::{FsError, FsResult};
 
 fn pages_mut(body: &mut Body) -> FsResult<&mut Pages> {
@@ -124,13 +125,10 @@ impl MemFs {
     pub(super) fn seek_node(&self, node: &Node, offset: i64, whence: i32) -> FsResult<i64> {
         let body = node.body.read();
         let p = pages(&body)?;
-        let offset = u64::try_from(offset).map_err(|_| FsError::Invalid)?;
-        let found = match whence {
-            libc::SEEK_DATA => p.seek_data(offset),
-            libc::SEEK_HOLE => p.seek_hole(offset),
-            libc::SEEK_SET => Some(offset),
-            libc::SEEK_END => Some(p.size.saturating_add(offset)),
-            _ => return Err(FsError::Invalid),
+        let found = match rules::seek_request(offset, whence, p.size)? {
+            Seek::At(at) => return Ok(at),
+            Seek::Data(from) => p.seek_data(from),
+            Seek::Hole(from) => p.seek_hole(from),
         };
         found.map(|o| o as i64).ok_or(FsError::Os(Errno::ENXIO))
     }

@@ -142,8 +142,11 @@ impl MemFs {
         let RenameMode {
             exchange,
             noreplace,
+            whiteout,
         } = rules::rename_mode(r.flags)?;
-        let tree = self.tree.write();
+        // A whiteout is a new inode: admitted against the inode quota before anything changes.
+        let _reservation = whiteout.then(|| self.quota.reserve(0, 1)).transpose()?;
+        let mut tree = self.tree.write();
         let from = tree.get(r.parent)?;
         let to = tree.get(r.new_parent)?;
         let moved = tree.child(&from, name)?;
@@ -160,11 +163,12 @@ impl MemFs {
             }
             _ => {}
         }
-        set_entry(
-            &from,
-            name,
-            target.as_ref().filter(|_| exchange).map(|t| t.ino),
-        );
+        let left_behind = match &target {
+            Some(t) if exchange => Some(t.ino),
+            _ if whiteout => Some(self.add_whiteout(&mut tree, &r.caller, &from)),
+            _ => None,
+        };
+        set_entry(&from, name, left_behind);
         set_entry(&to, new_name, Some(moved.ino));
         if exchange {
             let t = target.as_ref().expect("exchange has a target");
@@ -186,6 +190,26 @@ impl MemFs {
             None => {}
         }
         Ok(())
+    }
+
+    /// Makes the whiteout a RENAME_WHITEOUT leaves at the source name in `parent`: a 0:0
+    /// character device owned by the caller, as the kernel makes one. The caller reserved
+    /// its inode; the caller names it.
+    fn add_whiteout(&self, tree: &mut super::Tree, caller: &Caller, parent: &Node) -> Ino {
+        let gid = {
+            let m = parent.meta.lock();
+            if m.perm & libc::S_ISGID != 0 {
+                m.gid
+            } else {
+                caller.gid
+            }
+        };
+        let ino = tree.allocate_ino();
+        let meta = Meta::new(0, caller.uid, gid, 1, 0);
+        let node = Node::new(ino, FileKind::CharDevice, meta, Body::Special);
+        tree.nodes.insert(ino, Arc::new(node));
+        self.quota.adjust(0, 1);
+        ino
     }
 
     /// A directory moved from `from` to `to`: fix its `..` and both link counts.

@@ -1,6 +1,6 @@
 //! Keeping the quota's usage equal to the sum of allocated bytes of the volume's inodes, each
 //! counted once (as `du` does), and the inode count equal to the number of inodes.
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -39,6 +39,15 @@ impl PassthroughFs {
         if let Some(bytes) = *inode.accounted.lock() {
             self.quota.adjust(bytes as i64, 1);
         }
+    }
+
+    /// Counts the whiteout a rename left at `name` in `parent`: a new inode that no node
+    /// stands for yet (its removal is uncounted like any inode without a node). The inode is
+    /// counted even if a concurrent unlink already took the name (and uncounted it).
+    pub(super) fn account_whiteout(&self, parent: BorrowedFd<'_>, name: &OsStr) {
+        let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW);
+        let bytes = st.map_or(0, |st| allocated_bytes(&st));
+        self.quota.adjust(bytes as i64, 1);
     }
 
     /// The last name of a host inode (stat `st`, node `node` if the table has one) is gone.

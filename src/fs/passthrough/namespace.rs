@@ -126,7 +126,16 @@ impl PassthroughFs {
             .filter(|st| Inode::key_of(st) != Inode::key_of(&moved))
             .filter(|st| is_dir(st) || st.st_nlink <= 1)
             .map(|st| (self.inodes.resolve(to_fd.as_fd(), new_name, &st), st));
+        // A whiteout is a new inode (a 0:0 character device left at the source name): it is
+        // admitted against the inode quota first and counted once it exists.
+        let whiteout = flags.contains(RenameFlags::RENAME_WHITEOUT);
+        let _reservation = whiteout
+            .then(|| self.quota.reserve(DIR_GROWTH_BLOCKS * self.block, 1))
+            .transpose()?;
         renameat2(&from_fd, name, &to_fd, new_name, flags)?;
+        if whiteout {
+            self.account_whiteout(from_fd.as_fd(), name);
+        }
         self.reaccount_from(&from, from_fd.as_fd())?;
         if to.ino != from.ino {
             self.reaccount_from(&to, to_fd.as_fd())?;

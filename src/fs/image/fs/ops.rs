@@ -131,8 +131,17 @@ impl Inner {
         let RenameMode {
             exchange,
             noreplace,
+            whiteout,
         } = rules::rename_mode(r.flags)?;
-        self.transact(false, |t| {
+        // A whiteout is a new inode: admitted against the inode quota before anything changes.
+        let _reservation = match whiteout {
+            true => {
+                self.metadata_room()?;
+                Some(self.quota.reserve(0, 1)?)
+            }
+            false => None,
+        };
+        let (reap, whiteout_made) = self.transact(false, |t| {
             let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
             let target = t.child(r.new_parent, new_name)?;
             if Self::is_ancestor(t, moved, r.new_parent)? {
@@ -140,7 +149,7 @@ impl Inner {
             }
             let mut m = t.inode(moved)?;
             let mut victim = match target {
-                Some(ino) if ino == moved => return Ok(None),
+                Some(ino) if ino == moved => return Ok((None, false)),
                 Some(ino) => Some((ino, t.inode(ino)?)),
                 None => None,
             };
@@ -152,11 +161,12 @@ impl Inner {
                 }
                 _ => {}
             }
-            t.set_child(
-                r.parent,
-                name,
-                victim.as_ref().filter(|_| exchange).map(|(i, _)| *i),
-            )?;
+            let left_behind = match &victim {
+                Some((ino, _)) if exchange => Some(*ino),
+                _ if whiteout => Some(Self::add_whiteout(t, &r.caller, r.parent)?),
+                _ => None,
+            };
+            t.set_child(r.parent, name, left_behind)?;
             t.set_child(r.new_parent, new_name, Some(moved))?;
             // Link counts of the two parents ("..") and of the replaced node.
             let nlink_delta = |ino: Ino, d: i32, t: &Tx<'_>| -> FsResult<()> {
@@ -195,8 +205,28 @@ impl Inner {
             nlink_delta(r.new_parent, 0, t)?;
             m.ctime = now();
             t.put_inode(moved, &m)?;
-            Ok(reap)
-        })
+            Ok((reap, whiteout))
+        })?;
+        if whiteout_made {
+            self.quota.adjust(0, 1);
+        }
+        Ok(reap)
+    }
+
+    /// Makes the whiteout a RENAME_WHITEOUT leaves at the source name in `parent`: a 0:0
+    /// character device owned by the caller, as the kernel makes one. The caller reserved
+    /// its inode and names it.
+    fn add_whiteout(t: &Tx<'_>, caller: &Caller, parent: Ino) -> FsResult<Ino> {
+        let p = t.inode(parent)?;
+        let gid = match p.perm & libc::S_ISGID != 0 {
+            true => p.gid,
+            false => caller.gid,
+        };
+        let rec = InodeRec::new(FileKind::CharDevice, 0, caller.uid, gid, 0);
+        let ino = t.next_ino()?;
+        t.put_inode(ino, &rec)?;
+        t.add_counter(USED_INODES, 1)?;
+        Ok(ino)
     }
 
     fn listing(&self, dir_ino: Ino) -> FsResult<Vec<(std::ffi::OsString, Ino, FileKind)>> {

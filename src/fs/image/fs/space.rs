@@ -9,6 +9,7 @@ use super::data::{file, holes, push_io};
 use super::extents;
 use super::store::{Ctx, EXTENTS, InodeRec, Tx, USED_BYTES, now};
 use crate::fs::image::format::BLOCK;
+use crate::fs::rules::{self, Seek};
 use crate::fs::{FileKind, FsError, FsResult, Ino};
 
 impl Inner {
@@ -208,15 +209,12 @@ impl Inner {
 
     pub(super) fn seek(&self, ino: Ino, offset: i64, whence: i32) -> FsResult<i64> {
         let rec = self.read_inode(ino)?;
-        let offset = u64::try_from(offset).map_err(|_| FsError::Invalid)?;
         let past_end = || FsError::Os(nix::errno::Errno::ENXIO);
-        match whence {
-            libc::SEEK_SET => return Ok(offset as i64),
-            libc::SEEK_END => return Ok(rec.size.saturating_add(offset) as i64),
-            libc::SEEK_DATA | libc::SEEK_HOLE if offset >= rec.size => return Err(past_end()),
-            libc::SEEK_DATA | libc::SEEK_HOLE => {}
-            _ => return Err(FsError::Invalid),
-        }
+        let (offset, whence) = match rules::seek_request(offset, whence, rec.size)? {
+            Seek::At(at) => return Ok(at),
+            Seek::Data(from) => (from, libc::SEEK_DATA),
+            Seek::Hole(from) => (from, libc::SEEK_HOLE),
+        };
         let tx = self.db.begin_read().io()?;
         let table = tx.open_table(EXTENTS).io()?;
         // Data is what extents cover (written or not); everything else is a hole.
