@@ -10,7 +10,7 @@
 //! Finding 6: what a tmpfs volume holds besides file data (names, inodes, xattrs, symlink
 //! targets) counts against its quota, so a flood of them stops with ENOSPC while the daemon's
 //! memory stays within the quota plus a fixed overhead.
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,10 +24,10 @@ const MIB: u64 = 1024 * KIB;
 
 /// The attacker: makes `victim` (64 KiB), takes hold of its inode in the way `mode` names,
 /// removes its last name, then writes 1 MiB at a time into the inode until a write fails or
-/// 4× the quota went in. Prints one JSON line, then keeps everything open until stdin closes.
+/// `cap` bytes went in. Prints one JSON line, then keeps everything open until stdin closes.
 const ATTACKER: &str = r#"
 import json, os, sys, time
-mode, d, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mode, d, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
 victim, other = os.path.join(d, "victim"), os.path.join(d, "other")
 def make(path, size):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -60,6 +60,15 @@ elif mode == "rename_over_open":
     fd = os.open(victim, os.O_RDWR)
     make(other, 8192)
     os.rename(other, victim)
+elif mode == "opath_hold":
+    fd = os.open(victim, os.O_WRONLY)
+    os.pwrite(fd, b"h" * cap, 0)
+    os.close(fd)
+    p = os.open(victim, os.O_PATH); held.append(p)
+    os.unlink(victim)
+    print(json.dumps({"written": 0, "errno": 0, "nlink": 0, "held": os.fstat(p).st_blocks * 512}), flush=True)
+    sys.stdin.read()
+    sys.exit(0)
 elif mode == "rename_over_opath":
     p = os.open(victim, os.O_PATH); held.append(p)
     make(other, 8192)
@@ -68,9 +77,9 @@ elif mode == "rename_over_opath":
 else:
     sys.exit("unknown mode " + mode)
 written, errno, buf = 0, 0, b"x" * (1 << 20)
-while written < 4 * limit:
+while written < cap:
     try:
-        n = os.pwrite(fd, buf, 64 * 1024 + written)
+        n = os.pwrite(fd, buf[:cap - written], 64 * 1024 + written)
     except OSError as e:
         errno = e.errno
         break
@@ -81,23 +90,14 @@ print(json.dumps({"written": written, "errno": errno, "nlink": st.st_nlink,
 sys.stdin.read()
 "#;
 
-/// How the attacker reaches the inode after its last name is gone.
-const MODES: [&str; 6] = [
-    "opath_reopen",
-    "open_across_unlink",
-    "reopen_after_last_close",
-    "hard_link_removed_while_open",
-    "rename_over_open",
-    "rename_over_opath",
-];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     Root,
     Nobody,
 }
 
-fn attacker(who: Who, mode: &str, dir: &Path, limit: u64) -> Child {
+/// Starts the attacker as `who` on directory `dir`; it writes at most `cap` bytes.
+fn attacker(who: Who, mode: &str, dir: &Path, cap: u64) -> Child {
     let mut cmd = match who {
         Who::Root => Command::new("/usr/bin/python3"),
         Who::Nobody => {
@@ -113,7 +113,7 @@ fn attacker(who: Who, mode: &str, dir: &Path, limit: u64) -> Child {
     };
     cmd.args(["-c", ATTACKER, mode])
         .arg(dir)
-        .arg(limit.to_string())
+        .arg(cap.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -193,11 +193,16 @@ fn nameless_inode(backend: Backend, who: Who, mode: &str) {
     let s = session(backend, limit);
     std::fs::write(s.path("keep"), vec![1u8; MIB as usize]).unwrap();
     let what = format!("{backend:?} as {who:?}, {mode}");
-    let mut child = attacker(who, mode, s.mnt(), limit);
+    let mut child = attacker(who, mode, s.mnt(), 4 * limit);
     let r = report_of(&mut child, &what);
     let used = s.used_bytes();
     // The flood was stopped at the quota: a short write, then ENOSPC.
-    assert_eq!(r.errno, libc::ENOSPC, "{what}: the flood ended with errno {}", r.errno);
+    assert_eq!(
+        r.errno,
+        libc::ENOSPC,
+        "{what}: the flood ended with errno {}",
+        r.errno
+    );
     assert!(
         r.written <= limit,
         "{what}: {} MiB went into a {} MiB volume (UsedBytes {used})",
@@ -277,6 +282,8 @@ fn many_nameless_inodes_share_one_quota() {
     for backend in [Backend::Local, Backend::Tmpfs, Backend::Image] {
         let limit = 8 * MIB;
         let s = session(backend, limit);
+        let mut children = Vec::new();
+        let mut written = 0;
         let dirs: Vec<_> = (0..4)
             .map(|i| {
                 let d = s.path(&format!("d{i}"));
@@ -285,28 +292,69 @@ fn many_nameless_inodes_share_one_quota() {
                 d
             })
             .collect();
-        let mut children: Vec<Child> = dirs
-            .iter()
-            .map(|d| attacker(Who::Nobody, "opath_reopen", d, limit))
-            .collect();
-        let written: u64 = children
-            .iter_mut()
-            .map(|c| report_of(c, &format!("{backend:?}")).written)
-            .sum();
+        // One after the other, each holding its inode: the last ones meet the quota.
+        for (i, d) in dirs.iter().enumerate() {
+            let mut c = attacker(Who::Nobody, "opath_reopen", d, limit * 3 / 10);
+            written += report_of(&mut c, &format!("{backend:?} attacker {i}")).written;
+            children.push(c);
+        }
+        let used = s.used_bytes();
         assert!(
-            written <= limit,
-            "{backend:?}: {written} bytes went into {limit}"
+            written <= limit && used <= limit && used >= written,
+            "{backend:?}: {written} bytes went into {limit}, UsedBytes {used}"
         );
-        assert!(s.used_bytes() <= limit);
         for mut c in children {
             drop(c.stdin.take());
             let _ = c.wait();
         }
-        wait_for(&format!("{backend:?}: usage after the attackers left"), || {
+        wait_for(
+            &format!("{backend:?}: usage after the attackers left"),
+            || {
+                let (used, named) = (s.used_bytes(), s.du());
+                (used == named, format!("UsedBytes {used}, du {named}"))
+            },
+        );
+        std::fs::write(s.path("after"), vec![3u8; (limit / 2) as usize]).unwrap();
+    }
+}
+
+/// After a plain `rm` the space is usable at once (the kernel's FORGET, which gives it back,
+/// reaches the handler a moment after the unlink's reply; a write refused meanwhile waits for
+/// it). While someone still holds the nameless inode, it stays counted: the write is refused.
+#[test]
+fn removed_space_is_usable_at_once_and_held_space_is_not() {
+    if !fuse_or_skip("removed_space_is_usable_at_once_and_held_space_is_not") {
+        return;
+    }
+    for backend in [Backend::Local, Backend::Tmpfs, Backend::Image] {
+        let limit = 4 * MIB;
+        let s = session(backend, limit);
+        let big = vec![5u8; (limit - 256 * KIB) as usize];
+        for round in 0..20 {
+            std::fs::write(s.path("big"), &big)
+                .unwrap_or_else(|e| panic!("{backend:?} round {round}: {e}"));
+            std::fs::remove_file(s.path("big")).unwrap();
+        }
+        // Someone holds the inode of a removed file: its space stays counted, and what no
+        // longer fits beside it is refused.
+        let mut child = attacker(Who::Nobody, "opath_hold", s.mnt(), limit - 512 * KIB);
+        let r = report_of(&mut child, &format!("{backend:?} opath_hold"));
+        let used = s.used_bytes();
+        assert!(
+            used >= s.du() + r.held,
+            "{backend:?}: UsedBytes {used}, du {}, held {}",
+            s.du(),
+            r.held
+        );
+        let err = std::fs::write(s.path("over"), &big[..MIB as usize]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{backend:?}: {err}");
+        drop(child.stdin.take());
+        let _ = child.wait();
+        wait_for(&format!("{backend:?}: usage after the holder left"), || {
             let (used, named) = (s.used_bytes(), s.du());
             (used == named, format!("UsedBytes {used}, du {named}"))
         });
-        std::fs::write(s.path("after"), vec![3u8; (limit / 2) as usize]).unwrap();
-        let _ = std::io::stdout().flush();
+        std::fs::remove_file(s.path("over")).ok();
+        std::fs::write(s.path("big"), &big).unwrap();
     }
 }

@@ -4,7 +4,17 @@
 //! the most an operation can allocate before doing it, apply the real change with `adjust`
 //! after, then drop the reservation. As long as an operation allocates no more than it
 //! reserved, usage never exceeds the limit, whatever the concurrency.
-use parking_lot::Mutex;
+//!
+//! An inode whose last name is gone stays counted until the kernel forgets it (and its last
+//! handle is closed): the kernel may still reach it. After a plain `rm` the kernel sends that
+//! FORGET right away, but it reaches the handler a moment after the unlink's reply, so a write
+//! right after the `rm` could find the space not yet back. Backends therefore count the nodes
+//! whose release waits only for FORGET (`awaiting_forget`), and an operation refused for
+//! space may wait for their releases and try again (`wait_for_release`), as ext4 retries an
+//! allocation after a journal commit frees blocks.
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
 
 use super::{FsError, FsResult, UsageSnapshot};
 
@@ -20,12 +30,17 @@ struct Counters {
     used_inodes: u64,
     reserved_bytes: u64,
     reserved_inodes: u64,
+    /// Nodes without a name or an open handle, counted until the kernel forgets them.
+    awaiting_forget: u64,
+    /// Releases of space so far (any decrease of usage), so waiters see that one happened.
+    releases: u64,
 }
 
 #[derive(Debug)]
 pub struct Quota {
     limits: Limits,
     counters: Mutex<Counters>,
+    released: Condvar,
 }
 
 /// Space held for an operation in flight; released on drop.
@@ -53,6 +68,7 @@ impl Quota {
                 used_inodes: start.inodes,
                 ..Counters::default()
             }),
+            released: Condvar::new(),
         }
     }
 
@@ -118,6 +134,50 @@ impl Quota {
         let mut c = self.counters.lock();
         c.used_bytes = c.used_bytes.saturating_add_signed(bytes);
         c.used_inodes = c.used_inodes.saturating_add_signed(inodes);
+        if bytes < 0 || inodes < 0 {
+            c.releases += 1;
+            self.released.notify_all();
+        }
+    }
+
+    /// A node started (`true`) or stopped (`false`) waiting only for the kernel's FORGET to
+    /// give its space back. A node that stops because it was freed calls this after `adjust`
+    /// gave the space back, so a waiter never sees the wait end before the space is back.
+    pub fn awaiting_forget(&self, awaiting: bool) {
+        let mut c = self.counters.lock();
+        if awaiting {
+            c.awaiting_forget += 1;
+        } else {
+            c.awaiting_forget = c.awaiting_forget.saturating_sub(1);
+            c.releases += 1;
+            self.released.notify_all();
+        }
+    }
+
+    /// Releases of space so far; pass it to `wait_for_release` (taken before the operation).
+    pub fn releases(&self) -> u64 {
+        self.counters.lock().releases
+    }
+
+    /// For an operation refused for space, begun when `releases` was `seen`: true at once if
+    /// space was released since; else, when some node's space only waits for the kernel's
+    /// FORGET, waits (at most until `deadline`) until space is released, and true if it was:
+    /// the operation is worth trying again. Never call it with a lock of the filesystem held:
+    /// the release it waits for takes them.
+    pub fn wait_for_release(&self, seen: u64, deadline: Instant) -> bool {
+        let mut c = self.counters.lock();
+        if c.releases != seen {
+            return true;
+        }
+        if c.awaiting_forget == 0 {
+            return false;
+        }
+        while c.releases == seen {
+            if self.released.wait_until(&mut c, deadline).timed_out() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -266,6 +326,48 @@ mod tests {
                 reserve: 8 * B
             }
         );
+    }
+
+    #[test]
+    fn waiting_for_a_release_ends_when_space_comes_back() {
+        let q = std::sync::Arc::new(Quota::new(
+            Limits {
+                bytes: Some(2 * B),
+                inodes: None,
+            },
+            UsageSnapshot {
+                bytes: 2 * B,
+                inodes: 2,
+            },
+        ));
+        let later = || Instant::now() + std::time::Duration::from_secs(600);
+        // Nothing awaited: no wait at all.
+        assert!(!q.wait_for_release(q.releases(), later()));
+        // A release since the operation began: try again at once.
+        let seen = q.releases();
+        q.adjust(-(B as i64), -1);
+        q.adjust(B as i64, 1);
+        assert!(q.wait_for_release(seen, later()));
+        // A node awaited: the wait ends with a release (released again until it has).
+        q.awaiting_forget(true);
+        let seen = q.releases();
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.wait_for_release(seen, later()))
+        };
+        while !waiter.is_finished() {
+            q.adjust(-(B as i64), -1);
+            q.adjust(B as i64, 1);
+            std::thread::yield_now();
+        }
+        assert!(waiter.join().unwrap());
+        // A node that stays awaited (the kernel keeps it): the wait ends at the deadline.
+        assert!(!q.wait_for_release(q.releases(), Instant::now()));
+        // Freed: gives the space back, then stops being awaited.
+        q.adjust(-(B as i64), -1);
+        q.awaiting_forget(false);
+        assert_eq!(q.available_bytes(), B);
+        assert!(!q.wait_for_release(q.releases(), later()));
     }
 
     #[test]

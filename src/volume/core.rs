@@ -344,7 +344,7 @@ impl Core {
             return;
         };
         let synced = active.fs.sync_all();
-        let usage = active.fs.usage();
+        let usage = active.fs.usage_at_rest();
         if let Err(e) = active.mount.unmount() {
             log::warn!("unmounting volume {name}: {e}");
         }

@@ -131,28 +131,47 @@ impl MemFs {
         self.tree.read().get(ino)
     }
 
-    /// Frees a node's data and inode once it has no name and no open handle, and forgets it
-    /// once the kernel holds no reference either.
+    /// Frees a node's data, metadata and inode, exactly once, when nothing can reach it any
+    /// more: no name, no open handle and no kernel lookup. Until then a node without a name
+    /// stays counted and usable (an O_PATH descriptor reopened through /proc reaches it, as on
+    /// kernel tmpfs), and the quota is told when its space waits only for FORGET. Every path
+    /// that takes a name, a handle or a lookup away calls this after its change, and so does
+    /// an open of a nameless node; the decision is made under the node's `meta` lock, so the
+    /// last of concurrent callers sees all the changes.
     fn release_if_unused(&self, node: &Arc<Node>) {
-        if node.ino == ROOT_INO || node.open.load(Ordering::Acquire) > 0 {
+        if node.ino == ROOT_INO {
             return;
         }
-        let unlinked_now = {
+        let was_awaiting = {
             let mut m = node.meta.lock();
-            let unlinked = m.nlink == 0 && !m.freed;
-            m.freed |= unlinked;
-            unlinked
+            if m.nlink > 0 || m.freed {
+                return;
+            }
+            let open = node.open.load(Ordering::SeqCst) > 0;
+            let looked_up = node.lookups.load(Ordering::SeqCst) > 0;
+            let awaiting = !open && looked_up;
+            let was_awaiting = std::mem::replace(&mut m.awaiting_forget, awaiting);
+            if awaiting && !was_awaiting {
+                self.quota.awaiting_forget(true);
+            }
+            if open || looked_up {
+                if was_awaiting && !awaiting {
+                    self.quota.awaiting_forget(false);
+                }
+                return;
+            }
+            m.freed = true;
+            was_awaiting
         };
-        if unlinked_now {
-            let (freed, heap) = match &mut *node.body.write() {
-                Body::File(p) => (p.clear(), p.take_heap_freed()),
-                _ => (0, 0),
-            };
-            self.quota.adjust(0, -1);
-            self.give_back(freed, heap);
-        }
-        if node.meta.lock().freed && node.lookups.load(Ordering::Acquire) == 0 {
-            self.tree.write().nodes.remove(&node.ino);
+        let (freed, heap) = match &mut *node.body.write() {
+            Body::File(p) => (p.clear(), p.take_heap_freed()),
+            _ => (0, 0),
+        };
+        self.quota.adjust(0, -1);
+        self.give_back(freed, heap);
+        self.tree.write().nodes.remove(&node.ino);
+        if was_awaiting {
+            self.quota.awaiting_forget(false);
         }
     }
 
@@ -160,7 +179,10 @@ impl MemFs {
         if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
             self.truncate_node(&node, 0)?;
         }
-        node.open.fetch_add(1, Ordering::AcqRel);
+        node.open.fetch_add(1, Ordering::SeqCst);
+        if node.meta.lock().nlink == 0 {
+            self.release_if_unused(&node);
+        }
         let fh = self.files.insert(node);
         // Direct I/O: the data already is memory, so the kernel's page cache would hold a
         // second copy of it and add a copy to every read and write (see docs/tmpfs.md).

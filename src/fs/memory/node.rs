@@ -20,8 +20,11 @@ pub struct Meta {
     pub mtime: SystemTime,
     pub ctime: SystemTime,
     pub xattrs: BTreeMap<OsString, Vec<u8>>,
-    /// Its data and inode were given back (no name and no open handle left).
+    /// Its data and inode were given back (no name, open handle or kernel lookup left).
     pub freed: bool,
+    /// No name and no open handle, still known to the kernel: its space waits only for the
+    /// kernel's FORGET (see `quota::Quota::awaiting_forget`).
+    pub awaiting_forget: bool,
 }
 
 pub enum Body {
@@ -107,6 +110,7 @@ impl Meta {
             ctime: now,
             xattrs: BTreeMap::new(),
             freed: false,
+            awaiting_forget: false,
         }
     }
 }

@@ -22,14 +22,17 @@ impl VolumeFs for MemFs {
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
-        if let Ok(node) = self.node(ino) {
-            let left = node.lookups.fetch_sub(
-                nlookup.min(node.lookups.load(Ordering::Acquire)),
-                Ordering::AcqRel,
-            );
-            if left <= nlookup {
-                self.release_if_unused(&node);
-            }
+        let Ok(node) = self.node(ino) else {
+            return;
+        };
+        let last = node
+            .lookups
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(nlookup))
+            })
+            .is_ok_and(|before| before <= nlookup);
+        if last {
+            self.release_if_unused(&node);
         }
     }
 
@@ -192,7 +195,7 @@ impl VolumeFs for MemFs {
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         let node = self.files.remove(fh)?;
-        if node.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if node.open.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.release_if_unused(&node);
         }
         Ok(())
@@ -345,6 +348,14 @@ impl VolumeFs for MemFs {
 
     fn usage(&self) -> UsageSnapshot {
         self.quota.usage()
+    }
+
+    fn releases(&self) -> u64 {
+        self.quota.releases()
+    }
+
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.quota.wait_for_release(seen, deadline)
     }
 
     fn sync_all(&self) -> FsResult<()> {

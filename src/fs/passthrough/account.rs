@@ -2,12 +2,14 @@
 //! counted once (as `du` does), and the inode count equal to the number of inodes.
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
 
 use super::PassthroughFs;
@@ -41,31 +43,134 @@ impl PassthroughFs {
         }
     }
 
-    /// The last name of a host inode (stat `st`, node `node` if the table has one) is gone.
-    /// Its space comes back now, or at the last close if it is still open.
-    pub(super) fn account_unlinked(&self, node: Option<Arc<Inode>>, st: &FileStat) {
-        let Some(inode) = node else {
-            self.quota.adjust(-(allocated_bytes(st) as i64), -1);
-            return;
-        };
-        inode.mark_removed();
-        if inode.open_files.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            self.uncount(&inode);
+    /// A name of the host inode open as `victim` was just removed (under its removal lock,
+    /// see `RemovalLocks`). If that was its last name: with a node (the kernel can still reach
+    /// the inode), the node keeps `victim`, so the inode and its counted bytes live on until
+    /// nothing can reach it; without one, nothing can, and its space comes back now.
+    pub(super) fn lost_name(&self, victim: OwnedFd) -> FsResult<()> {
+        let st = fstat(&victim)?;
+        if st.st_nlink > 0 {
+            return Ok(());
         }
+        match self.inodes.node_of(victim.as_fd(), &st) {
+            Some(node) => {
+                node.pin_nameless(Arc::new(victim));
+                self.nameless.add(&node);
+                self.free_if_unreachable(&node);
+            }
+            // Closing `victim` frees the inode on the host.
+            None => self.quota.adjust(-(allocated_bytes(&st) as i64), -1),
+        }
+        Ok(())
     }
 
     /// Called after the last handle of `inode` is closed; `file` is that handle's descriptor,
-    /// still open (a descriptor the node would reopen from its handle may be gone by now).
-    pub(super) fn account_last_close(&self, inode: &Inode, file: BorrowedFd<'_>) {
-        if fstat(file).is_ok_and(|st| st.st_nlink == 0) {
-            self.uncount(inode);
+    /// still open. A name removed behind fvol's back (a `mount=` directory) is noticed here.
+    pub(super) fn account_last_close(&self, inode: &Arc<Inode>, file: BorrowedFd<'_>) {
+        if !inode.is_removed() && fstat(file).is_ok_and(|st| st.st_nlink == 0) {
+            inode.mark_removed();
+            self.nameless.add(inode);
+        }
+        self.free_if_unreachable(inode);
+    }
+
+    /// Gives back the space of an inode that has no name, no open handle and no kernel lookup
+    /// left (nothing can reach it any more), exactly once, and closes the node's descriptor,
+    /// which lets the host free it; and keeps the quota told whether the node's space waits
+    /// only for the kernel's FORGET. Every path that takes a name, a handle or a lookup away
+    /// calls this after its change, and so does an open of a nameless node; the decision is
+    /// made under `accounted`, so the last of concurrent callers sees all the changes.
+    pub(super) fn free_if_unreachable(&self, inode: &Inode) {
+        let (fd, was_awaiting) = {
+            let mut accounted = inode.accounted.lock();
+            let removed = inode.is_removed();
+            let open = inode.open_handles.load(Ordering::SeqCst) > 0;
+            let looked_up = inode.lookups() > 0;
+            let awaiting = removed && !open && looked_up && accounted.is_some();
+            let was_awaiting = inode.awaiting_forget.swap(awaiting, Ordering::SeqCst);
+            if awaiting && !was_awaiting {
+                self.quota.awaiting_forget(true);
+            }
+            if !removed || open || looked_up {
+                if was_awaiting && !awaiting {
+                    self.quota.awaiting_forget(false);
+                }
+                return;
+            }
+            if let Some(bytes) = accounted.take() {
+                self.quota.adjust(-(bytes as i64), -1);
+            }
+            (inode.take_fd(), was_awaiting)
+        };
+        drop(fd);
+        if was_awaiting {
+            self.quota.awaiting_forget(false);
         }
     }
 
-    fn uncount(&self, inode: &Inode) {
-        if let Some(bytes) = inode.accounted.lock().take() {
-            self.quota.adjust(-(bytes as i64), -1);
+    /// Usage once this session is over: without the nameless inodes, which go with it.
+    pub(super) fn usage_without_nameless(&self) -> UsageSnapshot {
+        let (bytes, inodes) = self.nameless.counted();
+        let used = self.quota.usage();
+        UsageSnapshot {
+            bytes: used.bytes.saturating_sub(bytes),
+            inodes: used.inodes.saturating_sub(inodes),
         }
+    }
+}
+
+/// Locks by host inode, held around the removal of a name and the look at the link count
+/// after it: of concurrent removals of an inode's names, exactly one sees the last one go.
+pub(super) struct RemovalLocks {
+    shards: Vec<Mutex<()>>,
+}
+
+impl Default for RemovalLocks {
+    fn default() -> Self {
+        RemovalLocks {
+            shards: (0..64).map(|_| Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl RemovalLocks {
+    /// The lock of the inode `key` (stable while a descriptor of the inode is open).
+    pub(super) fn lock(&self, key: HostKey) -> MutexGuard<'_, ()> {
+        let mix = (key.0 ^ key.1.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.shards[(mix >> 58) as usize % self.shards.len()].lock()
+    }
+}
+
+/// The nodes whose inode has no name but is still counted (held by the kernel or a handle),
+/// to leave them out of the usage recorded when the volume stops.
+#[derive(Default)]
+pub(super) struct Nameless {
+    nodes: Mutex<Vec<Weak<Inode>>>,
+}
+
+impl Nameless {
+    fn add(&self, inode: &Arc<Inode>) {
+        let mut nodes = self.nodes.lock();
+        if nodes.len() >= 64 && nodes.len().is_power_of_two() {
+            nodes.retain(|n| n.upgrade().is_some_and(|n| n.accounted.lock().is_some()));
+        }
+        nodes.push(Arc::downgrade(inode));
+    }
+
+    /// Bytes and inodes the nameless nodes hold in the quota now.
+    fn counted(&self) -> (u64, u64) {
+        let nodes = self.nodes.lock();
+        let mut seen = HashSet::new();
+        let (mut bytes, mut inodes) = (0, 0);
+        for node in nodes.iter().filter_map(Weak::upgrade) {
+            if let Some(b) = *node.accounted.lock()
+                && seen.insert(Arc::as_ptr(&node))
+            {
+                bytes += b;
+                inodes += 1;
+            }
+        }
+        (bytes, inodes)
     }
 }
 

@@ -43,7 +43,10 @@ impl PassthroughFs {
     pub(super) fn handle_for(&self, inode: Arc<Inode>, file: File, flags: i32) -> Opened {
         let file = Arc::new(file);
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        inode.open_files.fetch_add(1, Ordering::AcqRel);
+        inode.open_handles.fetch_add(1, Ordering::SeqCst);
+        if inode.is_removed() {
+            self.free_if_unreachable(&inode);
+        }
         let passthrough = self.passthrough_io.then(|| file.clone());
         let fh = self.files.insert(FileHandle {
             file,
@@ -66,7 +69,7 @@ impl PassthroughFs {
             // The kernel wrote through this handle without asking: count what it allocated.
             self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         }
-        if handle.inode.open_files.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if handle.inode.open_handles.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.account_last_close(&handle.inode, handle.file.as_fd());
         }
         Ok(())

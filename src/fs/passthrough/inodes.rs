@@ -53,14 +53,19 @@ pub struct Inode {
     fd: Mutex<Option<NodeFd>>,
     /// Used since the cache last looked (see `fdcache`).
     pub(super) referenced: AtomicBool,
-    /// fvol removed the inode's last name.
+    /// The inode has no name left (fvol removed the last one, or found it gone at a close).
+    /// A node fvol unnamed keeps its descriptor from then on (see `pin_nameless`).
     removed: AtomicBool,
     lookups: AtomicU64,
     /// Bytes of this inode counted in the quota; None once its space was given back. The lock
-    /// also serializes re-accounting, so successive deltas add up to the real allocation.
+    /// also serializes re-accounting, so successive deltas add up to the real allocation, and
+    /// the decision to give the space back (see `PassthroughFs::free_if_unreachable`).
     pub accounted: Mutex<Option<u64>>,
-    /// Open file handles; an unlinked inode gives its space back when this reaches 0.
-    pub open_files: AtomicU32,
+    /// Open file and directory handles.
+    pub open_handles: AtomicU32,
+    /// Nameless, not open, still known to the kernel: its space waits only for FORGET
+    /// (changed under `accounted`).
+    pub awaiting_forget: AtomicBool,
 }
 
 impl Inode {
@@ -78,7 +83,8 @@ impl Inode {
             removed: AtomicBool::new(false),
             lookups: AtomicU64::new(1),
             accounted: Mutex::new(Some(allocated_bytes(st))),
-            open_files: AtomicU32::new(0),
+            open_handles: AtomicU32::new(0),
+            awaiting_forget: AtomicBool::new(false),
         }
     }
 
@@ -113,12 +119,42 @@ impl Inode {
     /// Takes the node's descriptor unless pinned; it closes when its last user drops it.
     pub(super) fn release_fd(&self) -> Option<NodeFd> {
         self.handle.as_ref()?;
+        if self.is_removed() {
+            return None;
+        }
         self.fd.lock().take()
     }
 
-    /// Records that fvol removed the inode's last name.
+    /// Records that the inode has no name left.
     pub fn mark_removed(&self) {
-        self.removed.store(true, Ordering::Relaxed);
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Kernel lookups of the node not yet forgotten.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    /// fvol removed the inode's last name while `fd` (a descriptor of it) was open: the node
+    /// keeps a descriptor from now on, so the host keeps the inode, and it stays reachable
+    /// (a reopen through /proc of an O_PATH descriptor works, as on any filesystem) and
+    /// counted until nothing can reach it any more. The cache never takes it.
+    pub fn pin_nameless(&self, fd: NodeFd) {
+        self.mark_removed();
+        let mut slot = self.fd.lock();
+        if slot.is_none() {
+            *slot = Some(fd);
+        }
+    }
+
+    /// Takes the descriptor of a node whose inode was given up: closing it lets the host free
+    /// the inode.
+    pub fn take_fd(&self) -> Option<NodeFd> {
+        self.fd.lock().take()
     }
 
     /// The error for a handle that no longer opens (see the module's doc).
@@ -337,9 +373,10 @@ impl InodeTable {
         (inode, new)
     }
 
-    /// The node of the host inode `name` names in `dir` (stat `st`), if the table has one.
-    /// Call it while the name exists (before unlinking it), so the inode is alive.
-    pub fn resolve(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> Option<Arc<Inode>> {
+    /// The node of the host inode open as `fd` (stat `st`), if the table has one. The open
+    /// `fd` keeps the inode, and so its number, alive: a node holding a descriptor with its
+    /// key is the same inode, and against a cold one the handles decide.
+    pub fn node_of(&self, fd: BorrowedFd<'_>, st: &FileStat) -> Option<Arc<Inode>> {
         let inode = {
             let t = self.tables.read();
             t.by_ino.get(t.by_key.get(&Inode::key_of(st))?)?.clone()
@@ -347,32 +384,32 @@ impl InodeTable {
         if inode.holds_fd() {
             return Some(inode);
         }
-        let handle = self.handle_for(dir, name, st);
+        let handle = self.handle_for(fd, OsStr::new(""), st);
         inode.is(handle.as_ref()).then_some(inode)
     }
 
-    pub fn forget(&self, ino: Ino, n: u64) {
+    /// Drops `n` kernel lookups of node `ino`; returns the node if that was its last, now out
+    /// of the table. Dropping it may close the last descriptor of a nameless inode, which
+    /// frees it on the host and takes a while: the caller does that, not under the lock.
+    #[must_use]
+    pub fn forget(&self, ino: Ino, n: u64) -> Option<Arc<Inode>> {
         if ino == ROOT_INO {
-            return;
+            return None;
         }
         let mut t = self.tables.write();
-        let Some(inode) = t.by_ino.get(&ino) else {
-            return;
-        };
-        let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
-        inode.lookups.store(left, Ordering::Relaxed);
-        if left == 0 {
-            let key = inode.key;
-            let gone = t.by_ino.remove(&ino);
-            // The key may belong to a newer node already (a reused inode number).
-            if t.by_key.get(&key) == Some(&ino) {
-                t.by_key.remove(&key);
-            }
-            // Closing the last descriptor of an unlinked inode frees it on the host, which
-            // takes a while: not under the lock.
-            drop(t);
-            drop(gone);
+        let inode = t.by_ino.get(&ino)?;
+        let left = inode.lookups.load(Ordering::SeqCst).saturating_sub(n);
+        inode.lookups.store(left, Ordering::SeqCst);
+        if left > 0 {
+            return None;
         }
+        let key = inode.key;
+        let gone = t.by_ino.remove(&ino);
+        // The key may belong to a newer node already (a reused inode number).
+        if t.by_key.get(&key) == Some(&ino) {
+            t.by_key.remove(&key);
+        }
+        gone
     }
 }
 
@@ -463,7 +500,7 @@ mod tests {
         old.mark_removed();
         assert_eq!(t.fd(&old).err(), Some(FsError::NotFound));
         // The key now names the new node, and forgetting the old one leaves it so.
-        t.forget(old.ino, 1);
+        drop(t.forget(old.ino, 1));
         assert_eq!(t.peek_ino(new.key), Some(new.ino));
         assert!(Arc::ptr_eq(&lookup(&t, &name), &new));
     }

@@ -38,6 +38,7 @@ pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
         Mode::empty(),
     )?)
 }
+use account::{Nameless, RemovalLocks};
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::{InodeTable, NodeFd};
@@ -50,6 +51,9 @@ pub struct PassthroughFs {
     files: HandleTable<FileHandle>,
     dirs: HandleTable<DirHandle>,
     quota: Quota,
+    /// Serialize the removals of each inode's names (see `account::RemovalLocks`).
+    removals: RemovalLocks,
+    nameless: Nameless,
     /// Allocation unit of the host filesystem.
     block: u64,
     /// Let the kernel do all I/O straight on the host files (only without a byte limit, as
@@ -89,6 +93,8 @@ impl PassthroughFs {
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             quota: Quota::new(limits, usage),
+            removals: RemovalLocks::default(),
+            nameless: Nameless::default(),
             block,
             passthrough_io: false,
             exclusive: false,
@@ -121,6 +127,13 @@ impl PassthroughFs {
     fn node_fd(&self, ino: Ino) -> FsResult<NodeFd> {
         self.inodes.fd(&self.inodes.get(ino)?)
     }
+
+    /// Drops kernel lookups of a node; its last one may leave a nameless inode unreachable.
+    fn forget_node(&self, ino: Ino, nlookup: u64) {
+        if let Some(gone) = self.inodes.forget(ino, nlookup) {
+            self.free_if_unreachable(&gone);
+        }
+    }
 }
 
 impl VolumeFs for PassthroughFs {
@@ -129,7 +142,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
-        self.inodes.forget(ino, nlookup);
+        self.forget_node(ino, nlookup);
     }
 
     fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr> {
@@ -271,7 +284,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.dirs.remove(fh).map(drop)
+        self.close_dir(fh)
     }
 
     fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -348,6 +361,18 @@ impl VolumeFs for PassthroughFs {
 
     fn usage(&self) -> UsageSnapshot {
         self.quota.usage()
+    }
+
+    fn releases(&self) -> u64 {
+        self.quota.releases()
+    }
+
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.quota.wait_for_release(seen, deadline)
+    }
+
+    fn usage_at_rest(&self) -> UsageSnapshot {
+        self.usage_without_nameless()
     }
 
     fn sync_all(&self) -> FsResult<()> {

@@ -13,8 +13,10 @@
 //! leave the image, after any crash, at its last durable commit: whole, with every fsynced byte
 //! and no block mapped by two files or mapping another file's data; counters match the metadata.
 //!
-//! Kernel references and open handles are memory-only; an inode with no name is deleted at its
-//! last close, and one a crash left unnamed is deleted at the next open (see `open`).
+//! Kernel references and open handles are memory-only; an inode with no name is deleted once
+//! the kernel has forgotten it and its last handle is closed (until then it is reachable, e.g.
+//! reopened through /proc from an O_PATH descriptor, and its blocks stay counted), and one a
+//! crash or an unmount left unnamed is deleted at the next open (see `open`).
 mod alloc;
 mod data;
 mod extents;
@@ -66,10 +68,24 @@ fn meta(e: impl std::fmt::Display) -> ImageError {
 /// Bytes of the redb cache: the metadata stays in memory.
 const CACHE: usize = 64 << 20;
 
+/// What reaches an inode besides its names: kernel lookups and open handles (files and
+/// directories). An inode whose last name is gone is deleted once both are 0.
 #[derive(Default)]
 struct Live {
     lookups: u64,
     open: u32,
+    /// Its last name is gone: deleted when nothing reaches it any more.
+    nameless: bool,
+    /// Nameless and not open: its deletion waits only for the kernel's FORGET.
+    awaiting_forget: bool,
+}
+
+impl Live {
+    /// Updates `awaiting_forget`; returns its old value.
+    fn recheck(&mut self) -> bool {
+        let awaiting = self.nameless && self.open == 0 && self.lookups > 0;
+        std::mem::replace(&mut self.awaiting_forget, awaiting)
+    }
 }
 
 /// The filesystem, shared with its committer thread (see `ImageFs`).
@@ -327,13 +343,56 @@ impl Inner {
         self.commit_durably()
     }
 
-    /// Deletes `ino` if it has no name and no open handle left.
-    fn reap(&self, ino: Ino) -> FsResult<()> {
-        let open = self.live.lock().get(&ino).is_some_and(|l| l.open > 0);
-        if open || ino == ROOT_INO {
-            return Ok(());
+    /// The last name of `ino` is gone: deleted now if nothing reaches it, else once nothing
+    /// does (see `unreach`).
+    fn lost_last_name(&self, ino: Ino) -> FsResult<()> {
+        {
+            let mut live = self.live.lock();
+            if let Some(l) = live.get_mut(&ino) {
+                l.nameless = true;
+                if !l.recheck() && l.awaiting_forget {
+                    self.quota.awaiting_forget(true);
+                }
+                return Ok(());
+            }
         }
         self.delete_unlinked(ino)
+    }
+
+    /// Takes kernel lookups (`lookups`) or one open handle (`close`) away from `ino`; an inode
+    /// without a name that nothing reaches any more is deleted.
+    fn unreach(&self, ino: Ino, lookups: u64, close: bool) -> FsResult<()> {
+        let (delete, was_awaiting) = {
+            let mut live = self.live.lock();
+            let Some(l) = live.get_mut(&ino) else {
+                return Ok(());
+            };
+            l.lookups = l.lookups.saturating_sub(lookups);
+            if close {
+                l.open = l.open.saturating_sub(1);
+            }
+            let was_awaiting = l.recheck();
+            if l.awaiting_forget && !was_awaiting {
+                self.quota.awaiting_forget(true);
+            }
+            if l.lookups > 0 || l.open > 0 {
+                if was_awaiting && !l.awaiting_forget {
+                    self.quota.awaiting_forget(false);
+                }
+                return Ok(());
+            }
+            let nameless = live.remove(&ino).is_some_and(|l| l.nameless);
+            (nameless && ino != ROOT_INO, was_awaiting)
+        };
+        let deleted = if delete {
+            self.delete_unlinked(ino)
+        } else {
+            Ok(())
+        };
+        if was_awaiting {
+            self.quota.awaiting_forget(false);
+        }
+        deleted
     }
 
     /// Deletes an inode that has no name (and no open handle), in bounded transactions: its
@@ -368,5 +427,14 @@ impl Inner {
 
     fn add_lookup(&self, ino: Ino) {
         self.live.lock().entry(ino).or_default().lookups += 1;
+    }
+
+    fn add_open(&self, ino: Ino) {
+        let mut live = self.live.lock();
+        let l = live.entry(ino).or_default();
+        l.open += 1;
+        if l.recheck() && !l.awaiting_forget {
+            self.quota.awaiting_forget(false);
+        }
     }
 }

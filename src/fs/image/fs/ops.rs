@@ -84,7 +84,7 @@ impl Inner {
 
     fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let ino = self.transact(false, |t| {
+        let (ino, last) = self.transact(false, |t| {
             let mut p = t.inode(parent)?;
             let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
             let mut rec = t.inode(ino)?;
@@ -108,9 +108,12 @@ impl Inner {
             };
             rec.ctime = now();
             t.put_inode(ino, &rec)?;
-            Ok(ino)
+            Ok((ino, rec.nlink == 0))
         })?;
-        self.reap(ino)
+        match last {
+            true => self.lost_last_name(ino),
+            false => Ok(()),
+        }
     }
 
     fn is_ancestor(t: &Tx<'_>, ancestor: Ino, mut dir: Ino) -> FsResult<bool> {
@@ -187,7 +190,7 @@ impl Inner {
                     } else {
                         v.nlink = v.nlink.saturating_sub(1);
                     }
-                    reap = Some(*ino);
+                    reap = (v.nlink == 0).then_some(*ino);
                 }
                 t.put_inode(*ino, v)?;
             }
@@ -263,12 +266,8 @@ impl VolumeFs for ImageFs {
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
-        let mut live = self.live.lock();
-        if let Some(l) = live.get_mut(&ino) {
-            l.lookups = l.lookups.saturating_sub(nlookup);
-            if l.lookups == 0 && l.open == 0 {
-                live.remove(&ino);
-            }
+        if let Err(e) = self.unreach(ino, nlookup, false) {
+            log::error!("image: deleting inode {ino} without a name: {e:?}");
         }
     }
 
@@ -368,10 +367,10 @@ impl VolumeFs for ImageFs {
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
-        if let Some(ino) = self.rename_in(r)? {
-            self.reap(ino)?;
+        match self.rename_in(r)? {
+            Some(ino) => self.lost_last_name(ino),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn link(
@@ -420,7 +419,7 @@ impl VolumeFs for ImageFs {
         } else {
             self.read_inode(ino)?;
         }
-        self.live.lock().entry(ino).or_default().open += 1;
+        self.add_open(ino);
         Ok(Opened {
             fh: self.files.insert(ino),
             passthrough: None,
@@ -470,13 +469,7 @@ impl VolumeFs for ImageFs {
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         let ino = *self.files.remove(fh)?;
-        let last = {
-            let mut live = self.live.lock();
-            let l = live.entry(ino).or_default();
-            l.open = l.open.saturating_sub(1);
-            l.open == 0
-        };
-        if last { self.reap(ino) } else { Ok(()) }
+        self.unreach(ino, 0, true)
     }
 
     fn fsync(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -640,6 +633,14 @@ impl VolumeFs for ImageFs {
 
     fn usage(&self) -> UsageSnapshot {
         self.quota.usage()
+    }
+
+    fn releases(&self) -> u64 {
+        self.quota.releases()
+    }
+
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.quota.wait_for_release(seen, deadline)
     }
 
     /// One durable commit makes every earlier commit and data write durable too.
