@@ -107,6 +107,20 @@ impl Quota {
         })
     }
 
+    /// Counts `bytes` and `inodes` as used at once if they fit, or fails with `NoSpace` and
+    /// counts nothing (for metadata, whose size is known before the change).
+    pub fn charge(&self, bytes: u64, inodes: u64) -> FsResult<()> {
+        let mut c = self.counters.lock();
+        if bytes > headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
+            || inodes > headroom(self.limits.inodes, c.used_inodes, c.reserved_inodes)
+        {
+            return Err(FsError::NoSpace);
+        }
+        c.used_bytes += bytes;
+        c.used_inodes += inodes;
+        Ok(())
+    }
+
     /// Reserves for a write planned by `plan`, which is given the bytes available now.
     /// Planning under the lock makes concurrent writers see each other's reservations.
     pub fn reserve_write(

@@ -118,7 +118,7 @@ impl Core {
             status: VolumeStatus {
                 size_limit: driver.size_limit(&opts),
                 used_bytes: usage.bytes,
-                inode_limit: opts.inodes,
+                inode_limit: driver.inode_limit(&opts),
                 used_inodes: usage.inodes,
                 mounted,
                 mount_refs: rec.mount_refs.keys().cloned().collect(),

@@ -6,6 +6,9 @@
 //! counts, and the memory it holds. Memory goes back to the system when data is deleted (at
 //! once for mapped pages, after `Trim` for heap pages). Nothing touches disk.
 //!
+//! Names, inodes, xattrs and long symlink targets are the handler's memory too: they take
+//! 4 KiB pages of the quota (`cost`), and the inode limit defaults to one per page of it.
+//!
 //! Opens use direct I/O: reads and writes go straight between the caller and this store, with
 //! no second copy in the kernel's page cache (see docs/tmpfs.md).
 //!
@@ -13,6 +16,7 @@
 //! a node's data has its own lock, so I/O on different files runs in parallel.
 mod chunk;
 mod chunks;
+mod cost;
 mod data;
 mod namespace;
 mod node;
@@ -28,6 +32,7 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 use parking_lot::RwLock;
 
+pub use cost::default_inode_limit;
 use node::{Body, Meta, Node};
 
 use super::handles::HandleTable;
@@ -99,12 +104,20 @@ pub struct RootOwner {
 }
 
 impl MemFs {
+    /// A new, empty volume. Without an inode limit, one with a byte limit gets the default
+    /// (`default_inode_limit`).
     pub fn new(limits: Limits, root: RootOwner) -> MemFs {
+        let limits = Limits {
+            inodes: limits.inodes.or(limits.bytes.map(default_inode_limit)),
+            ..limits
+        };
         let body = Body::Dir {
             entries: Default::default(),
             parent: ROOT_INO,
         };
-        let meta = Meta::new(root.mode, root.uid, root.gid, 2, 0);
+        let mut meta = Meta::new(root.mode, root.uid, root.gid, 2, 0);
+        meta.charged = cost::pages(FileKind::Dir, 0);
+        let charged = meta.charged;
         let root = Arc::new(Node::new(ROOT_INO, FileKind::Dir, meta, body));
         root.lookups.store(1, Ordering::Relaxed);
         MemFs {
@@ -115,7 +128,7 @@ impl MemFs {
             quota: Quota::new(
                 limits,
                 UsageSnapshot {
-                    bytes: 0,
+                    bytes: charged,
                     inodes: 1,
                 },
             ),
@@ -131,6 +144,36 @@ impl MemFs {
         self.tree.read().get(ino)
     }
 
+    /// Sets the metadata a node of `kind` holds (entries, xattrs) and charges its pages for
+    /// it: more pages only if they fit (else `NoSpace`, changing nothing), fewer given back.
+    fn recharge(
+        &self,
+        kind: FileKind,
+        m: &mut Meta,
+        entry_bytes: u64,
+        xattr_bytes: u64,
+    ) -> FsResult<()> {
+        let charged = cost::pages(kind, entry_bytes + xattr_bytes + m.target_bytes);
+        if charged > m.charged {
+            self.quota.charge(charged - m.charged, 0)?;
+        } else if charged < m.charged {
+            self.quota.adjust(-((m.charged - charged) as i64), 0);
+        }
+        m.charged = charged;
+        m.entry_bytes = entry_bytes;
+        m.xattr_bytes = xattr_bytes;
+        Ok(())
+    }
+
+    /// Removes an xattr of `node` (whose `meta` is `m`), giving back what it was charged.
+    fn drop_xattr(&self, node: &Node, m: &mut Meta, name: &OsStr) -> Option<Vec<u8>> {
+        let value = m.xattrs.remove(name)?;
+        let xattr_bytes = m.xattr_bytes - cost::xattr(name, value.len());
+        self.recharge(node.kind, m, m.entry_bytes, xattr_bytes)
+            .expect("giving back never fails");
+        Some(value)
+    }
+
     /// Frees a node's data, metadata and inode, exactly once, when nothing can reach it any
     /// more: no name, no open handle and no kernel lookup. Until then a node without a name
     /// stays counted and usable (an O_PATH descriptor reopened through /proc reaches it, as on
@@ -142,7 +185,7 @@ impl MemFs {
         if node.ino == ROOT_INO {
             return;
         }
-        let was_awaiting = {
+        let (metadata, was_awaiting) = {
             let mut m = node.meta.lock();
             if m.nlink > 0 || m.freed {
                 return;
@@ -161,13 +204,14 @@ impl MemFs {
                 return;
             }
             m.freed = true;
-            was_awaiting
+            m.xattrs.clear();
+            (std::mem::take(&mut m.charged), was_awaiting)
         };
         let (freed, heap) = match &mut *node.body.write() {
             Body::File(p) => (p.clear(), p.take_heap_freed()),
             _ => (0, 0),
         };
-        self.quota.adjust(0, -1);
+        self.quota.adjust(-(metadata as i64), -1);
         self.give_back(freed, heap);
         self.tree.write().nodes.remove(&node.ino);
         if was_awaiting {
@@ -209,3 +253,6 @@ fn time(t: TimeSet) -> SystemTime {
         TimeSet::At(t) => t,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use super::namespace::NewNode;
 use super::node::Body;
 use super::pages::PAGE;
-use super::{Listing, MemFs, time};
+use super::{Listing, MemFs, cost, time};
 use crate::fs::rules;
 use crate::fs::*;
 
@@ -51,7 +51,7 @@ impl VolumeFs for MemFs {
         if kill {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
-            m.xattrs.remove(std::ffi::OsStr::new(rules::CAPABILITY));
+            self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
         }
         if let Some(size) = change.size {
             let old = node.attr().size;
@@ -188,7 +188,7 @@ impl VolumeFs for MemFs {
         if kill {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
-            m.xattrs.remove(OsStr::new(rules::CAPABILITY));
+            self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
         }
         self.write_node(&node, offset, data)
     }
@@ -288,13 +288,17 @@ impl VolumeFs for MemFs {
         let node = self.node(ino)?;
         rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
-        let exists = m.xattrs.contains_key(name);
-        if flags & libc::XATTR_CREATE != 0 && exists {
+        let old = m.xattrs.get(name).map(|v| cost::xattr(name, v.len()));
+        if flags & libc::XATTR_CREATE != 0 && old.is_some() {
             return Err(FsError::Os(Errno::EEXIST));
         }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
+        if flags & libc::XATTR_REPLACE != 0 && old.is_none() {
             return Err(FsError::Os(Errno::ENODATA));
         }
+        // Its pages first: a value that does not fit changes nothing.
+        let xattrs = m.xattr_bytes - old.unwrap_or(0) + cost::xattr(name, value.len());
+        let entries = m.entry_bytes;
+        self.recharge(node.kind, &mut m, entries, xattrs)?;
         m.xattrs.insert(name.to_os_string(), value.to_vec());
         m.ctime = SystemTime::now();
         Ok(())
@@ -322,7 +326,8 @@ impl VolumeFs for MemFs {
         let node = self.node(ino)?;
         rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
-        m.xattrs.remove(name).ok_or(FsError::Os(Errno::ENODATA))?;
+        self.drop_xattr(&node, &mut m, name)
+            .ok_or(FsError::Os(Errno::ENODATA))?;
         m.ctime = SystemTime::now();
         Ok(())
     }
