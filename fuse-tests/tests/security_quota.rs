@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fuse_tests::daemon::fuse_or_skip;
+use fuse_tests::daemon::{TestDaemon, fuse_or_skip};
 use fuse_tests::{Backend, TestSession};
 
 const KIB: u64 = 1024;
@@ -178,6 +178,13 @@ fn wait_for(what: &str, mut done: impl FnMut() -> (bool, String)) {
     }
 }
 
+/// Tests that measure this process's memory run alone; every other test holds this shared.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A session whose root the attacker may write to (and reach, as nobody).
 fn session(backend: Backend, limit: u64) -> TestSession {
     let s = TestSession::with(backend, Some(limit), None);
@@ -243,6 +250,7 @@ macro_rules! nameless_inode_tests {
             if !fuse_or_skip(stringify!($name)) {
                 return;
             }
+            let _shared = shared();
             nameless_inode($backend, $who, $mode);
         }
     )*};
@@ -279,6 +287,7 @@ fn many_nameless_inodes_share_one_quota() {
     if !fuse_or_skip("many_nameless_inodes_share_one_quota") {
         return;
     }
+    let _shared = shared();
     for backend in [Backend::Local, Backend::Tmpfs, Backend::Image] {
         let limit = 8 * MIB;
         let s = session(backend, limit);
@@ -326,6 +335,7 @@ fn removed_space_is_usable_at_once_and_held_space_is_not() {
     if !fuse_or_skip("removed_space_is_usable_at_once_and_held_space_is_not") {
         return;
     }
+    let _shared = shared();
     for backend in [Backend::Local, Backend::Tmpfs, Backend::Image] {
         let limit = 4 * MIB;
         let s = session(backend, limit);
@@ -357,4 +367,272 @@ fn removed_space_is_usable_at_once_and_held_space_is_not() {
         std::fs::remove_file(s.path("over")).ok();
         std::fs::write(s.path("big"), &big).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 6: floods of what a volume holds besides file data.
+
+/// The flooder: in directory `dir`, makes as many of `mode` as the volume lets it (at most
+/// `cap`), then prints `{"count": N, "errno": E}` (E is what stopped it, 0 if the cap did).
+/// xattrs: 64 KiB user xattrs on one file (`size` bytes each); files: empty files; links:
+/// hard links with 255-byte names; symlinks: symlinks with 4,000-byte targets; dirs:
+/// directories; handles: `cap` open directory handles on `dir`, each read to its end, held
+/// until stdin closes.
+const FLOODER: &str = r#"
+import json, os, sys
+mode, d, cap, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+n, errno, held = 0, 0, []
+def name(i, width):
+    return ("%0" + str(width) + "d") % i
+try:
+    if mode == "xattrs":
+        f = os.path.join(d, "x")
+        os.close(os.open(f, os.O_CREAT | os.O_WRONLY, 0o644))
+        while n < cap:
+            os.setxattr(f, "user." + name(n, 8), b"v" * size)
+            n += 1
+    elif mode == "files":
+        while n < cap:
+            os.close(os.open(os.path.join(d, name(n, 8)), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            n += 1
+    elif mode == "links":
+        f = os.path.join(d, "l")
+        os.close(os.open(f, os.O_CREAT | os.O_WRONLY, 0o644))
+        while n < cap:
+            os.link(f, os.path.join(d, name(n, 255)))
+            n += 1
+    elif mode == "symlinks":
+        while n < cap:
+            os.symlink("t" * 4000, os.path.join(d, name(n, 8)))
+            n += 1
+    elif mode == "dirs":
+        while n < cap:
+            os.mkdir(os.path.join(d, name(n, 8)))
+            n += 1
+    elif mode == "handles":
+        while n < cap:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            held.append(fd)
+            os.listdir(fd)
+            n += 1
+    else:
+        sys.exit("unknown mode " + mode)
+except OSError as e:
+    errno = e.errno
+print(json.dumps({"count": n, "errno": errno}), flush=True)
+if mode == "handles":
+    sys.stdin.read()
+"#;
+
+fn flooder(mode: &str, dir: &Path, cap: u64, size: u64) -> Child {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            FLOODER,
+            mode,
+        ])
+        .arg(dir)
+        .arg(cap.to_string())
+        .arg(size.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv and python3")
+}
+
+/// Runs a flood to its end (or, for `handles`, until it holds them all); returns what it made,
+/// what stopped it, and the flooder (still running for `handles`).
+fn flood(mode: &str, dir: &Path, cap: u64, size: u64) -> (u64, i32, Child) {
+    let mut child = flooder(mode, dir, cap, size);
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.is_empty() {
+        drop(child.stdin.take());
+        let err = child.wait_with_output_of_stderr();
+        panic!("flood {mode}: {err}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    (
+        v["count"].as_u64().unwrap(),
+        v["errno"].as_i64().unwrap() as i32,
+        child,
+    )
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * KIB
+}
+
+/// Memory a flood may add beyond the quota: allocator slack, the request threads' buffers,
+/// the kernel's readdir replies. Fixed, and far below what the floods took before (hundreds
+/// of MiB for a 4 MiB volume).
+const FIXED_OVERHEAD: u64 = 24 * MIB;
+
+fn full(errno: i32) -> bool {
+    errno == libc::ENOSPC || errno == libc::EDQUOT
+}
+
+/// On a 4 MiB tmpfs volume (default mode 1777), floods of xattrs, empty files, long names,
+/// long symlinks, directories and open directory handles by an unprivileged user each stop
+/// with ENOSPC, UsedBytes shows what they hold, and the daemon's memory grows by at most the
+/// quota plus a fixed overhead.
+#[test]
+fn tmpfs_floods_stop_at_the_quota_and_the_daemon_stays_small() {
+    if !fuse_or_skip("tmpfs_floods_stop_at_the_quota_and_the_daemon_stays_small") {
+        return;
+    }
+    let quota = 4 * MIB;
+    let d = TestDaemon::start();
+    let pid = d.pid().unwrap();
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=4M", "flood"]);
+    let info = d.inspect("flood");
+    let inode_limit = info["Status"]["InodeLimit"]
+        .as_u64()
+        .expect("an inode limit");
+    assert_eq!(inode_limit, quota / 4096, "the default inode limit: {info}");
+    let target = d.scratch_dir("flood");
+    for dir in [d.root.base(), &d.root.scratch()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    d.cli_ok(["mount", "flood", "--target", target.to_str().unwrap()]);
+    let used = || d.inspect("flood")["Status"]["UsedBytes"].as_u64().unwrap();
+    let inodes = || d.inspect("flood")["Status"]["UsedInodes"].as_u64().unwrap();
+    // Warm up the request threads before the baseline.
+    std::fs::write(target.join("warm"), vec![0u8; MIB as usize]).unwrap();
+    std::fs::remove_file(target.join("warm")).unwrap();
+    let empty = used();
+    let base = rss_of(pid);
+    let check_rss = |what: &str| {
+        let grown = rss_of(pid).saturating_sub(base);
+        eprintln!("{what}: the daemon grew by {} KiB", grown / KIB);
+        assert!(
+            grown <= quota + FIXED_OVERHEAD,
+            "{what}: the daemon grew by {} MiB for a {} MiB volume",
+            grown / MIB,
+            quota / MIB
+        );
+    };
+    for (mode, cap, size) in [
+        ("xattrs", 4000, 64 * KIB),
+        ("files", 100_000, 0),
+        ("links", 100_000, 0),
+        ("symlinks", 100_000, 0),
+        ("dirs", 100_000, 0),
+    ] {
+        let dir = target.join(mode);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (count, errno, mut child) = flood(mode, &dir, cap, size);
+        let _ = child.wait();
+        eprintln!("{mode}: {count} made, then errno {errno}");
+        assert!(full(errno), "{mode}: {count} made, then errno {errno}");
+        let (u, i) = (used(), inodes());
+        assert!(u <= quota, "{mode}: UsedBytes {u}");
+        // What the flood made is counted: the bytes filled up, or the inodes ran out.
+        assert!(
+            u + 64 * KIB > quota || i == inode_limit,
+            "{mode}: {count} made, UsedBytes {u}, UsedInodes {i} of {inode_limit}"
+        );
+        check_rss(mode);
+        std::fs::remove_dir_all(&dir).unwrap();
+        wait_for(&format!("{mode}: usage after the removal"), || {
+            let u = used();
+            (u == empty, format!("UsedBytes {u}, empty {empty}"))
+        });
+    }
+    // A directory of many names, read through many open handles at once.
+    let dir = target.join("listed");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"").unwrap();
+    for i in 0..2000 {
+        std::fs::hard_link(dir.join("f"), dir.join(format!("{i:0>100}"))).unwrap();
+    }
+    let (count, errno, mut child) = flood("handles", &dir, 900, 0);
+    assert_eq!((count, errno), (900, 0), "handles");
+    check_rss("900 open handles on a directory of 2,000 names");
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// The image filesystem (the rbd driver's) keeps names and xattrs in its metadata region: the
+/// same floods end with ENOSPC (an xattr over 4,000 bytes with E2BIG) once the region or the
+/// inode limit is full, and the handler's memory grows by at most the region's size plus a
+/// fixed overhead. The handler runs in this process, so this test runs alone.
+#[test]
+fn image_floods_end_cleanly_and_memory_stays_bounded() {
+    if !fuse_or_skip("image_floods_end_cleanly_and_memory_stays_bounded") {
+        return;
+    }
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
+    let s = session(Backend::Image, 16 * MIB);
+    let region = 2 * MIB; // the metadata region of the session's 64 MiB image
+    let me = std::process::id();
+    std::fs::write(s.path("warm"), vec![0u8; MIB as usize]).unwrap();
+    std::fs::remove_file(s.path("warm")).unwrap();
+    let base = rss_of(me);
+    let big = flood("xattrs", s.mnt(), 10, 64 * KIB);
+    assert_eq!((big.0, big.1), (0, libc::E2BIG), "a 64 KiB xattr");
+    drop(big.2);
+    std::fs::remove_file(s.path("x")).unwrap();
+    for (mode, cap, size) in [
+        ("xattrs", 100_000, 4000),
+        ("files", 100_000, 0),
+        ("links", 100_000, 0),
+        ("symlinks", 100_000, 0),
+        ("dirs", 100_000, 0),
+    ] {
+        let dir = s.path(mode);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (count, errno, mut child) = flood(mode, &dir, cap, size);
+        let _ = child.wait();
+        let grown = rss_of(me).saturating_sub(base);
+        eprintln!(
+            "image {mode}: {count} made, then errno {errno}; grew {} KiB",
+            grown / KIB
+        );
+        assert!(full(errno), "{mode}: {count} made, then errno {errno}");
+        assert!(
+            grown <= region + FIXED_OVERHEAD,
+            "image {mode}: the handler grew by {} MiB",
+            grown / MIB
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // A directory of many names, read through many open handles at once: each handle keeps
+    // where it stands, not a copy of the directory.
+    let dir = s.path("listed");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"").unwrap();
+    for i in 0..2000 {
+        std::fs::hard_link(dir.join("f"), dir.join(format!("{i:0>100}"))).unwrap();
+    }
+    let (count, errno, mut child) = flood("handles", &dir, 900, 0);
+    assert_eq!((count, errno), (900, 0), "handles");
+    let grown = rss_of(me).saturating_sub(base);
+    eprintln!("image: 900 handles: grew {} KiB", grown / KIB);
+    assert!(
+        grown <= region + FIXED_OVERHEAD,
+        "image: 900 open handles on a directory of 2,000 names: the handler grew by {} MiB",
+        grown / MIB
+    );
+    drop(child.stdin.take());
+    let _ = child.wait();
+    // Still a working filesystem.
+    std::fs::write(s.path("after"), vec![1u8; MIB as usize]).unwrap();
 }

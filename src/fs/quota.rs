@@ -5,14 +5,15 @@
 //! after, then drop the reservation. As long as an operation allocates no more than it
 //! reserved, usage never exceeds the limit, whatever the concurrency.
 //!
-//! An inode whose last name is gone stays counted until the kernel forgets it (and its last
-//! handle is closed): the kernel may still reach it. After a plain `rm` the kernel sends that
-//! FORGET right away, but it reaches the handler a moment after the unlink's reply, so a write
-//! right after the `rm` could find the space not yet back. Backends therefore count the nodes
-//! whose release waits only for FORGET (`awaiting_forget`), and an operation refused for
-//! space may wait for their releases and try again (`wait_for_release`), as ext4 retries an
-//! allocation after a journal commit frees blocks.
-use std::time::Instant;
+//! An inode whose last name is gone stays counted until the kernel forgets it and its last
+//! handle is closed: until then it can be reached. After a plain `rm` the kernel sends that
+//! FORGET (and the RELEASE of a file just closed) right away, but they reach the handler a
+//! moment after the unlink's reply, so a write right after the `rm` could find the space not
+//! yet back. Backends therefore report nodes whose release waits only for FORGET
+//! (`awaiting_forget`) and names lost by nodes still open (`name_lost_while_open`), and an
+//! operation refused for space may wait a moment for their releases and try again
+//! (`wait_for_release`), as ext4 retries an allocation after a journal commit frees blocks.
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -34,7 +35,14 @@ struct Counters {
     awaiting_forget: u64,
     /// Releases of space so far (any decrease of usage), so waiters see that one happened.
     releases: u64,
+    /// When a node still open last lost its last name.
+    open_unnamed_at: Option<Instant>,
 }
+
+/// How long after a node still open lost its last name a refused operation waits for its
+/// RELEASE: that of a file closed just before the `rm` is on its way, but a file that stays
+/// open (a deleted log file) must not slow every refused write.
+const RECENT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Quota {
@@ -168,6 +176,12 @@ impl Quota {
         }
     }
 
+    /// A node lost its last name while it had an open handle (whose RELEASE may be on its
+    /// way: the file may have been closed right before).
+    pub fn name_lost_while_open(&self) {
+        self.counters.lock().open_unnamed_at = Some(Instant::now());
+    }
+
     /// Releases of space so far; pass it to `wait_for_release` (taken before the operation).
     pub fn releases(&self) -> u64 {
         self.counters.lock().releases
@@ -175,15 +189,17 @@ impl Quota {
 
     /// For an operation refused for space, begun when `releases` was `seen`: true at once if
     /// space was released since; else, when some node's space only waits for the kernel's
-    /// FORGET, waits (at most until `deadline`) until space is released, and true if it was:
-    /// the operation is worth trying again. Never call it with a lock of the filesystem held:
-    /// the release it waits for takes them.
+    /// FORGET, or a node still open lost its name a moment ago, waits (at most until
+    /// `deadline`) until space is released, and true if it was: the operation is worth trying
+    /// again. Never call it with a lock of the filesystem held: the release it waits for takes
+    /// them.
     pub fn wait_for_release(&self, seen: u64, deadline: Instant) -> bool {
         let mut c = self.counters.lock();
         if c.releases != seen {
             return true;
         }
-        if c.awaiting_forget == 0 {
+        let recent = c.open_unnamed_at.is_some_and(|t| t.elapsed() < RECENT);
+        if c.awaiting_forget == 0 && !recent {
             return false;
         }
         while c.releases == seen {

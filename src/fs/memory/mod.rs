@@ -24,7 +24,7 @@ mod ops;
 pub mod pages;
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -35,7 +35,7 @@ use parking_lot::RwLock;
 pub use cost::default_inode_limit;
 use node::{Body, Meta, Node};
 
-use super::handles::HandleTable;
+use super::handles::{DirCursor, HandleTable};
 use super::quota::{Limits, Quota};
 use super::*;
 
@@ -82,16 +82,11 @@ impl Trim {
     }
 }
 
-/// A listing taken when a directory is opened (or rewound), so offsets stay stable.
-struct Listing {
-    entries: parking_lot::Mutex<Vec<(OsString, Ino, FileKind)>>,
-}
-
 pub struct MemFs {
     tree: RwLock<Tree>,
     quota: Quota,
     files: HandleTable<Arc<Node>>,
-    dirs: HandleTable<(Arc<Node>, Listing)>,
+    dirs: HandleTable<(Arc<Node>, parking_lot::Mutex<DirCursor>)>,
     trim: Trim,
 }
 

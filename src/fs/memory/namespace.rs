@@ -146,7 +146,7 @@ impl MemFs {
 
     /// One name of `node` is gone.
     fn drop_link(&self, node: &Arc<Node>) {
-        {
+        let unnamed = {
             let mut m = node.meta.lock();
             m.nlink = if node.kind == FileKind::Dir {
                 0
@@ -154,6 +154,10 @@ impl MemFs {
                 m.nlink.saturating_sub(1)
             };
             m.ctime = std::time::SystemTime::now();
+            m.nlink == 0
+        };
+        if unnamed && node.open.load(Ordering::SeqCst) > 0 {
+            self.quota.name_lost_while_open();
         }
         self.release_if_unused(node);
     }

@@ -10,9 +10,12 @@ use nix::errno::Errno;
 use super::namespace::NewNode;
 use super::node::Body;
 use super::pages::PAGE;
-use super::{Listing, MemFs, cost, time};
+use super::{MemFs, cost, time};
+use crate::fs::handles::DirStart;
 use crate::fs::rules;
 use crate::fs::*;
+use std::ffi::OsString;
+use std::ops::Bound::{Excluded, Unbounded};
 
 impl VolumeFs for MemFs {
     fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
@@ -208,10 +211,11 @@ impl VolumeFs for MemFs {
 
     fn opendir(&self, _caller: &Caller, ino: Ino) -> FsResult<Fh> {
         let node = self.node(ino)?;
-        let listing = Listing {
-            entries: parking_lot::Mutex::new(self.list(&node)?),
-        };
-        Ok(self.dirs.insert((node, listing)))
+        if node.kind != FileKind::Dir {
+            return Err(FsError::Os(Errno::ENOTDIR));
+        }
+        node.open.fetch_add(1, Ordering::SeqCst);
+        Ok(self.dirs.insert((node, Default::default())))
     }
 
     fn readdir(
@@ -223,38 +227,69 @@ impl VolumeFs for MemFs {
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
         let handle = self.dirs.get(fh)?;
-        let (dir, listing) = &*handle;
-        let mut entries = listing.entries.lock();
-        if offset == 0 {
-            *entries = self.list(dir)?;
-        }
-        for (i, (name, ino, kind)) in entries.iter().enumerate().skip(offset as usize) {
-            let dot = i < 2;
-            let mut entry = DirEntry {
-                ino: *ino,
-                next_offset: i as u64 + 1,
-                kind: *kind,
-                name: name.clone(),
-                entry: None,
+        let (dir, cursor) = &*handle;
+        let mut cursor = cursor.lock();
+        let mut returned = Vec::new();
+        // A node looked up for an entry the reply had no room for: the kernel never saw it.
+        let mut unseen = None;
+        let mut full = false;
+        {
+            let tree = self.tree.read();
+            let Body::Dir { entries, parent } = &*dir.body.read() else {
+                return Err(FsError::Os(Errno::ENOTDIR));
             };
-            let mut looked_up = None;
-            if plus && !dot {
-                let Ok(node) = self.node(*ino) else { continue };
-                entry.entry = Some(self.entry(&node));
-                looked_up = Some(node.ino);
-            }
-            if !add(entry) {
-                if let Some(ino) = looked_up {
-                    self.forget(ino, 1);
+            let dots = [(".", dir.ino), ("..", *parent)];
+            for (i, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
+                let entry = DirEntry {
+                    ino,
+                    next_offset: i as u64 + 1,
+                    kind: FileKind::Dir,
+                    name: name.into(),
+                    entry: None,
+                };
+                if !add(entry) {
+                    return Ok(());
                 }
-                break;
             }
+            let (rest, mut next): (Box<dyn Iterator<Item = (&OsString, &Ino)>>, u64) =
+                match cursor.start(offset.max(2)) {
+                    DirStart::After { name, offset } => (
+                        Box::new(entries.range::<OsStr, _>((Excluded(name), Unbounded))),
+                        offset,
+                    ),
+                    DirStart::Skip(n) => (Box::new(entries.iter().skip(n as usize)), n + 2),
+                };
+            for (name, &ino) in rest {
+                let Ok(node) = tree.get(ino) else { continue };
+                next += 1;
+                let entry = DirEntry {
+                    ino,
+                    next_offset: next,
+                    kind: node.kind,
+                    name: name.clone(),
+                    entry: plus.then(|| self.entry(&node)),
+                };
+                if !add(entry) {
+                    unseen = plus.then_some(ino);
+                    full = true;
+                    break;
+                }
+                returned.push((next, name.clone()));
+            }
+        }
+        cursor.returned(returned, !full);
+        if let Some(ino) = unseen {
+            self.forget(ino, 1);
         }
         Ok(())
     }
 
     fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.dirs.remove(fh).map(drop)
+        let (node, _) = &*self.dirs.remove(fh)?;
+        if node.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.release_if_unused(node);
+        }
+        Ok(())
     }
 
     fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -365,24 +400,5 @@ impl VolumeFs for MemFs {
 
     fn sync_all(&self) -> FsResult<()> {
         Ok(())
-    }
-}
-
-impl MemFs {
-    /// ".", ".." and the entries of `dir`, in name order.
-    fn list(&self, dir: &super::node::Node) -> FsResult<Vec<(std::ffi::OsString, Ino, FileKind)>> {
-        let tree = self.tree.read();
-        let Body::Dir { entries, parent } = &*dir.body.read() else {
-            return Err(FsError::Os(Errno::ENOTDIR));
-        };
-        let mut out = vec![
-            (".".into(), dir.ino, FileKind::Dir),
-            ("..".into(), *parent, FileKind::Dir),
-        ];
-        for (name, ino) in entries {
-            let kind = tree.get(*ino).map(|n| n.kind).unwrap_or(FileKind::File);
-            out.push((name.clone(), *ino, kind));
-        }
-        Ok(out)
     }
 }

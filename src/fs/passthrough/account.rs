@@ -56,6 +56,9 @@ impl PassthroughFs {
             Some(node) => {
                 node.pin_nameless(Arc::new(victim));
                 self.nameless.add(&node);
+                if node.open_handles.load(Ordering::SeqCst) > 0 {
+                    self.quota.name_lost_while_open();
+                }
                 self.free_if_unreachable(&node);
             }
             // Closing `victim` frees the inode on the host.

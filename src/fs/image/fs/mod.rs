@@ -106,7 +106,7 @@ pub struct Inner {
     reuse: RwLock<()>,
     live: Mutex<HashMap<Ino, Live>>,
     files: HandleTable<Ino>,
-    dirs: HandleTable<Mutex<Vec<(std::ffi::OsString, Ino, FileKind)>>>,
+    dirs: HandleTable<Mutex<crate::fs::handles::DirCursor>>,
 }
 
 /// Bytes files may hold on a new image of `image_size` bytes with the inode limit `inodes`:
@@ -352,6 +352,9 @@ impl Inner {
                 l.nameless = true;
                 if !l.recheck() && l.awaiting_forget {
                     self.quota.awaiting_forget(true);
+                }
+                if l.open > 0 {
+                    self.quota.name_lost_while_open();
                 }
                 return Ok(());
             }
