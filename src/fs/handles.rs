@@ -99,7 +99,10 @@ mod tests {
     fn a_read_goes_on_after_any_name_the_last_one_returned() {
         let mut c = DirCursor::default();
         assert_eq!(c.start(2), DirStart::Skip(0));
-        c.returned(vec![(3, OsString::from("a")), (4, OsString::from("b"))]);
+        c.returned(
+            vec![(3, OsString::from("a")), (4, OsString::from("b"))],
+            false,
+        );
         assert_eq!(
             c.start(4),
             DirStart::After {
