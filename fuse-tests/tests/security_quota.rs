@@ -3,9 +3,11 @@
 //! root is world-writable, on every backend.
 //!
 //! Finding 5: an inode that lost its last name, reached again (O_PATH and a reopen through
-//! /proc, an open descriptor, a hard link, a rename over it), keeps its bytes counted while it
-//! exists, every write to it is admitted against the quota, and its space comes back exactly
-//! once, after the last close and the kernel's FORGET.
+//! /proc, an open descriptor, a hard link, a rename over it), keeps its bytes counted for as
+//! long as it exists, every write to it is admitted against the quota, and its space comes back
+//! exactly once. tmpfs and image keep such an inode while the kernel knows it (the reopen
+//! works, as on kernel tmpfs); the local driver gives its space back when no handle is open,
+//! and from then on it is gone (the reopen gets ENOENT; see docs/architecture.md).
 //!
 //! Finding 6: what a tmpfs volume holds besides file data (names, inodes, xattrs, symlink
 //! targets) counts against its quota, so a flood of them stops with ENOSPC while the daemon's
@@ -25,6 +27,7 @@ const MIB: u64 = 1024 * KIB;
 /// The attacker: makes `victim` (64 KiB), takes hold of its inode in the way `mode` names,
 /// removes its last name, then writes 1 MiB at a time into the inode until a write fails or
 /// `cap` bytes went in. Prints one JSON line, then keeps everything open until stdin closes.
+/// If the inode cannot be reopened, the line is `{"gone": errno}`.
 const ATTACKER: &str = r#"
 import json, os, sys, time
 mode, d, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -33,8 +36,15 @@ def make(path, size):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     os.write(fd, b"v" * size)
     os.close(fd)
+def report(**kw):
+    print(json.dumps(kw), flush=True)
+    sys.stdin.read()
+    sys.exit(0)
 def reopen(opath):
-    return os.open("/proc/self/fd/%d" % opath, os.O_RDWR)
+    try:
+        return os.open("/proc/self/fd/%d" % opath, os.O_RDWR)
+    except OSError as e:
+        report(gone=e.errno)
 make(victim, 64 * 1024)
 held = []
 if mode == "opath_reopen":
@@ -60,20 +70,22 @@ elif mode == "rename_over_open":
     fd = os.open(victim, os.O_RDWR)
     make(other, 8192)
     os.rename(other, victim)
+elif mode == "rename_over_opath":
+    p = os.open(victim, os.O_PATH); held.append(p)
+    make(other, 8192)
+    os.rename(other, victim)
+    fd = reopen(p)
 elif mode == "opath_hold":
     fd = os.open(victim, os.O_WRONLY)
     os.pwrite(fd, b"h" * cap, 0)
     os.close(fd)
     p = os.open(victim, os.O_PATH); held.append(p)
     os.unlink(victim)
-    print(json.dumps({"written": 0, "errno": 0, "nlink": 0, "held": os.fstat(p).st_blocks * 512}), flush=True)
-    sys.stdin.read()
-    sys.exit(0)
-elif mode == "rename_over_opath":
-    p = os.open(victim, os.O_PATH); held.append(p)
-    make(other, 8192)
-    os.rename(other, victim)
-    fd = reopen(p)
+    try:
+        blocks = os.fstat(p).st_blocks
+    except OSError as e:
+        report(gone=e.errno)
+    report(written=0, errno=0, nlink=0, held=blocks * 512)
 else:
     sys.exit("unknown mode " + mode)
 written, errno, buf = 0, 0, b"x" * (1 << 20)
@@ -85,9 +97,7 @@ while written < cap:
         break
     written += n
 st = os.fstat(fd)
-print(json.dumps({"written": written, "errno": errno, "nlink": st.st_nlink,
-                  "held": st.st_blocks * 512}), flush=True)
-sys.stdin.read()
+report(written=written, errno=errno, nlink=st.st_nlink, held=st.st_blocks * 512)
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,13 +131,48 @@ fn attacker(who: Who, mode: &str, dir: &Path, cap: u64) -> Child {
         .expect("python3 (and setpriv, util-linux)")
 }
 
-/// The attacker's report: bytes it got into the nameless inode, the errno that stopped it,
-/// the inode's link count and what it holds.
-struct Report {
-    written: u64,
-    errno: i32,
-    nlink: u64,
-    held: u64,
+/// The attacker's report.
+#[derive(Debug)]
+enum Report {
+    /// It wrote `written` bytes into the nameless inode until `errno` stopped it; the inode's
+    /// link count and what it holds.
+    Wrote {
+        written: u64,
+        errno: i32,
+        nlink: u64,
+        held: u64,
+    },
+    /// The nameless inode could not be reached again: the reopen (or stat) failed with this.
+    Gone(i32),
+}
+
+impl Report {
+    fn written(&self) -> u64 {
+        match self {
+            Report::Wrote { written, .. } => *written,
+            Report::Gone(_) => 0,
+        }
+    }
+}
+
+/// Whether the nameless inode is reached again in `mode` on `backend`: the local driver gives
+/// the space of a nameless inode without an open handle back at once, and the inode is then
+/// gone; the other drivers keep it while the kernel knows it.
+fn reachable(backend: Backend, mode: &str) -> bool {
+    let reopens = matches!(
+        mode,
+        "opath_reopen" | "reopen_after_last_close" | "rename_over_opath" | "opath_hold"
+    );
+    !(reopens && matches!(backend, Backend::Local))
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let _ = child.wait();
+    err
 }
 
 fn report_of(child: &mut Child, what: &str) -> Report {
@@ -136,13 +181,15 @@ fn report_of(child: &mut Child, what: &str) -> Report {
         .read_line(&mut line)
         .unwrap();
     if line.is_empty() {
-        let _ = child.stdin.take();
-        let out = child.wait_with_output_of_stderr();
-        panic!("{what}: the attacker failed: {out}");
+        drop(child.stdin.take());
+        panic!("{what}: the attacker failed: {}", stderr_of(child));
     }
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let num = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{what}: {line}"));
-    Report {
+    if v.get("gone").is_some() {
+        return Report::Gone(num("gone") as i32);
+    }
+    Report::Wrote {
         written: num("written"),
         errno: num("errno") as i32,
         nlink: num("nlink"),
@@ -150,22 +197,7 @@ fn report_of(child: &mut Child, what: &str) -> Report {
     }
 }
 
-trait StderrOf {
-    fn wait_with_output_of_stderr(&mut self) -> String;
-}
-
-impl StderrOf for Child {
-    fn wait_with_output_of_stderr(&mut self) -> String {
-        let mut err = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        let _ = self.wait();
-        err
-    }
-}
-
-/// Waits (generously) until `done` holds, then returns its last value for the message.
+/// Waits (generously) until `done` holds; `done` also describes the state for the message.
 fn wait_for(what: &str, mut done: impl FnMut() -> (bool, String)) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -176,6 +208,14 @@ fn wait_for(what: &str, mut done: impl FnMut() -> (bool, String)) {
         assert!(Instant::now() < deadline, "{what}: {state}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until UsedBytes is what the named files hold (`du`).
+fn wait_exact(s: &TestSession, what: &str) {
+    wait_for(what, || {
+        let (used, named) = (s.used_bytes(), s.du());
+        (used == named, format!("UsedBytes {used}, du {named}"))
+    });
 }
 
 /// Tests that measure this process's memory run alone; every other test holds this shared.
@@ -201,37 +241,51 @@ fn nameless_inode(backend: Backend, who: Who, mode: &str) {
     std::fs::write(s.path("keep"), vec![1u8; MIB as usize]).unwrap();
     let what = format!("{backend:?} as {who:?}, {mode}");
     let mut child = attacker(who, mode, s.mnt(), 4 * limit);
-    let r = report_of(&mut child, &what);
-    let used = s.used_bytes();
-    // The flood was stopped at the quota: a short write, then ENOSPC.
-    assert_eq!(
-        r.errno,
-        libc::ENOSPC,
-        "{what}: the flood ended with errno {}",
-        r.errno
-    );
-    assert!(
-        r.written <= limit,
-        "{what}: {} MiB went into a {} MiB volume (UsedBytes {used})",
-        r.written / MIB,
-        limit / MIB
-    );
-    assert_eq!(r.nlink, 0, "{what}: the inode still has a name");
-    // What exists is counted: the named files (du) and the nameless inode the attacker holds.
-    let named = s.du();
-    assert!(
-        used >= named + r.held && used <= limit,
-        "{what}: UsedBytes {used} while named files hold {named} and the nameless inode {}",
-        r.held
-    );
+    match report_of(&mut child, &what) {
+        Report::Wrote {
+            written,
+            errno,
+            nlink,
+            held,
+        } => {
+            let used = s.used_bytes();
+            // The flood was stopped at the quota: a short write, then ENOSPC.
+            assert_eq!(
+                errno,
+                libc::ENOSPC,
+                "{what}: the flood ended with errno {errno}"
+            );
+            assert!(
+                written <= limit,
+                "{what}: {} MiB went into a {} MiB volume (UsedBytes {used})",
+                written / MIB,
+                limit / MIB
+            );
+            assert_eq!(nlink, 0, "{what}: the inode still has a name");
+            // What exists is counted: the named files (du) and the nameless inode.
+            let named = s.du();
+            assert!(
+                used >= named + held && used <= limit,
+                "{what}: UsedBytes {used} while named files hold {named} and the nameless inode {held}"
+            );
+            assert!(reachable(backend, mode), "{what}: reached again");
+        }
+        Report::Gone(errno) => {
+            assert!(!reachable(backend, mode), "{what}: gone ({errno})");
+            assert_eq!(
+                errno,
+                libc::ENOENT,
+                "{what}: the reopen failed with {errno}"
+            );
+            // Nothing holds it: its space is back already.
+            wait_exact(&s, &format!("{what}: usage of the gone inode"));
+        }
+    }
     // The attacker lets go: the space comes back exactly once, to what the names hold.
     drop(child.stdin.take());
     let status = child.wait().unwrap();
     assert!(status.success(), "{what}: attacker {status}");
-    wait_for(&format!("{what}: usage after the last close"), || {
-        let (used, named) = (s.used_bytes(), s.du());
-        (used == named, format!("UsedBytes {used}, du {named}"))
-    });
+    wait_exact(&s, &format!("{what}: usage after the last close"));
     assert!(
         s.used_bytes() <= 2 * MIB,
         "{what}: {} left counted",
@@ -304,7 +358,7 @@ fn many_nameless_inodes_share_one_quota() {
         // One after the other, each holding its inode: the last ones meet the quota.
         for (i, d) in dirs.iter().enumerate() {
             let mut c = attacker(Who::Nobody, "opath_reopen", d, limit * 3 / 10);
-            written += report_of(&mut c, &format!("{backend:?} attacker {i}")).written;
+            written += report_of(&mut c, &format!("{backend:?} attacker {i}")).written();
             children.push(c);
         }
         let used = s.used_bytes();
@@ -316,20 +370,16 @@ fn many_nameless_inodes_share_one_quota() {
             drop(c.stdin.take());
             let _ = c.wait();
         }
-        wait_for(
-            &format!("{backend:?}: usage after the attackers left"),
-            || {
-                let (used, named) = (s.used_bytes(), s.du());
-                (used == named, format!("UsedBytes {used}, du {named}"))
-            },
-        );
+        wait_exact(&s, &format!("{backend:?}: usage after the attackers left"));
         std::fs::write(s.path("after"), vec![3u8; (limit / 2) as usize]).unwrap();
     }
 }
 
-/// After a plain `rm` the space is usable at once (the kernel's FORGET, which gives it back,
-/// reaches the handler a moment after the unlink's reply; a write refused meanwhile waits for
-/// it). While someone still holds the nameless inode, it stays counted: the write is refused.
+/// After a plain `rm` the space is usable at once, also right after the file's last close
+/// (its RELEASE, and on tmpfs and image the kernel's FORGET, reach the handler a moment after
+/// the unlink's reply; a write refused meanwhile waits for them). A nameless inode someone
+/// still reaches stays counted, and what no longer fits beside it is refused; on the local
+/// driver an inode nobody has open is gone at once, its space with it.
 #[test]
 fn removed_space_is_usable_at_once_and_held_space_is_not() {
     if !fuse_or_skip("removed_space_is_usable_at_once_and_held_space_is_not") {
@@ -345,25 +395,33 @@ fn removed_space_is_usable_at_once_and_held_space_is_not() {
                 .unwrap_or_else(|e| panic!("{backend:?} round {round}: {e}"));
             std::fs::remove_file(s.path("big")).unwrap();
         }
-        // Someone holds the inode of a removed file: its space stays counted, and what no
-        // longer fits beside it is refused.
         let mut child = attacker(Who::Nobody, "opath_hold", s.mnt(), limit - 512 * KIB);
-        let r = report_of(&mut child, &format!("{backend:?} opath_hold"));
-        let used = s.used_bytes();
-        assert!(
-            used >= s.du() + r.held,
-            "{backend:?}: UsedBytes {used}, du {}, held {}",
-            s.du(),
-            r.held
-        );
-        let err = std::fs::write(s.path("over"), &big[..MIB as usize]).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{backend:?}: {err}");
+        let report = report_of(&mut child, &format!("{backend:?} opath_hold"));
+        let over = std::fs::write(s.path("over"), &big[..MIB as usize]);
+        match report {
+            Report::Wrote { held, .. } => {
+                assert!(
+                    reachable(backend, "opath_hold"),
+                    "{backend:?}: reached again"
+                );
+                let used = s.used_bytes();
+                assert!(
+                    used >= s.du() + held,
+                    "{backend:?}: UsedBytes {used}, du {}, held {held}",
+                    s.du()
+                );
+                let err = over.unwrap_err();
+                assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{backend:?}: {err}");
+            }
+            Report::Gone(errno) => {
+                assert!(!reachable(backend, "opath_hold"), "{backend:?}: gone");
+                assert_eq!(errno, libc::ENOENT);
+                over.unwrap_or_else(|e| panic!("{backend:?}: the space of a gone inode: {e}"));
+            }
+        }
         drop(child.stdin.take());
         let _ = child.wait();
-        wait_for(&format!("{backend:?}: usage after the holder left"), || {
-            let (used, named) = (s.used_bytes(), s.du());
-            (used == named, format!("UsedBytes {used}, du {named}"))
-        });
+        wait_exact(&s, &format!("{backend:?}: usage after the holder left"));
         std::fs::remove_file(s.path("over")).ok();
         std::fs::write(s.path("big"), &big).unwrap();
     }
@@ -455,8 +513,7 @@ fn flood(mode: &str, dir: &Path, cap: u64, size: u64) -> (u64, i32, Child) {
         .unwrap();
     if line.is_empty() {
         drop(child.stdin.take());
-        let err = child.wait_with_output_of_stderr();
-        panic!("flood {mode}: {err}");
+        panic!("flood {mode}: {}", stderr_of(&mut child));
     }
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     (

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use super::PassthroughFs;
 use super::inodes::{HostKey, Inode, allocated_bytes};
-use crate::fs::{FsResult, UsageSnapshot};
+use crate::fs::{FsError, FsResult, UsageSnapshot};
 use crate::sys::dirent;
 
 impl PassthroughFs {
@@ -44,9 +44,9 @@ impl PassthroughFs {
     }
 
     /// A name of the host inode open as `victim` was just removed (under its removal lock,
-    /// see `RemovalLocks`). If that was its last name: with a node (the kernel can still reach
-    /// the inode), the node keeps `victim`, so the inode and its counted bytes live on until
-    /// nothing can reach it; without one, nothing can, and its space comes back now.
+    /// see `RemovalLocks`). If that was its last name, its space comes back now, unless a
+    /// handle of it is open (then at the last close). Its node, if the kernel still names one,
+    /// answers `ENOENT` once the space is back: nothing can reopen it and write uncounted.
     pub(super) fn lost_name(&self, victim: OwnedFd) -> FsResult<()> {
         let st = fstat(&victim)?;
         if st.st_nlink > 0 {
@@ -54,61 +54,58 @@ impl PassthroughFs {
         }
         match self.inodes.node_of(victim.as_fd(), &st) {
             Some(node) => {
-                node.pin_nameless(Arc::new(victim));
-                self.nameless.add(&node);
+                node.mark_removed();
                 if node.open_handles.load(Ordering::SeqCst) > 0 {
+                    self.nameless.add(&node);
                     self.quota.name_lost_while_open();
                 }
-                self.free_if_unreachable(&node);
+                self.free_if_unopened(&node);
             }
-            // Closing `victim` frees the inode on the host.
             None => self.quota.adjust(-(allocated_bytes(&st) as i64), -1),
         }
+        // Closing `victim` (and the node's descriptor, if taken) frees the inode on the host.
         Ok(())
     }
 
-    /// Called after the last handle of `inode` is closed; `file` is that handle's descriptor,
-    /// still open. A name removed behind fvol's back (a `mount=` directory) is noticed here.
-    pub(super) fn account_last_close(&self, inode: &Arc<Inode>, file: BorrowedFd<'_>) {
-        if !inode.is_removed() && fstat(file).is_ok_and(|st| st.st_nlink == 0) {
-            inode.mark_removed();
-            self.nameless.add(inode);
+    /// Counts one more open handle of `inode`, whose host file the caller just opened; refused
+    /// (`NotFound`) if the inode lost its last name and its space was given back, so no open
+    /// slips in between that and `free_if_unopened`.
+    pub(super) fn count_open(&self, inode: &Inode) -> FsResult<()> {
+        let accounted = inode.accounted.lock();
+        if inode.is_removed() && accounted.is_none() {
+            return Err(FsError::NotFound);
         }
-        self.free_if_unreachable(inode);
+        inode.open_handles.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
-    /// Gives back the space of an inode that has no name, no open handle and no kernel lookup
-    /// left (nothing can reach it any more), exactly once, and closes the node's descriptor,
-    /// which lets the host free it; and keeps the quota told whether the node's space waits
-    /// only for the kernel's FORGET. Every path that takes a name, a handle or a lookup away
-    /// calls this after its change, and so does an open of a nameless node; the decision is
-    /// made under `accounted`, so the last of concurrent callers sees all the changes.
-    pub(super) fn free_if_unreachable(&self, inode: &Inode) {
-        let (fd, was_awaiting) = {
+    /// One open handle of `inode` less; `file` is its descriptor, still open. At the last
+    /// close a name removed behind fvol's back (a `mount=` directory) is noticed too.
+    pub(super) fn count_close(&self, inode: &Arc<Inode>, file: BorrowedFd<'_>) {
+        if inode.open_handles.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        if !inode.is_removed() && fstat(file).is_ok_and(|st| st.st_nlink == 0) {
+            inode.mark_removed();
+        }
+        self.free_if_unopened(inode);
+    }
+
+    /// Gives back the space of an inode that has no name and no open handle, exactly once, and
+    /// takes its node's descriptor (the host frees the inode when its last descriptor closes).
+    /// Runs under `accounted`, as `count_open` does.
+    fn free_if_unopened(&self, inode: &Inode) {
+        let fd = {
             let mut accounted = inode.accounted.lock();
-            let removed = inode.is_removed();
-            let open = inode.open_handles.load(Ordering::SeqCst) > 0;
-            let looked_up = inode.lookups() > 0;
-            let awaiting = removed && !open && looked_up && accounted.is_some();
-            let was_awaiting = inode.awaiting_forget.swap(awaiting, Ordering::SeqCst);
-            if awaiting && !was_awaiting {
-                self.quota.awaiting_forget(true);
-            }
-            if !removed || open || looked_up {
-                if was_awaiting && !awaiting {
-                    self.quota.awaiting_forget(false);
-                }
+            if !inode.is_removed() || inode.open_handles.load(Ordering::SeqCst) > 0 {
                 return;
             }
             if let Some(bytes) = accounted.take() {
                 self.quota.adjust(-(bytes as i64), -1);
             }
-            (inode.take_fd(), was_awaiting)
+            inode.take_fd()
         };
         drop(fd);
-        if was_awaiting {
-            self.quota.awaiting_forget(false);
-        }
     }
 
     /// Usage once this session is over: without the nameless inodes, which go with it.
@@ -144,8 +141,8 @@ impl RemovalLocks {
     }
 }
 
-/// The nodes whose inode has no name but is still counted (held by the kernel or a handle),
-/// to leave them out of the usage recorded when the volume stops.
+/// The nodes whose inode has no name but is still counted (a handle is open), to leave them
+/// out of the usage recorded when the volume stops.
 #[derive(Default)]
 pub(super) struct Nameless {
     nodes: Mutex<Vec<Weak<Inode>>>,

@@ -1,6 +1,5 @@
 //! Directory listing, resumable at the host's own offsets.
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 
 use nix::fcntl::OFlag;
 use nix::unistd::{Whence, lseek};
@@ -18,10 +17,7 @@ impl PassthroughFs {
     pub(super) fn open_dir(&self, ino: Ino) -> FsResult<Fh> {
         let inode = self.inodes.get(ino)?;
         let dir = self.reopen(&inode, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        inode.open_handles.fetch_add(1, Ordering::SeqCst);
-        if inode.is_removed() {
-            self.free_if_unreachable(&inode);
-        }
+        self.count_open(&inode)?;
         Ok(self.dirs.insert(DirHandle {
             inode,
             dir: Mutex::new(dir.into()),
@@ -66,7 +62,7 @@ impl PassthroughFs {
                 if !add(entry) {
                     // The kernel never saw this entry, so it holds no reference to forget.
                     if let Some(ino) = looked_up {
-                        self.forget_node(ino, 1);
+                        self.inodes.forget(ino, 1);
                     }
                     return Ok(());
                 }
@@ -76,10 +72,7 @@ impl PassthroughFs {
 
     pub(super) fn close_dir(&self, fh: Fh) -> FsResult<()> {
         let handle = self.dirs.remove(fh)?;
-        if handle.inode.open_handles.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let dir = handle.dir.lock();
-            self.account_last_close(&handle.inode, dir.as_fd());
-        }
+        self.count_close(&handle.inode, handle.dir.lock().as_fd());
         Ok(())
     }
 }

@@ -54,18 +54,14 @@ pub struct Inode {
     /// Used since the cache last looked (see `fdcache`).
     pub(super) referenced: AtomicBool,
     /// The inode has no name left (fvol removed the last one, or found it gone at a close).
-    /// A node fvol unnamed keeps its descriptor from then on (see `pin_nameless`).
     removed: AtomicBool,
     lookups: AtomicU64,
     /// Bytes of this inode counted in the quota; None once its space was given back. The lock
     /// also serializes re-accounting, so successive deltas add up to the real allocation, and
-    /// the decision to give the space back (see `PassthroughFs::free_if_unreachable`).
+    /// opens against giving the space back (see `PassthroughFs::count_open`).
     pub accounted: Mutex<Option<u64>>,
     /// Open file and directory handles.
     pub open_handles: AtomicU32,
-    /// Nameless, not open, still known to the kernel: its space waits only for FORGET
-    /// (changed under `accounted`).
-    pub awaiting_forget: AtomicBool,
 }
 
 impl Inode {
@@ -84,7 +80,6 @@ impl Inode {
             lookups: AtomicU64::new(1),
             accounted: Mutex::new(Some(allocated_bytes(st))),
             open_handles: AtomicU32::new(0),
-            awaiting_forget: AtomicBool::new(false),
         }
     }
 
@@ -119,9 +114,6 @@ impl Inode {
     /// Takes the node's descriptor unless pinned; it closes when its last user drops it.
     pub(super) fn release_fd(&self) -> Option<NodeFd> {
         self.handle.as_ref()?;
-        if self.is_removed() {
-            return None;
-        }
         self.fd.lock().take()
     }
 
@@ -134,25 +126,8 @@ impl Inode {
         self.removed.load(Ordering::SeqCst)
     }
 
-    /// Kernel lookups of the node not yet forgotten.
-    pub fn lookups(&self) -> u64 {
-        self.lookups.load(Ordering::SeqCst)
-    }
-
-    /// fvol removed the inode's last name while `fd` (a descriptor of it) was open: the node
-    /// keeps a descriptor from now on, so the host keeps the inode, and it stays reachable
-    /// (a reopen through /proc of an O_PATH descriptor works, as on any filesystem) and
-    /// counted until nothing can reach it any more. The cache never takes it.
-    pub fn pin_nameless(&self, fd: NodeFd) {
-        self.mark_removed();
-        let mut slot = self.fd.lock();
-        if slot.is_none() {
-            *slot = Some(fd);
-        }
-    }
-
-    /// Takes the descriptor of a node whose inode was given up: closing it lets the host free
-    /// the inode.
+    /// Takes the descriptor of a node whose inode lost its last name and its space (even a
+    /// pinned one's): closing it lets the host free the inode, and the node no longer opens.
     pub fn take_fd(&self) -> Option<NodeFd> {
         self.fd.lock().take()
     }
@@ -241,7 +216,7 @@ impl InodeTable {
         if let Some(fd) = inode.cached_fd() {
             return Ok(fd);
         }
-        let handle = inode.handle.as_ref().ok_or(FsError::Stale)?;
+        let handle = inode.handle.as_ref().ok_or(inode.gone(Errno::ESTALE))?;
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = self
             .cache
@@ -268,7 +243,7 @@ impl InodeTable {
                 .cache
                 .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))
                 .map_err(|e| inode.gone(e))?,
-            (None, None) => return Err(FsError::Stale),
+            (None, None) => return Err(inode.gone(Errno::ESTALE)),
         };
         Ok(fd)
     }
@@ -388,28 +363,28 @@ impl InodeTable {
         inode.is(handle.as_ref()).then_some(inode)
     }
 
-    /// Drops `n` kernel lookups of node `ino`; returns the node if that was its last, now out
-    /// of the table. Dropping it may close the last descriptor of a nameless inode, which
-    /// frees it on the host and takes a while: the caller does that, not under the lock.
-    #[must_use]
-    pub fn forget(&self, ino: Ino, n: u64) -> Option<Arc<Inode>> {
+    pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
-            return None;
+            return;
         }
         let mut t = self.tables.write();
-        let inode = t.by_ino.get(&ino)?;
-        let left = inode.lookups.load(Ordering::SeqCst).saturating_sub(n);
-        inode.lookups.store(left, Ordering::SeqCst);
-        if left > 0 {
-            return None;
+        let Some(inode) = t.by_ino.get(&ino) else {
+            return;
+        };
+        let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
+        inode.lookups.store(left, Ordering::Relaxed);
+        if left == 0 {
+            let key = inode.key;
+            let gone = t.by_ino.remove(&ino);
+            // The key may belong to a newer node already (a reused inode number).
+            if t.by_key.get(&key) == Some(&ino) {
+                t.by_key.remove(&key);
+            }
+            // Closing the last descriptor of an unlinked inode frees it on the host, which
+            // takes a while: not under the lock.
+            drop(t);
+            drop(gone);
         }
-        let key = inode.key;
-        let gone = t.by_ino.remove(&ino);
-        // The key may belong to a newer node already (a reused inode number).
-        if t.by_key.get(&key) == Some(&ino) {
-            t.by_key.remove(&key);
-        }
-        gone
     }
 }
 
@@ -500,7 +475,7 @@ mod tests {
         old.mark_removed();
         assert_eq!(t.fd(&old).err(), Some(FsError::NotFound));
         // The key now names the new node, and forgetting the old one leaves it so.
-        drop(t.forget(old.ino, 1));
+        t.forget(old.ino, 1);
         assert_eq!(t.peek_ino(new.key), Some(new.ino));
         assert!(Arc::ptr_eq(&lookup(&t, &name), &new));
     }

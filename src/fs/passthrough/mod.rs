@@ -127,13 +127,6 @@ impl PassthroughFs {
     fn node_fd(&self, ino: Ino) -> FsResult<NodeFd> {
         self.inodes.fd(&self.inodes.get(ino)?)
     }
-
-    /// Drops kernel lookups of a node; its last one may leave a nameless inode unreachable.
-    fn forget_node(&self, ino: Ino, nlookup: u64) {
-        if let Some(gone) = self.inodes.forget(ino, nlookup) {
-            self.free_if_unreachable(&gone);
-        }
-    }
 }
 
 impl VolumeFs for PassthroughFs {
@@ -142,7 +135,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
-        self.forget_node(ino, nlookup);
+        self.inodes.forget(ino, nlookup);
     }
 
     fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr> {
@@ -243,6 +236,7 @@ impl VolumeFs for PassthroughFs {
             }
             other => {
                 let (inode, entry, file) = other?;
+                self.count_open(&inode)?;
                 (entry, self.handle_for(inode, file, flags))
             }
         };
