@@ -5,13 +5,13 @@
 //! after, then drop the reservation. As long as an operation allocates no more than it
 //! reserved, usage never exceeds the limit, whatever the concurrency.
 //!
-//! An inode whose last name is gone stays counted until the kernel forgets it and its last
-//! handle is closed: until then it can be reached. After a plain `rm` the kernel sends that
-//! FORGET (and the RELEASE of a file just closed) right away, but they reach the handler a
-//! moment after the unlink's reply, so a write right after the `rm` could find the space not
-//! yet back. Backends therefore report nodes whose release waits only for FORGET
-//! (`awaiting_forget`) and names lost by nodes still open (`name_lost_while_open`), and an
-//! operation refused for space may wait a moment for their releases and try again
+//! An inode whose last name is gone stays counted while it can be reached: while a handle of
+//! it is open, and on tmpfs and image until the kernel forgets it. After a plain `rm` the
+//! RELEASE of a file just closed and the kernel's FORGET come right away, but they reach the
+//! handler a moment after the unlink's reply, so a write right after the `rm` could find the
+//! space not yet back. Backends therefore report names lost by nodes still open
+//! (`name_lost_while_open`) and nodes whose release waits only for FORGET (`awaiting_forget`),
+//! and an operation refused for space may wait a moment for their releases and try again
 //! (`wait_for_release`), as ext4 retries an allocation after a journal commit frees blocks.
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,9 @@
 //!
 //! A cold node whose host inode is gone answers `ENOENT` if fvol removed its last name (as a
 //! removed directory does on any filesystem), and `ESTALE` if it vanished behind fvol's back;
-//! on `ESTALE` the kernel looks the path up again and finds what the name holds now.
+//! on `ESTALE` the kernel looks the path up again and finds what the name holds now. A node
+//! whose inode lost its last name with no handle open gives up its descriptor (pinned or not)
+//! when its space is given back, so it is gone from then on (see `account`).
 //!
 //! Invariants:
 //! - Entries leave the table only when the kernel forgets its last lookup.
