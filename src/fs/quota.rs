@@ -9,10 +9,12 @@
 //! it is open, and on tmpfs and image until the kernel forgets it. After a plain `rm` the
 //! RELEASE of a file just closed and the kernel's FORGET come right away, but they reach the
 //! handler a moment after the unlink's reply, so a write right after the `rm` could find the
-//! space not yet back. Backends therefore report names lost by nodes still open
-//! (`name_lost_while_open`) and nodes whose release waits only for FORGET (`awaiting_forget`),
-//! and an operation refused for space may wait a moment for their releases and try again
-//! (`wait_for_release`), as ext4 retries an allocation after a journal commit frees blocks.
+//! space not yet back. Backends therefore say when a node's space is about to come back
+//! (`expect_release`: its last name went while it was open, or it waits only for FORGET), and
+//! an operation refused for space within a second of that may wait for the release and try
+//! again (`wait_for_release`), as ext4 retries an allocation after a journal commit frees
+//! blocks. Only within that second: a nameless inode someone keeps holding must not slow every
+//! refused operation.
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -31,17 +33,16 @@ struct Counters {
     used_inodes: u64,
     reserved_bytes: u64,
     reserved_inodes: u64,
-    /// Nodes without a name or an open handle, counted until the kernel forgets them.
-    awaiting_forget: u64,
     /// Releases of space so far (any decrease of usage), so waiters see that one happened.
     releases: u64,
-    /// When a node still open last lost its last name.
-    open_unnamed_at: Option<Instant>,
+    /// When a node's space was last said to be about to come back.
+    release_expected_at: Option<Instant>,
 }
 
-/// How long after a node still open lost its last name a refused operation waits for its
-/// RELEASE: that of a file closed just before the `rm` is on its way, but a file that stays
-/// open (a deleted log file) must not slow every refused write.
+/// How long after `expect_release` a refused operation waits for a release: the RELEASE of a
+/// file closed just before its `rm`, or the FORGET after it, is on its way by then (about 3 ms
+/// here), but a nameless file that stays open (a deleted log file) must not slow every refused
+/// write.
 const RECENT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
@@ -162,24 +163,10 @@ impl Quota {
         }
     }
 
-    /// A node started (`true`) or stopped (`false`) waiting only for the kernel's FORGET to
-    /// give its space back. A node that stops because it was freed calls this after `adjust`
-    /// gave the space back, so a waiter never sees the wait end before the space is back.
-    pub fn awaiting_forget(&self, awaiting: bool) {
-        let mut c = self.counters.lock();
-        if awaiting {
-            c.awaiting_forget += 1;
-        } else {
-            c.awaiting_forget = c.awaiting_forget.saturating_sub(1);
-            c.releases += 1;
-            self.released.notify_all();
-        }
-    }
-
-    /// A node lost its last name while it had an open handle (whose RELEASE may be on its
-    /// way: the file may have been closed right before).
-    pub fn name_lost_while_open(&self) {
-        self.counters.lock().open_unnamed_at = Some(Instant::now());
+    /// A node's space is about to come back: its last name went while it was open (the file
+    /// may have been closed right before), or it waits only for the kernel's FORGET.
+    pub fn expect_release(&self) {
+        self.counters.lock().release_expected_at = Some(Instant::now());
     }
 
     /// Releases of space so far; pass it to `wait_for_release` (taken before the operation).
@@ -188,18 +175,16 @@ impl Quota {
     }
 
     /// For an operation refused for space, begun when `releases` was `seen`: true at once if
-    /// space was released since; else, when some node's space only waits for the kernel's
-    /// FORGET, or a node still open lost its name a moment ago, waits (at most until
-    /// `deadline`) until space is released, and true if it was: the operation is worth trying
-    /// again. Never call it with a lock of the filesystem held: the release it waits for takes
-    /// them.
+    /// space was released since; else, if a release was expected less than a second ago,
+    /// waits (at most until `deadline`) until space is released, and true if it was: the
+    /// operation is worth trying again. Never call it with a lock of the filesystem held: the
+    /// release it waits for takes them.
     pub fn wait_for_release(&self, seen: u64, deadline: Instant) -> bool {
         let mut c = self.counters.lock();
         if c.releases != seen {
             return true;
         }
-        let recent = c.open_unnamed_at.is_some_and(|t| t.elapsed() < RECENT);
-        if c.awaiting_forget == 0 && !recent {
+        if c.release_expected_at.is_none_or(|t| t.elapsed() >= RECENT) {
             return false;
         }
         while c.releases == seen {
@@ -371,15 +356,15 @@ mod tests {
             },
         ));
         let later = || Instant::now() + std::time::Duration::from_secs(600);
-        // Nothing awaited: no wait at all.
+        // No release expected: no wait at all.
         assert!(!q.wait_for_release(q.releases(), later()));
         // A release since the operation began: try again at once.
         let seen = q.releases();
         q.adjust(-(B as i64), -1);
         q.adjust(B as i64, 1);
         assert!(q.wait_for_release(seen, later()));
-        // A node awaited: the wait ends with a release (released again until it has).
-        q.awaiting_forget(true);
+        // A release expected: the wait ends with it (released again until it has).
+        q.expect_release();
         let seen = q.releases();
         let waiter = {
             let q = q.clone();
@@ -391,13 +376,8 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(waiter.join().unwrap());
-        // A node that stays awaited (the kernel keeps it): the wait ends at the deadline.
+        // None comes: the wait ends at the deadline.
         assert!(!q.wait_for_release(q.releases(), Instant::now()));
-        // Freed: gives the space back, then stops being awaited.
-        q.adjust(-(B as i64), -1);
-        q.awaiting_forget(false);
-        assert_eq!(q.available_bytes(), B);
-        assert!(!q.wait_for_release(q.releases(), later()));
     }
 
     #[test]

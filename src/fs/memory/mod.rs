@@ -172,35 +172,26 @@ impl MemFs {
     /// Frees a node's data, metadata and inode, exactly once, when nothing can reach it any
     /// more: no name, no open handle and no kernel lookup. Until then a node without a name
     /// stays counted and usable (an O_PATH descriptor reopened through /proc reaches it, as on
-    /// kernel tmpfs), and the quota is told when its space waits only for FORGET. Every path
-    /// that takes a name, a handle or a lookup away calls this after its change, and so does
-    /// an open of a nameless node; the decision is made under the node's `meta` lock, so the
-    /// last of concurrent callers sees all the changes.
+    /// kernel tmpfs). Every path that takes a name, a handle or a lookup away calls this after
+    /// its change; the decision is made under the node's `meta` lock, so the last of
+    /// concurrent callers sees all the changes.
     fn release_if_unused(&self, node: &Arc<Node>) {
         if node.ino == ROOT_INO {
             return;
         }
-        let (metadata, was_awaiting) = {
+        let metadata = {
             let mut m = node.meta.lock();
-            if m.nlink > 0 || m.freed {
+            if m.nlink > 0 || m.freed || node.open.load(Ordering::SeqCst) > 0 {
                 return;
             }
-            let open = node.open.load(Ordering::SeqCst) > 0;
-            let looked_up = node.lookups.load(Ordering::SeqCst) > 0;
-            let awaiting = !open && looked_up;
-            let was_awaiting = std::mem::replace(&mut m.awaiting_forget, awaiting);
-            if awaiting && !was_awaiting {
-                self.quota.awaiting_forget(true);
-            }
-            if open || looked_up {
-                if was_awaiting && !awaiting {
-                    self.quota.awaiting_forget(false);
-                }
+            if node.lookups.load(Ordering::SeqCst) > 0 {
+                // Only the kernel's FORGET is awaited (right after an `rm`, it is on its way).
+                self.quota.expect_release();
                 return;
             }
             m.freed = true;
             m.xattrs.clear();
-            (std::mem::take(&mut m.charged), was_awaiting)
+            std::mem::take(&mut m.charged)
         };
         let (freed, heap) = match &mut *node.body.write() {
             Body::File(p) => (p.clear(), p.take_heap_freed()),
@@ -209,9 +200,6 @@ impl MemFs {
         self.quota.adjust(-(metadata as i64), -1);
         self.give_back(freed, heap);
         self.tree.write().nodes.remove(&node.ino);
-        if was_awaiting {
-            self.quota.awaiting_forget(false);
-        }
     }
 
     fn open_node(&self, node: Arc<Node>, flags: i32) -> FsResult<Opened> {
@@ -219,9 +207,6 @@ impl MemFs {
             self.truncate_node(&node, 0)?;
         }
         node.open.fetch_add(1, Ordering::SeqCst);
-        if node.meta.lock().nlink == 0 {
-            self.release_if_unused(&node);
-        }
         let fh = self.files.insert(node);
         // Direct I/O: the data already is memory, so the kernel's page cache would hold a
         // second copy of it and add a copy to every read and write (see docs/tmpfs.md).

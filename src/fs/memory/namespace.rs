@@ -157,7 +157,7 @@ impl MemFs {
             m.nlink == 0
         };
         if unnamed && node.open.load(Ordering::SeqCst) > 0 {
-            self.quota.name_lost_while_open();
+            self.quota.expect_release();
         }
         self.release_if_unused(node);
     }

@@ -28,9 +28,6 @@ pub struct Meta {
     pub charged: u64,
     /// Its data and inode were given back (no name, open handle or kernel lookup left).
     pub freed: bool,
-    /// No name and no open handle, still known to the kernel: its space waits only for the
-    /// kernel's FORGET (see `quota::Quota::awaiting_forget`).
-    pub awaiting_forget: bool,
 }
 
 pub enum Body {
@@ -125,7 +122,6 @@ impl Meta {
             target_bytes: 0,
             charged: 0,
             freed: false,
-            awaiting_forget: false,
         }
     }
 }

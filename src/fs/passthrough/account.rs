@@ -57,7 +57,7 @@ impl PassthroughFs {
                 node.mark_removed();
                 if node.open_handles.load(Ordering::SeqCst) > 0 {
                     self.nameless.add(&node);
-                    self.quota.name_lost_while_open();
+                    self.quota.expect_release();
                 }
                 self.free_if_unopened(&node);
             }

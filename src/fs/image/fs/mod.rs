@@ -76,16 +76,6 @@ struct Live {
     open: u32,
     /// Its last name is gone: deleted when nothing reaches it any more.
     nameless: bool,
-    /// Nameless and not open: its deletion waits only for the kernel's FORGET.
-    awaiting_forget: bool,
-}
-
-impl Live {
-    /// Updates `awaiting_forget`; returns its old value.
-    fn recheck(&mut self) -> bool {
-        let awaiting = self.nameless && self.open == 0 && self.lookups > 0;
-        std::mem::replace(&mut self.awaiting_forget, awaiting)
-    }
 }
 
 /// The filesystem, shared with its committer thread (see `ImageFs`).
@@ -349,13 +339,9 @@ impl Inner {
         {
             let mut live = self.live.lock();
             if let Some(l) = live.get_mut(&ino) {
+                // Deleted at the last close or FORGET, which may be on its way (see `quota`).
                 l.nameless = true;
-                if !l.recheck() && l.awaiting_forget {
-                    self.quota.awaiting_forget(true);
-                }
-                if l.open > 0 {
-                    self.quota.name_lost_while_open();
-                }
+                self.quota.expect_release();
                 return Ok(());
             }
         }
@@ -365,7 +351,7 @@ impl Inner {
     /// Takes kernel lookups (`lookups`) or one open handle (`close`) away from `ino`; an inode
     /// without a name that nothing reaches any more is deleted.
     fn unreach(&self, ino: Ino, lookups: u64, close: bool) -> FsResult<()> {
-        let (delete, was_awaiting) = {
+        let delete = {
             let mut live = self.live.lock();
             let Some(l) = live.get_mut(&ino) else {
                 return Ok(());
@@ -374,28 +360,19 @@ impl Inner {
             if close {
                 l.open = l.open.saturating_sub(1);
             }
-            let was_awaiting = l.recheck();
-            if l.awaiting_forget && !was_awaiting {
-                self.quota.awaiting_forget(true);
-            }
             if l.lookups > 0 || l.open > 0 {
-                if was_awaiting && !l.awaiting_forget {
-                    self.quota.awaiting_forget(false);
+                if l.nameless && l.open == 0 {
+                    // Only the kernel's FORGET is awaited (right after an `rm`, on its way).
+                    self.quota.expect_release();
                 }
                 return Ok(());
             }
-            let nameless = live.remove(&ino).is_some_and(|l| l.nameless);
-            (nameless && ino != ROOT_INO, was_awaiting)
+            live.remove(&ino).is_some_and(|l| l.nameless) && ino != ROOT_INO
         };
-        let deleted = if delete {
-            self.delete_unlinked(ino)
-        } else {
-            Ok(())
-        };
-        if was_awaiting {
-            self.quota.awaiting_forget(false);
+        match delete {
+            true => self.delete_unlinked(ino),
+            false => Ok(()),
         }
-        deleted
     }
 
     /// Deletes an inode that has no name (and no open handle), in bounded transactions: its
@@ -433,11 +410,6 @@ impl Inner {
     }
 
     fn add_open(&self, ino: Ino) {
-        let mut live = self.live.lock();
-        let l = live.entry(ino).or_default();
-        l.open += 1;
-        if l.recheck() && !l.awaiting_forget {
-            self.quota.awaiting_forget(false);
-        }
+        self.live.lock().entry(ino).or_default().open += 1;
     }
 }
