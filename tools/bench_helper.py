@@ -19,10 +19,16 @@
                                   writes MIB MiB of random bytes (os.urandom, so nothing can be
                                   deduplicated or compressed) into DIR, in files of FILE_MIB MiB,
                                   1 MiB per write(), each file fsynced; prints JSON stats
+  bench_helper.py flood KIND DIR CAP
+                                  makes up to CAP of KIND in DIR until the filesystem refuses:
+                                  xattrs (64 KiB user xattrs on one file) or files (empty files);
+                                  prints JSON {"made": N, "errno": "ENOSPC" (what stopped it, or
+                                  "" if CAP did), "seconds": S}
 
 "meta" drops the page, dentry and inode caches (needs root) between create and stat, so that the
 stat phase is cold on every filesystem, FUSE ones included (their kernel inodes are forgotten too).
 """
+import errno
 import io
 import json
 import os
@@ -110,6 +116,31 @@ def fill(directory, mib, file_mib):
         left -= this
     secs = time.perf_counter() - t0
     print(json.dumps({"files": nfiles, "bytes": mib * chunk, "seconds": round(secs, 3)}))
+
+
+def flood(kind, directory, cap):
+    os.makedirs(directory, exist_ok=True)
+    made, err = 0, ""
+    value = b"v" * (64 << 10)
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    t0 = time.perf_counter()
+    try:
+        if kind == "xattrs":
+            target = os.path.join(directory, "x")
+            os.close(os.open(target, flags, 0o644))
+            while made < cap:
+                os.setxattr(target, "user.f%08d" % made, value)
+                made += 1
+        elif kind == "files":
+            while made < cap:
+                os.close(os.open(os.path.join(directory, "f%08d" % made), flags, 0o644))
+                made += 1
+        else:
+            raise SystemExit("flood: unknown kind %r (xattrs, files)" % kind)
+    except OSError as e:
+        err = errno.errorcode.get(e.errno, str(e.errno))
+    secs = time.perf_counter() - t0
+    print(json.dumps({"made": made, "errno": err, "seconds": round(secs, 3)}))
 
 
 def _num(v):
@@ -203,6 +234,8 @@ def main(argv):
         print(_ratio(argv[3], argv[2]))
     elif len(argv) == 5 and argv[1] == "fill":
         fill(argv[2], int(argv[3]), int(argv[4]))
+    elif len(argv) == 5 and argv[1] == "flood":
+        flood(argv[2], argv[3], int(argv[4]))
     else:
         sys.stderr.write(__doc__)
         return 2

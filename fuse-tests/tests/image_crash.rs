@@ -48,6 +48,7 @@ fn read_all(fs: &ImageFs, name: &str) -> Vec<u8> {
         .read(entry.attr.ino, opened.fh, 0, entry.attr.size as u32)
         .unwrap();
     fs.release(entry.attr.ino, opened.fh).unwrap();
+    fs.forget(entry.attr.ino, 1);
     data
 }
 
@@ -77,7 +78,11 @@ fn write_file(fs: &ImageFs, name: &str, data: &[u8], fsync: bool) -> fvol::fs::F
     if fsync {
         fs.fsync(e.attr.ino, o.fh, false)?;
     }
-    fs.release(e.attr.ino, o.fh)
+    fs.release(e.attr.ino, o.fh)?;
+    // As the kernel does when it evicts the inode: a file it no longer knows is deleted at
+    // its unlink.
+    fs.forget(e.attr.ino, 1);
+    Ok(())
 }
 
 fn exists(fs: &ImageFs, name: &str) -> bool {

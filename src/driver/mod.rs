@@ -70,6 +70,10 @@ pub trait Driver: Send + Sync {
     fn size_limit(&self, opts: &VolumeOptions) -> Option<u64> {
         opts.size.or(self.default_size())
     }
+    /// The inode limit the volume enforces, as `inspect` shows it.
+    fn inode_limit(&self, opts: &VolumeOptions) -> Option<u64> {
+        opts.inodes
+    }
     /// Checks options beyond their syntax (paths, ranges). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
     /// Whether `create` will make a new backing store, which fvol then owns and deletes on

@@ -4,10 +4,13 @@
 //! unmount it is dropped and its memory returned, as Docker and Pouch do for tmpfs volumes;
 //! the volume itself (name, options, labels) stays in the catalog and comes back empty. A
 //! daemon restart also starts it empty. Nothing is ever written to disk.
+//!
+//! Names, inodes, xattrs and long symlink targets count against the size as well as data (they
+//! are the daemon's memory too), and the inode limit defaults to one per 4 KiB of the size.
 use std::sync::Arc;
 
 use super::{Activation, Created, Driver, DriverContext};
-use crate::fs::memory::{MemFs, RootOwner};
+use crate::fs::memory::{MemFs, RootOwner, default_inode_limit};
 use crate::fs::quota::Limits;
 use crate::volume::options::VolumeOptions;
 use crate::volume::{Usage, VolumeError, VolumeRecord};
@@ -30,6 +33,12 @@ impl Driver for TmpfsDriver {
 
     fn default_size(&self) -> Option<u64> {
         Some(DEFAULT_SIZE)
+    }
+
+    /// Without `inodes=`: one inode per 4 KiB page of the size (see `memory::cost`).
+    fn inode_limit(&self, opts: &VolumeOptions) -> Option<u64> {
+        let size = opts.size.unwrap_or(DEFAULT_SIZE);
+        Some(opts.inodes.unwrap_or(default_inode_limit(size)))
     }
 
     fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
@@ -75,7 +84,7 @@ impl Driver for TmpfsDriver {
     ) -> Result<Activation, VolumeError> {
         let limits = Limits {
             bytes: Some(opts.size.unwrap_or(DEFAULT_SIZE)),
-            inodes: opts.inodes,
+            inodes: self.inode_limit(opts),
         };
         let root = RootOwner {
             uid: opts.uid.unwrap_or(0),

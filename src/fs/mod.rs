@@ -97,6 +97,21 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn copy_file_range(&self, req: &CopyRange) -> FsResult<u32>;
     /// Current usage, for inspect and for persisting.
     fn usage(&self) -> UsageSnapshot;
+    /// The usage to record when the volume stops: without inodes that have no name left but
+    /// are still counted (open, or still known to the kernel), which go with the session.
+    fn usage_at_rest(&self) -> UsageSnapshot {
+        self.usage()
+    }
     /// Makes everything written so far durable (volume deactivation, daemon stop).
     fn sync_all(&self) -> FsResult<()>;
+    /// Releases of space so far, taken before an operation that may be refused for space.
+    fn releases(&self) -> u64 {
+        0
+    }
+    /// For an operation refused for space, begun at `releases` `seen`: whether space came back
+    /// since, waiting (until `deadline` at most) for space a node without a name is about to
+    /// give back, at its RELEASE or FORGET (see `quota::Quota::wait_for_release`).
+    fn wait_for_release(&self, _seen: u64, _deadline: std::time::Instant) -> bool {
+        false
+    }
 }

@@ -4,7 +4,20 @@
 //! the most an operation can allocate before doing it, apply the real change with `adjust`
 //! after, then drop the reservation. As long as an operation allocates no more than it
 //! reserved, usage never exceeds the limit, whatever the concurrency.
-use parking_lot::Mutex;
+//!
+//! An inode whose last name is gone stays counted while it can be reached: while a handle of
+//! it is open, and on tmpfs and image until the kernel forgets it. After a plain `rm` the
+//! RELEASE of a file just closed and the kernel's FORGET come right away, but they reach the
+//! handler a moment after the unlink's reply, so a write right after the `rm` could find the
+//! space not yet back. Backends therefore say when a node's space is about to come back
+//! (`expect_release`: its last name went while it was open, or it waits only for FORGET), and
+//! an operation refused for space within a second of that may wait for the release and try
+//! again (`wait_for_release`), as ext4 retries an allocation after a journal commit frees
+//! blocks. Only within that second: a nameless inode someone keeps holding must not slow every
+//! refused operation.
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use super::{FsError, FsResult, UsageSnapshot};
 
@@ -20,12 +33,23 @@ struct Counters {
     used_inodes: u64,
     reserved_bytes: u64,
     reserved_inodes: u64,
+    /// Releases of space so far (any decrease of usage), so waiters see that one happened.
+    releases: u64,
+    /// When a node's space was last said to be about to come back.
+    release_expected_at: Option<Instant>,
 }
+
+/// How long after `expect_release` a refused operation waits for a release: the RELEASE of a
+/// file closed just before its `rm`, or the FORGET after it, is on its way by then (about 3 ms
+/// here), but a nameless file that stays open (a deleted log file) must not slow every refused
+/// write.
+const RECENT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Quota {
     limits: Limits,
     counters: Mutex<Counters>,
+    released: Condvar,
 }
 
 /// Space held for an operation in flight; released on drop.
@@ -53,6 +77,7 @@ impl Quota {
                 used_inodes: start.inodes,
                 ..Counters::default()
             }),
+            released: Condvar::new(),
         }
     }
 
@@ -91,6 +116,20 @@ impl Quota {
         })
     }
 
+    /// Counts `bytes` and `inodes` as used at once if they fit, or fails with `NoSpace` and
+    /// counts nothing (for metadata, whose size is known before the change).
+    pub fn charge(&self, bytes: u64, inodes: u64) -> FsResult<()> {
+        let mut c = self.counters.lock();
+        if bytes > headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
+            || inodes > headroom(self.limits.inodes, c.used_inodes, c.reserved_inodes)
+        {
+            return Err(FsError::NoSpace);
+        }
+        c.used_bytes += bytes;
+        c.used_inodes += inodes;
+        Ok(())
+    }
+
     /// Reserves for a write planned by `plan`, which is given the bytes available now.
     /// Planning under the lock makes concurrent writers see each other's reservations.
     pub fn reserve_write(
@@ -118,6 +157,42 @@ impl Quota {
         let mut c = self.counters.lock();
         c.used_bytes = c.used_bytes.saturating_add_signed(bytes);
         c.used_inodes = c.used_inodes.saturating_add_signed(inodes);
+        if bytes < 0 || inodes < 0 {
+            c.releases += 1;
+            self.released.notify_all();
+        }
+    }
+
+    /// A node's space is about to come back: its last name went while it was open (the file
+    /// may have been closed right before), or it waits only for the kernel's FORGET.
+    pub fn expect_release(&self) {
+        self.counters.lock().release_expected_at = Some(Instant::now());
+    }
+
+    /// Releases of space so far; pass it to `wait_for_release` (taken before the operation).
+    pub fn releases(&self) -> u64 {
+        self.counters.lock().releases
+    }
+
+    /// For an operation refused for space, begun when `releases` was `seen`: true at once if
+    /// space was released since; else, if a release was expected less than a second ago,
+    /// waits (at most until `deadline`) until space is released, and true if it was: the
+    /// operation is worth trying again. Never call it with a lock of the filesystem held: the
+    /// release it waits for takes them.
+    pub fn wait_for_release(&self, seen: u64, deadline: Instant) -> bool {
+        let mut c = self.counters.lock();
+        if c.releases != seen {
+            return true;
+        }
+        if c.release_expected_at.is_none_or(|t| t.elapsed() >= RECENT) {
+            return false;
+        }
+        while c.releases == seen {
+            if self.released.wait_until(&mut c, deadline).timed_out() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -266,6 +341,43 @@ mod tests {
                 reserve: 8 * B
             }
         );
+    }
+
+    #[test]
+    fn waiting_for_a_release_ends_when_space_comes_back() {
+        let q = std::sync::Arc::new(Quota::new(
+            Limits {
+                bytes: Some(2 * B),
+                inodes: None,
+            },
+            UsageSnapshot {
+                bytes: 2 * B,
+                inodes: 2,
+            },
+        ));
+        let later = || Instant::now() + std::time::Duration::from_secs(600);
+        // No release expected: no wait at all.
+        assert!(!q.wait_for_release(q.releases(), later()));
+        // A release since the operation began: try again at once.
+        let seen = q.releases();
+        q.adjust(-(B as i64), -1);
+        q.adjust(B as i64, 1);
+        assert!(q.wait_for_release(seen, later()));
+        // A release expected: the wait ends with it (released again until it has).
+        q.expect_release();
+        let seen = q.releases();
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.wait_for_release(seen, later()))
+        };
+        while !waiter.is_finished() {
+            q.adjust(-(B as i64), -1);
+            q.adjust(B as i64, 1);
+            std::thread::yield_now();
+        }
+        assert!(waiter.join().unwrap());
+        // None comes: the wait ends at the deadline.
+        assert!(!q.wait_for_release(q.releases(), Instant::now()));
     }
 
     #[test]

@@ -39,6 +39,10 @@ macro_rules! reply {
     };
 }
 
+/// How long an operation refused for space waits for space the kernel is about to give back
+/// by forgetting nodes without a name (see `quota::Quota::wait_for_release`).
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 pub struct FuseAdapter {
     fs: Arc<dyn VolumeFs>,
     /// How long the kernel may cache entries and attributes. The handler is the only writer
@@ -71,6 +75,19 @@ impl FuseAdapter {
             direct_io: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
             refusals: Refusals::new(volume),
+        }
+    }
+
+    /// Runs an operation that may be refused for space (and then changes nothing) again when
+    /// space comes back from a node the kernel forgets meanwhile (right after an `rm`).
+    fn admit<T>(&self, mut op: impl FnMut() -> fs::FsResult<T>) -> fs::FsResult<T> {
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            let seen = self.fs.releases();
+            match op() {
+                Err(FsError::NoSpace) if self.fs.wait_for_release(seen, deadline) => {}
+                other => return other,
+            }
         }
     }
 
@@ -307,7 +324,7 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.fs.mknod(&caller(req), parent.0, name, mode, rdev);
+        let result = self.admit(|| self.fs.mknod(&caller(req), parent.0, name, mode, rdev));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -320,7 +337,7 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.fs.mkdir(&caller(req), parent.0, name, mode);
+        let result = self.admit(|| self.fs.mkdir(&caller(req), parent.0, name, mode));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -344,7 +361,7 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let result = self.fs.symlink(&caller(req), parent.0, link_name, target);
+        let result = self.admit(|| self.fs.symlink(&caller(req), parent.0, link_name, target));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -366,7 +383,8 @@ impl Filesystem for FuseAdapter {
             new_name: newname,
             flags: flags.bits(),
         };
-        reply!(reply, self.fs.rename(&rename), |()| reply.ok())
+        reply!(reply, self.admit(|| self.fs.rename(&rename)), |()| reply
+            .ok())
     }
 
     fn link(
@@ -377,7 +395,7 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self.fs.link(&caller(req), ino.0, newparent.0, newname);
+        let result = self.admit(|| self.fs.link(&caller(req), ino.0, newparent.0, newname));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -433,7 +451,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let result = self.fs.write(ino.0, fh.0, offset, data, kill);
+        let result = self.admit(|| self.fs.write(ino.0, fh.0, offset, data, kill));
         reply!(reply, result, |n| reply.written(n))
     }
 
@@ -560,9 +578,11 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply!(reply, self.fs.setxattr(ino.0, name, value, flags), |()| {
-            reply.ok()
-        })
+        reply!(
+            reply,
+            self.admit(|| self.fs.setxattr(ino.0, name, value, flags)),
+            |()| { reply.ok() }
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -609,7 +629,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = self.fs.create(&caller(req), parent.0, name, mode, flags);
+        let result = self.admit(|| self.fs.create(&caller(req), parent.0, name, mode, flags));
         reply!(reply, result, |(e, o)| {
             let (attr, generation, fh) = (
                 self.attr(&e.attr),
@@ -644,7 +664,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let result = self
             .drop_privileges_for(req, ino.0)
-            .and_then(|()| self.fs.fallocate(ino.0, fh.0, offset, length, mode));
+            .and_then(|()| self.admit(|| self.fs.fallocate(ino.0, fh.0, offset, length, mode)));
         reply!(reply, result, |()| reply.ok())
     }
 
@@ -762,7 +782,7 @@ impl Filesystem for FuseAdapter {
         };
         let result = self
             .drop_privileges_for(req, ino_out.0)
-            .and_then(|()| self.fs.copy_file_range(&range));
+            .and_then(|()| self.admit(|| self.fs.copy_file_range(&range)));
         reply!(reply, result, |n| reply.written(n))
     }
 }

@@ -128,7 +128,7 @@ impl Core {
             status: VolumeStatus {
                 size_limit: driver.size_limit(&opts),
                 used_bytes: usage.bytes,
-                inode_limit: opts.inodes,
+                inode_limit: driver.inode_limit(&opts),
                 used_inodes: usage.inodes,
                 mounted,
                 mount_refs: rec.mount_refs.keys().cloned().collect(),
@@ -483,7 +483,7 @@ impl Core {
         if let Err(e) = &synced {
             log::warn!("syncing volume {name}: {e}; its usage is rescanned at its next mount");
         }
-        let usage = active.fs.usage();
+        let usage = active.fs.usage_at_rest();
         let usage = match active.ephemeral {
             // Its data went with the mount.
             true => Usage {

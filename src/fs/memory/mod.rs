@@ -6,6 +6,9 @@
 //! counts, and the memory it holds. Memory goes back to the system when data is deleted (at
 //! once for mapped pages, after `Trim` for heap pages). Nothing touches disk.
 //!
+//! Names, inodes, xattrs and long symlink targets are the handler's memory too: they take
+//! 4 KiB pages of the quota (`cost`), and the inode limit defaults to one per page of it.
+//!
 //! Opens use direct I/O: reads and writes go straight between the caller and this store, with
 //! no second copy in the kernel's page cache (see docs/tmpfs.md).
 //!
@@ -13,6 +16,7 @@
 //! a node's data has its own lock, so I/O on different files runs in parallel.
 mod chunk;
 mod chunks;
+mod cost;
 mod data;
 mod namespace;
 mod node;
@@ -20,7 +24,7 @@ mod ops;
 pub mod pages;
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -28,9 +32,10 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 use parking_lot::RwLock;
 
+pub use cost::default_inode_limit;
 use node::{Body, Meta, Node};
 
-use super::handles::HandleTable;
+use super::handles::{DirCursor, HandleTable};
 use super::quota::{Limits, Quota};
 use super::*;
 
@@ -77,16 +82,11 @@ impl Trim {
     }
 }
 
-/// A listing taken when a directory is opened (or rewound), so offsets stay stable.
-struct Listing {
-    entries: parking_lot::Mutex<Vec<(OsString, Ino, FileKind)>>,
-}
-
 pub struct MemFs {
     tree: RwLock<Tree>,
     quota: Quota,
     files: HandleTable<Arc<Node>>,
-    dirs: HandleTable<(Arc<Node>, Listing)>,
+    dirs: HandleTable<(Arc<Node>, parking_lot::Mutex<DirCursor>)>,
     trim: Trim,
 }
 
@@ -99,12 +99,20 @@ pub struct RootOwner {
 }
 
 impl MemFs {
+    /// A new, empty volume. Without an inode limit, one with a byte limit gets the default
+    /// (`default_inode_limit`).
     pub fn new(limits: Limits, root: RootOwner) -> MemFs {
+        let limits = Limits {
+            inodes: limits.inodes.or(limits.bytes.map(default_inode_limit)),
+            ..limits
+        };
         let body = Body::Dir {
             entries: Default::default(),
             parent: ROOT_INO,
         };
-        let meta = Meta::new(root.mode, root.uid, root.gid, 2, 0);
+        let mut meta = Meta::new(root.mode, root.uid, root.gid, 2, 0);
+        meta.charged = cost::pages(FileKind::Dir, 0);
+        let charged = meta.charged;
         let root = Arc::new(Node::new(ROOT_INO, FileKind::Dir, meta, body));
         root.lookups.store(1, Ordering::Relaxed);
         MemFs {
@@ -115,7 +123,7 @@ impl MemFs {
             quota: Quota::new(
                 limits,
                 UsageSnapshot {
-                    bytes: 0,
+                    bytes: charged,
                     inodes: 1,
                 },
             ),
@@ -131,36 +139,74 @@ impl MemFs {
         self.tree.read().get(ino)
     }
 
-    /// Frees a node's data and inode once it has no name and no open handle, and forgets it
-    /// once the kernel holds no reference either.
+    /// Sets the metadata a node of `kind` holds (entries, xattrs) and charges its pages for
+    /// it: more pages only if they fit (else `NoSpace`, changing nothing), fewer given back.
+    fn recharge(
+        &self,
+        kind: FileKind,
+        m: &mut Meta,
+        entry_bytes: u64,
+        xattr_bytes: u64,
+    ) -> FsResult<()> {
+        let charged = cost::pages(kind, entry_bytes + xattr_bytes + m.target_bytes);
+        if charged > m.charged {
+            self.quota.charge(charged - m.charged, 0)?;
+        } else if charged < m.charged {
+            self.quota.adjust(-((m.charged - charged) as i64), 0);
+        }
+        m.charged = charged;
+        m.entry_bytes = entry_bytes;
+        m.xattr_bytes = xattr_bytes;
+        Ok(())
+    }
+
+    /// Removes an xattr of `node` (whose `meta` is `m`), giving back what it was charged.
+    fn drop_xattr(&self, node: &Node, m: &mut Meta, name: &OsStr) -> Option<Vec<u8>> {
+        let value = m.xattrs.remove(name)?;
+        let xattr_bytes = m.xattr_bytes - cost::xattr(name, value.len());
+        self.recharge(node.kind, m, m.entry_bytes, xattr_bytes)
+            .expect("giving back never fails");
+        Some(value)
+    }
+
+    /// Frees a node's data, metadata and inode, exactly once, when nothing can reach it any
+    /// more: no name, no open handle and no kernel lookup. Until then a node without a name
+    /// stays counted and usable (an O_PATH descriptor reopened through /proc reaches it, as on
+    /// kernel tmpfs). Every path that takes a name, a handle or a lookup away calls this after
+    /// its change; the decision is made under the node's `meta` lock, so the last of
+    /// concurrent callers sees all the changes.
     fn release_if_unused(&self, node: &Arc<Node>) {
-        if node.ino == ROOT_INO || node.open.load(Ordering::Acquire) > 0 {
+        if node.ino == ROOT_INO {
             return;
         }
-        let unlinked_now = {
+        let metadata = {
             let mut m = node.meta.lock();
-            let unlinked = m.nlink == 0 && !m.freed;
-            m.freed |= unlinked;
-            unlinked
+            if m.nlink > 0 || m.freed || node.open.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            if node.lookups.load(Ordering::SeqCst) > 0 {
+                // Only the kernel's FORGET is awaited (right after an `rm`, it is on its way).
+                self.quota.expect_release();
+                return;
+            }
+            m.freed = true;
+            m.xattrs.clear();
+            std::mem::take(&mut m.charged)
         };
-        if unlinked_now {
-            let (freed, heap) = match &mut *node.body.write() {
-                Body::File(p) => (p.clear(), p.take_heap_freed()),
-                _ => (0, 0),
-            };
-            self.quota.adjust(0, -1);
-            self.give_back(freed, heap);
-        }
-        if node.meta.lock().freed && node.lookups.load(Ordering::Acquire) == 0 {
-            self.tree.write().nodes.remove(&node.ino);
-        }
+        let (freed, heap) = match &mut *node.body.write() {
+            Body::File(p) => (p.clear(), p.take_heap_freed()),
+            _ => (0, 0),
+        };
+        self.quota.adjust(-(metadata as i64), -1);
+        self.give_back(freed, heap);
+        self.tree.write().nodes.remove(&node.ino);
     }
 
     fn open_node(&self, node: Arc<Node>, flags: i32) -> FsResult<Opened> {
         if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
             self.truncate_node(&node, 0)?;
         }
-        node.open.fetch_add(1, Ordering::AcqRel);
+        node.open.fetch_add(1, Ordering::SeqCst);
         let fh = self.files.insert(node);
         // Direct I/O: the data already is memory, so the kernel's page cache would hold a
         // second copy of it and add a copy to every read and write (see docs/tmpfs.md).
@@ -187,3 +233,6 @@ fn time(t: TimeSet) -> SystemTime {
         TimeSet::At(t) => t,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use nix::errno::Errno;
 
 use super::MemFs;
+use super::cost;
 use super::node::{Body, Meta, Node};
 use super::pages::Pages;
 use crate::fs::rules::{self, RenameMode};
@@ -52,7 +53,6 @@ impl MemFs {
         if tree.child(&parent, name).is_ok() {
             return Err(os(Errno::EEXIST));
         }
-        let _reservation = self.quota.reserve(0, 1)?;
         let gid = if parent_setgid {
             parent_gid
         } else {
@@ -70,17 +70,22 @@ impl MemFs {
             NewNode::Symlink(target) => (FileKind::Symlink, Body::Symlink(target.to_vec()), 1, 0),
             NewNode::Special(kind, rdev) => (kind, Body::Special, 1, rdev),
         };
-        let mut perm = mode & 0o7777;
+        let mut meta = Meta::new(mode & 0o7777, caller.uid, gid, nlink, rdev);
         if kind == FileKind::Dir && parent_setgid {
-            perm |= libc::S_ISGID;
+            meta.perm |= libc::S_ISGID;
+        }
+        if let Body::Symlink(target) = &body {
+            meta.target_bytes = cost::target(target.len());
+        }
+        // The new node's inode and pages, then its entry in the parent, or nothing.
+        meta.charged = cost::pages(kind, meta.target_bytes);
+        self.quota.charge(meta.charged, 1)?;
+        if let Err(e) = self.add_entry(&parent, name) {
+            self.quota.adjust(-(meta.charged as i64), -1);
+            return Err(e);
         }
         let ino = tree.allocate_ino();
-        let node = Arc::new(Node::new(
-            ino,
-            kind,
-            Meta::new(perm, caller.uid, gid, nlink, rdev),
-            body,
-        ));
+        let node = Arc::new(Node::new(ino, kind, meta, body));
         if let Body::Dir { entries, .. } = &mut *parent.body.write() {
             entries.insert(name.to_os_string(), ino);
         }
@@ -89,8 +94,24 @@ impl MemFs {
         }
         parent.touch_dir();
         tree.nodes.insert(ino, node.clone());
-        self.quota.adjust(0, 1);
         Ok(node)
+    }
+
+    /// Charges directory `dir` for an entry `name` more (`NoSpace`, changing nothing, if it
+    /// needs a page that does not fit). Under the tree's write lock, with the entry's change.
+    fn add_entry(&self, dir: &Node, name: &OsStr) -> FsResult<()> {
+        let mut m = dir.meta.lock();
+        let (entries, xattrs) = (m.entry_bytes + cost::entry(name), m.xattr_bytes);
+        self.recharge(FileKind::Dir, &mut m, entries, xattrs)
+    }
+
+    /// Gives back what directory `dir` was charged for its entry `name`.
+    fn remove_entry(&self, dir: &Node, name: &OsStr) {
+        let mut m = dir.meta.lock();
+        let entries = m.entry_bytes.saturating_sub(cost::entry(name));
+        let xattrs = m.xattr_bytes;
+        self.recharge(FileKind::Dir, &mut m, entries, xattrs)
+            .expect("giving back never fails");
     }
 
     pub(super) fn remove(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
@@ -106,6 +127,7 @@ impl MemFs {
         if let Body::Dir { entries, .. } = &mut *parent.body.write() {
             entries.remove(name);
         }
+        self.remove_entry(&parent, name);
         if dir {
             parent.meta.lock().nlink -= 1;
         }
@@ -124,7 +146,7 @@ impl MemFs {
 
     /// One name of `node` is gone.
     fn drop_link(&self, node: &Arc<Node>) {
-        {
+        let unnamed = {
             let mut m = node.meta.lock();
             m.nlink = if node.kind == FileKind::Dir {
                 0
@@ -132,6 +154,10 @@ impl MemFs {
                 m.nlink.saturating_sub(1)
             };
             m.ctime = std::time::SystemTime::now();
+            m.nlink == 0
+        };
+        if unnamed && node.open.load(Ordering::SeqCst) > 0 {
+            self.quota.expect_release();
         }
         self.release_if_unused(node);
     }
@@ -162,6 +188,30 @@ impl MemFs {
                 rules::check_replace(moved.kind, t.kind, || Ok(self.check_empty(t).is_ok()))?
             }
             _ => {}
+        }
+        // A plain rename moves the entry `name` to `new_name`, replacing a target's entry in
+        // place. The directory that gains must have room first; an exchange keeps the names
+        // where they are, and a whiteout keeps an entry at `name`.
+        if !exchange {
+            let gained = if target.is_none() {
+                cost::entry(new_name)
+            } else {
+                0
+            };
+            let lost = if whiteout { 0 } else { cost::entry(name) };
+            if from.ino == to.ino {
+                let mut m = to.meta.lock();
+                let entries = (m.entry_bytes + gained).saturating_sub(lost);
+                let xattrs = m.xattr_bytes;
+                self.recharge(FileKind::Dir, &mut m, entries, xattrs)?;
+            } else {
+                if gained > 0 {
+                    self.add_entry(&to, new_name)?;
+                }
+                if !whiteout {
+                    self.remove_entry(&from, name);
+                }
+            }
         }
         let left_behind = match &target {
             Some(t) if exchange => Some(t.ino),
@@ -205,7 +255,9 @@ impl MemFs {
             }
         };
         let ino = tree.allocate_ino();
-        let meta = Meta::new(0, caller.uid, gid, 1, 0);
+        let mut meta = Meta::new(0, caller.uid, gid, 1, 0);
+        // Its inode was reserved by the caller; a device holds no metadata pages.
+        meta.charged = cost::pages(FileKind::CharDevice, 0);
         let node = Node::new(ino, FileKind::CharDevice, meta, Body::Special);
         tree.nodes.insert(ino, Arc::new(node));
         self.quota.adjust(0, 1);
@@ -254,6 +306,7 @@ impl MemFs {
         if node.meta.lock().nlink == 0 {
             return Err(FsError::NotFound);
         }
+        self.add_entry(&parent, new_name)?;
         set_entry(&parent, new_name, Some(node.ino));
         node.meta.lock().nlink += 1;
         node.touch_ctime();

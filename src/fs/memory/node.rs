@@ -20,7 +20,13 @@ pub struct Meta {
     pub mtime: SystemTime,
     pub ctime: SystemTime,
     pub xattrs: BTreeMap<OsString, Vec<u8>>,
-    /// Its data and inode were given back (no name and no open handle left).
+    /// Metadata this node holds besides file data (see `cost`): a directory's entries, its
+    /// xattrs, a long symlink target; and the bytes of pages it is charged for them.
+    pub entry_bytes: u64,
+    pub xattr_bytes: u64,
+    pub target_bytes: u64,
+    pub charged: u64,
+    /// Its data and inode were given back (no name, open handle or kernel lookup left).
     pub freed: bool,
 }
 
@@ -56,17 +62,22 @@ impl Node {
     }
 
     pub fn attr(&self) -> Attr {
-        let (size, blocks) = match &*self.body.read() {
-            Body::File(p) => (p.size, p.allocated() / 512),
-            Body::Dir { .. } => (PAGE, 0),
+        let (size, data) = match &*self.body.read() {
+            Body::File(p) => (p.size, p.allocated()),
+            Body::Dir { .. } => (0, 0),
             Body::Symlink(t) => (t.len() as u64, 0),
             Body::Special => (0, 0),
         };
         let m = self.meta.lock();
+        // A directory's size is its pages, as on ext4.
+        let size = match self.kind {
+            FileKind::Dir => m.charged.max(PAGE),
+            _ => size,
+        };
         Attr {
             ino: self.ino,
             size,
-            blocks,
+            blocks: (data + m.charged) / 512,
             atime: m.atime,
             mtime: m.mtime,
             ctime: m.ctime,
@@ -106,6 +117,10 @@ impl Meta {
             mtime: now,
             ctime: now,
             xattrs: BTreeMap::new(),
+            entry_bytes: 0,
+            xattr_bytes: 0,
+            target_bytes: 0,
+            charged: 0,
             freed: false,
         }
     }

@@ -10,9 +10,12 @@ use nix::errno::Errno;
 use super::namespace::NewNode;
 use super::node::Body;
 use super::pages::PAGE;
-use super::{Listing, MemFs, time};
+use super::{MemFs, cost, time};
+use crate::fs::handles::DirStart;
 use crate::fs::rules;
 use crate::fs::*;
+use std::ffi::OsString;
+use std::ops::Bound::{Excluded, Unbounded};
 
 impl VolumeFs for MemFs {
     fn lookup(&self, _caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry> {
@@ -22,14 +25,17 @@ impl VolumeFs for MemFs {
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
-        if let Ok(node) = self.node(ino) {
-            let left = node.lookups.fetch_sub(
-                nlookup.min(node.lookups.load(Ordering::Acquire)),
-                Ordering::AcqRel,
-            );
-            if left <= nlookup {
-                self.release_if_unused(&node);
-            }
+        let Ok(node) = self.node(ino) else {
+            return;
+        };
+        let last = node
+            .lookups
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(nlookup))
+            })
+            .is_ok_and(|before| before <= nlookup);
+        if last {
+            self.release_if_unused(&node);
         }
     }
 
@@ -48,7 +54,7 @@ impl VolumeFs for MemFs {
         if kill {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
-            m.xattrs.remove(std::ffi::OsStr::new(rules::CAPABILITY));
+            self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
         }
         if let Some(size) = change.size {
             let old = node.attr().size;
@@ -185,14 +191,14 @@ impl VolumeFs for MemFs {
         if kill {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
-            m.xattrs.remove(OsStr::new(rules::CAPABILITY));
+            self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
         }
         self.write_node(&node, offset, data)
     }
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         let node = self.files.remove(fh)?;
-        if node.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if node.open.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.release_if_unused(&node);
         }
         Ok(())
@@ -205,10 +211,11 @@ impl VolumeFs for MemFs {
 
     fn opendir(&self, _caller: &Caller, ino: Ino) -> FsResult<Fh> {
         let node = self.node(ino)?;
-        let listing = Listing {
-            entries: parking_lot::Mutex::new(self.list(&node)?),
-        };
-        Ok(self.dirs.insert((node, listing)))
+        if node.kind != FileKind::Dir {
+            return Err(FsError::Os(Errno::ENOTDIR));
+        }
+        node.open.fetch_add(1, Ordering::SeqCst);
+        Ok(self.dirs.insert((node, Default::default())))
     }
 
     fn readdir(
@@ -220,38 +227,69 @@ impl VolumeFs for MemFs {
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
         let handle = self.dirs.get(fh)?;
-        let (dir, listing) = &*handle;
-        let mut entries = listing.entries.lock();
-        if offset == 0 {
-            *entries = self.list(dir)?;
-        }
-        for (i, (name, ino, kind)) in entries.iter().enumerate().skip(offset as usize) {
-            let dot = i < 2;
-            let mut entry = DirEntry {
-                ino: *ino,
-                next_offset: i as u64 + 1,
-                kind: *kind,
-                name: name.clone(),
-                entry: None,
+        let (dir, cursor) = &*handle;
+        let mut cursor = cursor.lock();
+        let mut returned = Vec::new();
+        // A node looked up for an entry the reply had no room for: the kernel never saw it.
+        let mut unseen = None;
+        let mut full = false;
+        {
+            let tree = self.tree.read();
+            let Body::Dir { entries, parent } = &*dir.body.read() else {
+                return Err(FsError::Os(Errno::ENOTDIR));
             };
-            let mut looked_up = None;
-            if plus && !dot {
-                let Ok(node) = self.node(*ino) else { continue };
-                entry.entry = Some(self.entry(&node));
-                looked_up = Some(node.ino);
-            }
-            if !add(entry) {
-                if let Some(ino) = looked_up {
-                    self.forget(ino, 1);
+            let dots = [(".", dir.ino), ("..", *parent)];
+            for (i, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
+                let entry = DirEntry {
+                    ino,
+                    next_offset: i as u64 + 1,
+                    kind: FileKind::Dir,
+                    name: name.into(),
+                    entry: None,
+                };
+                if !add(entry) {
+                    return Ok(());
                 }
-                break;
             }
+            let (rest, mut next): (Box<dyn Iterator<Item = (&OsString, &Ino)>>, u64) =
+                match cursor.start(offset.max(2)) {
+                    DirStart::After { name, offset } => (
+                        Box::new(entries.range::<OsStr, _>((Excluded(name), Unbounded))),
+                        offset,
+                    ),
+                    DirStart::Skip(n) => (Box::new(entries.iter().skip(n as usize)), n + 2),
+                };
+            for (name, &ino) in rest {
+                let Ok(node) = tree.get(ino) else { continue };
+                next += 1;
+                let entry = DirEntry {
+                    ino,
+                    next_offset: next,
+                    kind: node.kind,
+                    name: name.clone(),
+                    entry: plus.then(|| self.entry(&node)),
+                };
+                if !add(entry) {
+                    unseen = plus.then_some(ino);
+                    full = true;
+                    break;
+                }
+                returned.push((next, name.clone()));
+            }
+        }
+        cursor.returned(returned, !full);
+        if let Some(ino) = unseen {
+            self.forget(ino, 1);
         }
         Ok(())
     }
 
     fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.dirs.remove(fh).map(drop)
+        let (node, _) = &*self.dirs.remove(fh)?;
+        if node.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.release_if_unused(node);
+        }
+        Ok(())
     }
 
     fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -285,13 +323,17 @@ impl VolumeFs for MemFs {
         let node = self.node(ino)?;
         rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
-        let exists = m.xattrs.contains_key(name);
-        if flags & libc::XATTR_CREATE != 0 && exists {
+        let old = m.xattrs.get(name).map(|v| cost::xattr(name, v.len()));
+        if flags & libc::XATTR_CREATE != 0 && old.is_some() {
             return Err(FsError::Os(Errno::EEXIST));
         }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
+        if flags & libc::XATTR_REPLACE != 0 && old.is_none() {
             return Err(FsError::Os(Errno::ENODATA));
         }
+        // Its pages first: a value that does not fit changes nothing.
+        let xattrs = m.xattr_bytes - old.unwrap_or(0) + cost::xattr(name, value.len());
+        let entries = m.entry_bytes;
+        self.recharge(node.kind, &mut m, entries, xattrs)?;
         m.xattrs.insert(name.to_os_string(), value.to_vec());
         m.ctime = SystemTime::now();
         Ok(())
@@ -319,7 +361,8 @@ impl VolumeFs for MemFs {
         let node = self.node(ino)?;
         rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
-        m.xattrs.remove(name).ok_or(FsError::Os(Errno::ENODATA))?;
+        self.drop_xattr(&node, &mut m, name)
+            .ok_or(FsError::Os(Errno::ENODATA))?;
         m.ctime = SystemTime::now();
         Ok(())
     }
@@ -347,26 +390,15 @@ impl VolumeFs for MemFs {
         self.quota.usage()
     }
 
+    fn releases(&self) -> u64 {
+        self.quota.releases()
+    }
+
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.quota.wait_for_release(seen, deadline)
+    }
+
     fn sync_all(&self) -> FsResult<()> {
         Ok(())
-    }
-}
-
-impl MemFs {
-    /// ".", ".." and the entries of `dir`, in name order.
-    fn list(&self, dir: &super::node::Node) -> FsResult<Vec<(std::ffi::OsString, Ino, FileKind)>> {
-        let tree = self.tree.read();
-        let Body::Dir { entries, parent } = &*dir.body.read() else {
-            return Err(FsError::Os(Errno::ENOTDIR));
-        };
-        let mut out = vec![
-            (".".into(), dir.ino, FileKind::Dir),
-            ("..".into(), *parent, FileKind::Dir),
-        ];
-        for (name, ino) in entries {
-            let kind = tree.get(*ino).map(|n| n.kind).unwrap_or(FileKind::File);
-            out.push((name.clone(), *ino, kind));
-        }
-        Ok(out)
     }
 }

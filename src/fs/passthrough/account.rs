@@ -2,17 +2,19 @@
 //! counted once (as `du` does), and the inode count equal to the number of inodes.
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
 
 use super::PassthroughFs;
 use super::inodes::{HostKey, Inode, allocated_bytes};
-use crate::fs::{FsResult, UsageSnapshot};
+use crate::fs::{FsError, FsResult, UsageSnapshot};
 use crate::sys::dirent;
 
 impl PassthroughFs {
@@ -50,31 +52,134 @@ impl PassthroughFs {
         self.quota.adjust(bytes as i64, 1);
     }
 
-    /// The last name of a host inode (stat `st`, node `node` if the table has one) is gone.
-    /// Its space comes back now, or at the last close if it is still open.
-    pub(super) fn account_unlinked(&self, node: Option<Arc<Inode>>, st: &FileStat) {
-        let Some(inode) = node else {
-            self.quota.adjust(-(allocated_bytes(st) as i64), -1);
+    /// A name of the host inode open as `victim` was just removed (under its removal lock,
+    /// see `RemovalLocks`). If that was its last name, its space comes back now, unless a
+    /// handle of it is open (then at the last close). Its node, if the kernel still names one,
+    /// answers `ENOENT` once the space is back: nothing can reopen it and write uncounted.
+    pub(super) fn lost_name(&self, victim: OwnedFd) -> FsResult<()> {
+        let st = fstat(&victim)?;
+        if st.st_nlink > 0 {
+            return Ok(());
+        }
+        match self.inodes.node_of(victim.as_fd(), &st) {
+            Some(node) => {
+                node.mark_removed();
+                if node.open_handles.load(Ordering::SeqCst) > 0 {
+                    self.nameless.add(&node);
+                    self.quota.expect_release();
+                }
+                self.free_if_unopened(&node);
+            }
+            None => self.quota.adjust(-(allocated_bytes(&st) as i64), -1),
+        }
+        // Closing `victim` (and the node's descriptor, if taken) frees the inode on the host.
+        Ok(())
+    }
+
+    /// Counts one more open handle of `inode`, whose host file the caller just opened; refused
+    /// (`NotFound`) if the inode lost its last name and its space was given back, so no open
+    /// slips in between that and `free_if_unopened`.
+    pub(super) fn count_open(&self, inode: &Inode) -> FsResult<()> {
+        let accounted = inode.accounted.lock();
+        if inode.is_removed() && accounted.is_none() {
+            return Err(FsError::NotFound);
+        }
+        inode.open_handles.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// One open handle of `inode` less; `file` is its descriptor, still open. At the last
+    /// close a name removed behind fvol's back (a `mount=` directory) is noticed too.
+    pub(super) fn count_close(&self, inode: &Arc<Inode>, file: BorrowedFd<'_>) {
+        if inode.open_handles.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
+        }
+        if !inode.is_removed() && fstat(file).is_ok_and(|st| st.st_nlink == 0) {
+            inode.mark_removed();
+        }
+        self.free_if_unopened(inode);
+    }
+
+    /// Gives back the space of an inode that has no name and no open handle, exactly once, and
+    /// takes its node's descriptor (the host frees the inode when its last descriptor closes).
+    /// Runs under `accounted`, as `count_open` does.
+    fn free_if_unopened(&self, inode: &Inode) {
+        let fd = {
+            let mut accounted = inode.accounted.lock();
+            if !inode.is_removed() || inode.open_handles.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            if let Some(bytes) = accounted.take() {
+                self.quota.adjust(-(bytes as i64), -1);
+            }
+            inode.take_fd()
         };
-        inode.mark_removed();
-        if inode.open_files.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            self.uncount(&inode);
-        }
+        drop(fd);
     }
 
-    /// Called after the last handle of `inode` is closed; `file` is that handle's descriptor,
-    /// still open (a descriptor the node would reopen from its handle may be gone by now).
-    pub(super) fn account_last_close(&self, inode: &Inode, file: BorrowedFd<'_>) {
-        if fstat(file).is_ok_and(|st| st.st_nlink == 0) {
-            self.uncount(inode);
+    /// Usage once this session is over: without the nameless inodes, which go with it.
+    pub(super) fn usage_without_nameless(&self) -> UsageSnapshot {
+        let (bytes, inodes) = self.nameless.counted();
+        let used = self.quota.usage();
+        UsageSnapshot {
+            bytes: used.bytes.saturating_sub(bytes),
+            inodes: used.inodes.saturating_sub(inodes),
         }
     }
+}
 
-    fn uncount(&self, inode: &Inode) {
-        if let Some(bytes) = inode.accounted.lock().take() {
-            self.quota.adjust(-(bytes as i64), -1);
+/// Locks by host inode, held around the removal of a name and the look at the link count
+/// after it: of concurrent removals of an inode's names, exactly one sees the last one go.
+pub(super) struct RemovalLocks {
+    shards: Vec<Mutex<()>>,
+}
+
+impl Default for RemovalLocks {
+    fn default() -> Self {
+        RemovalLocks {
+            shards: (0..64).map(|_| Mutex::new(())).collect(),
         }
+    }
+}
+
+impl RemovalLocks {
+    /// The lock of the inode `key` (stable while a descriptor of the inode is open).
+    pub(super) fn lock(&self, key: HostKey) -> MutexGuard<'_, ()> {
+        let mix = (key.0 ^ key.1.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.shards[(mix >> 58) as usize % self.shards.len()].lock()
+    }
+}
+
+/// The nodes whose inode has no name but is still counted (a handle is open), to leave them
+/// out of the usage recorded when the volume stops.
+#[derive(Default)]
+pub(super) struct Nameless {
+    nodes: Mutex<Vec<Weak<Inode>>>,
+}
+
+impl Nameless {
+    fn add(&self, inode: &Arc<Inode>) {
+        let mut nodes = self.nodes.lock();
+        if nodes.len() >= 64 && nodes.len().is_power_of_two() {
+            nodes.retain(|n| n.upgrade().is_some_and(|n| n.accounted.lock().is_some()));
+        }
+        nodes.push(Arc::downgrade(inode));
+    }
+
+    /// Bytes and inodes the nameless nodes hold in the quota now.
+    fn counted(&self) -> (u64, u64) {
+        let nodes = self.nodes.lock();
+        let mut seen = HashSet::new();
+        let (mut bytes, mut inodes) = (0, 0);
+        for node in nodes.iter().filter_map(Weak::upgrade) {
+            if let Some(b) = *node.accounted.lock()
+                && seen.insert(Arc::as_ptr(&node))
+            {
+                bytes += b;
+                inodes += 1;
+            }
+        }
+        (bytes, inodes)
     }
 }
 

@@ -17,6 +17,7 @@ impl PassthroughFs {
     pub(super) fn open_dir(&self, ino: Ino) -> FsResult<Fh> {
         let inode = self.inodes.get(ino)?;
         let dir = self.reopen(&inode, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        self.count_open(&inode)?;
         Ok(self.dirs.insert(DirHandle {
             inode,
             dir: Mutex::new(dir.into()),
@@ -67,6 +68,12 @@ impl PassthroughFs {
                 }
             }
         }
+    }
+
+    pub(super) fn close_dir(&self, fh: Fh) -> FsResult<()> {
+        let handle = self.dirs.remove(fh)?;
+        self.count_close(&handle.inode, handle.dir.lock().as_fd());
+        Ok(())
     }
 }
 

@@ -3,7 +3,6 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag, fallocate};
@@ -33,8 +32,12 @@ impl PassthroughFs {
 
     pub(super) fn open_handle(&self, inode: Arc<Inode>, flags: i32) -> FsResult<Opened> {
         let file = self.reopen(&inode, self.host_flags(flags))?;
-        if flags & libc::O_TRUNC != 0 {
-            self.reaccount(&inode)?;
+        self.count_open(&inode)?;
+        if flags & libc::O_TRUNC != 0
+            && let Err(e) = self.reaccount_from(&inode, file.as_fd())
+        {
+            self.count_close(&inode, file.as_fd());
+            return Err(e);
         }
         Ok(self.handle_for(inode, file, flags))
     }
@@ -51,11 +54,10 @@ impl PassthroughFs {
         }
     }
 
-    /// Registers an open host file as a handle.
+    /// Registers an open host file as a handle (`count_open` counted it already).
     pub(super) fn handle_for(&self, inode: Arc<Inode>, file: File, flags: i32) -> Opened {
         let file = Arc::new(file);
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        inode.open_files.fetch_add(1, Ordering::AcqRel);
         let passthrough = self.passthrough_io.then(|| file.clone());
         let fh = self.files.insert(FileHandle {
             file,
@@ -78,9 +80,7 @@ impl PassthroughFs {
             // The kernel wrote through this handle without asking: count what it allocated.
             self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         }
-        if handle.inode.open_files.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.account_last_close(&handle.inode, handle.file.as_fd());
-        }
+        self.count_close(&handle.inode, handle.file.as_fd());
         Ok(())
     }
 

@@ -8,7 +8,9 @@
 //!
 //! A cold node whose host inode is gone answers `ENOENT` if fvol removed its last name (as a
 //! removed directory does on any filesystem), and `ESTALE` if it vanished behind fvol's back;
-//! on `ESTALE` the kernel looks the path up again and finds what the name holds now.
+//! on `ESTALE` the kernel looks the path up again and finds what the name holds now. A node
+//! whose inode lost its last name with no handle open gives up its descriptor (pinned or not)
+//! when its space is given back, so it is gone from then on (see `account`).
 //!
 //! Invariants:
 //! - Entries leave the table only when the kernel forgets its last lookup.
@@ -53,14 +55,15 @@ pub struct Inode {
     fd: Mutex<Option<NodeFd>>,
     /// Used since the cache last looked (see `fdcache`).
     pub(super) referenced: AtomicBool,
-    /// fvol removed the inode's last name.
+    /// The inode has no name left (fvol removed the last one, or found it gone at a close).
     removed: AtomicBool,
     lookups: AtomicU64,
     /// Bytes of this inode counted in the quota; None once its space was given back. The lock
-    /// also serializes re-accounting, so successive deltas add up to the real allocation.
+    /// also serializes re-accounting, so successive deltas add up to the real allocation, and
+    /// opens against giving the space back (see `PassthroughFs::count_open`).
     pub accounted: Mutex<Option<u64>>,
-    /// Open file handles; an unlinked inode gives its space back when this reaches 0.
-    pub open_files: AtomicU32,
+    /// Open file and directory handles.
+    pub open_handles: AtomicU32,
 }
 
 impl Inode {
@@ -78,7 +81,7 @@ impl Inode {
             removed: AtomicBool::new(false),
             lookups: AtomicU64::new(1),
             accounted: Mutex::new(Some(allocated_bytes(st))),
-            open_files: AtomicU32::new(0),
+            open_handles: AtomicU32::new(0),
         }
     }
 
@@ -116,9 +119,19 @@ impl Inode {
         self.fd.lock().take()
     }
 
-    /// Records that fvol removed the inode's last name.
+    /// Records that the inode has no name left.
     pub fn mark_removed(&self) {
-        self.removed.store(true, Ordering::Relaxed);
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Takes the descriptor of a node whose inode lost its last name and its space (even a
+    /// pinned one's): closing it lets the host free the inode, and the node no longer opens.
+    pub fn take_fd(&self) -> Option<NodeFd> {
+        self.fd.lock().take()
     }
 
     /// The error for a handle that no longer opens (see the module's doc).
@@ -205,7 +218,7 @@ impl InodeTable {
         if let Some(fd) = inode.cached_fd() {
             return Ok(fd);
         }
-        let handle = inode.handle.as_ref().ok_or(FsError::Stale)?;
+        let handle = inode.handle.as_ref().ok_or(inode.gone(Errno::ESTALE))?;
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = self
             .cache
@@ -232,7 +245,7 @@ impl InodeTable {
                 .cache
                 .retry_emfile(|| open_by_handle_at(self.mount_fd.as_fd(), handle, flags))
                 .map_err(|e| inode.gone(e))?,
-            (None, None) => return Err(FsError::Stale),
+            (None, None) => return Err(inode.gone(Errno::ESTALE)),
         };
         Ok(fd)
     }
@@ -337,9 +350,10 @@ impl InodeTable {
         (inode, new)
     }
 
-    /// The node of the host inode `name` names in `dir` (stat `st`), if the table has one.
-    /// Call it while the name exists (before unlinking it), so the inode is alive.
-    pub fn resolve(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> Option<Arc<Inode>> {
+    /// The node of the host inode open as `fd` (stat `st`), if the table has one. The open
+    /// `fd` keeps the inode, and so its number, alive: a node holding a descriptor with its
+    /// key is the same inode, and against a cold one the handles decide.
+    pub fn node_of(&self, fd: BorrowedFd<'_>, st: &FileStat) -> Option<Arc<Inode>> {
         let inode = {
             let t = self.tables.read();
             t.by_ino.get(t.by_key.get(&Inode::key_of(st))?)?.clone()
@@ -347,7 +361,7 @@ impl InodeTable {
         if inode.holds_fd() {
             return Some(inode);
         }
-        let handle = self.handle_for(dir, name, st);
+        let handle = self.handle_for(fd, OsStr::new(""), st);
         inode.is(handle.as_ref()).then_some(inode)
     }
 

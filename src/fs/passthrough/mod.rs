@@ -38,6 +38,7 @@ pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
         Mode::empty(),
     )?)
 }
+use account::{Nameless, RemovalLocks};
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::{InodeTable, NodeFd};
@@ -50,6 +51,9 @@ pub struct PassthroughFs {
     files: HandleTable<FileHandle>,
     dirs: HandleTable<DirHandle>,
     quota: Quota,
+    /// Serialize the removals of each inode's names (see `account::RemovalLocks`).
+    removals: RemovalLocks,
+    nameless: Nameless,
     /// Allocation unit of the host filesystem.
     block: u64,
     /// Let the kernel do all I/O straight on the host files (only without a byte limit, as
@@ -89,6 +93,8 @@ impl PassthroughFs {
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             quota: Quota::new(limits, usage),
+            removals: RemovalLocks::default(),
+            nameless: Nameless::default(),
             block,
             passthrough_io: false,
             exclusive: false,
@@ -230,6 +236,7 @@ impl VolumeFs for PassthroughFs {
             }
             other => {
                 let (inode, entry, file) = other?;
+                self.count_open(&inode)?;
                 (entry, self.handle_for(inode, file, flags))
             }
         };
@@ -271,7 +278,7 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.dirs.remove(fh).map(drop)
+        self.close_dir(fh)
     }
 
     fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -348,6 +355,18 @@ impl VolumeFs for PassthroughFs {
 
     fn usage(&self) -> UsageSnapshot {
         self.quota.usage()
+    }
+
+    fn releases(&self) -> u64 {
+        self.quota.releases()
+    }
+
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.quota.wait_for_release(seen, deadline)
+    }
+
+    fn usage_at_rest(&self) -> UsageSnapshot {
+        self.usage_without_nameless()
     }
 
     fn sync_all(&self) -> FsResult<()> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-use nix::sys::stat::{FchmodatFlags, FileStat, Mode, fchmodat, fstat, fstatat};
+use nix::sys::stat::{FchmodatFlags, Mode, fchmodat, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 
 use super::PassthroughFs;
@@ -83,26 +83,22 @@ impl PassthroughFs {
         Ok((inode, entry, made))
     }
 
+    /// Removes a name. The inode it names is held open across the removal, so it stays alive
+    /// (with its number) until `lost_name` has looked at its link count.
     pub(super) fn remove_name(&self, parent: Ino, name: &OsStr, dir: bool) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let parent_fd = self.inodes.fd(&parent)?;
-        let st = fstatat(&parent_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let victim = self.inodes.open_path(parent_fd.as_fd(), name)?;
+        let key = Inode::key_of(&fstat(&victim)?);
         let flag = if dir {
             UnlinkatFlags::RemoveDir
         } else {
             UnlinkatFlags::NoRemoveDir
         };
-        // Its node is found while the name still keeps the inode (and its number) alive.
-        let last = dir || st.st_nlink <= 1;
-        let node = last
-            .then(|| self.inodes.resolve(parent_fd.as_fd(), name, &st))
-            .flatten();
+        let _removing = self.removals.lock(key);
         unlinkat(&parent_fd, name, flag)?;
         self.reaccount_from(&parent, parent_fd.as_fd())?;
-        if last {
-            self.account_unlinked(node, &st);
-        }
-        Ok(())
+        self.lost_name(victim)
     }
 
     pub(super) fn do_rename(&self, r: &Rename<'_>) -> FsResult<()> {
@@ -111,21 +107,26 @@ impl PassthroughFs {
         let from = self.inodes.get(r.parent)?;
         let to = self.inodes.get(r.new_parent)?;
         let (from_fd, to_fd) = (self.inodes.fd(&from)?, self.inodes.fd(&to)?);
+        // The inode a plain rename replaces loses a name: held open across the rename.
         let replaced = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             None
         } else {
-            match fstatat(&to_fd, new_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => Some(st),
-                Err(Errno::ENOENT) => None,
-                Err(e) => return Err(e.into()),
+            match self.inodes.open_path(to_fd.as_fd(), new_name) {
+                Ok(fd) => Some(fd),
+                Err(FsError::Os(Errno::ENOENT)) => None,
+                Err(e) => return Err(e),
             }
         };
         let moved = fstatat(&from_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        // The inode losing its last name, and its node, found while the name still keeps it.
-        let unlinked = replaced
-            .filter(|st| Inode::key_of(st) != Inode::key_of(&moved))
-            .filter(|st| is_dir(st) || st.st_nlink <= 1)
-            .map(|st| (self.inodes.resolve(to_fd.as_fd(), new_name, &st), st));
+        let victim = match replaced {
+            Some(fd) => {
+                let key = Inode::key_of(&fstat(&fd)?);
+                // Two names of one inode: the rename changes nothing.
+                (key != Inode::key_of(&moved)).then_some((fd, key))
+            }
+            None => None,
+        };
+        let _removing = victim.as_ref().map(|(_, key)| self.removals.lock(*key));
         // A whiteout is a new inode (a 0:0 character device left at the source name): it is
         // admitted against the inode quota first and counted once it exists.
         let whiteout = flags.contains(RenameFlags::RENAME_WHITEOUT);
@@ -140,10 +141,10 @@ impl PassthroughFs {
         if to.ino != from.ino {
             self.reaccount_from(&to, to_fd.as_fd())?;
         }
-        if let Some((node, st)) = unlinked {
-            self.account_unlinked(node, &st);
+        match victim {
+            Some((fd, _)) => self.lost_name(fd),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub(super) fn do_link(&self, ino: Ino, new_parent: Ino, new_name: &OsStr) -> FsResult<Entry> {
@@ -163,10 +164,6 @@ impl PassthroughFs {
         let (_, entry) = self.lookup_entry(&parent_fd, new_name)?;
         Ok(entry)
     }
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 /// The mode a new node must be given when the host's differs from what the caller asked for:

@@ -13,8 +13,10 @@
 //! leave the image, after any crash, at its last durable commit: whole, with every fsynced byte
 //! and no block mapped by two files or mapping another file's data; counters match the metadata.
 //!
-//! Kernel references and open handles are memory-only; an inode with no name is deleted at its
-//! last close, and one a crash left unnamed is deleted at the next open (see `open`).
+//! Kernel references and open handles are memory-only; an inode with no name is deleted once
+//! the kernel has forgotten it and its last handle is closed (until then it is reachable, e.g.
+//! reopened through /proc from an O_PATH descriptor, and its blocks stay counted), and one a
+//! crash or an unmount left unnamed is deleted at the next open (see `open`).
 mod alloc;
 mod data;
 mod extents;
@@ -66,10 +68,14 @@ fn meta(e: impl std::fmt::Display) -> ImageError {
 /// Bytes of the redb cache: the metadata stays in memory.
 const CACHE: usize = 64 << 20;
 
+/// What reaches an inode besides its names: kernel lookups and open handles (files and
+/// directories). An inode whose last name is gone is deleted once both are 0.
 #[derive(Default)]
 struct Live {
     lookups: u64,
     open: u32,
+    /// Its last name is gone: deleted when nothing reaches it any more.
+    nameless: bool,
 }
 
 /// The filesystem, shared with its committer thread (see `ImageFs`).
@@ -90,7 +96,7 @@ pub struct Inner {
     reuse: RwLock<()>,
     live: Mutex<HashMap<Ino, Live>>,
     files: HandleTable<Ino>,
-    dirs: HandleTable<Mutex<Vec<(std::ffi::OsString, Ino, FileKind)>>>,
+    dirs: HandleTable<Mutex<crate::fs::handles::DirCursor>>,
 }
 
 /// Bytes files may hold on a new image of `image_size` bytes with the inode limit `inodes`:
@@ -327,13 +333,46 @@ impl Inner {
         self.commit_durably()
     }
 
-    /// Deletes `ino` if it has no name and no open handle left.
-    fn reap(&self, ino: Ino) -> FsResult<()> {
-        let open = self.live.lock().get(&ino).is_some_and(|l| l.open > 0);
-        if open || ino == ROOT_INO {
-            return Ok(());
+    /// The last name of `ino` is gone: deleted now if nothing reaches it, else once nothing
+    /// does (see `unreach`).
+    fn lost_last_name(&self, ino: Ino) -> FsResult<()> {
+        {
+            let mut live = self.live.lock();
+            if let Some(l) = live.get_mut(&ino) {
+                // Deleted at the last close or FORGET, which may be on its way (see `quota`).
+                l.nameless = true;
+                self.quota.expect_release();
+                return Ok(());
+            }
         }
         self.delete_unlinked(ino)
+    }
+
+    /// Takes kernel lookups (`lookups`) or one open handle (`close`) away from `ino`; an inode
+    /// without a name that nothing reaches any more is deleted.
+    fn unreach(&self, ino: Ino, lookups: u64, close: bool) -> FsResult<()> {
+        let delete = {
+            let mut live = self.live.lock();
+            let Some(l) = live.get_mut(&ino) else {
+                return Ok(());
+            };
+            l.lookups = l.lookups.saturating_sub(lookups);
+            if close {
+                l.open = l.open.saturating_sub(1);
+            }
+            if l.lookups > 0 || l.open > 0 {
+                if l.nameless && l.open == 0 {
+                    // Only the kernel's FORGET is awaited (right after an `rm`, on its way).
+                    self.quota.expect_release();
+                }
+                return Ok(());
+            }
+            live.remove(&ino).is_some_and(|l| l.nameless) && ino != ROOT_INO
+        };
+        match delete {
+            true => self.delete_unlinked(ino),
+            false => Ok(()),
+        }
     }
 
     /// Deletes an inode that has no name (and no open handle), in bounded transactions: its
@@ -368,5 +407,9 @@ impl Inner {
 
     fn add_lookup(&self, ino: Ino) {
         self.live.lock().entry(ino).or_default().lookups += 1;
+    }
+
+    fn add_open(&self, ino: Ino) {
+        self.live.lock().entry(ino).or_default().open += 1;
     }
 }

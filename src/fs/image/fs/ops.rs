@@ -9,8 +9,11 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
 use super::{ImageFs, Inner};
+use crate::fs::handles::{DirCursor, DirStart};
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
+use parking_lot::Mutex;
+use std::ops::Bound::{Excluded, Included};
 
 /// The largest xattr value (as ext4 without `ea_inode`: one block): bigger values would need
 /// database pages of more than 4 KiB, which a nearly full metadata region may not have.
@@ -84,7 +87,7 @@ impl Inner {
 
     fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let ino = self.transact(false, |t| {
+        let (ino, last) = self.transact(false, |t| {
             let mut p = t.inode(parent)?;
             let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
             let mut rec = t.inode(ino)?;
@@ -108,9 +111,12 @@ impl Inner {
             };
             rec.ctime = now();
             t.put_inode(ino, &rec)?;
-            Ok(ino)
+            Ok((ino, rec.nlink == 0))
         })?;
-        self.reap(ino)
+        match last {
+            true => self.lost_last_name(ino),
+            false => Ok(()),
+        }
     }
 
     fn is_ancestor(t: &Tx<'_>, ancestor: Ino, mut dir: Ino) -> FsResult<bool> {
@@ -197,7 +203,7 @@ impl Inner {
                     } else {
                         v.nlink = v.nlink.saturating_sub(1);
                     }
-                    reap = Some(*ino);
+                    reap = (v.nlink == 0).then_some(*ino);
                 }
                 t.put_inode(*ino, v)?;
             }
@@ -229,30 +235,72 @@ impl Inner {
         Ok(ino)
     }
 
-    fn listing(&self, dir_ino: Ino) -> FsResult<Vec<(std::ffi::OsString, Ino, FileKind)>> {
+    /// Reads directory `dir_ino` from `offset` (see `DirCursor`), handing entries to `add`
+    /// until it has no room, and records them in `cursor`; returns a node looked up for an
+    /// entry `add` refused (the kernel never saw it).
+    fn read_dir(
+        &self,
+        dir_ino: Ino,
+        cursor: &mut DirCursor,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> FsResult<Option<Ino>> {
         let rec = self.read_inode(dir_ino)?;
         dir(&rec)?;
+        let dots = [(".", dir_ino), ("..", rec.parent)];
+        for (i, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
+            let entry = DirEntry {
+                ino,
+                next_offset: i as u64 + 1,
+                kind: FileKind::Dir,
+                name: name.into(),
+                entry: None,
+            };
+            if !add(entry) {
+                return Ok(None);
+            }
+        }
+        let (after, skip, mut next) = match cursor.start(offset.max(2)) {
+            DirStart::After { name, offset } => (Some(name.as_bytes().to_vec()), 0, offset),
+            DirStart::Skip(n) => (None, n as usize, n + 2),
+        };
         let tx = self.db.begin_read().io()?;
         let dirents = tx.open_table(DIRENTS).io()?;
         let inodes = tx.open_table(super::store::INODES).io()?;
-        let mut out = vec![
-            (".".into(), dir_ino, FileKind::Dir),
-            ("..".into(), rec.parent, FileKind::Dir),
-        ];
-        for entry in dirents
-            .range((dir_ino, &[][..])..(dir_ino + 1, &[][..]))
-            .io()?
-        {
+        let start = match &after {
+            Some(name) => Excluded((dir_ino, &name[..])),
+            None => Included((dir_ino, &[][..])),
+        };
+        let end = Excluded((dir_ino + 1, &[][..]));
+        let mut returned = Vec::new();
+        for entry in dirents.range::<(u64, &[u8])>((start, end)).io()?.skip(skip) {
             let (k, v) = entry.io()?;
             let ino = v.value();
-            let kind = inodes
+            let Some(child) = inodes
                 .get(ino)
                 .io()?
                 .and_then(|r| postcard::from_bytes::<InodeRec>(r.value()).ok())
-                .map_or(FileKind::File, |r| r.kind());
-            out.push((OsStr::from_bytes(k.value().1).to_os_string(), ino, kind));
+            else {
+                continue;
+            };
+            let name = OsStr::from_bytes(k.value().1).to_os_string();
+            next += 1;
+            let entry = DirEntry {
+                ino,
+                next_offset: next,
+                kind: child.kind(),
+                name: name.clone(),
+                entry: plus.then(|| self.entry_for(ino, &child)),
+            };
+            if !add(entry) {
+                cursor.returned(returned, false);
+                return Ok(plus.then_some(ino));
+            }
+            returned.push((next, name));
         }
-        Ok(out)
+        cursor.returned(returned, true);
+        Ok(None)
     }
 
     fn handle_ino(&self, fh: Fh) -> FsResult<Ino> {
@@ -293,12 +341,8 @@ impl VolumeFs for ImageFs {
     }
 
     fn forget(&self, ino: Ino, nlookup: u64) {
-        let mut live = self.live.lock();
-        if let Some(l) = live.get_mut(&ino) {
-            l.lookups = l.lookups.saturating_sub(nlookup);
-            if l.lookups == 0 && l.open == 0 {
-                live.remove(&ino);
-            }
+        if let Err(e) = self.unreach(ino, nlookup, false) {
+            log::error!("image: deleting inode {ino} without a name: {e:?}");
         }
     }
 
@@ -398,10 +442,10 @@ impl VolumeFs for ImageFs {
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
-        if let Some(ino) = self.rename_in(r)? {
-            self.reap(ino)?;
+        match self.rename_in(r)? {
+            Some(ino) => self.lost_last_name(ino),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn link(
@@ -450,7 +494,7 @@ impl VolumeFs for ImageFs {
         } else {
             self.read_inode(ino)?;
         }
-        self.live.lock().entry(ino).or_default().open += 1;
+        self.add_open(ino);
         Ok(Opened {
             fh: self.files.insert(ino),
             passthrough: None,
@@ -500,13 +544,7 @@ impl VolumeFs for ImageFs {
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         let ino = *self.files.remove(fh)?;
-        let last = {
-            let mut live = self.live.lock();
-            let l = live.entry(ino).or_default();
-            l.open = l.open.saturating_sub(1);
-            l.open == 0
-        };
-        if last { self.reap(ino) } else { Ok(()) }
+        self.unreach(ino, 0, true)
     }
 
     fn fsync(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -515,8 +553,9 @@ impl VolumeFs for ImageFs {
     }
 
     fn opendir(&self, _caller: &Caller, ino: Ino) -> FsResult<Fh> {
-        let listing = self.listing(ino)?;
-        Ok(self.dirs.insert(parking_lot::Mutex::new(listing)))
+        dir(&self.read_inode(ino)?)?;
+        self.add_open(ino);
+        Ok(self.dirs.insert(Mutex::new(DirCursor::default())))
     }
 
     fn readdir(
@@ -528,37 +567,16 @@ impl VolumeFs for ImageFs {
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
         let handle = self.dirs.get(fh)?;
-        let mut entries = handle.lock();
-        if offset == 0 {
-            *entries = self.listing(ino)?;
-        }
-        for (i, (name, child, kind)) in entries.iter().enumerate().skip(offset as usize) {
-            let mut e = DirEntry {
-                ino: *child,
-                next_offset: i as u64 + 1,
-                kind: *kind,
-                name: name.clone(),
-                entry: None,
-            };
-            if plus && i >= 2 {
-                let Ok(rec) = self.read_inode(*child) else {
-                    continue;
-                };
-                e.entry = Some(self.entry_for(*child, &rec));
-            }
-            let looked_up = e.entry.is_some();
-            if !add(e) {
-                if looked_up {
-                    self.forget(*child, 1);
-                }
-                break;
-            }
+        let unseen = self.read_dir(ino, &mut handle.lock(), offset, plus, add)?;
+        if let Some(child) = unseen {
+            self.forget(child, 1);
         }
         Ok(())
     }
 
-    fn releasedir(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
-        self.dirs.remove(fh).map(drop)
+    fn releasedir(&self, ino: Ino, fh: Fh) -> FsResult<()> {
+        self.dirs.remove(fh)?;
+        self.unreach(ino, 0, true)
     }
 
     fn fsyncdir(&self, _ino: Ino, fh: Fh, _datasync: bool) -> FsResult<()> {
@@ -670,6 +688,14 @@ impl VolumeFs for ImageFs {
 
     fn usage(&self) -> UsageSnapshot {
         self.quota.usage()
+    }
+
+    fn releases(&self) -> u64 {
+        self.quota.releases()
+    }
+
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
+        self.quota.wait_for_release(seen, deadline)
     }
 
     /// One durable commit makes every earlier commit and data write durable too.
