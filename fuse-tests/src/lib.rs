@@ -46,3 +46,19 @@ pub fn stdout_of_success(what: &str, out: std::process::Output) -> String {
 pub fn fuse_available() -> bool {
     nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/fuse").exists()
 }
+
+/// Runs a shell script as nobody (uid and gid 65534, no supplementary groups), as an
+/// unprivileged host user would.
+pub fn as_nobody(script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("setpriv (util-linux)")
+}

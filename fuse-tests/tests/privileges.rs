@@ -3,7 +3,6 @@
 //! writes, kernel passthrough (a local volume without a byte limit), truncate and fallocate
 //! (every mode). Root's own changes keep the bits, as on any Linux filesystem.
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use fuse_tests::{Backend, TestSession};
 
@@ -11,19 +10,9 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-/// Runs a shell command as nobody.
+/// Runs a shell command as nobody; it must succeed.
 fn as_nobody(script: &str) {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("setpriv (util-linux)");
+    let out = fuse_tests::as_nobody(script);
     assert!(
         out.status.success(),
         "{script}: {}",

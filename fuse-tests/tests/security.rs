@@ -6,24 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, is_mountpoint, stderr_of};
-use fuse_tests::{Backend, TestSession};
+use fuse_tests::{Backend, TestSession, as_nobody};
 
 const NOBODY: u32 = 65534;
-
-/// Runs a shell script as nobody (no supplementary groups).
-fn as_nobody(script: &str) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("setpriv (util-linux)")
-}
 
 /// A test root whose scratch directory unprivileged users can reach (the daemon's root is
 /// what the daemon makes of it).

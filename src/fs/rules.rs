@@ -5,13 +5,37 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
-use super::{FileKind, FsError, FsResult, XattrReply};
+use super::{DirEntry, FileKind, FsError, FsResult, Ino, XattrReply};
 
 pub const NAME_MAX: usize = 255;
 
 /// File capabilities, which a write, truncate or chown by an unprivileged caller drops like
 /// setuid.
 pub const CAPABILITY: &str = "security.capability";
+
+/// Offers `.` and `..` of directory `dir` (parent `parent`) at offsets 0 and 1, after
+/// `offset`; false when `add` had no room (the reply is full). Entries proper start at 2.
+pub fn add_dot_entries(
+    dir: Ino,
+    parent: Ino,
+    offset: u64,
+    add: &mut dyn FnMut(DirEntry) -> bool,
+) -> bool {
+    let dots = [(".", dir), ("..", parent)];
+    for (i, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
+        let entry = DirEntry {
+            ino,
+            next_offset: i as u64 + 1,
+            kind: FileKind::Dir,
+            name: name.into(),
+            entry: None,
+        };
+        if !add(entry) {
+            return false;
+        }
+    }
+    true
+}
 
 pub fn check_name(name: &OsStr) -> FsResult<()> {
     match name.len() {
@@ -110,6 +134,26 @@ pub fn seek_request(offset: i64, whence: i32, size: u64) -> FsResult<Seek> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_entries_resume_at_their_offsets_and_stop_when_full() {
+        let names = |offset, room: usize| {
+            let mut got = Vec::new();
+            let done = add_dot_entries(5, 1, offset, &mut |e| {
+                if got.len() == room {
+                    return false;
+                }
+                got.push((e.name.into_string().unwrap(), e.ino, e.next_offset));
+                true
+            });
+            (got, done)
+        };
+        let all = vec![(".".to_string(), 5, 1), ("..".to_string(), 1, 2)];
+        assert_eq!(names(0, 9), (all.clone(), true));
+        assert_eq!(names(1, 9), (all[1..].to_vec(), true));
+        assert_eq!(names(2, 9), (vec![], true));
+        assert_eq!(names(0, 1), (all[..1].to_vec(), false));
+    }
 
     #[test]
     fn rename_flags() {

@@ -238,18 +238,8 @@ impl VolumeFs for MemFs {
             let Body::Dir { entries, parent } = &*dir.body.read() else {
                 return Err(FsError::Os(Errno::ENOTDIR));
             };
-            let dots = [(".", dir.ino), ("..", *parent)];
-            for (i, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
-                let entry = DirEntry {
-                    ino,
-                    next_offset: i as u64 + 1,
-                    kind: FileKind::Dir,
-                    name: name.into(),
-                    entry: None,
-                };
-                if !add(entry) {
-                    return Ok(());
-                }
+            if !rules::add_dot_entries(dir.ino, *parent, offset, add) {
+                return Ok(());
             }
             let (rest, mut next): (Box<dyn Iterator<Item = (&OsString, &Ino)>>, u64) =
                 match cursor.start(offset.max(2)) {

@@ -248,18 +248,8 @@ impl Inner {
     ) -> FsResult<Option<Ino>> {
         let rec = self.read_inode(dir_ino)?;
         dir(&rec)?;
-        let dots = [(".", dir_ino), ("..", rec.parent)];
-        for (i, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
-            let entry = DirEntry {
-                ino,
-                next_offset: i as u64 + 1,
-                kind: FileKind::Dir,
-                name: name.into(),
-                entry: None,
-            };
-            if !add(entry) {
-                return Ok(None);
-            }
+        if !rules::add_dot_entries(dir_ino, rec.parent, offset, add) {
+            return Ok(None);
         }
         let (after, skip, mut next) = match cursor.start(offset.max(2)) {
             DirStart::After { name, offset } => (Some(name.as_bytes().to_vec()), 0, offset),
