@@ -463,9 +463,30 @@ pub fn mountpoints() -> Vec<PathBuf> {
         .collect()
 }
 
-/// True if `path` is a mountpoint right now.
+/// True if something other than a volume's read-only guard is mounted at `path` right now:
+/// the guard (an empty tmpfs `fvol-guard:NAME`) stays under every volume's mountpoint.
 pub fn is_mountpoint(path: &Path) -> bool {
-    mountpoints().iter().any(|m| m == path)
+    mounts_at(path)
+        .iter()
+        .any(|(_, source)| !source.starts_with("fvol-guard:"))
+}
+
+/// The (fstype, source) of every mount at exactly `path`, bottom first (mount order).
+pub fn mounts_at(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if unescape_mount_path(fields.get(4)?) != path {
+                return None;
+            }
+            let sep = fields.iter().position(|f| *f == "-")?;
+            Some((
+                fields.get(sep + 1)?.to_string(),
+                fields.get(sep + 2)?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 /// The filesystem type of the mount at exactly `path` (from /proc/self/mountinfo), if any.

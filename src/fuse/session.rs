@@ -137,8 +137,16 @@ pub fn is_stale_mount(path: &Path) -> bool {
     matches!(nix::sys::statfs::statfs(path), Err(Errno::ENOTCONN))
 }
 
-/// Detaches whatever is mounted at `path` (lazily, so busy users do not block it).
+/// Detaches the FUSE mount at `path` (lazily, so busy users do not block it): only when the
+/// top mount there is a FUSE mount, live or stale. The volume's guard under it stays, and an
+/// unmount that already happened never takes the guard away in its place.
 pub fn detach_stale_mount(path: &Path) -> io::Result<()> {
+    match nix::sys::statfs::statfs(path) {
+        Err(Errno::ENOTCONN) => {}
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC => {}
+        _ => return Ok(()),
+    }
+    // umount2 on a path takes only the top mount of the stack there.
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),

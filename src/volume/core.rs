@@ -188,7 +188,7 @@ impl Core {
         self.store.put(&rec)?;
         crash_point("create-after-intent");
         let created = create_dir(&self.ctx.volume_dir(&name), 0o700)
-            .and_then(|()| create_dir(&self.mountpoint(&name), 0o755))
+            .and_then(|()| self.prepare_mountpoint(&name))
             .and_then(|()| driver.create(&self.ctx, &rec, &opts));
         let created = match created {
             Ok(created) => created,
@@ -263,9 +263,26 @@ impl Core {
         Ok(())
     }
 
-    /// Removes the empty mountpoint and the volume's directory, never following into a mount.
+    /// Makes the volume's mountpoint directory and mounts the read-only guard on it, unless
+    /// the guard is there already (see `super::guard`). Called with no FUSE mount there.
+    fn prepare_mountpoint(&self, name: &str) -> Result<(), VolumeError> {
+        let mountpoint = self.mountpoint(name);
+        let io = |e| VolumeError::io(format!("guarding {}", mountpoint.display()), e);
+        if super::guard::is_mounted(&mountpoint).map_err(io)? {
+            return Ok(());
+        }
+        create_dir(&mountpoint, 0o755)?;
+        super::guard::ensure(&mountpoint, name).map_err(io)
+    }
+
+    /// Removes the guard, the empty mountpoint and the volume's directory, never following
+    /// into a mount.
     fn remove_volume_dir(&self, name: &str) {
-        let _ = std::fs::remove_dir(self.mountpoint(name));
+        let mountpoint = self.mountpoint(name);
+        if let Err(e) = super::guard::remove(&mountpoint) {
+            log::warn!("volume {name}: removing the guard of its mountpoint: {e}");
+        }
+        let _ = std::fs::remove_dir(&mountpoint);
         let _ = std::fs::remove_dir(self.ctx.volume_dir(name));
     }
 
@@ -412,7 +429,8 @@ impl Core {
             detach_stale_mount(&mountpoint)
                 .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
         }
-        create_dir(&mountpoint, 0o755)?;
+        // The FUSE mount goes on top of the guard: whenever it is gone, the guard shows.
+        self.prepare_mountpoint(&rec.name)?;
         let serve = ServeOptions {
             passthrough: activation.passthrough,
             exclusive: activation.exclusive,
@@ -533,6 +551,12 @@ impl Core {
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
                 let _ = detach_stale_mount(&mountpoint);
+            }
+            // Also for unreferenced volumes made by a version without guards.
+            if !is_stale_mount(&mountpoint)
+                && let Err(e) = self.prepare_mountpoint(&rec.name)
+            {
+                log::error!("volume {}: {e}", rec.name);
             }
             for r in rec.mount_refs.values() {
                 if let Some(t) = &r.target {

@@ -3,6 +3,7 @@ pub mod bind;
 pub mod core;
 pub mod error;
 mod fault;
+pub mod guard;
 pub mod limits;
 pub mod manager;
 pub mod name;
