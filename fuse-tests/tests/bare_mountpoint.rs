@@ -54,27 +54,31 @@ fn a_writer_never_reaches_the_host_directory_while_a_restart_replaces_a_stale_mo
     let mut d = TestDaemon::start_at(&root);
     d.cli_ok(["create", "vol1", "-o", "size=64M"]);
     let mp = d.mount("vol1");
-    d.kill9();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let (path, stop) = (mp.join("x"), stop.clone());
-            std::thread::spawn(move || spin_creating(&path, &stop))
-        })
-        .collect();
-    let mut d = TestDaemon::start_at(&root);
-    // The volume is served again: wait until the writers have reached it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::metadata(mp.join("x")).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no create reached the volume"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // Several crashes, so that the writers get many chances at the moment of the replacement.
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        d.kill9();
+        let name = format!("x{round}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, stop) = (mp.join(&name), stop.clone());
+                std::thread::spawn(move || spin_creating(&path, &stop))
+            })
+            .collect();
+        d = TestDaemon::start_at(&root);
+        // The volume is served again: wait until the writers have reached it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::metadata(mp.join(&name)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no create reached the volume"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        seen.extend(writers.into_iter().map(|w| w.join().unwrap()));
     }
-    stop.store(true, Ordering::Relaxed);
-    let seen: Vec<Attempts> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     d.stop();
     detach_mounts_under(root.base());
 
