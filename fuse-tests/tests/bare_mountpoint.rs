@@ -21,7 +21,12 @@ struct Attempts {
 fn spin_creating(path: &Path, stop: &AtomicBool) -> Attempts {
     let mut seen = Attempts::default();
     while !stop.load(Ordering::Relaxed) {
-        match OpenOptions::new().write(true).create(true).open(path) {
+        match OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+        {
             Ok(file) => match fstatfs(&file) {
                 Ok(fs) if fs.filesystem_type() == FUSE_SUPER_MAGIC => seen.in_volume += 1,
                 _ => seen.on_host += 1,
@@ -101,6 +106,7 @@ fn create_error(path: &Path) -> Option<i32> {
     OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .open(path)
         .err()
         .and_then(|e| e.raw_os_error())
