@@ -181,3 +181,23 @@ fn a_restart_guards_volumes_made_without_a_guard() {
     );
     drop(d);
 }
+
+#[test]
+fn a_busy_unmount_detaches_the_volume_and_keeps_the_guard() {
+    if !fuse_or_skip("a_busy_unmount_detaches_the_volume_and_keeps_the_guard") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "vol1"]);
+    let mp = d.mount("vol1");
+    // An open file keeps the mount busy: the unmount detaches it lazily instead.
+    let busy = std::fs::File::create(mp.join("open")).unwrap();
+    d.cli_ok(["unmount", "vol1"]);
+    let stack = mounts_at(&mp);
+    assert_eq!(stack.len(), 1, "only the guard is left: {stack:?}");
+    assert!(stack[0].1.starts_with("fvol-guard:"), "{stack:?}");
+    assert_eq!(create_error(&mp.join("x")), Some(libc::EROFS));
+    drop(busy);
+    d.cli_ok(["rm", "vol1"]);
+    assert!(mounts_at(&mp).is_empty(), "{:?}", mounts_at(&mp));
+}
