@@ -14,10 +14,17 @@ pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
 /// One answer, read whole.
 #[derive(Debug)]
 pub struct PluginResponse {
+    /// The HTTP status, or `RESET` when the server reset the connection before the whole
+    /// answer could be read.
     pub status: u16,
     pub content_type: Option<String>,
     pub body: String,
 }
+
+/// `PluginResponse::status` of a connection reset before the whole answer was read. A server that refuses a
+/// request it has not read whole (over its size limit) answers and closes; on a unix socket,
+/// closing with unread bytes resets the connection, and the client may see the reset first.
+pub const RESET: u16 = 0;
 
 impl PluginResponse {
     pub fn json(&self) -> Value {
@@ -126,7 +133,18 @@ fn raw_post(socket: &Path, route: &str, body: &str, headers: &[&str]) -> PluginR
         );
     }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    match stream.read_to_end(&mut raw) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return PluginResponse {
+                status: RESET,
+                content_type: None,
+                body: format!("reset after {} bytes of the answer: {e}", raw.len()),
+            };
+        }
+        other => {
+            other.unwrap_or_else(|e| panic!("reading from {}: {e}", socket.display()));
+        }
+    }
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text
         .split_once("\r\n\r\n")

@@ -179,12 +179,16 @@ fn bodies_of_the_wrong_shape_create_nothing() {
         .map(|i| (format!("k{i}"), "v".repeat(1024).into()))
         .collect();
     let body = serde_json::json!({"name": "v1", "labels": labels}).to_string();
+    // The server answers 413 and closes before it has read the rest, so the client may see
+    // the reset first (fuse_tests::plugin::RESET); either way nothing is created (below).
     let response = api.post("/v1/create", &body);
-    assert_eq!(response.status, 413, "{response:?}");
-    assert_eq!(
-        error_of(&response, "error"),
-        "request body too large: at most 1024 KiB"
-    );
+    if response.status != fuse_tests::plugin::RESET {
+        assert_eq!(response.status, 413, "{response:?}");
+        assert_eq!(
+            error_of(&response, "error"),
+            "request body too large: at most 1024 KiB"
+        );
+    }
     let response = api.post(
         "/v1/create",
         &serde_json::json!({"name": "v1", "labels": {"k": "v".repeat(5000)}}).to_string(),
