@@ -15,6 +15,7 @@
 //! again (`wait_for_release`), as ext4 retries an allocation after a journal commit frees
 //! blocks. Only within that second: a nameless inode someone keeps holding must not slow every
 //! refused operation.
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -33,8 +34,6 @@ struct Counters {
     used_inodes: u64,
     reserved_bytes: u64,
     reserved_inodes: u64,
-    /// Releases of space so far (any decrease of usage), so waiters see that one happened.
-    releases: u64,
     /// When a node's space was last said to be about to come back.
     release_expected_at: Option<Instant>,
 }
@@ -49,6 +48,10 @@ const RECENT: Duration = Duration::from_secs(1);
 pub struct Quota {
     limits: Limits,
     counters: Mutex<Counters>,
+    /// Releases of space so far (any decrease of usage), so waiters see that one happened.
+    /// Changed only under `counters` (waiters check it there); read without the lock by
+    /// every operation that may be refused, which must not pay a lock for it.
+    releases: AtomicU64,
     released: Condvar,
 }
 
@@ -77,6 +80,7 @@ impl Quota {
                 used_inodes: start.inodes,
                 ..Counters::default()
             }),
+            releases: AtomicU64::new(0),
             released: Condvar::new(),
         }
     }
@@ -158,7 +162,7 @@ impl Quota {
         c.used_bytes = c.used_bytes.saturating_add_signed(bytes);
         c.used_inodes = c.used_inodes.saturating_add_signed(inodes);
         if bytes < 0 || inodes < 0 {
-            c.releases += 1;
+            self.releases.fetch_add(1, Ordering::Release);
             self.released.notify_all();
         }
     }
@@ -171,7 +175,7 @@ impl Quota {
 
     /// Releases of space so far; pass it to `wait_for_release` (taken before the operation).
     pub fn releases(&self) -> u64 {
-        self.counters.lock().releases
+        self.releases.load(Ordering::Acquire)
     }
 
     /// For an operation refused for space, begun when `releases` was `seen`: true at once if
@@ -181,13 +185,13 @@ impl Quota {
     /// release it waits for takes them.
     pub fn wait_for_release(&self, seen: u64, deadline: Instant) -> bool {
         let mut c = self.counters.lock();
-        if c.releases != seen {
+        if self.releases() != seen {
             return true;
         }
         if c.release_expected_at.is_none_or(|t| t.elapsed() >= RECENT) {
             return false;
         }
-        while c.releases == seen {
+        while self.releases() == seen {
             if self.released.wait_until(&mut c, deadline).timed_out() {
                 return false;
             }

@@ -80,12 +80,20 @@ impl FuseAdapter {
 
     /// Runs an operation that may be refused for space (and then changes nothing) again when
     /// space comes back from a node the kernel forgets meanwhile (right after an `rm`).
+    /// The deadline is read only once an operation is refused: the common path costs one
+    /// atomic load.
     fn admit<T>(&self, mut op: impl FnMut() -> fs::FsResult<T>) -> fs::FsResult<T> {
-        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let mut deadline = None;
         loop {
             let seen = self.fs.releases();
             match op() {
-                Err(FsError::NoSpace) if self.fs.wait_for_release(seen, deadline) => {}
+                Err(FsError::NoSpace) => {
+                    let until =
+                        *deadline.get_or_insert_with(|| std::time::Instant::now() + RELEASE_WAIT);
+                    if !self.fs.wait_for_release(seen, until) {
+                        return Err(FsError::NoSpace);
+                    }
+                }
                 other => return other,
             }
         }
