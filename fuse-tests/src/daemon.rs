@@ -7,7 +7,7 @@
 //! - `TestDaemon`: `fvol --root ROOT daemon --no-plugin` on a `TestRoot`, driven through the
 //!   real CLI. Without `--no-plugin` every daemon would serve the Docker plugin on the one
 //!   host-wide `/run/docker/plugins/fvol.sock`, and parallel tests would fight over it; tests of
-//!   the plugin start theirs with `start_with_args`. Dropping it stops the daemon (SIGTERM,
+//!   the plugin start theirs with `start_with_args` and a private `--plugin-spec`. Dropping it stops the daemon (SIGTERM,
 //!   then SIGKILL) and detaches every mount left under the test directory, so a panicking test
 //!   leaks neither a process nor a mount.
 //!
@@ -222,7 +222,8 @@ impl TestDaemon {
 
     /// Starts `fvol --root ROOT daemon ARGS...` and waits until it answers `fvol ls` (both of
     /// its sockets are listening by then). With no `--no-plugin` among ARGS it serves the
-    /// Docker plugin: on `/run/docker/plugins/fvol.sock` unless ARGS say otherwise.
+    /// Docker plugin: on `/run/docker/plugins/fvol.sock` unless ARGS say otherwise (tests must
+    /// say otherwise: that path is the host's).
     pub fn start_with_args<I, S>(root: &TestRoot, args: I) -> TestDaemon
     where
         I: IntoIterator<Item = S>,

@@ -3,9 +3,9 @@
 //! `DockerDaemon::start` runs `tools/docker-daemon.sh start` with its state in a temporary
 //! directory (loopback only: no bridge, no iptables), then `tools/docker-image.sh` to make the
 //! image `busybox:local` from Debian's busybox-static (no registry). Every `docker` command of
-//! the test goes to it through `DOCKER_HOST`. The dockerd finds the fvol plugin as every
-//! dockerd does, on `/run/docker/plugins/fvol.sock`: a host-wide path, so only one test binary
-//! may use it at a time.
+//! the test goes to it through `DOCKER_HOST`. Like every dockerd it looks for plugins in the
+//! host-wide `/run/docker/plugins` and `/etc/docker/plugins`, so the tests register a private
+//! driver name there and only one test binary starts a dockerd.
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,10 @@
 //! fvol as a Docker volume plugin under a real dockerd, driven through the `docker` CLI.
 //!
-//! One private dockerd (`tools/docker-daemon.sh`) and one fvol daemon serving the plugin on
-//! the legacy socket `/run/docker/plugins/fvol.sock`: a host-wide path, so every dockerd test
+//! One private dockerd (`tools/docker-daemon.sh`) and one fvol daemon serving the plugin under
+//! a private driver name (`fvol-test-PID`), registered by a spec file of its own in
+//! `/etc/docker/plugins` that points at a socket in the test's root. The host's own `fvol`
+//! plugin (`/run/docker/plugins/fvol.sock`, `/etc/docker/plugins/fvol.spec`) is never touched,
+//! so the suite can run on a host where fvol serves Docker. Every dockerd test
 //! lives in this one binary, as steps of one test that run in order. Each step runs even if
 //! an earlier one failed (they use their own volumes); the test fails listing the failed steps.
 //!
@@ -17,8 +20,11 @@ use fuse_tests::docker::{DockerDaemon, IMAGE, wait_until};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
-/// The legacy plugin socket the fvol daemon serves (its default).
-const PLUGIN_SOCKET: &str = "/run/docker/plugins/fvol.sock";
+/// The host's own plugin socket and spec file: the tests must never create or remove them.
+const HOST_PLUGIN_FILES: [&str; 2] = [
+    "/run/docker/plugins/fvol.sock",
+    "/etc/docker/plugins/fvol.spec",
+];
 /// How long Docker may take to call Unmount/Remove after a container ends.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -27,6 +33,37 @@ struct Env {
     docker: DockerDaemon,
     fvol: TestDaemon,
     root: TestRoot,
+    plugin: PrivatePlugin,
+}
+
+/// The test's own driver name and the spec file that registers it with dockerd.
+struct PrivatePlugin {
+    driver: String,
+    spec: PathBuf,
+}
+
+impl PrivatePlugin {
+    fn new() -> PrivatePlugin {
+        let driver = format!("fvol-test-{}", std::process::id());
+        let spec = PathBuf::from(format!("/etc/docker/plugins/{driver}.spec"));
+        PrivatePlugin { driver, spec }
+    }
+
+    /// `fvol daemon` arguments serving this plugin (its socket is ROOT/plugin.sock).
+    fn daemon_args(&self) -> [String; 1] {
+        [format!("--plugin-spec={}", self.spec.display())]
+    }
+
+    fn start_daemon(&self, root: &TestRoot) -> TestDaemon {
+        let daemon = TestDaemon::start_with_args(root, self.daemon_args());
+        assert!(
+            self.spec.exists(),
+            "{} missing\n{}",
+            self.spec.display(),
+            root.log()
+        );
+        daemon
+    }
 }
 
 impl Env {
@@ -112,22 +149,26 @@ fn docker_volume_plugin_end_to_end() {
         return;
     }
     // dockerd and fvol create these; remove them at the end if they were not there before.
-    let run_dirs: Vec<&str> = ["/run/docker/plugins", "/run/docker"]
+    let made_dirs: Vec<&str> = ["/etc/docker/plugins", "/run/docker/plugins", "/run/docker"]
         .into_iter()
         .filter(|dir| !std::path::Path::new(dir).exists())
         .collect();
     let docker = DockerDaemon::start().unwrap_or_else(|reason| {
         panic!("the Docker plugin tests need a working dockerd, and none could start: {reason}")
     });
+    let host_files_before: Vec<bool> = HOST_PLUGIN_FILES
+        .iter()
+        .map(|f| std::path::Path::new(f).exists())
+        .collect();
     let root = TestRoot::new();
-    // No flags: the plugin on its default legacy socket, where dockerd looks for `fvol`.
-    let fvol = TestDaemon::start_with_args(&root, std::iter::empty::<&str>());
-    assert!(
-        std::path::Path::new(PLUGIN_SOCKET).exists(),
-        "{PLUGIN_SOCKET} missing\n{}",
-        root.log()
-    );
-    let mut env = Env { docker, fvol, root };
+    let plugin = PrivatePlugin::new();
+    let fvol = plugin.start_daemon(&root);
+    let mut env = Env {
+        docker,
+        fvol,
+        root,
+        plugin,
+    };
 
     let steps: [(&str, Step); 10] = [
         ("create with and without options; bad options", create),
@@ -165,14 +206,20 @@ fn docker_volume_plugin_end_to_end() {
         eprintln!("--- fvol daemon log:\n{}", env.root.log());
         eprintln!("--- dockerd log (tail):\n{}", env.docker.log_tail(40));
     }
+    let spec = env.plugin.spec.clone();
     drop(env);
-    for dir in run_dirs {
+    for dir in made_dirs {
         // Only if empty: anything else there is not ours.
         let _ = std::fs::remove_dir(dir);
     }
-    assert!(
-        !std::path::Path::new(PLUGIN_SOCKET).exists(),
-        "{PLUGIN_SOCKET} left behind"
+    assert!(!spec.exists(), "{} left behind", spec.display());
+    let host_files_after: Vec<bool> = HOST_PLUGIN_FILES
+        .iter()
+        .map(|f| std::path::Path::new(f).exists())
+        .collect();
+    assert_eq!(
+        host_files_before, host_files_after,
+        "the host's plugin files {HOST_PLUGIN_FILES:?} changed"
     );
     assert!(failed.is_empty(), "failed steps: {failed:?}");
 }
@@ -180,7 +227,7 @@ fn docker_volume_plugin_end_to_end() {
 fn create(env: &mut Env) {
     let d = &env.docker;
     assert_eq!(
-        d.docker_ok(["volume", "create", "-d", "fvol", "plain"]),
+        d.docker_ok(["volume", "create", "-d", &env.plugin.driver, "plain"]),
         "plain\n"
     );
     assert_eq!(
@@ -188,7 +235,7 @@ fn create(env: &mut Env) {
             "volume",
             "create",
             "-d",
-            "fvol",
+            &env.plugin.driver,
             "-o",
             "size=64M",
             "-o",
@@ -227,7 +274,7 @@ fn create(env: &mut Env) {
         ),
     ];
     for (opts, needles) in cases {
-        let mut args = vec!["volume", "create", "-d", "fvol"];
+        let mut args = vec!["volume", "create", "-d", &env.plugin.driver];
         args.extend_from_slice(opts);
         args.push("bad");
         let err = d.docker_err(&args);
@@ -243,14 +290,15 @@ fn create(env: &mut Env) {
 fn ls_and_inspect(env: &mut Env) {
     let d = &env.docker;
     let listed = d.docker_ok(["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
-    for line in ["fvol plain", "fvol quota"] {
+    for name in ["plain", "quota"] {
+        let line = format!("{} {name}", env.plugin.driver);
         assert!(
             listed.lines().any(|l| l == line),
             "{line:?} not in {listed}"
         );
     }
     let info = d.inspect_volume("quota");
-    assert_eq!(info["Driver"], "fvol");
+    assert_eq!(info["Driver"], env.plugin.driver);
     assert_eq!(info["Name"], "quota");
     assert_eq!(info["Scope"], "local");
     assert_eq!(
@@ -306,7 +354,15 @@ fn second_container_reads(env: &mut Env) {
 
 fn two_containers_share_a_volume(env: &mut Env) {
     let d = &env.docker;
-    d.docker_ok(["volume", "create", "-d", "fvol", "-o", "size=16M", "shared"]);
+    d.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=16M",
+        "shared",
+    ]);
     env.hold("fvol-first", "shared", "echo from-first > /data/s");
     let mp = env.mountpoint("shared");
     assert!(
@@ -370,7 +426,7 @@ fn anonymous_volume(env: &mut Env) {
         "--network",
         "none",
         "--volume-driver",
-        "fvol",
+        &env.plugin.driver,
         "-v",
         "/data",
         IMAGE,
@@ -423,15 +479,21 @@ fn restart_fvol(env: &mut Env, timeout: Duration) {
     let exit = env.fvol.stop_within(timeout);
     assert!(exit.success(), "fvol exit {exit}\n{}", env.root.log());
     assert!(
-        !std::path::Path::new(PLUGIN_SOCKET).exists(),
-        "plugin socket left after a clean stop"
+        !env.plugin.spec.exists(),
+        "plugin spec file left after a clean stop"
     );
-    env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+    env.fvol = env.plugin.start_daemon(&env.root);
 }
 
 fn restart_between_runs(env: &mut Env) {
     env.docker.docker_ok([
-        "volume", "create", "-d", "fvol", "-o", "size=32M", "durable",
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=32M",
+        "durable",
     ]);
     let written = env.run(
         "durable",
@@ -478,7 +540,7 @@ fn tmpfs_volume(env: &mut Env) {
         "volume",
         "create",
         "-d",
-        "fvol",
+        &env.plugin.driver,
         "-o",
         "driver=tmpfs",
         "-o",
