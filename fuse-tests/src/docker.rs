@@ -141,6 +141,37 @@ impl DockerDaemon {
         all.remove(0)
     }
 
+    /// Kills dockerd with SIGKILL (its containers keep running under their shims) and waits
+    /// until it is gone.
+    pub fn kill(&self) {
+        let pid_file = self.dir.path().join("docker.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .parse()
+            .expect("a pid in docker.pid");
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill dockerd");
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                nix::sys::signal::kill(pid, None).is_err()
+            }),
+            "dockerd still there 30 s after SIGKILL"
+        );
+    }
+
+    /// Starts dockerd again on the same state (after `kill`).
+    pub fn restart(&self) {
+        let started = self.script("docker-daemon.sh", &["start"]);
+        assert!(
+            started.status.success(),
+            "tools/docker-daemon.sh start failed ({}):\n{}\ndockerd log:\n{}",
+            started.status,
+            String::from_utf8_lossy(&started.stderr),
+            self.log_tail(30)
+        );
+    }
+
     /// The last `lines` lines of dockerd's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();

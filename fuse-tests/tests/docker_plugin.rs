@@ -25,6 +25,8 @@ const HOST_PLUGIN_FILES: [&str; 2] = [
     "/run/docker/plugins/fvol.sock",
     "/etc/docker/plugins/fvol.spec",
 ];
+/// The daemon releases a plugin reference this old once no container uses its volume.
+const STALE_REF_GRACE: Duration = Duration::from_secs(20);
 /// How long Docker may take to call Unmount/Remove after a container ends.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -50,8 +52,11 @@ impl PrivatePlugin {
     }
 
     /// `fvol daemon` arguments serving this plugin (its socket is ROOT/plugin.sock).
-    fn daemon_args(&self) -> [String; 1] {
-        [format!("--plugin-spec={}", self.spec.display())]
+    fn daemon_args(&self) -> [String; 2] {
+        [
+            format!("--plugin-spec={}", self.spec.display()),
+            format!("--stale-ref-grace={}", STALE_REF_GRACE.as_secs()),
+        ]
     }
 
     fn start_daemon(&self, root: &TestRoot) -> TestDaemon {
@@ -170,7 +175,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 10] = [
+    let steps: [(&str, Step); 11] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -189,6 +194,10 @@ fn docker_volume_plugin_end_to_end() {
             restart_under_a_container,
         ),
         ("tmpfs volume", tmpfs_volume),
+        (
+            "dockerd killed under running containers",
+            dockerd_killed_under_running_containers,
+        ),
         ("docker volume rm", remove),
     ];
     let mut failed = Vec::new();
@@ -595,4 +604,56 @@ fn remove(env: &mut Env) {
     assert!(listed.trim().is_empty(), "{listed}");
     let err = d.docker_err(["volume", "rm", "plain"]);
     assert!(err.contains("no such volume"), "{err}");
+}
+
+/// After `kill -9` of dockerd and a restart, its dead containers never send their Unmounts:
+/// fvol finds their references orphaned and releases them by itself.
+fn dockerd_killed_under_running_containers(env: &mut Env) {
+    let names = ["orphan-local", "orphan-tmpfs"];
+    env.docker.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=8M",
+        names[0],
+    ]);
+    env.docker.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "driver=tmpfs",
+        "-o",
+        "size=8M",
+        names[1],
+    ]);
+    for (i, name) in names.iter().enumerate() {
+        env.hold(&format!("fvol-killed-{i}"), name, "echo x > /data/x");
+        env.wait_refs(name, |r| plugin_refs(r) == 1, "one plugin reference");
+    }
+    env.docker.kill();
+    env.docker.restart();
+    let released = wait_until(STALE_REF_GRACE * 3 + SETTLE, || {
+        names
+            .iter()
+            .all(|name| env.refs(name).is_empty() && !env.mounted(name))
+    });
+    assert!(
+        released,
+        "references of dead containers kept: {:?}; docker ps: {}",
+        names.map(|n| env.refs(n)),
+        env.docker.docker_ok(["ps", "-a"])
+    );
+    // Docker keeps the dead containers' records (and so refuses to remove their volumes)
+    // until they are removed; fvol has nothing left to release by then.
+    env.docker
+        .docker_ok(["rm", "-f", "fvol-killed-0", "fvol-killed-1"]);
+    for name in names {
+        env.docker.docker_ok(["volume", "rm", name]);
+    }
+    let left = env.fvol_names();
+    assert!(names.iter().all(|n| !left.contains(*n)), "{left:?}");
 }

@@ -90,6 +90,11 @@ pub struct DaemonArgs {
     /// Do not serve the Docker volume plugin
     #[arg(long)]
     pub no_plugin: bool,
+    /// Release a plugin reference by itself once it is this old and no container's mount
+    /// namespace holds its volume any more (its holder is gone)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stale_ref_grace: u64,
 }
 
 /// The commands served by the daemon.
@@ -113,9 +118,9 @@ pub enum VolumeCommand {
     Prune(PruneArgs),
     /// Mount a volume (held until `fvol unmount`) and print its mountpoint
     Mount(MountArgs),
-    /// Release a mount made by `fvol mount` (with the same --target)
-    #[command(visible_alias = "umount")]
-    Unmount(MountArgs),
+    /// Release a mount made by `fvol mount` (with the same --target), or any reference
+    #[command(visible_alias = "umount", after_help = UNMOUNT_HELP)]
+    Unmount(UnmountArgs),
     /// Print the mountpoint of a volume, whether mounted or not
     Path {
         #[arg(value_name = "NAME")]
@@ -194,6 +199,28 @@ pub struct MountArgs {
     /// Also bind-mount the volume on this existing directory
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
+}
+
+const UNMOUNT_HELP: &str = "\
+References:
+  A volume stays mounted while it has a reference: `cli` (fvol mount), `cli:/dir`
+  (fvol mount --target /dir) or `plugin:ID` (a Docker or Pouch container). `fvol inspect`
+  lists them under Status.References with the time each was taken. The daemon also drops
+  plugin references whose containers are gone (see docs/docker.md).";
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Release the bind mount made with `fvol mount --target DIR`
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["reference", "all"])]
+    pub target: Option<PathBuf>,
+    /// Release this reference, as `fvol inspect` shows it (e.g. plugin:ID)
+    #[arg(long = "ref", value_name = "REF", conflicts_with = "all")]
+    pub reference: Option<String>,
+    /// Release every reference and unmount (lazily if the volume is still in use)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[cfg(test)]

@@ -6,4 +6,6 @@ mod session;
 
 pub use adapter::FuseAdapter;
 pub use errno::errno_of;
-pub use session::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount, mount};
+pub use session::{
+    MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount, is_stale_mount, mount,
+};

@@ -40,17 +40,32 @@ pub enum Unmounted {
     Ended,
     /// The mount was busy and is detached lazily: its last users may still send requests.
     Detached,
+    /// Unmounted here, but the connection lives on: another mount namespace still has a copy
+    /// of the mount (or a request is stuck). It is served until that goes, or until
+    /// `abort_connection`.
+    Lingering,
 }
+
+/// How long an unmount waits for its session to end. It ends at once unless another mount
+/// namespace still has the mount, or a request is stuck in the backing store.
+const SESSION_END_WAIT: Duration = Duration::from_secs(5);
 
 /// A live FUSE mount. Dropping it unmounts.
 pub struct MountedFs {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    /// The mount's device number (`st_dev`), by which other mount namespaces' mounts of it
+    /// are recognised. None if it could not be read at mount time.
+    device: Option<u64>,
 }
 
 impl MountedFs {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    pub fn device(&self) -> Option<u64> {
+        self.device
     }
 
     /// Unmounts and waits for the request threads to end.
@@ -59,19 +74,36 @@ impl MountedFs {
     }
 
     /// A busy mount (EBUSY) is detached lazily instead, so it never outlives its owner: it
-    /// disappears from the namespace now and the connection ends with its last user.
+    /// disappears from the namespace now and the connection ends with its last user. The wait
+    /// for the session to end is bounded, so a copy of the mount in another namespace never
+    /// blocks the caller (the joining thread ends with the session).
     fn unmount_inner(&mut self) -> io::Result<Unmounted> {
         let Some(session) = self.session.take() else {
             return Ok(Unmounted::Ended);
         };
-        match session.umount_and_join() {
-            Ok(()) => Ok(Unmounted::Ended),
-            Err(e) => {
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("fuse-unmount".into())
+            .spawn(move || {
+                let _ = ended_tx.send(session.umount_and_join());
+            })?;
+        match ended.recv_timeout(SESSION_END_WAIT) {
+            Ok(Ok(())) => Ok(Unmounted::Ended),
+            Ok(Err(e)) => {
                 log::warn!(
                     "unmounting {}: {e}; detaching it",
                     self.mountpoint.display()
                 );
                 detach_stale_mount(&self.mountpoint).map(|()| Unmounted::Detached)
+            }
+            Err(_) => {
+                log::warn!(
+                    "{}: unmounted, but its FUSE connection did not end within {:?}: another \
+                     mount namespace still has the mount, or a request is stuck",
+                    self.mountpoint.display(),
+                    SESSION_END_WAIT
+                );
+                Ok(Unmounted::Lingering)
             }
         }
     }
@@ -104,12 +136,24 @@ pub fn mount(
     config.clone_fd = true;
     let adapter = FuseAdapter::new(fs, name, serve.ttl(), serve.passthrough);
     let session = fuser::spawn_mount(adapter, mountpoint, &config)?;
+    // Answered by the session already serving.
+    let device = match nix::sys::stat::stat(mountpoint) {
+        Ok(st) => Some(st.st_dev),
+        Err(e) => {
+            log::warn!(
+                "{}: cannot read its device number: {e}",
+                mountpoint.display()
+            );
+            None
+        }
+    };
     let mounted = MountedFs {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
+        device,
     };
-    if let Some(kb) = serve.readahead_kb
-        && let Err(e) = set_readahead(mountpoint, kb)
+    if let (Some(kb), Some(dev)) = (serve.readahead_kb, device)
+        && let Err(e) = set_readahead(dev, kb)
     {
         log::warn!(
             "{}: cannot set the readahead to {kb} KiB: {e}",
@@ -119,15 +163,50 @@ pub fn mount(
     Ok(mounted)
 }
 
-/// Sets the readahead window of the filesystem mounted at `path` (its bdi in sysfs, named by
-/// the mount's device number). The stat is answered by the session already serving.
-fn set_readahead(path: &Path, kb: u32) -> io::Result<()> {
-    let dev = nix::sys::stat::stat(path)?.st_dev;
+/// Sets the readahead window of the filesystem with device number `dev` (its bdi in sysfs).
+fn set_readahead(dev: u64, kb: u32) -> io::Result<()> {
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     std::fs::write(&knob, kb.to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("{knob}: {e}")))
 }
+
+/// Where the kernel's FUSE control filesystem is mounted (systemd mounts it at boot).
+const FUSECTL: &str = "/sys/fs/fuse/connections";
+
+/// Aborts the FUSE connection of the filesystem with device number `device`: every mount of
+/// it, in every namespace, then fails with ENOTCONN and its session ends. For a connection
+/// that only copies of the mount in other namespaces keep alive. Mounts the control
+/// filesystem where it belongs if it is not there yet.
+pub fn abort_connection(device: u64) -> io::Result<()> {
+    // A FUSE superblock's device is anonymous (major 0); its minor is the connection's number.
+    let abort = Path::new(FUSECTL)
+        .join(nix::sys::stat::minor(device).to_string())
+        .join("abort");
+    if !Path::new(FUSECTL).is_dir() {
+        return Err(io::Error::other(format!(
+            "{FUSECTL} does not exist (no FUSE control filesystem)"
+        )));
+    }
+    if !abort.exists() {
+        let mounted = nix::sys::statfs::statfs(FUSECTL)
+            .is_ok_and(|fs| fs.filesystem_type() == FUSECTL_SUPER_MAGIC);
+        if !mounted {
+            nix::mount::mount(
+                Some("fusectl"),
+                FUSECTL,
+                Some("fusectl"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| io::Error::other(format!("mounting fusectl on {FUSECTL}: {e}")))?;
+        }
+    }
+    std::fs::write(&abort, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", abort.display())))
+}
+
+const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6573_5543);
 
 /// True when `path` is a FUSE mount whose handler is gone ("Transport endpoint is not
 /// connected").

@@ -1,13 +1,14 @@
 //! Raw system calls that nix does not wrap or that need `unsafe`: anonymous memory mappings,
 //! directory reading with offsets, extended attributes, file handles and early writeback; and
-//! `librbd`, Ceph's client libraries loaded at run time. Every `unsafe` block in the crate
-//! lives in this module, each with its reason.
+//! `librbd`, Ceph's client libraries loaded at run time; and what /proc says of other mount
+//! namespaces. Every `unsafe` block in the crate lives in this module, each with its reason.
 pub mod anon;
 pub mod caps;
 pub mod dirent;
 pub mod handle;
 pub mod heap;
 pub mod librbd;
+pub mod mountns;
 pub mod pin;
 pub mod writeback;
 pub mod xattr;

@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::fault::crash_point;
 use super::options::{VolumeOptions, parse_options};
 use super::{
-    MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
+    MountRef, RefId, RefKind, ReferenceInfo, Usage, VolumeError, VolumeInfo, VolumeRecord,
+    VolumeState, VolumeStatus,
 };
 use crate::driver::{Driver, DriverContext};
 use crate::fs::{UsageSnapshot, VolumeFs};
@@ -132,6 +133,15 @@ impl Core {
                 used_inodes: usage.inodes,
                 mounted,
                 mount_refs: rec.mount_refs.keys().cloned().collect(),
+                references: rec
+                    .mount_refs
+                    .iter()
+                    .map(|(id, r)| ReferenceInfo {
+                        id: id.clone(),
+                        since: rfc3339(r.since),
+                        target: r.target.clone(),
+                    })
+                    .collect(),
             },
         })
     }
@@ -349,13 +359,14 @@ impl Core {
     }
 
     /// Adds a reference, activating the volume and bind-mounting `target` as needed.
-    pub fn mount(
-        &mut self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError> {
+    /// Adds `reference` (idempotent) and activates the FUSE mount if it is the first. A
+    /// `cli:TARGET` reference also bind-mounts the volume at TARGET (an existing directory).
+    pub fn mount(&mut self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         let mut rec = self.record(name)?;
+        let target = match reference {
+            RefId::CliTarget(t) => Some(t.as_path()),
+            RefId::Cli | RefId::Plugin(_) => None,
+        };
         let pinned = match target {
             Some(t) => Some(super::bind::open_target(t, &self.ctx.root)?),
             None => None,
@@ -365,7 +376,8 @@ impl Core {
             self.activate(&rec)?;
         }
         let mountpoint = self.mountpoint(name);
-        let already = rec.mount_refs.contains_key(ref_id);
+        let key = reference.key();
+        let already = rec.mount_refs.contains_key(&key);
         let mut bind_mount_id = None;
         if let (Some(t), Some(pinned), false) = (target, &pinned, already) {
             match super::bind::bind(&mountpoint, pinned, t) {
@@ -379,18 +391,13 @@ impl Core {
             }
         }
         if !already {
-            let kind = if ref_id.starts_with("plugin:") {
-                RefKind::Plugin
-            } else {
-                RefKind::Cli
-            };
             let r = MountRef {
-                kind,
+                kind: reference.kind(),
                 target: target.map(Path::to_path_buf),
                 since: now(),
                 bind_mount_id,
             };
-            rec.mount_refs.insert(ref_id.to_string(), r);
+            rec.mount_refs.insert(key, r);
             if let Err(e) = self.store.put(&rec) {
                 if let Some(t) = target {
                     let _ = super::bind::detach(t, bind_mount_id);
@@ -404,11 +411,12 @@ impl Core {
         Ok(mountpoint)
     }
 
-    /// Drops a reference (unknown ones are harmless); the last one deactivates the volume.
-    pub fn unmount(&mut self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+    /// Drops `reference` and its bind mount; false when the volume does not hold it. The last
+    /// reference deactivates the volume.
+    pub fn release(&mut self, name: &str, reference: &RefId) -> Result<bool, VolumeError> {
         let mut rec = self.record(name)?;
-        let Some(r) = rec.mount_refs.remove(ref_id) else {
-            return Ok(());
+        let Some(r) = rec.mount_refs.remove(&reference.key()) else {
+            return Ok(false);
         };
         if let Some(t) = &r.target {
             detach_target(name, t, r.bind_mount_id)?;
@@ -417,7 +425,84 @@ impl Core {
         if rec.mount_refs.is_empty() {
             self.deactivate(name);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Drops every reference, detaching their bind mounts (a bind mount that cannot be
+    /// detached is logged, and its reference dropped all the same), then deactivates the
+    /// volume: a mount still in use is detached lazily. Returns the references dropped.
+    pub fn release_all(&mut self, name: &str) -> Result<Vec<String>, VolumeError> {
+        let mut rec = self.record(name)?;
+        let refs = std::mem::take(&mut rec.mount_refs);
+        for r in refs.values() {
+            if let Some(t) = &r.target
+                && let Err(e) = detach_target(name, t, r.bind_mount_id)
+            {
+                log::warn!("volume {name}: {e}; dropping its reference anyway");
+            }
+        }
+        self.store.put(&rec)?;
+        self.deactivate(name);
+        Ok(refs.into_keys().collect())
+    }
+
+    /// Releases plugin references whose holder is gone: a reference at least `grace` old, on
+    /// a volume that no other mount namespace uses (see `sys::mountns`). Docker and Pouch
+    /// bind-mount a volume into each container's own mount namespace, so a container that
+    /// still uses the volume always shows; `grace` covers the moments between a Mount and its
+    /// container's start. CLI references are never released by themselves.
+    pub fn release_orphaned_plugin_refs(&mut self, grace: std::time::Duration) {
+        let oldest_kept = now().saturating_sub(grace.as_secs());
+        let is_orphan_candidate =
+            |r: &MountRef| r.kind == RefKind::Plugin && r.since <= oldest_kept;
+        let mut candidates = Vec::new();
+        for (name, active) in &self.active {
+            let Some(device) = active.mount.device() else {
+                continue;
+            };
+            match self.store.get(name) {
+                Ok(Some(rec)) if rec.mount_refs.values().any(is_orphan_candidate) => {
+                    candidates.push((rec, device))
+                }
+                _ => {}
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let mounts = match crate::sys::mountns::MountTable::read() {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                log::warn!("cannot read the mount namespaces in /proc: {e}");
+                return;
+            }
+        };
+        for (mut rec, device) in candidates {
+            if mounts.used_elsewhere(crate::sys::mountns::device_number(device)) {
+                continue;
+            }
+            let orphans: Vec<String> = rec
+                .mount_refs
+                .iter()
+                .filter(|(_, r)| is_orphan_candidate(r))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &orphans {
+                rec.mount_refs.remove(id);
+            }
+            if let Err(e) = self.store.put(&rec) {
+                log::warn!("volume {}: releasing orphaned references: {e}", rec.name);
+                continue;
+            }
+            log::info!(
+                "volume {}: released {} (no container's mount namespace holds the volume)",
+                rec.name,
+                orphans.join(", ")
+            );
+            if rec.mount_refs.is_empty() {
+                self.deactivate(&rec.name);
+            }
+        }
     }
 
     fn activate(&mut self, rec: &VolumeRecord) -> Result<(), VolumeError> {
@@ -489,9 +574,11 @@ impl Core {
         };
         // Unmounted first, so that no request changes the usage after it is read; a mount
         // that was only detached (busy) may still be served, so its usage is not final.
+        let device = active.mount.device();
         let ended = match active.mount.unmount() {
             Ok(Unmounted::Ended) => true,
             Ok(Unmounted::Detached) => false,
+            Ok(Unmounted::Lingering) => end_unused_copies(name, device),
             Err(e) => {
                 log::warn!("unmounting volume {name}: {e}");
                 false
@@ -623,6 +710,40 @@ pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
         .create(dir)
         .map_err(io)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+/// After an unmount whose connection lives on: when no other mount namespace uses the volume
+/// (see `sys::mountns`), only copies of its mount keep the connection (namespaces made while
+/// it was mounted), so it is aborted; a container that does use it keeps it. True when the
+/// connection was ended.
+fn end_unused_copies(name: &str, device: Option<u64>) -> bool {
+    let Some(device) = device else { return false };
+    let used = crate::sys::mountns::MountTable::read()
+        .map(|mounts| mounts.used_elsewhere(crate::sys::mountns::device_number(device)));
+    match used {
+        Ok(false) => match crate::fuse::abort_connection(device) {
+            Ok(()) => {
+                log::info!(
+                    "volume {name}: ended the connection that only copies of its mount kept"
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!("volume {name}: cannot end its connection: {e}");
+                false
+            }
+        },
+        Ok(true) => {
+            log::warn!(
+                "volume {name}: another mount namespace still uses it; it is served until that ends"
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!("volume {name}: cannot read the mount namespaces in /proc: {e}");
+            false
+        }
+    }
 }
 
 /// Detaches the bind mount a reference made at `target`, and nothing else.

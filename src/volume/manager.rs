@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::core::Core;
 use super::name::{random_name, validate_name};
-use super::{VolumeError, VolumeInfo};
+use super::{RefId, VolumeError, VolumeInfo};
 use crate::store::Store;
 
 /// A create request as the CLI or the plugin gives it.
@@ -31,19 +31,39 @@ pub struct PruneReport {
     pub reclaimed_bytes: u64,
 }
 
-/// Serializes every operation on one `Core`. A checkpoint thread persists the usage of active
-/// volumes every few seconds, so a crash loses little (and the next start rescans anyway).
+/// How the manager runs.
+#[derive(Clone, Debug)]
+pub struct ManagerSettings {
+    /// A plugin reference at least this old whose volume no other mount namespace holds is
+    /// released by itself (see `Core::release_orphaned_plugin_refs`).
+    pub stale_ref_grace: Duration,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        ManagerSettings {
+            stale_ref_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serializes every operation on one `Core`. A background thread persists the usage of active
+/// volumes every few seconds, so a crash loses little (and the next start rescans anyway), and
+/// releases plugin references whose holders are gone.
 pub struct VolumeManager {
     core: Arc<Mutex<Core>>,
     stop: Arc<AtomicBool>,
 }
 
+const TICK: Duration = Duration::from_secs(1);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// At most this long between two looks for orphaned plugin references.
+const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 impl VolumeManager {
     /// Opens the catalog at `root/fvol.redb` (creating `root` if needed; private to root, see
     /// daemon::private_root). Does not mount.
-    pub fn open(root: &Path) -> Result<VolumeManager, VolumeError> {
+    pub fn open(root: &Path, settings: ManagerSettings) -> Result<VolumeManager, VolumeError> {
         super::core::create_dir(&root.join("volumes"), 0o700)?;
         let store = Store::open(&root.join("fvol.redb"))?;
         let core = Arc::new(Mutex::new(Core::new(
@@ -53,18 +73,26 @@ impl VolumeManager {
         )));
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, flag) = (Arc::downgrade(&core), stop.clone());
+        let grace = settings.stale_ref_grace;
+        let orphan_check_every = ORPHAN_CHECK_EVERY.min(grace / 2).max(TICK);
         std::thread::Builder::new()
-            .name("usage-checkpoint".into())
+            .name("volume-upkeep".into())
             .spawn(move || {
+                let (mut checkpointed, mut orphans_checked) = (Instant::now(), Instant::now());
                 while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_EVERY);
-                    match weak.upgrade() {
-                        Some(core) => core.lock().checkpoint_usage(),
-                        None => return,
+                    std::thread::sleep(TICK);
+                    let Some(core) = weak.upgrade() else { return };
+                    if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                        core.lock().checkpoint_usage();
+                        checkpointed = Instant::now();
+                    }
+                    if orphans_checked.elapsed() >= orphan_check_every {
+                        core.lock().release_orphaned_plugin_refs(grace);
+                        orphans_checked = Instant::now();
                     }
                 }
             })
-            .map_err(|e| VolumeError::io("starting the usage checkpoint thread", e))?;
+            .map_err(|e| VolumeError::io("starting the volume upkeep thread", e))?;
         Ok(VolumeManager { core, stop })
     }
 
@@ -115,24 +143,46 @@ impl VolumeManager {
         Ok(core.mountpoint(name))
     }
 
-    /// Adds reference `ref_id` (idempotent) and activates the FUSE mount if it is the first.
-    /// With `target`, also bind-mounts the volume there (the directory must exist).
-    /// Reference ids: `cli`, `cli:/abs/target`, `plugin:<ID>`.
-    pub fn mount(
-        &self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError> {
+    /// Adds `reference` (idempotent) and activates the FUSE mount if it is the first.
+    /// A `cli:TARGET` reference also bind-mounts the volume at TARGET (the directory must
+    /// exist).
+    pub fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         validate_name(name)?;
-        self.core.lock().mount(name, ref_id, target)
+        self.core.lock().mount(name, reference)
     }
 
-    /// Drops reference `ref_id` (unknown ids are harmless) and its bind mount; the FUSE mount
-    /// ends with the last reference.
-    pub fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+    /// Drops `reference` and its bind mount; the FUSE mount ends with the last reference.
+    /// A reference the volume does not hold is harmless (Docker may repeat an Unmount).
+    pub fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
         validate_name(name)?;
-        self.core.lock().unmount(name, ref_id)
+        self.core.lock().release(name, reference).map(drop)
+    }
+
+    /// `unmount` for a user who named the reference: when the volume is mounted, but not
+    /// for that reference, the answer is an error naming the references it does hold (not a
+    /// silent success that leaves it mounted). Unmounting an unmounted volume is harmless.
+    pub fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
+        validate_name(name)?;
+        let mut core = self.core.lock();
+        if core.release(name, reference)? {
+            return Ok(());
+        }
+        let held: Vec<String> = core.record(name)?.mount_refs.into_keys().collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        Err(VolumeError::NoSuchReference {
+            name: name.into(),
+            given: reference.key(),
+            held: held.join(", "),
+        })
+    }
+
+    /// Drops every reference and unmounts (lazily if the mount is still in use); returns the
+    /// references dropped.
+    pub fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().release_all(name)
     }
 
     /// Checks an unmounted volume's backing store and reports what it found (JSON).

@@ -9,10 +9,13 @@ pub mod manager;
 pub mod name;
 pub mod options;
 pub mod record;
+pub mod refs;
 pub mod size;
 
 pub use error::VolumeError;
 pub use manager::VolumeManager;
 pub use record::{
-    DirIdentity, MountRef, RefKind, Usage, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
+    DirIdentity, MountRef, RefKind, ReferenceInfo, Usage, VolumeInfo, VolumeRecord, VolumeState,
+    VolumeStatus,
 };
+pub use refs::RefId;

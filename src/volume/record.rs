@@ -100,5 +100,20 @@ pub struct VolumeStatus {
     pub inode_limit: Option<u64>,
     pub used_inodes: u64,
     pub mounted: bool,
+    /// The reference ids (see `refs::RefId`).
     pub mount_refs: Vec<String>,
+    /// Each reference with when it was taken, so a stale one can be told apart.
+    #[serde(default)]
+    pub references: Vec<ReferenceInfo>,
+}
+
+/// One mount reference as `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReferenceInfo {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
 }
