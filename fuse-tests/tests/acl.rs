@@ -1,7 +1,8 @@
 //! POSIX ACLs behave as on ext4 (issue 12), on every driver (all keep xattrs): default ACLs are
 //! inherited by new files and directories, the umask applies only without one, an ACL change
 //! shows in the mode at once (the kernel's cached attributes go with it), a chmod changes the
-//! ACL mask, named entries grant and deny access, and malformed values are refused.
+//! ACL mask, named entries grant and deny access, malformed values are refused, and an ACL
+//! counts toward the quota as any xattr of its size does.
 //!
 //! Each case is a shell script run on a fresh ext4 filesystem (a loop device) and on a volume
 //! of each driver; the volume must print exactly what ext4 printed. A few lines of the ext4
@@ -285,5 +286,99 @@ show m d
     if let Some(want) = same_as_ext4("malformed_and_misplaced_acls_are_refused", script) {
         reference_has(&want, "named without mask access m EINVAL");
         reference_has(&want, "valid default m EACCES");
+    }
+}
+
+/// An ACL value (the kernel's xattr format) with `named` named-user entries.
+fn acl_value(named: u32) -> Vec<u8> {
+    let entry = |tag: u16, perm: u16, id: u32| {
+        let mut e = tag.to_le_bytes().to_vec();
+        e.extend_from_slice(&perm.to_le_bytes());
+        e.extend_from_slice(&id.to_le_bytes());
+        e
+    };
+    let mut v = 2u32.to_le_bytes().to_vec();
+    v.extend(entry(0x01, 6, u32::MAX));
+    for i in 0..named {
+        v.extend(entry(0x02, 4, 1000 + i));
+    }
+    v.extend(entry(0x04, 4, u32::MAX));
+    v.extend(entry(0x10, 4, u32::MAX));
+    v.extend(entry(0x20, 0, u32::MAX));
+    v
+}
+
+/// `setfattr -n NAME -v VALUE PATH`: whether it worked, and its error line without the path.
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new("setfattr")
+        .args(["-n", name, "-v", &format!("0x{hex}")])
+        .arg(path)
+        .output()
+        .expect("setfattr");
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr)
+            .rsplit(": ")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()),
+    }
+}
+
+fn blocks(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks()
+}
+
+#[test]
+fn acls_count_toward_the_quota_as_other_xattrs_do() {
+    if !fuse_or_skip("acls_count_toward_the_quota_as_other_xattrs_do") {
+        return;
+    }
+    // 400 named entries: 3,236 bytes, an xattr block of its own on ext4 and a page on tmpfs.
+    let acl = acl_value(400);
+    for backend in BACKENDS {
+        let s = TestSession::with(backend, Some(8 << 20), None);
+        let file = |name: &str| {
+            let p = s.path(name);
+            std::fs::write(&p, b"").unwrap();
+            p
+        };
+        let (with_acl, with_xattr) = (file("acl"), file("xattr"));
+        set_xattr(&with_acl, "system.posix_acl_access", &acl).unwrap();
+        set_xattr(&with_xattr, "user.same_size", &acl).unwrap();
+        assert_eq!(
+            blocks(&with_acl),
+            blocks(&with_xattr),
+            "{backend:?}: an ACL takes what an xattr of its size takes"
+        );
+        // Inherited: a default ACL's copy costs what a same-size xattr costs.
+        std::fs::create_dir(s.path("d")).unwrap();
+        set_xattr(&s.path("d"), "system.posix_acl_default", &acl_value(3)).unwrap();
+        std::fs::write(s.path("d/inherits"), b"").unwrap();
+        let plain = file("plain");
+        set_xattr(&plain, "user.same_size", &acl_value(3)).unwrap();
+        assert_eq!(blocks(&s.path("d/inherits")), blocks(&plain), "{backend:?}");
+        // Fill the volume: an ACL that needs room is refused as such an xattr is.
+        let (acl_file, xattr_file) = (file("acl2"), file("xattr2"));
+        let _ = std::fs::write(s.path("fill"), vec![1u8; 8 << 20]);
+        let acl_outcome = set_xattr(&acl_file, "system.posix_acl_access", &acl);
+        let xattr_outcome = set_xattr(&xattr_file, "user.same_size", &acl);
+        assert_eq!(acl_outcome, xattr_outcome, "{backend:?}: on a full volume");
+        // The image keeps xattrs in its metadata region, outside the byte quota.
+        let counted = !matches!(backend, Backend::Image);
+        assert_eq!(acl_outcome.is_err(), counted, "{backend:?}: {acl_outcome:?}");
+        if let Err(e) = &acl_outcome {
+            assert_eq!(e, "No space left on device", "{backend:?}");
+            let mode = std::fs::metadata(&acl_file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644, "{backend:?}: a refused ACL changes nothing");
+        }
+        assert_eq!(
+            s.used_bytes(),
+            s.du(),
+            "{backend:?}: usage is what du counts"
+        );
     }
 }
