@@ -369,7 +369,11 @@ fn acls_count_toward_the_quota_as_other_xattrs_do() {
         assert_eq!(acl_outcome, xattr_outcome, "{backend:?}: on a full volume");
         // The image keeps xattrs in its metadata region, outside the byte quota.
         let counted = !matches!(backend, Backend::Image);
-        assert_eq!(acl_outcome.is_err(), counted, "{backend:?}: {acl_outcome:?}");
+        assert_eq!(
+            acl_outcome.is_err(),
+            counted,
+            "{backend:?}: {acl_outcome:?}"
+        );
         if let Err(e) = &acl_outcome {
             assert_eq!(e, "No space left on device", "{backend:?}");
             let mode = std::fs::metadata(&acl_file).unwrap().permissions().mode() & 0o777;

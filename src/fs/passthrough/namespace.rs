@@ -34,11 +34,12 @@ impl PassthroughFs {
         Ok((inode, entry))
     }
 
-    /// Creates a node with `make` (run as root in `parent`, given the permissions to create
-    /// it with; `mode` includes the type bits), then gives it to the caller, as if the caller had made it: owner uid, and gid
-    /// unless the parent is setgid (the host already applied the setgid rule). The mode is
-    /// the caller's, masked by the caller's umask unless the parent has a default ACL, whose
-    /// inheritance the host does. Reserves the inode and the bytes it may use first.
+    /// Creates a node with `make` (run as root in `parent`, given the permissions to create it
+    /// with; `mode` includes the type bits), then gives it to the caller, as if the caller had
+    /// made it: owner uid, and gid unless the parent is setgid (the host already applied the
+    /// setgid rule). The mode is the caller's, masked by the caller's umask unless the parent
+    /// has a default ACL, whose inheritance the host does. Reserves the inode and the bytes it
+    /// may use first.
     pub(super) fn create_node<T>(
         &self,
         caller: &Caller,
@@ -55,7 +56,8 @@ impl PassthroughFs {
             FileKind::Symlink => None,
             _ => self.host_default_acl(parent_fd.as_fd())?,
         };
-        // What ext4 makes of it; the host (the handler's umask is 0) makes the same.
+        // What ext4 makes of it. The host makes the same: under a default ACL it ignores the
+        // handler's umask, and without one `mode_to_restore` undoes it.
         let mode = acl::inherit(default.as_deref(), kind, mode, caller.umask)?.mode;
         let _reservation = self
             .quota

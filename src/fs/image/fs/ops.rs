@@ -44,7 +44,8 @@ impl Inner {
         }
     }
 
-    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent).
+    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent;
+    /// mode and ACLs from the parent's default ACL, or the caller's umask without one).
     fn make(
         &self,
         caller: &Caller,
@@ -61,12 +62,11 @@ impl Inner {
             if t.child(parent, name)?.is_some() {
                 return Err(os(Errno::EEXIST));
             }
-            let default =
-                t.tx.open_table(XATTRS)
-                    .io()?
-                    .get((parent, acl::DEFAULT.as_bytes()))
-                    .io()?
-                    .map(|v| v.value().to_vec());
+            let mut xattrs = t.tx.open_table(XATTRS).io()?;
+            let default = xattrs
+                .get((parent, acl::DEFAULT.as_bytes()))
+                .io()?
+                .map(|v| v.value().to_vec());
             let inherited = acl::inherit(default.as_deref(), rec.kind(), rec.perm, caller.umask)?;
             rec.perm = inherited.mode & 0o7777;
             if p.perm & libc::S_ISGID != 0 {
@@ -86,17 +86,17 @@ impl Inner {
             p.touch_dir();
             t.put_inode(parent, &p)?;
             t.put_inode(ino, &rec)?;
-            let mut x = t.tx.open_table(XATTRS).io()?;
             for (acl_name, value) in [
                 (acl::ACCESS, inherited.access),
                 (acl::DEFAULT, inherited.default),
             ] {
                 if let Some(value) = value {
-                    x.insert((ino, acl_name.as_bytes()), value.as_slice())
+                    xattrs
+                        .insert((ino, acl_name.as_bytes()), value.as_slice())
                         .io()?;
                 }
             }
-            drop(x);
+            drop(xattrs);
             t.set_child(parent, name, Some(ino))?;
             t.add_counter(USED_INODES, 1)?;
             Ok((ino, rec))
