@@ -18,6 +18,7 @@ const ROOT: Caller = Caller {
     uid: 0,
     gid: 0,
     pid: 0,
+    umask: 0,
 };
 
 /// A small deterministic generator (xorshift), so failures replay from the round number.
@@ -387,7 +388,7 @@ fn full_metadata_is_a_clean_enospc() {
     let err = loop {
         let name = format!("{made:0>200}");
         match fs.mknod(&ROOT, ROOT_INO, OsStr::new(&name), libc::S_IFREG | 0o644, 0) {
-            Ok(e) => match fs.setxattr(e.attr.ino, OsStr::new("user.pad"), &value, 0) {
+            Ok(e) => match fs.setxattr(e.attr.ino, OsStr::new("user.pad"), &value, 0, false) {
                 Ok(()) => made += 1,
                 Err(e) => break e,
             },

@@ -302,3 +302,214 @@ fn hard_link_survives_unlink_and_rename() {
     run(Backend::Tmpfs, &ops).unwrap();
     run(Backend::Image, &ops).unwrap();
 }
+
+// ACLs (issue 12), apart from the data model above: random sequences of ACL changes, chmods
+// and creates with a umask run on a volume and on ext4 (the model). After every step both show
+// the same modes and ACLs for every path, and the volume's counters match a walk of it.
+
+/// Paths the ACL sequences touch; "d" and "d/e" are directories made at the start.
+const ACL_PATHS: [&str; 7] = ["d", "d/e", "f", "d/f", "d/g", "d/e/f", "d/e/g"];
+const ACL_SPECS: [&str; 8] = [
+    "u::rwx,g::rx,o::-",
+    "u::r,g::r,o::-",
+    "u:65534:rwx",
+    "g:65534:r",
+    "m::rx",
+    "u:65534:-,m::rwx",
+    "o::rwx",
+    "u::rw,g::-,o::r",
+];
+const ACL_MODES: [u32; 6] = [0o777, 0o666, 0o640, 0o750, 0o600, 0o2775];
+const ACL_UMASKS: [u32; 4] = [0o000, 0o022, 0o027, 0o077];
+const ACL_KINDS: [&str; 3] = ["file", "dir", "fifo"];
+
+#[derive(Clone, Debug)]
+enum AclOp {
+    /// `setfacl -m SPEC PATH`
+    Set {
+        path: usize,
+        spec: usize,
+    },
+    /// `setfacl -d -m SPEC PATH`
+    SetDefault {
+        path: usize,
+        spec: usize,
+    },
+    /// `setfacl -b PATH`
+    Strip {
+        path: usize,
+    },
+    /// A create with this mode under this umask.
+    Make {
+        path: usize,
+        kind: usize,
+        mode: usize,
+        umask: usize,
+    },
+    Chmod {
+        path: usize,
+        mode: usize,
+    },
+}
+
+fn acl_op() -> impl Strategy<Value = AclOp> {
+    let path = 0..ACL_PATHS.len();
+    let spec = 0..ACL_SPECS.len();
+    let mode = 0..ACL_MODES.len();
+    prop_oneof![
+        2 => (path.clone(), spec.clone()).prop_map(|(path, spec)| AclOp::Set { path, spec }),
+        2 => (0..2usize, spec).prop_map(|(path, spec)| AclOp::SetDefault { path, spec }),
+        1 => path.clone().prop_map(|path| AclOp::Strip { path }),
+        4 => (path.clone(), 0..ACL_KINDS.len(), mode.clone(), 0..ACL_UMASKS.len())
+            .prop_map(|(path, kind, mode, umask)| AclOp::Make { path, kind, mode, umask }),
+        1 => (path, mode).prop_map(|(path, mode)| AclOp::Chmod { path, mode }),
+    ]
+}
+
+/// Runs one ACL operation under `root`: whether it worked (or the errno of a create).
+fn apply_acl(root: &Path, op: &AclOp) -> String {
+    use std::process::Command;
+    let p = |i: usize| root.join(ACL_PATHS[i]);
+    let status = |cmd: &mut Command| {
+        let ok = cmd.output().expect("spawn").status.success();
+        if ok { "ok" } else { "failed" }.to_string()
+    };
+    match *op {
+        AclOp::Set { path, spec } => status(
+            Command::new("setfacl")
+                .args(["-m", ACL_SPECS[spec]])
+                .arg(p(path)),
+        ),
+        AclOp::SetDefault { path, spec } => status(
+            Command::new("setfacl")
+                .args(["-d", "-m", ACL_SPECS[spec]])
+                .arg(p(path)),
+        ),
+        AclOp::Strip { path } => status(Command::new("setfacl").arg("-b").arg(p(path))),
+        AclOp::Make {
+            path,
+            kind,
+            mode,
+            umask,
+        } => {
+            let out = Command::new(env!("CARGO_BIN_EXE_make-node"))
+                .arg(format!("{:o}", ACL_UMASKS[umask]))
+                .arg(ACL_KINDS[kind])
+                .arg(format!("{:o}", ACL_MODES[mode]))
+                .arg(p(path))
+                .output()
+                .expect("make-node");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+        AclOp::Chmod { path, mode } => {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = fs::Permissions::from_mode(ACL_MODES[mode]);
+            match fs::set_permissions(p(path), perms) {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("errno {}", errno(e)),
+            }
+        }
+    }
+}
+
+/// Each existing path's type and mode, and its ACLs as getfacl prints them.
+fn acl_snapshot(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut lines = Vec::new();
+    for name in ACL_PATHS {
+        let Ok(meta) = fs::symlink_metadata(root.join(name)) else {
+            continue;
+        };
+        lines.push(format!("{name} {:o}", meta.mode()));
+        let out = std::process::Command::new("getfacl")
+            .args(["-cp", "--"])
+            .arg(root.join(name))
+            .output()
+            .expect("getfacl");
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("  {l}")),
+        );
+    }
+    lines
+}
+
+/// The volume's counters against a walk of its mount: bytes as `du` counts them (waiting a
+/// moment for a release on its way), inodes one per node reached.
+fn check_acl_counters(s: &TestSession, step: usize, op: &AclOp) -> Result<(), TestCaseError> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let (mut used, mut real) = (s.used_bytes(), s.du());
+    while used != real && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        (used, real) = (s.used_bytes(), s.du());
+    }
+    prop_assert_eq!(used, real, "bytes used vs du after step {} {:?}", step, op);
+    let mut inodes = std::collections::HashSet::new();
+    let mut stack = vec![s.mnt().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        inodes.insert(fs::symlink_metadata(&dir).unwrap().ino());
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            inodes.insert(e.metadata().unwrap().ino());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    prop_assert_eq!(
+        s.fs.usage().inodes,
+        inodes.len() as u64,
+        "inodes used vs a walk after step {} {:?}",
+        step,
+        op
+    );
+    Ok(())
+}
+
+fn run_acl(backend: Backend, ops: &[AclOp]) -> Result<(), TestCaseError> {
+    let s = TestSession::with(backend, Some(LIMIT), None);
+    let model = fuse_tests::loopfs::LoopExt4::new(16);
+    for root in [s.mnt(), model.path()] {
+        for dir in ["d", "d/e"] {
+            fs::create_dir(root.join(dir)).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    for (step, op) in ops.iter().enumerate() {
+        let got = apply_acl(s.mnt(), op);
+        let want = apply_acl(model.path(), op);
+        prop_assert_eq!(&got, &want, "outcome of step {} {:?}", step, op);
+        prop_assert_eq!(
+            acl_snapshot(s.mnt()),
+            acl_snapshot(model.path()),
+            "modes and ACLs after step {} {:?}",
+            step,
+            op
+        );
+        check_acl_counters(&s, step, op)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn local_volume_acls_match_ext4(ops in proptest::collection::vec(acl_op(), 1..30)) {
+        run_acl(Backend::Local, &ops)?;
+    }
+
+    #[test]
+    fn tmpfs_volume_acls_match_ext4(ops in proptest::collection::vec(acl_op(), 1..30)) {
+        run_acl(Backend::Tmpfs, &ops)?;
+    }
+
+    #[test]
+    fn image_volume_acls_match_ext4(ops in proptest::collection::vec(acl_op(), 1..30)) {
+        run_acl(Backend::Image, &ops)?;
+    }
+}

@@ -1,5 +1,6 @@
 //! Filesystem cores. Each backend implements `VolumeFs`; the `fuse` module adapts any of them
 //! to the kernel. Nothing here knows fuser's types.
+pub mod acl;
 pub mod error;
 pub mod handles;
 pub mod image;
@@ -23,6 +24,8 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr>;
     fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr>;
     fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>>;
+    /// mknod, mkdir and create take `mode` as the caller asked for it: the core applies the
+    /// parent's default ACL, or `caller.umask` where it has none (`acl::inherit`).
     fn mknod(
         &self,
         caller: &Caller,
@@ -87,7 +90,16 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn releasedir(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn fsyncdir(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
     fn statfs(&self) -> FsResult<StatFs>;
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()>;
+    /// `kill_sgid`: the value is an access ACL set by a caller outside the node's group and
+    /// without CAP_FSETID, so setgid goes with the mode change (see `acl::set_access`).
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()>;
     fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply>;
     fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply>;
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()>;

@@ -38,6 +38,9 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The caller's umask, for the requests that create a node (create, mkdir, mknod; the
+    /// kernel leaves it to the handler, see `acl::inherit`); 0 for the others.
+    pub umask: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -191,8 +191,22 @@ impl FuseAdapter {
             uid: 0,
             gid: 0,
             pid: 0,
+            umask: 0,
         };
         self.fs.setattr(&handler, ino, &change).map(|_| ())
+    }
+
+    /// Whether setting xattr `name` is an access ACL change that clears setgid: the caller is
+    /// not in the node's group and lacks CAP_FSETID (`posix_acl_update_mode`). The kernel
+    /// would say so with FUSE_SETXATTR_ACL_KILL_SGID, but only in the extended setxattr
+    /// request (FUSE_SETXATTR_EXT), which fuser does not parse.
+    fn acl_kills_sgid(&self, req: &Request, ino: Ino, name: &OsStr) -> Result<bool, FsError> {
+        if fs::acl::kind_of(name) != Some(fs::acl::Kind::Access) {
+            return Ok(false);
+        }
+        let gid = self.fs.getattr(ino, None)?.gid;
+        Ok(!caps::caller_in_group(req.gid(), req.pid(), gid)
+            && !caps::caller_has(req.uid(), req.pid(), caps::CAP_FSETID))
     }
 
     fn release_backing(&self, fh: u64) {
@@ -226,6 +240,16 @@ fn caller(req: &Request) -> Caller {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
+    }
+}
+
+/// The caller of a request that creates a node, with the umask it carries (FUSE_DONT_MASK:
+/// the core applies it unless the parent has a default ACL).
+fn creator(req: &Request, umask: u32) -> Caller {
+    Caller {
+        umask,
+        ..caller(req)
     }
 }
 
@@ -248,6 +272,12 @@ impl Filesystem for FuseAdapter {
             // The handler clears setuid, setgid and capabilities on writes the kernel flags,
             // so the kernel does not ask for security.capability before every write.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // ACLs as on ext4: the kernel checks permissions against them (it reads them with
+            // getxattr and caches them) and drops its cached attributes and ACLs after it sets
+            // one; the cores do what ext4 does on its side (see fs::acl). DONT_MASK hands the
+            // umask to the handler, which ignores it under a default ACL.
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -328,11 +358,12 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.admit(|| self.fs.mknod(&caller(req), parent.0, name, mode, rdev));
+        let caller = creator(req, umask);
+        let result = self.admit(|| self.fs.mknod(&caller, parent.0, name, mode, rdev));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -342,10 +373,11 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.admit(|| self.fs.mkdir(&caller(req), parent.0, name, mode));
+        let caller = creator(req, umask);
+        let result = self.admit(|| self.fs.mkdir(&caller, parent.0, name, mode));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -578,7 +610,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -586,11 +618,10 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply!(
-            reply,
-            self.admit(|| self.fs.setxattr(ino.0, name, value, flags)),
-            |()| { reply.ok() }
-        )
+        let result = self.acl_kills_sgid(req, ino.0, name).and_then(|kill_sgid| {
+            self.admit(|| self.fs.setxattr(ino.0, name, value, flags, kill_sgid))
+        });
+        reply!(reply, result, |()| reply.ok())
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -633,11 +664,12 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = self.admit(|| self.fs.create(&caller(req), parent.0, name, mode, flags));
+        let caller = creator(req, umask);
+        let result = self.admit(|| self.fs.create(&caller, parent.0, name, mode, flags));
         reply!(reply, result, |(e, o)| {
             let (attr, generation, fh) = (
                 self.attr(&e.attr),

@@ -165,14 +165,13 @@ impl VolumeFs for PassthroughFs {
         rdev: u32,
     ) -> FsResult<Entry> {
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &OwnedFd| Ok(mknodat(p, name, kind, perm, rdev.into())?);
+        let make = |p: &OwnedFd, perm| Ok(mknodat(p, name, kind, perm, rdev.into())?);
         Ok(self.create_node(c, parent, name, mode, 0, make)?.1)
     }
 
     fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &OwnedFd| Ok(mkdirat(p, name, perm)?);
+        let make = |p: &OwnedFd, perm| Ok(mkdirat(p, name, perm)?);
+        let mode = libc::S_IFDIR | (mode & 0o7777);
         Ok(self.create_node(c, parent, name, mode, self.block, make)?.1)
     }
 
@@ -185,10 +184,9 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
-        let make = |p: &OwnedFd| Ok(symlinkat(target, p, name)?);
-        Ok(self
-            .create_node(c, parent, name, 0o777, self.block, make)?
-            .1)
+        let make = |p: &OwnedFd, _| Ok(symlinkat(target, p, name)?);
+        let mode = libc::S_IFLNK | 0o777;
+        Ok(self.create_node(c, parent, name, mode, self.block, make)?.1)
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
@@ -217,18 +215,18 @@ impl VolumeFs for PassthroughFs {
         mode: u32,
         flags: i32,
     ) -> FsResult<(Entry, Opened)> {
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
         // Open for I/O as the caller asked (POSIX lets the creator write whatever the mode).
         let io_flags = self.host_flags(flags & !(libc::O_TRUNC | libc::O_APPEND))
             | OFlag::O_CREAT
             | OFlag::O_EXCL
             | OFlag::O_CLOEXEC;
-        let make = |p: &OwnedFd| {
+        let make = |p: &OwnedFd, perm| {
             let fd = self
                 .inodes
                 .retry_emfile(|| openat(p, name, io_flags, perm))?;
             Ok(std::fs::File::from(fd))
         };
+        let mode = libc::S_IFREG | (mode & 0o7777);
         let (entry, opened) = match self.create_node(c, parent, name, mode, 0, make) {
             Err(FsError::Os(nix::errno::Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
                 let (inode, entry) = self.lookup_entry(&self.node_fd(parent)?, name)?;
@@ -320,8 +318,15 @@ impl VolumeFs for PassthroughFs {
         })
     }
 
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        self.set_xattr(ino, name, value, flags)
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
+        self.set_xattr(ino, name, value, flags, kill_sgid)
     }
 
     fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {

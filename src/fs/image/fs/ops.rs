@@ -9,6 +9,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
 use super::{ImageFs, Inner};
+use crate::fs::acl;
 use crate::fs::handles::{DirCursor, DirStart};
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
@@ -43,7 +44,8 @@ impl Inner {
         }
     }
 
-    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent).
+    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent;
+    /// mode and ACLs from the parent's default ACL, or the caller's umask without one).
     fn make(
         &self,
         caller: &Caller,
@@ -60,6 +62,13 @@ impl Inner {
             if t.child(parent, name)?.is_some() {
                 return Err(os(Errno::EEXIST));
             }
+            let mut xattrs = t.tx.open_table(XATTRS).io()?;
+            let default = xattrs
+                .get((parent, acl::DEFAULT.as_bytes()))
+                .io()?
+                .map(|v| v.value().to_vec());
+            let inherited = acl::inherit(default.as_deref(), rec.kind(), rec.perm, caller.umask)?;
+            rec.perm = inherited.mode & 0o7777;
             if p.perm & libc::S_ISGID != 0 {
                 rec.gid = p.gid;
                 if rec.kind() == FileKind::Dir {
@@ -77,6 +86,17 @@ impl Inner {
             p.touch_dir();
             t.put_inode(parent, &p)?;
             t.put_inode(ino, &rec)?;
+            for (acl_name, value) in [
+                (acl::ACCESS, inherited.access),
+                (acl::DEFAULT, inherited.default),
+            ] {
+                if let Some(value) = value {
+                    xattrs
+                        .insert((ino, acl_name.as_bytes()), value.as_slice())
+                        .io()?;
+                }
+            }
+            drop(xattrs);
             t.set_child(parent, name, Some(ino))?;
             t.add_counter(USED_INODES, 1)?;
             Ok((ino, rec))
@@ -296,6 +316,48 @@ impl Inner {
     fn handle_ino(&self, fh: Fh) -> FsResult<Ino> {
         Ok(*self.files.get(fh)?)
     }
+
+    /// Sets (or, with a value of no entries, removes) an ACL as ext4 does: an access ACL sets
+    /// the mode and is kept only when the mode cannot say it all (see `acl::set_access`).
+    fn set_acl(&self, ino: Ino, kind: acl::Kind, value: &[u8], kill_sgid: bool) -> FsResult<()> {
+        self.metadata_room()?;
+        self.transact(false, |t| {
+            let mut rec = t.inode(ino)?;
+            if rec.kind() == FileKind::Symlink {
+                return Err(FsError::Unsupported);
+            }
+            let (name, stored) = match kind {
+                acl::Kind::Access => {
+                    let (perm, stored) = acl::set_access(value, rec.perm, kill_sgid)?;
+                    rec.perm = perm;
+                    (acl::ACCESS, stored)
+                }
+                acl::Kind::Default => (acl::DEFAULT, acl::check_default(value, rec.kind())?),
+            };
+            let mut x = t.tx.open_table(XATTRS).io()?;
+            match stored {
+                Some(v) => x.insert((ino, name.as_bytes()), v.as_slice()).io()?,
+                None => x.remove((ino, name.as_bytes())).io()?,
+            };
+            drop(x);
+            rec.ctime = now();
+            t.put_inode(ino, &rec)
+        })
+    }
+}
+
+/// A chmod changes the access ACL too, as on ext4.
+fn chmod_acl(t: &Tx<'_>, ino: Ino, mode: u32) -> FsResult<()> {
+    let mut x = t.tx.open_table(XATTRS).io()?;
+    let key = (ino, acl::ACCESS.as_bytes());
+    let changed = match x.get(key).io()? {
+        Some(v) => acl::chmod(v.value(), mode),
+        None => None,
+    };
+    if let Some(value) = changed {
+        x.insert(key, value.as_slice()).io()?;
+    }
+    Ok(())
 }
 
 /// What a write, truncate or chown by an unprivileged caller does to a file's privileges.
@@ -369,6 +431,7 @@ impl VolumeFs for ImageFs {
             }
             if let Some(mode) = c.mode {
                 rec.perm = mode & 0o7777;
+                chmod_acl(t, ino, mode)?;
             }
             rec.uid = c.uid.unwrap_or(rec.uid);
             rec.gid = c.gid.unwrap_or(rec.gid);
@@ -593,9 +656,19 @@ impl VolumeFs for ImageFs {
         })
     }
 
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
         if value.len() > XATTR_VALUE_MAX {
             return Err(os(Errno::E2BIG));
+        }
+        if let Some(kind) = acl::kind_of(name) {
+            return self.set_acl(ino, kind, value, kill_sgid);
         }
         self.metadata_room()?;
         self.transact(false, |t| {
@@ -647,11 +720,15 @@ impl VolumeFs for ImageFs {
                     .remove((ino, name.as_bytes()))
                     .io()?
                     .is_some();
-            if !removed {
-                return Err(os(Errno::ENODATA));
+            match removed {
+                true => {
+                    rec.ctime = now();
+                    t.put_inode(ino, &rec)
+                }
+                // Removing an ACL a node does not have succeeds, as on ext4.
+                false if acl::kind_of(name).is_some() => Ok(()),
+                false => Err(os(Errno::ENODATA)),
             }
-            rec.ctime = now();
-            t.put_inode(ino, &rec)
         })
     }
 
