@@ -27,6 +27,8 @@ const HOST_PLUGIN_FILES: [&str; 2] = [
 ];
 /// The daemon releases a plugin reference this old once no container uses its volume.
 const STALE_REF_GRACE: Duration = Duration::from_secs(20);
+/// How long a tmpfs volume keeps its data after its last Unmount.
+const TMPFS_LINGER: Duration = Duration::from_secs(5);
 /// How long Docker may take to call Unmount/Remove after a container ends.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -52,10 +54,11 @@ impl PrivatePlugin {
     }
 
     /// `fvol daemon` arguments serving this plugin (its socket is ROOT/plugin.sock).
-    fn daemon_args(&self) -> [String; 2] {
+    fn daemon_args(&self) -> [String; 3] {
         [
             format!("--plugin-spec={}", self.spec.display()),
             format!("--stale-ref-grace={}", STALE_REF_GRACE.as_secs()),
+            format!("--tmpfs-linger={}", TMPFS_LINGER.as_secs()),
         ]
     }
 
@@ -175,7 +178,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 12] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -194,6 +197,10 @@ fn docker_volume_plugin_end_to_end() {
             restart_under_a_container,
         ),
         ("tmpfs volume", tmpfs_volume),
+        (
+            "tmpfs volume filled from the image",
+            tmpfs_volume_filled_from_the_image,
+        ),
         (
             "dockerd killed under running containers",
             dockerd_killed_under_running_containers,
@@ -583,10 +590,47 @@ fn tmpfs_volume(env: &mut Env) {
     // The last container goes: so does the data.
     d.docker_ok(["rm", "-f", "fvol-tmpfs-holder"]);
     env.wait_refs("scratch", |r| r.is_empty(), "empty");
-    assert!(!env.mounted("scratch"));
+    // It lingers (--tmpfs-linger) for a Mount that does not come, then ends.
+    assert!(
+        wait_until(TMPFS_LINGER + SETTLE, || !env.mounted("scratch")),
+        "tmpfs volume still mounted long after its last Unmount"
+    );
     assert_eq!(status(&d.inspect_volume("scratch"))["UsedBytes"], 0);
     let after = env.run("scratch", "ls -A /data; echo end");
     assert_eq!(after, "end\n", "tmpfs data outlived its last container");
+}
+
+/// `-v VOLUME:/etc` on a new volume: Docker mounts it, copies the image's /etc into it,
+/// unmounts it, then mounts it again for the container. The copy must reach the container.
+fn tmpfs_volume_filled_from_the_image(env: &mut Env) {
+    env.docker.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "driver=tmpfs",
+        "-o",
+        "size=8M",
+        "copied-etc",
+    ]);
+    let out = env.docker.docker_ok([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "copied-etc:/etc",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/passwd; stat -c %a /etc",
+    ]);
+    assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\n755\n");
+    // Dropped after the container, once the linger is over.
+    env.wait_refs("copied-etc", |r| r.is_empty(), "empty");
+    assert!(wait_until(TMPFS_LINGER + SETTLE, || !env.mounted("copied-etc")));
+    env.docker.docker_ok(["volume", "rm", "copied-etc"]);
 }
 
 fn remove(env: &mut Env) {

@@ -7,7 +7,8 @@ const CREATE_HELP: &str = "\
 Drivers (-d):
   local    a directory under ROOT/volumes/NAME (or an existing one, see mount=), served through FUSE
   tmpfs    memory held by the daemon, never written to disk. The data lives while the volume is
-           mounted: it is dropped at the last unmount and at a daemon restart, and the volume
+           mounted: it is dropped at the last unmount (a few seconds later after a Docker
+           Unmount, see `fvol daemon --tmpfs-linger`) and at a daemon restart, and the volume
            comes back empty. size= defaults to 64M; the root's mode defaults to 1777.
 
 Options (-o KEY=VALUE, repeatable):
@@ -95,6 +96,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stale_ref_grace: u64,
+    /// Keep a tmpfs volume's data this long after its last Docker/Pouch Unmount, for the
+    /// Mount that follows Docker's copy-up of image data into a new volume (0: drop at once)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub tmpfs_linger: u64,
 }
 
 /// The commands served by the daemon.

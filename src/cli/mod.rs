@@ -59,6 +59,7 @@ pub fn main() -> ExitCode {
 fn daemon_settings(root: &Path, args: DaemonArgs) -> Result<crate::daemon::Settings, String> {
     let manager = crate::volume::manager::ManagerSettings {
         stale_ref_grace: std::time::Duration::from_secs(args.stale_ref_grace),
+        tmpfs_linger: std::time::Duration::from_secs(args.tmpfs_linger),
     };
     Ok(crate::daemon::Settings {
         plugin: daemon_plugin(root, args)?,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::fault::crash_point;
 use super::options::{VolumeOptions, parse_options};
@@ -39,6 +39,10 @@ pub struct Core {
     store: Store,
     drivers: Vec<Arc<dyn Driver>>,
     active: HashMap<String, Active>,
+    /// Ephemeral (tmpfs) volumes whose last plugin reference went, kept mounted with their
+    /// data until the deadline (see `release`), unless a Mount comes first.
+    lingering: HashMap<String, Instant>,
+    tmpfs_linger: Duration,
 }
 
 fn now() -> u64 {
@@ -53,7 +57,12 @@ fn rfc3339(secs: u64) -> String {
 }
 
 impl Core {
-    pub fn new(root: &Path, store: Store, drivers: Vec<Arc<dyn Driver>>) -> Core {
+    pub fn new(
+        root: &Path,
+        store: Store,
+        drivers: Vec<Arc<dyn Driver>>,
+        tmpfs_linger: Duration,
+    ) -> Core {
         Core {
             ctx: DriverContext {
                 root: root.to_path_buf(),
@@ -61,6 +70,8 @@ impl Core {
             store,
             drivers,
             active: HashMap::new(),
+            lingering: HashMap::new(),
+            tmpfs_linger,
         }
     }
 
@@ -315,6 +326,9 @@ impl Core {
             }
             None => return Err(VolumeError::NotFound(name.into())),
         };
+        if rec.mount_refs.is_empty() && self.lingering.remove(name).is_some() {
+            self.deactivate(name);
+        }
         if !rec.mount_refs.is_empty() || self.active.contains_key(name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::InUse {
@@ -375,6 +389,7 @@ impl Core {
         if !was_active {
             self.activate(&rec)?;
         }
+        let lingered = self.lingering.remove(name);
         let mountpoint = self.mountpoint(name);
         let key = reference.key();
         let already = rec.mount_refs.contains_key(&key);
@@ -385,6 +400,9 @@ impl Core {
                 Err(e) => {
                     if !was_active && rec.mount_refs.is_empty() {
                         self.deactivate(name);
+                    }
+                    if let Some(deadline) = lingered {
+                        self.lingering.insert(name.into(), deadline);
                     }
                     return Err(e);
                 }
@@ -405,6 +423,9 @@ impl Core {
                 if !was_active {
                     self.deactivate(name);
                 }
+                if let Some(deadline) = lingered {
+                    self.lingering.insert(name.into(), deadline);
+                }
                 return Err(e.into());
             }
         }
@@ -412,7 +433,10 @@ impl Core {
     }
 
     /// Drops `reference` and its bind mount; false when the volume does not hold it. The last
-    /// reference deactivates the volume.
+    /// reference deactivates the volume, except that an ephemeral (tmpfs) volume whose last
+    /// reference was a plugin's lingers, data and all, for `tmpfs_linger`: Docker fills a
+    /// new volume from the image (Mount, copy, Unmount) just before it mounts it again for
+    /// the container, and that copy must reach the container.
     pub fn release(&mut self, name: &str, reference: &RefId) -> Result<bool, VolumeError> {
         let mut rec = self.record(name)?;
         let Some(r) = rec.mount_refs.remove(&reference.key()) else {
@@ -423,9 +447,34 @@ impl Core {
         }
         self.store.put(&rec)?;
         if rec.mount_refs.is_empty() {
-            self.deactivate(name);
+            let ephemeral = self.active.get(name).is_some_and(|a| a.ephemeral);
+            if ephemeral && r.kind == RefKind::Plugin && !self.tmpfs_linger.is_zero() {
+                self.lingering
+                    .insert(name.into(), Instant::now() + self.tmpfs_linger);
+            } else {
+                self.deactivate(name);
+            }
         }
         Ok(true)
+    }
+
+    /// Deactivates the lingering volumes whose time is up.
+    pub fn end_lingering(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .lingering
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            self.lingering.remove(&name);
+            log::info!(
+                "volume {name}: no Mount within {:?} of its last Unmount; its data goes",
+                self.tmpfs_linger
+            );
+            self.deactivate(&name);
+        }
     }
 
     /// Drops every reference, detaching their bind mounts (a bind mount that cannot be
@@ -569,6 +618,7 @@ impl Core {
     /// Unmounts, syncs and records the usage, as clean if both worked: the next activation
     /// then trusts it instead of rescanning the tree.
     pub fn deactivate(&mut self, name: &str) {
+        self.lingering.remove(name);
         let Some(active) = self.active.remove(name) else {
             return;
         };

@@ -37,12 +37,16 @@ pub struct ManagerSettings {
     /// A plugin reference at least this old whose volume no other mount namespace holds is
     /// released by itself (see `Core::release_orphaned_plugin_refs`).
     pub stale_ref_grace: Duration,
+    /// How long a tmpfs volume keeps its data after its last plugin Unmount, waiting for the
+    /// next Mount (Docker's copy-up into a new volume is followed by the container's Mount).
+    pub tmpfs_linger: Duration,
 }
 
 impl Default for ManagerSettings {
     fn default() -> Self {
         ManagerSettings {
             stale_ref_grace: Duration::from_secs(60),
+            tmpfs_linger: Duration::from_secs(10),
         }
     }
 }
@@ -70,6 +74,7 @@ impl VolumeManager {
             root,
             store,
             crate::driver::registry(),
+            settings.tmpfs_linger,
         )));
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, flag) = (Arc::downgrade(&core), stop.clone());
@@ -82,6 +87,7 @@ impl VolumeManager {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
                     let Some(core) = weak.upgrade() else { return };
+                    core.lock().end_lingering();
                     if checkpointed.elapsed() >= CHECKPOINT_EVERY {
                         core.lock().checkpoint_usage();
                         checkpointed = Instant::now();
