@@ -7,8 +7,10 @@
 //! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
 //! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
 //! - `LoopExt4`: a fresh ext4 filesystem on a loop device (tests that need its allocator).
+//! - `direct_io`: O_DIRECT requests as a program makes them (buffer, offset, length), and fio.
 pub mod ceph;
 pub mod daemon;
+pub mod direct_io;
 pub mod docker;
 pub mod loopfs;
 pub mod plugin;

@@ -75,6 +75,10 @@ pub trait VolumeFs: Send + Sync + 'static {
         data: &[u8],
         kill_suidgid: bool,
     ) -> FsResult<u32>;
+    /// The alignment of file offsets and lengths (bytes, a power of two; 1 for none) that
+    /// direct I/O (O_DIRECT) through handle `fh` needs, as the volume's host filesystem or
+    /// block device would demand it. Asked only for requests made with O_DIRECT.
+    fn direct_io_alignment(&self, fh: Fh) -> FsResult<u64>;
     fn release(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
     fn opendir(&self, caller: &Caller, ino: Ino) -> FsResult<Fh>;

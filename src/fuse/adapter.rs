@@ -209,6 +209,15 @@ impl FuseAdapter {
             && !caps::caller_has(req.uid(), req.pid(), caps::CAP_FSETID))
     }
 
+    /// Whether a request the caller made with O_DIRECT (the flag as the file has it now, also
+    /// when set later with fcntl) meets the alignment the volume demands. The kernel checks
+    /// none for FUSE, so a misaligned request would otherwise succeed where the host's
+    /// filesystem or block device refuses it with EINVAL.
+    fn direct_io_fits(&self, fh: u64, offset: u64, len: u64) -> Result<bool, FsError> {
+        let align = self.fs.direct_io_alignment(fh)?;
+        Ok(fs::rules::direct_io_fits(offset, len, align))
+    }
+
     fn release_backing(&self, fh: u64) {
         let mut b = self.backing.lock();
         let Some(ino) = b.by_fh.remove(&fh) else {
@@ -462,10 +471,23 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if flags.0 & libc::O_DIRECT != 0 {
+            match self.direct_io_fits(fh.0, offset, size.into()) {
+                Ok(true) => {}
+                // As on a disk filesystem, a read from the end of the file on reads nothing,
+                // aligned or not.
+                Ok(false) => match self.fs.getattr(ino.0, Some(fh.0)) {
+                    Ok(a) if offset >= a.size => return reply.data(&[]),
+                    Ok(_) => return reply.error(Errno::EINVAL),
+                    Err(e) => return reply.error(errno_of(e)),
+                },
+                Err(e) => return reply.error(errno_of(e)),
+            }
+        }
         // The core lends its bytes for the reply (sent with writev straight from them).
         let mut reply = Some(reply);
         let result = self.fs.read_to(ino.0, fh.0, offset, size, &mut |data| {
@@ -486,10 +508,18 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // Writeback of mapped pages (FUSE_WRITE_CACHE) is not the caller's direct I/O.
+        if flags.0 & libc::O_DIRECT != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            match self.direct_io_fits(fh.0, offset, data.len() as u64) {
+                Ok(true) => {}
+                Ok(false) => return reply.error(Errno::EINVAL),
+                Err(e) => return reply.error(errno_of(e)),
+            }
+        }
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         let result = self.admit(|| self.fs.write(ino.0, fh.0, offset, data, kill));
         reply!(reply, result, |n| reply.written(n))

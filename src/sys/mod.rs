@@ -4,6 +4,7 @@
 //! namespaces. Every `unsafe` block in the crate lives in this module, each with its reason.
 pub mod anon;
 pub mod caps;
+pub mod dio;
 pub mod dirent;
 pub mod handle;
 pub mod heap;

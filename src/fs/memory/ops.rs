@@ -203,6 +203,11 @@ impl VolumeFs for MemFs {
         self.write_node(&node, offset, data)
     }
 
+    /// None, as kernel tmpfs: it serves O_DIRECT through its page cache at any alignment.
+    fn direct_io_alignment(&self, _fh: Fh) -> FsResult<u64> {
+        Ok(1)
+    }
+
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         let node = self.files.remove(fh)?;
         if node.open.fetch_sub(1, Ordering::SeqCst) == 1 {

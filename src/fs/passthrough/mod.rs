@@ -252,6 +252,10 @@ impl VolumeFs for PassthroughFs {
         self.write_at(fh, offset, data)
     }
 
+    fn direct_io_alignment(&self, fh: Fh) -> FsResult<u64> {
+        self.direct_io_align(fh)
+    }
+
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         self.close_handle(fh)
     }

@@ -20,6 +20,9 @@ use std::ops::Bound::{Excluded, Included};
 /// database pages of more than 4 KiB, which a nearly full metadata region may not have.
 const XATTR_VALUE_MAX: usize = 4000;
 
+/// The alignment of O_DIRECT offsets and lengths: a block device's logical sector.
+const DIRECT_IO_ALIGN: u64 = 512;
+
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
 }
@@ -593,6 +596,12 @@ impl VolumeFs for ImageFs {
             })?;
         }
         self.write_data(ino, offset, data)
+    }
+
+    /// A block device's: its logical sector (an RBD image's block device has 512 bytes), as
+    /// a disk filesystem on it would demand.
+    fn direct_io_alignment(&self, _fh: Fh) -> FsResult<u64> {
+        Ok(DIRECT_IO_ALIGN)
     }
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
