@@ -2,10 +2,10 @@
 //! (anonymous mappings) and `os.preadv`/`os.pwritev`, so the test controls the buffer
 //! address, the file offset and the length of every request; and `fio --direct=1`.
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::stdout_of_success;
+use crate::{run_ok, stdout_of_success};
 
 const HELPER: &str = r#"
 import errno, fcntl, json, mmap, os, random, sys
@@ -158,4 +158,79 @@ pub fn fio_randrw(path: &Path) -> String {
         .output()
         .expect("fio is installed");
     stdout_of_success(&format!("fio --direct=1 on {path:?}"), out)
+}
+
+/// Requests misaligned only in the caller's buffer address (or in how a request is split
+/// into buffers): FUSE gives the handler offsets and lengths, never addresses, so a volume the
+/// handler serves cannot refuse them (see docs/architecture.md, Direct I/O).
+pub const ADDRESS_ONLY: [&str; 2] = ["write from buffer + 1", "read into buffer + 1"];
+
+/// O_DIRECT changed with fcntl after the open: a kernel passthrough open keeps the backing
+/// file it opened with the original flags, so the change does not reach the host.
+pub const SETFL: [&str; 2] = [
+    "write at offset 1 after setting O_DIRECT",
+    "write at offset 1 after clearing O_DIRECT",
+];
+
+/// A kernel tmpfs, unmounted on drop.
+struct HostTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl HostTmpfs {
+    fn new() -> HostTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+                .arg(dir.path()),
+        );
+        HostTmpfs { dir }
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A loop block device on an 8 KiB file (the size `cases` writes), detached on drop. Its
+/// directory is named as `tools/test` expects to clean up after a killed test.
+struct LoopDevice {
+    device: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDevice {
+    fn new() -> LoopDevice {
+        let dir = tempfile::Builder::new()
+            .prefix("fvol-loopfs-")
+            .tempdir()
+            .unwrap();
+        let image = dir.path().join("image");
+        std::fs::write(&image, vec![0u8; 8192]).unwrap();
+        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        LoopDevice {
+            device: PathBuf::from(device.trim()),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+/// `cases` on a kernel tmpfs.
+pub fn kernel_tmpfs_cases() -> BTreeMap<String, serde_json::Value> {
+    cases(&HostTmpfs::new().dir.path().join("f"))
+}
+
+/// `cases` on a block device (a loop device, 512-byte sectors): what a disk filesystem on an
+/// RBD image's block device would answer.
+pub fn block_device_cases() -> BTreeMap<String, serde_json::Value> {
+    cases(&LoopDevice::new().device)
 }

@@ -7,11 +7,10 @@
 //! tmpfs mount, and a loop block device (what a filesystem on an RBD image's block device
 //! would see).
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use fuse_tests::daemon::fuse_or_skip;
-use fuse_tests::{Backend, TestSession, direct_io, run_ok};
+use fuse_tests::{Backend, TestSession, direct_io};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
@@ -45,67 +44,6 @@ impl Volume {
     }
 }
 
-/// Requests misaligned only in the caller's buffer address (or in how a request is split
-/// into buffers): FUSE gives the handler offsets and lengths, never addresses, so a volume the
-/// handler serves cannot refuse them (see docs/architecture.md, Direct I/O).
-const ADDRESS_ONLY: [&str; 2] = ["write from buffer + 1", "read into buffer + 1"];
-
-/// O_DIRECT changed with fcntl after the open: a kernel passthrough open keeps the backing
-/// file it opened with the original flags, so the change does not reach the host.
-const SETFL: [&str; 2] = [
-    "write at offset 1 after setting O_DIRECT",
-    "write at offset 1 after clearing O_DIRECT",
-];
-
-/// A kernel tmpfs, unmounted on drop.
-struct HostTmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl HostTmpfs {
-    fn new() -> HostTmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        run_ok(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-                .arg(dir.path()),
-        );
-        HostTmpfs { dir }
-    }
-}
-
-impl Drop for HostTmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// A loop block device on an 8 KiB file (the size `direct_io::cases` writes), detached on
-/// drop.
-struct LoopDevice {
-    device: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl LoopDevice {
-    fn new() -> LoopDevice {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("image");
-        std::fs::write(&image, vec![0u8; 8192]).unwrap();
-        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
-        LoopDevice {
-            device: PathBuf::from(device.trim()),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
-
 /// What the same requests give on the storage `volume` stands in for.
 fn reference(volume: Volume, s: &TestSession) -> BTreeMap<String, Value> {
     match volume {
@@ -116,8 +54,8 @@ fn reference(volume: Volume, s: &TestSession) -> BTreeMap<String, Value> {
             std::fs::remove_file(host).unwrap();
             answers
         }
-        Volume::Tmpfs => direct_io::cases(&HostTmpfs::new().dir.path().join("f")),
-        Volume::Image => direct_io::cases(&LoopDevice::new().device),
+        Volume::Tmpfs => direct_io::kernel_tmpfs_cases(),
+        Volume::Image => direct_io::block_device_cases(),
     }
 }
 
@@ -157,8 +95,8 @@ fn misaligned_direct_io_fails_as_on_the_host() {
         let mut want = reference(volume, &s);
         let mut got = direct_io::cases(&s.path("f"));
         let unseen: &[&str] = match volume {
-            Volume::LocalQuota | Volume::Image => &ADDRESS_ONLY,
-            Volume::LocalPassthrough => &SETFL,
+            Volume::LocalQuota | Volume::Image => &direct_io::ADDRESS_ONLY,
+            Volume::LocalPassthrough => &direct_io::SETFL,
             Volume::Tmpfs => &[],
         };
         for case in unseen {
