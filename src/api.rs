@@ -1,5 +1,6 @@
-//! Request and response bodies of the daemon's HTTP API (JSON over `ROOT/fvol.sock`), and in
-//! [`plugin`] those of the Docker volume plugin protocol.
+//! Request and response bodies of the daemon's HTTP API (JSON over `ROOT/fvol.sock`), in
+//! [`plugin`] those of the Docker volume plugin protocol, and in [`transport`] the client side
+//! of both sockets.
 //!
 //! Every endpoint is a `POST` with a JSON body. Success is `200` with the response type named
 //! below; failure is a `4xx`/`5xx` with an [`ErrorBody`].
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod plugin;
+pub mod transport;
 
 /// The socket's file name inside ROOT.
 pub const SOCKET_FILE: &str = "fvol.sock";

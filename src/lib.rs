@@ -6,7 +6,10 @@
 //!   volume plugin protocol (`api::plugin`).
 //! - `volume`: `VolumeManager` (the entry point) over `Core` (the logic).
 //! - `store`: the redb catalog of volumes, options, labels, mount references and usage.
-//! - `driver`: one `Driver` per backend; each opens a `fs::VolumeFs`.
+//! - `driver`: one `Driver` per backend, with its typed options (a schema) and errors; each
+//!   opens a `fs::VolumeFs`.
+//! - `model`: the records the catalog keeps and drivers read, and the classes of errors;
+//!   beneath `store` and `driver`, so neither imports the other or `volume`.
 //! - `fs`: filesystem cores that never see FUSE types; `fuse` adapts them to fuser.
 //! - `sys`: the few raw system calls nix does not wrap.
 pub mod api;
@@ -15,6 +18,7 @@ pub mod daemon;
 pub mod driver;
 pub mod fs;
 pub mod fuse;
+pub mod model;
 pub mod store;
 pub mod sys;
 pub mod volume;

@@ -3,26 +3,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const CREATE_HELP: &str = "\
-Drivers (-d):
-  local    a directory under ROOT/volumes/NAME (or an existing one, see mount=), served through FUSE
-  tmpfs    memory held by the daemon, never written to disk. The data lives while the volume is
-           mounted: it is dropped at the last unmount (a few seconds later after a Docker
-           Unmount, see `fvol daemon --tmpfs-linger`) and at a daemon restart, and the volume
-           comes back empty. size= defaults to 64M; the root's mode defaults to 1777.
-
-Options (-o KEY=VALUE, repeatable):
-  size=SIZE     byte quota, in binary units: 512M, 10G, 1.5g
-  inodes=N      maximum number of files, directories and links
-  uid=UID       owner of the volume's root directory
-  gid=GID       group of the volume's root directory
-  mode=MODE     permissions of the volume's root directory, in octal: 0755
-  mount=DIR     local only: serve this existing host directory instead of a new one
-                (data already there is counted; rm never deletes it)
-
-Examples:
-  fvol create data -o size=10G -o uid=1000 -o gid=1000
-  fvol create --label project=web cache";
+/// The drivers and their options, from their schemas (`driver::help_text`), then examples.
+fn create_help() -> String {
+    format!(
+        "{}\n\
+         Defaults for any driver's options can be set in the daemon's configuration file \
+         (fvol daemon --config).\n\n\
+         Examples:\n  \
+           fvol create data -o size=10G -o uid=1000 -o gid=1000\n  \
+           fvol create -d tmpfs -o size=256M scratch\n  \
+           fvol create -d rbd -o size=10G db\n  \
+           fvol create --label project=web cache",
+        crate::driver::help_text()
+    )
+}
 
 const LS_HELP: &str = "\
 Filters (--filter KEY=VALUE, repeatable; different keys must all match, values of one key are alternatives):
@@ -107,7 +101,7 @@ pub struct DaemonArgs {
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
     /// Create a volume and print its name
-    #[command(after_help = CREATE_HELP)]
+    #[command(after_help = create_help())]
     Create(CreateArgs),
     /// List volumes
     #[command(visible_alias = "list", after_help = LS_HELP)]
@@ -249,7 +243,8 @@ mod tests {
             .render_help()
             .to_string();
         for needle in [
-            "local", "size=", "inodes=", "uid=", "gid=", "mode=", "mount=",
+            "local", "tmpfs", "rbd", "size=", "inodes=", "uid=", "gid=", "mode=", "mount=",
+            "pool=", "conf=",
         ] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }

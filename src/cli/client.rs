@@ -1,23 +1,17 @@
 //! The daemon's client: JSON over HTTP/1.1 on `ROOT/fvol.sock`.
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
+use hyper::Request;
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
 
 use super::CliError;
+use crate::api::transport::{CONNECT_TIMEOUT, RawResponse, SendError, send};
 use crate::api::{self, ErrorBody};
-
-/// Covers connecting and the HTTP handshake only: requests themselves (a mount, a create) may
-/// legitimately take long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct DaemonClient {
     root: PathBuf,
@@ -108,60 +102,6 @@ fn closed_by_daemon(err: &hyper::Error) -> bool {
         )
 }
 
-#[derive(Debug)]
-pub(crate) enum SendError {
-    Connect(io::Error),
-    ConnectTimeout,
-    Http(hyper::Error),
-}
-
-/// A response read whole.
-#[derive(Debug)]
-pub(crate) struct RawResponse {
-    pub status: StatusCode,
-    /// Only tests look at these (the plugin's Content-Type).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub headers: hyper::HeaderMap,
-    pub body: Bytes,
-}
-
-/// Sends one request on a fresh connection to `socket` and reads the whole response.
-pub(crate) async fn send(
-    socket: &Path,
-    request: Request<Full<Bytes>>,
-) -> Result<RawResponse, SendError> {
-    let connect = async {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(SendError::Connect)?;
-        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)
-    };
-    let (mut sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| SendError::ConnectTimeout)??;
-    // Drives the connection; its errors also surface through `send_request`.
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(SendError::Http)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(SendError::Http)?
-        .to_bytes();
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
 fn decode_response<Resp: DeserializeOwned>(response: &RawResponse) -> Result<Resp, CliError> {
     if response.status.is_success() {
         return serde_json::from_slice(&response.body).map_err(|e| {
@@ -180,6 +120,8 @@ fn decode_response<Resp: DeserializeOwned>(response: &RawResponse) -> Result<Res
 
 #[cfg(test)]
 mod tests {
+    use hyper::StatusCode;
+
     use super::*;
     use crate::api::{PathRequest, PathResponse, routes};
     use crate::daemon::test_support::TestServer;

@@ -16,7 +16,6 @@ use crate::api::{
     routes,
 };
 use crate::volume::VolumeInfo;
-use crate::volume::options::split_key_value;
 
 const PRUNE_WARNING: &str = "WARNING! This will remove all volumes not used by at least one mount. Are you sure you want to continue? [y/N] ";
 
@@ -233,11 +232,40 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     }
 }
 
+/// Splits `key=value` on the first `=` only; the error says what is wrong with the form.
+fn split_key_value(text: &str) -> Result<(String, String), &'static str> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        Some(_) => Err("the key is empty; use the form key=value"),
+        None => Err("no '='; use the form key=value"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Cursor;
 
     use super::*;
+
+    #[test]
+    fn splits_on_first_equals() {
+        let kv = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
+        assert_eq!(split_key_value("o=size=100m"), kv("o", "size=100m"));
+        assert_eq!(split_key_value("size=10G"), kv("size", "10G"));
+        assert_eq!(split_key_value("label="), kv("label", ""));
+        assert_eq!(split_key_value("a=b=c=d"), kv("a", "b=c=d"));
+        assert!(split_key_value("size").unwrap_err().contains("no '='"));
+        assert!(
+            split_key_value("=10G")
+                .unwrap_err()
+                .contains("key is empty")
+        );
+        assert!(split_key_value("").is_err());
+        let e = key_values("option", &["size".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "invalid option \"size\": no '='; use the form key=value");
+    }
 
     fn ask(input: &str) -> (bool, String) {
         let mut out = Vec::new();

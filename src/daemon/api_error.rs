@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::request_body::BodyError;
 use crate::api::ErrorBody;
+use crate::model::ErrorClass;
 use crate::volume::VolumeError;
 
 #[derive(Debug)]
@@ -22,14 +23,17 @@ impl ApiError {
     }
 }
 
-/// 404 for a missing volume, 409 for a clash with its state, 400 for other mistakes in the
-/// request, 500 for failures while serving it.
-pub fn status_for(err: &VolumeError) -> StatusCode {
-    match err {
-        VolumeError::NotFound(_) | VolumeError::NoSuchReference { .. } => StatusCode::NOT_FOUND,
-        VolumeError::Conflict { .. } | VolumeError::InUse { .. } => StatusCode::CONFLICT,
-        err if err.is_user_error() => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The one mapping from a class of error to an HTTP status, for both servers: 400 for a
+/// mistake in the request, 404 for something it names that does not exist, 409 for a clash
+/// with the state of things, 503 for a backend that cannot be reached now, 500 for a failure
+/// while serving a correct request.
+pub fn status_for(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::BadInput => StatusCode::BAD_REQUEST,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::Conflict => StatusCode::CONFLICT,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -41,7 +45,7 @@ impl From<BodyError> for ApiError {
 
 impl From<VolumeError> for ApiError {
     fn from(err: VolumeError) -> Self {
-        ApiError::new(status_for(&err), err.to_string())
+        ApiError::new(status_for(err.class()), err.to_string())
     }
 }
 
@@ -107,7 +111,7 @@ mod tests {
             (VolumeError::Store(StoreError::Db("broken".into())), 500),
         ];
         for (err, status) in cases {
-            assert_eq!(status_for(&err).as_u16(), status, "{err}");
+            assert_eq!(status_for(err.class()).as_u16(), status, "{err}");
         }
     }
 

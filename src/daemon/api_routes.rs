@@ -274,7 +274,7 @@ mod tests {
 
     use super::*;
     use crate::api::ErrorBody;
-    use crate::cli::client::{RawResponse, send};
+    use crate::api::transport::{RawResponse, send};
     use crate::daemon::test_support::TestServer;
 
     async fn post_raw(server: &TestServer, route: &str, body: &'static str) -> RawResponse {

@@ -26,6 +26,7 @@ use crate::api::plugin::{
     ErrResponse, GetResponse, ListResponse, MountRequest, MountpointResponse, NameRequest,
     NoArguments, Status, Volume, routes,
 };
+use crate::driver::DriverError;
 use crate::volume::manager;
 use crate::volume::{RefId, VolumeError, VolumeInfo, VolumeManager};
 
@@ -108,19 +109,13 @@ fn plugin_error(err: VolumeError) -> PluginError {
         VolumeError::UnknownDriver { .. } => {
             format!("{err}; choose one with -o {DRIVER_OPTION}=NAME")
         }
-        VolumeError::InvalidOption(text) if text.starts_with("unknown option") => {
-            format!(
-                "{err}; and {DRIVER_OPTION}=NAME chooses the fvol driver ({})",
-                {
-                    let names: Vec<_> =
-                        crate::driver::registry().iter().map(|d| d.name()).collect();
-                    names.join(", ")
-                }
-            )
-        }
+        VolumeError::Driver(DriverError::UnknownOption { .. }) => format!(
+            "{err}; and {DRIVER_OPTION}=NAME chooses the fvol driver ({})",
+            crate::driver::names().join(", ")
+        ),
         _ => err.to_string(),
     };
-    if !err.is_user_error() {
+    if err.class() == crate::model::ErrorClass::Internal {
         log::error!("plugin: {message}");
     }
     PluginError::new(message)
@@ -303,7 +298,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::cli::client::{RawResponse, send};
+    use crate::api::transport::{RawResponse, send};
     use crate::daemon::test_support::TestServer;
 
     /// As dockerd sends them: an Accept header, no Content-Type.
@@ -490,9 +485,13 @@ mod tests {
             "unknown driver \"rbd\": valid drivers are local, tmpfs; choose one with -o driver=NAME"
         );
         let raw = BTreeMap::from([("foo".to_owned(), "1".to_owned())]);
-        let unknown_option =
-            crate::volume::options::parse_options("local", &["size"], &raw).unwrap_err();
-        let message = plugin_error(unknown_option).message;
+        let unknown_option = crate::driver::options::parse::<crate::driver::local::LocalOptions>(
+            "local",
+            &raw,
+            crate::driver::options::Check::New,
+        )
+        .unwrap_err();
+        let message = plugin_error(unknown_option.into()).message;
         assert!(
             message.starts_with("invalid option: unknown option \"foo\" for driver local")
                 && message.ends_with("driver=NAME chooses the fvol driver (local, tmpfs, rbd)"),

@@ -8,21 +8,87 @@ use std::sync::Arc;
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
-use super::{Activation, Created, Driver, DriverContext};
+use super::options::{Kind, OptionSet, OptionSpec, option};
+use super::{Activation, Created, Driver, DriverContext, DriverError};
 use crate::fs::UsageSnapshot;
 use crate::fs::passthrough::{PassthroughFs, scan_dir};
 use crate::fs::quota::Limits;
+use crate::model::{DirIdentity, Usage, VolumeRecord};
 use crate::sys::pin;
-use crate::volume::options::VolumeOptions;
-use crate::volume::{DirIdentity, Usage, VolumeError, VolumeRecord};
 
 /// The kernel's readahead for local volumes (the request size is 1 MiB).
 const READAHEAD_KB: u32 = 4096;
 
 pub struct LocalDriver;
 
+/// The `local` driver's options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// Byte quota.
+    pub size: Option<u64>,
+    /// Inode quota.
+    pub inodes: Option<u64>,
+    /// Owner and mode of the volume's root directory.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+    /// An existing host directory to serve instead of ROOT/volumes/NAME/data.
+    pub mount: Option<PathBuf>,
+}
+
+impl OptionSet for LocalOptions {
+    const SCHEMA: &'static [OptionSpec<Self>] = &[
+        option(
+            "size",
+            Kind::Size,
+            "no limit",
+            "byte quota: 512M, 10G, 1.5g (binary units K, M, G, T, P; case-insensitive), at \
+             least 4K; `df` shows it as the size",
+            |o, v| o.size = v.bytes(),
+        ),
+        option(
+            "inodes",
+            Kind::Count,
+            "no limit",
+            "inode quota: files, directories, symlinks and device nodes (hard links are free)",
+            |o, v| o.inodes = v.count(),
+        ),
+        option(
+            "uid",
+            Kind::Id,
+            "0",
+            "owner of the volume's root directory",
+            |o, v| o.uid = v.id(),
+        ),
+        option(
+            "gid",
+            Kind::Id,
+            "0",
+            "group of the volume's root directory",
+            |o, v| o.gid = v.id(),
+        ),
+        option(
+            "mode",
+            Kind::Mode,
+            "755 (a mount= directory keeps its own)",
+            "permissions of the volume's root directory, in octal: 755, 1777",
+            |o, v| o.mode = v.mode(),
+        ),
+        option(
+            "mount",
+            Kind::Path,
+            "a new directory",
+            "serve this existing host directory instead of a new one; data already there is \
+             counted at create, and rm never deletes it. Refused: a path through a symlink, \
+             system and shared directories, another fvol root, pseudo filesystems; uid=, gid= \
+             and mode= never change a directory that is not empty (see docs/cli.md, mount=)",
+            |o, v| o.mount = v.path(),
+        ),
+    ];
+}
+
 impl LocalDriver {
-    fn data_dir(ctx: &DriverContext, name: &str, opts: &VolumeOptions) -> PathBuf {
+    fn data_dir(ctx: &DriverContext, name: &str, opts: &LocalOptions) -> PathBuf {
         match &opts.mount {
             Some(dir) => dir.clone(),
             None => ctx.volume_dir(name).join("data"),
@@ -30,9 +96,9 @@ impl LocalDriver {
     }
 }
 
-fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError {
+fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
     let context = format!("{what} {}", path.display());
-    move |e| VolumeError::io(context, e)
+    move |e| DriverError::io(context, e)
 }
 
 /// Trees a `mount=` directory may not be, or be inside: the host's own system, the kernel's
@@ -83,8 +149,8 @@ const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
 /// Opens a `mount=` directory once, refusing symlinks anywhere on its path, and checks it:
 /// an existing directory, not a system tree, not on a pseudo filesystem, not overlapping the
 /// fvol root or any other fvol root. Every later use goes through the returned descriptor.
-fn open_mount_dir(ctx: &DriverContext, dir: &Path) -> Result<OwnedFd, VolumeError> {
-    let bad = |why: &str| VolumeError::InvalidOption(format!("mount={}: {why}", dir.display()));
+fn open_mount_dir(ctx: &DriverContext, dir: &Path) -> Result<OwnedFd, DriverError> {
+    let bad = |why: &str| DriverError::InvalidOption(format!("mount={}: {why}", dir.display()));
     let fd = pin::open_dir_for_reading_nofollow(dir).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP) => bad(&pin::symlink_refusal(dir)),
         Some(libc::ENOTDIR) => bad("not a directory"),
@@ -146,9 +212,9 @@ fn is_fvol_root(dir: &Path) -> bool {
 }
 
 /// Which directory `fd` is: its inode and file handle.
-fn identity_of(fd: &OwnedFd) -> Result<DirIdentity, VolumeError> {
+fn identity_of(fd: &OwnedFd) -> Result<DirIdentity, DriverError> {
     let st =
-        nix::sys::stat::fstat(fd).map_err(|e| VolumeError::io("inspecting mount=", e.into()))?;
+        nix::sys::stat::fstat(fd).map_err(|e| DriverError::io("inspecting mount=", e.into()))?;
     let handle = crate::sys::handle::name_to_handle_at(fd.as_fd(), c"")
         .map(|(h, _)| h.to_bytes())
         .unwrap_or_default();
@@ -160,7 +226,7 @@ fn identity_of(fd: &OwnedFd) -> Result<DirIdentity, VolumeError> {
 
 /// `uid=`, `gid=` and `mode=` change an existing directory only while it is empty: fvol never
 /// silently re-owns a tree that already holds someone's files.
-fn apply_owner_and_mode(dir: &Path, fd: &OwnedFd, opts: &VolumeOptions) -> Result<(), VolumeError> {
+fn apply_owner_and_mode(dir: &Path, fd: &OwnedFd, opts: &LocalOptions) -> Result<(), DriverError> {
     let st = nix::sys::stat::fstat(fd).map_err(|e| io_err("inspecting", dir)(e.into()))?;
     let owner_changes =
         opts.uid.is_some_and(|u| u != st.st_uid) || opts.gid.is_some_and(|g| g != st.st_gid);
@@ -173,7 +239,7 @@ fn apply_owner_and_mode(dir: &Path, fd: &OwnedFd, opts: &VolumeOptions) -> Resul
         .next()
         .is_none();
     if !empty {
-        return Err(VolumeError::InvalidOption(format!(
+        return Err(DriverError::InvalidOption(format!(
             "mount={}: the directory is not empty and is owned by {}:{} with mode {:o}; fvol does \
              not change the owner or mode of an existing directory with files in it. Change it \
              yourself (chown/chmod), or drop uid=, gid= and mode=",
@@ -195,15 +261,20 @@ fn apply_owner_and_mode(dir: &Path, fd: &OwnedFd, opts: &VolumeOptions) -> Resul
 }
 
 impl Driver for LocalDriver {
-    fn name(&self) -> &'static str {
-        "local"
+    type Options = LocalOptions;
+    const NAME: &'static str = "local";
+    const SUMMARY: &'static str = "a host directory, ROOT/volumes/NAME/data or an existing one \
+        given with mount=, served through FUSE with a quota.";
+
+    fn size_limit(&self, opts: &LocalOptions) -> Option<u64> {
+        opts.size
     }
 
-    fn option_keys(&self) -> &'static [&'static str] {
-        &["size", "inodes", "uid", "gid", "mode", "mount"]
+    fn inode_limit(&self, opts: &LocalOptions) -> Option<u64> {
+        opts.inodes
     }
 
-    fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError> {
+    fn validate(&self, ctx: &DriverContext, opts: &LocalOptions) -> Result<(), DriverError> {
         match &opts.mount {
             Some(dir) => open_mount_dir(ctx, dir).map(drop),
             None => Ok(()),
@@ -214,8 +285,8 @@ impl Driver for LocalDriver {
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<bool, VolumeError> {
+        opts: &LocalOptions,
+    ) -> Result<bool, DriverError> {
         Ok(opts.mount.is_none())
     }
 
@@ -223,14 +294,14 @@ impl Driver for LocalDriver {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<Created, VolumeError> {
+        opts: &LocalOptions,
+    ) -> Result<Created, DriverError> {
         let dir = Self::data_dir(ctx, &rec.name, opts);
         let owns_backing = opts.mount.is_none();
         if owns_backing {
-            crate::volume::core::create_dir(&dir, 0o755)?;
+            crate::sys::create_dir_with_mode(&dir, 0o755).map_err(io_err("creating", &dir))?;
         }
-        let measured = (|| -> Result<_, VolumeError> {
+        let measured = (|| -> Result<_, DriverError> {
             let fd = match owns_backing {
                 // Under the private ROOT: no one else can change the path.
                 true => {
@@ -240,7 +311,7 @@ impl Driver for LocalDriver {
             };
             apply_owner_and_mode(&dir, &fd, opts)?;
             let usage = scan_dir(&crate::sys::proc_fd_path_buf(fd.as_fd()))
-                .map_err(|e| VolumeError::Driver(format!("measuring {}: {e}", dir.display())))?;
+                .map_err(|e| DriverError::internal(format!("measuring {}: {e}", dir.display())))?;
             let identity = (!owns_backing).then(|| identity_of(&fd)).transpose()?;
             Ok((usage, identity))
         })();
@@ -260,7 +331,12 @@ impl Driver for LocalDriver {
         })
     }
 
-    fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError> {
+    fn remove(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        _opts: &LocalOptions,
+    ) -> Result<(), DriverError> {
         if !rec.owns_backing {
             return Ok(());
         }
@@ -276,9 +352,9 @@ impl Driver for LocalDriver {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
+        opts: &LocalOptions,
         stored: Usage,
-    ) -> Result<Activation, VolumeError> {
+    ) -> Result<Activation, DriverError> {
         let dir = Self::data_dir(ctx, &rec.name, opts);
         // A `mount=` directory is served only if its path, resolved without symlinks, still
         // names the directory the volume was created on; then served through that descriptor.
@@ -288,7 +364,7 @@ impl Driver for LocalDriver {
                 if let Some(want) = &rec.backing_identity
                     && identity_of(&fd)? != *want
                 {
-                    return Err(VolumeError::InvalidOption(format!(
+                    return Err(DriverError::InvalidOption(format!(
                         "mount={}: the path names another directory than the one volume {} \
                          was created on (it was moved or replaced); fvol serves only the \
                          original. Put it back, or create a new volume on the new directory",
@@ -318,7 +394,7 @@ impl Driver for LocalDriver {
             inodes: opts.inodes,
         };
         let fs = PassthroughFs::new(&dir, limits, start)
-            .map_err(|e| VolumeError::Driver(format!("opening {}: {e}", dir.display())))?
+            .map_err(|e| DriverError::internal(format!("opening {}: {e}", dir.display())))?
             .with_passthrough(true)
             .with_exclusive(rec.owns_backing);
         let passthrough = fs.passthrough();
@@ -338,5 +414,15 @@ impl Driver for LocalDriver {
             readahead_kb: Some(READAHEAD_KB),
             threads: super::cpu_threads(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_consistent() {
+        super::super::options::assert_schema_consistent::<LocalOptions>();
     }
 }

@@ -1,15 +1,25 @@
-//! Backends. A `Driver` validates its options, prepares and removes the backing store, and
-//! opens the filesystem that a FUSE session serves.
+//! Backends. A driver owns its typed options (a schema, see `options`), its errors and its
+//! serving settings; it validates options, prepares and removes the backing store, and opens
+//! the filesystem that a FUSE session serves.
+//!
+//! Adding a driver: a module implementing `Driver` (with its `OptionSet`) and its line in
+//! `registry()`. Help, docs, error messages and the configuration file follow from them.
+pub mod error;
 pub mod local;
+pub mod options;
 pub mod rbd;
+pub mod size;
 pub mod tmpfs;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use error::DriverError;
+use options::{Check, DriverDoc, OptionInfo, OptionSet};
+
 use crate::fs::VolumeFs;
-use crate::volume::options::VolumeOptions;
-use crate::volume::{DirIdentity, Usage, VolumeError, VolumeRecord};
+use crate::model::{DirIdentity, Usage, VolumeRecord};
 
 /// Where a driver may keep its files: `root/volumes/NAME/`.
 #[derive(Clone, Debug)]
@@ -33,7 +43,8 @@ pub struct Created {
     pub backing_identity: Option<DirIdentity>,
 }
 
-/// What a driver hands the core when a volume is activated.
+/// What a driver hands the core when a volume is activated: the filesystem, and how the
+/// driver wants it served.
 pub struct Activation {
     pub fs: Arc<dyn VolumeFs>,
     /// The usage the filesystem started from (rescanned or taken from the catalog).
@@ -58,24 +69,20 @@ pub fn cpu_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
-pub trait Driver: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// The option keys this driver accepts, for validation and error messages.
-    fn option_keys(&self) -> &'static [&'static str];
-    /// The byte limit when `size=` is not given.
-    fn default_size(&self) -> Option<u64> {
-        None
-    }
+/// One backend, with its typed options. Every method gets the options parsed by the schema.
+pub trait Driver: Send + Sync + 'static {
+    type Options: OptionSet;
+    /// The name users give with `-d` (or `-o driver=` through Docker).
+    const NAME: &'static str;
+    /// What the driver is, for help and docs: one or two sentences.
+    const SUMMARY: &'static str;
+
     /// The byte limit the volume enforces, as `inspect` and the plugin show it.
-    fn size_limit(&self, opts: &VolumeOptions) -> Option<u64> {
-        opts.size.or(self.default_size())
-    }
+    fn size_limit(&self, opts: &Self::Options) -> Option<u64>;
     /// The inode limit the volume enforces, as `inspect` shows it.
-    fn inode_limit(&self, opts: &VolumeOptions) -> Option<u64> {
-        opts.inodes
-    }
-    /// Checks options beyond their syntax (paths, ranges). Changes nothing.
-    fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
+    fn inode_limit(&self, opts: &Self::Options) -> Option<u64>;
+    /// Checks options beyond their syntax (paths, ranges, libraries). Changes nothing.
+    fn validate(&self, ctx: &DriverContext, opts: &Self::Options) -> Result<(), DriverError>;
     /// Whether `create` will make a new backing store, which fvol then owns and deletes on
     /// `rm`, rather than adopt one that exists. Asked before `create` and committed with the
     /// create intent, so that a create interrupted after that point can be rolled back.
@@ -83,8 +90,8 @@ pub trait Driver: Send + Sync {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<bool, VolumeError>;
+        opts: &Self::Options,
+    ) -> Result<bool, DriverError>;
     /// Prepares the backing store and measures what it already holds. Makes a new store
     /// exactly when `rec.owns_backing` (see `will_own_backing`), or fails. On error it leaves
     /// nothing behind that it made.
@@ -92,51 +99,275 @@ pub trait Driver: Send + Sync {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<Created, VolumeError>;
+        opts: &Self::Options,
+    ) -> Result<Created, DriverError>;
     /// Deletes what `create` made; never touches a store fvol did not create. A store already
     /// gone is not an error (a removal may be finished twice). Fails with
-    /// `VolumeError::InUse`, having deleted nothing, when the store is in use elsewhere.
-    fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError>;
+    /// `DriverError::InUse`, having deleted nothing, when the store is in use elsewhere.
+    fn remove(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &Self::Options,
+    ) -> Result<(), DriverError>;
+    /// Opens the filesystem for serving. `stored` is the last persisted usage.
+    fn activate(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &Self::Options,
+        stored: Usage,
+    ) -> Result<Activation, DriverError>;
     /// Checks an inactive volume's backing store and reports what it found (JSON).
     fn fsck(
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
-        _opts: &VolumeOptions,
-    ) -> Result<String, VolumeError> {
-        Err(VolumeError::Driver(format!(
-            "fsck checks rbd volumes; driver {} has nothing to check",
-            self.name()
-        )))
+        _opts: &Self::Options,
+    ) -> Result<String, DriverError> {
+        Err(DriverError::failed(
+            crate::model::ErrorClass::BadInput,
+            format!(
+                "fsck checks rbd volumes; driver {} has nothing to check",
+                Self::NAME
+            ),
+        ))
     }
     /// Breaks locks others hold on the backing store; returns the holders it removed.
     fn break_lock(
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
-        _opts: &VolumeOptions,
-    ) -> Result<Vec<String>, VolumeError> {
-        Err(VolumeError::Driver(format!(
-            "driver {} takes no locks",
-            self.name()
-        )))
+        _opts: &Self::Options,
+    ) -> Result<Vec<String>, DriverError> {
+        Err(DriverError::failed(
+            crate::model::ErrorClass::BadInput,
+            format!("driver {} takes no locks", Self::NAME),
+        ))
     }
-    /// Opens the filesystem for serving. `stored` is the last persisted usage.
+}
+
+/// A driver as the volume core uses it: the options are the catalog's text, parsed by the
+/// driver's schema on every call (calls are control-plane operations, never I/O). Implemented
+/// for every `Driver`.
+pub trait AnyDriver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The driver and its options, for help and docs.
+    fn doc(&self) -> DriverDoc;
+    /// Checks the form of a new volume's options: known keys, values of their kinds.
+    fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), DriverError>;
+    /// Checks a new volume's options in full: their form, then what they name
+    /// (`Driver::validate`). Changes nothing.
+    fn validate(
+        &self,
+        ctx: &DriverContext,
+        options: &BTreeMap<String, String>,
+    ) -> Result<(), DriverError>;
+    /// Checks one option's form alone (a configuration default).
+    fn check_option(&self, key: &str, value: &str) -> Result<(), DriverError>;
+    /// The byte and inode limits a volume with these options enforces.
+    fn limits(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> Result<(Option<u64>, Option<u64>), DriverError>;
+    fn will_own_backing(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+    ) -> Result<bool, DriverError>;
+    fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError>;
+    fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), DriverError>;
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
         stored: Usage,
-    ) -> Result<Activation, VolumeError>;
+    ) -> Result<Activation, DriverError>;
+    fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError>;
+    fn break_lock(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+    ) -> Result<Vec<String>, DriverError>;
 }
 
-/// All drivers this build knows, by name.
-pub fn registry() -> Vec<Arc<dyn Driver>> {
+fn stored<D: Driver>(options: &BTreeMap<String, String>) -> Result<D::Options, DriverError> {
+    options::parse(D::NAME, options, Check::Stored)
+}
+
+impl<D: Driver> AnyDriver for D {
+    fn name(&self) -> &'static str {
+        D::NAME
+    }
+
+    fn doc(&self) -> DriverDoc {
+        DriverDoc {
+            name: D::NAME,
+            summary: D::SUMMARY,
+            options: D::Options::SCHEMA
+                .iter()
+                .map(|s| s.info)
+                .collect::<Vec<OptionInfo>>(),
+        }
+    }
+
+    fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), DriverError> {
+        options::parse::<D::Options>(D::NAME, options, Check::New).map(drop)
+    }
+
+    fn validate(
+        &self,
+        ctx: &DriverContext,
+        options: &BTreeMap<String, String>,
+    ) -> Result<(), DriverError> {
+        let opts = options::parse(D::NAME, options, Check::New)?;
+        Driver::validate(self, ctx, &opts)
+    }
+
+    fn check_option(&self, key: &str, value: &str) -> Result<(), DriverError> {
+        options::check_one::<D::Options>(D::NAME, key, value)
+    }
+
+    fn limits(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> Result<(Option<u64>, Option<u64>), DriverError> {
+        let opts = stored::<D>(options)?;
+        Ok((self.size_limit(&opts), self.inode_limit(&opts)))
+    }
+
+    fn will_own_backing(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+    ) -> Result<bool, DriverError> {
+        Driver::will_own_backing(self, ctx, rec, &stored::<D>(&rec.options)?)
+    }
+
+    fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError> {
+        Driver::create(self, ctx, rec, &stored::<D>(&rec.options)?)
+    }
+
+    fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), DriverError> {
+        Driver::remove(self, ctx, rec, &stored::<D>(&rec.options)?)
+    }
+
+    fn activate(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        stored_usage: Usage,
+    ) -> Result<Activation, DriverError> {
+        Driver::activate(self, ctx, rec, &stored::<D>(&rec.options)?, stored_usage)
+    }
+
+    fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError> {
+        Driver::fsck(self, ctx, rec, &stored::<D>(&rec.options)?)
+    }
+
+    fn break_lock(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+    ) -> Result<Vec<String>, DriverError> {
+        Driver::break_lock(self, ctx, rec, &stored::<D>(&rec.options)?)
+    }
+}
+
+/// All drivers this build knows, in the order help and docs list them; the first is the
+/// default.
+pub fn registry() -> Vec<Arc<dyn AnyDriver>> {
     vec![
         Arc::new(local::LocalDriver),
         Arc::new(tmpfs::TmpfsDriver),
         Arc::new(rbd::RbdDriver),
     ]
+}
+
+/// The name of the driver a volume gets when none is given.
+pub fn default_driver() -> &'static str {
+    registry()[0].name()
+}
+
+/// Every driver's name, for messages.
+pub fn names() -> Vec<&'static str> {
+    registry().iter().map(|d| d.name()).collect()
+}
+
+/// The drivers and their options as `fvol create --help` shows them.
+pub fn help_text() -> String {
+    let docs: Vec<DriverDoc> = registry().iter().map(|d| d.doc()).collect();
+    options::render_help(&docs, 100)
+}
+
+/// The drivers and their options as the docs show them (see the test below).
+pub fn markdown_tables() -> String {
+    let docs: Vec<DriverDoc> = registry().iter().map(|d| d.doc()).collect();
+    options::render_markdown(&docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- BEGIN driver options: generated from the drivers' schemas";
+    const END: &str = "<!-- END driver options -->";
+
+    /// The option tables in docs/cli.md and docs/docker.md are `markdown_tables()`, between
+    /// the markers. With FVOL_WRITE_DOCS=1 the test writes them there instead.
+    #[test]
+    fn docs_tables_match_the_schemas() {
+        let want = markdown_tables();
+        for doc in ["docs/cli.md", "docs/docker.md"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let begin = text
+                .find(BEGIN)
+                .unwrap_or_else(|| panic!("{doc}: no line starting {BEGIN:?}"));
+            let body = begin + text[begin..].find('\n').unwrap() + 1;
+            let end = text[body..]
+                .find(END)
+                .map(|i| body + i)
+                .unwrap_or_else(|| panic!("{doc}: no {END:?}"));
+            let have = text[body..end].trim_matches('\n');
+            if have == want.trim_matches('\n') {
+                continue;
+            }
+            if std::env::var_os("FVOL_WRITE_DOCS").is_some() {
+                let new = format!(
+                    "{}\n{}\n\n{}",
+                    &text[..body],
+                    want.trim_matches('\n'),
+                    &text[end..]
+                );
+                std::fs::write(&path, new).unwrap();
+                continue;
+            }
+            panic!(
+                "{doc}: the option tables differ from the drivers' schemas; run \
+                 FVOL_WRITE_DOCS=1 cargo test -p fvol --lib docs_tables to update them. \
+                 Expected:\n{want}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_driver_and_option() {
+        let help = help_text();
+        for driver in registry() {
+            assert!(help.contains(driver.name()), "{help}");
+            for info in driver.doc().options {
+                assert!(help.contains(&format!("  {}=", info.name)), "{help}");
+            }
+        }
+        assert!(help.lines().all(|l| l.len() <= 100), "{help}");
+    }
+
+    #[test]
+    fn names_are_distinct_and_local_is_the_default() {
+        let names = names();
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert_eq!(default_driver(), "local");
+    }
 }

@@ -9,11 +9,11 @@
 //! are the daemon's memory too), and the inode limit defaults to one per 4 KiB of the size.
 use std::sync::Arc;
 
-use super::{Activation, Created, Driver, DriverContext};
+use super::options::{Kind, OptionSet, OptionSpec, option};
+use super::{Activation, Created, Driver, DriverContext, DriverError};
 use crate::fs::memory::{MemFs, RootOwner, default_inode_limit};
 use crate::fs::quota::Limits;
-use crate::volume::options::VolumeOptions;
-use crate::volume::{Usage, VolumeError, VolumeRecord};
+use crate::model::{Usage, VolumeRecord};
 
 /// As in PouchContainer.
 pub const DEFAULT_SIZE: u64 = 64 << 20;
@@ -22,26 +22,81 @@ const DEFAULT_MODE: u32 = 0o1777;
 
 pub struct TmpfsDriver;
 
+/// The `tmpfs` driver's options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TmpfsOptions {
+    pub size: Option<u64>,
+    pub inodes: Option<u64>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
+impl OptionSet for TmpfsOptions {
+    const SCHEMA: &'static [OptionSpec<Self>] = &[
+        option(
+            "size",
+            Kind::Size,
+            "64M",
+            "byte quota, at least 4K: the memory the volume may hold; names, xattrs and long \
+             symlink targets count too (docs/tmpfs.md)",
+            |o, v| o.size = v.bytes(),
+        ),
+        option(
+            "inodes",
+            Kind::Count,
+            "one per 4 KiB of size=",
+            "inode quota: files, directories, symlinks and device nodes",
+            |o, v| o.inodes = v.count(),
+        ),
+        option(
+            "uid",
+            Kind::Id,
+            "0",
+            "owner of the volume's root directory",
+            |o, v| o.uid = v.id(),
+        ),
+        option(
+            "gid",
+            Kind::Id,
+            "0",
+            "group of the volume's root directory",
+            |o, v| o.gid = v.id(),
+        ),
+        option(
+            "mode",
+            Kind::Mode,
+            "1777",
+            "permissions of the volume's root directory, in octal",
+            |o, v| o.mode = v.mode(),
+        ),
+    ];
+}
+
+impl TmpfsDriver {
+    fn size(opts: &TmpfsOptions) -> u64 {
+        opts.size.unwrap_or(DEFAULT_SIZE)
+    }
+}
+
 impl Driver for TmpfsDriver {
-    fn name(&self) -> &'static str {
-        "tmpfs"
-    }
+    type Options = TmpfsOptions;
+    const NAME: &'static str = "tmpfs";
+    const SUMMARY: &'static str = "memory held by the daemon, never written to disk. The data \
+        lives while the volume is mounted: it is dropped at the last unmount (a few seconds \
+        later after a Docker Unmount, see fvol daemon --tmpfs-linger) and at a daemon restart, \
+        and the volume comes back empty.";
 
-    fn option_keys(&self) -> &'static [&'static str] {
-        &["size", "inodes", "uid", "gid", "mode"]
-    }
-
-    fn default_size(&self) -> Option<u64> {
-        Some(DEFAULT_SIZE)
+    fn size_limit(&self, opts: &TmpfsOptions) -> Option<u64> {
+        Some(Self::size(opts))
     }
 
     /// Without `inodes=`: one inode per 4 KiB page of the size (see `memory::cost`).
-    fn inode_limit(&self, opts: &VolumeOptions) -> Option<u64> {
-        let size = opts.size.unwrap_or(DEFAULT_SIZE);
-        Some(opts.inodes.unwrap_or(default_inode_limit(size)))
+    fn inode_limit(&self, opts: &TmpfsOptions) -> Option<u64> {
+        Some(opts.inodes.unwrap_or(default_inode_limit(Self::size(opts))))
     }
 
-    fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
+    fn validate(&self, _ctx: &DriverContext, _opts: &TmpfsOptions) -> Result<(), DriverError> {
         Ok(())
     }
 
@@ -49,8 +104,8 @@ impl Driver for TmpfsDriver {
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
-        _opts: &VolumeOptions,
-    ) -> Result<bool, VolumeError> {
+        _opts: &TmpfsOptions,
+    ) -> Result<bool, DriverError> {
         Ok(true)
     }
 
@@ -58,8 +113,8 @@ impl Driver for TmpfsDriver {
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
-        _opts: &VolumeOptions,
-    ) -> Result<Created, VolumeError> {
+        _opts: &TmpfsOptions,
+    ) -> Result<Created, DriverError> {
         Ok(Created {
             backing_identity: None,
             owns_backing: true,
@@ -71,7 +126,12 @@ impl Driver for TmpfsDriver {
         })
     }
 
-    fn remove(&self, _ctx: &DriverContext, _rec: &VolumeRecord) -> Result<(), VolumeError> {
+    fn remove(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &TmpfsOptions,
+    ) -> Result<(), DriverError> {
         Ok(())
     }
 
@@ -79,11 +139,11 @@ impl Driver for TmpfsDriver {
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
-        opts: &VolumeOptions,
+        opts: &TmpfsOptions,
         _stored: Usage,
-    ) -> Result<Activation, VolumeError> {
+    ) -> Result<Activation, DriverError> {
         let limits = Limits {
-            bytes: Some(opts.size.unwrap_or(DEFAULT_SIZE)),
+            bytes: Some(Self::size(opts)),
             inodes: self.inode_limit(opts),
         };
         let root = RootOwner {
@@ -106,5 +166,15 @@ impl Driver for TmpfsDriver {
             readahead_kb: None,
             threads: super::cpu_threads(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_consistent() {
+        super::super::options::assert_schema_consistent::<TmpfsOptions>();
     }
 }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::volume::{MountRef, RefKind, Usage, VolumeRecord, VolumeState};
+use crate::model::{MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 
 /// A type stored in the catalog, with the schema version it is written in.
 pub(super) trait Stored: Serialize + DeserializeOwned {
@@ -226,7 +226,7 @@ pub(super) mod tests {
         let mut removing = old_record();
         removing.state = VolumeState::Removing;
         removing.mount_refs.get_mut("cli").unwrap().bind_mount_id = Some(7);
-        removing.backing_identity = Some(crate::volume::DirIdentity {
+        removing.backing_identity = Some(crate::model::DirIdentity {
             ino: 12,
             handle: vec![1, 2, 3],
         });

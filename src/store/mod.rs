@@ -25,7 +25,7 @@ use redb::{
 };
 use thiserror::Error;
 
-use crate::volume::{Usage, VolumeRecord};
+use crate::model::{Usage, VolumeRecord};
 use codec::Stored;
 
 #[derive(Debug, Error)]
@@ -456,7 +456,7 @@ mod tests {
     use rand::Rng;
 
     use super::*;
-    use crate::volume::{MountRef, RefKind, VolumeState};
+    use crate::model::{MountRef, RefKind, VolumeState};
 
     fn record(name: &str) -> VolumeRecord {
         VolumeRecord {

@@ -27,3 +27,14 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
 pub fn proc_fd_path_buf(fd: BorrowedFd<'_>) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
+
+/// Creates `dir` (and missing parents) with `mode`, whatever the process umask (the daemon
+/// runs with umask 0), and gives an existing `dir` that mode.
+pub fn create_dir_with_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}

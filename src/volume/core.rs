@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::fault::crash_point;
-use super::options::{VolumeOptions, parse_options};
 use super::{
     MountRef, RefId, RefKind, ReferenceInfo, Usage, VolumeError, VolumeInfo, VolumeRecord,
     VolumeState, VolumeStatus,
 };
-use crate::driver::{Driver, DriverContext};
+use crate::driver::{AnyDriver, DriverContext};
 use crate::fs::{UsageSnapshot, VolumeFs};
 use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
 use crate::store::Store;
@@ -37,7 +36,7 @@ struct Active {
 pub struct Core {
     ctx: DriverContext,
     store: Store,
-    drivers: Vec<Arc<dyn Driver>>,
+    drivers: Vec<Arc<dyn AnyDriver>>,
     active: HashMap<String, Active>,
     /// Ephemeral (tmpfs) volumes whose last plugin reference went, kept mounted with their
     /// data until the deadline (see `release`), unless a Mount comes first.
@@ -60,7 +59,7 @@ impl Core {
     pub fn new(
         root: &Path,
         store: Store,
-        drivers: Vec<Arc<dyn Driver>>,
+        drivers: Vec<Arc<dyn AnyDriver>>,
         tmpfs_linger: Duration,
     ) -> Core {
         Core {
@@ -75,7 +74,7 @@ impl Core {
         }
     }
 
-    pub fn driver(&self, name: &str) -> Result<Arc<dyn Driver>, VolumeError> {
+    pub fn driver(&self, name: &str) -> Result<Arc<dyn AnyDriver>, VolumeError> {
         self.drivers
             .iter()
             .find(|d| d.name() == name)
@@ -104,18 +103,12 @@ impl Core {
         Ok(records)
     }
 
-    fn options(&self, rec: &VolumeRecord) -> Result<(Arc<dyn Driver>, VolumeOptions), VolumeError> {
-        let driver = self.driver(&rec.driver)?;
-        let opts = parse_options(driver.name(), driver.option_keys(), &rec.options)?;
-        Ok((driver, opts))
-    }
-
     pub fn mountpoint(&self, name: &str) -> PathBuf {
         self.ctx.volume_dir(name).join("mnt")
     }
 
     pub fn info(&self, rec: &VolumeRecord) -> Result<VolumeInfo, VolumeError> {
-        let (driver, opts) = self.options(rec)?;
+        let (size_limit, inode_limit) = self.driver(&rec.driver)?.limits(&rec.options)?;
         let (usage, mounted) = match self.active.get(&rec.name) {
             Some(a) => (a.fs.usage(), true),
             None => {
@@ -138,9 +131,9 @@ impl Core {
             options: rec.options.clone(),
             scope: "local".into(),
             status: VolumeStatus {
-                size_limit: driver.size_limit(&opts),
+                size_limit,
                 used_bytes: usage.bytes,
-                inode_limit: driver.inode_limit(&opts),
+                inode_limit,
                 used_inodes: usage.inodes,
                 mounted,
                 mount_refs: rec.mount_refs.keys().cloned().collect(),
@@ -172,7 +165,7 @@ impl Core {
         super::name::validate_name(&name)?;
         super::limits::check_new_volume(&options, &labels)?;
         let driver = self.driver(driver)?;
-        let opts = parse_options(driver.name(), driver.option_keys(), &options)?;
+        driver.check_options(&options)?;
         match self.store.get(&name)? {
             Some(existing) if existing.state == VolumeState::Ready => {
                 return if existing.driver != driver.name() {
@@ -193,7 +186,7 @@ impl Core {
             Some(unfinished) => self.settle(&unfinished)?,
             None => {}
         }
-        driver.validate(&self.ctx, &opts)?;
+        driver.validate(&self.ctx, &options)?;
         let mut rec = VolumeRecord {
             name: name.clone(),
             driver: driver.name().into(),
@@ -205,12 +198,12 @@ impl Core {
             state: VolumeState::Creating,
             backing_identity: None,
         };
-        rec.owns_backing = driver.will_own_backing(&self.ctx, &rec, &opts)?;
+        rec.owns_backing = driver.will_own_backing(&self.ctx, &rec)?;
         self.store.put(&rec)?;
         crash_point("create-after-intent");
         let created = create_dir(&self.ctx.volume_dir(&name), 0o700)
             .and_then(|()| self.prepare_mountpoint(&name))
-            .and_then(|()| driver.create(&self.ctx, &rec, &opts));
+            .and_then(|()| Ok(driver.create(&self.ctx, &rec)?));
         let created = match created {
             Ok(created) => created,
             Err(e) => {
@@ -346,7 +339,7 @@ impl Core {
         self.store.put(&rec)?;
         crash_point("rm-after-intent");
         if let Err(e) = driver.remove(&self.ctx, &rec) {
-            return Err(self.removal_failed(rec, e));
+            return Err(self.removal_failed(rec, e.into()));
         }
         crash_point("rm-after-data");
         self.store
@@ -359,7 +352,7 @@ impl Core {
     /// The driver could not delete the backing store. When it deleted nothing (the store is in
     /// use elsewhere), the volume is kept: its intent is dropped again.
     fn removal_failed(&self, mut rec: VolumeRecord, e: VolumeError) -> VolumeError {
-        if !matches!(e, VolumeError::InUse { .. }) {
+        if !e.is_in_use() {
             return unfinished(&rec.name, e);
         }
         rec.state = VolumeState::Ready;
@@ -555,9 +548,9 @@ impl Core {
     }
 
     fn activate(&mut self, rec: &VolumeRecord) -> Result<(), VolumeError> {
-        let (driver, opts) = self.options(rec)?;
+        let driver = self.driver(&rec.driver)?;
         let stored = self.store.usage(&rec.name)?;
-        let activation = driver.activate(&self.ctx, rec, &opts, stored)?;
+        let activation = driver.activate(&self.ctx, rec, stored)?;
         let mountpoint = self.mountpoint(&rec.name);
         if is_stale_mount(&mountpoint) {
             detach_stale_mount(&mountpoint)
@@ -591,26 +584,24 @@ impl Core {
     pub fn fsck(&self, name: &str) -> Result<String, VolumeError> {
         let rec = self.record(name)?;
         self.refuse_if_active(&rec, "fsck")?;
-        let (driver, opts) = self.options(&rec)?;
-        driver.fsck(&self.ctx, &rec, &opts)
+        Ok(self.driver(&rec.driver)?.fsck(&self.ctx, &rec)?)
     }
 
     /// Breaks locks left on a volume's backing store by holders that are gone.
     pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         let rec = self.record(name)?;
         self.refuse_if_active(&rec, "break its lock")?;
-        let (driver, opts) = self.options(&rec)?;
-        driver.break_lock(&self.ctx, &rec, &opts)
+        Ok(self.driver(&rec.driver)?.break_lock(&self.ctx, &rec)?)
     }
 
-    fn refuse_if_active(&self, rec: &VolumeRecord, what: &str) -> Result<(), VolumeError> {
+    fn refuse_if_active(&self, rec: &VolumeRecord, what: &'static str) -> Result<(), VolumeError> {
         if self.active.contains_key(&rec.name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
-            return Err(VolumeError::Driver(format!(
-                "volume {} is mounted here (by {}); unmount it before you {what}",
-                rec.name,
-                holders.join(", ")
-            )));
+            return Err(VolumeError::Mounted {
+                name: rec.name.clone(),
+                holders: holders.join(", "),
+                what,
+            });
         }
         Ok(())
     }
@@ -752,14 +743,8 @@ impl Core {
 /// Creates `dir` (and missing parents) with `mode`, whatever the process umask (the daemon
 /// runs with umask 0).
 pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let io = |e| VolumeError::io(format!("creating {}", dir.display()), e);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-        .map_err(io)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
+    crate::sys::create_dir_with_mode(dir, mode)
+        .map_err(|e| VolumeError::io(format!("creating {}", dir.display()), e))
 }
 
 /// After an unmount whose connection lives on: when no other mount namespace uses the volume

@@ -1,6 +1,10 @@
 //! The errors of the volume domain. Each message names the problem and, where there is a
-//! choice, the valid choices.
+//! choice, the valid choices; each error has a class (`ErrorClass`), which decides how the
+//! daemon answers it.
 use thiserror::Error;
+
+use crate::driver::DriverError;
+use crate::model::ErrorClass;
 
 #[derive(Debug, Error)]
 pub enum VolumeError {
@@ -31,8 +35,15 @@ pub enum VolumeError {
         given: String,
         held: String,
     },
-    #[error("{0}")]
-    Driver(String),
+    /// fsck and break-lock need the volume unmounted.
+    #[error("volume {name} is mounted here (by {holders}); unmount it before you {what}")]
+    Mounted {
+        name: String,
+        holders: String,
+        what: &'static str,
+    },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
     /// `rm` failed after its intent was committed: the volume is gone for users and the
     /// removal is finished later.
     #[error(
@@ -61,11 +72,31 @@ impl VolumeError {
         }
     }
 
-    /// True when the request itself was wrong (as opposed to a failure while serving it).
-    pub fn is_user_error(&self) -> bool {
-        !matches!(
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            VolumeError::InvalidName { .. }
+            | VolumeError::UnknownDriver { .. }
+            | VolumeError::InvalidOption(_)
+            | VolumeError::InvalidLabel(_)
+            | VolumeError::InvalidTarget(_)
+            | VolumeError::InvalidReference(_) => ErrorClass::BadInput,
+            VolumeError::NotFound(_) | VolumeError::NoSuchReference { .. } => ErrorClass::NotFound,
+            VolumeError::Conflict { .. }
+            | VolumeError::InUse { .. }
+            | VolumeError::Mounted { .. } => ErrorClass::Conflict,
+            VolumeError::Driver(e) => e.class(),
+            // The removal goes on later; what stopped it now says what kind of failure it is
+            // (a cluster that does not answer: unavailable).
+            VolumeError::RemovalUnfinished { source, .. } => source.class(),
+            VolumeError::Store(_) | VolumeError::Io { .. } => ErrorClass::Internal,
+        }
+    }
+
+    /// The backing store is in use elsewhere, and nothing was changed.
+    pub fn is_in_use(&self) -> bool {
+        matches!(
             self,
-            VolumeError::Store(_) | VolumeError::Io { .. } | VolumeError::RemovalUnfinished { .. }
+            VolumeError::InUse { .. } | VolumeError::Driver(DriverError::InUse(_))
         )
     }
 }

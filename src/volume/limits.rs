@@ -1,11 +1,10 @@
 //! What a request to create a volume may carry. Options and labels are kept in the catalog and
 //! sent with every answer that lists volumes, so one request must not be able to make them
-//! arbitrarily large; and a size must make sense for a volume. Checked only when a volume is
-//! created: what the catalog already holds stays readable.
+//! arbitrarily large. Checked only when a volume is created: what the catalog already holds
+//! stays readable. (What each option's value may be is its driver's schema's business.)
 use std::collections::BTreeMap;
 
 use super::VolumeError;
-use super::size::parse_new_size;
 
 /// The most labels one volume may have.
 pub const MAX_LABELS: usize = 64;
@@ -22,18 +21,14 @@ pub const MAX_OPTION_KEY: usize = 64;
 /// The longest option value, in bytes: a host path (PATH_MAX).
 pub const MAX_OPTION_VALUE: usize = 4096;
 
-/// Checks the options and labels of a new volume against the limits above and its `size=`
-/// against `parse_new_size`; the options are parsed in full by the driver's keys afterwards.
+/// Checks the options and labels of a new volume against the limits above; the driver's
+/// schema parses the options afterwards.
 pub fn check_new_volume(
     options: &BTreeMap<String, String>,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), VolumeError> {
     check_options(options)?;
-    check_labels(labels)?;
-    if let Some(size) = options.get("size") {
-        parse_new_size(size).map_err(|e| VolumeError::InvalidOption(format!("size: {e}")))?;
-    }
-    Ok(())
+    check_labels(labels)
 }
 
 fn check_options(options: &BTreeMap<String, String>) -> Result<(), VolumeError> {
@@ -192,20 +187,6 @@ mod tests {
         assert!(option_error(&[pair("k".repeat(65), "")]).contains("at most 64 bytes"));
         let value = option_error(&[pair("mount", "/".repeat(4097))]);
         assert!(value.contains("\"mount\" is 4097 bytes"), "{value}");
-    }
-
-    #[test]
-    fn sizes_of_new_volumes() {
-        check_new_volume(&map(&[pair("size", "10G")]), &BTreeMap::new()).unwrap();
-        check_new_volume(&map(&[pair("size", "1.5G")]), &BTreeMap::new()).unwrap();
-        for size in ["100", "1.5"] {
-            let e = option_error(&[pair("size", size)]);
-            assert!(
-                e.starts_with(&format!("size: invalid size {size:?}"))
-                    && e.contains("the minimum is 4096 bytes"),
-                "{e}"
-            );
-        }
     }
 
     #[test]

@@ -1,21 +1,17 @@
-//! Volumes: the records kept in the catalog, the errors users see, and the manager API.
+//! Volumes: the manager API, the logic under it, and the errors users see.
 pub mod bind;
 pub mod core;
 pub mod error;
 mod fault;
 pub mod guard;
+pub mod info;
 pub mod limits;
 pub mod manager;
 pub mod name;
-pub mod options;
-pub mod record;
 pub mod refs;
-pub mod size;
 
+pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 pub use error::VolumeError;
+pub use info::{ReferenceInfo, VolumeInfo, VolumeStatus};
 pub use manager::VolumeManager;
-pub use record::{
-    DirIdentity, MountRef, RefKind, ReferenceInfo, Usage, VolumeInfo, VolumeRecord, VolumeState,
-    VolumeStatus,
-};
 pub use refs::RefId;

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::VolumeError;
-use super::record::RefKind;
+use crate::model::RefKind;
 
 /// The longest plugin mount ID accepted (Docker's are 64 hex digits, Pouch's a UUID).
 pub const MAX_PLUGIN_ID_LEN: usize = 256;

@@ -9,24 +9,128 @@
 //! by itself (`lock`).
 mod lock;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use lock::Identity;
 
-use super::{Activation, Created, Driver, DriverContext};
-use crate::fs::image::format::check_superblock;
+use super::options::{Kind, OptionSet, OptionSpec, option};
+use super::{Activation, Created, Driver, DriverContext, DriverError};
+use crate::fs::image::format::{FormatError, check_superblock};
+use crate::fs::image::fs::ImageError;
 use crate::fs::image::{BlockDevice, ImageFs, RbdDevice, fsck};
 use crate::fs::memory::RootOwner;
 use crate::fs::quota::Limits;
+use crate::model::{ErrorClass, Usage, VolumeRecord};
 use crate::sys::librbd::{Cluster, ClusterConfig, Image, IoCtx, RbdError};
-use crate::volume::options::VolumeOptions;
-use crate::volume::{Usage, VolumeError, VolumeRecord};
 
 const DEFAULT_POOL: &str = "rbd";
 /// The kernel's readahead for rbd volumes: one RBD object.
 const READAHEAD_KB: u32 = 4096;
 
 pub struct RbdDriver;
+
+/// The `rbd` driver's options. Secrets are never options: `keyring` is a path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RbdOptions {
+    pub pool: Option<String>,
+    pub image: Option<String>,
+    /// The image's size.
+    pub size: Option<u64>,
+    pub conf: Option<PathBuf>,
+    /// The cephx user (`fvol` or `client.fvol`).
+    pub id: Option<String>,
+    pub keyring: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub inodes: Option<u64>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
+impl OptionSet for RbdOptions {
+    const SCHEMA: &'static [OptionSpec<Self>] = &[
+        option(
+            "pool",
+            Kind::CephName,
+            "rbd",
+            "the pool of the volume's image",
+            |o, v| o.pool = v.name(),
+        ),
+        option(
+            "image",
+            Kind::CephName,
+            "the volume's name",
+            "the image; an existing fvol image is adopted (and rm then keeps it)",
+            |o, v| o.image = v.name(),
+        ),
+        option(
+            "size",
+            Kind::Size,
+            "none: required for a new image",
+            "size of a new image, at least 4K; must match an adopted image's size if given. \
+             `df` shows the image minus its metadata region (about 97 % of it)",
+            |o, v| o.size = v.bytes(),
+        ),
+        option(
+            "conf",
+            Kind::Path,
+            "$CEPH_CONF, else /etc/ceph/CLUSTER.conf",
+            "the ceph.conf that says how to reach the cluster",
+            |o, v| o.conf = v.path(),
+        ),
+        option(
+            "id",
+            Kind::CephName,
+            "admin",
+            "the cephx user (fvol or client.fvol)",
+            |o, v| o.id = v.name(),
+        ),
+        option(
+            "keyring",
+            Kind::Path,
+            "the conf's keyring",
+            "the user's keyring file (never the key itself)",
+            |o, v| o.keyring = v.path(),
+        ),
+        option(
+            "cluster",
+            Kind::CephName,
+            "ceph",
+            "the cluster name, the CLUSTER in the default paths",
+            |o, v| o.cluster = v.name(),
+        ),
+        option(
+            "inodes",
+            Kind::Count,
+            "what the metadata region holds",
+            "inode quota; also sizes a new image's metadata region",
+            |o, v| o.inodes = v.count(),
+        ),
+        option(
+            "uid",
+            Kind::Id,
+            "0",
+            "owner of the volume's root directory, set when the image is formatted",
+            |o, v| o.uid = v.id(),
+        ),
+        option(
+            "gid",
+            Kind::Id,
+            "0",
+            "group of the volume's root directory, set when the image is formatted",
+            |o, v| o.gid = v.id(),
+        ),
+        option(
+            "mode",
+            Kind::Mode,
+            "755",
+            "permissions of the volume's root directory, in octal, set when the image is \
+             formatted",
+            |o, v| o.mode = v.mode(),
+        ),
+    ];
+}
 
 /// Where a volume's image is.
 struct Target {
@@ -40,12 +144,62 @@ impl Target {
     }
 }
 
-fn err(e: RbdError) -> VolumeError {
-    VolumeError::Driver(e.to_string())
+/// What kind of failure a librados/librbd error is (see `ErrorClass`).
+fn class_of(e: &RbdError) -> ErrorClass {
+    let RbdError::Call { op, errno, .. } = e else {
+        // The client libraries are not installed: nothing works until they are.
+        return ErrorClass::Unavailable;
+    };
+    match *errno {
+        // No monitor or OSD answered in time, or the connection went away.
+        libc::ETIMEDOUT
+        | libc::ECONNREFUSED
+        | libc::ECONNRESET
+        | libc::ECONNABORTED
+        | libc::EHOSTUNREACH
+        | libc::ENETUNREACH
+        | libc::ENETDOWN
+        | libc::ENOTCONN
+        | libc::ESHUTDOWN
+        | libc::ENOSPC
+        | libc::EDQUOT => ErrorClass::Unavailable,
+        // A conf file that is missing or wrong, credentials the cluster refuses.
+        libc::ENOENT if op.starts_with("rados_conf") => ErrorClass::BadInput,
+        libc::EINVAL | libc::EACCES | libc::EPERM => ErrorClass::BadInput,
+        // A pool or image that does not exist.
+        libc::ENOENT => ErrorClass::NotFound,
+        libc::EEXIST | libc::EBUSY => ErrorClass::Conflict,
+        _ => ErrorClass::Internal,
+    }
 }
 
-fn connect(rec: &VolumeRecord, opts: &VolumeOptions) -> Result<Target, VolumeError> {
-    let r = &opts.rbd;
+fn err(e: RbdError) -> DriverError {
+    DriverError::failed(class_of(&e), e.to_string())
+}
+
+/// An error of the filesystem on the image: an I/O error of the device (a cluster that stopped
+/// answering is unavailable), an image that is not one fvol can use, or damage.
+fn image_err(what: impl std::fmt::Display, e: ImageError) -> DriverError {
+    let class = match &e {
+        ImageError::Format(FormatError::Io(io)) => match io.raw_os_error() {
+            Some(libc::ETIMEDOUT | libc::ESHUTDOWN | libc::ENOTCONN) => ErrorClass::Unavailable,
+            _ => ErrorClass::Internal,
+        },
+        ImageError::Format(
+            FormatError::NotFormatted
+            | FormatError::Foreign
+            | FormatError::TooNew(_)
+            | FormatError::TooOld(_),
+        ) => ErrorClass::Conflict,
+        ImageError::Format(FormatError::TooSmall(_)) => ErrorClass::BadInput,
+        ImageError::Format(FormatError::Corrupt(_)) | ImageError::Metadata(_) => {
+            ErrorClass::Internal
+        }
+    };
+    DriverError::failed(class, format!("{what}: {e}"))
+}
+
+fn connect(rec: &VolumeRecord, r: &RbdOptions) -> Result<Target, DriverError> {
     let config = ClusterConfig {
         conf: r.conf.clone(),
         id: r.id.clone(),
@@ -120,7 +274,7 @@ fn lock(
     ctx: &DriverContext,
     target: &Target,
     rec: &VolumeRecord,
-) -> Result<LockedDevice, VolumeError> {
+) -> Result<LockedDevice, DriverError> {
     let image = target.io.open_image(&target.image).map_err(err)?;
     let me = Identity::here(ctx);
     let cookie = me.cookie(std::process::id());
@@ -133,7 +287,7 @@ fn lock(
     }
     if let Err(e) = locked {
         return Err(match e.errno() {
-            Some(libc::EBUSY) | Some(libc::EEXIST) => VolumeError::Driver(format!(
+            Some(libc::EBUSY) | Some(libc::EEXIST) => DriverError::conflict(format!(
                 "{} is in use by {}; if that holder is dead, run: fvol break-lock {}",
                 target.describe(),
                 holders(&image),
@@ -147,24 +301,22 @@ fn lock(
 }
 
 impl Driver for RbdDriver {
-    fn name(&self) -> &'static str {
-        "rbd"
-    }
-
-    fn option_keys(&self) -> &'static [&'static str] {
-        &[
-            "pool", "image", "size", "conf", "id", "keyring", "cluster", "inodes", "uid", "gid",
-            "mode",
-        ]
-    }
+    type Options = RbdOptions;
+    const NAME: &'static str = "rbd";
+    const SUMMARY: &'static str = "a filesystem kept whole inside a Ceph RBD image, read and \
+        written through librbd, so the volume can move to another host (docs/rbd.md).";
 
     /// `size=` is the image's size; data may use its usable capacity.
-    fn size_limit(&self, opts: &VolumeOptions) -> Option<u64> {
+    fn size_limit(&self, opts: &RbdOptions) -> Option<u64> {
         opts.size
             .and_then(|size| crate::fs::image::fs::usable_capacity(size, opts.inodes))
     }
 
-    fn validate(&self, _ctx: &DriverContext, _opts: &VolumeOptions) -> Result<(), VolumeError> {
+    fn inode_limit(&self, opts: &RbdOptions) -> Option<u64> {
+        opts.inodes
+    }
+
+    fn validate(&self, _ctx: &DriverContext, _opts: &RbdOptions) -> Result<(), DriverError> {
         crate::sys::librbd::check_libraries().map_err(err)
     }
 
@@ -173,8 +325,8 @@ impl Driver for RbdDriver {
         &self,
         _ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<bool, VolumeError> {
+        opts: &RbdOptions,
+    ) -> Result<bool, DriverError> {
         let target = connect(rec, opts)?;
         Ok(!target.io.image_exists(&target.image).map_err(err)?)
     }
@@ -183,8 +335,8 @@ impl Driver for RbdDriver {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<Created, VolumeError> {
+        opts: &RbdOptions,
+    ) -> Result<Created, DriverError> {
         let target = connect(rec, opts)?;
         let usage = Usage {
             bytes: 0,
@@ -196,7 +348,7 @@ impl Driver for RbdDriver {
         // an image that appeared or vanished since must not be deleted or adopted by mistake.
         if exists == rec.owns_backing {
             let what = if exists { "created" } else { "removed" };
-            return Err(VolumeError::Driver(format!(
+            return Err(DriverError::conflict(format!(
                 "{} was {what} by someone else while this volume was being created; try again",
                 target.describe()
             )));
@@ -205,11 +357,10 @@ impl Driver for RbdDriver {
             // Adoption: the image must already be an fvol filesystem; it is never formatted.
             let device =
                 RbdDevice::new(target.io.open_image(&target.image).map_err(err)?).map_err(err)?;
-            check_superblock(&device).map_err(|e| {
-                VolumeError::Driver(format!("cannot adopt {}: {e}", target.describe()))
-            })?;
+            check_superblock(&device)
+                .map_err(|e| image_err(format!("cannot adopt {}", target.describe()), e.into()))?;
             if let Some(size) = opts.size.filter(|&s| s != device.size()) {
-                return Err(VolumeError::InvalidOption(format!(
+                return Err(DriverError::InvalidOption(format!(
                     "size={size} differs from the size of the existing {} ({} bytes); leave size= out to adopt it",
                     target.describe(),
                     device.size()
@@ -222,7 +373,7 @@ impl Driver for RbdDriver {
             });
         }
         let size = opts.size.ok_or_else(|| {
-            VolumeError::InvalidOption(format!(
+            DriverError::InvalidOption(format!(
                 "size= is required to create the new {} (for example -o size=10G)",
                 target.describe()
             ))
@@ -236,7 +387,7 @@ impl Driver for RbdDriver {
         let formatted = lock(ctx, &target, rec).and_then(|device| {
             let device: Arc<dyn BlockDevice> = Arc::new(device);
             ImageFs::format(device, root, opts.inodes)
-                .map_err(|e| VolumeError::Driver(e.to_string()))
+                .map_err(|e| image_err(format!("formatting {}", target.describe()), e))
         });
         if let Err(e) = formatted {
             let _ = target.io.remove_image(&target.image);
@@ -249,20 +400,25 @@ impl Driver for RbdDriver {
         })
     }
 
-    fn remove(&self, _ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), VolumeError> {
+    fn remove(
+        &self,
+        _ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+    ) -> Result<(), DriverError> {
         if !rec.owns_backing {
             return Ok(());
         }
-        let opts = crate::volume::options::parse_options("rbd", self.option_keys(), &rec.options)?;
-        let target = connect(rec, &opts)?;
+        let target = connect(rec, opts)?;
         match target.io.remove_image(&target.image) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
             // librbd refuses before deleting anything while the image has watchers.
-            Err(e) if e.errno() == Some(libc::EBUSY) => Err(VolumeError::InUse {
-                name: rec.name.clone(),
-                holders: format!("another client of {} (open elsewhere)", target.describe()),
-            }),
+            Err(e) if e.errno() == Some(libc::EBUSY) => Err(DriverError::InUse(format!(
+                "volume {} is in use by another client of {} (open elsewhere); unmount it first",
+                rec.name,
+                target.describe()
+            ))),
             Err(e) => Err(err(e)),
         }
     }
@@ -271,17 +427,16 @@ impl Driver for RbdDriver {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
+        opts: &RbdOptions,
         _stored: Usage,
-    ) -> Result<Activation, VolumeError> {
+    ) -> Result<Activation, DriverError> {
         let target = connect(rec, opts)?;
         let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
         let limits = Limits {
             bytes: None,
             inodes: opts.inodes,
         };
-        let fs = ImageFs::open(device, limits)
-            .map_err(|e| VolumeError::Driver(format!("{}: {e}", target.describe())))?;
+        let fs = ImageFs::open(device, limits).map_err(|e| image_err(target.describe(), e))?;
         let usage = crate::fs::VolumeFs::usage(&fs);
         Ok(Activation {
             fs: Arc::new(fs),
@@ -307,21 +462,20 @@ impl Driver for RbdDriver {
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<String, VolumeError> {
+        opts: &RbdOptions,
+    ) -> Result<String, DriverError> {
         let target = connect(rec, opts)?;
         let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
-        let report =
-            fsck(device).map_err(|e| VolumeError::Driver(format!("{}: {e}", target.describe())))?;
-        serde_json::to_string_pretty(&report).map_err(|e| VolumeError::Driver(e.to_string()))
+        let report = fsck(device).map_err(|e| image_err(target.describe(), e))?;
+        serde_json::to_string_pretty(&report).map_err(|e| DriverError::internal(e.to_string()))
     }
 
     fn break_lock(
         &self,
         _ctx: &DriverContext,
         rec: &VolumeRecord,
-        opts: &VolumeOptions,
-    ) -> Result<Vec<String>, VolumeError> {
+        opts: &RbdOptions,
+    ) -> Result<Vec<String>, DriverError> {
         let target = connect(rec, opts)?;
         let image = target.io.open_image(&target.image).map_err(err)?;
         let mut broken = Vec::new();
@@ -330,5 +484,59 @@ impl Driver for RbdDriver {
             broken.push(format!("{} ({}, {})", l.cookie, l.client, l.address));
         }
         Ok(broken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_consistent() {
+        super::super::options::assert_schema_consistent::<RbdOptions>();
+    }
+
+    #[test]
+    fn an_unreachable_cluster_is_unavailable_not_bad_input() {
+        let call = |op, errno| RbdError::Call {
+            op,
+            target: "cluster ceph".into(),
+            errno,
+        };
+        let cases = [
+            (
+                call("rados_connect", libc::ETIMEDOUT),
+                ErrorClass::Unavailable,
+            ),
+            (
+                call("rados_connect", libc::ECONNREFUSED),
+                ErrorClass::Unavailable,
+            ),
+            (
+                call("rbd_create4", libc::ETIMEDOUT),
+                ErrorClass::Unavailable,
+            ),
+            (
+                call("rados_conf_read_file", libc::ENOENT),
+                ErrorClass::BadInput,
+            ),
+            (call("rados_connect", libc::EACCES), ErrorClass::BadInput),
+            (
+                call("rados_ioctx_create", libc::ENOENT),
+                ErrorClass::NotFound,
+            ),
+            (call("rbd_open", libc::ENOENT), ErrorClass::NotFound),
+            (call("rbd_create4", libc::EEXIST), ErrorClass::Conflict),
+            (call("rbd_read", libc::EIO), ErrorClass::Internal),
+        ];
+        for (e, class) in cases {
+            assert_eq!(err(e.clone()).class(), class, "{e}");
+        }
+        let missing = RbdError::LibraryMissing {
+            library: "librbd.so.1",
+            package: "librbd1",
+            reason: "not found".into(),
+        };
+        assert_eq!(err(missing).class(), ErrorClass::Unavailable);
     }
 }

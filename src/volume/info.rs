@@ -1,0 +1,46 @@
+//! What `inspect`, `ls --format json` and the plugin's `Get` show of a volume.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// What `inspect`, `ls --format json` and the plugin's `Get` show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: PathBuf,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub scope: String,
+    pub status: VolumeStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeStatus {
+    pub size_limit: Option<u64>,
+    pub used_bytes: u64,
+    pub inode_limit: Option<u64>,
+    pub used_inodes: u64,
+    pub mounted: bool,
+    /// The reference ids (see `refs::RefId`).
+    pub mount_refs: Vec<String>,
+    /// Each reference with when it was taken, so a stale one can be told apart.
+    #[serde(default)]
+    pub references: Vec<ReferenceInfo>,
+}
+
+/// One mount reference as `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReferenceInfo {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
+}
