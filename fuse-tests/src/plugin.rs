@@ -71,13 +71,15 @@ impl PluginClient {
         response.json()
     }
 
-    /// POSTs and expects 500 with `{"Err": "..."}` (and nothing else); returns the message.
-    pub fn err(&self, route: &str, body: &str) -> String {
-        self.err_with_status(route, body, 500)
+    /// POSTs and expects `status` with `{"Err": "..."}` (and nothing else); returns the
+    /// message. The status is the error's class, as on the CLI's API: 400 bad input, 404 not
+    /// found, 409 conflict, 503 backend unavailable, 500 internal.
+    pub fn err(&self, route: &str, body: &str, status: u16) -> String {
+        self.err_with_status(route, body, status)
     }
 
-    /// POSTs and expects 400 with `{"Err": "..."}`: a request body the daemon refused to read
-    /// (not JSON, or not of the endpoint's shape); returns the message.
+    /// POSTs and expects 400 with `{"Err": "..."}`: a request the daemon refused (a body that
+    /// is not JSON or not of the endpoint's shape, or bad values); returns the message.
     pub fn bad_request(&self, route: &str, body: &str) -> String {
         self.err_with_status(route, body, 400)
     }

@@ -79,7 +79,7 @@ fn every_endpoint_answers_in_the_protocols_shape() {
     );
     assert_eq!(c.ok(LIST, "{}"), json!({"Volumes": []}));
     // Docker calls Get before Create: an error.
-    assert_eq!(c.err(GET, r#"{"Name":"v1"}"#), "no such volume: v1");
+    assert_eq!(c.err(GET, r#"{"Name":"v1"}"#, 404), "no such volume: v1");
     assert_eq!(c.ok(CREATE, r#"{"Name":"v1","Opts":null}"#), json!({}));
 
     let mp = mountpoint(&p, "v1");
@@ -124,10 +124,13 @@ fn every_endpoint_answers_in_the_protocols_shape() {
     assert_eq!(c.ok(UNMOUNT, &mount_body("v1", &id)), json!({}));
     assert!(!mounted(&p, "v1"));
     assert_eq!(c.ok(REMOVE, r#"{"Name":"v1"}"#), json!({}));
-    assert_eq!(c.err(GET, r#"{"Name":"v1"}"#), "no such volume: v1");
-    assert_eq!(c.err(PATH, r#"{"Name":"v1"}"#), "no such volume: v1");
-    assert_eq!(c.err(REMOVE, r#"{"Name":"v1"}"#), "no such volume: v1");
-    assert_eq!(c.err(MOUNT, &mount_body("v1", &id)), "no such volume: v1");
+    assert_eq!(c.err(GET, r#"{"Name":"v1"}"#, 404), "no such volume: v1");
+    assert_eq!(c.err(PATH, r#"{"Name":"v1"}"#, 404), "no such volume: v1");
+    assert_eq!(c.err(REMOVE, r#"{"Name":"v1"}"#, 404), "no such volume: v1");
+    assert_eq!(
+        c.err(MOUNT, &mount_body("v1", &id), 404),
+        "no such volume: v1"
+    );
     assert!(!p.daemon.root().join("volumes/v1").exists());
 }
 
@@ -208,15 +211,16 @@ fn create_validates_options_like_the_cli() {
     let other_size = c.err(
         CREATE,
         &create("scratch", json!({"driver": "tmpfs", "size": "9M"})),
+        409,
     );
     assert!(other_size.contains("already exists"), "{other_size}");
-    let other_driver = c.err(CREATE, &create("scratch", json!({"size": "8M"})));
+    let other_driver = c.err(CREATE, &create("scratch", json!({"size": "8M"})), 409);
     assert!(
         other_driver.contains("already exists with driver tmpfs"),
         "{other_driver}"
     );
     // The same values the CLI takes; the same errors, naming the valid choices.
-    let bogus = c.err(CREATE, &create("bad", json!({"bogus": "1"})));
+    let bogus = c.err(CREATE, &create("bad", json!({"bogus": "1"})), 400);
     assert!(
         bogus.contains("unknown option \"bogus\" for driver local")
             && bogus.contains("valid options are: size, inodes, uid, gid, mode, mount")
@@ -226,17 +230,18 @@ fn create_validates_options_like_the_cli() {
     let tmpfs_mount = c.err(
         CREATE,
         &create("bad", json!({"driver": "tmpfs", "mount": "/srv"})),
+        400,
     );
     assert!(
         tmpfs_mount.contains("valid options are: size, inodes, uid, gid, mode"),
         "{tmpfs_mount}"
     );
-    let nfs = c.err(CREATE, &create("bad", json!({"driver": "nfs"})));
+    let nfs = c.err(CREATE, &create("bad", json!({"driver": "nfs"})), 400);
     assert!(
         nfs.contains("unknown driver \"nfs\": valid drivers are local, tmpfs, rbd"),
         "{nfs}"
     );
-    let size = c.err(CREATE, &create("bad", json!({"size": "lots"})));
+    let size = c.err(CREATE, &create("bad", json!({"size": "lots"})), 400);
     assert!(size.contains("invalid size \"lots\""), "{size}");
     let cli = d.cli(["create", "-o", "size=lots", "bad"]);
     assert!(
@@ -244,7 +249,7 @@ fn create_validates_options_like_the_cli() {
         "the CLI says it differently: {}",
         stderr_of(&cli)
     );
-    let name = c.err(CREATE, &create("-x", json!(null)));
+    let name = c.err(CREATE, &create("-x", json!(null)), 400);
     assert!(name.contains("invalid volume name \"-x\""), "{name}");
     let names: Vec<String> = d.cli_ok(["ls", "-q"]).lines().map(str::to_owned).collect();
     assert_eq!(
@@ -316,7 +321,7 @@ fn docker_sends_one_id_per_container() {
     assert!(!mounted(&p, "dv"));
     assert_eq!(c.ok(PATH, r#"{"Name":"dv"}"#), json!({"Mountpoint": ""}));
     // Mount and Unmount need an ID.
-    let missing = c.err(MOUNT, r#"{"Name":"dv"}"#);
+    let missing = c.err(MOUNT, r#"{"Name":"dv"}"#, 400);
     assert!(missing.contains("no mount ID"), "{missing}");
     assert!(!mounted(&p, "dv"));
 }
@@ -341,7 +346,7 @@ fn cli_and_plugin_references_share_one_set() {
         "{}",
         stderr_of(&out)
     );
-    let err = c.err(REMOVE, r#"{"Name":"both"}"#);
+    let err = c.err(REMOVE, r#"{"Name":"both"}"#, 409);
     assert!(err.contains("in use by cli"), "{err}");
     c.ok(UNMOUNT, &mount_body("both", &id));
     assert!(mounted(&p, "both"), "the CLI reference still holds it");
@@ -638,4 +643,47 @@ fn plugin_references_whose_holder_is_gone_are_released() {
     assert!(!mounted(&p, "live"));
     // The CLI reference is never released by itself.
     assert!(mounted(&p, "cli-held"));
+}
+
+/// A Ceph cluster that does not answer is a backend outage: both sockets answer 503 (the CLI's
+/// API, and the plugin with the same status), not a mistake in the request (400). The monitor
+/// address is a loopback listener that accepts connections and never says a word; librados
+/// gives up after the driver's connect timeout (30 s).
+#[test]
+fn a_cluster_that_does_not_answer_is_503_on_both_sockets() {
+    if !fuse_or_skip("a_cluster_that_does_not_answer_is_503_on_both_sockets") {
+        return;
+    }
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepted connections are kept open, unanswered, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let p = start();
+    let conf = p.daemon.scratch_dir("silent-ceph").join("ceph.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nmon_host = 127.0.0.1:{port}\nauth_cluster_required = none\n\
+             auth_service_required = none\nauth_client_required = none\n"
+        ),
+    )
+    .unwrap();
+    let options = json!({"driver": "rbd", "conf": conf, "size": "64M"});
+    let body = json!({"Name": "db", "Opts": options}).to_string();
+    let message = p.client.err(CREATE, &body, 503);
+    assert!(message.contains("timed out"), "{message}");
+
+    let api = PluginClient::new(p.daemon.root().join("fvol.sock"));
+    let options = json!({"conf": conf, "size": "64M"});
+    let body = json!({"name": "db2", "driver": "rbd", "options": options}).to_string();
+    let response = api.post("/v1/create", &body);
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response.body.contains("timed out"), "{response:?}");
+    // Nothing was created.
+    assert_eq!(p.daemon.cli_ok(["ls", "-q"]), "");
 }

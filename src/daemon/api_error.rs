@@ -67,10 +67,24 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::DriverError;
     use crate::store::StoreError;
 
     #[test]
-    fn statuses_follow_the_kind_of_error() {
+    fn each_class_has_one_status() {
+        for (class, status) in [
+            (ErrorClass::BadInput, 400),
+            (ErrorClass::NotFound, 404),
+            (ErrorClass::Conflict, 409),
+            (ErrorClass::Unavailable, 503),
+            (ErrorClass::Internal, 500),
+        ] {
+            assert_eq!(status_for(class).as_u16(), status, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_class_of_error() {
         let cases = [
             (VolumeError::NotFound("v".into()), 404),
             (
@@ -109,6 +123,54 @@ mod tests {
                 500,
             ),
             (VolumeError::Store(StoreError::Db("broken".into())), 500),
+            (
+                VolumeError::Mounted {
+                    name: "v".into(),
+                    holders: "cli".into(),
+                    what: "fsck it",
+                },
+                409,
+            ),
+            (
+                VolumeError::NoSuchReference {
+                    name: "v".into(),
+                    given: "cli".into(),
+                    held: "plugin:a".into(),
+                },
+                404,
+            ),
+            (VolumeError::InvalidReference("x".into()), 400),
+            // Driver errors carry their class.
+            (DriverError::InvalidOption("size=0".into()).into(), 400),
+            (
+                DriverError::UnknownOption {
+                    driver: "local",
+                    key: "x".into(),
+                    valid: vec!["size"],
+                }
+                .into(),
+                400,
+            ),
+            (DriverError::InUse("image rbd/v is open".into()).into(), 409),
+            (DriverError::conflict("created by someone else").into(), 409),
+            (
+                DriverError::failed(ErrorClass::NotFound, "pool ssd").into(),
+                404,
+            ),
+            // A Ceph outage: the cluster does not answer.
+            (
+                DriverError::unavailable("rados_connect: Connection timed out").into(),
+                503,
+            ),
+            (DriverError::internal("measuring").into(), 500),
+            // An unfinished removal has the class of what stopped it.
+            (
+                VolumeError::RemovalUnfinished {
+                    name: "v".into(),
+                    source: Box::new(DriverError::unavailable("timed out").into()),
+                },
+                503,
+            ),
         ];
         for (err, status) in cases {
             assert_eq!(status_for(err.class()).as_u16(), status, "{err}");

@@ -370,6 +370,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backend_that_does_not_answer_is_503() {
+        let server = TestServer::start();
+        let response = post_raw(&server, routes::CREATE, r#"{"name":"offline"}"#).await;
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error_of(&response).contains("timed out"));
+    }
+
+    #[tokio::test]
     async fn mount_references_name_the_target() {
         let server = TestServer::start();
         let plain = post_raw(&server, routes::MOUNT, r#"{"name":"data"}"#).await;

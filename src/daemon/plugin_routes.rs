@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
 
+use super::api_error::status_for;
 use super::api_routes::VolumeService;
 use super::request_body::{BodyError, read_json};
 use crate::api::Empty;
@@ -66,8 +67,9 @@ impl<T: Serialize> IntoResponse for Reply<T> {
     }
 }
 
-/// An error answer: `{"Err": message}` (Docker shows the message verbatim, whatever the
-/// status), with 500 as the protocol has it, or a 4xx for a request body that was refused.
+/// An error answer: `{"Err": message}`, with the status of the error's class, as the CLI's API
+/// answers it (`api_error::status_for`). Docker and Pouch treat every status but 200 alike and
+/// show the message verbatim.
 #[derive(Debug)]
 pub struct PluginError {
     pub status: StatusCode,
@@ -75,7 +77,7 @@ pub struct PluginError {
 }
 
 impl PluginError {
-    /// A 500, as the protocol answers every failure.
+    /// A 500: a failure of the daemon itself.
     fn new(message: String) -> PluginError {
         PluginError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,10 +117,11 @@ fn plugin_error(err: VolumeError) -> PluginError {
         ),
         _ => err.to_string(),
     };
-    if err.class() == crate::model::ErrorClass::Internal {
+    let status = status_for(err.class());
+    if status.is_server_error() {
         log::error!("plugin: {message}");
     }
-    PluginError::new(message)
+    PluginError { status, message }
 }
 
 type PluginResult<T> = Result<Reply<T>, PluginError>;
@@ -324,10 +327,6 @@ mod tests {
         json
     }
 
-    async fn err(server: &TestServer, route: &str, body: &'static str) -> String {
-        err_with(server, route, body, StatusCode::INTERNAL_SERVER_ERROR).await
-    }
-
     async fn err_with(
         server: &TestServer,
         route: &str,
@@ -407,19 +406,34 @@ mod tests {
             server.volumes.calls(),
             ["mount data plugin:abc", "unmount data plugin:abc"]
         );
-        let missing = err(&server, routes::MOUNT, r#"{"Name":"data"}"#).await;
+        let bad = StatusCode::BAD_REQUEST;
+        let missing = err_with(&server, routes::MOUNT, r#"{"Name":"data"}"#, bad).await;
         assert!(missing.contains("no mount ID"), "{missing}");
-        let control = err(&server, routes::UNMOUNT, r#"{"Name":"data","ID":"a\nb"}"#).await;
+        let body = r#"{"Name":"data","ID":"a\nb"}"#;
+        let control = err_with(&server, routes::UNMOUNT, body, bad).await;
         assert!(control.contains("invalid mount ID"), "{control}");
     }
 
     #[tokio::test]
-    async fn errors_are_500_with_err() {
+    async fn errors_have_the_status_of_their_class() {
         let server = TestServer::start_plugin();
-        let gone = err(&server, routes::GET, r#"{"Name":"gone"}"#).await;
-        assert_eq!(gone, "no such volume: gone");
-        let busy = err(&server, routes::CREATE, r#"{"Name":"busy"}"#).await;
-        assert!(busy.contains("in use"), "{busy}");
+        let gone = err_with(
+            &server,
+            routes::GET,
+            r#"{"Name":"gone"}"#,
+            StatusCode::NOT_FOUND,
+        );
+        assert_eq!(gone.await, "no such volume: gone");
+        let busy = err_with(
+            &server,
+            routes::CREATE,
+            r#"{"Name":"busy"}"#,
+            StatusCode::CONFLICT,
+        );
+        assert!(busy.await.contains("in use"));
+        let outage = StatusCode::SERVICE_UNAVAILABLE;
+        let offline = err_with(&server, routes::CREATE, r#"{"Name":"offline"}"#, outage);
+        assert!(offline.await.contains("timed out"));
     }
 
     #[tokio::test]

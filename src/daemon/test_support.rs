@@ -37,8 +37,8 @@ pub fn sample_volume(name: &str) -> VolumeInfo {
     }
 }
 
-/// Knows the volumes `data`, `old` and `live` (mounted); `busy` is always in use. Records
-/// creates, mounts and unmounts.
+/// Knows the volumes `data`, `old` and `live` (mounted); `busy` is always in use, and the
+/// backend of `offline` does not answer. Records creates, mounts and unmounts.
 #[derive(Default)]
 pub struct FakeVolumes {
     calls: Mutex<Vec<String>>,
@@ -75,6 +75,12 @@ impl VolumeService for FakeVolumes {
                 name,
                 holders: "cli".to_owned(),
             });
+        }
+        if name == "offline" {
+            return Err(crate::driver::DriverError::unavailable(
+                "rados_connect on cluster ceph failed: Connection timed out (os error 110)",
+            )
+            .into());
         }
         let mut info = sample_volume(&name);
         info.options = req.options;
