@@ -12,7 +12,7 @@
 //!   leaks neither a process nor a mount.
 //!
 //! The binary is `$FVOL_BIN`, or `<workspace>/target/release/fvol`.
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 /// The daemon's stderr, appended to across restarts.
 pub const LOG_FILE: &str = "daemon.log";
+/// The configuration file of a `TestRoot`, beside its root (see `TestRoot::config`).
+const CONFIG_FILE: &str = "fvol.toml";
 /// Lines of the daemon's log a failing test prints.
 const SHOWN_LOG_LINES: usize = 400;
 
@@ -80,6 +82,7 @@ impl TestRoot {
             .expect("tempdir");
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("scratch")).unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "").unwrap();
         TestRoot {
             inner: Arc::new(RootDir {
                 dir,
@@ -112,6 +115,30 @@ impl TestRoot {
 
     pub fn catalog(&self) -> PathBuf {
         self.root().join("fvol.redb")
+    }
+
+    /// The configuration file daemons on this root read (empty unless a test writes it): the
+    /// fixtures pass it with `--config` unless the test gives its own, so that no test reads
+    /// the host's /etc/fvol/fvol.toml.
+    pub fn config(&self) -> PathBuf {
+        self.base().join(CONFIG_FILE)
+    }
+
+    /// `args` with `--config config()` added unless they name a configuration file already.
+    pub fn daemon_args<I, S>(&self, args: I) -> Vec<OsString>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let names_config = args
+            .iter()
+            .any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
+        if !names_config {
+            args.push("--config".into());
+            args.push(self.config().into());
+        }
+        args
     }
 
     /// The daemon's log so far (empty if it never ran).
@@ -176,7 +203,7 @@ impl TestRoot {
     {
         let mut child = self
             .command(["daemon"])
-            .args(args)
+            .args(self.daemon_args(args))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -230,7 +257,7 @@ impl TestDaemon {
         S: AsRef<OsStr>,
     {
         let mut cmd = root.command(["daemon"]);
-        cmd.args(args);
+        cmd.args(root.daemon_args(args));
         TestDaemon::spawn(root, cmd)
     }
 
@@ -253,7 +280,7 @@ impl TestDaemon {
             .arg("--root")
             .arg(root.root())
             .arg("daemon")
-            .args(args)
+            .args(root.daemon_args(args))
             .env_remove("FVOL_ROOT")
             .stdin(Stdio::null());
         TestDaemon::spawn(root, cmd)
@@ -262,7 +289,8 @@ impl TestDaemon {
     /// Starts a daemon (without the Docker plugin) with these extra environment variables
     /// (such as the test-only crash point `FVOL_FAULT`).
     pub fn start_with_env(root: &TestRoot, env: &[(&str, &str)]) -> TestDaemon {
-        let mut cmd = root.command(["daemon", "--no-plugin"]);
+        let mut cmd = root.command(["daemon"]);
+        cmd.args(root.daemon_args(["--no-plugin"]));
         cmd.envs(env.iter().copied());
         TestDaemon::spawn(root, cmd)
     }

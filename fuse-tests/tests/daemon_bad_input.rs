@@ -555,3 +555,162 @@ fn corrupt_catalog_is_refused_and_never_recreated() {
     assert_eq!(d.cli_ok(["ls", "-q"]), "vol1\n");
     assert_eq!(d.inspect("vol1")["Status"]["Mounted"], true);
 }
+
+/// A bad configuration file stops the daemon before it changes anything, with one line naming
+/// the problem and the valid choices; an existing volume and its catalog stay as they were, and
+/// a good file works again afterwards.
+#[test]
+fn bad_configuration_files_are_refused() {
+    if !fuse_or_skip("bad_configuration_files_are_refused") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=8M", "t1"]);
+    let before = snapshot(&d);
+    assert!(d.stop().success());
+    let catalog = std::fs::read(root.catalog()).unwrap();
+    let dir = root.scratch_dir("etc-fvol");
+    let config = dir.join("fvol.toml");
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let refused_start = |what: &str, path: &Path, needles: &[&str]| {
+        let out = root.run_daemon_to_exit_with_args([
+            Path::new("--no-plugin"),
+            Path::new("--config"),
+            path,
+        ]);
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{what}: the daemon started\n{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: expected one line:\n{err}");
+        assert!(lines[0].starts_with("fvol daemon: "), "{what}: {err}");
+        for needle in needles {
+            assert!(
+                lines[0].contains(needle),
+                "{what}: should name {needle:?}: {err}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(root.catalog()).unwrap(),
+            catalog,
+            "{what}: the catalog changed"
+        );
+        assert!(!root.root().join("fvol.sock").exists(), "{what}: it served");
+    };
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown section",
+            "[ceph]\nconf = \"/etc/ceph/ceph.conf\"\n",
+            &[
+                "unknown section [ceph]",
+                "[daemon], [local], [tmpfs], [rbd]",
+            ],
+        ),
+        (
+            "unknown driver option",
+            "[rbd]\npol = \"rbd\"\n",
+            &[
+                "[rbd] pol",
+                "unknown option \"pol\"",
+                "valid options are: pool, image",
+            ],
+        ),
+        (
+            "unknown daemon key",
+            "[daemon]\nlinger = 5\n",
+            &[
+                "unknown key \"linger\" in [daemon]",
+                "stale_ref_grace, tmpfs_linger",
+            ],
+        ),
+        (
+            "bad size",
+            "[tmpfs]\nsize = \"lots\"\n",
+            &["[tmpfs] size", "invalid size \"lots\""],
+        ),
+        (
+            "relative conf",
+            "[rbd]\nconf = \"ceph.conf\"\n",
+            &["conf=\"ceph.conf\" is not valid", "absolute"],
+        ),
+        (
+            "bad daemon value",
+            "[daemon]\ntmpfs_linger = 99999\n",
+            &["tmpfs_linger = 99999", "from 0 to 3600"],
+        ),
+        (
+            "a per-volume option",
+            "[rbd]\nimage = \"shared\"\n",
+            &["image=", "cannot have a default"],
+        ),
+        ("not TOML", "[rbd\n", &["not valid TOML"]),
+    ];
+    for (what, text, needles) in cases {
+        std::fs::write(&config, text).unwrap();
+        set_mode(&config, 0o644);
+        let mut needles = needles.to_vec();
+        let shown = config.display().to_string();
+        needles.push(&shown);
+        refused_start(what, &config, &needles);
+    }
+
+    // On a new root, nothing is made: the file is checked before the root is created.
+    let fresh = TestRoot::new();
+    std::fs::remove_dir(fresh.root()).unwrap();
+    let out = fresh.run_daemon_to_exit_with_args([
+        Path::new("--no-plugin"),
+        Path::new("--config"),
+        &config,
+    ]);
+    assert!(!out.status.success());
+    assert!(!fresh.root().exists(), "a refused start created the root");
+
+    // Only root may have written the file: refused when others may write it or its
+    // directory, or when someone else owns it.
+    std::fs::write(&config, "[tmpfs]\nsize = \"16M\"\n").unwrap();
+    set_mode(&config, 0o666);
+    refused_start(
+        "a file others may write",
+        &config,
+        &["refusing to read the configuration file", "mode 0666"],
+    );
+    set_mode(&config, 0o644);
+    std::os::unix::fs::chown(&config, Some(65534), None).unwrap();
+    refused_start(
+        "a file nobody owns",
+        &config,
+        &["owned by uid 65534, not root"],
+    );
+    std::os::unix::fs::chown(&config, Some(0), None).unwrap();
+    set_mode(&dir, 0o777);
+    refused_start(
+        "a directory others may write",
+        &config,
+        &["refusing to read the configuration file in", "mode 0777"],
+    );
+    set_mode(&dir, 0o755);
+    let link = dir.join("link.toml");
+    std::os::unix::fs::symlink(&config, &link).unwrap();
+    refused_start("a symlink", &link, &["is a symlink"]);
+    // A file named with --config must exist (the default one may be missing).
+    refused_start(
+        "a missing file",
+        &dir.join("none.toml"),
+        &["none.toml", "No such file"],
+    );
+
+    // The good file: the daemon starts, and the volume is as it was.
+    let d = TestDaemon::start_with_args(
+        &root,
+        [Path::new("--no-plugin"), Path::new("--config"), &config],
+    );
+    // (A start and stop rewrites the catalog file itself; what it holds is the same.)
+    let after = snapshot(&d);
+    assert_eq!(
+        (after.names, after.volumes_json, after.volume_dirs),
+        (before.names, before.volumes_json, before.volume_dirs)
+    );
+}

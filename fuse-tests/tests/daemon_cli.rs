@@ -569,3 +569,62 @@ fn uid_gid_mode_set_the_volume_root() {
     assert_eq!(root_stat(&mp), (42, 0, 0o700));
     assert_eq!(root_stat(&dir), (42, 0, 0o700));
 }
+
+/// The configuration file's driver sections give defaults for new volumes (`-o` wins), each
+/// volume stores the options it was created with, and a later change of the file leaves
+/// existing volumes as they were. Flags win over `[daemon]`.
+#[test]
+fn configuration_defaults_fill_in_options_and_are_kept_with_each_volume() {
+    if !fuse_or_skip("configuration_defaults_fill_in_options_and_are_kept_with_each_volume") {
+        return;
+    }
+    let root = fuse_tests::daemon::TestRoot::new();
+    std::fs::write(
+        root.config(),
+        "[daemon]\ntmpfs_linger = 0\nstale_ref_grace = 120\n\n\
+         [tmpfs]\nsize = \"8M\"\nmode = \"700\"\n\n[local]\ninodes = 500\n",
+    )
+    .unwrap();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "-d", "tmpfs", "t-default"]);
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=16M", "t-given"]);
+    d.cli_ok(["create", "l-default"]);
+    let options = |d: &TestDaemon, name: &str| d.inspect(name)["Options"].clone();
+    assert_eq!(
+        options(&d, "t-default"),
+        json!({"size": "8M", "mode": "700"})
+    );
+    assert_eq!(
+        options(&d, "t-given"),
+        json!({"size": "16M", "mode": "700"})
+    );
+    assert_eq!(options(&d, "l-default"), json!({"inodes": "500"}));
+    assert_eq!(d.inspect("t-default")["Status"]["SizeLimit"], 8 * MIB);
+    assert_eq!(d.inspect("l-default")["Status"]["InodeLimit"], 500);
+    let mnt = d.mount("t-default");
+    assert_eq!(df_size(&mnt), 8 * MIB);
+    assert_eq!(std::fs::metadata(&mnt).unwrap().mode() & 0o7777, 0o700);
+    d.cli_ok(["unmount", "t-default"]);
+    // The same create again is the same volume; other options are a conflict, as ever.
+    d.cli_ok(["create", "-d", "tmpfs", "t-default"]);
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=8M", "t-default"]);
+    assert!(
+        !d.cli(["create", "-d", "tmpfs", "-o", "size=9M", "t-default"])
+            .status
+            .success()
+    );
+    assert!(d.stop().success());
+
+    // New defaults apply to new volumes only.
+    std::fs::write(root.config(), "[tmpfs]\nsize = \"32M\"\n").unwrap();
+    let d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "-d", "tmpfs", "t-new"]);
+    assert_eq!(options(&d, "t-new"), json!({"size": "32M"}));
+    assert_eq!(
+        options(&d, "t-default"),
+        json!({"size": "8M", "mode": "700"})
+    );
+    let mnt = d.mount("t-default");
+    assert_eq!(df_size(&mnt), 8 * MIB);
+    d.cli_ok(["unmount", "t-default"]);
+}

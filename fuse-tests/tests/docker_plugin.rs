@@ -15,6 +15,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fuse_tests::ceph::{POOL, TestCluster};
 use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, is_mountpoint, stderr_of};
 use fuse_tests::docker::{DockerDaemon, IMAGE, wait_until};
 use serde_json::{Value, json};
@@ -178,7 +179,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 12] = [
+    let steps: [(&str, Step); 13] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -200,6 +201,10 @@ fn docker_volume_plugin_end_to_end() {
         (
             "tmpfs volume filled from the image",
             tmpfs_volume_filled_from_the_image,
+        ),
+        (
+            "rbd volume with the cluster from the configuration file",
+            rbd_volume_from_the_configuration_file,
         ),
         (
             "dockerd killed under running containers",
@@ -648,6 +653,76 @@ fn remove(env: &mut Env) {
     assert!(listed.trim().is_empty(), "{listed}");
     let err = d.docker_err(["volume", "rm", "plain"]);
     assert!(err.contains("no such volume"), "{err}");
+}
+
+/// rbd through Docker: the fvol daemon's configuration file (`--config`, the test root's
+/// `fvol.toml`) names the cluster in `[rbd]`, so a Docker user gives only the driver and a
+/// size. The volume keeps the effective options, and its data lives in the cluster's image.
+fn rbd_volume_from_the_configuration_file(env: &mut Env) {
+    // A private cluster for this step alone (about 30 s to start).
+    let ceph = TestCluster::start();
+    let conf = ceph.conf();
+    std::fs::write(
+        env.root.config(),
+        format!("[rbd]\nconf = \"{}\"\n", conf.display()),
+    )
+    .unwrap();
+    restart_fvol(env, Duration::from_secs(10));
+    let d = &env.docker;
+    assert_eq!(
+        d.docker_ok([
+            "volume",
+            "create",
+            "-d",
+            &env.plugin.driver,
+            "-o",
+            "driver=rbd",
+            "-o",
+            "size=64M",
+            "db",
+        ]),
+        "db\n"
+    );
+    let info = env.fvol.inspect("db");
+    assert_eq!(info["Driver"], "rbd");
+    assert_eq!(info["Options"], json!({"conf": conf, "size": "64M"}));
+    let io = ceph.connect().io_ctx(POOL).unwrap();
+    assert!(io.image_exists("db").unwrap(), "no image db in pool {POOL}");
+
+    let written = env.run(
+        "db",
+        "dd if=/dev/urandom of=/data/blob bs=64k count=32 2>/dev/null && sync && \
+         md5sum /data/blob",
+    );
+    // Another container, after the first one's Unmount released the image.
+    let read = env.run("db", "md5sum /data/blob; df -k /data");
+    let mut lines = read.lines();
+    assert_eq!(lines.next(), written.lines().next(), "{read}");
+    let df = lines
+        .find(|l| l.ends_with(" /data"))
+        .unwrap_or_else(|| panic!("{read}"));
+    let size_kib: u64 = df.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let limit = status(&d.inspect_volume("db"))["SizeLimit"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(size_kib * 1024, limit, "{df}");
+    assert!(limit < 64 * MIB && limit > 56 * MIB, "{limit}");
+
+    let inspected = d.inspect_volume("db");
+    let s = status(&inspected);
+    assert_eq!(s["Driver"], "rbd");
+    assert_eq!(s["Options"], json!({"conf": conf, "size": "64M"}));
+    assert!(s["UsedBytes"].as_u64().unwrap() >= 2 * MIB, "{s}");
+    assert_eq!(s["Mounted"], false);
+
+    d.docker_ok(["volume", "rm", "db"]);
+    assert!(!env.fvol_names().contains("db"));
+    assert!(
+        !io.image_exists("db").unwrap(),
+        "image db left in the cluster"
+    );
+    // The cluster goes with this step; so does the configuration that names it.
+    std::fs::write(env.root.config(), "").unwrap();
 }
 
 /// After `kill -9` of dockerd and a restart, its dead containers never send their Unmounts:

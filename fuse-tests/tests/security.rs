@@ -87,7 +87,8 @@ fn a_root_users_could_replace_is_refused() {
     let mut daemon = Command::new(fuse_tests::daemon::fvol_bin())
         .arg("--root")
         .arg(user_dir.join("fvol"))
-        .args(["daemon", "--no-plugin"])
+        .arg("daemon")
+        .args(root.daemon_args(["--no-plugin"]))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

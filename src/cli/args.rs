@@ -62,7 +62,20 @@ Docker volume plugin:
     docker volume create -d fvol -o size=1G data
     docker run -v data:/data IMAGE
   Two daemons on one host need distinct plugin sockets (or --no-plugin on all but one).
-  Stopping the daemon removes its plugin socket and spec file.";
+  Stopping the daemon removes its plugin socket and spec file.
+
+Configuration file (/etc/fvol/fvol.toml, or --config FILE; root's, not writable by others):
+  [daemon]                          # flags override these
+  stale_ref_grace = 60
+  tmpfs_linger = 10
+  [rbd]                             # defaults for new rbd volumes' options
+  conf = \"/etc/ceph/ceph.conf\"
+  pool = \"rbd\"
+  size = \"10G\"
+  A section per driver ([local], [tmpfs], [rbd]) takes that driver's options (see
+  `fvol create --help`), except mount= and image=. An unknown section or key, or a bad
+  value, stops the daemon with an error naming it. A volume keeps the options it was created
+  with (defaults included, as `fvol inspect` shows them) when the file changes.";
 
 /// `fvol daemon` flags.
 #[derive(Debug, Default, Args)]
@@ -86,15 +99,21 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub no_plugin: bool,
     /// Release a plugin reference by itself once it is this old and no container's mount
-    /// namespace holds its volume any more (its holder is gone)
-    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+    /// namespace holds its volume any more (its holder is gone) [default: [daemon]
+    /// stale_ref_grace of the configuration file, else 60]
+    #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub stale_ref_grace: u64,
+    pub stale_ref_grace: Option<u64>,
     /// Keep a tmpfs volume's data this long after its last Docker/Pouch Unmount, for the
     /// Mount that follows Docker's copy-up of image data into a new volume (0: drop at once)
-    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+    /// [default: [daemon] tmpfs_linger of the configuration file, else 10]
+    #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
-    pub tmpfs_linger: u64,
+    pub tmpfs_linger: Option<u64>,
+    /// The configuration file: defaults for each driver's options, and daemon settings; it
+    /// must exist when given [default: /etc/fvol/fvol.toml, if it exists]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// The commands served by the daemon.

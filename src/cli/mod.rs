@@ -55,11 +55,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What the daemon flags ask for, with paths made absolute against our working directory.
+/// What the daemon flags and the configuration file ask for (a flag wins), with paths made
+/// absolute against our working directory. Checked before the daemon changes anything.
 fn daemon_settings(root: &Path, args: DaemonArgs) -> Result<crate::daemon::Settings, String> {
+    let config_path = args
+        .config
+        .as_deref()
+        .map(|p| {
+            std::path::absolute(p).map_err(|e| format!("invalid --config {}: {e}", p.display()))
+        })
+        .transpose()?;
+    let config = crate::daemon::config::load(config_path.as_deref(), &crate::driver::registry())?;
+    let fallback = crate::volume::manager::ManagerSettings::default();
+    let seconds = std::time::Duration::from_secs;
     let manager = crate::volume::manager::ManagerSettings {
-        stale_ref_grace: std::time::Duration::from_secs(args.stale_ref_grace),
-        tmpfs_linger: std::time::Duration::from_secs(args.tmpfs_linger),
+        stale_ref_grace: args
+            .stale_ref_grace
+            .or(config.stale_ref_grace)
+            .map_or(fallback.stale_ref_grace, seconds),
+        tmpfs_linger: args
+            .tmpfs_linger
+            .or(config.tmpfs_linger)
+            .map_or(fallback.tmpfs_linger, seconds),
+        defaults: config.defaults,
     };
     Ok(crate::daemon::Settings {
         plugin: daemon_plugin(root, args)?,
@@ -96,6 +114,35 @@ pub fn run(root: &Path, command: VolumeCommand, out: &mut dyn Write) -> Result<(
 mod tests {
     use super::*;
     use crate::daemon::test_support::TestServer;
+
+    #[test]
+    fn daemon_flags_win_over_the_configuration_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fvol.toml");
+        std::fs::write(
+            &config,
+            "[daemon]\nstale_ref_grace = 300\ntmpfs_linger = 0\n[rbd]\nsize = \"1G\"\n",
+        )
+        .unwrap();
+        let args = |stale_ref_grace| DaemonArgs {
+            no_plugin: true,
+            config: Some(config.clone()),
+            stale_ref_grace,
+            ..DaemonArgs::default()
+        };
+        let from_file = daemon_settings(dir.path(), args(None)).unwrap().manager;
+        assert_eq!(from_file.stale_ref_grace.as_secs(), 300);
+        assert_eq!(from_file.tmpfs_linger.as_secs(), 0);
+        assert_eq!(from_file.defaults["rbd"]["size"], "1G");
+        let flagged = daemon_settings(dir.path(), args(Some(7))).unwrap().manager;
+        assert_eq!(flagged.stale_ref_grace.as_secs(), 7);
+        assert_eq!(flagged.tmpfs_linger.as_secs(), 0);
+        // Neither: the built-in defaults.
+        std::fs::write(&config, "").unwrap();
+        let neither = daemon_settings(dir.path(), args(None)).unwrap().manager;
+        assert_eq!(neither.stale_ref_grace.as_secs(), 60);
+        assert_eq!(neither.tmpfs_linger.as_secs(), 10);
+    }
 
     /// Runs `fvol --root ROOT ARGS...` and returns its result and standard output.
     fn fvol(root: &Path, args: &[&str]) -> (Result<(), CliError>, String) {

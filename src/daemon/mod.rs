@@ -1,6 +1,7 @@
 //! `fvol daemon`: hosts the FUSE mounts and serves the API.
 mod api_error;
 pub mod api_routes;
+pub mod config;
 mod error;
 pub mod lock;
 pub mod plugin;

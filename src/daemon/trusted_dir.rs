@@ -40,6 +40,25 @@ pub fn untrusted_because(stat: DirStat, holds_files: bool, daemon_uid: u32) -> O
 /// such a directory: otherwise its owner could point it elsewhere later, and every path the
 /// daemon builds from `dir` would follow. `what` names the files the daemon keeps there.
 pub fn check_trusted_dir(dir: &Path, what: &str) -> Result<(), String> {
+    check(dir, what, Use::Keep)
+}
+
+/// As `check_trusted_dir`, for a directory the daemon reads a file from that it trusts (its
+/// configuration): the same rules, since a user who could change the directory could replace
+/// the file.
+pub fn check_trusted_source_dir(dir: &Path, what: &str) -> Result<(), String> {
+    check(dir, what, Use::Read)
+}
+
+/// What the daemon does with the directory, for messages.
+#[derive(Clone, Copy)]
+enum Use {
+    Keep,
+    Read,
+}
+
+fn check(dir: &Path, what: &str, usage: Use) -> Result<(), String> {
+    let what = &(what, usage);
     let daemon_uid = nix::unistd::geteuid().as_raw();
     let real = dir
         .canonicalize()
@@ -69,7 +88,7 @@ pub fn check_trusted_dir(dir: &Path, what: &str) -> Result<(), String> {
 }
 
 /// `real` (the directory holding the files) and everything above it.
-fn check_chain(dir: &Path, real: &Path, what: &str, daemon_uid: u32) -> Result<(), String> {
+fn check_chain(dir: &Path, real: &Path, what: &(&str, Use), daemon_uid: u32) -> Result<(), String> {
     check_one(dir, real, real, true, what, daemon_uid)?;
     match real.parent() {
         Some(parent) => check_chain_above(dir, real, parent, what, daemon_uid),
@@ -82,7 +101,7 @@ fn check_chain_above(
     dir: &Path,
     real: &Path,
     from: &Path,
-    what: &str,
+    what: &(&str, Use),
     daemon_uid: u32,
 ) -> Result<(), String> {
     from.ancestors()
@@ -94,7 +113,7 @@ fn check_one(
     real: &Path,
     path: &Path,
     holds_files: bool,
-    what: &str,
+    what: &(&str, Use),
     daemon_uid: u32,
 ) -> Result<(), String> {
     let meta = std::fs::symlink_metadata(path)
@@ -109,16 +128,24 @@ fn check_one(
     }
 }
 
-fn refusal(dir: &Path, real: &Path, culprit: &Path, what: &str, why: &str) -> String {
+fn refusal(dir: &Path, real: &Path, culprit: &Path, what: &(&str, Use), why: &str) -> String {
+    let (what, usage) = *what;
     let shown: PathBuf = if dir == real {
         dir.to_owned()
     } else {
         PathBuf::from(format!("{} (= {})", dir.display(), real.display()))
     };
+    let (verb, risk) = match usage {
+        Use::Keep => (
+            "keep",
+            "put a file or symlink of their own where the root daemon creates one",
+        ),
+        Use::Read => ("read", "replace it with a file of their own"),
+    };
     format!(
-        "refusing to keep the {what} in {}: {} {why}; a user who can change it could put a file \
-         or symlink of their own where the root daemon creates one. Use a directory that only \
-         root can write (and whose parents only root can change), or fix its owner and mode",
+        "refusing to {verb} the {what} in {}: {} {why}; a user who can change it could {risk}. \
+         Use a directory that only root can write (and whose parents only root can change), or \
+         fix its owner and mode",
         shown.display(),
         culprit.display()
     )

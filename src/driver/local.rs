@@ -82,8 +82,9 @@ impl OptionSet for LocalOptions {
              counted at create, and rm never deletes it. Refused: a path through a symlink, \
              system and shared directories, another fvol root, pseudo filesystems; uid=, gid= \
              and mode= never change a directory that is not empty (see docs/cli.md, mount=)",
-            |o, v| o.mount = v.path(),
-        ),
+            |o: &mut Self, v| o.mount = v.path(),
+        )
+        .per_volume(),
     ];
 }
 

@@ -163,8 +163,8 @@ pub trait AnyDriver: Send + Sync {
         ctx: &DriverContext,
         options: &BTreeMap<String, String>,
     ) -> Result<(), DriverError>;
-    /// Checks one option's form alone (a configuration default).
-    fn check_option(&self, key: &str, value: &str) -> Result<(), DriverError>;
+    /// Checks a default for one option (from the configuration file).
+    fn check_default(&self, key: &str, value: &str) -> Result<(), DriverError>;
     /// The byte and inode limits a volume with these options enforces.
     fn limits(
         &self,
@@ -224,8 +224,8 @@ impl<D: Driver> AnyDriver for D {
         Driver::validate(self, ctx, &opts)
     }
 
-    fn check_option(&self, key: &str, value: &str) -> Result<(), DriverError> {
-        options::check_one::<D::Options>(D::NAME, key, value)
+    fn check_default(&self, key: &str, value: &str) -> Result<(), DriverError> {
+        options::check_default::<D::Options>(D::NAME, key, value)
     }
 
     fn limits(

@@ -158,6 +158,9 @@ pub struct OptionInfo {
     pub default: &'static str,
     /// One sentence or a few: what the option does.
     pub help: &'static str,
+    /// The option names one volume's own backing store (`mount=`, `image=`), so it has no
+    /// default and the configuration file cannot give one.
+    pub per_volume: bool,
 }
 
 /// One option of the options type `T`: what it is, and where its parsed value goes.
@@ -181,8 +184,17 @@ pub const fn option<T>(
             kind,
             default,
             help,
+            per_volume: false,
         },
         set,
+    }
+}
+
+impl<T> OptionSpec<T> {
+    /// Marks the option as one only a volume's create may give (see `OptionInfo::per_volume`).
+    pub const fn per_volume(mut self) -> Self {
+        self.info.per_volume = true;
+        self
     }
 }
 
@@ -207,13 +219,21 @@ pub fn parse<T: OptionSet>(
     Ok(options)
 }
 
-/// Checks one option of `driver` alone (a default from the configuration file).
-pub fn check_one<T: OptionSet>(
+/// Checks a default for one option of `driver` (from the configuration file), as the value
+/// of a new volume's option; an option given per volume has no default.
+pub fn check_default<T: OptionSet>(
     driver: &'static str,
     key: &str,
     text: &str,
 ) -> Result<(), DriverError> {
     let spec = find::<T>(driver, key)?;
+    if spec.info.per_volume {
+        return Err(DriverError::InvalidOption(format!(
+            "{key}= is given per volume (it names that volume's own backing store), so it \
+             cannot have a default; give it with -o {key}={} when you create the volume",
+            spec.info.kind.placeholder()
+        )));
+    }
     parse_value(&spec.info, text, Check::New).map(drop)
 }
 
@@ -293,6 +313,9 @@ pub fn render_help(drivers: &[DriverDoc], width: usize) -> String {
         ));
         for info in &driver.options {
             let mut help = info.help.to_owned();
+            if info.per_volume {
+                help.push_str(" (per volume: no configuration default)");
+            }
             if !info.default.is_empty() {
                 let _ = write!(help, " [default: {}]", info.default);
             }
@@ -338,9 +361,13 @@ pub fn render_markdown(drivers: &[DriverDoc]) -> String {
         let _ = writeln!(out, "`{}`: {}\n", driver.name, driver.summary);
         out.push_str("| option | default | meaning |\n|---|---|---|\n");
         for info in &driver.options {
+            let per_volume = match info.per_volume {
+                true => " (per volume: no configuration default)",
+                false => "",
+            };
             let _ = writeln!(
                 out,
-                "| `{}={}` | {} | {} |",
+                "| `{}={}` | {} | {}{per_volume} |",
                 info.name,
                 info.kind.placeholder(),
                 info.default,
@@ -393,9 +420,10 @@ mod tests {
             option("mode", Kind::Mode, "", "permissions", |o, v| {
                 o.mode = v.mode()
             }),
-            option("mount", Kind::Path, "", "a directory", |o, v| {
+            option("mount", Kind::Path, "", "a directory", |o: &mut Self, v| {
                 o.mount = v.path()
-            }),
+            })
+            .per_volume(),
             option("pool", Kind::CephName, "rbd", "a pool", |o, v| {
                 o.pool = v.name()
             }),
@@ -452,9 +480,11 @@ mod tests {
             "invalid option: unknown option \"foo\" for driver sample; valid options are: size, \
              inodes, uid, mode, mount, pool"
         );
-        assert!(check_one::<Sample>("sample", "bar", "1").is_err());
-        assert!(check_one::<Sample>("sample", "size", "1G").is_ok());
-        assert!(check_one::<Sample>("sample", "size", "1").is_err());
+        assert!(check_default::<Sample>("sample", "bar", "1").is_err());
+        assert!(check_default::<Sample>("sample", "size", "1G").is_ok());
+        assert!(check_default::<Sample>("sample", "size", "1").is_err());
+        let e = check_default::<Sample>("sample", "mount", "/srv").unwrap_err();
+        assert!(e.to_string().contains("cannot have a default"), "{e}");
     }
 
     #[test]

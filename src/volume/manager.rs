@@ -40,6 +40,10 @@ pub struct ManagerSettings {
     /// How long a tmpfs volume keeps its data after its last plugin Unmount, waiting for the
     /// next Mount (Docker's copy-up into a new volume is followed by the container's Mount).
     pub tmpfs_linger: Duration,
+    /// Per driver, defaults for the options of new volumes (the configuration file, checked
+    /// by each driver's schema). A create stores its options with these filled in, so a
+    /// volume keeps its settings whatever the defaults become later.
+    pub defaults: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for ManagerSettings {
@@ -47,6 +51,7 @@ impl Default for ManagerSettings {
         ManagerSettings {
             stale_ref_grace: Duration::from_secs(60),
             tmpfs_linger: Duration::from_secs(10),
+            defaults: BTreeMap::new(),
         }
     }
 }
@@ -57,6 +62,7 @@ impl Default for ManagerSettings {
 pub struct VolumeManager {
     core: Arc<Mutex<Core>>,
     stop: Arc<AtomicBool>,
+    defaults: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 const TICK: Duration = Duration::from_secs(1);
@@ -99,7 +105,11 @@ impl VolumeManager {
                 }
             })
             .map_err(|e| VolumeError::io("starting the volume upkeep thread", e))?;
-        Ok(VolumeManager { core, stop })
+        Ok(VolumeManager {
+            core,
+            stop,
+            defaults: settings.defaults,
+        })
     }
 
     /// Detaches stale FUSE mounts left by a dead daemon and mounts again every volume that has
@@ -116,8 +126,11 @@ impl VolumeManager {
             .driver
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| "local".into());
+        // The options given win over the driver's defaults.
+        let mut options = self.defaults.get(&driver).cloned().unwrap_or_default();
+        options.extend(req.options);
         let mut core = self.core.lock();
-        let rec = core.create(name, &driver, req.options, req.labels)?;
+        let rec = core.create(name, &driver, options, req.labels)?;
         core.info(&rec)
     }
 

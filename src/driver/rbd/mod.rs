@@ -62,8 +62,9 @@ impl OptionSet for RbdOptions {
             Kind::CephName,
             "the volume's name",
             "the image; an existing fvol image is adopted (and rm then keeps it)",
-            |o, v| o.image = v.name(),
-        ),
+            |o: &mut Self, v| o.image = v.name(),
+        )
+        .per_volume(),
         option(
             "size",
             Kind::Size,
