@@ -715,6 +715,16 @@ fn rbd_volume_from_the_configuration_file(env: &mut Env) {
     assert!(s["UsedBytes"].as_u64().unwrap() >= 2 * MIB, "{s}");
     assert_eq!(s["Mounted"], false);
 
+    // The CLI takes the same defaults.
+    env.fvol
+        .cli_ok(["create", "-d", "rbd", "-o", "size=32M", "db-cli"]);
+    assert_eq!(
+        env.fvol.inspect("db-cli")["Options"],
+        json!({"conf": conf, "size": "32M"})
+    );
+    assert!(io.image_exists("db-cli").unwrap());
+    env.fvol.cli_ok(["rm", "db-cli"]);
+
     d.docker_ok(["volume", "rm", "db"]);
     assert!(!env.fvol_names().contains("db"));
     assert!(

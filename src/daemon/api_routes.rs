@@ -1,78 +1,35 @@
 //! The CLI's HTTP API (`/v1/*`, see `crate::api`) over the volume manager.
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::api_error::ApiError;
+use super::http::{Failure, FrontDoor, VolumeService, unknown_endpoint};
 use super::request_body::read_json;
 use crate::api::{
-    self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
-    PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest, UnmountResponse,
-    routes,
+    self, BreakLockResponse, Empty, ErrorBody, FsckResponse, InspectRequest, MountRequest,
+    PathRequest, PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest,
+    UnmountResponse, routes,
 };
-use crate::volume::manager::{CreateRequest, PruneReport};
-use crate::volume::{RefId, VolumeError, VolumeInfo, VolumeManager};
+use crate::volume::manager::CreateRequest;
+use crate::volume::{RefId, VolumeInfo, VolumeManager};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 
-/// The volume operations the API serves, with `VolumeManager`'s signatures. The manager is the
-/// one real implementation; the trait lets the routing and error mapping be tested without
-/// mounting anything.
-pub trait VolumeService: Send + Sync + 'static {
-    fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError>;
-    fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError>;
-    fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError>;
-    fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError>;
-    fn path(&self, name: &str) -> Result<PathBuf, VolumeError>;
-    fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError>;
-    fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError>;
-    fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError>;
-    fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError>;
-    fn prune(&self) -> Result<PruneReport, VolumeError>;
-    fn fsck(&self, name: &str) -> Result<String, VolumeError>;
-    fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError>;
+/// The CLI's front door: errors are `{"error": message}`.
+pub struct Api;
+
+impl FrontDoor for Api {
+    const NAME: &'static str = "API";
+
+    fn error_response(status: StatusCode, message: String) -> Response {
+        (status, Json(ErrorBody { error: message })).into_response()
+    }
 }
 
-impl VolumeService for VolumeManager {
-    fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
-        VolumeManager::create(self, req)
-    }
-    fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
-        VolumeManager::remove(self, name, force)
-    }
-    fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
-        VolumeManager::list(self)
-    }
-    fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
-        VolumeManager::get(self, name)
-    }
-    fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
-        VolumeManager::path(self, name)
-    }
-    fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
-        VolumeManager::mount(self, name, reference)
-    }
-    fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
-        VolumeManager::unmount(self, name, reference)
-    }
-    fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
-        VolumeManager::release(self, name, reference)
-    }
-    fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
-        VolumeManager::release_all(self, name)
-    }
-    fn prune(&self) -> Result<PruneReport, VolumeError> {
-        VolumeManager::prune(self)
-    }
-    fn fsck(&self, name: &str) -> Result<String, VolumeError> {
-        VolumeManager::fsck(self, name)
-    }
-    fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
-        VolumeManager::break_lock(self, name)
-    }
-}
+/// A failed API request.
+pub type ApiError = Failure<Api>;
 
 /// The router the `fvol` command talks to on `ROOT/fvol.sock`.
 pub fn cli_router(manager: Arc<VolumeManager>) -> Router {
@@ -91,7 +48,7 @@ pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::PRUNE, post(prune::<S>))
         .route(routes::FSCK, post(fsck::<S>))
         .route(routes::BREAK_LOCK, post(break_lock::<S>))
-        .fallback(unknown_endpoint)
+        .fallback(unknown_endpoint::<Api>)
         .with_state(service)
 }
 
@@ -108,7 +65,7 @@ async fn create<S: VolumeService>(
         options: req.options,
         labels: req.labels,
     };
-    let info = run_blocking(service, move |volumes| volumes.create(req)).await?;
+    let info = ApiError::run_blocking(service, move |volumes| volumes.create(req)).await?;
     log::info!("created volume {}", info.name);
     Ok(Json(info))
 }
@@ -118,7 +75,7 @@ async fn remove<S: VolumeService>(
     body: Body,
 ) -> ApiResult<Vec<RemoveResult>> {
     let req: RemoveRequest = read_json(body).await?;
-    let results = run_blocking(service, move |volumes| {
+    let results = ApiError::run_blocking(service, move |volumes| {
         let results = req.names.into_iter().map(|name| {
             let error = volumes.remove(&name, req.force).err();
             match &error {
@@ -141,7 +98,7 @@ async fn list<S: VolumeService>(
     body: Body,
 ) -> ApiResult<Vec<VolumeInfo>> {
     let Empty {} = read_json(body).await?;
-    let volumes = run_blocking(service, |volumes| volumes.list()).await?;
+    let volumes = ApiError::run_blocking(service, |volumes| volumes.list()).await?;
     Ok(Json(volumes))
 }
 
@@ -150,7 +107,7 @@ async fn inspect<S: VolumeService>(
     body: Body,
 ) -> ApiResult<Vec<VolumeInfo>> {
     let req: InspectRequest = read_json(body).await?;
-    let infos = run_blocking(service, move |volumes| {
+    let infos = ApiError::run_blocking(service, move |volumes| {
         req.names.iter().map(|name| volumes.get(name)).collect()
     })
     .await?;
@@ -162,7 +119,7 @@ async fn path<S: VolumeService>(
     body: Body,
 ) -> ApiResult<PathResponse> {
     let req: PathRequest = read_json(body).await?;
-    let path = run_blocking(service, move |volumes| volumes.path(&req.name)).await?;
+    let path = ApiError::run_blocking(service, move |volumes| volumes.path(&req.name)).await?;
     Ok(Json(PathResponse { path }))
 }
 
@@ -172,7 +129,8 @@ async fn mount<S: VolumeService>(
 ) -> ApiResult<PathResponse> {
     let req: MountRequest = read_json(body).await?;
     let reference = RefId::cli(req.target.as_deref())?;
-    let path = run_blocking(service, move |volumes| volumes.mount(&req.name, &reference)).await?;
+    let path = ApiError::run_blocking(service, move |volumes| volumes.mount(&req.name, &reference))
+        .await?;
     Ok(Json(PathResponse { path }))
 }
 
@@ -190,14 +148,14 @@ async fn unmount<S: VolumeService>(
     }
     let name = req.name.clone();
     let released = if req.all {
-        run_blocking(service, move |volumes| volumes.release_all(&req.name)).await?
+        ApiError::run_blocking(service, move |volumes| volumes.release_all(&req.name)).await?
     } else {
         let reference = match &req.reference {
             Some(text) => RefId::parse(text)?,
             None => RefId::cli(req.target.as_deref())?,
         };
         let key = reference.key();
-        run_blocking(service, move |volumes| {
+        ApiError::run_blocking(service, move |volumes| {
             volumes.release(&req.name, &reference)
         })
         .await?;
@@ -212,7 +170,7 @@ async fn prune<S: VolumeService>(
     body: Body,
 ) -> ApiResult<PruneResponse> {
     let Empty {} = read_json(body).await?;
-    let report = run_blocking(service, |volumes| volumes.prune()).await?;
+    let report = ApiError::run_blocking(service, |volumes| volumes.prune()).await?;
     if !report.removed.is_empty() {
         log::info!("pruned volumes {}", report.removed.join(", "));
     }
@@ -227,7 +185,7 @@ async fn fsck<S: VolumeService>(
     body: Body,
 ) -> ApiResult<FsckResponse> {
     let req: PathRequest = read_json(body).await?;
-    let report = run_blocking(service, move |volumes| volumes.fsck(&req.name)).await?;
+    let report = ApiError::run_blocking(service, move |volumes| volumes.fsck(&req.name)).await?;
     Ok(Json(FsckResponse { report }))
 }
 
@@ -237,32 +195,10 @@ async fn break_lock<S: VolumeService>(
 ) -> ApiResult<BreakLockResponse> {
     let req: PathRequest = read_json(body).await?;
     let name = req.name.clone();
-    let broken = run_blocking(service, move |volumes| volumes.break_lock(&req.name)).await?;
+    let broken =
+        ApiError::run_blocking(service, move |volumes| volumes.break_lock(&req.name)).await?;
     log::info!("broke locks on volume {name}: {}", broken.join(", "));
     Ok(Json(BreakLockResponse { broken }))
-}
-
-async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("unknown API endpoint {method} {}", uri.path()),
-    )
-}
-
-/// Runs a manager call on the blocking pool: manager calls mount filesystems and wait on them.
-async fn run_blocking<S, T, F>(service: Arc<S>, op: F) -> Result<T, ApiError>
-where
-    S: VolumeService,
-    T: Send + 'static,
-    F: FnOnce(&S) -> Result<T, VolumeError> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(move || op(&service)).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(join_error) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {join_error}"),
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `fvol daemon`: hosts the FUSE mounts and serves the API.
-mod api_error;
 pub mod api_routes;
 pub mod config;
 mod error;
+pub mod http;
 pub mod lock;
 pub mod plugin;
 pub mod plugin_routes;

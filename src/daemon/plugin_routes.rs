@@ -18,9 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
 
-use super::api_error::status_for;
-use super::api_routes::VolumeService;
-use super::request_body::{BodyError, read_json};
+use super::http::{Failure, FrontDoor, VolumeService, unknown_endpoint};
+use super::request_body::read_json;
 use crate::api::Empty;
 use crate::api::plugin::{
     self, ActivateResponse, Capabilities, CapabilitiesResponse, CreateRequest, DRIVER_OPTION,
@@ -47,7 +46,7 @@ pub(crate) fn plugin_router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::PATH, post(path::<S>))
         .route(routes::GET, post(get::<S>))
         .route(routes::LIST, post(list::<S>))
-        .fallback(unknown_endpoint)
+        .fallback(unknown_endpoint::<Plugin>)
         .method_not_allowed_fallback(wrong_method)
         .with_state(service)
 }
@@ -61,68 +60,49 @@ impl<T: Serialize> IntoResponse for Reply<T> {
             Ok(body) => {
                 (StatusCode::OK, [(CONTENT_TYPE, plugin::CONTENT_TYPE)], body).into_response()
             }
-            Err(err) => PluginError::new(format!("internal error: encoding the answer: {err}"))
-                .into_response(),
+            Err(err) => PluginError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: encoding the answer: {err}"),
+            )
+            .into_response(),
         }
     }
 }
 
-/// An error answer: `{"Err": message}`, with the status of the error's class, as the CLI's API
-/// answers it (`api_error::status_for`). Docker and Pouch treat every status but 200 alike and
-/// show the message verbatim.
-#[derive(Debug)]
-pub struct PluginError {
-    pub status: StatusCode,
-    pub message: String,
-}
+/// Docker's (and Pouch's) front door: an error is `{"Err": message}` with the plugin
+/// Content-Type, and the status of its class as on the CLI's API (`http::status_for`); dockerd
+/// and Pouch treat every status but 200 alike and show the message verbatim.
+pub struct Plugin;
 
-impl PluginError {
-    /// A 500: a failure of the daemon itself.
-    fn new(message: String) -> PluginError {
-        PluginError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message,
+impl FrontDoor for Plugin {
+    const NAME: &'static str = "plugin";
+    const UNKNOWN_ENDPOINT_HINT: &'static str = ": fvol implements the VolumeDriver protocol";
+
+    /// The manager's messages already say what is wrong; options are given with
+    /// `docker volume create -o`, where the fvol driver is an option too, so the messages
+    /// about drivers and unknown options say so.
+    fn message(err: &VolumeError) -> String {
+        match err {
+            VolumeError::UnknownDriver { .. } => {
+                format!("{err}; choose one with -o {DRIVER_OPTION}=NAME")
+            }
+            VolumeError::Driver(DriverError::UnknownOption { .. }) => format!(
+                "{err}; and {DRIVER_OPTION}=NAME chooses the fvol driver ({})",
+                crate::driver::names().join(", ")
+            ),
+            _ => err.to_string(),
         }
     }
-}
 
-impl From<BodyError> for PluginError {
-    fn from(err: BodyError) -> Self {
-        PluginError {
-            status: err.status,
-            message: err.message,
-        }
-    }
-}
-
-impl IntoResponse for PluginError {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&ErrResponse { err: self.message })
+    fn error_response(status: StatusCode, message: String) -> Response {
+        let body = serde_json::to_vec(&ErrResponse { err: message })
             .unwrap_or_else(|_| br#"{"Err":"internal error"}"#.to_vec());
-        (self.status, [(CONTENT_TYPE, plugin::CONTENT_TYPE)], body).into_response()
+        (status, [(CONTENT_TYPE, plugin::CONTENT_TYPE)], body).into_response()
     }
 }
 
-/// The one mapping from volume errors to what a Docker user reads. The manager's messages
-/// already say what is wrong; options are given with `docker volume create -o`, where the fvol
-/// driver is an option too, so the messages about drivers and unknown options say so.
-fn plugin_error(err: VolumeError) -> PluginError {
-    let message = match &err {
-        VolumeError::UnknownDriver { .. } => {
-            format!("{err}; choose one with -o {DRIVER_OPTION}=NAME")
-        }
-        VolumeError::Driver(DriverError::UnknownOption { .. }) => format!(
-            "{err}; and {DRIVER_OPTION}=NAME chooses the fvol driver ({})",
-            crate::driver::names().join(", ")
-        ),
-        _ => err.to_string(),
-    };
-    let status = status_for(err.class());
-    if status.is_server_error() {
-        log::error!("plugin: {message}");
-    }
-    PluginError { status, message }
-}
+/// A failed plugin request.
+pub type PluginError = Failure<Plugin>;
 
 type PluginResult<T> = Result<Reply<T>, PluginError>;
 
@@ -158,7 +138,7 @@ async fn create<S: VolumeService>(
         options,
         labels: BTreeMap::new(),
     };
-    let info = run_blocking(service, move |volumes| volumes.create(req)).await?;
+    let info = PluginError::run_blocking(service, move |volumes| volumes.create(req)).await?;
     log::info!("plugin: created volume {} ({})", info.name, info.driver);
     Ok(Reply(Empty {}))
 }
@@ -169,7 +149,7 @@ async fn remove<S: VolumeService>(
 ) -> PluginResult<Empty> {
     let req: NameRequest = read_json(body).await?;
     let name = req.name.clone();
-    run_blocking(service, move |volumes| volumes.remove(&req.name, false)).await?;
+    PluginError::run_blocking(service, move |volumes| volumes.remove(&req.name, false)).await?;
     log::info!("plugin: removed volume {name}");
     Ok(Reply(Empty {}))
 }
@@ -179,11 +159,12 @@ async fn mount<S: VolumeService>(
     body: Body,
 ) -> PluginResult<MountpointResponse> {
     let req: MountRequest = read_json(body).await?;
-    let reference = RefId::plugin(&req.id).map_err(plugin_error)?;
+    let reference = RefId::plugin(&req.id)?;
     let log_ref = reference.key();
     let name = req.name.clone();
     let mountpoint =
-        run_blocking(service, move |volumes| volumes.mount(&req.name, &reference)).await?;
+        PluginError::run_blocking(service, move |volumes| volumes.mount(&req.name, &reference))
+            .await?;
     log::info!("plugin: volume {name} mounted for {log_ref}");
     Ok(Reply(MountpointResponse { mountpoint }))
 }
@@ -193,10 +174,10 @@ async fn unmount<S: VolumeService>(
     body: Body,
 ) -> PluginResult<Empty> {
     let req: MountRequest = read_json(body).await?;
-    let reference = RefId::plugin(&req.id).map_err(plugin_error)?;
+    let reference = RefId::plugin(&req.id)?;
     let log_ref = reference.key();
     let name = req.name.clone();
-    run_blocking(service, move |volumes| {
+    PluginError::run_blocking(service, move |volumes| {
         volumes.unmount(&req.name, &reference)
     })
     .await?;
@@ -209,7 +190,7 @@ async fn path<S: VolumeService>(
     body: Body,
 ) -> PluginResult<MountpointResponse> {
     let req: NameRequest = read_json(body).await?;
-    let info = run_blocking(service, move |volumes| volumes.get(&req.name)).await?;
+    let info = PluginError::run_blocking(service, move |volumes| volumes.get(&req.name)).await?;
     // The protocol's Path is where the volume is mounted: nothing while it is not.
     let mountpoint = match info.status.mounted {
         true => info.mountpoint,
@@ -223,7 +204,7 @@ async fn get<S: VolumeService>(
     body: Body,
 ) -> PluginResult<GetResponse> {
     let req: NameRequest = read_json(body).await?;
-    let info = run_blocking(service, move |volumes| volumes.get(&req.name)).await?;
+    let info = PluginError::run_blocking(service, move |volumes| volumes.get(&req.name)).await?;
     Ok(Reply(GetResponse {
         volume: volume_of(info, true),
     }))
@@ -234,30 +215,20 @@ async fn list<S: VolumeService>(
     body: Body,
 ) -> PluginResult<ListResponse> {
     let NoArguments {} = read_json(body).await?;
-    let infos = run_blocking(service, |volumes| volumes.list()).await?;
+    let infos = PluginError::run_blocking(service, |volumes| volumes.list()).await?;
     Ok(Reply(ListResponse {
         volumes: infos.into_iter().map(|i| volume_of(i, false)).collect(),
     }))
 }
 
-async fn unknown_endpoint(method: Method, uri: Uri) -> Response {
-    let mut response = PluginError::new(format!(
-        "unknown plugin endpoint {method} {}: fvol implements the VolumeDriver protocol",
-        uri.path()
-    ))
-    .into_response();
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
-}
-
-async fn wrong_method(method: Method, uri: Uri) -> Response {
-    let mut response = PluginError::new(format!(
-        "{method} {} is not allowed: plugin endpoints take POST",
-        uri.path()
-    ))
-    .into_response();
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
+async fn wrong_method(method: Method, uri: Uri) -> PluginError {
+    PluginError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} {} is not allowed: plugin endpoints take POST",
+            uri.path()
+        ),
+    )
 }
 
 fn volume_of(info: VolumeInfo, with_status: bool) -> Volume {
@@ -276,19 +247,6 @@ fn volume_of(info: VolumeInfo, with_status: bool) -> Volume {
         mountpoint: info.mountpoint,
         created_at: info.created_at,
         status: with_status.then_some(status),
-    }
-}
-
-/// Runs a manager call on the blocking pool: manager calls mount filesystems and wait on them.
-async fn run_blocking<S, T, F>(service: Arc<S>, op: F) -> Result<T, PluginError>
-where
-    S: VolumeService,
-    T: Send + 'static,
-    F: FnOnce(&S) -> Result<T, VolumeError> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(move || op(&service)).await {
-        Ok(result) => result.map_err(plugin_error),
-        Err(join_error) => Err(PluginError::new(format!("internal error: {join_error}"))),
     }
 }
 
@@ -490,10 +448,11 @@ mod tests {
 
     #[test]
     fn messages_point_docker_users_at_the_driver_option() {
-        let unknown_driver = plugin_error(VolumeError::UnknownDriver {
+        let unknown_driver = PluginError::from(VolumeError::UnknownDriver {
             given: "rbd".into(),
             valid: "local, tmpfs".into(),
         });
+        assert_eq!(unknown_driver.status, StatusCode::BAD_REQUEST);
         assert_eq!(
             unknown_driver.message,
             "unknown driver \"rbd\": valid drivers are local, tmpfs; choose one with -o driver=NAME"
@@ -505,13 +464,13 @@ mod tests {
             crate::driver::options::Check::New,
         )
         .unwrap_err();
-        let message = plugin_error(unknown_option.into()).message;
+        let message = PluginError::from(VolumeError::from(unknown_option)).message;
         assert!(
             message.starts_with("invalid option: unknown option \"foo\" for driver local")
                 && message.ends_with("driver=NAME chooses the fvol driver (local, tmpfs, rbd)"),
             "{message}"
         );
-        let bad_value = plugin_error(VolumeError::InvalidOption("size: invalid size".into()));
+        let bad_value = PluginError::from(VolumeError::InvalidOption("size: invalid size".into()));
         assert_eq!(bad_value.message, "invalid option: size: invalid size");
     }
 }

@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-use super::api_routes::{VolumeService, router_for};
+use super::api_routes::router_for;
+use super::http::VolumeService;
 use super::plugin_routes::plugin_router_for;
 use super::serve;
 use crate::volume::manager::{CreateRequest, PruneReport};

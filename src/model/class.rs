@@ -1,5 +1,5 @@
 //! What kind of failure an error is. Every error a user can get has one class, and each class
-//! has one HTTP status (`daemon::api_error::status_for`), for the CLI's API and the Docker
+//! has one HTTP status (`daemon::http::status_for`), for the CLI's API and the Docker
 //! plugin alike.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
