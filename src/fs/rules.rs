@@ -1,12 +1,19 @@
-//! POSIX rules shared by the cores that keep their own namespace (memory and image); the
+//! POSIX rules shared by the cores that keep their own namespace (memory and image), as pure
+//! functions with tests of their own: names, the group and setgid bit of a new node, `O_EXCL`,
+//! rename flags, setxattr's flags, the readdir loop and its offsets, statfs, lseek. The
 //! passthrough core gets them from the host. And the alignment rule of direct I/O, which the
 //! FUSE adapter applies for every core (the kernel checks none for FUSE).
-use std::ffi::OsStr;
+//!
+//! Sticky directories need no rule here: the kernel checks the sticky bit itself (VFS
+//! `may_delete`, for unlink, rmdir and rename) before a request reaches any core.
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
-use super::{DirEntry, FileKind, FsError, FsResult, Ino, XattrReply};
+use super::handles::{DirCursor, DirStart};
+use super::quota::Limits;
+use super::{DirEntry, Entry, FileKind, FsError, FsResult, Ino, StatFs, UsageSnapshot, XattrReply};
 
 pub const NAME_MAX: usize = 255;
 
@@ -36,6 +43,133 @@ pub fn add_dot_entries(
         }
     }
     true
+}
+
+/// One entry of a directory, as a core offers it to `read_dir`.
+pub struct Listed {
+    pub ino: Ino,
+    pub name: OsString,
+    pub kind: FileKind,
+    /// For readdirplus: the node's entry, which counts as a lookup.
+    pub entry: Option<Entry>,
+}
+
+/// The readdir loop of the cores that keep their own directories. Offers `.` and `..` of `dir`
+/// (parent `parent`) at offsets 0 and 1, then, from where `cursor` says a read from `offset`
+/// starts (see `DirCursor`), the entries `list` yields for that start, in name order,
+/// numbered on from the start's offset, until `add` has no room; records in `cursor` what was
+/// returned. Returns the node of an entry `add` refused that came with a lookup
+/// (readdirplus): the kernel never saw it, so the caller forgets it.
+///
+/// `list` gets the start: after a name (`DirStart::After`), or after a number of entries
+/// (`DirStart::Skip`); it yields only entries whose node still exists.
+pub fn read_dir<I>(
+    dir: Ino,
+    parent: Ino,
+    offset: u64,
+    cursor: &mut DirCursor,
+    list: impl FnOnce(&DirStart<'_>) -> FsResult<I>,
+    add: &mut dyn FnMut(DirEntry) -> bool,
+) -> FsResult<Option<Ino>>
+where
+    I: Iterator<Item = FsResult<Listed>>,
+{
+    if !add_dot_entries(dir, parent, offset, add) {
+        return Ok(None);
+    }
+    let mut returned = Vec::new();
+    let mut refused = None;
+    {
+        let start = cursor.start(offset.max(2));
+        let mut next = match start {
+            DirStart::After { offset, .. } => offset,
+            DirStart::Skip(n) => n + 2,
+        };
+        for listed in list(&start)? {
+            let Listed {
+                ino,
+                name,
+                kind,
+                entry,
+            } = listed?;
+            next += 1;
+            let looked_up = entry.is_some();
+            let offered = DirEntry {
+                ino,
+                next_offset: next,
+                kind,
+                name: name.clone(),
+                entry,
+            };
+            if !add(offered) {
+                refused = Some(looked_up.then_some(ino));
+                break;
+            }
+            returned.push((next, name));
+        }
+    }
+    cursor.returned(returned, refused.is_none());
+    Ok(refused.flatten())
+}
+
+/// The group of a node made in a directory of mode `parent_perm` and group `parent_gid` by a
+/// caller of group `caller_gid`, and the setgid bit to add to its mode: under a setgid
+/// directory, the directory's group, and a new directory is setgid too; elsewhere the
+/// caller's group.
+pub fn new_node_group(
+    parent_perm: u32,
+    parent_gid: u32,
+    caller_gid: u32,
+    kind: FileKind,
+) -> (u32, u32) {
+    match parent_perm & libc::S_ISGID != 0 {
+        true if kind == FileKind::Dir => (parent_gid, libc::S_ISGID),
+        true => (parent_gid, 0),
+        false => (caller_gid, 0),
+    }
+}
+
+/// A create (open with `O_CREAT`) found the name taken: with `O_EXCL` that is `EEXIST`,
+/// without it the existing node is opened.
+pub fn create_over_existing(flags: i32) -> FsResult<()> {
+    match flags & libc::O_EXCL {
+        0 => Ok(()),
+        _ => Err(FsError::Os(Errno::EEXIST)),
+    }
+}
+
+/// setxattr's flags against whether the attribute `exists`: `XATTR_CREATE` refuses an
+/// existing one (`EEXIST`), `XATTR_REPLACE` a missing one (`ENODATA`).
+pub fn check_xattr_flags(flags: i32, exists: bool) -> FsResult<()> {
+    if flags & libc::XATTR_CREATE != 0 && exists {
+        return Err(FsError::Os(Errno::EEXIST));
+    }
+    if flags & libc::XATTR_REPLACE != 0 && !exists {
+        return Err(FsError::Os(Errno::ENODATA));
+    }
+    Ok(())
+}
+
+/// The unit statfs counts in for the cores that keep their own data.
+pub const STATFS_BLOCK: u64 = 4096;
+
+/// What statfs shows of a volume with `limits` that uses `used`: the byte limit as the size
+/// (`unlimited` bytes without one), what is left of it as free and available, in blocks of
+/// `STATFS_BLOCK`; the inode limit (one per block without one) and what is left of it.
+pub fn statfs(used: UsageSnapshot, limits: Limits, unlimited: u64) -> StatFs {
+    let bytes = limits.bytes.unwrap_or(unlimited);
+    let inodes = limits.inodes.unwrap_or(bytes / STATFS_BLOCK);
+    let free = bytes.saturating_sub(used.bytes) / STATFS_BLOCK;
+    StatFs {
+        blocks: bytes / STATFS_BLOCK,
+        bfree: free,
+        bavail: free,
+        files: inodes,
+        ffree: inodes.saturating_sub(used.inodes),
+        bsize: STATFS_BLOCK as u32,
+        namelen: NAME_MAX as u32,
+        frsize: STATFS_BLOCK as u32,
+    }
 }
 
 /// Whether a direct I/O (O_DIRECT) request of `len` bytes at `offset` meets `align`, the
@@ -161,6 +295,198 @@ mod tests {
         assert_eq!(names(1, 9), (all[1..].to_vec(), true));
         assert_eq!(names(2, 9), (vec![], true));
         assert_eq!(names(0, 1), (all[..1].to_vec(), false));
+    }
+
+    /// A directory of `n` entries `e0`.. as a core would list it for `read_dir`.
+    fn listing(
+        n: u64,
+        plus: bool,
+    ) -> impl Fn(&DirStart<'_>) -> FsResult<std::vec::IntoIter<FsResult<Listed>>> {
+        move |start| {
+            let names: Vec<u64> = (0..n).collect();
+            let rest: Vec<u64> = match start {
+                DirStart::After { name, .. } => {
+                    let after: u64 = name.to_str().unwrap()[1..].parse().unwrap();
+                    names.into_iter().filter(|i| *i > after).collect()
+                }
+                DirStart::Skip(k) => names.into_iter().skip(*k as usize).collect(),
+            };
+            Ok(rest
+                .into_iter()
+                .map(|i| {
+                    Ok(Listed {
+                        ino: 100 + i,
+                        name: format!("e{i}").into(),
+                        kind: FileKind::File,
+                        entry: plus.then(|| Entry {
+                            attr: crate::fs::Attr {
+                                ino: 100 + i,
+                                size: 0,
+                                blocks: 0,
+                                atime: std::time::UNIX_EPOCH,
+                                mtime: std::time::UNIX_EPOCH,
+                                ctime: std::time::UNIX_EPOCH,
+                                kind: FileKind::File,
+                                perm: 0o644,
+                                nlink: 1,
+                                uid: 0,
+                                gid: 0,
+                                rdev: 0,
+                                blksize: 4096,
+                            },
+                            generation: 0,
+                        }),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter())
+        }
+    }
+
+    /// Reads with room for `room` entries from `offset`; returns (name, next offset) pairs
+    /// and the refused looked-up node.
+    fn read(
+        cursor: &mut DirCursor,
+        n: u64,
+        offset: u64,
+        room: usize,
+        plus: bool,
+    ) -> (Vec<(String, u64)>, Option<Ino>) {
+        let mut got = Vec::new();
+        let refused = read_dir(1, 1, offset, cursor, listing(n, plus), &mut |e| {
+            if got.len() == room {
+                return false;
+            }
+            got.push((e.name.into_string().unwrap(), e.next_offset));
+            true
+        })
+        .unwrap();
+        (got, refused)
+    }
+
+    #[test]
+    fn readdir_numbers_entries_after_the_dots_and_goes_on_where_it_stopped() {
+        let mut cursor = DirCursor::default();
+        let (first, refused) = read(&mut cursor, 5, 0, 4, false);
+        let names =
+            |v: &[(String, u64)]| v.iter().map(|(n, o)| (n.clone(), *o)).collect::<Vec<_>>();
+        assert_eq!(
+            names(&first),
+            [
+                (".".into(), 1),
+                ("..".into(), 2),
+                ("e0".into(), 3),
+                ("e1".into(), 4)
+            ]
+        );
+        assert_eq!(refused, None);
+        // On from the last offset the kernel saw.
+        let (rest, _) = read(&mut cursor, 5, 4, 9, false);
+        assert_eq!(
+            names(&rest),
+            [("e2".into(), 5), ("e3".into(), 6), ("e4".into(), 7)]
+        );
+        // At the end: nothing more.
+        assert_eq!(read(&mut cursor, 5, 7, 9, false).0, []);
+        // readdirplus: the entry that found no room came with a lookup to undo.
+        let mut cursor = DirCursor::default();
+        let (got, refused) = read(&mut cursor, 5, 2, 1, true);
+        assert_eq!(names(&got), [("e0".into(), 3)]);
+        assert_eq!(refused, Some(101));
+        let (_, refused) = read(&mut cursor, 5, 2, 1, false);
+        assert_eq!(refused, None);
+    }
+
+    #[test]
+    fn readdir_goes_on_after_a_name_even_when_entries_before_it_went() {
+        // `rm -rf` removes what it read before reading on: the next read starts after the
+        // last name returned, not at a position that would now skip entries.
+        let mut cursor = DirCursor::default();
+        let (got, _) = read(&mut cursor, 6, 2, 2, false);
+        assert_eq!(got.last().unwrap(), &("e1".to_string(), 4));
+        let mut got = Vec::new();
+        read_dir(
+            1,
+            1,
+            4,
+            &mut cursor,
+            |start| {
+                assert_eq!(
+                    *start,
+                    DirStart::After {
+                        name: OsStr::new("e1"),
+                        offset: 4
+                    }
+                );
+                listing(6, false)(start)
+            },
+            &mut |e| {
+                got.push(e.name);
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(got, ["e2", "e3", "e4", "e5"]);
+    }
+
+    #[test]
+    fn setgid_directories_pass_on_their_group() {
+        let setgid = 0o2775;
+        assert_eq!(new_node_group(setgid, 50, 7, FileKind::File), (50, 0));
+        assert_eq!(
+            new_node_group(setgid, 50, 7, FileKind::Dir),
+            (50, libc::S_ISGID)
+        );
+        assert_eq!(new_node_group(setgid, 50, 7, FileKind::CharDevice), (50, 0));
+        assert_eq!(new_node_group(0o775, 50, 7, FileKind::Dir), (7, 0));
+        assert_eq!(new_node_group(0o1777, 50, 7, FileKind::File), (7, 0));
+    }
+
+    #[test]
+    fn o_excl_and_xattr_flags() {
+        assert_eq!(create_over_existing(libc::O_CREAT), Ok(()));
+        assert_eq!(
+            create_over_existing(libc::O_CREAT | libc::O_EXCL),
+            Err(FsError::Os(Errno::EEXIST))
+        );
+        for exists in [false, true] {
+            assert_eq!(check_xattr_flags(0, exists), Ok(()));
+        }
+        assert_eq!(check_xattr_flags(libc::XATTR_CREATE, false), Ok(()));
+        assert_eq!(
+            check_xattr_flags(libc::XATTR_CREATE, true),
+            Err(FsError::Os(Errno::EEXIST))
+        );
+        assert_eq!(check_xattr_flags(libc::XATTR_REPLACE, true), Ok(()));
+        assert_eq!(
+            check_xattr_flags(libc::XATTR_REPLACE, false),
+            Err(FsError::Os(Errno::ENODATA))
+        );
+    }
+
+    #[test]
+    fn statfs_shows_the_limits_as_the_filesystem() {
+        let used = UsageSnapshot {
+            bytes: 3 * 4096,
+            inodes: 5,
+        };
+        let limited = Limits {
+            bytes: Some(10 * 4096 + 100),
+            inodes: Some(8),
+        };
+        let s = statfs(used, limited, 1 << 40);
+        assert_eq!((s.blocks, s.bfree, s.bavail), (10, 7, 7));
+        assert_eq!((s.files, s.ffree), (8, 3));
+        assert_eq!((s.bsize, s.frsize, s.namelen), (4096, 4096, 255));
+        // No limits: the given size, one inode per block; never below zero.
+        let s = statfs(used, Limits::default(), 64 * 4096);
+        assert_eq!((s.blocks, s.bfree, s.files, s.ffree), (64, 61, 64, 59));
+        let over = UsageSnapshot {
+            bytes: 1 << 30,
+            inodes: 100,
+        };
+        let s = statfs(over, limited, 0);
+        assert_eq!((s.bfree, s.ffree), (0, 0));
     }
 
     #[test]

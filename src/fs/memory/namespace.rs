@@ -47,19 +47,14 @@ impl MemFs {
         rules::check_name(name)?;
         let mut tree = self.tree.write();
         let parent = tree.get(parent)?;
-        let (parent_gid, parent_setgid, parent_default) = {
+        let (parent_gid, parent_perm, parent_default) = {
             let m = parent.meta.lock();
             let default = m.xattrs.get(OsStr::new(acl::DEFAULT)).cloned();
-            (m.gid, m.perm & libc::S_ISGID != 0, default)
+            (m.gid, m.perm, default)
         };
         if tree.child(&parent, name).is_ok() {
             return Err(os(Errno::EEXIST));
         }
-        let gid = if parent_setgid {
-            parent_gid
-        } else {
-            caller.gid
-        };
         let (kind, body, nlink, rdev) = match new {
             NewNode::File => (FileKind::File, Body::File(Pages::default()), 1, 0),
             NewNode::Dir => {
@@ -73,10 +68,9 @@ impl MemFs {
             NewNode::Special(kind, rdev) => (kind, Body::Special, 1, rdev),
         };
         let inherited = acl::inherit(parent_default.as_deref(), kind, mode, caller.umask)?;
+        let (gid, setgid) = rules::new_node_group(parent_perm, parent_gid, caller.gid, kind);
         let mut meta = Meta::new(inherited.mode & 0o7777, caller.uid, gid, nlink, rdev);
-        if kind == FileKind::Dir && parent_setgid {
-            meta.perm |= libc::S_ISGID;
-        }
+        meta.perm |= setgid;
         if let Body::Symlink(target) = &body {
             meta.target_bytes = cost::target(target.len());
         }
@@ -258,13 +252,9 @@ impl MemFs {
     /// character device owned by the caller, as the kernel makes one. The caller reserved
     /// its inode; the caller names it.
     fn add_whiteout(&self, tree: &mut super::Tree, caller: &Caller, parent: &Node) -> Ino {
-        let gid = {
+        let (gid, _) = {
             let m = parent.meta.lock();
-            if m.perm & libc::S_ISGID != 0 {
-                m.gid
-            } else {
-                caller.gid
-            }
+            rules::new_node_group(m.perm, m.gid, caller.gid, FileKind::CharDevice)
         };
         let ino = tree.allocate_ino();
         let mut meta = Meta::new(0, caller.uid, gid, 1, 0);

@@ -166,7 +166,8 @@ impl VolumeFs for MemFs {
         flags: i32,
     ) -> FsResult<(Entry, Opened)> {
         let node = match self.make(c, parent, name, mode, NewNode::File) {
-            Err(FsError::Os(Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
+            Err(FsError::Os(Errno::EEXIST)) => {
+                rules::create_over_existing(flags)?;
                 let tree = self.tree.read();
                 tree.child(&*tree.get(parent)?, name)?
             }
@@ -241,45 +242,31 @@ impl VolumeFs for MemFs {
         let handle = self.dirs.get(fh)?;
         let (dir, cursor) = &*handle;
         let mut cursor = cursor.lock();
-        let mut returned = Vec::new();
-        // A node looked up for an entry the reply had no room for: the kernel never saw it.
-        let mut unseen = None;
-        let mut full = false;
-        {
+        let unseen = {
             let tree = self.tree.read();
             let Body::Dir { entries, parent } = &*dir.body.read() else {
                 return Err(FsError::Os(Errno::ENOTDIR));
             };
-            if !rules::add_dot_entries(dir.ino, *parent, offset, add) {
-                return Ok(());
-            }
-            let (rest, mut next): (Box<dyn Iterator<Item = (&OsString, &Ino)>>, u64) =
-                match cursor.start(offset.max(2)) {
-                    DirStart::After { name, offset } => (
-                        Box::new(entries.range::<OsStr, _>((Excluded(name), Unbounded))),
-                        offset,
-                    ),
-                    DirStart::Skip(n) => (Box::new(entries.iter().skip(n as usize)), n + 2),
+            let list = |start: &DirStart<'_>| {
+                let rest: Box<dyn Iterator<Item = (&OsString, &Ino)>> = match *start {
+                    DirStart::After { name, .. } => {
+                        Box::new(entries.range::<OsStr, _>((Excluded(name), Unbounded)))
+                    }
+                    DirStart::Skip(n) => Box::new(entries.iter().skip(n as usize)),
                 };
-            for (name, &ino) in rest {
-                let Ok(node) = tree.get(ino) else { continue };
-                next += 1;
-                let entry = DirEntry {
-                    ino,
-                    next_offset: next,
-                    kind: node.kind,
-                    name: name.clone(),
-                    entry: plus.then(|| self.entry(&node)),
-                };
-                if !add(entry) {
-                    unseen = plus.then_some(ino);
-                    full = true;
-                    break;
-                }
-                returned.push((next, name.clone()));
-            }
-        }
-        cursor.returned(returned, !full);
+                let tree = &tree;
+                Ok(rest.filter_map(move |(name, &ino)| {
+                    let node = tree.get(ino).ok()?;
+                    Some(Ok(rules::Listed {
+                        ino,
+                        name: name.clone(),
+                        kind: node.kind,
+                        entry: plus.then(|| self.entry(&node)),
+                    }))
+                }))
+            };
+            rules::read_dir(dir.ino, *parent, offset, &mut cursor, list, add)?
+        };
         if let Some(ino) = unseen {
             self.forget(ino, 1);
         }
@@ -299,26 +286,15 @@ impl VolumeFs for MemFs {
     }
 
     fn statfs(&self) -> FsResult<StatFs> {
-        let used = self.quota.usage();
-        let limits = self.quota.limits();
-        // Without a limit, report what memory could hold at most: the machine's RAM.
-        let bytes = limits.bytes.unwrap_or_else(|| {
+        // Without a byte limit, the size is what memory could hold at most: the machine's RAM.
+        let ram = || {
             nix::sys::sysinfo::sysinfo()
                 .map(|i| i.ram_total())
                 .unwrap_or(u64::MAX / 2)
-        });
-        let inodes = limits.inodes.unwrap_or(bytes / PAGE);
-        let free = bytes.saturating_sub(used.bytes) / PAGE;
-        Ok(StatFs {
-            blocks: bytes / PAGE,
-            bfree: free,
-            bavail: free,
-            files: inodes,
-            ffree: inodes.saturating_sub(used.inodes),
-            bsize: PAGE as u32,
-            namelen: 255,
-            frsize: PAGE as u32,
-        })
+        };
+        let limits = self.quota.limits();
+        let unlimited = if limits.bytes.is_some() { 0 } else { ram() };
+        Ok(rules::statfs(self.quota.usage(), limits, unlimited))
     }
 
     fn setxattr(
@@ -336,12 +312,7 @@ impl VolumeFs for MemFs {
         }
         let mut m = node.meta.lock();
         let old = m.xattrs.get(name).map(|v| cost::xattr(name, v.len()));
-        if flags & libc::XATTR_CREATE != 0 && old.is_some() {
-            return Err(FsError::Os(Errno::EEXIST));
-        }
-        if flags & libc::XATTR_REPLACE != 0 && old.is_none() {
-            return Err(FsError::Os(Errno::ENODATA));
-        }
+        rules::check_xattr_flags(flags, old.is_some())?;
         // Its pages first: a value that does not fit changes nothing.
         let xattrs = m.xattr_bytes - old.unwrap_or(0) + cost::xattr(name, value.len());
         let entries = m.entry_bytes;

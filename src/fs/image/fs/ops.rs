@@ -71,15 +71,9 @@ impl Inner {
                 .io()?
                 .map(|v| v.value().to_vec());
             let inherited = acl::inherit(default.as_deref(), rec.kind(), rec.perm, caller.umask)?;
-            rec.perm = inherited.mode & 0o7777;
-            if p.perm & libc::S_ISGID != 0 {
-                rec.gid = p.gid;
-                if rec.kind() == FileKind::Dir {
-                    rec.perm |= libc::S_ISGID;
-                }
-            } else {
-                rec.gid = caller.gid;
-            }
+            let (gid, setgid) = rules::new_node_group(p.perm, p.gid, caller.gid, rec.kind());
+            rec.perm = inherited.mode & 0o7777 | setgid;
+            rec.gid = gid;
             rec.uid = caller.uid;
             let ino = t.next_ino()?;
             if rec.kind() == FileKind::Dir {
@@ -247,10 +241,7 @@ impl Inner {
     /// its inode and names it.
     fn add_whiteout(t: &Tx<'_>, caller: &Caller, parent: Ino) -> FsResult<Ino> {
         let p = t.inode(parent)?;
-        let gid = match p.perm & libc::S_ISGID != 0 {
-            true => p.gid,
-            false => caller.gid,
-        };
+        let (gid, _) = rules::new_node_group(p.perm, p.gid, caller.gid, FileKind::CharDevice);
         let rec = InodeRec::new(FileKind::CharDevice, 0, caller.uid, gid, 0);
         let ino = t.next_ino()?;
         t.put_inode(ino, &rec)?;
@@ -271,49 +262,43 @@ impl Inner {
     ) -> FsResult<Option<Ino>> {
         let rec = self.read_inode(dir_ino)?;
         dir(&rec)?;
-        if !rules::add_dot_entries(dir_ino, rec.parent, offset, add) {
-            return Ok(None);
-        }
-        let (after, skip, mut next) = match cursor.start(offset.max(2)) {
-            DirStart::After { name, offset } => (Some(name.as_bytes().to_vec()), 0, offset),
-            DirStart::Skip(n) => (None, n as usize, n + 2),
-        };
         let tx = self.db.begin_read().io()?;
         let dirents = tx.open_table(DIRENTS).io()?;
         let inodes = tx.open_table(super::store::INODES).io()?;
-        let start = match &after {
-            Some(name) => Excluded((dir_ino, &name[..])),
-            None => Included((dir_ino, &[][..])),
+        let list = |start: &DirStart<'_>| {
+            let (after, skip) = match *start {
+                DirStart::After { name, .. } => (Some(name.as_bytes()), 0),
+                DirStart::Skip(n) => (None, n as usize),
+            };
+            let from = match after {
+                Some(name) => Excluded((dir_ino, name)),
+                None => Included((dir_ino, &[][..])),
+            };
+            let end = Excluded((dir_ino + 1, &[][..]));
+            let range = dirents.range::<(u64, &[u8])>((from, end)).io()?;
+            let inodes = &inodes;
+            Ok(range.skip(skip).filter_map(move |entry| {
+                let listed = (|| {
+                    let (k, v) = entry.io()?;
+                    let ino = v.value();
+                    let Some(child) = inodes
+                        .get(ino)
+                        .io()?
+                        .and_then(|r| postcard::from_bytes::<InodeRec>(r.value()).ok())
+                    else {
+                        return Ok(None);
+                    };
+                    Ok(Some(rules::Listed {
+                        ino,
+                        name: OsStr::from_bytes(k.value().1).to_os_string(),
+                        kind: child.kind(),
+                        entry: plus.then(|| self.entry_for(ino, &child)),
+                    }))
+                })();
+                listed.transpose()
+            }))
         };
-        let end = Excluded((dir_ino + 1, &[][..]));
-        let mut returned = Vec::new();
-        for entry in dirents.range::<(u64, &[u8])>((start, end)).io()?.skip(skip) {
-            let (k, v) = entry.io()?;
-            let ino = v.value();
-            let Some(child) = inodes
-                .get(ino)
-                .io()?
-                .and_then(|r| postcard::from_bytes::<InodeRec>(r.value()).ok())
-            else {
-                continue;
-            };
-            let name = OsStr::from_bytes(k.value().1).to_os_string();
-            next += 1;
-            let entry = DirEntry {
-                ino,
-                next_offset: next,
-                kind: child.kind(),
-                name: name.clone(),
-                entry: plus.then(|| self.entry_for(ino, &child)),
-            };
-            if !add(entry) {
-                cursor.returned(returned, false);
-                return Ok(plus.then_some(ino));
-            }
-            returned.push((next, name));
-        }
-        cursor.returned(returned, true);
-        Ok(None)
+        rules::read_dir(dir_ino, rec.parent, offset, cursor, list, add)
     }
 
     fn handle_ino(&self, fh: Fh) -> FsResult<Ino> {
@@ -573,7 +558,8 @@ impl VolumeFs for ImageFs {
             name,
             InodeRec::new(FileKind::File, mode, 0, 0, 0),
         ) {
-            Err(FsError::Os(Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
+            Err(FsError::Os(Errno::EEXIST)) => {
+                rules::create_over_existing(flags)?;
                 self.lookup(c, parent, name)?
             }
             other => other?,
@@ -647,22 +633,8 @@ impl VolumeFs for ImageFs {
     }
 
     fn statfs(&self) -> FsResult<StatFs> {
-        let used = self.quota.usage();
-        let limits = self.quota.limits();
-        let bytes = limits.bytes.unwrap_or(0);
-        let unit = 4096;
-        let inodes = limits.inodes.unwrap_or(bytes / unit);
-        let free = bytes.saturating_sub(used.bytes) / unit;
-        Ok(StatFs {
-            blocks: bytes / unit,
-            bfree: free,
-            bavail: free,
-            files: inodes,
-            ffree: inodes.saturating_sub(used.inodes),
-            bsize: unit as u32,
-            namelen: rules::NAME_MAX as u32,
-            frsize: unit as u32,
-        })
+        // The quota's byte limit is the image's usable capacity.
+        Ok(rules::statfs(self.quota.usage(), self.quota.limits(), 0))
     }
 
     fn setxattr(
@@ -685,12 +657,7 @@ impl VolumeFs for ImageFs {
             rules::check_xattr_kind(rec.kind(), name)?;
             let mut x = t.tx.open_table(XATTRS).io()?;
             let exists = x.get((ino, name.as_bytes())).io()?.is_some();
-            if flags & libc::XATTR_CREATE != 0 && exists {
-                return Err(os(Errno::EEXIST));
-            }
-            if flags & libc::XATTR_REPLACE != 0 && !exists {
-                return Err(os(Errno::ENODATA));
-            }
+            rules::check_xattr_flags(flags, exists)?;
             x.insert((ino, name.as_bytes()), value).io()?;
             drop(x);
             rec.ctime = now();
