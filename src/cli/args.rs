@@ -49,13 +49,27 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon that hosts the volumes' filesystems and serves the API and the Docker
     /// volume plugin (until SIGTERM)
-    #[command(after_help = DAEMON_HELP)]
+    #[command(after_help = daemon_help())]
     Daemon(DaemonArgs),
     #[command(flatten)]
     Volume(VolumeCommand),
 }
 
-const DAEMON_HELP: &str = "\
+/// The plugin and the configuration file; the sections and the options without defaults
+/// come from the drivers' schemas.
+fn daemon_help() -> String {
+    let drivers = crate::driver::registry();
+    let sections: Vec<String> = drivers.iter().map(|d| format!("[{}]", d.name())).collect();
+    let per_volume: Vec<String> = drivers
+        .iter()
+        .flat_map(|d| d.doc().options)
+        .filter(|o| o.per_volume)
+        .map(|o| format!("{}=", o.name))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    format!(
+        "\
 Docker volume plugin:
   By default the daemon also serves the Docker volume plugin protocol on
   /run/docker/plugins/fvol.sock, where dockerd finds it as driver `fvol`:
@@ -72,10 +86,14 @@ Configuration file (/etc/fvol/fvol.toml, or --config FILE; root's, not writable 
   conf = \"/etc/ceph/ceph.conf\"
   pool = \"rbd\"
   size = \"10G\"
-  A section per driver ([local], [tmpfs], [rbd]) takes that driver's options (see
-  `fvol create --help`), except mount= and image=. An unknown section or key, or a bad
-  value, stops the daemon with an error naming it. A volume keeps the options it was created
-  with (defaults included, as `fvol inspect` shows them) when the file changes.";
+  A section per driver ({}) takes that driver's options
+  (see `fvol create --help`) except {}. An unknown section or key, or a bad value,
+  stops the daemon with an error naming it. A volume keeps the options it was created
+  with (defaults included, as `fvol inspect` shows them) when the file changes.",
+        sections.join(", "),
+        per_volume.join(" and ")
+    )
+}
 
 /// `fvol daemon` flags.
 #[derive(Debug, Default, Args)]
@@ -267,6 +285,22 @@ mod tests {
         ] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
+    }
+
+    #[test]
+    fn daemon_help_names_every_driver_section() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("daemon")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for driver in crate::driver::names() {
+            assert!(help.contains(&format!("[{driver}]")), "{driver}: {help}");
+        }
+        assert!(help.contains("except image= and mount="), "{help}");
+        let ours = &help[help.find("Docker volume plugin:").unwrap()..];
+        assert!(ours.lines().all(|l| l.len() <= 100), "{ours}");
     }
 
     fn daemon_args(args: &[&str]) -> DaemonArgs {
