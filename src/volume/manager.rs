@@ -58,10 +58,15 @@ impl VolumeManager {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
-                    match weak.upgrade() {
-                        Some(core) => core.lock().checkpoint_usage(),
-                        None => return,
+                    let Some(core) = weak.upgrade() else {
+                        return;
+                    };
+                    // Settled without the core's lock: a pass may wait for writeback.
+                    let filesystems = core.lock().active_filesystems();
+                    for fs in filesystems {
+                        fs.settle();
                     }
+                    core.lock().checkpoint_usage();
                 }
             })
             .map_err(|e| VolumeError::io("starting the usage checkpoint thread", e))?;

@@ -77,8 +77,10 @@ impl PassthroughFs {
     pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {
         let handle = self.files.remove(fh)?;
         if handle.writable && self.passthrough_io {
-            // The kernel wrote through this handle without asking: count what it allocated.
+            // The kernel wrote through this handle without asking: count what it allocated,
+            // and what its writeback will.
             self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+            self.unsettled.written(&handle.inode);
         }
         self.count_close(&handle.inode, handle.file.as_fd());
         Ok(())
@@ -110,6 +112,7 @@ impl PassthroughFs {
         })?;
         let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+        self.unsettled.written(&handle.inode);
         result?;
         if let Some((from, len)) = handle.write_behind.lock().record(offset, plan.len)
             && let Err(e) = writeback::start_writeback(handle.file.as_fd(), from, len)
@@ -147,6 +150,7 @@ impl PassthroughFs {
         let _reservation = self.quota.reserve(need, 0)?;
         let result = fallocate(handle.file.as_fd(), flags, offset as i64, length as i64);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+        self.unsettled.written(&handle.inode);
         Ok(result?)
     }
 
@@ -181,6 +185,7 @@ impl PassthroughFs {
             plan.len as usize,
         );
         self.reaccount_from(&to.inode, to.file.as_fd())?;
+        self.unsettled.written(&to.inode);
         Ok(result? as u32)
     }
 
