@@ -41,12 +41,17 @@ fn ops() -> u32 {
 
 /// Runs the workload on `dir` and returns its report.
 fn workload(dir: &Path, seed: u64, procs: u32, ops: u32) -> String {
+    workload_mode(dir, seed, procs, ops, "mixed")
+}
+
+fn workload_mode(dir: &Path, seed: u64, procs: u32, ops: u32, mode: &str) -> String {
     let out = Command::new("/usr/bin/python3")
         .args(["-c", WORKLOAD])
         .arg(dir)
         .arg(seed.to_string())
         .arg(procs.to_string())
         .arg(ops.to_string())
+        .arg(mode)
         .output()
         .expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -122,4 +127,82 @@ fn tmpfs_usage_matches_a_walk_after_a_stress_run() {
 #[test]
 fn image_usage_matches_a_walk_after_a_stress_run() {
     check(Backend::Image);
+}
+
+/// Bytes the filesystem at `path` has in use.
+fn host_used(path: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    (st.blocks() - st.blocks_free()) * st.fragment_size()
+}
+
+#[test]
+fn local_host_overshoot() {
+    let seed = seed();
+    let env = |k: &str, d: u64| std::env::var(k).map_or(d, |v| v.parse().unwrap());
+    let limit = env("FVOL_DRIFT_LIMIT", LIMIT);
+    let host = LoopExt4::new(512);
+    let s = TestSession::new_in(
+        Backend::Local,
+        Limits {
+            bytes: Some(limit),
+            inodes: Some(2000),
+        },
+        host.path(),
+    );
+    let baseline = host_used(host.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let max = Arc::new(AtomicU64::new(0));
+    let gap = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, max, path) = (stop.clone(), max.clone(), host.path().to_owned());
+        let (gap, fs) = (gap.clone(), s.fs.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let used = host_used(&path).saturating_sub(baseline);
+                let counted = fs.usage().bytes;
+                max.fetch_max(used, Ordering::Relaxed);
+                gap.fetch_max(used.saturating_sub(counted), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let settler = {
+        let (stop, fs) = (stop.clone(), s.fs.clone());
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= Duration::from_secs(5) {
+                    fs.settle();
+                    last = Instant::now();
+                }
+            }
+        })
+    };
+    let procs = env("FVOL_DRIFT_PROCS", 8) as u32;
+    let mode = std::env::var("FVOL_DRIFT_MODE").unwrap_or("churn".into());
+    if std::env::var("FVOL_DRIFT_PAUSE").is_ok() {
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let t0 = Instant::now();
+    let report = workload_mode(s.mnt(), seed, procs, ops(), &mode);
+    eprintln!("seed {seed} {mode} in {:?}: {report}", t0.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    settler.join().unwrap();
+    let max = max.load(Ordering::Relaxed);
+    eprintln!(
+        "host ahead of the counter by at most {}",
+        gap.load(Ordering::Relaxed)
+    );
+    eprintln!(
+        "host held at most {max} bytes over its baseline: {} over the limit {limit}",
+        max as i64 - limit as i64
+    );
+    s.fs.sync_all().unwrap();
+    let at_rest = settled(&s);
+    eprintln!(
+        "at rest: {at_rest:?}, host {}",
+        host_used(host.path()) - baseline
+    );
 }

@@ -1,13 +1,18 @@
 """A randomized multi-process filesystem workload (fsstress-style), for usage_drift.rs.
 
-usage: workload.py DIR SEED PROCS OPS
+usage: workload.py DIR SEED PROCS OPS [mixed|churn]
 
-PROCS processes run OPS random operations each on a small shared set of names under DIR, so
+mixed (the default): PROCS processes run OPS random operations each on a small shared set of names under DIR, so
 that they collide: create, writes at random offsets (sparse, and aligned O_DIRECT), truncate up
 and down, every fallocate mode, unlink and rename of open files, renameat2 with NOREPLACE,
 EXCHANGE and WHITEOUT, link, symlink, mkdir, rmdir, fifos, xattrs, copy_file_range. Each
 process draws from its own generator seeded with SEED and its index, so a seed replays the
-same operations (their interleaving is the kernel's). Errors the operations may meet are
+same operations (their interleaving is the kernel's).
+
+churn: PROCS processes each write OPS files of up to 4 MiB and delete them again, some while
+they are still open, so that the volume keeps filling up to its limit and emptying.
+
+Errors the operations may meet are
 expected and counted; any other errno fails the run. Every descriptor is closed before a
 process exits. Prints one line of JSON: counts per operation and per errno.
 """
@@ -201,6 +206,42 @@ class Worker:
         ("close", 3),
     ]
 
+    def refused(self, e):
+        """Counts an expected refusal; raises anything else again."""
+        if e.errno not in EXPECTED:
+            raise e
+        key = errno.errorcode.get(e.errno, str(e.errno))
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def churn(self, count):
+        """Writes files of up to 4 MiB in 256 KiB pieces and deletes them (a quarter while
+        open), keeping at most three per process."""
+        kept = []
+        piece = b"c" * (256 << 10)
+        for i in range(count):
+            p = os.path.join(self.root, self.rng.choice(DIRS), "churn-%d-%d" % (os.getpid(), i))
+            self.ops["churn"] = self.ops.get("churn", 0) + 1
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    for _ in range(self.rng.randrange(1, 17)):
+                        os.write(fd, piece)
+                except OSError as e:
+                    self.refused(e)
+                if self.rng.random() < 0.25:
+                    os.unlink(p)
+                    os.close(fd)
+                    continue
+                os.close(fd)
+            except OSError as e:
+                self.refused(e)
+                continue
+            kept.append(p)
+            while len(kept) > 3:
+                os.unlink(kept.pop(self.rng.randrange(len(kept))))
+        for p in kept:
+            os.unlink(p)
+
     def run(self, count):
         names = [n for n, w in self.OPS for _ in range(w)]
         for _ in range(count):
@@ -209,16 +250,16 @@ class Worker:
             try:
                 getattr(self, "op_" + name)()
             except OSError as e:
-                if e.errno not in EXPECTED:
-                    raise
-                key = errno.errorcode.get(e.errno, str(e.errno))
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.refused(e)
         for fd in self.open:
             os.close(fd)
 
 
 def main():
     root, seed, procs, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    mode = sys.argv[5] if len(sys.argv) > 5 else "mixed"
+    if mode not in ("mixed", "churn"):
+        sys.exit("workload.py: unknown mode %r: mixed or churn" % mode)
     for d in DIRS[1:]:
         os.makedirs(os.path.join(root, d), exist_ok=True)
     children = []
@@ -230,7 +271,10 @@ def main():
             status = 0
             try:
                 worker = Worker(root, seed, i)
-                worker.run(count)
+                if mode == "churn":
+                    worker.churn(count)
+                else:
+                    worker.run(count)
                 os.write(w, json.dumps({"ops": worker.ops, "errors": worker.errors}).encode())
             except BaseException as e:  # noqa: BLE001 - reported to the parent
                 trace = traceback.format_exc()

@@ -36,7 +36,11 @@ impl PassthroughFs {
         if flags & libc::O_TRUNC != 0
             && let Err(e) = self.reaccount_from(&inode, file.as_fd())
         {
-            self.count_close(&inode, file.as_fd());
+            let freed = self.count_close(&inode, file.as_fd());
+            drop(file);
+            if let Some(freed) = freed {
+                self.give_back(freed);
+            }
             return Err(e);
         }
         Ok(self.handle_for(inode, file, flags))
@@ -82,7 +86,12 @@ impl PassthroughFs {
             self.reaccount_from(&handle.inode, handle.file.as_fd())?;
             self.unsettled.written(&handle.inode);
         }
-        self.count_close(&handle.inode, handle.file.as_fd());
+        let freed = self.count_close(&handle.inode, handle.file.as_fd());
+        // The host file first: it may be the inode's last descriptor (see `give_back`).
+        drop(handle);
+        if let Some(freed) = freed {
+            self.give_back(freed);
+        }
         Ok(())
     }
 

@@ -34,12 +34,28 @@ const SETTLING: u8 = 2;
 
 /// Per inode: where it is in settling.
 #[derive(Default)]
-pub struct SettleState(AtomicU8);
+pub struct SettleState {
+    state: AtomicU8,
+    /// Descriptors of the inode settle passes hold open, and the bytes of its space if it was
+    /// freed meanwhile: given back when the last of them closes (see `give_back`).
+    held: Mutex<(u32, Option<u64>)>,
+}
 
 impl SettleState {
     /// True if the host may still change the inode's allocation unseen.
     pub fn unsettled(&self) -> bool {
-        self.0.load(Ordering::Acquire) != SETTLED
+        self.state.load(Ordering::Acquire) != SETTLED
+    }
+
+    /// For the space of the inode, freed: `None` if a settle pass holds a descriptor of it
+    /// (the host has not freed it yet; the pass gives the space back when it closes it).
+    pub(super) fn give_back_now(&self, bytes: u64) -> Option<u64> {
+        let mut held = self.held.lock();
+        if held.0 > 0 {
+            held.1 = Some(bytes);
+            return None;
+        }
+        Some(bytes)
     }
 }
 
@@ -56,7 +72,7 @@ impl Unsettled {
     /// `inode` was written: unsettled until a pass re-reads it. One atomic load on the hot
     /// path; the list is touched once per inode per pass.
     pub(super) fn written(&self, inode: &Arc<Inode>) {
-        let state = &inode.settle.0;
+        let state = &inode.settle.state;
         if state.load(Ordering::Relaxed) != WRITTEN
             && state.swap(WRITTEN, Ordering::AcqRel) != WRITTEN
         {
@@ -75,16 +91,35 @@ impl PassthroughFs {
         }
         let written = std::mem::take(&mut *self.unsettled.written.lock());
         for inode in &written {
-            if inode.accounted.lock().is_none() {
-                continue; // gone: the pass below drops it
-            }
-            if let Ok(file) = self.reopen(inode, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
-                && let Err(e) = writeback::start_writeback(file.as_fd(), 0, 0)
-            {
-                log::debug!("settle: starting writeback of node {}: {e}", inode.ino);
-            }
+            self.with_file(inode, |file| {
+                if let Err(e) = writeback::start_writeback(file.as_fd(), 0, 0) {
+                    log::debug!("settle: starting writeback of node {}: {e}", inode.ino);
+                }
+            });
         }
         self.unsettled.started.lock().extend(written);
+    }
+
+    /// Runs `f` on a descriptor of `inode` opened for it, unless its space was given back.
+    /// While the descriptor is open the host cannot free the inode, so space freed meanwhile
+    /// goes back to the quota only once it is closed.
+    fn with_file(&self, inode: &Inode, f: impl FnOnce(&std::fs::File)) {
+        inode.settle.held.lock().0 += 1;
+        if inode.accounted.lock().is_some() {
+            match self.reopen(inode, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
+                Ok(file) => f(&file),
+                // Gone with its space (a last name removed meanwhile), or behind fvol's back.
+                Err(e) => log::debug!("settle: reopening node {}: {e:?}", inode.ino),
+            }
+        }
+        let freed = {
+            let mut held = inode.settle.held.lock();
+            held.0 -= 1;
+            if held.0 == 0 { held.1.take() } else { None }
+        };
+        if let Some(bytes) = freed {
+            self.quota.adjust(-(bytes as i64), -1);
+        }
     }
 
     /// Re-reads every unsettled inode (after `syncfs`, their writeback is done but for
@@ -101,24 +136,18 @@ impl PassthroughFs {
     /// written since), then marks it settled unless it was written meanwhile, and lets its
     /// node go if the kernel forgot it.
     fn settle_one(&self, inode: &Arc<Inode>) {
-        inode.settle.0.store(SETTLING, Ordering::Release);
-        if inode.accounted.lock().is_some() {
-            match self.reopen(inode, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
-                Ok(file) => {
-                    if let Err(e) = writeback::write_back_and_wait(file.as_fd()) {
-                        log::debug!("settle: writeback of node {}: {e}", inode.ino);
-                    }
-                    if let Err(e) = self.reaccount_from(inode, file.as_fd()) {
-                        log::debug!("settle: re-reading node {}: {e:?}", inode.ino);
-                    }
-                }
-                // Gone with its space (a last name removed meanwhile), or behind fvol's back.
-                Err(e) => log::debug!("settle: reopening node {}: {e:?}", inode.ino),
+        inode.settle.state.store(SETTLING, Ordering::Release);
+        self.with_file(inode, |file| {
+            if let Err(e) = writeback::write_back_and_wait(file.as_fd()) {
+                log::debug!("settle: writeback of node {}: {e}", inode.ino);
             }
-        }
+            if let Err(e) = self.reaccount_from(inode, file.as_fd()) {
+                log::debug!("settle: re-reading node {}: {e:?}", inode.ino);
+            }
+        });
         let settled = inode
             .settle
-            .0
+            .state
             .compare_exchange(SETTLING, SETTLED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if settled {
