@@ -660,6 +660,11 @@ impl Core {
         crate::sys::heap::release_free_memory();
     }
 
+    /// The filesystems of the active volumes.
+    pub fn active_filesystems(&self) -> Vec<Arc<dyn VolumeFs>> {
+        self.active.values().map(|a| a.fs.clone()).collect()
+    }
+
     /// Persists the usage of active volumes (still not clean).
     /// Only changed usage is written, so an idle daemon does not touch the disk.
     pub fn checkpoint_usage(&mut self) {

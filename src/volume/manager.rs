@@ -89,6 +89,11 @@ impl VolumeManager {
                     let Some(core) = weak.upgrade() else { return };
                     core.lock().end_lingering();
                     if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                        // Settled without the core's lock: a pass may wait for writeback.
+                        let filesystems = core.lock().active_filesystems();
+                        for fs in filesystems {
+                            fs.settle();
+                        }
                         core.lock().checkpoint_usage();
                         checkpointed = Instant::now();
                     }
