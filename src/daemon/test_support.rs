@@ -32,6 +32,9 @@ pub fn sample_volume(name: &str) -> VolumeInfo {
             used_inodes: 0,
             mounted: false,
             mount_refs: Vec::new(),
+            cluster_wait: None,
+            fenced: None,
+            mount_pending: None,
         },
     }
 }

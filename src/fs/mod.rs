@@ -104,6 +104,10 @@ pub trait VolumeFs: Send + Sync + 'static {
     }
     /// Makes everything written so far durable (volume deactivation, daemon stop).
     fn sync_all(&self) -> FsResult<()>;
+    /// What the volume waits for, and whether it was fenced (for `inspect`). Never blocks.
+    fn health(&self) -> Health {
+        Health::default()
+    }
     /// Releases of space so far, taken before an operation that may be refused for space.
     fn releases(&self) -> u64 {
         0

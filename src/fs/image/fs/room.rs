@@ -25,8 +25,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use redb::Database;
-
 use crate::fs::image::backend::RegionWatch;
 use crate::fs::{FsError, FsResult};
 
@@ -40,6 +38,17 @@ const DURABLE_EVERY: u64 = 16;
 const MARGIN: u64 = 8;
 /// The longest time between durable commits.
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether a transaction about to run makes a durable commit due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    No,
+    /// The last durable commit is `COMMIT_INTERVAL` old.
+    Interval,
+    /// Past half the region, a sixteenth of it was allocated since the last durable commit:
+    /// one must be made before more is.
+    Space,
+}
 
 pub struct Room {
     watch: RegionWatch,
@@ -73,12 +82,17 @@ impl Room {
         self.watch.capacity()
     }
 
-    /// Counts a transaction about to run; true when it must commit durably.
-    pub fn begin_tx(&self) -> bool {
+    /// Counts a transaction about to run; whether a durable commit is due, and why.
+    pub fn begin_tx(&self) -> Due {
         self.since_measured.fetch_add(TX_PAGES, Ordering::Relaxed);
         let since = self.since_durable.fetch_add(TX_PAGES, Ordering::Relaxed) + TX_PAGES;
-        (self.len() > self.capacity() / 2 && since >= self.capacity() / DURABLE_EVERY)
-            || self.durable_at.lock().elapsed() >= COMMIT_INTERVAL
+        if self.len() > self.capacity() / 2 && since >= self.capacity() / DURABLE_EVERY {
+            Due::Space
+        } else if self.durable_at.lock().elapsed() >= COMMIT_INTERVAL {
+            Due::Interval
+        } else {
+            Due::No
+        }
     }
 
     /// Whether something changed since a durable commit that is `COMMIT_INTERVAL` old.
@@ -94,9 +108,13 @@ impl Room {
     }
 
     /// Ok when metadata may grow; `NoSpace` when not. `sync` commits durably (so that pages
-    /// of earlier commits are free) and runs twice before a measurement; never call this inside
-    /// a write transaction.
-    pub fn check(&self, db: &Database, sync: impl Fn() -> FsResult<()>) -> FsResult<()> {
+    /// of earlier commits are free) and runs twice before a measurement, which `in_use` makes
+    /// (the bytes of redb's allocated pages); never call this inside a write transaction.
+    pub fn check(
+        &self,
+        sync: impl Fn() -> FsResult<()>,
+        in_use: impl FnOnce() -> FsResult<u64>,
+    ) -> FsResult<()> {
         let (len, cap) = (self.len(), self.capacity());
         if len <= cap / 2 {
             return Ok(());
@@ -113,12 +131,8 @@ impl Room {
         }
         sync()?;
         sync()?;
-        let in_use = {
-            let tx = db.begin_write().map_err(io)?;
-            let stats = tx.stats().map_err(io)?;
-            self.since_measured.store(0, Ordering::Relaxed);
-            stats.allocated_pages() * stats.page_size() as u64
-        };
+        self.since_measured.store(0, Ordering::Relaxed);
+        let in_use = in_use()?;
         let len = self.len();
         let full = in_use + margin > len;
         self.measured.store(in_use, Ordering::Relaxed);
@@ -129,9 +143,4 @@ impl Room {
         );
         if full { Err(FsError::NoSpace) } else { Ok(()) }
     }
-}
-
-fn io(e: impl std::fmt::Display) -> FsError {
-    log::error!("image metadata: {e}");
-    FsError::Os(nix::errno::Errno::EIO)
 }
