@@ -646,7 +646,7 @@ impl Core {
                     rec.name.clone(),
                     PendingMount {
                         since: SystemTime::now(),
-                        error: "not tried yet".into(),
+                        error: "the first try has not finished".into(),
                     },
                 );
                 deferred.mount.push(rec.name);

@@ -94,9 +94,11 @@ pub fn parse_options(
             "mount" => opts.mount = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
             "io_timeout" => {
                 opts.rbd.io_timeout = Some(io_timeout(value).ok_or_else(|| {
-                    bad("use a whole number of seconds, minutes or hours with its unit, from \
+                    bad(
+                        "use a whole number of seconds, minutes or hours with its unit, from \
                          1s to 24h, for example 30s, 2m or 1h (without io_timeout, operations \
-                         wait for as long as the cluster is away)")
+                         wait for as long as the cluster is away)",
+                    )
                 })?)
             }
             "conf" => opts.rbd.conf = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
@@ -278,8 +280,18 @@ mod tests {
             let raw = BTreeMap::from([("io_timeout".to_string(), v.to_string())]);
             parse_options("rbd", &["io_timeout"], &raw).map(|o| o.rbd.io_timeout)
         };
-        for (text, secs) in [("1s", 1), ("30s", 30), ("2m", 120), ("1h", 3600), ("24h", 86400)] {
-            assert_eq!(parse(text).unwrap(), Some(Duration::from_secs(secs)), "{text}");
+        for (text, secs) in [
+            ("1s", 1),
+            ("30s", 30),
+            ("2m", 120),
+            ("1h", 3600),
+            ("24h", 86400),
+        ] {
+            assert_eq!(
+                parse(text).unwrap(),
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
         for text in [
             "", "30", "0s", "-5s", "1.5s", "90 s", "1m30s", "25h", "86401s", "s", "10ms", "1d",

@@ -63,7 +63,8 @@ fn errno(e: &std::io::Error) -> i32 {
 fn round(file: &File, n: u64, size: usize) -> Result<(), (&'static str, i32)> {
     let rec = record(n, size);
     let at = n * size as u64;
-    file.write_all_at(&rec, at).map_err(|e| ("write", errno(&e)))?;
+    file.write_all_at(&rec, at)
+        .map_err(|e| ("write", errno(&e)))?;
     file.sync_all().map_err(|e| ("fsync", errno(&e)))?;
     // Clean pages after the fsync: dropping them makes the read below reach the handler.
     // SAFETY: a plain syscall on a descriptor this function borrows.

@@ -308,8 +308,7 @@ impl Driver for RbdDriver {
         _stored: Usage,
     ) -> Result<Activation, VolumeError> {
         let target = connect(rec, opts)?;
-        let device: Arc<dyn BlockDevice> =
-            Arc::new(lock(ctx, &target, rec, opts.rbd.io_timeout)?);
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, opts.rbd.io_timeout)?);
         let limits = Limits {
             bytes: None,
             inodes: opts.inodes,

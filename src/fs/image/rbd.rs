@@ -270,13 +270,10 @@ impl BlockDevice for RbdDevice {
     }
     fn health(&self) -> Health {
         Health {
-            cluster_wait: self
-                .image
-                .waiting(REPORT_WAIT_AFTER)
-                .map(|w| ClusterWait {
-                    since: w.since,
-                    operations: w.operations,
-                }),
+            cluster_wait: self.image.waiting(REPORT_WAIT_AFTER).map(|w| ClusterWait {
+                since: w.since,
+                operations: w.operations,
+            }),
             fenced: self.image.fence().map(|f| Fenced {
                 since: f.since,
                 reason: format!(

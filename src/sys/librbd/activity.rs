@@ -87,8 +87,8 @@ impl Activity {
         if operations == 0 {
             return None;
         }
-        let since = (self.busy_since.load(Ordering::Acquire))
-            .max(self.last_done.load(Ordering::Acquire));
+        let since =
+            (self.busy_since.load(Ordering::Acquire)).max(self.last_done.load(Ordering::Acquire));
         (now_ms().saturating_sub(since) > longer_than.as_millis() as u64).then(|| Waiting {
             since: wall(since),
             operations,
@@ -129,7 +129,7 @@ mod tests {
     fn idle_is_not_waiting() {
         let a = Activity::default();
         assert_eq!(a.waiting(Duration::ZERO), None);
-        drop(a.call("rbd_read").done(0));
+        a.call("rbd_read").done(0);
         assert_eq!(a.waiting(Duration::ZERO), None);
     }
 
@@ -152,7 +152,7 @@ mod tests {
         let a = Activity::default();
         let slow = a.call("rbd_read");
         std::thread::sleep(Duration::from_millis(30));
-        drop(a.call("rbd_write").done(0));
+        a.call("rbd_write").done(0);
         // The busy period started 30 ms ago, but the cluster answered just now.
         assert_eq!(a.waiting(Duration::from_millis(25)), None);
         drop(slow);
@@ -161,12 +161,12 @@ mod tests {
     #[test]
     fn blocklisted_is_a_fence_and_sticks() {
         let a = Activity::default();
-        drop(a.call("rbd_read").done(-(libc::EIO as i64)));
+        a.call("rbd_read").done(-(libc::EIO as i64));
         assert_eq!(a.fence(), None);
-        drop(a.call("rbd_aio_write").done(-(EBLOCKLISTED as i64)));
-        drop(a.call("rbd_flush").done(-(EBLOCKLISTED as i64)));
+        a.call("rbd_aio_write").done(-(EBLOCKLISTED as i64));
+        a.call("rbd_flush").done(-(EBLOCKLISTED as i64));
         assert_eq!(a.fence().map(|f| f.call), Some("rbd_aio_write"));
-        drop(a.call("rbd_read").done(0));
+        a.call("rbd_read").done(0);
         assert!(a.fence().is_some());
     }
 }

@@ -166,7 +166,12 @@ impl Image {
 
     /// Fills `out` from `offset`, waiting `limit` at most: then it fails with ETIMEDOUT and the
     /// read goes on in the background, into memory of its own, until the cluster answers.
-    pub fn read_within(&self, offset: u64, out: &mut [u8], limit: Duration) -> Result<(), RbdError> {
+    pub fn read_within(
+        &self,
+        offset: u64,
+        out: &mut [u8],
+        limit: Duration,
+    ) -> Result<(), RbdError> {
         let len = out.len();
         if len == 0 {
             return Ok(());

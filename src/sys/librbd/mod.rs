@@ -705,7 +705,9 @@ impl Image {
         let call = self.activity.call("rbd_get_size");
         // SAFETY: the image is open; size is a valid out-pointer.
         let ret = unsafe { (self.api().rbd_get_size)(self.handle, &mut size) };
-        check(call.done(ret.into()), "rbd_get_size", || self.target.clone())?;
+        check(call.done(ret.into()), "rbd_get_size", || {
+            self.target.clone()
+        })?;
         Ok(size)
     }
 

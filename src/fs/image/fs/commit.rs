@@ -91,9 +91,9 @@ impl Commits {
                 return Ok(());
             }
             if s.handled >= ticket {
-                return Err(Waited::Failed(s.failed.unwrap_or(FsError::Os(
-                    nix::errno::Errno::EIO,
-                ))));
+                return Err(Waited::Failed(
+                    s.failed.unwrap_or(FsError::Os(nix::errno::Errno::EIO)),
+                ));
             }
             if !s.running {
                 return Err(Waited::NotRunning);
@@ -211,9 +211,11 @@ mod tests {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let t = {
             let fail = fail.clone();
-            committer(&c, move |_| match fail.load(std::sync::atomic::Ordering::SeqCst) {
-                true => Err(FsError::Os(Errno::EIO)),
-                false => Ok(()),
+            committer(&c, move |_| {
+                match fail.load(std::sync::atomic::Ordering::SeqCst) {
+                    true => Err(FsError::Os(Errno::EIO)),
+                    false => Ok(()),
+                }
             })
         };
         assert_eq!(

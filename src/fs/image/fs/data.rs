@@ -85,16 +85,20 @@ pub(super) fn file(rec: InodeRec) -> FsResult<InodeRec> {
 
 impl Inner {
     /// A failed data read or write: ETIMEDOUT when the device gave up waiting for its cluster
-    /// (the I/O goes on), else EIO, as from a failing disk. Timeouts and a fenced device are
-    /// reported by `health`, not logged at every call.
-    fn data_error(&self, what: &str, at: u64, e: std::io::Error) -> FsError {
+    /// (the I/O goes on); on a fenced device EROFS for a write, as for every change, and EIO
+    /// for a read; else EIO, as from a failing disk. Timeouts and fences are reported by
+    /// `health`, not logged at every call.
+    fn data_error(&self, write: bool, at: u64, e: std::io::Error) -> FsError {
+        use nix::errno::Errno;
         if e.kind() == std::io::ErrorKind::TimedOut {
-            return FsError::Os(nix::errno::Errno::ETIMEDOUT);
+            return FsError::Os(Errno::ETIMEDOUT);
         }
-        if !self.device.fenced() {
-            log::error!("image data {what} at {at}: {e}");
+        if self.device.fenced() {
+            return FsError::Os(if write { Errno::EROFS } else { Errno::EIO });
         }
-        FsError::Os(nix::errno::Errno::EIO)
+        let what = if write { "write" } else { "read" };
+        log::error!("image data {what} at {at}: {e}");
+        FsError::Os(Errno::EIO)
     }
 
     /// Maps the file blocks `(first, count)` of a hole to newly allocated ones (the run at
@@ -133,7 +137,7 @@ impl Inner {
         for (at, bytes) in ios {
             self.device
                 .submit_write(at, bytes)
-                .map_err(|e| self.data_error("write", at, e))?;
+                .map_err(|e| self.data_error(true, at, e))?;
         }
         Ok(())
     }
@@ -185,7 +189,7 @@ impl Inner {
             let buf = &mut out[(from - offset) as usize..(to - offset) as usize];
             self.device
                 .read_data(at, buf)
-                .map_err(|e| self.data_error("read", at, e))?;
+                .map_err(|e| self.data_error(false, at, e))?;
         }
         Ok(out)
     }

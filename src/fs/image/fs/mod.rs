@@ -274,6 +274,10 @@ fn run_committer(inner: &Inner) {
         if due {
             let result = inner.durable_commit_now();
             match (result, failing) {
+                (Err(_), None) if inner.device.fenced() => log::error!(
+                    "image: durable commit failed: the device is fenced; fsync fails (EIO) \
+                     until the volume is mounted again"
+                ),
                 (Err(e), None) => log::error!(
                     "image: durable commit failed: {e}; fsync fails and commits are tried again"
                 ),
@@ -325,7 +329,7 @@ impl Inner {
         if self.device.fenced() {
             return Err(FsError::Os(Errno::EROFS));
         }
-        match self.room.begin_tx() {
+        match self.room.due() {
             room::Due::Space => self.commit_durably()?,
             room::Due::Interval => self.commits.nudge(),
             room::Due::No => {}
@@ -335,6 +339,9 @@ impl Inner {
         tx.set_durability(Durability::None).io()?;
         let out = f(&Tx { tx: &tx })?;
         tx.commit().io()?;
+        // Counted once committed: a durable commit that began before covers it (see
+        // `durable_commit_now`), and one that begins later sees it counted.
+        self.room.committed();
         Ok(out)
     }
 
@@ -367,10 +374,12 @@ impl Inner {
         })?;
         let _gate = self.gate.as_ref().map(|g| g.lock.lock());
         let tx = self.db.begin_write().io()?;
+        // Every transaction counted so far has committed: this commit covers it.
+        let covered = self.room.since_durable();
         let drained = alloc::drain_pending(&Tx { tx: &tx })?;
         let _exclusive = (drained > 0).then(|| self.reuse.write());
         tx.commit().io()?;
-        self.room.durable_done();
+        self.room.durable_done(covered);
         Ok(())
     }
 

@@ -82,10 +82,9 @@ impl Room {
         self.watch.capacity()
     }
 
-    /// Counts a transaction about to run; whether a durable commit is due, and why.
-    pub fn begin_tx(&self) -> Due {
-        self.since_measured.fetch_add(TX_PAGES, Ordering::Relaxed);
-        let since = self.since_durable.fetch_add(TX_PAGES, Ordering::Relaxed) + TX_PAGES;
+    /// Whether a durable commit is due before a transaction about to run, and why.
+    pub fn due(&self) -> Due {
+        let since = self.since_durable.load(Ordering::Relaxed) + TX_PAGES;
         if self.len() > self.capacity() / 2 && since >= self.capacity() / DURABLE_EVERY {
             Due::Space
         } else if self.durable_at.lock().elapsed() >= COMMIT_INTERVAL {
@@ -95,15 +94,30 @@ impl Room {
         }
     }
 
+    /// Counts a transaction that committed (not durably).
+    pub fn committed(&self) {
+        self.since_measured.fetch_add(TX_PAGES, Ordering::Relaxed);
+        self.since_durable.fetch_add(TX_PAGES, Ordering::Relaxed);
+    }
+
     /// Whether something changed since a durable commit that is `COMMIT_INTERVAL` old.
     pub fn idle_commit_due(&self) -> bool {
         self.since_durable.load(Ordering::Relaxed) > 0
             && self.durable_at.lock().elapsed() >= COMMIT_INTERVAL
     }
 
-    /// Records that a durable commit just completed.
-    pub fn durable_done(&self) {
-        self.since_durable.store(0, Ordering::Relaxed);
+    /// What was counted since the last durable commit; taken by a durable commit once it holds
+    /// the transaction lock, so that it covers every transaction counted so far.
+    pub fn since_durable(&self) -> u64 {
+        self.since_durable.load(Ordering::Relaxed)
+    }
+
+    /// Records that a durable commit just completed; it covered `covered` (`since_durable`
+    /// when it began): what transactions counted meanwhile stays counted.
+    pub fn durable_done(&self, covered: u64) {
+        let _ = (self.since_durable).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            Some(s.saturating_sub(covered))
+        });
         *self.durable_at.lock() = Instant::now();
     }
 
