@@ -125,6 +125,10 @@ pub trait VolumeFs: Send + Sync + 'static {
     /// operation that caused it (local: blocks a delayed-allocation host filesystem allocates
     /// at writeback). The daemon calls it every few seconds, with no lock held.
     fn settle(&self) {}
+    /// What the volume waits for, and whether it was fenced (for `inspect`). Never blocks.
+    fn health(&self) -> Health {
+        Health::default()
+    }
     /// Releases of space so far, taken before an operation that may be refused for space.
     fn releases(&self) -> u64 {
         0

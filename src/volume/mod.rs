@@ -5,6 +5,7 @@ pub mod error;
 mod fault;
 pub mod guard;
 pub mod limits;
+pub mod locks;
 pub mod manager;
 pub mod name;
 pub mod options;
@@ -15,7 +16,7 @@ pub mod size;
 pub use error::VolumeError;
 pub use manager::VolumeManager;
 pub use record::{
-    DirIdentity, MountRef, RefKind, ReferenceInfo, Usage, VolumeInfo, VolumeRecord, VolumeState,
-    VolumeStatus,
+    ClusterWaitStatus, DirIdentity, FencedStatus, MountPendingStatus, MountRef, RefKind,
+    ReferenceInfo, Usage, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 pub use refs::RefId;
