@@ -301,3 +301,58 @@ fn local_host_stays_within_the_limit_under_churn() {
     s.fs.sync_all().expect("sync");
     settled(&s, &format!("local churn seed {seed}, at rest"));
 }
+
+/// The daemon settles a running volume by itself: a file written in many extents, whose extent
+/// block ext4 adds only when it writes the data back, is counted within a few seconds without
+/// an unmount or an fsync; and a clean unmount records exactly what the directory holds.
+#[test]
+fn daemon_settles_local_usage_while_mounted() {
+    use fuse_tests::daemon::{TestDaemon, fuse_or_skip};
+    use std::os::unix::fs::FileExt;
+    if !fuse_or_skip("daemon_settles_local_usage_while_mounted") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "settled", "-o", "size=64M"]);
+    let mp = d.mount("settled");
+    let backing = d.root().join("volumes/settled/data");
+    let f = std::fs::File::create(mp.join("sparse")).unwrap();
+    // Every other block: 200 extents, more than the inode holds.
+    for i in 0..200u64 {
+        f.write_at(&[7u8; 4096], 2 * i * 4096).unwrap();
+    }
+    drop(f);
+    // The host writes the data back (and allocates the extent block) behind fvol's back.
+    nix::unistd::sync();
+    let usage = |d: &TestDaemon| {
+        let st = &d.inspect("settled")["Status"];
+        UsageSnapshot {
+            bytes: st["UsedBytes"].as_u64().unwrap(),
+            inodes: st["UsedInodes"].as_u64().unwrap(),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (counted, walked) = (usage(&d), fuse_tests::session::walk(&backing));
+        if counted == walked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mounted and idle for a minute, the daemon counts {counted:?} but the directory holds {walked:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.cli_ok(["unmount", "settled"]);
+    assert_eq!(
+        usage(&d),
+        fuse_tests::session::walk(&backing),
+        "usage recorded at a clean unmount"
+    );
+    d.mount("settled");
+    assert_eq!(
+        usage(&d),
+        fuse_tests::session::walk(&backing),
+        "usage after mounting again"
+    );
+}
