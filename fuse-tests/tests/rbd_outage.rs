@@ -148,10 +148,15 @@ impl Writer {
 }
 
 impl Drop for Writer {
+    /// Kills the writer, waiting for it a few seconds at most: one stuck in an uninterruptible
+    /// wait on its volume dies only once the daemon (dropped after it) is gone.
     fn drop(&mut self) {
         let _ = std::fs::write(&self.stop, b"");
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -300,8 +305,9 @@ fn lock_holder_address(ceph: &TestCluster, image: &str) -> String {
     lockers[0].address.clone()
 }
 
-/// The OSD frozen (SIGSTOP) for 60 s, then resumed (SIGCONT), with four rbd volumes and a
-/// local one on one daemon:
+/// The OSD frozen (SIGSTOP) for 60 s, then resumed (SIGCONT), marked down meanwhile as the
+/// other OSDs of a real cluster would report it; four rbd volumes and a local one on one
+/// daemon:
 /// - `wait` (no bound): its writer sees no error;
 /// - `bounded` (`io_timeout=10s`): its writer gets ETIMEDOUT, then writes again;
 /// - `fenced`: its client is blocklisted during the freeze, as a host taking the volume over
@@ -373,6 +379,11 @@ fn osd_frozen() {
         vec![],
         "the writer without a bound got errors"
     );
+    // What the other OSDs of a real cluster report after 20 s without its heartbeats. Without
+    // it the lone OSD here may keep a PG "laggy" once it resumes (its read lease ran out while
+    // it was frozen, and nothing renews it): that PG's operations would wait for good.
+    let out = ceph.ceph(&["osd", "down", "0"]);
+    assert!(out.status.success(), "osd down: {}", stderr_of(&out));
     until_outage_ends(frozen);
     // Still answering at the end of the outage (a wedged daemon would hang here).
     ls_answers(&root);
