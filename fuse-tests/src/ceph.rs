@@ -89,6 +89,17 @@ impl TestCluster {
         format!("conf={}", self.conf().display())
     }
 
+    /// `fvol create -d rbd -o conf=... [-o EXTRA]... NAME` on daemon `d`.
+    pub fn create_volume(&self, d: &crate::daemon::TestDaemon, name: &str, extra: &[&str]) {
+        let mut args = vec!["create".to_string(), "-d".into(), "rbd".into()];
+        args.extend(["-o".into(), self.conf_opt()]);
+        for o in extra {
+            args.extend(["-o".into(), o.to_string()]);
+        }
+        args.push(name.into());
+        d.cli_ok(&args);
+    }
+
     /// The pid of a daemon of the cluster: `mon.a` or `osd.0` (from its pid file).
     pub fn daemon_pid(&self, daemon: &str) -> Pid {
         let file = self.dir().join(format!("run/ceph-{daemon}.pid"));

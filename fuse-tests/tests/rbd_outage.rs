@@ -226,30 +226,6 @@ fn wait_for_cluster_wait(root: &TestRoot, name: &str) -> serde_json::Value {
     seen
 }
 
-fn create_rbd(d: &TestDaemon, ceph: &TestCluster, name: &str, extra: &[&str]) {
-    let mut args = vec!["create".to_string(), "-d".into(), "rbd".into()];
-    args.extend(["-o".into(), ceph.conf_opt()]);
-    for o in extra {
-        args.extend(["-o".into(), o.to_string()]);
-    }
-    args.push(name.into());
-    d.cli_ok(&args);
-}
-
-fn fsck_clean(d: &TestDaemon, name: &str) {
-    let out = d.cli(["fsck", name]);
-    let text = stdout_of(&out);
-    assert!(
-        out.status.success(),
-        "fsck {name}: {}\n{text}\n{}",
-        out.status,
-        stderr_of(&out)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("fsck JSON: {e}\n{text}"));
-    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
-}
-
 /// A file written and fsynced on a volume that must keep answering (a local one).
 fn write_durably(path: &Path, data: &[u8]) {
     let mut f = std::fs::OpenOptions::new()
@@ -323,15 +299,10 @@ fn osd_frozen() {
     let ceph = TestCluster::start();
     let d = TestDaemon::start();
     let root = d.root.clone();
-    create_rbd(&d, &ceph, "wait", &["size=1G"]);
-    create_rbd(
-        &d,
-        &ceph,
-        "bounded",
-        &["size=1G", &format!("io_timeout={BOUND}")],
-    );
-    create_rbd(&d, &ceph, "fenced", &["size=512M"]);
-    create_rbd(&d, &ceph, "late", &["size=256M"]);
+    ceph.create_volume(&d, "wait", &["size=1G"]);
+    ceph.create_volume(&d, "bounded", &["size=1G", &format!("io_timeout={BOUND}")]);
+    ceph.create_volume(&d, "fenced", &["size=512M"]);
+    ceph.create_volume(&d, "late", &["size=256M"]);
     d.cli_ok(["create", "local"]);
     let local = d.mount("local");
     let scratch = d.scratch_dir("writers");
@@ -445,7 +416,7 @@ fn osd_frozen() {
         d.cli_ok(["unmount", name]);
     }
     for name in ["wait", "bounded", "late"] {
-        fsck_clean(&d, name);
+        d.fsck_clean(name);
     }
     // The fenced connection could not release its lock: the image is taken over as after a
     // dead holder, with break-lock; everything acknowledged before the fence is there.
@@ -459,7 +430,7 @@ fn osd_frozen() {
     let mp = d.mount("fenced");
     Writer::verify(&mp.join("records"), n_fenced);
     d.cli_ok(["unmount", "fenced"]);
-    fsck_clean(&d, "fenced");
+    d.fsck_clean("fenced");
     drop(ceph);
 }
 
@@ -471,7 +442,7 @@ fn osd_killed() {
     }
     let ceph = TestCluster::start();
     let d = TestDaemon::start();
-    create_rbd(&d, &ceph, "wait", &["size=1G"]);
+    ceph.create_volume(&d, "wait", &["size=1G"]);
     let scratch = d.scratch_dir("writers");
     let wait = Writer::start("wait", &d.mount("wait"), &scratch);
     wait.wait_for_records(RECORDS, "before the outage");
@@ -488,7 +459,7 @@ fn osd_killed() {
     assert_eq!(errors, vec![], "the writer got errors");
     Writer::verify(&d.mount("wait").join("records"), n);
     d.cli_ok(["unmount", "wait"]);
-    fsck_clean(&d, "wait");
+    d.fsck_clean("wait");
     drop(ceph);
 }
 
@@ -502,8 +473,8 @@ fn mon_killed() {
     }
     let ceph = TestCluster::start();
     let d = TestDaemon::start();
-    create_rbd(&d, &ceph, "wait", &["size=1G"]);
-    create_rbd(&d, &ceph, "other", &["size=256M"]);
+    ceph.create_volume(&d, "wait", &["size=1G"]);
+    ceph.create_volume(&d, "other", &["size=256M"]);
     let scratch = d.scratch_dir("writers");
     let wait = Writer::start("wait", &d.mount("wait"), &scratch);
     wait.wait_for_records(RECORDS, "before the outage");
@@ -536,7 +507,7 @@ fn mon_killed() {
     Writer::verify(&d.mount("wait").join("records"), n);
     for name in ["wait", "other"] {
         d.cli_ok(["unmount", name]);
-        fsck_clean(&d, name);
+        d.fsck_clean(name);
     }
     drop(ceph);
 }
@@ -551,7 +522,7 @@ fn start_while_cluster_down() {
     }
     let ceph = TestCluster::start();
     let mut d = TestDaemon::start();
-    create_rbd(&d, &ceph, "db", &["size=256M"]);
+    ceph.create_volume(&d, "db", &["size=256M"]);
     d.cli_ok(["create", "local"]);
     let target = d.scratch_dir("db-target");
     let target_arg = target.to_str().unwrap().to_owned();
@@ -592,6 +563,6 @@ fn start_while_cluster_down() {
     assert_eq!(std::fs::read(target.join("kept")).unwrap(), data);
     d.cli_ok(["unmount", "db", "--target", &target_arg]);
     d.cli_ok(["unmount", "db"]);
-    fsck_clean(&d, "db");
+    d.fsck_clean("db");
     drop(ceph);
 }

@@ -20,19 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// How long to pause after a failed step before the record is tried again.
 const PAUSE: Duration = Duration::from_millis(200);
 
-fn payload(n: u64, len: usize) -> Vec<u8> {
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
@@ -40,7 +27,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 fn record(n: u64, size: usize) -> Vec<u8> {
-    let body = payload(n, size - 16);
+    let body = fuse_tests::random_bytes(n, size - 16);
     let mut r = Vec::with_capacity(size);
     r.extend_from_slice(&n.to_le_bytes());
     r.extend_from_slice(&fnv(&body).to_le_bytes());
