@@ -160,6 +160,11 @@ impl Drop for Writer {
     }
 }
 
+/// Notes in the test's output how long the test has run at `what` (to see where time goes).
+fn phase(began: Instant, what: &str) {
+    eprintln!("[{:6.1}s] {what}", began.elapsed().as_secs_f64());
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
@@ -320,6 +325,7 @@ fn osd_frozen() {
     if !fuse_or_skip("osd_frozen") {
         return;
     }
+    let t = Instant::now();
     let ceph = TestCluster::start();
     let d = TestDaemon::start();
     let root = d.root.clone();
@@ -346,6 +352,7 @@ fn osd_frozen() {
     }
 
     ceph.signal("osd.0", Signal::SIGSTOP);
+    phase(t, "the OSD is frozen");
     let frozen = Instant::now();
     let before = (wait.oks(), bounded.oks());
     // The monitor still answers: blocklist the fenced volume's client, as `rbd lock rm` (or
@@ -395,7 +402,9 @@ fn osd_frozen() {
         before.1
     );
 
+    phase(t, "the OSD runs again");
     let out = finish(late.take().unwrap(), "mounting `late` after the outage");
+    phase(t, "`late` mounted");
     assert!(out.status.success(), "mount late: {}", stderr_of(&out));
     let after = (wait.oks(), bounded.oks());
     wait.wait_for_records(after.0 + RECORDS, "after the outage");
@@ -422,6 +431,7 @@ fn osd_frozen() {
             && log.contains("volume fenced: fenced since")
     });
 
+    phase(t, "writers went on, fence reported");
     let (n, errors) = wait.stop();
     assert_eq!(errors, vec![], "wait: the writer got errors");
     Writer::verify(&d.mount("wait").join("records"), n);
@@ -441,9 +451,11 @@ fn osd_frozen() {
     eprintln!(
         "records: wait {n}, bounded {n_bounded} (ETIMEDOUT after the bound), fenced {n_fenced}"
     );
+    phase(t, "records checked");
     for name in ["wait", "bounded", "late", "fenced", "local"] {
         d.cli_ok(["unmount", name]);
     }
+    phase(t, "unmounted");
     for name in ["wait", "bounded", "late"] {
         fsck_clean(&d, name);
     }
@@ -455,6 +467,7 @@ fn osd_frozen() {
         "{}",
         stderr_of(&out)
     );
+    phase(t, "checked");
     d.cli_ok(["break-lock", "fenced"]);
     let mp = d.mount("fenced");
     Writer::verify(&mp.join("records"), n_fenced);
