@@ -160,6 +160,11 @@ impl Drop for Writer {
     }
 }
 
+/// Notes in the test's output how long the test has run at `what` (to see where time goes).
+fn phase(began: Instant, what: &str) {
+    eprintln!("[{:6.1}s] {what}", began.elapsed().as_secs_f64());
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
@@ -296,6 +301,7 @@ fn osd_frozen() {
     if !fuse_or_skip("osd_frozen") {
         return;
     }
+    let t = Instant::now();
     let ceph = TestCluster::start();
     let d = TestDaemon::start();
     let root = d.root.clone();
@@ -317,6 +323,7 @@ fn osd_frozen() {
     }
 
     ceph.signal("osd.0", Signal::SIGSTOP);
+    phase(t, "the OSD is frozen");
     let frozen = Instant::now();
     let before = (wait.oks(), bounded.oks());
     // The monitor still answers: blocklist the fenced volume's client, as `rbd lock rm` (or
@@ -366,7 +373,9 @@ fn osd_frozen() {
         before.1
     );
 
+    phase(t, "the OSD runs again");
     let out = finish(late.take().unwrap(), "mounting `late` after the outage");
+    phase(t, "`late` mounted");
     assert!(out.status.success(), "mount late: {}", stderr_of(&out));
     let after = (wait.oks(), bounded.oks());
     wait.wait_for_records(after.0 + RECORDS, "after the outage");
@@ -393,6 +402,7 @@ fn osd_frozen() {
             && log.contains("volume fenced: fenced since")
     });
 
+    phase(t, "writers went on, fence reported");
     let (n, errors) = wait.stop();
     assert_eq!(errors, vec![], "wait: the writer got errors");
     Writer::verify(&d.mount("wait").join("records"), n);
@@ -412,9 +422,11 @@ fn osd_frozen() {
     eprintln!(
         "records: wait {n}, bounded {n_bounded} (ETIMEDOUT after the bound), fenced {n_fenced}"
     );
+    phase(t, "records checked");
     for name in ["wait", "bounded", "late", "fenced", "local"] {
         d.cli_ok(["unmount", name]);
     }
+    phase(t, "unmounted");
     for name in ["wait", "bounded", "late"] {
         d.fsck_clean(name);
     }
@@ -426,6 +438,7 @@ fn osd_frozen() {
         "{}",
         stderr_of(&out)
     );
+    phase(t, "checked");
     d.cli_ok(["break-lock", "fenced"]);
     let mp = d.mount("fenced");
     Writer::verify(&mp.join("records"), n_fenced);

@@ -114,23 +114,24 @@ impl VolumeManager {
     /// Detaches stale FUSE mounts left by a dead daemon and mounts again every volume that has
     /// mount references. Call once at start-up, before serving requests.
     ///
-    /// Volumes on a remote backing store (a Ceph cluster) are mounted by a thread each, all at
-    /// once, tried again every few seconds until their cluster answers; this waits for their
-    /// first tries for `REMOUNT_GRACE` at most, so a cluster that is down holds back neither
-    /// the API nor the other volumes.
+    /// Volumes on a remote backing store (a Ceph cluster) are settled (an unfinished create or
+    /// rm) and mounted by a thread each, all at once, mounts tried again every few seconds until
+    /// their cluster answers; this waits for their first tries for `REMOUNT_GRACE` at most, so
+    /// a cluster that is down holds back neither the API nor the other volumes.
     pub fn recover(&self) -> Result<(), VolumeError> {
         let deferred = self.core.recover()?;
+        let (tried, first_tries) = std::sync::mpsc::channel();
+        let count = deferred.settle.len() + deferred.mount.len();
         for name in deferred.settle {
-            let (core, stop) = (self.core.clone(), self.stop.clone());
+            let (core, stop, tried) = (self.core.clone(), self.stop.clone(), tried.clone());
             self.spawn(&name, "settle", move |name| {
                 if !stop.load(Ordering::Relaxed) {
                     let _volume = core.locks.lock(name);
                     core.settle_deferred(name);
                 }
+                let _ = tried.send(());
             })?;
         }
-        let (tried, first_tries) = std::sync::mpsc::channel();
-        let count = deferred.mount.len();
         for name in deferred.mount {
             let (core, stop, tried) = (self.core.clone(), self.stop.clone(), tried.clone());
             self.spawn(&name, "mount", move |name| {
@@ -145,7 +146,7 @@ impl VolumeManager {
             if first_tries.recv_timeout(left).is_err() {
                 log::warn!(
                     "serving requests while volumes on a cluster that does not answer yet are \
-                     still being mounted (fvol inspect shows Status.MountPending)"
+                     still being mounted (fvol inspect shows Status.MountPending) or settled"
                 );
                 break;
             }

@@ -32,6 +32,8 @@ pub struct Activity {
     /// When a call last completed.
     last_done: AtomicU64,
     fence: OnceLock<Fence>,
+    /// Bytes of bounded reads in flight (`reserve_read`).
+    read_bytes: AtomicU64,
 }
 
 /// The cluster has answered none of `operations` calls since `since`.
@@ -98,6 +100,23 @@ impl Activity {
     pub fn fence(&self) -> Option<&Fence> {
         self.fence.get()
     }
+
+    /// Counts `len` bytes of a read about to start, unless that would put more than `max` in
+    /// flight; `release_read` when it completes.
+    pub fn reserve_read(&self, len: usize, max: usize) -> bool {
+        let (len, max) = (len as u64, max as u64);
+        self.read_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n + len <= max).then_some(n + len)
+            })
+            .is_ok()
+    }
+
+    pub fn release_read(&self, len: usize) {
+        if len > 0 {
+            self.read_bytes.fetch_sub(len as u64, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A synchronous call in flight (see `Activity::call`).
@@ -156,6 +175,17 @@ mod tests {
         // The busy period started 30 ms ago, but the cluster answered just now.
         assert_eq!(a.waiting(Duration::from_millis(25)), None);
         drop(slow);
+    }
+
+    #[test]
+    fn reads_in_flight_are_bounded() {
+        let a = Activity::default();
+        assert!(a.reserve_read(40, 100));
+        assert!(a.reserve_read(60, 100));
+        assert!(!a.reserve_read(1, 100));
+        a.release_read(60);
+        assert!(a.reserve_read(50, 100));
+        assert!(!a.reserve_read(20, 100));
     }
 
     #[test]

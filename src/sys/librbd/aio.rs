@@ -17,6 +17,9 @@ use parking_lot::{Condvar, Mutex};
 use super::activity::Activity;
 use super::{API, Image, RbdError, check};
 
+/// Bytes of reads in flight at most for `Image::read_within` (those given up on included).
+const MAX_READS_WAITING: usize = 64 << 20;
+
 pub(super) type CompletionT = *mut c_void;
 pub(super) type CallbackT = unsafe extern "C" fn(CompletionT, *mut c_void);
 
@@ -30,6 +33,7 @@ struct State {
     call: &'static str,
     /// What a read reads into (empty for a write).
     buffer: ReadBuffer,
+    read_len: usize,
 }
 
 /// Memory librbd writes a read into, freed with the `State` (after the completion, since the
@@ -65,6 +69,7 @@ impl State {
             activity: activity.clone(),
             call,
             buffer: ReadBuffer::new(read_len),
+            read_len,
         }
     }
 }
@@ -121,7 +126,7 @@ pub struct AioWrite {
 /// Runs once per completion, on a librbd thread: records the result, releases the completion
 /// and wakes whoever waits. Must not panic (it is called from C).
 unsafe extern "C" fn on_complete(completion: CompletionT, arg: *mut c_void) {
-    // SAFETY: `arg` is the `Arc::into_raw` that `aio_write` handed to this completion, and
+    // SAFETY: `arg` is the `Arc::into_raw` that `submit` handed to this completion, and
     // librbd calls the callback exactly once, so the reference is taken back exactly once.
     let state = unsafe { Arc::from_raw(arg as *const State) };
     let ret = match API.get() {
@@ -136,6 +141,7 @@ unsafe extern "C" fn on_complete(completion: CompletionT, arg: *mut c_void) {
         None => -(libc::EIO as i64),
     };
     state.activity.end(state.call, ret);
+    state.activity.release_read(state.read_len);
     *state.result.lock() = Some(ret);
     state.done.notify_all();
 }
@@ -176,15 +182,27 @@ impl Image {
         if len == 0 {
             return Ok(());
         }
+        // Reads given up on keep their memory until the cluster answers: bounded, so that a
+        // reader retrying through a long outage cannot make it grow without end.
+        if !self.activity.reserve_read(len, MAX_READS_WAITING) {
+            return Err(self.fail(
+                "rbd_aio_read (64 MiB of reads wait for the cluster already)",
+                libc::ETIMEDOUT,
+            ));
+        }
         let state = Arc::new(State::new(&self.activity, "rbd_aio_read", len));
         let buf = state.buffer.0 as *mut u8;
         // SAFETY: the buffer holds `len` bytes and lives as long as the State, which the
         // callback holds until the read completed; nothing reads it before that.
-        unsafe {
+        let submitted = unsafe {
             self.submit(&state, |api, handle, completion| {
                 (api.rbd_aio_read)(handle, offset, len, buf.cast(), completion)
-            })?
+            })
         };
+        if let Err(e) = submitted {
+            self.activity.release_read(len);
+            return Err(e);
+        }
         let done = AioDone(state);
         let Some(ret) = done.wait_until(Some(Instant::now() + limit)) else {
             return Err(self.fail_timed_out("rbd_aio_read", limit));

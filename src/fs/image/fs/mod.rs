@@ -357,21 +357,19 @@ impl Inner {
         }
     }
 
-    /// One durable commit, in this thread (the committer's, or before it runs).
+    /// One durable commit, in this thread (the committer's, or before it runs). redb's commit
+    /// flushes the device first, data writes included. The blocks freed since the last durable
+    /// commit move to the free map as its last change, under the `reuse` lock, and are durable
+    /// before any later transaction can take them.
     ///
-    /// The device is flushed before the write transaction begins, so that the wait for the
-    /// data writes in flight (and, on a stalled device, for the cluster) holds back no other
-    /// transaction; redb's commit flushes it again, for what was written meanwhile. The blocks
-    /// freed since the last durable commit move to the free map as its last change, under the
-    /// `reuse` lock, and are durable before any later transaction can take them.
+    /// It holds the transaction lock (and the gate) throughout, also while the device stalls:
+    /// other transactions wait behind it, or give up at the gate. (Flushing the device before
+    /// taking the lock would spare them the wait for the data in flight, but costs a round trip
+    /// to the cluster per commit: measured, half the rate of a write + fsync loop.)
     fn durable_commit_now(&self) -> FsResult<()> {
         if self.device.fenced() {
             return Err(FsError::Os(Errno::EIO));
         }
-        self.device.flush().map_err(|e| {
-            log::error!("image: flushing the device: {e}");
-            FsError::Os(Errno::EIO)
-        })?;
         let _gate = self.gate.as_ref().map(|g| g.lock.lock());
         let tx = self.db.begin_write().io()?;
         // Every transaction counted so far has committed: this commit covers it.
