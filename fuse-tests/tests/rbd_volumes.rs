@@ -72,6 +72,7 @@ fn rbd_volumes() {
         ("pjdfstest", pjdfstest),
         ("fsx", fsx),
         ("o_direct", o_direct),
+        ("usage_drift", usage_drift),
     ];
     let only = std::env::var("FVOL_RBD_STEPS").ok();
     let mut failed = Vec::new();
@@ -638,4 +639,63 @@ fn o_direct(ceph: &TestCluster) {
     d.cli_ok(["unmount", "direct"]);
     d.fsck_clean("direct");
     d.cli_ok(["rm", "direct"]);
+}
+
+/// Usage never drifts (issue 12.6; fuse-tests/tests/usage_drift.rs for the other drivers): after
+/// a randomized multi-process run of mixed operations, the counters equal a walk through the
+/// mount; a clean unmount records them, `fvol fsck` finds the same totals, and mounting again
+/// changes nothing.
+fn usage_drift(ceph: &TestCluster) {
+    let d = TestDaemon::start();
+    ceph.create_volume(&d, "drift", &["size=24M", "inodes=2000"]);
+    let mp = d.mount("drift");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    eprintln!("usage_drift: seed {seed}");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", include_str!("usage_drift/workload.py")])
+        .arg(&mp)
+        .args([seed.to_string(), "4".into(), "1000".into(), "mixed".into()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "workload (seed {seed}): {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    let usage = |d: &TestDaemon| {
+        let st = &d.inspect("drift")["Status"];
+        fvol::fs::UsageSnapshot {
+            bytes: st["UsedBytes"].as_u64().unwrap(),
+            inodes: st["UsedInodes"].as_u64().unwrap(),
+        }
+    };
+    // The last RELEASE and FORGET reach the handler a moment after the run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut walked = fuse_tests::session::walk(&mp);
+    while usage(&d) != walked && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        walked = fuse_tests::session::walk(&mp);
+    }
+    assert_eq!(usage(&d), walked, "seed {seed}: counters against a walk");
+    d.cli_ok(["unmount", "drift"]);
+    assert_eq!(usage(&d), walked, "seed {seed}: usage recorded at unmount");
+    let report = d.fsck_clean("drift");
+    assert_eq!(
+        (report["data_bytes"].as_u64(), report["inodes"].as_u64()),
+        (Some(walked.bytes), Some(walked.inodes)),
+        "seed {seed}: fsck totals: {report}"
+    );
+    let mp = d.mount("drift");
+    assert_eq!(usage(&d), walked, "seed {seed}: usage after mounting again");
+    assert_eq!(
+        fuse_tests::session::walk(&mp),
+        walked,
+        "seed {seed}: walk after mounting again"
+    );
+    d.cli_ok(["unmount", "drift"]);
+    d.cli_ok(["rm", "drift"]);
 }

@@ -356,3 +356,59 @@ fn daemon_settles_local_usage_while_mounted() {
         "usage after mounting again"
     );
 }
+
+/// A create refused for space gives up with ENOSPC. On tmpfs the new node's inode was charged,
+/// then given back when its directory had no room for one more entry, and that counted as a
+/// release, which sent the refused create round again, forever: the stress run hung with the
+/// handler spinning. Fails (after a generous wait) instead of hanging if it comes back.
+#[test]
+fn tmpfs_create_refused_for_space_gives_up() {
+    let s = TestSession::tmpfs(Some(64 << 10), None);
+    std::fs::create_dir(s.path("d")).unwrap();
+    // Seven short names fill the directory's first page; an eighth needs a second one.
+    for i in 0..7 {
+        std::fs::File::create(s.path(&format!("d/f{i}"))).unwrap();
+    }
+    let mut fill = std::fs::File::create(s.path("fill")).unwrap();
+    loop {
+        use std::io::Write;
+        match fill.write(&[1u8; 4096]) {
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the volume: {e}"),
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = s.path("d/eighth");
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::File::create(path).map(drop));
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(result) => {
+            let err = result.expect_err("the eighth name does not fit");
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        }
+        Err(_) => {
+            // The handler is still retrying: unmounting would wait for it, and the create
+            // would keep the process from exiting. Abort the connection (the create fails
+            // with ENOTCONN) and leave the mount to the process's exit.
+            abort_fuse_connection(s.mnt());
+            std::mem::forget(s);
+            panic!("a create refused for space was still not answered after 30 s");
+        }
+    }
+}
+
+/// Aborts the FUSE connection of the mount at `mountpoint` (found in mountinfo, without
+/// touching the mount, which may not answer).
+fn abort_fuse_connection(mountpoint: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mnt = mountpoint.to_str().unwrap();
+    let Some(line) = info.lines().find(|l| l.split(' ').nth(4) == Some(mnt)) else {
+        return;
+    };
+    let minor = line.split(' ').nth(2).and_then(|d| d.split(':').nth(1));
+    if let Some(minor) = minor {
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+    }
+}
