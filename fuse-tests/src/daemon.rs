@@ -382,6 +382,23 @@ impl TestDaemon {
         all.remove(0)
     }
 
+    /// `fvol fsck NAME` on an unmounted volume, which must succeed with no problems; its
+    /// report.
+    pub fn fsck_clean(&self, name: &str) -> serde_json::Value {
+        let out = self.cli(["fsck", name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "fsck {name}: {}\n{text}\n{}",
+            out.status,
+            stderr_of(&out)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("fsck JSON: {e}\n{text}"));
+        assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+        report
+    }
+
     /// `fvol mount NAME`, returning the mountpoint it printed.
     pub fn mount(&self, name: &str) -> PathBuf {
         PathBuf::from(self.cli_ok(["mount", name]).trim_end())

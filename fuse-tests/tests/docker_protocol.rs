@@ -566,14 +566,24 @@ struct Holder(std::process::Child);
 impl Holder {
     fn start(mountpoint: &Path, container_path: &Path) -> Holder {
         std::fs::create_dir_all(container_path).unwrap();
-        let child = std::process::Command::new("unshare")
+        let mut child = std::process::Command::new("unshare")
             .args(["--mount", "--propagation", "slave", "sh", "-c"])
-            .arg(r#"mount --bind "$0" "$1" && cd "$1" && exec sleep 600"#)
+            .arg(r#"mount --bind "$0" "$1" && cd "$1" && echo bound && exec sleep 600"#)
             .arg(mountpoint)
             .arg(container_path)
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        Holder(child)
+        // Only once the bind is made does the volume show as used.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let holder = Holder(child);
+        assert_eq!(line, "bound\n", "the holder's bind mount failed");
+        holder
     }
 }
 

@@ -328,7 +328,10 @@ fn freed_blocks_are_not_reused_before_a_durable_commit() {
 
 /// The power fails at every write or flush of a write + fsync in turn (the disk keeping a
 /// random part of what was not flushed): the metadata never maps data that did not reach the
-/// disk. The file is absent, empty, or whole; the file fsynced before is intact; fsck is clean.
+/// disk. The file is absent, or holds a prefix of its data (what a durable commit covered: on
+/// this small image redb starts past half its metadata region, where commits are made durable
+/// between writes, see `room`), and all of it once the fsync returned; the file fsynced before
+/// is intact; fsck is clean.
 #[test]
 fn crash_at_any_point_of_a_commit() {
     let a = bytes(&mut Rng(11), 300_000);
@@ -359,7 +362,7 @@ fn crash_at_any_point_of_a_commit() {
         if exists(&fs, "b") {
             let got = read_all(&fs, "b");
             assert!(
-                got.is_empty() || got == b,
+                got.len() <= b.len() && got[..] == b[..got.len()],
                 "cut {cut}: b has {} bytes, not its data",
                 got.len()
             );

@@ -198,7 +198,7 @@ fn run(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
         }
         compare(&s, &m.root, step, op)?;
     }
-    Ok(())
+    check_walk(&s)
 }
 
 /// After a divergence the model is rebuilt from the volume and the run goes on.
@@ -218,7 +218,7 @@ fn check_tail(s: &TestSession, ops: &[Op], m: Model) -> Result<(), TestCaseError
         );
         check_usage(s, step, op)?;
     }
-    Ok(())
+    check_walk(s)
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -245,7 +245,11 @@ fn compare(s: &TestSession, model: &Path, step: usize, op: &Op) -> Result<(), Te
 /// `du` may run ahead by a block per fragmented file until the next operation on it.
 /// A close's RELEASE reaches the handler asynchronously, so an unlinked file's space may come
 /// back a moment after `du` stops counting it: allow that moment.
-fn check_usage(s: &TestSession, step: usize, op: &Op) -> Result<(), TestCaseError> {
+fn check_usage(
+    s: &TestSession,
+    step: usize,
+    op: &dyn std::fmt::Debug,
+) -> Result<(), TestCaseError> {
     let slack = NAMES.len() as u64 * BLOCK;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let (mut used, mut real) = (s.used_bytes(), s.du());
@@ -511,5 +515,386 @@ proptest! {
     #[test]
     fn image_volume_acls_match_ext4(ops in proptest::collection::vec(acl_op(), 1..30)) {
         run_acl(Backend::Image, &ops)?;
+    }
+}
+
+// Direct I/O, renameat2 flags and fallocate modes (issue 12), apart from the data model above:
+// random sequences of them run on a volume and on a plain directory of the host (the model).
+// Aligned O_DIRECT reads and writes behave as buffered ones on the model. A fallocate mode the
+// driver does not support must fail with EOPNOTSUPP and change nothing. After every step both
+// hold the same names, kinds and bytes; after every sequence, synced, the volume's counters
+// equal a walk of its backing store exactly (bytes and inodes).
+
+/// fallocate modes the sequences use (what `fallocate(2)` accepts on ext4).
+const IO_FALLOC_MODES: [i32; 8] = [
+    0,
+    libc::FALLOC_FL_KEEP_SIZE,
+    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    // Refused by the VFS (punching needs KEEP_SIZE): EOPNOTSUPP everywhere.
+    libc::FALLOC_FL_PUNCH_HOLE,
+    libc::FALLOC_FL_ZERO_RANGE,
+    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+    libc::FALLOC_FL_COLLAPSE_RANGE,
+    libc::FALLOC_FL_INSERT_RANGE,
+];
+const IO_RENAME_FLAGS: [u32; 4] = [
+    0,
+    libc::RENAME_NOREPLACE,
+    libc::RENAME_EXCHANGE,
+    libc::RENAME_WHITEOUT,
+];
+
+#[derive(Clone, Debug)]
+enum IoOp {
+    /// A buffered write (so that direct I/O meets data written through the page cache).
+    Write {
+        file: usize,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    /// An O_DIRECT write of whole blocks from an aligned buffer.
+    DirectWrite {
+        file: usize,
+        block: u64,
+        blocks: usize,
+        byte: u8,
+    },
+    /// An O_DIRECT read of whole blocks into an aligned buffer; the outcome is a checksum.
+    DirectRead {
+        file: usize,
+        block: u64,
+        blocks: usize,
+    },
+    Truncate {
+        file: usize,
+        size: u64,
+    },
+    Fallocate {
+        file: usize,
+        offset: u64,
+        len: u64,
+        mode: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+        flags: usize,
+    },
+    Link {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        file: usize,
+    },
+}
+
+fn io_op() -> impl Strategy<Value = IoOp> {
+    let file = 0..NAMES.len();
+    // Offsets for collapse and insert (which need whole blocks) are block multiples half the
+    // time.
+    let offset = prop_oneof![0..300_000u64, (0..70u64).prop_map(|b| b * BLOCK)];
+    let len = prop_oneof![1..200_000u64, (1..40u64).prop_map(|b| b * BLOCK)];
+    prop_oneof![
+        2 => (file.clone(), 0..300_000u64, 1..70_000usize, any::<u8>())
+            .prop_map(|(file, offset, len, byte)| IoOp::Write { file, offset, len, byte }),
+        3 => (file.clone(), 0..80u64, 1..17usize, any::<u8>())
+            .prop_map(|(file, block, blocks, byte)| IoOp::DirectWrite { file, block, blocks, byte }),
+        1 => (file.clone(), 0..80u64, 1..17usize)
+            .prop_map(|(file, block, blocks)| IoOp::DirectRead { file, block, blocks }),
+        1 => (file.clone(), 0..400_000u64).prop_map(|(file, size)| IoOp::Truncate { file, size }),
+        3 => (file.clone(), offset, len, 0..IO_FALLOC_MODES.len())
+            .prop_map(|(file, offset, len, mode)| IoOp::Fallocate { file, offset, len, mode }),
+        3 => (file.clone(), file.clone(), 0..IO_RENAME_FLAGS.len())
+            .prop_map(|(from, to, flags)| IoOp::Rename { from, to, flags }),
+        1 => (file.clone(), file.clone()).prop_map(|(from, to)| IoOp::Link { from, to }),
+        1 => file.prop_map(|file| IoOp::Unlink { file }),
+    ]
+}
+
+/// A block-aligned buffer for O_DIRECT: `len` bytes inside a larger allocation.
+struct Aligned {
+    buf: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let buf = vec![0u8; len + BLOCK as usize];
+        let at = buf.as_ptr().align_offset(BLOCK as usize);
+        Aligned { buf, at, len }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.buf[self.at..self.at + self.len]
+    }
+}
+
+/// Whether a fallocate mode reaches the driver and is carried out. The kernel's FUSE client
+/// passes on only allocating, `PUNCH_HOLE` and `ZERO_RANGE` (each with or without
+/// `KEEP_SIZE`), and refuses `COLLAPSE_RANGE` and `INSERT_RANGE` with EOPNOTSUPP itself; every
+/// driver carries out what it passes on (a local volume on its host filesystem).
+fn io_supports(_backend: Backend, mode: i32) -> bool {
+    let passed_on =
+        libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+    mode & !passed_on == 0
+}
+
+fn io_apply(root: &Path, op: &IoOp, direct: bool) -> Outcome {
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = |i: usize| root.join(NAMES[i]);
+    let open = |i: usize, direct: bool, create: bool| {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(create).truncate(false);
+        if direct {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        o.open(p(i)).map_err(errno)
+    };
+    match *op {
+        IoOp::Write {
+            file,
+            offset,
+            len,
+            byte,
+        } => open(file, false, true)?
+            .write_at(&vec![byte; len], offset)
+            .map(|n| n as u64)
+            .map_err(errno),
+        IoOp::DirectWrite {
+            file,
+            block,
+            blocks,
+            byte,
+        } => {
+            let f = open(file, direct, true)?;
+            let mut buf = Aligned::new(blocks * BLOCK as usize);
+            buf.bytes().fill(byte);
+            f.write_at(buf.bytes(), block * BLOCK)
+                .map(|n| n as u64)
+                .map_err(errno)
+        }
+        IoOp::DirectRead {
+            file,
+            block,
+            blocks,
+        } => {
+            let f = open(file, direct, false)?;
+            let mut buf = Aligned::new(blocks * BLOCK as usize);
+            let n = f.read_at(buf.bytes(), block * BLOCK).map_err(errno)?;
+            let sum = buf.bytes()[..n]
+                .iter()
+                .fold(n as u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64));
+            Ok(sum)
+        }
+        IoOp::Truncate { file, size } => open(file, false, false)?
+            .set_len(size)
+            .map(|()| 0)
+            .map_err(errno),
+        IoOp::Fallocate {
+            file,
+            offset,
+            len,
+            mode,
+        } => {
+            let f = open(file, false, false)?;
+            let flags = FallocateFlags::from_bits_retain(IO_FALLOC_MODES[mode]);
+            fallocate(f.as_fd(), flags, offset as i64, len as i64)
+                .map(|()| 0)
+                .map_err(|e| e as i32)
+        }
+        IoOp::Rename { from, to, flags } => {
+            let flags = nix::fcntl::RenameFlags::from_bits_retain(IO_RENAME_FLAGS[flags]);
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &p(from),
+                nix::fcntl::AT_FDCWD,
+                &p(to),
+                flags,
+            )
+            .map(|()| 0)
+            .map_err(|e| e as i32)
+        }
+        IoOp::Link { from, to } => fs::hard_link(p(from), p(to)).map(|()| 0).map_err(errno),
+        IoOp::Unlink { file } => fs::remove_file(p(file)).map(|()| 0).map_err(errno),
+    }
+}
+
+/// The model's outcome of `op` on `backend`: a mode the driver lacks fails there, unchanged;
+/// and a volume is mounted `nodev`, so opening a whiteout (a device) fails with EACCES.
+fn io_model(backend: Backend, model: &Path, op: &IoOp) -> Outcome {
+    use std::os::unix::fs::FileTypeExt;
+    let opened = match *op {
+        IoOp::Write { file, .. }
+        | IoOp::DirectWrite { file, .. }
+        | IoOp::DirectRead { file, .. }
+        | IoOp::Truncate { file, .. }
+        | IoOp::Fallocate { file, .. } => Some(file),
+        _ => None,
+    };
+    if let Some(file) = opened
+        && fs::symlink_metadata(model.join(NAMES[file]))
+            .is_ok_and(|m| m.file_type().is_char_device())
+    {
+        return Err(libc::EACCES);
+    }
+    if let IoOp::Fallocate { file, mode, .. } = *op
+        && !io_supports(backend, IO_FALLOC_MODES[mode])
+    {
+        // The file must exist for the request to reach the driver.
+        return match fs::symlink_metadata(model.join(NAMES[file])) {
+            Ok(_) => Err(libc::EOPNOTSUPP),
+            Err(e) => Err(errno(e)),
+        };
+    }
+    io_apply(model, op, false)
+}
+
+/// Bytes an operation may need: what a refusal for space is checked against.
+fn io_need(op: &IoOp) -> u64 {
+    match *op {
+        IoOp::Write { len, .. } => (len as u64).div_ceil(BLOCK) * BLOCK + BLOCK,
+        IoOp::DirectWrite { blocks, .. } => blocks as u64 * BLOCK,
+        IoOp::Fallocate { len, .. } => len.div_ceil(BLOCK) * BLOCK + BLOCK,
+        _ => BLOCK,
+    }
+}
+
+/// Each name's kind, device number, link count and bytes (a whiteout is a 0:0 character
+/// device).
+fn io_snapshot(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    for name in NAMES {
+        let Ok(m) = fs::symlink_metadata(root.join(name)) else {
+            continue;
+        };
+        let t = m.file_type();
+        let line = if t.is_file() {
+            let data = fs::read(root.join(name)).expect("read a regular file");
+            let sum = data
+                .iter()
+                .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64));
+            format!(
+                "{name} file nlink {} size {} sum {sum:x}",
+                m.nlink(),
+                m.len()
+            )
+        } else if t.is_char_device() {
+            format!("{name} char {:x}", m.rdev())
+        } else {
+            format!("{name} {t:?}")
+        };
+        out.push(line);
+    }
+    out
+}
+
+/// Makes the model hold what the volume holds (after the volume refused an operation the
+/// model, which has no limit, carried out): regular files with their bytes and links, and
+/// whiteouts.
+fn io_mirror(volume: &Path) -> Model {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = model();
+    let mut first_name = std::collections::HashMap::new();
+    for name in NAMES {
+        let Ok(meta) = fs::symlink_metadata(volume.join(name)) else {
+            continue;
+        };
+        let to = m.root.join(name);
+        if meta.file_type().is_char_device() {
+            nix::sys::stat::mknod(
+                &to,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .expect("mknod a whiteout in the model");
+            continue;
+        }
+        if let Some(first) = first_name.get(&meta.ino()) {
+            fs::hard_link(m.root.join(first), &to).expect("link in the model");
+            continue;
+        }
+        let f = fs::File::create(&to).expect("create in the model");
+        f.write_all_at(&fs::read(volume.join(name)).expect("read"), 0)
+            .expect("write in the model");
+        f.set_len(meta.len()).expect("size in the model");
+        first_name.insert(meta.ino(), name);
+    }
+    m
+}
+
+fn run_io(backend: Backend, ops: &[IoOp]) -> Result<(), TestCaseError> {
+    let s = TestSession::with(backend, Some(LIMIT), None);
+    fs::create_dir(s.path("d")).unwrap();
+    let mut m = model();
+    for (step, op) in ops.iter().enumerate() {
+        let before = s.used_bytes();
+        let got = io_apply(s.mnt(), op, true);
+        let refused = match (&got, op) {
+            (Err(libc::ENOSPC), _) => true,
+            (Ok(n), IoOp::Write { len, .. }) => (*n as usize) < *len,
+            (Ok(n), IoOp::DirectWrite { blocks, .. }) => (*n as usize) < blocks * BLOCK as usize,
+            _ => false,
+        };
+        if refused {
+            prop_assert!(
+                before + io_need(op) > LIMIT,
+                "step {} {:?}: refused for space ({:?}) but fits: {} used",
+                step,
+                op,
+                got,
+                before
+            );
+            m = io_mirror(s.mnt());
+        } else {
+            let want = io_model(backend, &m.root, op);
+            prop_assert_eq!(&got, &want, "outcome of step {} {:?}", step, op);
+        }
+        prop_assert_eq!(
+            io_snapshot(s.mnt()),
+            io_snapshot(&m.root),
+            "names, kinds and bytes after step {} {:?}",
+            step,
+            op
+        );
+        check_usage(&s, step, op)?;
+    }
+    check_walk(&s)
+}
+
+/// After a sequence, synced: the counters equal a walk of the backing store (local: the host
+/// directory as `du` counts it; tmpfs and image: through the mount) exactly.
+fn check_walk(s: &TestSession) -> Result<(), TestCaseError> {
+    s.fs.sync_all().expect("sync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (mut counted, mut walked) = (s.fs.usage(), s.walk());
+    while counted != walked && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        (counted, walked) = (s.fs.usage(), s.walk());
+    }
+    prop_assert_eq!(counted, walked, "counters against a walk at the end");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn local_volume_io_modes_match_model(ops in proptest::collection::vec(io_op(), 1..40)) {
+        run_io(Backend::Local, &ops)?;
+    }
+
+    #[test]
+    fn tmpfs_volume_io_modes_match_model(ops in proptest::collection::vec(io_op(), 1..40)) {
+        run_io(Backend::Tmpfs, &ops)?;
+    }
+
+    #[test]
+    fn image_volume_io_modes_match_model(ops in proptest::collection::vec(io_op(), 1..40)) {
+        run_io(Backend::Image, &ops)?;
     }
 }

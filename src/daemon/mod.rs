@@ -96,7 +96,9 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
 
     let socket = api::socket_path(root);
     // Both sockets are bound only now, after recovery: a client (Docker above all) never sees
-    // a volume with references that is not mounted yet.
+    // a volume with references that is not mounted yet, except one whose cluster does not
+    // answer within the grace of `VolumeManager::recover` (mounted once it does; a mount
+    // request for it waits for that).
     let served = runtime.block_on(async {
         let listener = serve::bind_socket(&socket)
             .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;

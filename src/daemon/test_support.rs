@@ -34,6 +34,9 @@ pub fn sample_volume(name: &str) -> VolumeInfo {
             mounted: false,
             mount_refs: Vec::new(),
             references: Vec::new(),
+            cluster_wait: None,
+            fenced: None,
+            mount_pending: None,
         },
     }
 }

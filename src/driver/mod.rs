@@ -81,6 +81,12 @@ pub trait Driver: Send + Sync + 'static {
     fn size_limit(&self, opts: &Self::Options) -> Option<u64>;
     /// The inode limit the volume enforces, as `inspect` shows it.
     fn inode_limit(&self, opts: &Self::Options) -> Option<u64>;
+    /// Whether the backing store is a remote service that may not answer for a long time (a
+    /// Ceph cluster): start-up then mounts such volumes, and settles their unfinished creates
+    /// and removals, in the background, so that they hold back nothing else.
+    fn remote(&self) -> bool {
+        false
+    }
     /// Checks options beyond their syntax (paths, ranges, libraries). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &Self::Options) -> Result<(), DriverError>;
     /// Whether `create` will make a new backing store, which fvol then owns and deletes on
@@ -154,6 +160,8 @@ pub trait AnyDriver: Send + Sync {
     fn name(&self) -> &'static str;
     /// The driver and its options, for help and docs.
     fn doc(&self) -> DriverDoc;
+    /// See `Driver::remote`.
+    fn remote(&self) -> bool;
     /// Checks the form of a new volume's options: known keys, values of their kinds.
     fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), DriverError>;
     /// Checks a new volume's options in full: their form, then what they name
@@ -198,6 +206,10 @@ fn stored<D: Driver>(options: &BTreeMap<String, String>) -> Result<D::Options, D
 impl<D: Driver> AnyDriver for D {
     fn name(&self) -> &'static str {
         D::NAME
+    }
+
+    fn remote(&self) -> bool {
+        Driver::remote(self)
     }
 
     fn doc(&self) -> DriverDoc {

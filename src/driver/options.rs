@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::error::DriverError;
 use super::size::{parse_new_size, parse_size};
@@ -25,6 +26,9 @@ pub enum Kind {
     Path,
     /// A Ceph pool, image, user or cluster name: letters, digits and `. _ -`.
     CephName,
+    /// A whole number of seconds, minutes or hours with its unit (`30s`, `2m`, `1h`), from 1 s
+    /// to 24 h.
+    Duration,
 }
 
 impl Kind {
@@ -37,6 +41,7 @@ impl Kind {
             Kind::Mode => "MODE",
             Kind::Path => "PATH",
             Kind::CephName => "NAME",
+            Kind::Duration => "DURATION",
         }
     }
 
@@ -49,6 +54,7 @@ impl Kind {
             Kind::Mode => "755",
             Kind::Path => "/srv/data",
             Kind::CephName => "rbd",
+            Kind::Duration => "30s",
         }
     }
 
@@ -87,6 +93,11 @@ impl Kind {
             Kind::CephName => ceph_name(text)
                 .map(Value::Name)
                 .ok_or_else(|| form("letters, digits and . _ - (no spaces, slashes or @)")),
+            Kind::Duration => duration(text).map(Value::Duration).ok_or_else(|| {
+                "use a whole number of seconds, minutes or hours with its unit, from 1s to \
+                 24h, for example 30s, 2m or 1h"
+                    .to_owned()
+            }),
         }
     }
 }
@@ -107,6 +118,7 @@ pub enum Value {
     Mode(u32),
     Path(PathBuf),
     Name(String),
+    Duration(Duration),
 }
 
 impl Value {
@@ -143,6 +155,12 @@ impl Value {
     pub fn name(self) -> Option<String> {
         match self {
             Value::Name(n) => Some(n),
+            _ => None,
+        }
+    }
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Value::Duration(d) => Some(d),
             _ => None,
         }
     }
@@ -265,6 +283,20 @@ fn parse_value(info: &OptionInfo, text: &str, check: Check) -> Result<Value, Dri
 fn ceph_name(text: &str) -> Option<String> {
     let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
     (!text.is_empty() && text.len() <= 255 && text.bytes().all(ok)).then(|| text.to_string())
+}
+
+/// `N` + `s`, `m` or `h`, from 1 s to 24 h.
+fn duration(text: &str) -> Option<Duration> {
+    let unit = match text.bytes().last()? {
+        b's' => 1,
+        b'm' => 60,
+        b'h' => 3600,
+        _ => return None,
+    };
+    let secs = decimal(&text[..text.len() - 1])?.checked_mul(unit)?;
+    (1..=24 * 3600)
+        .contains(&secs)
+        .then(|| Duration::from_secs(secs))
 }
 
 /// Plain decimal digits only (no sign, no spaces), within u64.
@@ -406,6 +438,7 @@ mod tests {
         mode: Option<u32>,
         mount: Option<PathBuf>,
         pool: Option<String>,
+        timeout: Option<Duration>,
     }
 
     impl OptionSet for Sample {
@@ -426,6 +459,9 @@ mod tests {
             .per_volume(),
             option("pool", Kind::CephName, "rbd", "a pool", |o, v| {
                 o.pool = v.name()
+            }),
+            option("timeout", Kind::Duration, "", "a wait", |o, v| {
+                o.timeout = v.duration()
             }),
         ];
     }
@@ -454,6 +490,7 @@ mod tests {
             ("mode", "1777"),
             ("mount", "/srv/data"),
             ("pool", "ssd-1"),
+            ("timeout", "2m"),
         ])
         .unwrap();
         assert_eq!(
@@ -465,6 +502,7 @@ mod tests {
                 mode: Some(0o1777),
                 mount: Some(PathBuf::from("/srv/data")),
                 pool: Some("ssd-1".into()),
+                timeout: Some(Duration::from_secs(120)),
             }
         );
         assert_eq!(parse_new(&[]).unwrap(), Sample::default());
@@ -478,7 +516,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid option: unknown option \"foo\" for driver sample; valid options are: size, \
-             inodes, uid, mode, mount, pool"
+             inodes, uid, mode, mount, pool, timeout"
         );
         assert!(check_default::<Sample>("sample", "bar", "1").is_err());
         assert!(check_default::<Sample>("sample", "size", "1G").is_ok());
@@ -507,6 +545,32 @@ mod tests {
         ] {
             let e = err(&[("mode", text)]);
             assert!(e.contains("mode=") && e.contains("octal"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("1s", 1),
+            ("30s", 30),
+            ("2m", 120),
+            ("1h", 3600),
+            ("24h", 86400),
+        ] {
+            assert_eq!(
+                parse_new(&[("timeout", text)]).unwrap().timeout,
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for text in [
+            "", "30", "0s", "-5s", "1.5s", "90 s", "1m30s", "25h", "86401s", "s", "10ms", "1d",
+        ] {
+            let e = err(&[("timeout", text)]);
+            assert!(
+                e.contains(&format!("timeout={text:?}")) && e.contains("30s, 2m or 1h"),
+                "{text}: {e}"
+            );
         }
     }
 
@@ -559,6 +623,7 @@ mod tests {
             Kind::Mode,
             Kind::Path,
             Kind::CephName,
+            Kind::Duration,
         ] {
             kind.parse(kind.example(), Check::New).unwrap();
         }

@@ -118,8 +118,17 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn usage_at_rest(&self) -> UsageSnapshot {
         self.usage()
     }
-    /// Makes everything written so far durable (volume deactivation, daemon stop).
+    /// Makes everything written so far durable (volume deactivation, daemon stop), and the
+    /// usage exact (see `settle`).
     fn sync_all(&self) -> FsResult<()>;
+    /// Brings the usage up to date with allocation the backing store made after the
+    /// operation that caused it (local: blocks a delayed-allocation host filesystem allocates
+    /// at writeback). The daemon calls it every few seconds, with no lock held.
+    fn settle(&self) {}
+    /// What the volume waits for, and whether it was fenced (for `inspect`). Never blocks.
+    fn health(&self) -> Health {
+        Health::default()
+    }
     /// Releases of space so far, taken before an operation that may be refused for space.
     fn releases(&self) -> u64 {
         0

@@ -9,18 +9,26 @@
 //!   touch the backing store, and only a `Ready` record is a volume for users; an intent
 //!   left by an error or a crash is settled (`settle`) by the next create or rm of the name,
 //!   or at start-up: a create is rolled back, an rm finished.
+//!
+//! Concurrency: every operation on a volume holds that volume's lock (`locks`, taken by the
+//! caller: `VolumeManager`, start-up); nothing holds a lock over all volumes across a driver
+//! call or an unmount. The map of active volumes is locked only to look an entry up, insert or
+//! take it out, so `ls` and `inspect` answer while a volume waits for its backing store.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
+
 use super::fault::crash_point;
+use super::locks::VolumeLocks;
 use super::{
-    MountRef, RefId, RefKind, ReferenceInfo, Usage, VolumeError, VolumeInfo, VolumeRecord,
-    VolumeState, VolumeStatus,
+    ClusterWaitStatus, FencedStatus, MountPendingStatus, MountRef, RefId, RefKind, ReferenceInfo,
+    Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 use crate::driver::{AnyDriver, DriverContext};
-use crate::fs::{UsageSnapshot, VolumeFs};
+use crate::fs::{Health, UsageSnapshot, VolumeFs};
 use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
 use crate::store::Store;
 
@@ -31,17 +39,47 @@ struct Active {
     ephemeral: bool,
     /// The usage last written to the catalog.
     saved: Option<UsageSnapshot>,
+    /// The health last logged (`checkpoint`).
+    logged: Health,
+}
+
+/// A volume with references whose mount at start-up waits for its backing store.
+#[derive(Clone, Debug)]
+struct PendingMount {
+    since: SystemTime,
+    error: String,
 }
 
 pub struct Core {
     ctx: DriverContext,
     store: Store,
     drivers: Vec<Arc<dyn AnyDriver>>,
-    active: HashMap<String, Active>,
+    /// Per-volume locks, held by whoever operates on a volume.
+    pub locks: VolumeLocks,
+    active: Mutex<HashMap<String, Active>>,
+    pending: Mutex<HashMap<String, PendingMount>>,
     /// Ephemeral (tmpfs) volumes whose last plugin reference went, kept mounted with their
     /// data until the deadline (see `release`), unless a Mount comes first.
-    lingering: HashMap<String, Instant>,
+    lingering: Mutex<HashMap<String, Instant>>,
     tmpfs_linger: Duration,
+}
+
+/// What start-up left to do in the background: volumes whose backing store is remote.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    /// Unfinished creates and removals to settle.
+    pub settle: Vec<String>,
+    /// Volumes with references to mount again.
+    pub mount: Vec<String>,
+}
+
+/// How a try to mount a volume again at start-up ended.
+#[derive(Debug)]
+pub enum Remount {
+    /// Mounted, or no longer wanted (its references are gone, it is mounted already, or gone).
+    Done,
+    /// Its backing store failed it; tried again later.
+    Failed(VolumeError),
 }
 
 fn now() -> u64 {
@@ -53,6 +91,10 @@ fn now() -> u64 {
 
 fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn rfc3339_of(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl Core {
@@ -68,10 +110,16 @@ impl Core {
             },
             store,
             drivers,
-            active: HashMap::new(),
-            lingering: HashMap::new(),
+            locks: VolumeLocks::default(),
+            active: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            lingering: Mutex::new(HashMap::new()),
             tmpfs_linger,
         }
+    }
+
+    fn is_active(&self, name: &str) -> bool {
+        self.active.lock().contains_key(name)
     }
 
     pub fn driver(&self, name: &str) -> Result<Arc<dyn AnyDriver>, VolumeError> {
@@ -107,21 +155,23 @@ impl Core {
         self.ctx.volume_dir(name).join("mnt")
     }
 
+    /// What `inspect` shows. Never waits for a backing store: usage and health of an active
+    /// volume are in memory.
     pub fn info(&self, rec: &VolumeRecord) -> Result<VolumeInfo, VolumeError> {
         let (size_limit, inode_limit) = self.driver(&rec.driver)?.limits(&rec.options)?;
-        let (usage, mounted) = match self.active.get(&rec.name) {
-            Some(a) => (a.fs.usage(), true),
+        let live = (self.active.lock().get(&rec.name)).map(|a| (a.fs.usage(), a.fs.health()));
+        let (usage, mounted, health) = match live {
+            Some((usage, health)) => (usage, true, health),
             None => {
                 let u = self.store.usage(&rec.name)?;
-                (
-                    crate::fs::UsageSnapshot {
-                        bytes: u.bytes,
-                        inodes: u.inodes,
-                    },
-                    false,
-                )
+                let usage = crate::fs::UsageSnapshot {
+                    bytes: u.bytes,
+                    inodes: u.inodes,
+                };
+                (usage, false, Health::default())
             }
         };
+        let pending = self.pending.lock().get(&rec.name).cloned();
         Ok(VolumeInfo {
             name: rec.name.clone(),
             driver: rec.driver.clone(),
@@ -146,6 +196,18 @@ impl Core {
                         target: r.target.clone(),
                     })
                     .collect(),
+                cluster_wait: health.cluster_wait.map(|w| ClusterWaitStatus {
+                    since: rfc3339_of(w.since),
+                    operations: w.operations,
+                }),
+                fenced: health.fenced.map(|f| FencedStatus {
+                    since: rfc3339_of(f.since),
+                    reason: f.reason,
+                }),
+                mount_pending: pending.map(|p| MountPendingStatus {
+                    since: rfc3339_of(p.since),
+                    error: p.error,
+                }),
             },
         })
     }
@@ -156,7 +218,7 @@ impl Core {
     /// `Ready` record with its usage (commit). An error undoes what was made; a crash leaves
     /// the intent, which the next start rolls back.
     pub fn create(
-        &mut self,
+        &self,
         name: String,
         driver: &str,
         options: std::collections::BTreeMap<String, String>,
@@ -262,21 +324,6 @@ impl Core {
         Ok(())
     }
 
-    /// Settles every intent in the catalog (at start-up); one that fails is logged and stays.
-    fn settle_all(&self) -> Result<(), VolumeError> {
-        for rec in self.store.list()? {
-            if rec.state != VolumeState::Ready
-                && let Err(e) = self.settle(&rec)
-            {
-                log::error!(
-                    "volume {}: {e}; it is tried again at the next start",
-                    rec.name
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Makes the volume's mountpoint directory and mounts the read-only guard on it, unless
     /// the guard is there already (see `super::guard`). Called with no FUSE mount there.
     fn prepare_mountpoint(&self, name: &str) -> Result<(), VolumeError> {
@@ -305,7 +352,7 @@ impl Core {
     /// Steps: the `Removing` intent (commit), the backing store, then the record (commit).
     /// From the intent on, the volume is gone for users; an error or a crash leaves the
     /// intent, which the next rm of the name, or the next start, finishes.
-    pub fn remove(&mut self, name: &str) -> Result<u64, VolumeError> {
+    pub fn remove(&self, name: &str) -> Result<u64, VolumeError> {
         let mut rec = match self.store.get(name)? {
             Some(rec) if rec.state == VolumeState::Ready => rec,
             // Finishing an earlier rm is this rm's job; an unfinished create was never a
@@ -319,10 +366,10 @@ impl Core {
             }
             None => return Err(VolumeError::NotFound(name.into())),
         };
-        if rec.mount_refs.is_empty() && self.lingering.remove(name).is_some() {
+        if rec.mount_refs.is_empty() && self.lingering.lock().remove(name).is_some() {
             self.deactivate(name);
         }
-        if !rec.mount_refs.is_empty() || self.active.contains_key(name) {
+        if !rec.mount_refs.is_empty() || self.is_active(name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::InUse {
                 name: name.into(),
@@ -365,10 +412,9 @@ impl Core {
         }
     }
 
-    /// Adds a reference, activating the volume and bind-mounting `target` as needed.
     /// Adds `reference` (idempotent) and activates the FUSE mount if it is the first. A
     /// `cli:TARGET` reference also bind-mounts the volume at TARGET (an existing directory).
-    pub fn mount(&mut self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
+    pub fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         let mut rec = self.record(name)?;
         let target = match reference {
             RefId::CliTarget(t) => Some(t.as_path()),
@@ -378,11 +424,16 @@ impl Core {
             Some(t) => Some(super::bind::open_target(t, &self.ctx.root)?),
             None => None,
         };
-        let was_active = self.active.contains_key(name);
+        let was_active = self.is_active(name);
         if !was_active {
             self.activate(&rec)?;
         }
-        let lingered = self.lingering.remove(name);
+        let lingered = self.lingering.lock().remove(name);
+        let keep_lingering = |core: &Core| {
+            if let Some(deadline) = lingered {
+                core.lingering.lock().insert(name.into(), deadline);
+            }
+        };
         let mountpoint = self.mountpoint(name);
         let key = reference.key();
         let already = rec.mount_refs.contains_key(&key);
@@ -394,9 +445,7 @@ impl Core {
                     if !was_active && rec.mount_refs.is_empty() {
                         self.deactivate(name);
                     }
-                    if let Some(deadline) = lingered {
-                        self.lingering.insert(name.into(), deadline);
-                    }
+                    keep_lingering(self);
                     return Err(e);
                 }
             }
@@ -416,9 +465,7 @@ impl Core {
                 if !was_active {
                     self.deactivate(name);
                 }
-                if let Some(deadline) = lingered {
-                    self.lingering.insert(name.into(), deadline);
-                }
+                keep_lingering(self);
                 return Err(e.into());
             }
         }
@@ -430,7 +477,7 @@ impl Core {
     /// reference was a plugin's lingers, data and all, for `tmpfs_linger`: Docker fills a
     /// new volume from the image (Mount, copy, Unmount) just before it mounts it again for
     /// the container, and that copy must reach the container.
-    pub fn release(&mut self, name: &str, reference: &RefId) -> Result<bool, VolumeError> {
+    pub fn release(&self, name: &str, reference: &RefId) -> Result<bool, VolumeError> {
         let mut rec = self.record(name)?;
         let Some(r) = rec.mount_refs.remove(&reference.key()) else {
             return Ok(false);
@@ -440,9 +487,11 @@ impl Core {
         }
         self.store.put(&rec)?;
         if rec.mount_refs.is_empty() {
-            let ephemeral = self.active.get(name).is_some_and(|a| a.ephemeral);
+            self.pending.lock().remove(name);
+            let ephemeral = self.active.lock().get(name).is_some_and(|a| a.ephemeral);
             if ephemeral && r.kind == RefKind::Plugin && !self.tmpfs_linger.is_zero() {
                 self.lingering
+                    .lock()
                     .insert(name.into(), Instant::now() + self.tmpfs_linger);
             } else {
                 self.deactivate(name);
@@ -451,29 +500,10 @@ impl Core {
         Ok(true)
     }
 
-    /// Deactivates the lingering volumes whose time is up.
-    pub fn end_lingering(&mut self) {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .lingering
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in due {
-            self.lingering.remove(&name);
-            log::info!(
-                "volume {name}: no Mount within {:?} of its last Unmount; its data goes",
-                self.tmpfs_linger
-            );
-            self.deactivate(&name);
-        }
-    }
-
     /// Drops every reference, detaching their bind mounts (a bind mount that cannot be
     /// detached is logged, and its reference dropped all the same), then deactivates the
     /// volume: a mount still in use is detached lazily. Returns the references dropped.
-    pub fn release_all(&mut self, name: &str) -> Result<Vec<String>, VolumeError> {
+    pub fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         let mut rec = self.record(name)?;
         let refs = std::mem::take(&mut rec.mount_refs);
         for r in refs.values() {
@@ -484,27 +514,53 @@ impl Core {
             }
         }
         self.store.put(&rec)?;
+        self.pending.lock().remove(name);
         self.deactivate(name);
         Ok(refs.into_keys().collect())
+    }
+
+    /// Deactivates the lingering volumes whose time is up. Skips a volume another operation
+    /// holds (it is looked at again at the next call).
+    pub fn end_lingering(&self) {
+        let now = Instant::now();
+        let due: Vec<String> = (self.lingering.lock().iter())
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let Some(_volume) = self.locks.try_lock(&name) else {
+                continue;
+            };
+            // A Mount may have come in between.
+            if self.lingering.lock().remove(&name).is_none() {
+                continue;
+            }
+            log::info!(
+                "volume {name}: no Mount within {:?} of its last Unmount; its data goes",
+                self.tmpfs_linger
+            );
+            self.deactivate(&name);
+        }
     }
 
     /// Releases plugin references whose holder is gone: a reference at least `grace` old, on
     /// a volume that no other mount namespace uses (see `sys::mountns`). Docker and Pouch
     /// bind-mount a volume into each container's own mount namespace, so a container that
     /// still uses the volume always shows; `grace` covers the moments between a Mount and its
-    /// container's start. CLI references are never released by themselves.
-    pub fn release_orphaned_plugin_refs(&mut self, grace: std::time::Duration) {
+    /// container's start. CLI references are never released by themselves. Skips a volume
+    /// another operation holds.
+    pub fn release_orphaned_plugin_refs(&self, grace: Duration) {
         let oldest_kept = now().saturating_sub(grace.as_secs());
         let is_orphan_candidate =
             |r: &MountRef| r.kind == RefKind::Plugin && r.since <= oldest_kept;
+        let devices: Vec<(String, u64)> = (self.active.lock().iter())
+            .filter_map(|(name, a)| a.mount.device().map(|d| (name.clone(), d)))
+            .collect();
         let mut candidates = Vec::new();
-        for (name, active) in &self.active {
-            let Some(device) = active.mount.device() else {
-                continue;
-            };
-            match self.store.get(name) {
+        for (name, device) in devices {
+            match self.store.get(&name) {
                 Ok(Some(rec)) if rec.mount_refs.values().any(is_orphan_candidate) => {
-                    candidates.push((rec, device))
+                    candidates.push((name, device))
                 }
                 _ => {}
             }
@@ -519,35 +575,43 @@ impl Core {
                 return;
             }
         };
-        for (mut rec, device) in candidates {
+        for (name, device) in candidates {
             if mounts.used_elsewhere(crate::sys::mountns::device_number(device)) {
                 continue;
             }
-            let orphans: Vec<String> = rec
-                .mount_refs
-                .iter()
+            let Some(_volume) = self.locks.try_lock(&name) else {
+                continue;
+            };
+            // Read again under the volume's lock: a Mount may have come in between.
+            let Ok(mut rec) = self.record(&name) else {
+                continue;
+            };
+            let orphans: Vec<String> = (rec.mount_refs.iter())
                 .filter(|(_, r)| is_orphan_candidate(r))
                 .map(|(id, _)| id.clone())
                 .collect();
+            if orphans.is_empty() {
+                continue;
+            }
             for id in &orphans {
                 rec.mount_refs.remove(id);
             }
             if let Err(e) = self.store.put(&rec) {
-                log::warn!("volume {}: releasing orphaned references: {e}", rec.name);
+                log::warn!("volume {name}: releasing orphaned references: {e}");
                 continue;
             }
             log::info!(
-                "volume {}: released {} (no container's mount namespace holds the volume)",
-                rec.name,
+                "volume {name}: released {} (no container's mount namespace holds the volume)",
                 orphans.join(", ")
             );
             if rec.mount_refs.is_empty() {
-                self.deactivate(&rec.name);
+                self.pending.lock().remove(&name);
+                self.deactivate(&name);
             }
         }
     }
 
-    fn activate(&mut self, rec: &VolumeRecord) -> Result<(), VolumeError> {
+    fn activate(&self, rec: &VolumeRecord) -> Result<(), VolumeError> {
         let driver = self.driver(&rec.driver)?;
         let stored = self.store.usage(&rec.name)?;
         let activation = driver.activate(&self.ctx, rec, stored)?;
@@ -568,13 +632,15 @@ impl Core {
             .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
-        self.active.insert(
+        self.pending.lock().remove(&rec.name);
+        self.active.lock().insert(
             rec.name.clone(),
             Active {
                 fs: activation.fs,
                 mount,
                 ephemeral: activation.ephemeral,
                 saved: None,
+                logged: Health::default(),
             },
         );
         Ok(())
@@ -595,7 +661,7 @@ impl Core {
     }
 
     fn refuse_if_active(&self, rec: &VolumeRecord, what: &'static str) -> Result<(), VolumeError> {
-        if self.active.contains_key(&rec.name) {
+        if self.is_active(&rec.name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::Mounted {
                 name: rec.name.clone(),
@@ -608,9 +674,9 @@ impl Core {
 
     /// Unmounts, syncs and records the usage, as clean if both worked: the next activation
     /// then trusts it instead of rescanning the tree.
-    pub fn deactivate(&mut self, name: &str) {
-        self.lingering.remove(name);
-        let Some(active) = self.active.remove(name) else {
+    pub fn deactivate(&self, name: &str) {
+        self.lingering.lock().remove(name);
+        let Some(active) = self.active.lock().remove(name) else {
             return;
         };
         // Unmounted first, so that no request changes the usage after it is read; a mount
@@ -651,30 +717,59 @@ impl Core {
         crate::sys::heap::release_free_memory();
     }
 
-    /// Persists the usage of active volumes (still not clean).
-    /// Only changed usage is written, so an idle daemon does not touch the disk.
-    pub fn checkpoint_usage(&mut self) {
-        for (name, a) in &mut self.active {
+    /// The filesystems of the active volumes.
+    pub fn active_filesystems(&self) -> Vec<Arc<dyn VolumeFs>> {
+        self.active.lock().values().map(|a| a.fs.clone()).collect()
+    }
+
+    /// Persists the usage of active volumes (still not clean), and logs what changed in
+    /// their health (a wait for the cluster beginning or ending, a fence). Only changed usage
+    /// is written, so an idle daemon does not touch the disk.
+    pub fn checkpoint(&self) {
+        let mut changed = Vec::new();
+        for (name, a) in self.active.lock().iter_mut() {
             let u = a.fs.usage();
-            if a.saved == Some(u) {
-                continue;
+            if a.saved != Some(u) {
+                changed.push((name.clone(), u));
             }
+            let health = a.fs.health();
+            log_health(name, &a.logged, &health);
+            a.logged = health;
+        }
+        for (name, u) in changed {
             let usage = Usage {
                 bytes: u.bytes,
                 inodes: u.inodes,
                 clean: false,
             };
-            if self.store.set_usage(name, usage).is_ok() {
+            if self.store.set_usage(&name, usage).is_ok()
+                && let Some(a) = self.active.lock().get_mut(&name)
+            {
                 a.saved = Some(u);
             }
         }
     }
 
-    /// At start-up: settles unfinished creates and rms, clears mounts a dead daemon left and
-    /// mounts referenced volumes again.
-    pub fn recover(&mut self) -> Result<(), VolumeError> {
-        self.settle_all()?;
-        for mut rec in self.records()? {
+    /// At start-up, before anything else runs: settles unfinished creates and rms, clears
+    /// mounts a dead daemon left and mounts referenced volumes again. What needs a remote
+    /// backing store (`Driver::remote`) is left to the caller, to do in the background with
+    /// `settle_deferred` and `remount`; all the rest is done here.
+    pub fn recover(&self) -> Result<Deferred, VolumeError> {
+        let mut deferred = Deferred::default();
+        for rec in self.store.list()? {
+            if rec.state == VolumeState::Ready {
+                continue;
+            }
+            if self.driver(&rec.driver).is_ok_and(|d| d.remote()) {
+                deferred.settle.push(rec.name);
+            } else if let Err(e) = self.settle(&rec) {
+                log::error!(
+                    "volume {}: {e}; it is tried again at the next start",
+                    rec.name
+                );
+            }
+        }
+        for rec in self.records()? {
             let mountpoint = self.mountpoint(&rec.name);
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
@@ -694,49 +789,145 @@ impl Core {
             if rec.mount_refs.is_empty() {
                 continue;
             }
+            if self.driver(&rec.driver).is_ok_and(|d| d.remote()) {
+                self.pending.lock().insert(
+                    rec.name.clone(),
+                    PendingMount {
+                        since: SystemTime::now(),
+                        error: "the first try has not finished".into(),
+                    },
+                );
+                deferred.mount.push(rec.name);
+                continue;
+            }
             if let Err(e) = self.activate(&rec) {
                 log::error!("volume {}: cannot mount it again: {e}", rec.name);
                 continue;
             }
-            let mut rebound = false;
-            for r in rec.mount_refs.values_mut() {
-                let Some(target) = r.target.clone() else {
-                    continue;
-                };
-                let bound = super::bind::open_target(&target, &self.ctx.root)
-                    .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
-                match bound {
-                    Ok(id) => {
-                        r.bind_mount_id = Some(id);
-                        rebound = true;
-                    }
-                    Err(e) => log::error!(
-                        "volume {}: cannot bind it at {} again: {e}",
-                        rec.name,
-                        target.display()
-                    ),
-                }
-            }
-            if rebound && let Err(e) = self.store.put(&rec) {
-                log::error!("volume {}: recording its bind mounts: {e}", rec.name);
-            }
+            self.rebind(rec);
         }
-        Ok(())
+        Ok(deferred)
     }
 
-    /// Unmounts everything; references stay so the next start mounts the same volumes.
-    pub fn shutdown(&mut self) {
-        let names: Vec<String> = self.active.keys().cloned().collect();
-        for name in names {
-            if let Ok(rec) = self.record(&name) {
-                for r in rec.mount_refs.values() {
-                    if let Some(t) = &r.target {
-                        let _ = detach_target(&name, t, r.bind_mount_id);
-                    }
+    /// Settles the unfinished create or rm of `name` left for the background (see
+    /// `recover`); a failure is logged, and the next create or rm of the name, or the next
+    /// start, tries again. The caller holds the volume's lock.
+    pub fn settle_deferred(&self, name: &str) {
+        match self.store.get(name) {
+            Ok(Some(rec)) => {
+                if let Err(e) = self.settle(&rec) {
+                    log::error!(
+                        "volume {name}: {e}; it is tried again by the next create or rm of \
+                         the name, or at the next start"
+                    );
                 }
             }
-            self.deactivate(&name);
+            Ok(None) => {}
+            Err(e) => log::error!("volume {name}: {e}"),
         }
+    }
+
+    /// One try to mount `name` again, with its bind targets, for the references it had at
+    /// start-up (see `recover`). The caller holds the volume's lock.
+    pub fn remount(&self, name: &str) -> Remount {
+        let rec = match self.record(name) {
+            Ok(rec) if !rec.mount_refs.is_empty() && !self.is_active(name) => rec,
+            _ => {
+                self.pending.lock().remove(name);
+                return Remount::Done;
+            }
+        };
+        match self.activate(&rec) {
+            Ok(()) => {
+                log::info!("volume {name}: mounted again");
+                self.rebind(rec);
+                Remount::Done
+            }
+            Err(e) => {
+                if let Some(p) = self.pending.lock().get_mut(name) {
+                    p.error = e.to_string();
+                }
+                Remount::Failed(e)
+            }
+        }
+    }
+
+    /// Binds an active volume at the targets of its references again (at start-up, when the
+    /// binds a dead daemon left were detached), and records the new bind mounts.
+    fn rebind(&self, mut rec: VolumeRecord) {
+        let mountpoint = self.mountpoint(&rec.name);
+        let mut rebound = false;
+        for r in rec.mount_refs.values_mut() {
+            let Some(target) = r.target.clone() else {
+                continue;
+            };
+            let bound = super::bind::open_target(&target, &self.ctx.root)
+                .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
+            match bound {
+                Ok(id) => {
+                    r.bind_mount_id = Some(id);
+                    rebound = true;
+                }
+                Err(e) => log::error!(
+                    "volume {}: cannot bind it at {} again: {e}",
+                    rec.name,
+                    target.display()
+                ),
+            }
+        }
+        if rebound && let Err(e) = self.store.put(&rec) {
+            log::error!("volume {}: recording its bind mounts: {e}", rec.name);
+        }
+    }
+
+    /// Unmounts every active volume, each under its lock and all at once, so that one whose
+    /// backing store does not answer does not keep the others from stopping cleanly;
+    /// references stay so the next start mounts the same volumes.
+    pub fn shutdown(&self) {
+        let names: Vec<String> = self.active.lock().keys().cloned().collect();
+        std::thread::scope(|scope| {
+            for name in &names {
+                scope.spawn(move || {
+                    let _volume = self.locks.lock(name);
+                    if let Ok(rec) = self.record(name) {
+                        for r in rec.mount_refs.values() {
+                            if let Some(t) = &r.target {
+                                let _ = detach_target(name, t, r.bind_mount_id);
+                            }
+                        }
+                    }
+                    self.deactivate(name);
+                });
+            }
+        });
+    }
+}
+
+/// Logs what changed in a volume's health since `before`.
+fn log_health(name: &str, before: &Health, now: &Health) {
+    match (&before.cluster_wait, &now.cluster_wait) {
+        (None, Some(w)) => log::warn!(
+            "volume {name}: waiting for its cluster, which has answered nothing since {} \
+             ({} operations waiting); they complete when it answers again",
+            rfc3339_of(w.since),
+            w.operations
+        ),
+        (Some(w), None) => log::info!(
+            "volume {name}: its cluster answers again (it waited about {} s)",
+            SystemTime::now()
+                .duration_since(w.since)
+                .unwrap_or(Duration::ZERO)
+                .as_secs()
+        ),
+        _ => {}
+    }
+    if let (None, Some(f)) = (&before.fenced, &now.fenced) {
+        log::error!(
+            "volume {name}: fenced since {}: {}; it refuses writes (EROFS) and fsync (EIO) \
+             until it is unmounted and mounted again",
+            rfc3339_of(f.since),
+            f.reason
+        );
     }
 }
 
@@ -770,7 +961,8 @@ fn end_unused_copies(name: &str, device: Option<u64>) -> bool {
         },
         Ok(true) => {
             log::warn!(
-                "volume {name}: another mount namespace still uses it; it is served until that ends"
+                "volume {name}: another mount namespace still uses it; it is served until \
+                 that ends"
             );
             false
         }

@@ -6,12 +6,15 @@ mod fault;
 pub mod guard;
 pub mod info;
 pub mod limits;
+pub mod locks;
 pub mod manager;
 pub mod name;
 pub mod refs;
 
 pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 pub use error::VolumeError;
-pub use info::{ReferenceInfo, VolumeInfo, VolumeStatus};
+pub use info::{
+    ClusterWaitStatus, FencedStatus, MountPendingStatus, ReferenceInfo, VolumeInfo, VolumeStatus,
+};
 pub use manager::VolumeManager;
 pub use refs::RefId;

@@ -11,6 +11,7 @@ mod lock;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lock::Identity;
 
@@ -46,6 +47,9 @@ pub struct RbdOptions {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mode: Option<u32>,
+    /// How long an operation waits for a cluster that does not answer before it fails with
+    /// ETIMEDOUT; `None`: as long as the cluster is away.
+    pub io_timeout: Option<Duration>,
 }
 
 impl OptionSet for RbdOptions {
@@ -130,6 +134,15 @@ impl OptionSet for RbdOptions {
              formatted",
             |o, v| o.mode = v.mode(),
         ),
+        option(
+            "io_timeout",
+            Kind::Duration,
+            "none: wait for as long as the cluster is away",
+            "operations that wait longer than this for a cluster that does not answer fail \
+             with ETIMEDOUT; the volume goes on by itself once the cluster is back \
+             (docs/rbd.md, Outages)",
+            |o, v| o.io_timeout = v.duration(),
+        ),
     ];
 }
 
@@ -182,8 +195,10 @@ fn err(e: RbdError) -> DriverError {
 /// answering is unavailable), an image that is not one fvol can use, or damage.
 fn image_err(what: impl std::fmt::Display, e: ImageError) -> DriverError {
     let class = match &e {
+        // `io_timeout=` gives up with TimedOut (no errno); a blocklisted client gets ESHUTDOWN.
         ImageError::Format(FormatError::Io(io)) => match io.raw_os_error() {
             Some(libc::ETIMEDOUT | libc::ESHUTDOWN | libc::ENOTCONN) => ErrorClass::Unavailable,
+            _ if io.kind() == std::io::ErrorKind::TimedOut => ErrorClass::Unavailable,
             _ => ErrorClass::Internal,
         },
         ImageError::Format(
@@ -255,6 +270,21 @@ impl BlockDevice for LockedDevice {
     fn flush(&self) -> std::io::Result<()> {
         self.device.flush()
     }
+    fn release_buffers(&self) {
+        self.device.release_buffers()
+    }
+    fn wait_limit(&self) -> Option<std::time::Duration> {
+        self.device.wait_limit()
+    }
+    fn read_data(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.device.read_data(offset, out)
+    }
+    fn fenced(&self) -> bool {
+        self.device.fenced()
+    }
+    fn health(&self) -> crate::fs::Health {
+        self.device.health()
+    }
 }
 
 impl Drop for LockedDevice {
@@ -270,11 +300,13 @@ impl Drop for LockedDevice {
     }
 }
 
-/// Opens the image under an exclusive lock naming this host and daemon.
+/// Opens the image under an exclusive lock naming this host and daemon; `wait_limit` is the
+/// device's (`io_timeout=`).
 fn lock(
     ctx: &DriverContext,
     target: &Target,
     rec: &VolumeRecord,
+    wait_limit: Option<Duration>,
 ) -> Result<LockedDevice, DriverError> {
     let image = target.io.open_image(&target.image).map_err(err)?;
     let me = Identity::here(ctx);
@@ -297,7 +329,9 @@ fn lock(
             _ => err(e),
         });
     }
-    let device = RbdDevice::new(image).map_err(err)?;
+    let device = RbdDevice::new(image)
+        .map_err(err)?
+        .with_wait_limit(wait_limit);
     Ok(LockedDevice { device, cookie })
 }
 
@@ -306,6 +340,10 @@ impl Driver for RbdDriver {
     const NAME: &'static str = "rbd";
     const SUMMARY: &'static str = "a filesystem kept whole inside a Ceph RBD image, read and \
         written through librbd, so the volume can move to another host (docs/rbd.md).";
+
+    fn remote(&self) -> bool {
+        true
+    }
 
     /// `size=` is the image's size; data may use its usable capacity.
     fn size_limit(&self, opts: &RbdOptions) -> Option<u64> {
@@ -385,7 +423,7 @@ impl Driver for RbdDriver {
             gid: opts.gid.unwrap_or(0),
             mode: opts.mode.unwrap_or(0o755),
         };
-        let formatted = lock(ctx, &target, rec).and_then(|device| {
+        let formatted = lock(ctx, &target, rec, None).and_then(|device| {
             let device: Arc<dyn BlockDevice> = Arc::new(device);
             ImageFs::format(device, root, opts.inodes)
                 .map_err(|e| image_err(format!("formatting {}", target.describe()), e))
@@ -432,7 +470,7 @@ impl Driver for RbdDriver {
         _stored: Usage,
     ) -> Result<Activation, DriverError> {
         let target = connect(rec, opts)?;
-        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, opts.io_timeout)?);
         let limits = Limits {
             bytes: None,
             inodes: opts.inodes,
@@ -466,7 +504,7 @@ impl Driver for RbdDriver {
         opts: &RbdOptions,
     ) -> Result<String, DriverError> {
         let target = connect(rec, opts)?;
-        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, None)?);
         let report = fsck(device).map_err(|e| image_err(target.describe(), e))?;
         serde_json::to_string_pretty(&report).map_err(|e| DriverError::internal(e.to_string()))
     }

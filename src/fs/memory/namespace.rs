@@ -83,13 +83,14 @@ impl MemFs {
                 meta.xattrs.insert(name.into(), value);
             }
         }
-        // The new node's inode and pages, then its entry in the parent, or nothing.
+        // The new node's inode and pages, then its entry in the parent, or nothing. Reserved,
+        // not charged, until the entry fits: a refusal gives nothing back, so it wakes no
+        // operation waiting for space (`Quota::wait_for_release`).
         meta.charged = cost::pages(kind, meta.target_bytes + meta.xattr_bytes);
-        self.quota.charge(meta.charged, 1)?;
-        if let Err(e) = self.add_entry(&parent, name) {
-            self.quota.adjust(-(meta.charged as i64), -1);
-            return Err(e);
-        }
+        let reservation = self.quota.reserve(meta.charged, 1)?;
+        self.add_entry(&parent, name)?;
+        self.quota.adjust(meta.charged as i64, 1);
+        drop(reservation);
         let ino = tree.allocate_ino();
         let node = Arc::new(Node::new(ino, kind, meta, body));
         if let Body::Dir { entries, .. } = &mut *parent.body.write() {

@@ -36,7 +36,11 @@ impl PassthroughFs {
         if flags & libc::O_TRUNC != 0
             && let Err(e) = self.reaccount_from(&inode, file.as_fd())
         {
-            self.count_close(&inode, file.as_fd());
+            let freed = self.count_close(&inode, file.as_fd());
+            drop(file);
+            if let Some(freed) = freed {
+                self.give_back(freed);
+            }
             return Err(e);
         }
         Ok(self.handle_for(inode, file, flags))
@@ -84,10 +88,17 @@ impl PassthroughFs {
     pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {
         let handle = self.files.remove(fh)?;
         if handle.writable && self.passthrough_io {
-            // The kernel wrote through this handle without asking: count what it allocated.
+            // The kernel wrote through this handle without asking: count what it allocated,
+            // and what its writeback will.
             self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+            self.unsettled.written(&handle.inode);
         }
-        self.count_close(&handle.inode, handle.file.as_fd());
+        let freed = self.count_close(&handle.inode, handle.file.as_fd());
+        // The host file first: it may be the inode's last descriptor (see `give_back`).
+        drop(handle);
+        if let Some(freed) = freed {
+            self.give_back(freed);
+        }
         Ok(())
     }
 
@@ -117,6 +128,7 @@ impl PassthroughFs {
         })?;
         let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+        self.unsettled.written(&handle.inode);
         result?;
         if let Some((from, len)) = handle.write_behind.lock().record(offset, plan.len)
             && let Err(e) = writeback::start_writeback(handle.file.as_fd(), from, len)
@@ -154,6 +166,7 @@ impl PassthroughFs {
         let _reservation = self.quota.reserve(need, 0)?;
         let result = fallocate(handle.file.as_fd(), flags, offset as i64, length as i64);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+        self.unsettled.written(&handle.inode);
         Ok(result?)
     }
 
@@ -188,6 +201,7 @@ impl PassthroughFs {
             plan.len as usize,
         );
         self.reaccount_from(&to.inode, to.file.as_fd())?;
+        self.unsettled.written(&to.inode);
         Ok(result? as u32)
     }
 

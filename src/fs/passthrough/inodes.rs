@@ -32,6 +32,7 @@ use nix::sys::stat::{FileStat, Mode};
 use parking_lot::{Mutex, RwLock};
 
 use super::fdcache::FdCache;
+use super::settle::SettleState;
 use crate::fs::{FsError, FsResult, Ino, ROOT_INO};
 use crate::sys::handle::{HostHandle, name_to_handle_at, open_by_handle_at};
 use crate::sys::proc_fd_path;
@@ -64,6 +65,8 @@ pub struct Inode {
     pub accounted: Mutex<Option<u64>>,
     /// Open file and directory handles.
     pub open_handles: AtomicU32,
+    /// Whether the host may still change its allocation unseen (see `settle`).
+    pub settle: SettleState,
 }
 
 impl Inode {
@@ -82,6 +85,7 @@ impl Inode {
             lookups: AtomicU64::new(1),
             accounted: Mutex::new(Some(allocated_bytes(st))),
             open_handles: AtomicU32::new(0),
+            settle: SettleState::default(),
         }
     }
 
@@ -375,7 +379,9 @@ impl InodeTable {
         };
         let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
         inode.lookups.store(left, Ordering::Relaxed);
-        if left == 0 {
+        // An unsettled node stays until it is settled (`drop_if_forgotten`): a second node
+        // of its inode would count it from a different re-read.
+        if left == 0 && !inode.settle.unsettled() {
             let key = inode.key;
             let gone = t.by_ino.remove(&ino);
             // The key may belong to a newer node already (a reused inode number).
@@ -386,6 +392,27 @@ impl InodeTable {
             // takes a while: not under the lock.
             drop(t);
             drop(gone);
+        }
+    }
+}
+
+impl InodeTable {
+    /// Drops the node the kernel forgot while it was unsettled, if it is still forgotten.
+    pub fn drop_if_forgotten(&self, inode: &Arc<Inode>) {
+        if inode.ino == ROOT_INO || inode.settle.unsettled() {
+            return;
+        }
+        let mut t = self.tables.write();
+        let ours = t
+            .by_ino
+            .get(&inode.ino)
+            .is_some_and(|n| Arc::ptr_eq(n, inode));
+        if !ours || inode.lookups.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        t.by_ino.remove(&inode.ino);
+        if t.by_key.get(&inode.key) == Some(&inode.ino) {
+            t.by_key.remove(&inode.key);
         }
     }
 }

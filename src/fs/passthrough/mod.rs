@@ -14,6 +14,7 @@ mod file;
 mod handles;
 mod inodes;
 mod namespace;
+mod settle;
 mod writebehind;
 mod xattr;
 
@@ -42,6 +43,7 @@ use account::{Nameless, RemovalLocks};
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::{InodeTable, NodeFd};
+use settle::Unsettled;
 
 use super::quota::{Limits, Quota};
 use super::*;
@@ -54,6 +56,8 @@ pub struct PassthroughFs {
     /// Serialize the removals of each inode's names (see `account::RemovalLocks`).
     removals: RemovalLocks,
     nameless: Nameless,
+    /// Files whose allocation the host may still change unseen (see `settle`).
+    unsettled: Unsettled,
     /// Allocation unit of the host filesystem.
     block: u64,
     /// Let the kernel do all I/O straight on the host files (only without a byte limit, as
@@ -95,6 +99,7 @@ impl PassthroughFs {
             quota: Quota::new(limits, usage),
             removals: RemovalLocks::default(),
             nameless: Nameless::default(),
+            unsettled: Unsettled::default(),
             block,
             passthrough_io: false,
             exclusive: false,
@@ -382,7 +387,14 @@ impl VolumeFs for PassthroughFs {
         // syncfs needs a real descriptor: on the root node's O_PATH one it fails with EBADF.
         let root = self.inodes.get(ROOT_INO)?;
         let root = self.reopen(&root, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        Ok(syncfs(root.as_fd())?)
+        syncfs(root.as_fd())?;
+        // Written back: what the host allocated for it can be counted now.
+        self.settle_all();
+        Ok(())
+    }
+
+    fn settle(&self) {
+        PassthroughFs::settle(self);
     }
 }
 

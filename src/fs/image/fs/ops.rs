@@ -59,7 +59,7 @@ impl Inner {
         let name = name_ok(name)?;
         self.metadata_room()?;
         let _reservation = self.quota.reserve(0, 1)?;
-        let (ino, rec) = self.transact(false, |t| {
+        let (ino, rec) = self.transact(|t| {
             let mut p = t.inode(parent)?;
             dir(&p)?;
             if t.child(parent, name)?.is_some() {
@@ -104,7 +104,7 @@ impl Inner {
 
     fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let (ino, last) = self.transact(false, |t| {
+        let (ino, last) = self.transact(|t| {
             let mut p = t.inode(parent)?;
             let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
             let mut rec = t.inode(ino)?;
@@ -164,7 +164,7 @@ impl Inner {
             }
             false => None,
         };
-        let (reap, whiteout_made) = self.transact(false, |t| {
+        let (reap, whiteout_made) = self.transact(|t| {
             let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
             let target = t.child(r.new_parent, new_name)?;
             if Self::is_ancestor(t, moved, r.new_parent)? {
@@ -309,7 +309,7 @@ impl Inner {
     /// the mode and is kept only when the mode cannot say it all (see `acl::set_access`).
     fn set_acl(&self, ino: Ino, kind: acl::Kind, value: &[u8], kill_sgid: bool) -> FsResult<()> {
         self.metadata_room()?;
-        self.transact(false, |t| {
+        self.transact(|t| {
             let mut rec = t.inode(ino)?;
             if rec.kind() == FileKind::Symlink {
                 return Err(FsError::Unsupported);
@@ -394,7 +394,7 @@ impl VolumeFs for ImageFs {
         if let Some(size) = c.size {
             self.shrink_steps(ino, size)?;
         }
-        let (rec, delta) = self.transact(false, |t| {
+        let (rec, delta) = self.transact(|t| {
             let mut rec = t.inode(ino)?;
             let chown = c.uid.is_some() || c.gid.is_some();
             let kill = c.mode.is_none()
@@ -498,7 +498,7 @@ impl VolumeFs for ImageFs {
     ) -> FsResult<Entry> {
         let name = name_ok(new_name)?;
         self.metadata_room()?;
-        let rec = self.transact(false, |t| {
+        let rec = self.transact(|t| {
             let mut rec = t.inode(ino)?;
             let mut p = t.inode(new_parent)?;
             dir(&p)?;
@@ -575,7 +575,7 @@ impl VolumeFs for ImageFs {
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
         let ino = self.handle_ino(fh)?;
         if kill {
-            self.transact(false, |t| {
+            self.transact(|t| {
                 let mut rec = t.inode(ino)?;
                 drop_privileges(t, ino, &mut rec)?;
                 t.put_inode(ino, &rec)
@@ -652,7 +652,7 @@ impl VolumeFs for ImageFs {
             return self.set_acl(ino, kind, value, kill_sgid);
         }
         self.metadata_room()?;
-        self.transact(false, |t| {
+        self.transact(|t| {
             let mut rec = t.inode(ino)?;
             rules::check_xattr_kind(rec.kind(), name)?;
             let mut x = t.tx.open_table(XATTRS).io()?;
@@ -688,7 +688,7 @@ impl VolumeFs for ImageFs {
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
-        self.transact(false, |t| {
+        self.transact(|t| {
             let mut rec = t.inode(ino)?;
             let removed =
                 t.tx.open_table(XATTRS)
@@ -744,5 +744,9 @@ impl VolumeFs for ImageFs {
     /// One durable commit makes every earlier commit and data write durable too.
     fn sync_all(&self) -> FsResult<()> {
         self.commit_durably()
+    }
+
+    fn health(&self) -> Health {
+        self.device.health()
     }
 }
