@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod driver;
 pub mod fs;
 pub mod fuse;
+pub mod keeper;
 pub mod store;
 pub mod sys;
 pub mod volume;

@@ -91,6 +91,7 @@ impl TestSession {
                 readahead_kb: None,
                 threads: 4,
             },
+            &mut fvol::fs::resume::Carry::none(),
         )
         .expect("mount");
         TestSession {

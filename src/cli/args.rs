@@ -53,9 +53,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon that hosts the volumes' filesystems and serves the API and the Docker
-    /// volume plugin (until SIGTERM)
+    /// volume plugin (until SIGTERM, which leaves the volumes mounted for the next daemon, or
+    /// `fvol daemon --stop`, which unmounts them)
     #[command(after_help = DAEMON_HELP)]
     Daemon(DaemonArgs),
+    /// Hold the daemon's FUSE connections across its restarts (started by the daemon)
+    #[command(hide = true)]
+    Keeper,
     #[command(flatten)]
     Volume(VolumeCommand),
 }
@@ -67,7 +71,13 @@ Docker volume plugin:
     docker volume create -d fvol -o size=1G data
     docker run -v data:/data IMAGE
   Two daemons on one host need distinct plugin sockets (or --no-plugin on all but one).
-  Stopping the daemon removes its plugin socket and spec file.";
+  `fvol daemon --stop` removes its plugin socket and spec file.
+
+Restarts and upgrades:
+  Volumes outlive the daemon: on SIGTERM (or a crash) their mounts stay, held by a small
+  `fvol keeper` process, and calls on them wait until `fvol daemon` runs again, which serves
+  them where they were (Linux 6.9 or later). `fvol daemon --stop` unmounts every volume and
+  stops the daemon for good.";
 
 /// `fvol daemon` flags.
 #[derive(Debug, Default, Args)]
@@ -90,6 +100,10 @@ pub struct DaemonArgs {
     /// Do not serve the Docker volume plugin
     #[arg(long)]
     pub no_plugin: bool,
+    /// Stop the running daemon for good: unmount every volume, then exit (SIGTERM instead
+    /// leaves the volumes mounted, waiting for the next daemon)
+    #[arg(long, conflicts_with_all = ["plugin_socket", "plugin_spec", "no_plugin"])]
+    pub stop: bool,
 }
 
 /// The commands served by the daemon.

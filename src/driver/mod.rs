@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::fs::VolumeFs;
+use crate::fs::resume::Carry;
 use crate::volume::options::VolumeOptions;
 use crate::volume::{DirIdentity, Usage, VolumeError, VolumeRecord};
 
@@ -122,13 +123,21 @@ pub trait Driver: Send + Sync {
             self.name()
         )))
     }
-    /// Opens the filesystem for serving. `stored` is the last persisted usage.
+    /// Whether the driver's filesystem keeps what a successor needs in the `Carry` it gets
+    /// at activation, so its volumes outlive a restart of the daemon (see `fs::resume`).
+    fn survives_restart(&self) -> bool {
+        false
+    }
+    /// Opens the filesystem for serving. `stored` is the last persisted usage. A driver that
+    /// `survives_restart` keeps its state in `carry` (and, when `carry.resumed`, takes over a
+    /// predecessor's from it); others leave it alone.
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         opts: &VolumeOptions,
         stored: Usage,
+        carry: &mut Carry,
     ) -> Result<Activation, VolumeError>;
 }
 

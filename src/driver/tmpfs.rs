@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::{Activation, Created, Driver, DriverContext};
 use crate::fs::memory::{MemFs, RootOwner, default_inode_limit};
 use crate::fs::quota::Limits;
+use crate::fs::resume::Carry;
 use crate::volume::options::VolumeOptions;
 use crate::volume::{Usage, VolumeError, VolumeRecord};
 
@@ -81,6 +82,7 @@ impl Driver for TmpfsDriver {
         _rec: &VolumeRecord,
         opts: &VolumeOptions,
         _stored: Usage,
+        _carry: &mut Carry,
     ) -> Result<Activation, VolumeError> {
         let limits = Limits {
             bytes: Some(opts.size.unwrap_or(DEFAULT_SIZE)),

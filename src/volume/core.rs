@@ -15,13 +15,16 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::fault::crash_point;
+use super::kept;
 use super::options::{VolumeOptions, parse_options};
 use super::{
     MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 use crate::driver::{Driver, DriverContext};
+use crate::fs::resume::Carry;
 use crate::fs::{UsageSnapshot, VolumeFs};
 use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
+use crate::keeper::{Keeper, KeptEntry};
 use crate::store::Store;
 
 struct Active {
@@ -31,6 +34,10 @@ struct Active {
     ephemeral: bool,
     /// The usage last written to the catalog.
     saved: Option<UsageSnapshot>,
+    /// The keeper holds the connection: the volume outlives this daemon.
+    kept: bool,
+    /// The kernel reads and writes host files directly (usage is re-read only at close).
+    passthrough: bool,
 }
 
 pub struct Core {
@@ -38,7 +45,13 @@ pub struct Core {
     store: Store,
     drivers: Vec<Arc<dyn Driver>>,
     active: HashMap<String, Active>,
+    /// Holds connections across restarts of the daemon (None: volumes end with it).
+    keeper: Option<Arc<Keeper>>,
 }
+
+/// How long a planned stop waits for the requests being served to finish before it hands the
+/// connections over (later ones wait for the next daemon).
+const SUSPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -60,7 +73,14 @@ impl Core {
             store,
             drivers,
             active: HashMap::new(),
+            keeper: None,
         }
+    }
+
+    /// Keeps the connections of volumes whose driver allows it in `keeper` from now on, so
+    /// that they outlive this daemon (see `handover`). Set before `recover`.
+    pub fn set_keeper(&mut self, keeper: Arc<Keeper>) {
+        self.keeper = Some(keeper);
     }
 
     pub fn driver(&self, name: &str) -> Result<Arc<dyn Driver>, VolumeError> {
@@ -421,24 +441,71 @@ impl Core {
     }
 
     fn activate(&mut self, rec: &VolumeRecord) -> Result<(), VolumeError> {
+        self.activate_with(rec, None)
+    }
+
+    /// Activates `rec`: mounts it, or with `kept` (what a previous daemon left of it in the
+    /// keeper) serves its connection again, whose mount is still there.
+    fn activate_with(
+        &mut self,
+        rec: &VolumeRecord,
+        kept: Option<Vec<KeptEntry>>,
+    ) -> Result<(), VolumeError> {
         let (driver, opts) = self.options(rec)?;
         let stored = self.store.usage(&rec.name)?;
-        let activation = driver.activate(&self.ctx, rec, &opts, stored)?;
+        let keeper = self.keeper.clone().filter(|_| driver.survives_restart());
+        let (mut carry, connection) = match (&keeper, kept) {
+            (Some(keeper), Some(entries)) => {
+                let (connection, carry) = kept::take_over(keeper, &rec.name, entries)
+                    .map_err(|e| VolumeError::io("taking over its connection", e))?;
+                (carry, Some(connection))
+            }
+            (Some(keeper), None) => (kept::fresh(keeper, &rec.name), None),
+            (None, _) => (Carry::none(), None),
+        };
+        let activation = driver.activate(&self.ctx, rec, &opts, stored, &mut carry)?;
         let mountpoint = self.mountpoint(&rec.name);
-        if is_stale_mount(&mountpoint) {
-            detach_stale_mount(&mountpoint)
-                .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
-        }
-        // The FUSE mount goes on top of the guard: whenever it is gone, the guard shows.
-        self.prepare_mountpoint(&rec.name)?;
         let serve = ServeOptions {
             passthrough: activation.passthrough,
             exclusive: activation.exclusive,
             readahead_kb: activation.readahead_kb,
             threads: activation.threads,
         };
-        let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, serve)
-            .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
+        let resuming = connection.is_some();
+        let fs = activation.fs.clone();
+        let mount = match connection {
+            Some(connection) => {
+                crate::fuse::resume(fs, &mountpoint, &rec.name, serve, &mut carry, connection)
+            }
+            None => {
+                if is_stale_mount(&mountpoint) {
+                    detach_stale_mount(&mountpoint)
+                        .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
+                }
+                // The FUSE mount goes on top of the guard: whenever it is gone, the guard shows.
+                self.prepare_mountpoint(&rec.name)?;
+                crate::fuse::mount(fs, &mountpoint, &rec.name, serve, &mut carry)
+            }
+        }
+        .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
+        let kept = match &keeper {
+            Some(_) if resuming => true,
+            Some(keeper) if mount.connection().resumable() => {
+                match kept::register(keeper, &rec.name, &mount, &mut carry) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::warn!(
+                            "volume {}: the keeper cannot hold it ({e}): it will not survive a \
+                             restart of the daemon",
+                            rec.name
+                        );
+                        let _ = keeper.drop_volume(&rec.name);
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
         self.active.insert(
@@ -448,6 +515,8 @@ impl Core {
                 mount,
                 ephemeral: activation.ephemeral,
                 saved: None,
+                kept,
+                passthrough: activation.passthrough,
             },
         );
         Ok(())
@@ -497,6 +566,12 @@ impl Core {
                 false
             }
         };
+        if active.kept
+            && let Some(keeper) = &self.keeper
+            && let Err(e) = keeper.drop_volume(name)
+        {
+            log::warn!("volume {name}: dropping it from the keeper: {e}");
+        }
         let synced = active.fs.sync_all();
         if let Err(e) = &synced {
             log::warn!("syncing volume {name}: {e}; its usage is rescanned at its next mount");
@@ -546,8 +621,17 @@ impl Core {
     /// mounts referenced volumes again.
     pub fn recover(&mut self) -> Result<(), VolumeError> {
         self.settle_all()?;
+        let mut kept_names = self.kept_volumes();
         for mut rec in self.records()? {
             let mountpoint = self.mountpoint(&rec.name);
+            // First, and without touching the mount (no handler serves it yet): a volume whose
+            // connection the keeper holds is served again as it is.
+            if kept_names.remove(&rec.name) {
+                if self.take_over(&mut rec) {
+                    continue;
+                }
+                self.drop_kept(&rec.name);
+            }
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
                 let _ = detach_stale_mount(&mountpoint);
@@ -593,22 +677,173 @@ impl Core {
                 log::error!("volume {}: recording its bind mounts: {e}", rec.name);
             }
         }
+        // Kept for volumes that are gone or no longer referenced.
+        for name in kept_names {
+            self.drop_kept(&name);
+        }
         Ok(())
+    }
+
+    /// The volumes the keeper holds connections of.
+    fn kept_volumes(&self) -> std::collections::BTreeSet<String> {
+        let Some(keeper) = &self.keeper else {
+            return Default::default();
+        };
+        match keeper.volumes() {
+            Ok(names) => names.into_iter().collect(),
+            Err(e) => {
+                log::error!("asking the keeper what it holds: {e}");
+                Default::default()
+            }
+        }
+    }
+
+    /// Drops what the keeper holds of `name`; once it is dropped, a mount no daemon serves is
+    /// stale (its connection ended with the keeper's descriptor).
+    fn drop_kept(&self, name: &str) {
+        if let Some(keeper) = &self.keeper
+            && let Err(e) = keeper.drop_volume(name)
+        {
+            log::error!("volume {name}: dropping it from the keeper: {e}");
+        }
+    }
+
+    /// Serves again the connection of `rec` the keeper holds, if it is still the volume's
+    /// mount and the volume is still referenced; then checks its bind targets (the binds
+    /// outlive the daemon too). False when it cannot be taken over.
+    fn take_over(&mut self, rec: &mut VolumeRecord) -> bool {
+        let Some(keeper) = self.keeper.clone() else {
+            return false;
+        };
+        if rec.mount_refs.is_empty() {
+            return false;
+        }
+        let entries = match keeper.get(&rec.name) {
+            Ok(entries) => entries,
+            Err(e) => {
+                log::error!("volume {}: asking the keeper for it: {e}", rec.name);
+                return false;
+            }
+        };
+        // The kept connection must be the one mounted at the mountpoint (not one detached
+        // from it meanwhile, whose last users end it).
+        let mountpoint = self.mountpoint(&rec.name);
+        let mounted_dev = crate::fuse::mount_dev_at(&mountpoint);
+        let kept_dev = entries
+            .iter()
+            .find(|e| e.key == "conn")
+            .and_then(|e| {
+                crate::fuse::Connection::decode(&e.data, e.fds.first()?.try_clone().ok()?).ok()
+            })
+            .map(|c| c.dev);
+        if mounted_dev.is_none() || mounted_dev != kept_dev {
+            log::info!(
+                "volume {}: its kept connection is no longer mounted at {}; mounting it anew",
+                rec.name,
+                mountpoint.display()
+            );
+            return false;
+        }
+        if let Err(e) = self.activate_with(rec, Some(entries)) {
+            log::error!(
+                "volume {}: cannot serve its connection again: {e}",
+                rec.name
+            );
+            return false;
+        }
+        log::info!("volume {}: serving its mount again", rec.name);
+        // Binds made by the previous daemon are kernel mounts: still there unless someone
+        // removed them; those are made again.
+        let mut rebound = false;
+        for r in rec.mount_refs.values_mut() {
+            let Some(target) = r.target.clone() else {
+                continue;
+            };
+            let there = super::bind::open_target(&target, &self.ctx.root)
+                .ok()
+                .and_then(|t| super::bind::mount_id_of(&t).ok());
+            if there.is_some() && there == r.bind_mount_id {
+                continue;
+            }
+            let bound = super::bind::open_target(&target, &self.ctx.root)
+                .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
+            match bound {
+                Ok(id) => {
+                    r.bind_mount_id = Some(id);
+                    rebound = true;
+                }
+                Err(e) => log::error!(
+                    "volume {}: cannot bind it at {} again: {e}",
+                    rec.name,
+                    target.display()
+                ),
+            }
+        }
+        if rebound && let Err(e) = self.store.put(rec) {
+            log::error!("volume {}: recording its bind mounts: {e}", rec.name);
+        }
+        true
+    }
+
+    /// Stops serving for the next daemon (a planned stop or upgrade): every volume the keeper
+    /// holds stays mounted, with its binds; the requests being served finish, later ones wait
+    /// for the next daemon, and the usage is recorded, clean when it is exact. Other volumes
+    /// are unmounted as at a full stop.
+    pub fn handover(&mut self) {
+        let names: Vec<String> = self.active.keys().cloned().collect();
+        for name in names {
+            if !self.active.get(&name).is_some_and(|a| a.kept) {
+                self.stop_volume(&name);
+                continue;
+            }
+            let Some(active) = self.active.remove(&name) else {
+                continue;
+            };
+            let drained = active.mount.suspend(SUSPEND_TIMEOUT);
+            if !drained {
+                log::warn!(
+                    "volume {name}: requests still running after {}s; the next daemon rescans \
+                     its usage",
+                    SUSPEND_TIMEOUT.as_secs()
+                );
+            }
+            // All of it: open inodes without a name go on with the connection.
+            let u = active.fs.usage();
+            let usage = Usage {
+                bytes: u.bytes,
+                inodes: u.inodes,
+                // The kernel's passthrough writes are counted only at close.
+                clean: drained && !active.passthrough,
+            };
+            if let Err(e) = self.store.set_usage(&name, usage) {
+                log::warn!("saving usage of volume {name}: {e}");
+            }
+            log::info!("volume {name}: left mounted for the next daemon");
+        }
     }
 
     /// Unmounts everything; references stay so the next start mounts the same volumes.
     pub fn shutdown(&mut self) {
         let names: Vec<String> = self.active.keys().cloned().collect();
         for name in names {
-            if let Ok(rec) = self.record(&name) {
-                for r in rec.mount_refs.values() {
-                    if let Some(t) = &r.target {
-                        let _ = detach_target(&name, t, r.bind_mount_id);
-                    }
+            self.stop_volume(&name);
+        }
+        // Whatever the keeper still holds (volumes that failed to come back) ends too.
+        for name in self.kept_volumes() {
+            self.drop_kept(&name);
+        }
+    }
+
+    /// Detaches the volume's binds and unmounts it, at a stop.
+    fn stop_volume(&mut self, name: &str) {
+        if let Ok(rec) = self.record(name) {
+            for r in rec.mount_refs.values() {
+                if let Some(t) = &r.target {
+                    let _ = detach_target(name, t, r.bind_mount_id);
                 }
             }
-            self.deactivate(&name);
         }
+        self.deactivate(name);
     }
 }
 

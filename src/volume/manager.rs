@@ -160,10 +160,23 @@ impl VolumeManager {
         Ok(report)
     }
 
+    /// Keeps volume connections in `keeper` from now on, so that they outlive the daemon.
+    /// Call before `recover`.
+    pub fn set_keeper(&self, keeper: Arc<crate::keeper::Keeper>) {
+        self.core.lock().set_keeper(keeper);
+    }
+
     /// Unmounts everything and persists usage as clean; references are kept so the next start
     /// mounts the same volumes again.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.core.lock().shutdown();
+    }
+
+    /// Stops serving and leaves every volume the keeper holds mounted for the next daemon
+    /// (see `Core::handover`); the others are unmounted.
+    pub fn handover(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.core.lock().handover();
     }
 }

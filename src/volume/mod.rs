@@ -4,6 +4,7 @@ pub mod core;
 pub mod error;
 mod fault;
 pub mod guard;
+mod kept;
 pub mod limits;
 pub mod manager;
 pub mod name;

@@ -18,6 +18,7 @@ use crate::fs::image::format::check_superblock;
 use crate::fs::image::{BlockDevice, ImageFs, RbdDevice, fsck};
 use crate::fs::memory::RootOwner;
 use crate::fs::quota::Limits;
+use crate::fs::resume::Carry;
 use crate::sys::librbd::{Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use crate::volume::options::VolumeOptions;
 use crate::volume::{Usage, VolumeError, VolumeRecord};
@@ -273,6 +274,7 @@ impl Driver for RbdDriver {
         rec: &VolumeRecord,
         opts: &VolumeOptions,
         _stored: Usage,
+        _carry: &mut Carry,
     ) -> Result<Activation, VolumeError> {
         let target = connect(rec, opts)?;
         let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);

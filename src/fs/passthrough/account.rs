@@ -31,6 +31,9 @@ impl PassthroughFs {
         if let Some(bytes) = accounted.as_mut() {
             let now = allocated_bytes(&st);
             self.quota.adjust(now as i64 - *bytes as i64, 0);
+            if now != *bytes {
+                inode.note_accounted(Some(now));
+            }
             *bytes = now;
         }
         Ok(st)
@@ -67,6 +70,7 @@ impl PassthroughFs {
                 if node.open_handles.load(Ordering::SeqCst) > 0 {
                     self.nameless.add(&node);
                     self.quota.expect_release();
+                    self.keep_for_successor(&node, victim.as_fd());
                 }
                 self.free_if_unopened(&node);
             }
@@ -111,10 +115,42 @@ impl PassthroughFs {
             }
             if let Some(bytes) = accounted.take() {
                 self.quota.adjust(-(bytes as i64), -1);
+                inode.note_accounted(None);
             }
             inode.take_fd()
         };
+        if inode.kept.swap(false, Ordering::SeqCst) {
+            self.holder.release(inode.ino);
+        }
         drop(fd);
+    }
+
+    /// An open inode just lost its last name: it lives only as long as a descriptor of it, so
+    /// one is kept for the next handler too (the keeper's), until its last close. A crash
+    /// between the removal and this leaves the inode to this handler's descriptors alone.
+    fn keep_for_successor(&self, node: &Inode, fd: BorrowedFd<'_>) {
+        if node.kept.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.holder.hold(node.ino, fd) {
+            node.kept.store(false, Ordering::SeqCst);
+            log::warn!(
+                "keeping open inode {} without a name for the next handler: {e}; it will not \
+                 survive a restart of the daemon",
+                node.ino
+            );
+        }
+    }
+
+    /// Counts nodes of inodes without a name that a predecessor kept open (see
+    /// `InodeTable::resume`): `fresh` when the usage was rescanned, which cannot see them.
+    pub(super) fn adopt_nameless(&self, nodes: &[Arc<Inode>], fresh: bool) {
+        for node in nodes {
+            if fresh && let Some(bytes) = *node.accounted.lock() {
+                self.quota.adjust(bytes as i64, 1);
+            }
+            self.nameless.add(node);
+        }
     }
 
     /// Usage once this session is over: without the nameless inodes, which go with it.
