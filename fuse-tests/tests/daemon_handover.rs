@@ -74,10 +74,18 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// Waits until the writer has written past its current end again.
-fn wait_for_progress(file: &Path) {
+/// Waits until the writer has written past its current end again; fails at once with what
+/// it said if it ended.
+fn wait_for_progress(writer: &mut Child, file: &Path) {
     let from = file_len(file);
     wait_until(&format!("the writer to go on past {from} bytes"), || {
+        if let Some(status) = writer.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(stderr) = writer.stderr.as_mut() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            panic!("the writer ended ({status}): {err}");
+        }
         file_len(file) > from
     });
 }
@@ -94,8 +102,8 @@ fn a_writer_sees_no_error_across_restarts_and_crashes() {
     d.cli_ok(["mount", "vol", "--target", target.to_str().unwrap()]);
     let records = target.join("records");
     let stop = root.scratch().join("stop");
-    let writer = start_writer(&records, &stop);
-    wait_for_progress(&records);
+    let mut writer = start_writer(&records, &stop);
+    wait_for_progress(&mut writer, &records);
     for how in [
         Restart::Crash,
         Restart::Planned,
@@ -105,7 +113,7 @@ fn a_writer_sees_no_error_across_restarts_and_crashes() {
         Restart::Planned,
     ] {
         restart(&mut d, &root, how);
-        wait_for_progress(&records);
+        wait_for_progress(&mut writer, &records);
     }
     std::fs::write(&stop, b"").unwrap();
     let out = writer.wait_with_output().unwrap();
