@@ -301,6 +301,22 @@ impl TestDaemon {
         TestDaemon::spawn(root, cmd)
     }
 
+    /// Starts the daemon of another fvol binary `bin` (an upgrade) on `root`, with `args`.
+    pub fn start_binary<I, S>(root: &TestRoot, bin: &Path, args: I) -> TestDaemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--root")
+            .arg(root.root())
+            .arg("daemon")
+            .args(args)
+            .env_remove("FVOL_ROOT")
+            .stdin(Stdio::null());
+        TestDaemon::spawn(root, cmd)
+    }
+
     fn spawn(root: &TestRoot, mut cmd: Command) -> TestDaemon {
         let log = OpenOptions::new()
             .create(true)

@@ -59,9 +59,14 @@ impl PassthroughFs {
     /// see `RemovalLocks`). If that was its last name, its space comes back now, unless a
     /// handle of it is open (then at the last close). Its node, if the kernel still names one,
     /// answers `ENOENT` once the space is back: nothing can reopen it and write uncounted.
-    pub(super) fn lost_name(&self, victim: OwnedFd) -> FsResult<()> {
+    /// `kept`: the node `keep_before_removal` kept for a successor, to let go of if the inode
+    /// still has a name.
+    pub(super) fn lost_name(&self, victim: OwnedFd, kept: Option<Arc<Inode>>) -> FsResult<()> {
         let st = fstat(&victim)?;
         if st.st_nlink > 0 {
+            if let Some(node) = kept {
+                self.unkeep(&node);
+            }
             return Ok(());
         }
         match self.inodes.node_of(victim.as_fd(), &st) {
@@ -125,9 +130,32 @@ impl PassthroughFs {
         drop(fd);
     }
 
-    /// An open inode just lost its last name: it lives only as long as a descriptor of it, so
-    /// one is kept for the next handler too (the keeper's), until its last close. A crash
-    /// between the removal and this leaves the inode to this handler's descriptors alone.
+    /// Before a removal of a name of the host inode open as `victim` (stat `st`, under its
+    /// removal lock): if that is its last name and the inode is open, a descriptor of it goes
+    /// to the keeper first, so that it outlives this handler even if it dies right after the
+    /// removal. Returns the node kept (`lost_name` lets go of it if a name is left).
+    pub(super) fn keep_before_removal(
+        &self,
+        victim: BorrowedFd<'_>,
+        st: &FileStat,
+    ) -> Option<Arc<Inode>> {
+        if st.st_nlink != 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return None;
+        }
+        let node = self.inodes.open_node_of_key(Inode::key_of(st))?;
+        self.keep_for_successor(&node, victim);
+        Some(node)
+    }
+
+    /// Lets go of what `keep_for_successor` kept of `node`.
+    pub(super) fn unkeep(&self, node: &Inode) {
+        if node.kept.swap(false, Ordering::SeqCst) {
+            self.holder.release(node.ino);
+        }
+    }
+
+    /// An open inode loses its last name: it lives only as long as a descriptor of it, so one
+    /// is kept for the next handler too (the keeper's), until its last close.
     fn keep_for_successor(&self, node: &Inode, fd: BorrowedFd<'_>) {
         if node.kept.swap(true, Ordering::SeqCst) {
             return;

@@ -350,6 +350,7 @@ impl InodeTable {
         let table = Arc::new(journal);
         let mut tables = self.tables.write();
         let mut nameless = Vec::new();
+        let mut unused = Vec::new();
         let mut count = 0;
         for (slot, f) in table.records() {
             let ino = f[journal::INO];
@@ -359,7 +360,7 @@ impl InodeTable {
                 table.remove(slot);
                 continue;
             }
-            let kept_fd = held.remove(&ino);
+            let mut kept_fd = held.remove(&ino);
             let mut removed = f[journal::FLAGS] & journal::REMOVED != 0;
             let mut accounted = match f[journal::ACCOUNTED] {
                 journal::NONE => None,
@@ -380,6 +381,11 @@ impl InodeTable {
                     Ok(st) if st.st_nlink > 0 || kept_fd.is_some() => {
                         accounted = Some(allocated_bytes(&st));
                         removed = st.st_nlink == 0;
+                        // Kept before a removal the crash cut short: it still has a name.
+                        if !removed && let Some(fd) = kept_fd.take() {
+                            drop(fd);
+                            unused.push(ino);
+                        }
                     }
                     _ => {
                         accounted = None;
@@ -434,7 +440,7 @@ impl InodeTable {
             nameless,
             nodes: count,
             // Kept for nodes the kernel forgot meanwhile: nothing needs them now.
-            unused: held.into_keys().collect(),
+            unused: unused.into_iter().chain(held.into_keys()).collect(),
         }
     }
 
@@ -599,6 +605,14 @@ impl InodeTable {
         }
         let handle = self.handle_for(fd, OsStr::new(""), st);
         inode.is(handle.as_ref()).then_some(inode)
+    }
+
+    /// The node of host key `key` if it has a handle open: its inode is alive then (the handle
+    /// holds it), so the key cannot name another inode meanwhile.
+    pub fn open_node_of_key(&self, key: HostKey) -> Option<Arc<Inode>> {
+        let t = self.tables.read();
+        let inode = t.by_ino.get(t.by_key.get(&key)?)?;
+        (inode.open_handles.load(Ordering::SeqCst) > 0).then(|| inode.clone())
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
