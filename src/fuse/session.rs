@@ -49,6 +49,10 @@ impl ServeOptions {
     }
 }
 
+/// How long an unmount waits for the connection to end (it does at once, unless another mount
+/// namespace still has the mount).
+const UNMOUNT_WAIT: Duration = Duration::from_secs(1);
+
 /// How an unmount ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unmounted {
@@ -167,8 +171,22 @@ impl MountedFs {
             return Ok(Unmounted::Ended);
         };
         match umount2(&self.mountpoint, MntFlags::empty()) {
-            // The kernel ended the connection: the threads see it and return.
+            // The kernel ends the connection, unless another mount namespace (a container)
+            // still has the mount: then the threads serve it until its last user is gone, or
+            // until this process exits.
             Ok(()) => {
+                let deadline = std::time::Instant::now() + UNMOUNT_WAIT;
+                while !session.guard.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if !session.guard.is_finished() {
+                    log::warn!(
+                        "{}: unmounted here, but still in use in another mount namespace (a \
+                         container): served until its last user lets go, or this daemon exits",
+                        self.mountpoint.display()
+                    );
+                    return Ok(Unmounted::Detached);
+                }
                 if session.join().is_err() {
                     log::warn!("{}: a request thread panicked", self.mountpoint.display());
                 }
