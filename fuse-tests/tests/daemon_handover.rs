@@ -3,8 +3,10 @@
 //! "Restarts"). Without Docker: the volume is used through `fvol mount`'s mountpoint and bind
 //! target.
 //!
-//! The local driver's volumes survive; tmpfs and rbd volumes are still unmounted at a stop and
-//! go stale at a crash, as before.
+//! The local driver's volumes here; rbd volumes in rbd_volumes.rs (`kill9_durability`,
+//! `writes_through_restarts`, on a real cluster), and the image filesystem's side of a
+//! restart in image_crash.rs. tmpfs volumes are still unmounted at a stop and go stale at a
+//! crash, as before.
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;

@@ -121,4 +121,11 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn restore_handle(&self, _fh: Fh, _ino: Ino, _flags: i32, _dir: bool) -> FsResult<()> {
         Err(FsError::Unsupported)
     }
+    /// Every handle a predecessor left was restored (`restore_handle`) or found gone.
+    fn handles_restored(&self) {}
+    /// Makes durable what only this process holds, before a successor takes over the volume
+    /// (a planned restart; requests are drained by then).
+    fn persist_for_successor(&self) -> FsResult<()> {
+        Ok(())
+    }
 }

@@ -800,6 +800,9 @@ impl Core {
                 continue;
             };
             let drained = active.mount.suspend(SUSPEND_TIMEOUT);
+            if let Err(e) = active.fs.persist_for_successor() {
+                log::warn!("volume {name}: making it durable for the next daemon: {e}");
+            }
             if !drained {
                 log::warn!(
                     "volume {name}: requests still running after {}s; the next daemon rescans \

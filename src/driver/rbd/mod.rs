@@ -268,21 +268,26 @@ impl Driver for RbdDriver {
         }
     }
 
+    fn survives_restart(&self) -> bool {
+        true
+    }
+
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         opts: &VolumeOptions,
         _stored: Usage,
-        _carry: &mut Carry,
+        carry: &mut Carry,
     ) -> Result<Activation, VolumeError> {
         let target = connect(rec, opts)?;
+        // A predecessor's lock (a restart, a crash) is a dead daemon's: broken, fencing it.
         let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
         let limits = Limits {
             bytes: None,
             inodes: opts.inodes,
         };
-        let fs = ImageFs::open(device, limits)
+        let fs = ImageFs::open_carried(device, limits, carry)
             .map_err(|e| VolumeError::Driver(format!("{}: {e}", target.describe())))?;
         let usage = crate::fs::VolumeFs::usage(&fs);
         Ok(Activation {

@@ -68,6 +68,7 @@ impl ResumableFs {
     /// restored and how many could not be (their files are gone; using them fails).
     pub fn restore_handles(&self) -> (usize, usize) {
         let Some(table) = &self.handles else {
+            self.inner.handles_restored();
             return (0, 0);
         };
         let (mut restored, mut lost) = (0, 0);
@@ -94,6 +95,8 @@ impl ResumableFs {
                 }
             }
         }
+        drop(slots);
+        self.inner.handles_restored();
         (restored, lost)
     }
 
@@ -457,5 +460,13 @@ impl VolumeFs for ResumableFs {
 
     fn restore_handle(&self, fh: Fh, ino: Ino, flags: i32, dir: bool) -> FsResult<()> {
         self.inner.restore_handle(fh, ino, flags, dir)
+    }
+
+    fn handles_restored(&self) {
+        self.inner.handles_restored()
+    }
+
+    fn persist_for_successor(&self) -> FsResult<()> {
+        self.inner.persist_for_successor()
     }
 }

@@ -134,6 +134,12 @@ impl Table {
         self.word(slot, 1 + field).store(value, Ordering::Relaxed);
     }
 
+    /// Raises the field to `value` if it is below.
+    pub fn raise(&self, slot: Slot, field: usize, value: u64) {
+        self.word(slot, 1 + field)
+            .fetch_max(value, Ordering::Relaxed);
+    }
+
     pub fn add(&self, slot: Slot, field: usize, delta: u64) {
         self.word(slot, 1 + field)
             .fetch_add(delta, Ordering::Relaxed);
