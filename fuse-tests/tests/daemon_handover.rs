@@ -649,3 +649,23 @@ fn the_daemon_tells_its_service_manager_when_it_is_ready() {
     let n = socket.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"));
 }
+
+/// Without its keeper (killed while the daemon ran), a stop unmounts the volumes as before,
+/// rather than leave mounts nobody holds; the next start mounts them again.
+#[test]
+fn without_its_keeper_a_stop_unmounts_as_before() {
+    if !fuse_or_skip("without_its_keeper_a_stop_unmounts_as_before") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol"]);
+    let mp = d.mount("vol");
+    std::fs::write(mp.join("f"), b"data").unwrap();
+    root.kill_keeper();
+    assert!(d.terminate().success());
+    assert!(!is_mountpoint(&mp), "a mount left with nobody to hold it");
+    let d = TestDaemon::start_at(&root);
+    assert_eq!(std::fs::read(mp.join("f")).unwrap(), b"data");
+    drop(d);
+}

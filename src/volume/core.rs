@@ -791,8 +791,10 @@ impl Core {
     /// are unmounted as at a full stop.
     pub fn handover(&mut self) {
         let names: Vec<String> = self.active.keys().cloned().collect();
+        // Only what the keeper really holds now (it may have been killed meanwhile).
+        let held = self.kept_volumes();
         for name in names {
-            if !self.active.get(&name).is_some_and(|a| a.kept) {
+            if !self.active.get(&name).is_some_and(|a| a.kept) || !held.contains(&name) {
                 self.stop_volume(&name);
                 continue;
             }
