@@ -669,3 +669,37 @@ fn without_its_keeper_a_stop_unmounts_as_before() {
     assert_eq!(std::fs::read(mp.join("f")).unwrap(), b"data");
     drop(d);
 }
+
+/// A kept connection the next daemon cannot take over (its mount was detached meanwhile) ends;
+/// the usage handed over counted what ended with it (an open file without a name), so the
+/// volume is measured again.
+#[test]
+fn a_connection_not_taken_over_ends_and_the_usage_is_measured_again() {
+    if !fuse_or_skip("a_connection_not_taken_over_ends_and_the_usage_is_measured_again") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol", "-o", "size=64M"]);
+    let mp = d.mount("vol");
+    // A close on the volume first: until its FLUSH is answered (ENOSYS: never again), every
+    // close sends one, and with no daemon it waits, such as the close of `nameless` at the
+    // exec of the next daemon this process starts.
+    std::fs::write(mp.join("closed"), b"").unwrap();
+    let nameless = File::create(mp.join("gone")).unwrap();
+    nameless.write_all_at(&pattern(4 * MIB, 9), 0).unwrap();
+    std::fs::remove_file(mp.join("gone")).unwrap();
+    assert!(d.terminate().success());
+    // Someone detaches the volume's mount while no daemon runs.
+    nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let d = TestDaemon::start_at(&root);
+    assert!(is_mountpoint(&mp));
+    let data = d.root().join("volumes/vol/data");
+    assert_eq!(
+        status(&d, "vol")["UsedBytes"].as_u64().unwrap(),
+        du_bytes(&data),
+        "{}",
+        root.log()
+    );
+    drop(nameless);
+}

@@ -631,6 +631,9 @@ impl Core {
                     continue;
                 }
                 self.drop_kept(&rec.name);
+                // Usage handed over counted what ended with the connection (open files
+                // without a name): measured again.
+                self.forget_clean_usage(&rec.name);
             }
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
@@ -682,6 +685,18 @@ impl Core {
             self.drop_kept(&name);
         }
         Ok(())
+    }
+
+    /// Marks the recorded usage of `name` as not clean, so that its next activation measures
+    /// it again.
+    fn forget_clean_usage(&self, name: &str) {
+        let marked = self
+            .store
+            .usage(name)
+            .and_then(|u| self.store.set_usage(name, Usage { clean: false, ..u }));
+        if let Err(e) = marked {
+            log::warn!("volume {name}: marking its usage for a rescan: {e}");
+        }
     }
 
     /// The volumes the keeper holds connections of.
