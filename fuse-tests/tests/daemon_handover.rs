@@ -227,17 +227,30 @@ fn requests_in_flight_at_a_crash_get_their_answer_from_the_next_daemon() {
 }
 
 /// Open files, an unlinked open file, a shared mapping, an open directory being read and a
-/// directory descriptor all stay valid across each kind of restart.
+/// directory descriptor all stay valid across each kind of restart; on a volume with a byte
+/// limit (every read and write served by the handler) and on one without (kernel
+/// passthrough: the successor must reuse the connection's backing ids).
 #[test]
 fn open_files_mappings_and_directories_survive_restarts() {
     if !fuse_or_skip("open_files_mappings_and_directories_survive_restarts") {
         return;
     }
-    for how in [Restart::Planned, Restart::Crash] {
+    for (how, limit) in [
+        (Restart::Planned, true),
+        (Restart::Crash, true),
+        (Restart::Planned, false),
+        (Restart::Crash, false),
+    ] {
         let root = TestRoot::new();
         let mut d = TestDaemon::start_at(&root);
-        d.cli_ok(["create", "vol", "-o", "size=128M"]);
+        match limit {
+            true => d.cli_ok(["create", "vol", "-o", "size=128M"]),
+            false => d.cli_ok(["create", "vol"]),
+        };
         let mp = d.mount("vol");
+        // Close one file first, so the kernel knows it need not FLUSH (see
+        // a_connection_not_taken_over_ends_and_the_usage_is_measured_again).
+        std::fs::write(mp.join("closed"), b"").unwrap();
 
         // An open file, and one open without a name.
         let mut open = File::options()
@@ -310,6 +323,12 @@ fn open_files_mappings_and_directories_survive_restarts() {
             "{how:?}: the directory read across the restart"
         );
 
+        // A second open of the same file (with passthrough: the inode's backing id).
+        let again = File::open(mp.join("open")).unwrap();
+        let mut first = vec![0u8; 16];
+        again.read_exact_at(&mut first, 0).unwrap();
+        assert_eq!(first, pattern(MIB, 1)[..16], "{how:?}");
+        drop(again);
         open.write_all(&pattern(MIB, 3)).unwrap();
         open.sync_all().unwrap();
         let mut all = Vec::new();
@@ -317,8 +336,8 @@ fn open_files_mappings_and_directories_survive_restarts() {
             .unwrap()
             .read_to_end(&mut all)
             .unwrap();
-        assert_eq!(all[..MIB], pattern(MIB, 1)[..], "{how:?}");
-        assert_eq!(all[MIB..], pattern(MIB, 3)[..], "{how:?}");
+        assert_eq!(all[..MIB], pattern(MIB, 1)[..], "{how:?} {limit}");
+        assert_eq!(all[MIB..], pattern(MIB, 3)[..], "{how:?} {limit}");
 
         let mut back = vec![0u8; 3 * MIB];
         nameless.read_exact_at(&mut back, 0).unwrap();
