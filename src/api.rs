@@ -32,7 +32,7 @@ pub mod routes {
     pub const PATH: &str = "/v1/path";
     /// [`super::MountRequest`] → [`super::PathResponse`]
     pub const MOUNT: &str = "/v1/mount";
-    /// [`super::MountRequest`] → [`super::Empty`]
+    /// [`super::UnmountRequest`] → [`super::UnmountResponse`]
     pub const UNMOUNT: &str = "/v1/unmount";
     /// [`super::Empty`] → [`super::PruneResponse`]
     pub const PRUNE: &str = "/v1/prune";
@@ -127,8 +127,8 @@ pub struct PathResponse {
     pub path: PathBuf,
 }
 
-/// For both `/v1/mount` and `/v1/unmount`. The mount reference is `cli` without a target and
-/// `cli:<target>` with one, so an unmount must name the same target as its mount.
+/// For `/v1/mount`. The mount reference is `cli` without a target and `cli:<target>` with
+/// one, so an unmount must name the same target as its mount.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
@@ -140,6 +140,34 @@ pub struct MountRequest {
 
 impl RequestBody for MountRequest {
     const SHAPE: &'static str = r#"{"name": string, "target"?: string}"#;
+}
+
+/// For `/v1/unmount`: which reference to drop. At most one of `target`, `reference` and `all`;
+/// none drops `cli`. A reference the volume does not hold is an error (404).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmountRequest {
+    pub name: String,
+    /// Drops `cli:<target>`; must be absolute.
+    #[serde(default)]
+    pub target: Option<PathBuf>,
+    /// Drops this reference, in the form `inspect` shows (`cli`, `cli:/t`, `plugin:ID`).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Drops every reference and unmounts.
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl RequestBody for UnmountRequest {
+    const SHAPE: &'static str =
+        r#"{"name": string, "target"?: string, "reference"?: string, "all"?: bool}"#;
+}
+
+/// The references an unmount dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmountResponse {
+    pub released: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

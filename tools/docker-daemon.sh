@@ -1,8 +1,9 @@
 #!/bin/bash
 # A private dockerd for fvol's Docker volume plugin tests (Debian 12 docker.io 20.10): its state
 # lives under $FVOL_DOCKER_DIR, it uses no registry, no bridge network and changes no iptables
-# rules, and it launches its own containerd. It finds the fvol plugin where every dockerd does:
-# /run/docker/plugins/fvol.sock or /etc/docker/plugins/fvol.spec.
+# rules, and it launches its own containerd. It finds plugins where every dockerd does:
+# /run/docker/plugins/NAME.sock or /etc/docker/plugins/NAME.spec (the tests register a private
+# driver name with a spec file of their own, never the host's `fvol`).
 #
 # Usage: tools/docker-daemon.sh start|stop|status|purge|env
 #   start   start dockerd (no-op if ours is running) and wait until it answers (30 s at most)

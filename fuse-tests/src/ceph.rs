@@ -7,8 +7,11 @@
 //! installs Ceph, so a silent skip would hide a broken setup.
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use fvol::sys::librbd::{Cluster, ClusterConfig};
 
@@ -84,6 +87,72 @@ impl TestCluster {
     /// `conf=PATH`, the option the rbd driver takes.
     pub fn conf_opt(&self) -> String {
         format!("conf={}", self.conf().display())
+    }
+
+    /// `fvol create -d rbd -o conf=... [-o EXTRA]... NAME` on daemon `d`.
+    pub fn create_volume(&self, d: &crate::daemon::TestDaemon, name: &str, extra: &[&str]) {
+        let mut args = vec!["create".to_string(), "-d".into(), "rbd".into()];
+        args.extend(["-o".into(), self.conf_opt()]);
+        for o in extra {
+            args.extend(["-o".into(), o.to_string()]);
+        }
+        args.push(name.into());
+        d.cli_ok(&args);
+    }
+
+    /// The pid of a daemon of the cluster: `mon.a` or `osd.0` (from its pid file).
+    pub fn daemon_pid(&self, daemon: &str) -> Pid {
+        let file = self.dir().join(format!("run/ceph-{daemon}.pid"));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        Pid::from_raw(text.trim().parse().expect("a pid"))
+    }
+
+    /// Sends `signal` to a daemon of the cluster (`mon.a`, `osd.0`): SIGSTOP freezes it,
+    /// SIGCONT resumes it, SIGKILL kills it (`restart` starts it again).
+    pub fn signal(&self, daemon: &str, signal: Signal) {
+        let pid = self.daemon_pid(daemon);
+        kill(pid, signal).unwrap_or_else(|e| panic!("{signal} to {daemon} ({pid}): {e}"));
+    }
+
+    /// Starts the daemons that are not running (after `signal(.., SIGKILL)` or `stop`) and
+    /// waits until the pool takes I/O again.
+    pub fn restart(&self) {
+        let out = self
+            .script()
+            .arg("start")
+            .output()
+            .expect("tools/ceph.sh start");
+        assert!(
+            out.status.success(),
+            "tools/ceph.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops every daemon of the cluster (SIGTERM); `restart` brings it back with its data.
+    pub fn stop(&self) {
+        let out = self
+            .script()
+            .arg("stop")
+            .output()
+            .expect("tools/ceph.sh stop");
+        assert!(
+            out.status.success(),
+            "tools/ceph.sh stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs the `ceph` command on this cluster (it needs only the monitor).
+    pub fn ceph(&self, args: &[&str]) -> Output {
+        Command::new("ceph")
+            .arg("-c")
+            .arg(self.conf())
+            .args(["--connect-timeout", "20"])
+            .args(args)
+            .output()
+            .expect("spawn ceph")
     }
 
     /// A new connection, as another host would have.

@@ -7,11 +7,12 @@
 //! - `TestDaemon`: `fvol --root ROOT daemon --no-plugin` on a `TestRoot`, driven through the
 //!   real CLI. Without `--no-plugin` every daemon would serve the Docker plugin on the one
 //!   host-wide `/run/docker/plugins/fvol.sock`, and parallel tests would fight over it; tests of
-//!   the plugin start theirs with `start_with_args`. Dropping it stops the daemon (SIGTERM,
-//!   then SIGKILL) and detaches every mount left under the test directory (which ends the
-//!   connections the keeper held, and so the keeper), so a panicking test leaks neither a
-//!   process nor a mount. `stop` stops it for good (`fvol daemon --stop`), `terminate` for a
-//!   restart (SIGTERM: the volumes stay mounted), `kill9` as a crash.
+//!   the plugin start theirs with `start_with_args` and a private `--plugin-spec`. Dropping it
+//!   stops the daemon (SIGTERM, then SIGKILL) and detaches every mount left under the test
+//!   directory (which ends the connections the keeper held, and so the keeper), so a
+//!   panicking test leaks neither a process nor a mount. `stop` stops it for good (`fvol
+//!   daemon --stop`), `terminate` for a restart (SIGTERM: the volumes stay mounted), `kill9`
+//!   as a crash.
 //!
 //! The binary is `$FVOL_BIN`, or `<workspace>/target/release/fvol`.
 use std::ffi::OsStr;
@@ -257,7 +258,8 @@ impl TestDaemon {
 
     /// Starts `fvol --root ROOT daemon ARGS...` and waits until it answers `fvol ls` (both of
     /// its sockets are listening by then). With no `--no-plugin` among ARGS it serves the
-    /// Docker plugin: on `/run/docker/plugins/fvol.sock` unless ARGS say otherwise.
+    /// Docker plugin: on `/run/docker/plugins/fvol.sock` unless ARGS say otherwise (tests must
+    /// say otherwise: that path is the host's).
     pub fn start_with_args<I, S>(root: &TestRoot, args: I) -> TestDaemon
     where
         I: IntoIterator<Item = S>,
@@ -402,6 +404,23 @@ impl TestDaemon {
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect JSON: {e}\n{out}"));
         assert_eq!(all.len(), 1, "{out}");
         all.remove(0)
+    }
+
+    /// `fvol fsck NAME` on an unmounted volume, which must succeed with no problems; its
+    /// report.
+    pub fn fsck_clean(&self, name: &str) -> serde_json::Value {
+        let out = self.cli(["fsck", name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "fsck {name}: {}\n{text}\n{}",
+            out.status,
+            stderr_of(&out)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("fsck JSON: {e}\n{text}"));
+        assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+        report
     }
 
     /// `fvol mount NAME`, returning the mountpoint it printed.

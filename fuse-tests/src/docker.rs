@@ -3,9 +3,9 @@
 //! `DockerDaemon::start` runs `tools/docker-daemon.sh start` with its state in a temporary
 //! directory (loopback only: no bridge, no iptables), then `tools/docker-image.sh` to make the
 //! image `busybox:local` from Debian's busybox-static (no registry). Every `docker` command of
-//! the test goes to it through `DOCKER_HOST`. The dockerd finds the fvol plugin as every
-//! dockerd does, on `/run/docker/plugins/fvol.sock`: a host-wide path, so only one test binary
-//! may use it at a time.
+//! the test goes to it through `DOCKER_HOST`. Like every dockerd it looks for plugins in the
+//! host-wide `/run/docker/plugins` and `/etc/docker/plugins`, so the tests register a private
+//! driver name there and only one test binary starts a dockerd.
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -139,6 +139,37 @@ impl DockerDaemon {
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect JSON: {e}\n{out}"));
         assert_eq!(all.len(), 1, "{out}");
         all.remove(0)
+    }
+
+    /// Kills dockerd with SIGKILL (its containers keep running under their shims) and waits
+    /// until it is gone.
+    pub fn kill(&self) {
+        let pid_file = self.dir.path().join("docker.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .parse()
+            .expect("a pid in docker.pid");
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill dockerd");
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                nix::sys::signal::kill(pid, None).is_err()
+            }),
+            "dockerd still there 30 s after SIGKILL"
+        );
+    }
+
+    /// Starts dockerd again on the same state (after `kill`).
+    pub fn restart(&self) {
+        let started = self.script("docker-daemon.sh", &["start"]);
+        assert!(
+            started.status.success(),
+            "tools/docker-daemon.sh start failed ({}):\n{}\ndockerd log:\n{}",
+            started.status,
+            String::from_utf8_lossy(&started.stderr),
+            self.log_tail(30)
+        );
     }
 
     /// The last `lines` lines of dockerd's log.

@@ -7,8 +7,10 @@
 //! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
 //! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
 //! - `LoopExt4`: a fresh ext4 filesystem on a loop device (tests that need its allocator).
+//! - `direct_io`: O_DIRECT requests as a program makes them (buffer, offset, length), and fio.
 pub mod ceph;
 pub mod daemon;
+pub mod direct_io;
 pub mod docker;
 pub mod loopfs;
 pub mod plugin;
@@ -18,6 +20,20 @@ pub mod suites;
 pub use session::{Backend, TestSession};
 
 /// Runs a command and returns its stdout, panicking with its stderr if it failed.
+/// Deterministic pseudo-random bytes (xorshift), different for every seed.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 pub fn run_ok(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(

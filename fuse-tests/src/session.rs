@@ -24,6 +24,7 @@ pub enum Backend {
 
 pub struct TestSession {
     pub backend: Backend,
+    limits: Limits,
     // Field order matters: unmount before the directories go away.
     mounted: Option<MountedFs>,
     pub fs: Arc<dyn VolumeFs>,
@@ -34,73 +35,61 @@ pub struct TestSession {
 
 impl TestSession {
     pub fn new(backend: Backend, limits: Limits) -> TestSession {
+        TestSession::new_in(backend, limits, &std::env::temp_dir())
+    }
+
+    /// `new`, with the session's directories (backing store and mountpoint) under `base`.
+    pub fn new_in(backend: Backend, limits: Limits, base: &Path) -> TestSession {
         let dir = tempfile::Builder::new()
             .prefix("fvol-test-")
-            .tempdir()
+            .tempdir_in(base)
             .expect("tempdir");
         let backing = dir.path().join("data");
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&backing).unwrap();
         std::fs::create_dir(&mountpoint).unwrap();
-        let (fs, passthrough): (Arc<dyn VolumeFs>, bool) = match backend {
-            Backend::Local => {
-                // Few node descriptors, so that most operations reach nodes that hold none
-                // and reopen them from their file handles.
-                let cache = Arc::new(FdCache::new(LOCAL_NODE_DESCRIPTORS));
-                let fs = PassthroughFs::with_cache(&backing, limits, None, cache)
-                    .expect("open")
-                    .with_passthrough(true)
-                    .with_exclusive(true);
-                let passthrough = fs.passthrough();
-                (Arc::new(fs), passthrough)
-            }
-            Backend::Tmpfs => {
-                let root = RootOwner {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0o755,
-                };
-                (Arc::new(MemFs::new(limits, root)), false)
-            }
-            Backend::Image => {
-                let root = RootOwner {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0o755,
-                };
-                // Big enough that the data region (most of the image, after the metadata
-                // region) covers the limit.
-                let size = limits
-                    .bytes
-                    .map_or(4 << 30, |b| (b + b / 8 + (16 << 20)).max(64 << 20));
-                let device = Arc::new(FileDevice::create(&backing.join("image"), size).unwrap());
-                ImageFs::format(device.clone(), root, None).expect("format");
-                (
-                    Arc::new(ImageFs::open(device, limits).expect("open image")),
-                    false,
-                )
-            }
-        };
-        let mounted = fvol::fuse::mount(
-            fs.clone(),
-            &mountpoint,
-            "test",
-            ServeOptions {
-                passthrough,
-                exclusive: true,
-                readahead_kb: None,
-                threads: 4,
-            },
-            &mut fvol::fs::resume::Carry::none(),
-        )
-        .expect("mount");
+        let (fs, passthrough) = open_fs(backend, limits, &backing, Start::Fresh);
+        let mounted = mount(&fs, &mountpoint, passthrough);
         TestSession {
             backend,
+            limits,
             mounted: Some(mounted),
             fs,
             mountpoint,
             backing,
             _dir: dir,
+        }
+    }
+
+    /// Unmounts, syncs and opens the same backing store again as the daemon does at the next
+    /// mount: a local volume starts from the usage recorded at rest (no rescan), an image from
+    /// the counters on it. Not for tmpfs, whose data goes with the mount.
+    pub fn remount(&mut self) {
+        assert!(
+            !matches!(self.backend, Backend::Tmpfs),
+            "a tmpfs volume's data goes with its mount"
+        );
+        let mounted = self.mounted.take().expect("mounted");
+        mounted.unmount().expect("unmount");
+        self.fs.sync_all().expect("sync at unmount");
+        let usage = self.fs.usage_at_rest();
+        // The image file must be closed before it is opened again.
+        let placeholder: Arc<dyn VolumeFs> = Arc::new(MemFs::new(Limits::default(), ROOT));
+        drop(std::mem::replace(&mut self.fs, placeholder));
+        let (fs, passthrough) = open_fs(
+            self.backend,
+            self.limits,
+            &self.backing,
+            Start::Recorded(usage),
+        );
+        self.fs = fs;
+        self.mounted = Some(mount(&self.fs, &self.mountpoint, passthrough));
+    }
+
+    /// Unmounts for good (the backing store stays until the session is dropped).
+    pub fn unmount(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            m.unmount().expect("unmount");
         }
     }
 
@@ -122,6 +111,15 @@ impl TestSession {
 
     pub fn mnt(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// A walk (see `walk`) of what the volume holds: of the backing directory for a local
+    /// volume, through the mount for tmpfs and image (whose allocation only the mount shows).
+    pub fn walk(&self) -> fvol::fs::UsageSnapshot {
+        match self.backend {
+            Backend::Local => walk(&self.backing),
+            Backend::Tmpfs | Backend::Image => walk(&self.mountpoint),
+        }
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -147,6 +145,116 @@ impl TestSession {
         );
         out.split_whitespace().next().unwrap().parse().unwrap()
     }
+}
+
+/// Owner of the root of a new tmpfs or image volume.
+const ROOT: RootOwner = RootOwner {
+    uid: 0,
+    gid: 0,
+    mode: 0o755,
+};
+
+/// Where a filesystem's usage starts.
+enum Start {
+    /// A new, empty volume.
+    Fresh,
+    /// Opened again: the usage recorded at the last stop (local), or the image's own.
+    Recorded(fvol::fs::UsageSnapshot),
+}
+
+/// The filesystem core of `backend` on `backing`, and whether it offers kernel passthrough.
+fn open_fs(
+    backend: Backend,
+    limits: Limits,
+    backing: &Path,
+    start: Start,
+) -> (Arc<dyn VolumeFs>, bool) {
+    match backend {
+        Backend::Local => {
+            // Few node descriptors, so that most operations reach nodes that hold none
+            // and reopen them from their file handles.
+            let cache = Arc::new(FdCache::new(LOCAL_NODE_DESCRIPTORS));
+            let usage = match start {
+                Start::Fresh => None,
+                Start::Recorded(usage) => Some(usage),
+            };
+            let fs = PassthroughFs::with_cache(backing, limits, usage, cache)
+                .expect("open")
+                .with_passthrough(true)
+                .with_exclusive(true);
+            let passthrough = fs.passthrough();
+            (Arc::new(fs), passthrough)
+        }
+        Backend::Tmpfs => (Arc::new(MemFs::new(limits, ROOT)), false),
+        Backend::Image => {
+            let image = backing.join("image");
+            let device = match start {
+                Start::Fresh => {
+                    // Big enough that the data region (most of the image, after the metadata
+                    // region) covers the limit.
+                    let size = limits
+                        .bytes
+                        .map_or(4 << 30, |b| (b + b / 8 + (16 << 20)).max(64 << 20));
+                    let device = Arc::new(FileDevice::create(&image, size).unwrap());
+                    ImageFs::format(device.clone(), ROOT, None).expect("format");
+                    device
+                }
+                Start::Recorded(_) => Arc::new(FileDevice::open(&image).unwrap()),
+            };
+            (
+                Arc::new(ImageFs::open(device, limits).expect("open image")),
+                false,
+            )
+        }
+    }
+}
+
+fn mount(fs: &Arc<dyn VolumeFs>, mountpoint: &Path, passthrough: bool) -> MountedFs {
+    fvol::fuse::mount(
+        fs.clone(),
+        mountpoint,
+        "test",
+        ServeOptions {
+            passthrough,
+            exclusive: true,
+            readahead_kb: None,
+            threads: 4,
+        },
+        &mut fvol::fs::resume::Carry::none(),
+    )
+    .expect("mount")
+}
+
+/// What a tree holds, counted as `du` counts: allocated bytes (`st_blocks` × 512) and inodes,
+/// each inode once however many names it has, the top directory included.
+pub fn walk(top: &Path) -> fvol::fs::UsageSnapshot {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = fvol::fs::UsageSnapshot::default();
+    let mut dirs = vec![top.to_path_buf()];
+    let mut count = |m: &std::fs::Metadata| {
+        if seen.insert((m.dev(), m.ino())) {
+            total.bytes += m.blocks() * 512;
+            total.inodes += 1;
+        }
+    };
+    count(&std::fs::symlink_metadata(top).expect("stat the top of the walk"));
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => panic!("reading {}: {e}", dir.display()),
+        };
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            let m = std::fs::symlink_metadata(&path)
+                .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+            count(&m);
+            if m.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    total
 }
 
 impl Drop for TestSession {

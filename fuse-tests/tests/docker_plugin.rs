@@ -1,7 +1,10 @@
 //! fvol as a Docker volume plugin under a real dockerd, driven through the `docker` CLI.
 //!
-//! One private dockerd (`tools/docker-daemon.sh`) and one fvol daemon serving the plugin on
-//! the legacy socket `/run/docker/plugins/fvol.sock`: a host-wide path, so every dockerd test
+//! One private dockerd (`tools/docker-daemon.sh`) and one fvol daemon serving the plugin under
+//! a private driver name (`fvol-test-PID`), registered by a spec file of its own in
+//! `/etc/docker/plugins` that points at a socket in the test's root. The host's own `fvol`
+//! plugin (`/run/docker/plugins/fvol.sock`, `/etc/docker/plugins/fvol.spec`) is never touched,
+//! so the suite can run on a host where fvol serves Docker. Every dockerd test
 //! lives in this one binary, as steps of one test that run in order. Each step runs even if
 //! an earlier one failed (they use their own volumes); the test fails listing the failed steps.
 //!
@@ -17,8 +20,15 @@ use fuse_tests::docker::{DockerDaemon, IMAGE, wait_until};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
-/// The legacy plugin socket the fvol daemon serves (its default).
-const PLUGIN_SOCKET: &str = "/run/docker/plugins/fvol.sock";
+/// The host's own plugin socket and spec file: the tests must never create or remove them.
+const HOST_PLUGIN_FILES: [&str; 2] = [
+    "/run/docker/plugins/fvol.sock",
+    "/etc/docker/plugins/fvol.spec",
+];
+/// The daemon releases a plugin reference this old once no container uses its volume.
+const STALE_REF_GRACE: Duration = Duration::from_secs(20);
+/// How long a tmpfs volume keeps its data after its last Unmount.
+const TMPFS_LINGER: Duration = Duration::from_secs(5);
 /// How long Docker may take to call Unmount/Remove after a container ends.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -27,6 +37,41 @@ struct Env {
     docker: DockerDaemon,
     fvol: TestDaemon,
     root: TestRoot,
+    plugin: PrivatePlugin,
+}
+
+/// The test's own driver name and the spec file that registers it with dockerd.
+struct PrivatePlugin {
+    driver: String,
+    spec: PathBuf,
+}
+
+impl PrivatePlugin {
+    fn new() -> PrivatePlugin {
+        let driver = format!("fvol-test-{}", std::process::id());
+        let spec = PathBuf::from(format!("/etc/docker/plugins/{driver}.spec"));
+        PrivatePlugin { driver, spec }
+    }
+
+    /// `fvol daemon` arguments serving this plugin (its socket is ROOT/plugin.sock).
+    fn daemon_args(&self) -> [String; 3] {
+        [
+            format!("--plugin-spec={}", self.spec.display()),
+            format!("--stale-ref-grace={}", STALE_REF_GRACE.as_secs()),
+            format!("--tmpfs-linger={}", TMPFS_LINGER.as_secs()),
+        ]
+    }
+
+    fn start_daemon(&self, root: &TestRoot) -> TestDaemon {
+        let daemon = TestDaemon::start_with_args(root, self.daemon_args());
+        assert!(
+            self.spec.exists(),
+            "{} missing\n{}",
+            self.spec.display(),
+            root.log()
+        );
+        daemon
+    }
 }
 
 impl Env {
@@ -112,24 +157,28 @@ fn docker_volume_plugin_end_to_end() {
         return;
     }
     // dockerd and fvol create these; remove them at the end if they were not there before.
-    let run_dirs: Vec<&str> = ["/run/docker/plugins", "/run/docker"]
+    let made_dirs: Vec<&str> = ["/etc/docker/plugins", "/run/docker/plugins", "/run/docker"]
         .into_iter()
         .filter(|dir| !std::path::Path::new(dir).exists())
         .collect();
     let docker = DockerDaemon::start().unwrap_or_else(|reason| {
         panic!("the Docker plugin tests need a working dockerd, and none could start: {reason}")
     });
+    let host_files_before: Vec<bool> = HOST_PLUGIN_FILES
+        .iter()
+        .map(|f| std::path::Path::new(f).exists())
+        .collect();
     let root = TestRoot::new();
-    // No flags: the plugin on its default legacy socket, where dockerd looks for `fvol`.
-    let fvol = TestDaemon::start_with_args(&root, std::iter::empty::<&str>());
-    assert!(
-        std::path::Path::new(PLUGIN_SOCKET).exists(),
-        "{PLUGIN_SOCKET} missing\n{}",
-        root.log()
-    );
-    let mut env = Env { docker, fvol, root };
+    let plugin = PrivatePlugin::new();
+    let fvol = plugin.start_daemon(&root);
+    let mut env = Env {
+        docker,
+        fvol,
+        root,
+        plugin,
+    };
 
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 13] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -152,6 +201,14 @@ fn docker_volume_plugin_end_to_end() {
             writes_through_restarts,
         ),
         ("tmpfs volume", tmpfs_volume),
+        (
+            "tmpfs volume filled from the image",
+            tmpfs_volume_filled_from_the_image,
+        ),
+        (
+            "dockerd killed under running containers",
+            dockerd_killed_under_running_containers,
+        ),
         ("docker volume rm", remove),
     ];
     let mut failed = Vec::new();
@@ -169,14 +226,20 @@ fn docker_volume_plugin_end_to_end() {
         eprintln!("--- fvol daemon log:\n{}", env.root.log());
         eprintln!("--- dockerd log (tail):\n{}", env.docker.log_tail(40));
     }
+    let spec = env.plugin.spec.clone();
     drop(env);
-    for dir in run_dirs {
+    for dir in made_dirs {
         // Only if empty: anything else there is not ours.
         let _ = std::fs::remove_dir(dir);
     }
-    assert!(
-        !std::path::Path::new(PLUGIN_SOCKET).exists(),
-        "{PLUGIN_SOCKET} left behind"
+    assert!(!spec.exists(), "{} left behind", spec.display());
+    let host_files_after: Vec<bool> = HOST_PLUGIN_FILES
+        .iter()
+        .map(|f| std::path::Path::new(f).exists())
+        .collect();
+    assert_eq!(
+        host_files_before, host_files_after,
+        "the host's plugin files {HOST_PLUGIN_FILES:?} changed"
     );
     assert!(failed.is_empty(), "failed steps: {failed:?}");
 }
@@ -184,7 +247,7 @@ fn docker_volume_plugin_end_to_end() {
 fn create(env: &mut Env) {
     let d = &env.docker;
     assert_eq!(
-        d.docker_ok(["volume", "create", "-d", "fvol", "plain"]),
+        d.docker_ok(["volume", "create", "-d", &env.plugin.driver, "plain"]),
         "plain\n"
     );
     assert_eq!(
@@ -192,7 +255,7 @@ fn create(env: &mut Env) {
             "volume",
             "create",
             "-d",
-            "fvol",
+            &env.plugin.driver,
             "-o",
             "size=64M",
             "-o",
@@ -231,7 +294,7 @@ fn create(env: &mut Env) {
         ),
     ];
     for (opts, needles) in cases {
-        let mut args = vec!["volume", "create", "-d", "fvol"];
+        let mut args = vec!["volume", "create", "-d", &env.plugin.driver];
         args.extend_from_slice(opts);
         args.push("bad");
         let err = d.docker_err(&args);
@@ -247,14 +310,15 @@ fn create(env: &mut Env) {
 fn ls_and_inspect(env: &mut Env) {
     let d = &env.docker;
     let listed = d.docker_ok(["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
-    for line in ["fvol plain", "fvol quota"] {
+    for name in ["plain", "quota"] {
+        let line = format!("{} {name}", env.plugin.driver);
         assert!(
             listed.lines().any(|l| l == line),
             "{line:?} not in {listed}"
         );
     }
     let info = d.inspect_volume("quota");
-    assert_eq!(info["Driver"], "fvol");
+    assert_eq!(info["Driver"], env.plugin.driver);
     assert_eq!(info["Name"], "quota");
     assert_eq!(info["Scope"], "local");
     assert_eq!(
@@ -310,7 +374,15 @@ fn second_container_reads(env: &mut Env) {
 
 fn two_containers_share_a_volume(env: &mut Env) {
     let d = &env.docker;
-    d.docker_ok(["volume", "create", "-d", "fvol", "-o", "size=16M", "shared"]);
+    d.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=16M",
+        "shared",
+    ]);
     env.hold("fvol-first", "shared", "echo from-first > /data/s");
     let mp = env.mountpoint("shared");
     assert!(
@@ -374,7 +446,7 @@ fn anonymous_volume(env: &mut Env) {
         "--network",
         "none",
         "--volume-driver",
-        "fvol",
+        &env.plugin.driver,
         "-v",
         "/data",
         IMAGE,
@@ -427,15 +499,21 @@ fn restart_fvol(env: &mut Env, timeout: Duration) {
     let exit = env.fvol.stop_within(timeout);
     assert!(exit.success(), "fvol exit {exit}\n{}", env.root.log());
     assert!(
-        !std::path::Path::new(PLUGIN_SOCKET).exists(),
-        "plugin socket left after a clean stop"
+        !env.plugin.spec.exists(),
+        "plugin spec file left after a clean stop"
     );
-    env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+    env.fvol = env.plugin.start_daemon(&env.root);
 }
 
 fn restart_between_runs(env: &mut Env) {
     env.docker.docker_ok([
-        "volume", "create", "-d", "fvol", "-o", "size=32M", "durable",
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=32M",
+        "durable",
     ]);
     let written = env.run(
         "durable",
@@ -579,7 +657,7 @@ fn tmpfs_volume(env: &mut Env) {
         "volume",
         "create",
         "-d",
-        "fvol",
+        &env.plugin.driver,
         "-o",
         "driver=tmpfs",
         "-o",
@@ -613,10 +691,47 @@ fn tmpfs_volume(env: &mut Env) {
     // The last container goes: so does the data.
     d.docker_ok(["rm", "-f", "fvol-tmpfs-holder"]);
     env.wait_refs("scratch", |r| r.is_empty(), "empty");
-    assert!(!env.mounted("scratch"));
+    // It lingers (--tmpfs-linger) for a Mount that does not come, then ends.
+    assert!(
+        wait_until(TMPFS_LINGER + SETTLE, || !env.mounted("scratch")),
+        "tmpfs volume still mounted long after its last Unmount"
+    );
     assert_eq!(status(&d.inspect_volume("scratch"))["UsedBytes"], 0);
     let after = env.run("scratch", "ls -A /data; echo end");
     assert_eq!(after, "end\n", "tmpfs data outlived its last container");
+}
+
+/// `-v VOLUME:/etc` on a new volume: Docker mounts it, copies the image's /etc into it,
+/// unmounts it, then mounts it again for the container. The copy must reach the container.
+fn tmpfs_volume_filled_from_the_image(env: &mut Env) {
+    env.docker.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "driver=tmpfs",
+        "-o",
+        "size=8M",
+        "copied-etc",
+    ]);
+    let out = env.docker.docker_ok([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "copied-etc:/etc",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/passwd; stat -c %a /etc",
+    ]);
+    assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\n755\n");
+    // Dropped after the container, once the linger is over.
+    env.wait_refs("copied-etc", |r| r.is_empty(), "empty");
+    assert!(wait_until(TMPFS_LINGER + SETTLE, || !env.mounted("copied-etc")));
+    env.docker.docker_ok(["volume", "rm", "copied-etc"]);
 }
 
 fn remove(env: &mut Env) {
@@ -634,4 +749,56 @@ fn remove(env: &mut Env) {
     assert!(listed.trim().is_empty(), "{listed}");
     let err = d.docker_err(["volume", "rm", "plain"]);
     assert!(err.contains("no such volume"), "{err}");
+}
+
+/// After `kill -9` of dockerd and a restart, its dead containers never send their Unmounts:
+/// fvol finds their references orphaned and releases them by itself.
+fn dockerd_killed_under_running_containers(env: &mut Env) {
+    let names = ["orphan-local", "orphan-tmpfs"];
+    env.docker.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=8M",
+        names[0],
+    ]);
+    env.docker.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "driver=tmpfs",
+        "-o",
+        "size=8M",
+        names[1],
+    ]);
+    for (i, name) in names.iter().enumerate() {
+        env.hold(&format!("fvol-killed-{i}"), name, "echo x > /data/x");
+        env.wait_refs(name, |r| plugin_refs(r) == 1, "one plugin reference");
+    }
+    env.docker.kill();
+    env.docker.restart();
+    let released = wait_until(STALE_REF_GRACE * 3 + SETTLE, || {
+        names
+            .iter()
+            .all(|name| env.refs(name).is_empty() && !env.mounted(name))
+    });
+    assert!(
+        released,
+        "references of dead containers kept: {:?}; docker ps: {}",
+        names.map(|n| env.refs(n)),
+        env.docker.docker_ok(["ps", "-a"])
+    );
+    // Docker keeps the dead containers' records (and so refuses to remove their volumes)
+    // until they are removed; fvol has nothing left to release by then.
+    env.docker
+        .docker_ok(["rm", "-f", "fvol-killed-0", "fvol-killed-1"]);
+    for name in names {
+        env.docker.docker_ok(["volume", "rm", name]);
+    }
+    let left = env.fvol_names();
+    assert!(names.iter().all(|n| !left.contains(*n)), "{left:?}");
 }

@@ -464,3 +464,188 @@ fn two_daemons_cannot_share_a_plugin_socket() {
     beside.cli_ok(["ls"]);
     first.client.ok(LIST, "{}");
 }
+
+#[test]
+fn any_reference_can_be_released_by_name_or_all_at_once() {
+    if !fuse_or_skip("any_reference_can_be_released_by_name_or_all_at_once") {
+        return;
+    }
+    let root = TestRoot::new();
+    let p = start_at(&root);
+    let (c, d) = (&p.client, &p.daemon);
+    c.ok(CREATE, r#"{"Name":"held"}"#);
+    let before = unix_now();
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    c.ok(MOUNT, &mount_body("held", &a));
+    c.ok(MOUNT, &mount_body("held", &b));
+    let target = root.scratch().join("target");
+    std::fs::create_dir(&target).unwrap();
+    d.cli_ok([
+        "mount".as_ref(),
+        "held".as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+    ]);
+
+    // inspect says when each reference was taken.
+    let references = d.inspect("held")["Status"]["References"].clone();
+    let ids: Vec<&str> = references
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Id"].as_str().unwrap())
+        .collect();
+    let cli_target = format!("cli:{}", target.display());
+    assert_eq!(
+        ids,
+        [
+            cli_target.as_str(),
+            &format!("plugin:{a}"),
+            &format!("plugin:{b}")
+        ]
+    );
+    for r in references.as_array().unwrap() {
+        let since = parse_rfc3339_utc(r["Since"].as_str().unwrap()).unwrap();
+        assert!(since >= before && since <= unix_now(), "{r}");
+    }
+
+    // A plain unmount of a volume held by others is an error naming its references, and
+    // changes nothing (it used to exit 0 and leave the volume mounted).
+    let out = d.cli(["unmount", "held"]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("no reference cli") && err.contains(&format!("plugin:{a}")),
+        "{err}"
+    );
+    // So is an unknown or malformed --ref.
+    let out = d.cli(["unmount", "held", "--ref", "plugin:nope"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("no reference plugin:nope"));
+    let out = d.cli(["unmount", "held", "--ref", "container:x"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("valid forms are cli, cli:/abs/target and plugin:ID"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = d.cli(["unmount", "held", "--ref", "cli", "--all"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        refs(&p, "held"),
+        json!([cli_target, format!("plugin:{a}"), format!("plugin:{b}")])
+    );
+
+    // --ref drops exactly that reference.
+    d.cli_ok(["unmount", "held", "--ref", &format!("plugin:{a}")]);
+    assert_eq!(refs(&p, "held"), json!([cli_target, format!("plugin:{b}")]));
+    assert!(mounted(&p, "held"));
+
+    // --all drops the rest, detaches the bind mount and unmounts, even while a process
+    // keeps a file open in the volume (the mount is then detached lazily).
+    let busy = std::fs::File::create(mountpoint(&p, "held").join("open")).unwrap();
+    let out = d.cli_ok(["unmount", "held", "--all"]);
+    assert_eq!(out, format!("released {cli_target}\nreleased plugin:{b}\n"));
+    assert_eq!(refs(&p, "held"), json!([]));
+    assert!(!mounted(&p, "held"));
+    assert!(!is_mountpoint(&target), "the --target bind is left");
+    drop(busy);
+    c.ok(REMOVE, r#"{"Name":"held"}"#);
+}
+
+/// A "container": a process in a mount namespace of its own (a copy of the daemon's, so it
+/// also holds copies of every other volume's mount) where the volume is bind-mounted at a path
+/// of its own, as a container runtime does, until killed.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn start(mountpoint: &Path, container_path: &Path) -> Holder {
+        std::fs::create_dir_all(container_path).unwrap();
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "slave", "sh", "-c"])
+            .arg(r#"mount --bind "$0" "$1" && cd "$1" && echo bound && exec sleep 600"#)
+            .arg(mountpoint)
+            .arg(container_path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Only once the bind is made does the volume show as used.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let holder = Holder(child);
+        assert_eq!(line, "bound\n", "the holder's bind mount failed");
+        holder
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn plugin_references_whose_holder_is_gone_are_released() {
+    if !fuse_or_skip("plugin_references_whose_holder_is_gone_are_released") {
+        return;
+    }
+    let root = TestRoot::new();
+    let socket = socket_of(&root);
+    let daemon = TestDaemon::start_with_args(
+        &root,
+        [
+            "--plugin-socket".as_ref(),
+            socket.as_os_str(),
+            "--stale-ref-grace=2".as_ref(),
+        ],
+    );
+    let p = Plugin {
+        daemon,
+        client: PluginClient::new(socket),
+    };
+    let (c, d) = (&p.client, &p.daemon);
+    for name in ["live", "orphan", "cli-held"] {
+        c.ok(CREATE, &json!({"Name": name}).to_string());
+        c.ok(MOUNT, &mount_body(name, &format!("{name}-id")));
+    }
+    d.mount("cli-held");
+    let live = Holder::start(
+        &mountpoint(&p, "live"),
+        &root.scratch().join("container-data"),
+    );
+    let gone = |name: &str| refs(&p, name) == json!([]);
+    let released = fuse_tests::docker::wait_until(std::time::Duration::from_secs(30), || {
+        gone("orphan") && refs(&p, "cli-held") == json!(["cli"])
+    });
+    assert!(
+        released,
+        "orphaned references not released: orphan {} cli-held {}\n{}",
+        refs(&p, "orphan"),
+        refs(&p, "cli-held"),
+        d.log()
+    );
+    assert!(!mounted(&p, "orphan"), "released but still mounted");
+    c.ok(REMOVE, r#"{"Name":"orphan"}"#);
+    // Several more checks (one a second with this grace) see the holder of "live".
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(
+        refs(&p, "live"),
+        json!(["plugin:live-id"]),
+        "a reference whose container still holds the volume was released"
+    );
+    assert!(mounted(&p, "live"));
+    // The container goes: its reference follows.
+    drop(live);
+    assert!(
+        fuse_tests::docker::wait_until(std::time::Duration::from_secs(30), || gone("live")),
+        "live's reference kept after its holder went"
+    );
+    assert!(!mounted(&p, "live"));
+    // The CLI reference is never released by itself.
+    assert!(mounted(&p, "cli-held"));
+}

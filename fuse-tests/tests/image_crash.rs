@@ -18,6 +18,7 @@ const ROOT: Caller = Caller {
     uid: 0,
     gid: 0,
     pid: 0,
+    umask: 0,
 };
 
 /// A small deterministic generator (xorshift), so failures replay from the round number.
@@ -327,7 +328,10 @@ fn freed_blocks_are_not_reused_before_a_durable_commit() {
 
 /// The power fails at every write or flush of a write + fsync in turn (the disk keeping a
 /// random part of what was not flushed): the metadata never maps data that did not reach the
-/// disk. The file is absent, empty, or whole; the file fsynced before is intact; fsck is clean.
+/// disk. The file is absent, or holds a prefix of its data (what a durable commit covered: on
+/// this small image redb starts past half its metadata region, where commits are made durable
+/// between writes, see `room`), and all of it once the fsync returned; the file fsynced before
+/// is intact; fsck is clean.
 #[test]
 fn crash_at_any_point_of_a_commit() {
     let a = bytes(&mut Rng(11), 300_000);
@@ -358,7 +362,7 @@ fn crash_at_any_point_of_a_commit() {
         if exists(&fs, "b") {
             let got = read_all(&fs, "b");
             assert!(
-                got.is_empty() || got == b,
+                got.len() <= b.len() && got[..] == b[..got.len()],
                 "cut {cut}: b has {} bytes, not its data",
                 got.len()
             );
@@ -387,7 +391,7 @@ fn full_metadata_is_a_clean_enospc() {
     let err = loop {
         let name = format!("{made:0>200}");
         match fs.mknod(&ROOT, ROOT_INO, OsStr::new(&name), libc::S_IFREG | 0o644, 0) {
-            Ok(e) => match fs.setxattr(e.attr.ino, OsStr::new("user.pad"), &value, 0) {
+            Ok(e) => match fs.setxattr(e.attr.ino, OsStr::new("user.pad"), &value, 0, false) {
                 Ok(()) => made += 1,
                 Err(e) => break e,
             },

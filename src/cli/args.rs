@@ -7,7 +7,8 @@ const CREATE_HELP: &str = "\
 Drivers (-d):
   local    a directory under ROOT/volumes/NAME (or an existing one, see mount=), served through FUSE
   tmpfs    memory held by the daemon, never written to disk. The data lives while the volume is
-           mounted: it is dropped at the last unmount and at a daemon restart, and the volume
+           mounted: it is dropped at the last unmount (a few seconds later after a Docker
+           Unmount, see `fvol daemon --tmpfs-linger`) and at a daemon restart, and the volume
            comes back empty. size= defaults to 64M; the root's mode defaults to 1777.
 
 Options (-o KEY=VALUE, repeatable):
@@ -102,8 +103,20 @@ pub struct DaemonArgs {
     pub no_plugin: bool,
     /// Stop the running daemon for good: unmount every volume, then exit (SIGTERM instead
     /// leaves the volumes mounted, waiting for the next daemon)
-    #[arg(long, conflicts_with_all = ["plugin_socket", "plugin_spec", "no_plugin"])]
+    #[arg(long, conflicts_with_all = [
+        "plugin_socket", "plugin_spec", "no_plugin", "stale_ref_grace", "tmpfs_linger"
+    ])]
     pub stop: bool,
+    /// Release a plugin reference by itself once it is this old and no container's mount
+    /// namespace holds its volume any more (its holder is gone)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stale_ref_grace: u64,
+    /// Keep a tmpfs volume's data this long after its last Docker/Pouch Unmount, for the
+    /// Mount that follows Docker's copy-up of image data into a new volume (0: drop at once)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub tmpfs_linger: u64,
 }
 
 /// The commands served by the daemon.
@@ -127,9 +140,9 @@ pub enum VolumeCommand {
     Prune(PruneArgs),
     /// Mount a volume (held until `fvol unmount`) and print its mountpoint
     Mount(MountArgs),
-    /// Release a mount made by `fvol mount` (with the same --target)
-    #[command(visible_alias = "umount")]
-    Unmount(MountArgs),
+    /// Release a mount made by `fvol mount` (with the same --target), or any reference
+    #[command(visible_alias = "umount", after_help = UNMOUNT_HELP)]
+    Unmount(UnmountArgs),
     /// Print the mountpoint of a volume, whether mounted or not
     Path {
         #[arg(value_name = "NAME")]
@@ -208,6 +221,28 @@ pub struct MountArgs {
     /// Also bind-mount the volume on this existing directory
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
+}
+
+const UNMOUNT_HELP: &str = "\
+References:
+  A volume stays mounted while it has a reference: `cli` (fvol mount), `cli:/dir`
+  (fvol mount --target /dir) or `plugin:ID` (a Docker or Pouch container). `fvol inspect`
+  lists them under Status.References with the time each was taken. The daemon also drops
+  plugin references whose containers are gone (see docs/docker.md).";
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Release the bind mount made with `fvol mount --target DIR`
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["reference", "all"])]
+    pub target: Option<PathBuf>,
+    /// Release this reference, as `fvol inspect` shows it (e.g. plugin:ID)
+    #[arg(long = "ref", value_name = "REF", conflicts_with = "all")]
+    pub reference: Option<String>,
+    /// Release every reference and unmount (lazily if the volume is still in use)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[cfg(test)]

@@ -4,13 +4,16 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 
 use super::CliError;
-use super::args::{CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, VolumeCommand};
+use super::args::{
+    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, UnmountArgs, VolumeCommand,
+};
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
 use super::output::{human_size, volume_table};
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
-    PathResponse, PruneResponse, RemoveRequest, RemoveResult, routes,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest, UnmountResponse,
+    routes,
 };
 use crate::volume::VolumeInfo;
 use crate::volume::options::split_key_value;
@@ -29,7 +32,7 @@ pub fn run(
         VolumeCommand::Rm(args) => remove(client, args, out),
         VolumeCommand::Prune(args) => prune(client, args, &mut io::stdin().lock(), out),
         VolumeCommand::Mount(args) => mount(client, args, out),
-        VolumeCommand::Unmount(args) => unmount(client, args),
+        VolumeCommand::Unmount(args) => unmount(client, args, out),
         VolumeCommand::Path { name } => path(client, name, out),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
@@ -152,9 +155,20 @@ fn mount(client: &DaemonClient, args: MountArgs, out: &mut dyn Write) -> Result<
     write_out(out, &format!("{}\n", answer.path.display()))
 }
 
-fn unmount(client: &DaemonClient, args: MountArgs) -> Result<(), CliError> {
-    let request = mount_request(args)?;
-    let Empty {} = client.call(routes::UNMOUNT, &request)?;
+fn unmount(client: &DaemonClient, args: UnmountArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let request = UnmountRequest {
+        name: args.name,
+        target: args.target.map(absolute).transpose()?,
+        reference: args.reference,
+        all: args.all,
+    };
+    let answer: UnmountResponse = client.call(routes::UNMOUNT, &request)?;
+    // Only --all can release what the user did not name.
+    if request.all {
+        for released in &answer.released {
+            write_out(out, &format!("released {released}\n"))?;
+        }
+    }
     Ok(())
 }
 

@@ -44,8 +44,8 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Daemon(args) => match daemon_plugin(&root, args) {
-            Ok(plugin) => crate::daemon::main(&root, plugin),
+        Command::Daemon(args) => match daemon_settings(&root, args) {
+            Ok(settings) => crate::daemon::main(&root, settings),
             Err(err) => {
                 eprintln!("fvol daemon: {err}");
                 ExitCode::FAILURE
@@ -63,8 +63,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The plugin configuration the daemon flags ask for (None: no plugin), with paths made
-/// absolute against our working directory.
+/// What the daemon flags ask for, with paths made absolute against our working directory.
+fn daemon_settings(root: &Path, args: DaemonArgs) -> Result<crate::daemon::Settings, String> {
+    let manager = crate::volume::manager::ManagerSettings {
+        stale_ref_grace: std::time::Duration::from_secs(args.stale_ref_grace),
+        tmpfs_linger: std::time::Duration::from_secs(args.tmpfs_linger),
+    };
+    Ok(crate::daemon::Settings {
+        plugin: daemon_plugin(root, args)?,
+        manager,
+    })
+}
+
+/// The plugin configuration the daemon flags ask for (None: no plugin).
 fn daemon_plugin(
     root: &Path,
     args: DaemonArgs,
@@ -208,8 +219,8 @@ mod tests {
         assert_eq!(
             server.volumes.calls(),
             [
-                format!("mount data cli:{target} at {target}"),
-                format!("unmount data cli:{target}"),
+                format!("mount data cli:{target}"),
+                format!("release data cli:{target}"),
             ]
         );
     }

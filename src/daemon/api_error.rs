@@ -26,7 +26,7 @@ impl ApiError {
 /// request, 500 for failures while serving it.
 pub fn status_for(err: &VolumeError) -> StatusCode {
     match err {
-        VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
+        VolumeError::NotFound(_) | VolumeError::NoSuchReference { .. } => StatusCode::NOT_FOUND,
         VolumeError::Conflict { .. } | VolumeError::InUse { .. } => StatusCode::CONFLICT,
         err if err.is_user_error() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,15 +1,16 @@
 //! The CLI's HTTP API (`/v1/*`, see `crate::api`) over the volume manager.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::api_error::ApiError;
 use super::request_body::read_json;
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
-    PathResponse, PruneResponse, RemoveRequest, RemoveResult, routes,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest, UnmountResponse,
+    routes,
 };
 use crate::volume::manager::{CreateRequest, PruneReport};
-use crate::volume::{VolumeError, VolumeInfo, VolumeManager};
+use crate::volume::{RefId, VolumeError, VolumeInfo, VolumeManager};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -25,13 +26,10 @@ pub trait VolumeService: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError>;
     fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError>;
     fn path(&self, name: &str) -> Result<PathBuf, VolumeError>;
-    fn mount(
-        &self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError>;
-    fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError>;
+    fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError>;
+    fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError>;
+    fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError>;
+    fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError>;
     fn prune(&self) -> Result<PruneReport, VolumeError>;
     fn fsck(&self, name: &str) -> Result<String, VolumeError>;
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError>;
@@ -53,16 +51,17 @@ impl VolumeService for VolumeManager {
     fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
         VolumeManager::path(self, name)
     }
-    fn mount(
-        &self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError> {
-        VolumeManager::mount(self, name, ref_id, target)
+    fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
+        VolumeManager::mount(self, name, reference)
     }
-    fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
-        VolumeManager::unmount(self, name, ref_id)
+    fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
+        VolumeManager::unmount(self, name, reference)
+    }
+    fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
+        VolumeManager::release(self, name, reference)
+    }
+    fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        VolumeManager::release_all(self, name)
     }
     fn prune(&self) -> Result<PruneReport, VolumeError> {
         VolumeManager::prune(self)
@@ -190,19 +189,40 @@ async fn mount<S: VolumeService>(
     body: Body,
 ) -> ApiResult<PathResponse> {
     let req: MountRequest = read_json(body).await?;
-    let ref_id = cli_ref_id(req.target.as_deref())?;
-    let path = run_blocking(service, move |volumes| {
-        volumes.mount(&req.name, &ref_id, req.target.as_deref())
-    })
-    .await?;
+    let reference = RefId::cli(req.target.as_deref())?;
+    let path = run_blocking(service, move |volumes| volumes.mount(&req.name, &reference)).await?;
     Ok(Json(PathResponse { path }))
 }
 
-async fn unmount<S: VolumeService>(State(service): State<Arc<S>>, body: Body) -> ApiResult<Empty> {
-    let req: MountRequest = read_json(body).await?;
-    let ref_id = cli_ref_id(req.target.as_deref())?;
-    run_blocking(service, move |volumes| volumes.unmount(&req.name, &ref_id)).await?;
-    Ok(Json(Empty {}))
+async fn unmount<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<UnmountResponse> {
+    let req: UnmountRequest = read_json(body).await?;
+    let chosen = [req.target.is_some(), req.reference.is_some(), req.all];
+    if chosen.iter().filter(|c| **c).count() > 1 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "give at most one of target, reference and all",
+        ));
+    }
+    let name = req.name.clone();
+    let released = if req.all {
+        run_blocking(service, move |volumes| volumes.release_all(&req.name)).await?
+    } else {
+        let reference = match &req.reference {
+            Some(text) => RefId::parse(text)?,
+            None => RefId::cli(req.target.as_deref())?,
+        };
+        let key = reference.key();
+        run_blocking(service, move |volumes| {
+            volumes.release(&req.name, &reference)
+        })
+        .await?;
+        vec![key]
+    };
+    log::info!("volume {name}: released {}", released.join(", "));
+    Ok(Json(UnmountResponse { released }))
 }
 
 async fn prune<S: VolumeService>(
@@ -245,20 +265,6 @@ async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         format!("unknown API endpoint {method} {}", uri.path()),
     )
-}
-
-/// The mount reference of a CLI mount: `cli`, or `cli:<target>` for a bind mount, so the
-/// same volume can be mounted at several targets and each unmounted on its own.
-fn cli_ref_id(target: Option<&Path>) -> Result<String, ApiError> {
-    match target {
-        None => Ok("cli".to_owned()),
-        Some(target) if target.is_absolute() => Ok(format!("cli:{}", target.display())),
-        Some(target) => Err(VolumeError::InvalidTarget(format!(
-            "{} is not an absolute path",
-            target.display()
-        ))
-        .into()),
-    }
 }
 
 /// Runs a manager call on the blocking pool: manager calls mount filesystems and wait on them.
@@ -404,8 +410,8 @@ mod tests {
             server.volumes.calls(),
             [
                 "mount data cli",
-                "mount data cli:/mnt/x at /mnt/x",
-                "unmount data cli:/mnt/x"
+                "mount data cli:/mnt/x",
+                "release data cli:/mnt/x"
             ]
         );
     }

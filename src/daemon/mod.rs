@@ -30,12 +30,21 @@ pub use plugin_routes::plugin_router;
 
 use crate::api;
 use crate::volume::VolumeManager;
+use crate::volume::manager::ManagerSettings;
 
-/// Runs the daemon for `root` until SIGTERM or SIGINT, serving the Docker volume plugin too
-/// unless `plugin` is None; start-up errors are one line on stderr.
-pub fn main(root: &Path, plugin: Option<PluginConfig>) -> ExitCode {
+/// How the daemon runs, from its flags.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Where the Docker volume plugin is served; None: not at all.
+    pub plugin: Option<PluginConfig>,
+    pub manager: ManagerSettings,
+}
+
+/// Runs the daemon for `root` until SIGTERM or SIGINT; start-up errors are one line on
+/// stderr.
+pub fn main(root: &Path, settings: Settings) -> ExitCode {
     init_logging();
-    match run(root, plugin.as_ref()) {
+    match run(root, &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("fvol daemon: {err}");
@@ -50,7 +59,8 @@ fn init_logging() {
     let _ = env_logger::Builder::from_env(env).try_init();
 }
 
-pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError> {
+pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
+    let plugin = settings.plugin.as_ref();
     private_root::create(root)?;
     // Before the first file is created in it (the lock), and before any mode is changed.
     trusted_dir::check_trusted_dir(root, "catalog and API socket")
@@ -76,7 +86,7 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
         termination_signal().map_err(|e| DaemonError::io("installing signal handlers", e))?
     };
 
-    let manager = Arc::new(VolumeManager::open(root)?);
+    let manager = Arc::new(VolumeManager::open(root, settings.manager.clone())?);
     let keeper = start_keeper(root);
     if let Some(keeper) = &keeper {
         manager.set_keeper(keeper.clone());
@@ -92,7 +102,9 @@ pub fn run(root: &Path, plugin: Option<&PluginConfig>) -> Result<(), DaemonError
     // volumes over to the next daemon instead.
     let full_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Both sockets are bound only now, after recovery: a client (Docker above all) never sees
-    // a volume with references that is not mounted yet.
+    // a volume with references that is not mounted yet, except one whose cluster does not
+    // answer within the grace of `VolumeManager::recover` (mounted once it does; a mount
+    // request for it waits for that).
     let served = runtime.block_on(async {
         let listener = serve::bind_socket(&socket)
             .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;

@@ -27,7 +27,7 @@ use crate::api::plugin::{
     NoArguments, Status, Volume, routes,
 };
 use crate::volume::manager;
-use crate::volume::{VolumeError, VolumeInfo, VolumeManager};
+use crate::volume::{RefId, VolumeError, VolumeInfo, VolumeManager};
 
 /// The router Docker (or PouchContainer) talks to on the plugin socket.
 pub fn plugin_router(manager: Arc<VolumeManager>) -> Router {
@@ -181,13 +181,11 @@ async fn mount<S: VolumeService>(
     body: Body,
 ) -> PluginResult<MountpointResponse> {
     let req: MountRequest = read_json(body).await?;
-    let ref_id = plugin_ref_id(&req.id)?;
-    let log_ref = ref_id.clone();
+    let reference = RefId::plugin(&req.id).map_err(plugin_error)?;
+    let log_ref = reference.key();
     let name = req.name.clone();
-    let mountpoint = run_blocking(service, move |volumes| {
-        volumes.mount(&req.name, &ref_id, None)
-    })
-    .await?;
+    let mountpoint =
+        run_blocking(service, move |volumes| volumes.mount(&req.name, &reference)).await?;
     log::info!("plugin: volume {name} mounted for {log_ref}");
     Ok(Reply(MountpointResponse { mountpoint }))
 }
@@ -197,10 +195,13 @@ async fn unmount<S: VolumeService>(
     body: Body,
 ) -> PluginResult<Empty> {
     let req: MountRequest = read_json(body).await?;
-    let ref_id = plugin_ref_id(&req.id)?;
-    let log_ref = ref_id.clone();
+    let reference = RefId::plugin(&req.id).map_err(plugin_error)?;
+    let log_ref = reference.key();
     let name = req.name.clone();
-    run_blocking(service, move |volumes| volumes.unmount(&req.name, &ref_id)).await?;
+    run_blocking(service, move |volumes| {
+        volumes.unmount(&req.name, &reference)
+    })
+    .await?;
     log::info!("plugin: volume {name} released by {log_ref}");
     Ok(Reply(Empty {}))
 }
@@ -278,25 +279,6 @@ fn volume_of(info: VolumeInfo, with_status: bool) -> Volume {
         created_at: info.created_at,
         status: with_status.then_some(status),
     }
-}
-
-/// The longest Mount ID accepted (Docker's are 64 hex digits, Pouch's a UUID).
-const MAX_ID_LEN: usize = 256;
-
-/// The mount reference of a plugin Mount ID: `plugin:<ID>`.
-fn plugin_ref_id(id: &str) -> Result<String, PluginError> {
-    if id.is_empty() {
-        return Err(PluginError::new(
-            "the request has no mount ID: Mount and Unmount need an \"ID\" (Docker sends one since 1.13)"
-                .to_owned(),
-        ));
-    }
-    if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
-        return Err(PluginError::new(format!(
-            "invalid mount ID {id:?}: at most {MAX_ID_LEN} bytes, no control characters"
-        )));
-    }
-    Ok(format!("plugin:{id}"))
 }
 
 /// Runs a manager call on the blocking pool: manager calls mount filesystems and wait on them.

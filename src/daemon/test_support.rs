@@ -1,7 +1,7 @@
 //! A stand-in for the volume manager and a server on a temporary socket, for tests of the API
 //! and of the CLI against it.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -13,7 +13,7 @@ use super::api_routes::{VolumeService, router_for};
 use super::plugin_routes::plugin_router_for;
 use super::serve;
 use crate::volume::manager::{CreateRequest, PruneReport};
-use crate::volume::{VolumeError, VolumeInfo, VolumeStatus};
+use crate::volume::{RefId, VolumeError, VolumeInfo, VolumeStatus};
 
 /// A volume as the manager would describe it, unmounted and without limits.
 pub fn sample_volume(name: &str) -> VolumeInfo {
@@ -32,6 +32,10 @@ pub fn sample_volume(name: &str) -> VolumeInfo {
             used_inodes: 0,
             mounted: false,
             mount_refs: Vec::new(),
+            references: Vec::new(),
+            cluster_wait: None,
+            fenced: None,
+            mount_pending: None,
         },
     }
 }
@@ -92,24 +96,29 @@ impl VolumeService for FakeVolumes {
     fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
         Self::known(name).map(|info| info.mountpoint)
     }
-    fn mount(
-        &self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError> {
+    fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         let info = Self::known(name)?;
-        let call = match target {
-            None => format!("mount {name} {ref_id}"),
-            Some(target) => format!("mount {name} {ref_id} at {}", target.display()),
-        };
-        self.calls.lock().push(call);
+        self.calls.lock().push(format!("mount {name} {reference}"));
         Ok(info.mountpoint)
     }
-    fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+    fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
         Self::known(name)?;
-        self.calls.lock().push(format!("unmount {name} {ref_id}"));
+        self.calls
+            .lock()
+            .push(format!("unmount {name} {reference}"));
         Ok(())
+    }
+    fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
+        Self::known(name)?;
+        self.calls
+            .lock()
+            .push(format!("release {name} {reference}"));
+        Ok(())
+    }
+    fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        let info = Self::known(name)?;
+        self.calls.lock().push(format!("release all of {name}"));
+        Ok(info.status.mount_refs)
     }
     fn prune(&self) -> Result<PruneReport, VolumeError> {
         Ok(PruneReport {

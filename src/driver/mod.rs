@@ -75,6 +75,12 @@ pub trait Driver: Send + Sync {
     fn inode_limit(&self, opts: &VolumeOptions) -> Option<u64> {
         opts.inodes
     }
+    /// Whether the backing store is a remote service that may not answer for a long time (a
+    /// Ceph cluster): start-up then mounts such volumes, and settles their unfinished creates
+    /// and removals, in the background, so that they hold back nothing else.
+    fn remote(&self) -> bool {
+        false
+    }
     /// Checks options beyond their syntax (paths, ranges). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &VolumeOptions) -> Result<(), VolumeError>;
     /// Whether `create` will make a new backing store, which fvol then owns and deletes on

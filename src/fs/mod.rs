@@ -1,5 +1,6 @@
 //! Filesystem cores. Each backend implements `VolumeFs`; the `fuse` module adapts any of them
 //! to the kernel. Nothing here knows fuser's types.
+pub mod acl;
 pub mod error;
 pub mod handles;
 pub mod image;
@@ -24,6 +25,8 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn getattr(&self, ino: Ino, fh: Option<Fh>) -> FsResult<Attr>;
     fn setattr(&self, caller: &Caller, ino: Ino, change: &SetAttr) -> FsResult<Attr>;
     fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>>;
+    /// mknod, mkdir and create take `mode` as the caller asked for it: the core applies the
+    /// parent's default ACL, or `caller.umask` where it has none (`acl::inherit`).
     fn mknod(
         &self,
         caller: &Caller,
@@ -73,6 +76,10 @@ pub trait VolumeFs: Send + Sync + 'static {
         data: &[u8],
         kill_suidgid: bool,
     ) -> FsResult<u32>;
+    /// The alignment of file offsets and lengths (bytes, a power of two; 1 for none) that
+    /// direct I/O (O_DIRECT) through handle `fh` needs, as the volume's host filesystem or
+    /// block device would demand it. Asked only for requests made with O_DIRECT.
+    fn direct_io_alignment(&self, fh: Fh) -> FsResult<u64>;
     fn release(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
     fn opendir(&self, caller: &Caller, ino: Ino) -> FsResult<Fh>;
@@ -88,7 +95,16 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn releasedir(&self, ino: Ino, fh: Fh) -> FsResult<()>;
     fn fsyncdir(&self, ino: Ino, fh: Fh, datasync: bool) -> FsResult<()>;
     fn statfs(&self) -> FsResult<StatFs>;
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()>;
+    /// `kill_sgid`: the value is an access ACL set by a caller outside the node's group and
+    /// without CAP_FSETID, so setgid goes with the mode change (see `acl::set_access`).
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()>;
     fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply>;
     fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply>;
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()>;
@@ -103,8 +119,17 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn usage_at_rest(&self) -> UsageSnapshot {
         self.usage()
     }
-    /// Makes everything written so far durable (volume deactivation, daemon stop).
+    /// Makes everything written so far durable (volume deactivation, daemon stop), and the
+    /// usage exact (see `settle`).
     fn sync_all(&self) -> FsResult<()>;
+    /// Brings the usage up to date with allocation the backing store made after the
+    /// operation that caused it (local: blocks a delayed-allocation host filesystem allocates
+    /// at writeback). The daemon calls it every few seconds, with no lock held.
+    fn settle(&self) {}
+    /// What the volume waits for, and whether it was fenced (for `inspect`). Never blocks.
+    fn health(&self) -> Health {
+        Health::default()
+    }
     /// Releases of space so far, taken before an operation that may be refused for space.
     fn releases(&self) -> u64 {
         0

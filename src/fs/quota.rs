@@ -181,12 +181,14 @@ impl Quota {
     /// For an operation refused for space, begun when `releases` was `seen`: true at once if
     /// space was released since; else, if a release was expected less than a second ago,
     /// waits (at most until `deadline`) until space is released, and true if it was: the
-    /// operation is worth trying again. Never call it with a lock of the filesystem held: the
-    /// release it waits for takes them.
+    /// operation is worth trying again. Always false once `deadline` has passed, so that
+    /// operations that keep failing while others keep releasing space (churn near the limit)
+    /// give up in time instead of retrying forever. Never call it with a lock of the
+    /// filesystem held: the release it waits for takes them.
     pub fn wait_for_release(&self, seen: u64, deadline: Instant) -> bool {
         let mut c = self.counters.lock();
         if self.releases() != seen {
-            return true;
+            return Instant::now() < deadline;
         }
         if c.release_expected_at.is_none_or(|t| t.elapsed() >= RECENT) {
             return false;
@@ -367,6 +369,8 @@ mod tests {
         q.adjust(-(B as i64), -1);
         q.adjust(B as i64, 1);
         assert!(q.wait_for_release(seen, later()));
+        // Past the deadline, not even a release since makes it worth trying again.
+        assert!(!q.wait_for_release(seen, Instant::now()));
         // A release expected: the wait ends with it (released again until it has).
         q.expect_release();
         let seen = q.releases();

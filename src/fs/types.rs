@@ -38,6 +38,9 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The caller's umask, for the requests that create a node (create, mkdir, mknod; the
+    /// kernel leaves it to the handler, see `acl::inherit`); 0 for the others.
+    pub umask: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -177,4 +180,27 @@ pub enum XattrReply {
 pub struct UsageSnapshot {
     pub bytes: u64,
     pub inodes: u64,
+}
+
+/// What keeps a volume from answering: the backing store it waits for, or a fence. Only a
+/// volume on a remote store (rbd) ever reports anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub cluster_wait: Option<ClusterWait>,
+    pub fenced: Option<Fenced>,
+}
+
+/// Operations wait for the cluster, which has answered none of them since `since`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterWait {
+    pub since: SystemTime,
+    pub operations: u64,
+}
+
+/// The cluster refuses this host (another one took the volume over): the volume refuses
+/// writes until it is mounted again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fenced {
+    pub since: SystemTime,
+    pub reason: String,
 }

@@ -206,8 +206,31 @@ impl FuseAdapter {
             uid: 0,
             gid: 0,
             pid: 0,
+            umask: 0,
         };
         self.fs.setattr(&handler, ino, &change).map(|_| ())
+    }
+
+    /// Whether setting xattr `name` is an access ACL change that clears setgid: the caller is
+    /// not in the node's group and lacks CAP_FSETID (`posix_acl_update_mode`). The kernel
+    /// would say so with FUSE_SETXATTR_ACL_KILL_SGID, but only in the extended setxattr
+    /// request (FUSE_SETXATTR_EXT), which fuser does not parse.
+    fn acl_kills_sgid(&self, req: &Request, ino: Ino, name: &OsStr) -> Result<bool, FsError> {
+        if fs::acl::kind_of(name) != Some(fs::acl::Kind::Access) {
+            return Ok(false);
+        }
+        let gid = self.fs.getattr(ino, None)?.gid;
+        Ok(!caps::caller_in_group(req.gid(), req.pid(), gid)
+            && !caps::caller_has(req.uid(), req.pid(), caps::CAP_FSETID))
+    }
+
+    /// Whether a request the caller made with O_DIRECT (the flag as the file has it now, also
+    /// when set later with fcntl) meets the alignment the volume demands. The kernel checks
+    /// none for FUSE, so a misaligned request would otherwise succeed where the host's
+    /// filesystem or block device refuses it with EINVAL.
+    fn direct_io_fits(&self, fh: u64, offset: u64, len: u64) -> Result<bool, FsError> {
+        let align = self.fs.direct_io_alignment(fh)?;
+        Ok(fs::rules::direct_io_fits(offset, len, align))
     }
 
     fn release_backing(&self, fh: u64) {
@@ -232,6 +255,16 @@ fn caller(req: &Request) -> Caller {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
+    }
+}
+
+/// The caller of a request that creates a node, with the umask it carries (FUSE_DONT_MASK:
+/// the core applies it unless the parent has a default ACL).
+fn creator(req: &Request, umask: u32) -> Caller {
+    Caller {
+        umask,
+        ..caller(req)
     }
 }
 
@@ -254,6 +287,12 @@ impl Filesystem for FuseAdapter {
             // The handler clears setuid, setgid and capabilities on writes the kernel flags,
             // so the kernel does not ask for security.capability before every write.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // ACLs as on ext4: the kernel checks permissions against them (it reads them with
+            // getxattr and caches them) and drops its cached attributes and ACLs after it sets
+            // one; the cores do what ext4 does on its side (see fs::acl). DONT_MASK hands the
+            // umask to the handler, which ignores it under a default ACL.
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -337,11 +376,12 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.admit(|| self.fs.mknod(&caller(req), parent.0, name, mode, rdev));
+        let caller = creator(req, umask);
+        let result = self.admit(|| self.fs.mknod(&caller, parent.0, name, mode, rdev));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -351,10 +391,11 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.admit(|| self.fs.mkdir(&caller(req), parent.0, name, mode));
+        let caller = creator(req, umask);
+        let result = self.admit(|| self.fs.mkdir(&caller, parent.0, name, mode));
         reply!(reply, result, |e| self.entry(reply, &e))
     }
 
@@ -438,10 +479,23 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if flags.0 & libc::O_DIRECT != 0 {
+            match self.direct_io_fits(fh.0, offset, size.into()) {
+                Ok(true) => {}
+                // As on a disk filesystem, a read from the end of the file on reads nothing,
+                // aligned or not.
+                Ok(false) => match self.fs.getattr(ino.0, Some(fh.0)) {
+                    Ok(a) if offset >= a.size => return reply.data(&[]),
+                    Ok(_) => return reply.error(Errno::EINVAL),
+                    Err(e) => return reply.error(errno_of(e)),
+                },
+                Err(e) => return reply.error(errno_of(e)),
+            }
+        }
         // The core lends its bytes for the reply (sent with writev straight from them).
         let mut reply = Some(reply);
         let result = self.fs.read_to(ino.0, fh.0, offset, size, &mut |data| {
@@ -462,10 +516,18 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // Writeback of mapped pages (FUSE_WRITE_CACHE) is not the caller's direct I/O.
+        if flags.0 & libc::O_DIRECT != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            match self.direct_io_fits(fh.0, offset, data.len() as u64) {
+                Ok(true) => {}
+                Ok(false) => return reply.error(Errno::EINVAL),
+                Err(e) => return reply.error(errno_of(e)),
+            }
+        }
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         let result = self.admit(|| self.fs.write(ino.0, fh.0, offset, data, kill));
         reply!(reply, result, |n| reply.written(n))
@@ -586,7 +648,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -594,11 +656,10 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply!(
-            reply,
-            self.admit(|| self.fs.setxattr(ino.0, name, value, flags)),
-            |()| { reply.ok() }
-        )
+        let result = self.acl_kills_sgid(req, ino.0, name).and_then(|kill_sgid| {
+            self.admit(|| self.fs.setxattr(ino.0, name, value, flags, kill_sgid))
+        });
+        reply!(reply, result, |()| reply.ok())
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -641,11 +702,12 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = self.admit(|| self.fs.create(&caller(req), parent.0, name, mode, flags));
+        let caller = creator(req, umask);
+        let result = self.admit(|| self.fs.create(&caller, parent.0, name, mode, flags));
         reply!(reply, result, |(e, o)| {
             let (attr, generation, fh) = (
                 self.attr(&e.attr),

@@ -9,6 +9,6 @@ mod session;
 pub use adapter::FuseAdapter;
 pub use errno::errno_of;
 pub use session::{
-    Connection, MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount, mount,
-    mount_dev_at, resume,
+    Connection, MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount,
+    is_stale_mount, mount, mount_dev_at, resume,
 };

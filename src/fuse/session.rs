@@ -49,10 +49,6 @@ impl ServeOptions {
     }
 }
 
-/// How long an unmount waits for the connection to end (it does at once, unless another mount
-/// namespace still has the mount).
-const UNMOUNT_WAIT: Duration = Duration::from_secs(1);
-
 /// How an unmount ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unmounted {
@@ -60,6 +56,10 @@ pub enum Unmounted {
     Ended,
     /// The mount was busy and is detached lazily: its last users may still send requests.
     Detached,
+    /// Unmounted here, but the connection lives on: another mount namespace still has a copy
+    /// of the mount (or a request is stuck). It is served until that goes, or until
+    /// `abort_connection`.
+    Lingering,
 }
 
 /// A FUSE connection as a successor needs it: the device and the INIT exchange.
@@ -132,12 +132,19 @@ impl Connection {
     }
 }
 
+/// How long an unmount waits for its session to end. It ends at once unless another mount
+/// namespace still has the mount, or a request is stuck in the backing store.
+const SESSION_END_WAIT: Duration = Duration::from_secs(5);
+
 /// A live FUSE mount. Dropping it unmounts, unless it was suspended for a successor.
 pub struct MountedFs {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     gate: Arc<Gate>,
     connection: Connection,
+    /// The mount's device number (`st_dev`), by which other mount namespaces' mounts of it
+    /// are recognised. None if it could not be read.
+    device: Option<u64>,
 }
 
 impl MountedFs {
@@ -147,6 +154,10 @@ impl MountedFs {
 
     pub fn connection(&self) -> &Connection {
         &self.connection
+    }
+
+    pub fn device(&self) -> Option<u64> {
+        self.device
     }
 
     /// Unmounts and waits for the request threads to end.
@@ -165,27 +176,30 @@ impl MountedFs {
     }
 
     /// A busy mount (EBUSY) is detached lazily instead, so it never outlives its owner: it
-    /// disappears from the namespace now and the connection ends with its last user.
+    /// disappears from the namespace now and the connection ends with its last user. The wait
+    /// for the session to end is bounded, so a copy of the mount in another namespace never
+    /// blocks the caller (the joining thread ends with the session).
     fn unmount_inner(&mut self) -> io::Result<Unmounted> {
         let Some(session) = self.session.take() else {
             return Ok(Unmounted::Ended);
         };
         match umount2(&self.mountpoint, MntFlags::empty()) {
             // The kernel ends the connection, unless another mount namespace (a container)
-            // still has the mount: then the threads serve it until its last user is gone, or
-            // until this process exits.
+            // still has the mount (or a request is stuck): then the threads serve it until its
+            // last user is gone, `abort_connection`, or this process exits.
             Ok(()) => {
-                let deadline = std::time::Instant::now() + UNMOUNT_WAIT;
+                let deadline = std::time::Instant::now() + SESSION_END_WAIT;
                 while !session.guard.is_finished() && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 if !session.guard.is_finished() {
                     log::warn!(
-                        "{}: unmounted here, but still in use in another mount namespace (a \
-                         container): served until its last user lets go, or this daemon exits",
-                        self.mountpoint.display()
+                        "{}: unmounted, but its FUSE connection did not end within {:?}: \
+                         another mount namespace still has the mount, or a request is stuck",
+                        self.mountpoint.display(),
+                        SESSION_END_WAIT
                     );
-                    return Ok(Unmounted::Detached);
+                    return Ok(Unmounted::Lingering);
                 }
                 if session.join().is_err() {
                     log::warn!("{}: a request thread panicked", self.mountpoint.display());
@@ -246,8 +260,8 @@ pub fn mount(
         let _ = umount2(mountpoint, MntFlags::MNT_DETACH);
     }
     let mounted = started?;
-    if let Some(kb) = serve.readahead_kb
-        && let Err(e) = set_readahead(mountpoint, kb)
+    if let (Some(kb), Some(dev)) = (serve.readahead_kb, mounted.device)
+        && let Err(e) = set_readahead(dev, kb)
     {
         log::warn!(
             "{}: cannot set the readahead to {kb} KiB: {e}",
@@ -326,12 +340,34 @@ fn serve_connection(
     }
     fusedev::replace_fd(session.as_fd(), connection.device.as_fd())?;
     let session = session.spawn()?;
+    let device = device_number(&connection.dev).or_else(|| {
+        // Answered by the session already serving.
+        nix::sys::stat::stat(mountpoint)
+            .inspect_err(|e| {
+                log::warn!(
+                    "{}: cannot read its device number: {e}",
+                    mountpoint.display()
+                )
+            })
+            .ok()
+            .map(|st| st.st_dev)
+    });
     Ok(MountedFs {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
         gate,
         connection,
+        device,
     })
+}
+
+/// A device number as mountinfo spells it ("major:minor").
+fn device_number(dev: &str) -> Option<u64> {
+    let (major, minor) = dev.split_once(':')?;
+    Some(nix::sys::stat::makedev(
+        major.parse().ok()?,
+        minor.parse().ok()?,
+    ))
 }
 
 /// Runs fuser's handshake on a socket carrying `init_request`; returns the session (still on
@@ -417,15 +453,50 @@ fn escape_mount_path(path: &Path) -> String {
     out
 }
 
-/// Sets the readahead window of the filesystem mounted at `path` (its bdi in sysfs, named by
-/// the mount's device number). The stat is answered by the session already serving.
-fn set_readahead(path: &Path, kb: u32) -> io::Result<()> {
-    let dev = nix::sys::stat::stat(path)?.st_dev;
+/// Sets the readahead window of the filesystem with device number `dev` (its bdi in sysfs).
+fn set_readahead(dev: u64, kb: u32) -> io::Result<()> {
     let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     std::fs::write(&knob, kb.to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("{knob}: {e}")))
 }
+
+/// Where the kernel's FUSE control filesystem is mounted (systemd mounts it at boot).
+const FUSECTL: &str = "/sys/fs/fuse/connections";
+
+/// Aborts the FUSE connection of the filesystem with device number `device`: every mount of
+/// it, in every namespace, then fails with ENOTCONN and its session ends. For a connection
+/// that only copies of the mount in other namespaces keep alive. Mounts the control
+/// filesystem where it belongs if it is not there yet.
+pub fn abort_connection(device: u64) -> io::Result<()> {
+    // A FUSE superblock's device is anonymous (major 0); its minor is the connection's number.
+    let abort = Path::new(FUSECTL)
+        .join(nix::sys::stat::minor(device).to_string())
+        .join("abort");
+    if !Path::new(FUSECTL).is_dir() {
+        return Err(io::Error::other(format!(
+            "{FUSECTL} does not exist (no FUSE control filesystem)"
+        )));
+    }
+    if !abort.exists() {
+        let mounted = nix::sys::statfs::statfs(FUSECTL)
+            .is_ok_and(|fs| fs.filesystem_type() == FUSECTL_SUPER_MAGIC);
+        if !mounted {
+            nix::mount::mount(
+                Some("fusectl"),
+                FUSECTL,
+                Some("fusectl"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| io::Error::other(format!("mounting fusectl on {FUSECTL}: {e}")))?;
+        }
+    }
+    std::fs::write(&abort, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", abort.display())))
+}
+
+const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6573_5543);
 
 /// True when `path` is a FUSE mount whose handler is gone ("Transport endpoint is not
 /// connected"). Never call it on a mount whose connection the keeper holds: with no handler

@@ -90,6 +90,29 @@ pub fn caller_has(uid: u32, pid: u32, cap: u32) -> bool {
         .is_some_and(|caps| caps & (1u64 << cap) != 0)
 }
 
+/// Whether the caller of a request (filesystem gid `gid`, process `pid`) is in group `group`:
+/// its gid, or one of the supplementary groups of the process. An unreadable status counts as
+/// not in the group, which errs towards clearing setgid.
+pub fn caller_in_group(gid: u32, pid: u32, group: u32) -> bool {
+    if gid == group {
+        return true;
+    }
+    pid != 0
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .is_some_and(|status| supplementary_groups(&status).any(|g| g == group))
+}
+
+/// The `Groups:` list of a `/proc/PID/status` text.
+fn supplementary_groups(status: &str) -> impl Iterator<Item = u32> + '_ {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+}
+
 /// The `CapEff:` mask of a `/proc/PID/status` text.
 fn effective_caps(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
@@ -107,6 +130,19 @@ mod tests {
         assert_ne!(caps & (1 << CAP_FSETID), 0);
         assert_eq!(caps & (1 << CAP_SYS_ADMIN), 0);
         assert_eq!(effective_caps("Name:\tsh\n"), None);
+    }
+
+    #[test]
+    fn supplementary_groups_parsed_from_status() {
+        let status = "Name:\tsh\nGroups:\t4 24 27 \nCapEff:\t0\n";
+        assert_eq!(
+            supplementary_groups(status).collect::<Vec<_>>(),
+            [4, 24, 27]
+        );
+        assert_eq!(supplementary_groups("Groups:\n").count(), 0);
+        assert!(caller_in_group(5, 0, 5));
+        assert!(!caller_in_group(5, 0, 6));
+        assert!(!caller_in_group(5, u32::MAX, 6));
     }
 
     #[test]

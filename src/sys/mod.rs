@@ -1,15 +1,17 @@
 //! Raw system calls that nix does not wrap or that need `unsafe`: anonymous memory mappings,
 //! directory reading with offsets, extended attributes, file handles and early writeback; and
-//! `librbd`, Ceph's client libraries loaded at run time. Every `unsafe` block in the crate
-//! lives in this module, each with its reason.
+//! `librbd`, Ceph's client libraries loaded at run time; and what /proc says of other mount
+//! namespaces. Every `unsafe` block in the crate lives in this module, each with its reason.
 pub mod anon;
 pub mod caps;
+pub mod dio;
 pub mod dirent;
 pub mod fdpass;
 pub mod fusedev;
 pub mod handle;
 pub mod heap;
 pub mod librbd;
+pub mod mountns;
 pub mod pin;
 pub mod shm;
 pub mod writeback;

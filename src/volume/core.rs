@@ -9,22 +9,33 @@
 //!   touch the backing store, and only a `Ready` record is a volume for users; an intent
 //!   left by an error or a crash is settled (`settle`) by the next create or rm of the name,
 //!   or at start-up: a create is rolled back, an rm finished.
+//!
+//! Concurrency: every operation on a volume holds that volume's lock (`locks`, taken by the
+//! caller: `VolumeManager`, start-up); nothing holds a lock over all volumes across a driver
+//! call or an unmount. The map of active volumes is locked only to look an entry up, insert or
+//! take it out, so `ls` and `inspect` answer while a volume waits for its backing store.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use super::fault::crash_point;
 use super::kept;
+use super::locks::VolumeLocks;
 use super::options::{VolumeOptions, parse_options};
 use super::{
-    MountRef, RefKind, Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
+    ClusterWaitStatus, FencedStatus, MountPendingStatus, MountRef, RefId, RefKind, ReferenceInfo,
+    Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 use crate::driver::{Driver, DriverContext};
 use crate::fs::resume::Carry;
-use crate::fs::{UsageSnapshot, VolumeFs};
-use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
-use crate::keeper::{Keeper, KeptEntry};
+use crate::fs::{Health, UsageSnapshot, VolumeFs};
+use crate::fuse::{
+    Connection, MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount,
+};
+use crate::keeper::Keeper;
 use crate::store::Store;
 
 struct Active {
@@ -34,24 +45,92 @@ struct Active {
     ephemeral: bool,
     /// The usage last written to the catalog.
     saved: Option<UsageSnapshot>,
+    /// The health last logged (`checkpoint`).
+    logged: Health,
     /// The keeper holds the connection: the volume outlives this daemon.
     kept: bool,
     /// The kernel reads and writes host files directly (usage is re-read only at close).
     passthrough: bool,
 }
 
+/// A volume with references whose mount at start-up waits for its backing store.
+#[derive(Clone, Debug)]
+struct PendingMount {
+    since: SystemTime,
+    error: String,
+    /// The keeper holds its connection, still mounted, which the mount takes over (see
+    /// `take_over`) instead of mounting anew.
+    kept: bool,
+}
+
 pub struct Core {
     ctx: DriverContext,
     store: Store,
     drivers: Vec<Arc<dyn Driver>>,
-    active: HashMap<String, Active>,
-    /// Holds connections across restarts of the daemon (None: volumes end with it).
-    keeper: Option<Arc<Keeper>>,
+    /// Per-volume locks, held by whoever operates on a volume.
+    pub locks: VolumeLocks,
+    active: Mutex<HashMap<String, Active>>,
+    pending: Mutex<HashMap<String, PendingMount>>,
+    /// Ephemeral (tmpfs) volumes whose last plugin reference went, kept mounted with their
+    /// data until the deadline (see `release`), unless a Mount comes first.
+    lingering: Mutex<HashMap<String, Instant>>,
+    tmpfs_linger: Duration,
+    /// Holds connections across restarts of the daemon (unset: volumes end with it).
+    keeper: OnceLock<Arc<Keeper>>,
 }
 
 /// How long a planned stop waits for the requests being served to finish before it hands the
 /// connections over (later ones wait for the next daemon).
-const SUSPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const SUSPEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an activation failed: `in_driver` when the driver could not open the backing store.
+struct ActivationError {
+    error: VolumeError,
+    in_driver: bool,
+}
+
+impl From<VolumeError> for ActivationError {
+    fn from(error: VolumeError) -> ActivationError {
+        ActivationError {
+            error,
+            in_driver: false,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ActivationError {
+    fn from(error: crate::store::StoreError) -> ActivationError {
+        VolumeError::from(error).into()
+    }
+}
+
+/// How a try to serve a kept connection again ended (`take_over`).
+enum TakeOver {
+    Served,
+    /// It cannot be: the keeper lets it go, and the volume is mounted anew.
+    Refused,
+    /// The driver failed to activate the volume (its backing store does not answer): for a
+    /// remote backing store, the connection stays kept and the take-over is tried again.
+    Failed(VolumeError),
+}
+
+/// What start-up left to do in the background: volumes whose backing store is remote.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    /// Unfinished creates and removals to settle.
+    pub settle: Vec<String>,
+    /// Volumes with references to mount again.
+    pub mount: Vec<String>,
+}
+
+/// How a try to mount a volume again at start-up ended.
+#[derive(Debug)]
+pub enum Remount {
+    /// Mounted, or no longer wanted (its references are gone, it is mounted already, or gone).
+    Done,
+    /// Its backing store failed it; tried again later.
+    Failed(VolumeError),
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -64,23 +143,46 @@ fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
+fn rfc3339_of(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 impl Core {
-    pub fn new(root: &Path, store: Store, drivers: Vec<Arc<dyn Driver>>) -> Core {
+    pub fn new(
+        root: &Path,
+        store: Store,
+        drivers: Vec<Arc<dyn Driver>>,
+        tmpfs_linger: Duration,
+    ) -> Core {
         Core {
             ctx: DriverContext {
                 root: root.to_path_buf(),
             },
             store,
             drivers,
-            active: HashMap::new(),
-            keeper: None,
+            locks: VolumeLocks::default(),
+            active: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            lingering: Mutex::new(HashMap::new()),
+            tmpfs_linger,
+            keeper: OnceLock::new(),
         }
     }
 
     /// Keeps the connections of volumes whose driver allows it in `keeper` from now on, so
     /// that they outlive this daemon (see `handover`). Set before `recover`.
-    pub fn set_keeper(&mut self, keeper: Arc<Keeper>) {
-        self.keeper = Some(keeper);
+    pub fn set_keeper(&self, keeper: Arc<Keeper>) {
+        if self.keeper.set(keeper).is_err() {
+            log::warn!("a keeper was set twice; keeping the first");
+        }
+    }
+
+    fn keeper(&self) -> Option<&Arc<Keeper>> {
+        self.keeper.get()
+    }
+
+    fn is_active(&self, name: &str) -> bool {
+        self.active.lock().contains_key(name)
     }
 
     pub fn driver(&self, name: &str) -> Result<Arc<dyn Driver>, VolumeError> {
@@ -122,21 +224,23 @@ impl Core {
         self.ctx.volume_dir(name).join("mnt")
     }
 
+    /// What `inspect` shows. Never waits for a backing store: usage and health of an active
+    /// volume are in memory.
     pub fn info(&self, rec: &VolumeRecord) -> Result<VolumeInfo, VolumeError> {
         let (driver, opts) = self.options(rec)?;
-        let (usage, mounted) = match self.active.get(&rec.name) {
-            Some(a) => (a.fs.usage(), true),
+        let live = (self.active.lock().get(&rec.name)).map(|a| (a.fs.usage(), a.fs.health()));
+        let (usage, mounted, health) = match live {
+            Some((usage, health)) => (usage, true, health),
             None => {
                 let u = self.store.usage(&rec.name)?;
-                (
-                    crate::fs::UsageSnapshot {
-                        bytes: u.bytes,
-                        inodes: u.inodes,
-                    },
-                    false,
-                )
+                let usage = crate::fs::UsageSnapshot {
+                    bytes: u.bytes,
+                    inodes: u.inodes,
+                };
+                (usage, false, Health::default())
             }
         };
+        let pending = self.pending.lock().get(&rec.name).cloned();
         Ok(VolumeInfo {
             name: rec.name.clone(),
             driver: rec.driver.clone(),
@@ -152,6 +256,27 @@ impl Core {
                 used_inodes: usage.inodes,
                 mounted,
                 mount_refs: rec.mount_refs.keys().cloned().collect(),
+                references: rec
+                    .mount_refs
+                    .iter()
+                    .map(|(id, r)| ReferenceInfo {
+                        id: id.clone(),
+                        since: rfc3339(r.since),
+                        target: r.target.clone(),
+                    })
+                    .collect(),
+                cluster_wait: health.cluster_wait.map(|w| ClusterWaitStatus {
+                    since: rfc3339_of(w.since),
+                    operations: w.operations,
+                }),
+                fenced: health.fenced.map(|f| FencedStatus {
+                    since: rfc3339_of(f.since),
+                    reason: f.reason,
+                }),
+                mount_pending: pending.map(|p| MountPendingStatus {
+                    since: rfc3339_of(p.since),
+                    error: p.error,
+                }),
             },
         })
     }
@@ -162,7 +287,7 @@ impl Core {
     /// `Ready` record with its usage (commit). An error undoes what was made; a crash leaves
     /// the intent, which the next start rolls back.
     pub fn create(
-        &mut self,
+        &self,
         name: String,
         driver: &str,
         options: std::collections::BTreeMap<String, String>,
@@ -268,21 +393,6 @@ impl Core {
         Ok(())
     }
 
-    /// Settles every intent in the catalog (at start-up); one that fails is logged and stays.
-    fn settle_all(&self) -> Result<(), VolumeError> {
-        for rec in self.store.list()? {
-            if rec.state != VolumeState::Ready
-                && let Err(e) = self.settle(&rec)
-            {
-                log::error!(
-                    "volume {}: {e}; it is tried again at the next start",
-                    rec.name
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Makes the volume's mountpoint directory and mounts the read-only guard on it, unless
     /// the guard is there already (see `super::guard`). Called with no FUSE mount there.
     fn prepare_mountpoint(&self, name: &str) -> Result<(), VolumeError> {
@@ -311,7 +421,7 @@ impl Core {
     /// Steps: the `Removing` intent (commit), the backing store, then the record (commit).
     /// From the intent on, the volume is gone for users; an error or a crash leaves the
     /// intent, which the next rm of the name, or the next start, finishes.
-    pub fn remove(&mut self, name: &str) -> Result<u64, VolumeError> {
+    pub fn remove(&self, name: &str) -> Result<u64, VolumeError> {
         let mut rec = match self.store.get(name)? {
             Some(rec) if rec.state == VolumeState::Ready => rec,
             // Finishing an earlier rm is this rm's job; an unfinished create was never a
@@ -325,7 +435,10 @@ impl Core {
             }
             None => return Err(VolumeError::NotFound(name.into())),
         };
-        if !rec.mount_refs.is_empty() || self.active.contains_key(name) {
+        if rec.mount_refs.is_empty() && self.lingering.lock().remove(name).is_some() {
+            self.deactivate(name);
+        }
+        if !rec.mount_refs.is_empty() || self.is_active(name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::InUse {
                 name: name.into(),
@@ -368,24 +481,31 @@ impl Core {
         }
     }
 
-    /// Adds a reference, activating the volume and bind-mounting `target` as needed.
-    pub fn mount(
-        &mut self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError> {
+    /// Adds `reference` (idempotent) and activates the FUSE mount if it is the first. A
+    /// `cli:TARGET` reference also bind-mounts the volume at TARGET (an existing directory).
+    pub fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         let mut rec = self.record(name)?;
+        let target = match reference {
+            RefId::CliTarget(t) => Some(t.as_path()),
+            RefId::Cli | RefId::Plugin(_) => None,
+        };
         let pinned = match target {
             Some(t) => Some(super::bind::open_target(t, &self.ctx.root)?),
             None => None,
         };
-        let was_active = self.active.contains_key(name);
+        let was_active = self.is_active(name);
         if !was_active {
-            self.activate(&rec)?;
+            self.bring_up(&rec)?;
         }
+        let lingered = self.lingering.lock().remove(name);
+        let keep_lingering = |core: &Core| {
+            if let Some(deadline) = lingered {
+                core.lingering.lock().insert(name.into(), deadline);
+            }
+        };
         let mountpoint = self.mountpoint(name);
-        let already = rec.mount_refs.contains_key(ref_id);
+        let key = reference.key();
+        let already = rec.mount_refs.contains_key(&key);
         let mut bind_mount_id = None;
         if let (Some(t), Some(pinned), false) = (target, &pinned, already) {
             match super::bind::bind(&mountpoint, pinned, t) {
@@ -394,23 +514,19 @@ impl Core {
                     if !was_active && rec.mount_refs.is_empty() {
                         self.deactivate(name);
                     }
+                    keep_lingering(self);
                     return Err(e);
                 }
             }
         }
         if !already {
-            let kind = if ref_id.starts_with("plugin:") {
-                RefKind::Plugin
-            } else {
-                RefKind::Cli
-            };
             let r = MountRef {
-                kind,
+                kind: reference.kind(),
                 target: target.map(Path::to_path_buf),
                 since: now(),
                 bind_mount_id,
             };
-            rec.mount_refs.insert(ref_id.to_string(), r);
+            rec.mount_refs.insert(key, r);
             if let Err(e) = self.store.put(&rec) {
                 if let Some(t) = target {
                     let _ = super::bind::detach(t, bind_mount_id);
@@ -418,52 +534,182 @@ impl Core {
                 if !was_active {
                     self.deactivate(name);
                 }
+                keep_lingering(self);
                 return Err(e.into());
             }
         }
         Ok(mountpoint)
     }
 
-    /// Drops a reference (unknown ones are harmless); the last one deactivates the volume.
-    pub fn unmount(&mut self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+    /// Drops `reference` and its bind mount; false when the volume does not hold it. The last
+    /// reference deactivates the volume, except that an ephemeral (tmpfs) volume whose last
+    /// reference was a plugin's lingers, data and all, for `tmpfs_linger`: Docker fills a
+    /// new volume from the image (Mount, copy, Unmount) just before it mounts it again for
+    /// the container, and that copy must reach the container.
+    pub fn release(&self, name: &str, reference: &RefId) -> Result<bool, VolumeError> {
         let mut rec = self.record(name)?;
-        let Some(r) = rec.mount_refs.remove(ref_id) else {
-            return Ok(());
+        let Some(r) = rec.mount_refs.remove(&reference.key()) else {
+            return Ok(false);
         };
         if let Some(t) = &r.target {
             detach_target(name, t, r.bind_mount_id)?;
         }
         self.store.put(&rec)?;
         if rec.mount_refs.is_empty() {
-            self.deactivate(name);
+            self.forget_pending(name);
+            let ephemeral = self.active.lock().get(name).is_some_and(|a| a.ephemeral);
+            if ephemeral && r.kind == RefKind::Plugin && !self.tmpfs_linger.is_zero() {
+                self.lingering
+                    .lock()
+                    .insert(name.into(), Instant::now() + self.tmpfs_linger);
+            } else {
+                self.deactivate(name);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn activate(&mut self, rec: &VolumeRecord) -> Result<(), VolumeError> {
-        self.activate_with(rec, None)
+    /// Drops every reference, detaching their bind mounts (a bind mount that cannot be
+    /// detached is logged, and its reference dropped all the same), then deactivates the
+    /// volume: a mount still in use is detached lazily. Returns the references dropped.
+    pub fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        let mut rec = self.record(name)?;
+        let refs = std::mem::take(&mut rec.mount_refs);
+        for r in refs.values() {
+            if let Some(t) = &r.target
+                && let Err(e) = detach_target(name, t, r.bind_mount_id)
+            {
+                log::warn!("volume {name}: {e}; dropping its reference anyway");
+            }
+        }
+        self.store.put(&rec)?;
+        self.forget_pending(name);
+        self.deactivate(name);
+        Ok(refs.into_keys().collect())
     }
 
-    /// Activates `rec`: mounts it, or with `kept` (what a previous daemon left of it in the
-    /// keeper) serves its connection again, whose mount is still there.
+    /// Deactivates the lingering volumes whose time is up. Skips a volume another operation
+    /// holds (it is looked at again at the next call).
+    pub fn end_lingering(&self) {
+        let now = Instant::now();
+        let due: Vec<String> = (self.lingering.lock().iter())
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let Some(_volume) = self.locks.try_lock(&name) else {
+                continue;
+            };
+            // A Mount may have come in between.
+            if self.lingering.lock().remove(&name).is_none() {
+                continue;
+            }
+            log::info!(
+                "volume {name}: no Mount within {:?} of its last Unmount; its data goes",
+                self.tmpfs_linger
+            );
+            self.deactivate(&name);
+        }
+    }
+
+    /// Releases plugin references whose holder is gone: a reference at least `grace` old, on
+    /// a volume that no other mount namespace uses (see `sys::mountns`). Docker and Pouch
+    /// bind-mount a volume into each container's own mount namespace, so a container that
+    /// still uses the volume always shows; `grace` covers the moments between a Mount and its
+    /// container's start. CLI references are never released by themselves. Skips a volume
+    /// another operation holds.
+    pub fn release_orphaned_plugin_refs(&self, grace: Duration) {
+        let oldest_kept = now().saturating_sub(grace.as_secs());
+        let is_orphan_candidate =
+            |r: &MountRef| r.kind == RefKind::Plugin && r.since <= oldest_kept;
+        let devices: Vec<(String, u64)> = (self.active.lock().iter())
+            .filter_map(|(name, a)| a.mount.device().map(|d| (name.clone(), d)))
+            .collect();
+        let mut candidates = Vec::new();
+        for (name, device) in devices {
+            match self.store.get(&name) {
+                Ok(Some(rec)) if rec.mount_refs.values().any(is_orphan_candidate) => {
+                    candidates.push((name, device))
+                }
+                _ => {}
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let mounts = match crate::sys::mountns::MountTable::read() {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                log::warn!("cannot read the mount namespaces in /proc: {e}");
+                return;
+            }
+        };
+        for (name, device) in candidates {
+            if mounts.used_elsewhere(crate::sys::mountns::device_number(device)) {
+                continue;
+            }
+            let Some(_volume) = self.locks.try_lock(&name) else {
+                continue;
+            };
+            // Handed over to the next daemon meanwhile (a stop): its references go with it.
+            if !self.is_active(&name) {
+                continue;
+            }
+            // Read again under the volume's lock: a Mount may have come in between.
+            let Ok(mut rec) = self.record(&name) else {
+                continue;
+            };
+            let orphans: Vec<String> = (rec.mount_refs.iter())
+                .filter(|(_, r)| is_orphan_candidate(r))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if orphans.is_empty() {
+                continue;
+            }
+            for id in &orphans {
+                rec.mount_refs.remove(id);
+            }
+            if let Err(e) = self.store.put(&rec) {
+                log::warn!("volume {name}: releasing orphaned references: {e}");
+                continue;
+            }
+            log::info!(
+                "volume {name}: released {} (no container's mount namespace holds the volume)",
+                orphans.join(", ")
+            );
+            if rec.mount_refs.is_empty() {
+                self.forget_pending(&name);
+                self.deactivate(&name);
+            }
+        }
+    }
+
+    fn activate(&self, rec: &VolumeRecord) -> Result<(), VolumeError> {
+        self.activate_with(rec, None).map_err(|e| e.error)
+    }
+
+    /// Activates `rec`: mounts it, or with `kept` (the connection a previous daemon left in
+    /// the keeper, and its carry) serves that connection again, whose mount is still there.
     fn activate_with(
-        &mut self,
+        &self,
         rec: &VolumeRecord,
-        kept: Option<Vec<KeptEntry>>,
-    ) -> Result<(), VolumeError> {
+        kept: Option<(Connection, Carry)>,
+    ) -> Result<(), ActivationError> {
         let (driver, opts) = self.options(rec)?;
         let stored = self.store.usage(&rec.name)?;
-        let keeper = self.keeper.clone().filter(|_| driver.survives_restart());
+        let keeper = self.keeper().cloned().filter(|_| driver.survives_restart());
         let (mut carry, connection) = match (&keeper, kept) {
-            (Some(keeper), Some(entries)) => {
-                let (connection, carry) = kept::take_over(keeper, &rec.name, entries)
-                    .map_err(|e| VolumeError::io("taking over its connection", e))?;
-                (carry, Some(connection))
-            }
+            (Some(_), Some((connection, carry))) => (carry, Some(connection)),
             (Some(keeper), None) => (kept::fresh(keeper, &rec.name), None),
             (None, _) => (Carry::none(), None),
         };
-        let activation = driver.activate(&self.ctx, rec, &opts, stored, &mut carry)?;
+        let activation =
+            (driver.activate(&self.ctx, rec, &opts, stored, &mut carry)).map_err(|error| {
+                ActivationError {
+                    error,
+                    in_driver: true,
+                }
+            })?;
         let mountpoint = self.mountpoint(&rec.name);
         let serve = ServeOptions {
             passthrough: activation.passthrough,
@@ -508,13 +754,15 @@ impl Core {
         };
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
-        self.active.insert(
+        self.pending.lock().remove(&rec.name);
+        self.active.lock().insert(
             rec.name.clone(),
             Active {
                 fs: activation.fs,
                 mount,
                 ephemeral: activation.ephemeral,
                 saved: None,
+                logged: Health::default(),
                 kept,
                 passthrough: activation.passthrough,
             },
@@ -539,7 +787,7 @@ impl Core {
     }
 
     fn refuse_if_active(&self, rec: &VolumeRecord, what: &str) -> Result<(), VolumeError> {
-        if self.active.contains_key(&rec.name) {
+        if self.is_active(&rec.name) {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::Driver(format!(
                 "volume {} is mounted here (by {}); unmount it before you {what}",
@@ -552,25 +800,26 @@ impl Core {
 
     /// Unmounts, syncs and records the usage, as clean if both worked: the next activation
     /// then trusts it instead of rescanning the tree.
-    pub fn deactivate(&mut self, name: &str) {
-        let Some(active) = self.active.remove(name) else {
+    pub fn deactivate(&self, name: &str) {
+        self.lingering.lock().remove(name);
+        let Some(active) = self.active.lock().remove(name) else {
             return;
         };
         // Unmounted first, so that no request changes the usage after it is read; a mount
         // that was only detached (busy) may still be served, so its usage is not final.
+        let device = active.mount.device();
         let ended = match active.mount.unmount() {
             Ok(Unmounted::Ended) => true,
             Ok(Unmounted::Detached) => false,
+            Ok(Unmounted::Lingering) => end_unused_copies(name, device),
             Err(e) => {
                 log::warn!("unmounting volume {name}: {e}");
                 false
             }
         };
-        if active.kept
-            && let Some(keeper) = &self.keeper
-            && let Err(e) = keeper.drop_volume(name)
-        {
-            log::warn!("volume {name}: dropping it from the keeper: {e}");
+        // Ended for good (or ending with its last user): no successor takes it over.
+        if active.kept {
+            self.drop_kept(name);
         }
         let synced = active.fs.sync_all();
         if let Err(e) = &synced {
@@ -598,42 +847,83 @@ impl Core {
         crate::sys::heap::release_free_memory();
     }
 
-    /// Persists the usage of active volumes (still not clean).
-    /// Only changed usage is written, so an idle daemon does not touch the disk.
-    pub fn checkpoint_usage(&mut self) {
-        for (name, a) in &mut self.active {
+    /// The filesystems of the active volumes.
+    pub fn active_filesystems(&self) -> Vec<Arc<dyn VolumeFs>> {
+        self.active.lock().values().map(|a| a.fs.clone()).collect()
+    }
+
+    /// Persists the usage of active volumes (still not clean), and logs what changed in
+    /// their health (a wait for the cluster beginning or ending, a fence). Only changed usage
+    /// is written, so an idle daemon does not touch the disk.
+    pub fn checkpoint(&self) {
+        let mut changed = Vec::new();
+        for (name, a) in self.active.lock().iter_mut() {
             let u = a.fs.usage();
-            if a.saved == Some(u) {
-                continue;
+            if a.saved != Some(u) {
+                changed.push((name.clone(), u));
             }
+            let health = a.fs.health();
+            log_health(name, &a.logged, &health);
+            a.logged = health;
+        }
+        for (name, u) in changed {
             let usage = Usage {
                 bytes: u.bytes,
                 inodes: u.inodes,
                 clean: false,
             };
-            if self.store.set_usage(name, usage).is_ok() {
+            if self.store.set_usage(&name, usage).is_ok()
+                && let Some(a) = self.active.lock().get_mut(&name)
+            {
                 a.saved = Some(u);
             }
         }
     }
 
-    /// At start-up: settles unfinished creates and rms, clears mounts a dead daemon left and
-    /// mounts referenced volumes again.
-    pub fn recover(&mut self) -> Result<(), VolumeError> {
-        self.settle_all()?;
+    /// At start-up, before anything else runs: settles unfinished creates and rms, clears
+    /// mounts a dead daemon left and mounts referenced volumes again. What needs a remote
+    /// backing store (`Driver::remote`) is left to the caller, to do in the background with
+    /// `settle_deferred` and `remount`; all the rest is done here.
+    pub fn recover(&self) -> Result<Deferred, VolumeError> {
+        let mut deferred = Deferred::default();
+        for rec in self.store.list()? {
+            if rec.state == VolumeState::Ready {
+                continue;
+            }
+            if self.driver(&rec.driver).is_ok_and(|d| d.remote()) {
+                deferred.settle.push(rec.name);
+            } else if let Err(e) = self.settle(&rec) {
+                log::error!(
+                    "volume {}: {e}; it is tried again at the next start",
+                    rec.name
+                );
+            }
+        }
         let mut kept_names = self.kept_volumes();
-        for mut rec in self.records()? {
+        for rec in self.records()? {
             let mountpoint = self.mountpoint(&rec.name);
+            let remote = self.driver(&rec.driver).is_ok_and(|d| d.remote());
             // First, and without touching the mount (no handler serves it yet): a volume whose
-            // connection the keeper holds is served again as it is.
+            // connection the keeper holds is served again as it is. On a remote backing store
+            // that may not answer, in the background like the other mounts (`remount`); its
+            // processes wait meanwhile.
             if kept_names.remove(&rec.name) {
-                if self.take_over(&mut rec) {
+                if remote && !rec.mount_refs.is_empty() {
+                    self.pending.lock().insert(
+                        rec.name.clone(),
+                        PendingMount {
+                            since: SystemTime::now(),
+                            error: "the first try has not finished".into(),
+                            kept: true,
+                        },
+                    );
+                    deferred.mount.push(rec.name);
                     continue;
                 }
-                self.drop_kept(&rec.name);
-                // Usage handed over counted what ended with the connection (open files
-                // without a name): measured again.
-                self.forget_clean_usage(&rec.name);
+                match self.take_over(&rec) {
+                    TakeOver::Served => continue,
+                    TakeOver::Refused | TakeOver::Failed(_) => self.let_go_of_kept(&rec.name),
+                }
             }
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
@@ -653,38 +943,38 @@ impl Core {
             if rec.mount_refs.is_empty() {
                 continue;
             }
+            if remote {
+                self.pending.lock().insert(
+                    rec.name.clone(),
+                    PendingMount {
+                        since: SystemTime::now(),
+                        error: "the first try has not finished".into(),
+                        kept: false,
+                    },
+                );
+                deferred.mount.push(rec.name);
+                continue;
+            }
             if let Err(e) = self.activate(&rec) {
                 log::error!("volume {}: cannot mount it again: {e}", rec.name);
                 continue;
             }
-            let mut rebound = false;
-            for r in rec.mount_refs.values_mut() {
-                let Some(target) = r.target.clone() else {
-                    continue;
-                };
-                let bound = super::bind::open_target(&target, &self.ctx.root)
-                    .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
-                match bound {
-                    Ok(id) => {
-                        r.bind_mount_id = Some(id);
-                        rebound = true;
-                    }
-                    Err(e) => log::error!(
-                        "volume {}: cannot bind it at {} again: {e}",
-                        rec.name,
-                        target.display()
-                    ),
-                }
-            }
-            if rebound && let Err(e) = self.store.put(&rec) {
-                log::error!("volume {}: recording its bind mounts: {e}", rec.name);
-            }
+            self.rebind(rec);
         }
         // Kept for volumes that are gone or no longer referenced.
         for name in kept_names {
             self.drop_kept(&name);
         }
-        Ok(())
+        Ok(deferred)
+    }
+
+    /// A kept connection that cannot be served again ends: the keeper lets go of it, so its
+    /// mount is stale from now on (detached by whoever mounts the volume anew).
+    fn let_go_of_kept(&self, name: &str) {
+        self.drop_kept(name);
+        // Usage handed over counted what ended with the connection (open files without a
+        // name): measured again.
+        self.forget_clean_usage(name);
     }
 
     /// Marks the recorded usage of `name` as not clean, so that its next activation measures
@@ -701,7 +991,7 @@ impl Core {
 
     /// The volumes the keeper holds connections of.
     fn kept_volumes(&self) -> std::collections::BTreeSet<String> {
-        let Some(keeper) = &self.keeper else {
+        let Some(keeper) = self.keeper() else {
             return Default::default();
         };
         match keeper.volumes() {
@@ -716,7 +1006,7 @@ impl Core {
     /// Drops what the keeper holds of `name`; once it is dropped, a mount no daemon serves is
     /// stale (its connection ended with the keeper's descriptor).
     fn drop_kept(&self, name: &str) {
-        if let Some(keeper) = &self.keeper
+        if let Some(keeper) = self.keeper()
             && let Err(e) = keeper.drop_volume(name)
         {
             log::error!("volume {name}: dropping it from the keeper: {e}");
@@ -725,50 +1015,58 @@ impl Core {
 
     /// Serves again the connection of `rec` the keeper holds, if it is still the volume's
     /// mount and the volume is still referenced; then checks its bind targets (the binds
-    /// outlive the daemon too). False when it cannot be taken over.
-    fn take_over(&mut self, rec: &mut VolumeRecord) -> bool {
-        let Some(keeper) = self.keeper.clone() else {
-            return false;
+    /// outlive the daemon too). The caller holds the volume's lock (or runs start-up).
+    fn take_over(&self, rec: &VolumeRecord) -> TakeOver {
+        let Some(keeper) = self.keeper().cloned() else {
+            return TakeOver::Refused;
         };
         if rec.mount_refs.is_empty() {
-            return false;
+            return TakeOver::Refused;
         }
         let entries = match keeper.get(&rec.name) {
             Ok(entries) => entries,
             Err(e) => {
                 log::error!("volume {}: asking the keeper for it: {e}", rec.name);
-                return false;
+                return TakeOver::Refused;
+            }
+        };
+        let (connection, carry) = match kept::take_over(&keeper, &rec.name, entries) {
+            Ok(kept) => kept,
+            Err(e) => {
+                log::error!(
+                    "volume {}: what the keeper holds of it is unusable: {e}",
+                    rec.name
+                );
+                return TakeOver::Refused;
             }
         };
         // The kept connection must be the one mounted at the mountpoint (not one detached
         // from it meanwhile, whose last users end it).
         let mountpoint = self.mountpoint(&rec.name);
         let mounted_dev = crate::fuse::mount_dev_at(&mountpoint);
-        let kept_dev = entries
-            .iter()
-            .find(|e| e.key == "conn")
-            .and_then(|e| {
-                crate::fuse::Connection::decode(&e.data, e.fds.first()?.try_clone().ok()?).ok()
-            })
-            .map(|c| c.dev);
-        if mounted_dev.is_none() || mounted_dev != kept_dev {
+        if mounted_dev.is_none() || mounted_dev.as_deref() != Some(connection.dev.as_str()) {
             log::info!(
                 "volume {}: its kept connection is no longer mounted at {}; mounting it anew",
                 rec.name,
                 mountpoint.display()
             );
-            return false;
+            return TakeOver::Refused;
         }
-        if let Err(e) = self.activate_with(rec, Some(entries)) {
+        if let Err(e) = self.activate_with(rec, Some((connection, carry))) {
             log::error!(
-                "volume {}: cannot serve its connection again: {e}",
-                rec.name
+                "volume {}: cannot serve its connection again: {}",
+                rec.name,
+                e.error
             );
-            return false;
+            return match e.in_driver {
+                true => TakeOver::Failed(e.error),
+                false => TakeOver::Refused,
+            };
         }
         log::info!("volume {}: serving its mount again", rec.name);
         // Binds made by the previous daemon are kernel mounts: still there unless someone
         // removed them; those are made again.
+        let mut rec = rec.clone();
         let mut rebound = false;
         for r in rec.mount_refs.values_mut() {
             let Some(target) = r.target.clone() else {
@@ -794,68 +1092,160 @@ impl Core {
                 ),
             }
         }
-        if rebound && let Err(e) = self.store.put(rec) {
+        if rebound && let Err(e) = self.store.put(&rec) {
             log::error!("volume {}: recording its bind mounts: {e}", rec.name);
         }
-        true
+        TakeOver::Served
     }
 
-    /// Stops serving for the next daemon (a planned stop or upgrade): every volume the keeper
-    /// holds stays mounted, with its binds; the requests being served finish, later ones wait
-    /// for the next daemon, and the usage is recorded, clean when it is exact. Other volumes
-    /// are unmounted as at a full stop.
-    pub fn handover(&mut self) {
-        let names: Vec<String> = self.active.keys().cloned().collect();
-        // Only what the keeper really holds now (it may have been killed meanwhile).
-        let held = self.kept_volumes();
-        for name in names {
-            if !self.active.get(&name).is_some_and(|a| a.kept) || !held.contains(&name) {
-                self.stop_volume(&name);
-                continue;
+    /// The start-up steps `recover` does for a volume that is mounted anew, for one whose
+    /// kept connection was let go in the background: the stale mount detached, the guard
+    /// there, the binds a dead daemon left detached.
+    fn clear_for_new_mount(&self, rec: &VolumeRecord) {
+        let mountpoint = self.mountpoint(&rec.name);
+        if is_stale_mount(&mountpoint) {
+            log::info!("detaching stale mount {}", mountpoint.display());
+            let _ = detach_stale_mount(&mountpoint);
+        }
+        if !is_stale_mount(&mountpoint)
+            && let Err(e) = self.prepare_mountpoint(&rec.name)
+        {
+            log::error!("volume {}: {e}", rec.name);
+        }
+        for r in rec.mount_refs.values() {
+            if let Some(t) = &r.target {
+                let _ = detach_target(&rec.name, t, r.bind_mount_id);
             }
-            let Some(active) = self.active.remove(&name) else {
-                continue;
-            };
-            let drained = active.mount.suspend(SUSPEND_TIMEOUT);
-            if let Err(e) = active.fs.persist_for_successor() {
-                log::warn!("volume {name}: making it durable for the next daemon: {e}");
-            }
-            if !drained {
-                log::warn!(
-                    "volume {name}: requests still running after {}s; the next daemon rescans \
-                     its usage",
-                    SUSPEND_TIMEOUT.as_secs()
-                );
-            }
-            // All of it: open inodes without a name go on with the connection.
-            let u = active.fs.usage();
-            let usage = Usage {
-                bytes: u.bytes,
-                inodes: u.inodes,
-                // The kernel's passthrough writes are counted only at close.
-                clean: drained && !active.passthrough,
-            };
-            if let Err(e) = self.store.set_usage(&name, usage) {
-                log::warn!("saving usage of volume {name}: {e}");
-            }
-            log::info!("volume {name}: left mounted for the next daemon");
         }
     }
 
-    /// Unmounts everything; references stay so the next start mounts the same volumes.
-    pub fn shutdown(&mut self) {
-        let names: Vec<String> = self.active.keys().cloned().collect();
-        for name in names {
-            self.stop_volume(&name);
+    /// Settles the unfinished create or rm of `name` left for the background (see
+    /// `recover`); a failure is logged, and the next create or rm of the name, or the next
+    /// start, tries again. The caller holds the volume's lock.
+    pub fn settle_deferred(&self, name: &str) {
+        match self.store.get(name) {
+            Ok(Some(rec)) => {
+                if let Err(e) = self.settle(&rec) {
+                    log::error!(
+                        "volume {name}: {e}; it is tried again by the next create or rm of \
+                         the name, or at the next start"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("volume {name}: {e}"),
         }
-        // Whatever the keeper still holds (volumes that failed to come back) ends too.
+    }
+
+    /// One try to mount `name` again, with its bind targets, for the references it had at
+    /// start-up (see `recover`). The caller holds the volume's lock.
+    pub fn remount(&self, name: &str) -> Remount {
+        let rec = match self.record(name) {
+            Ok(rec) if !rec.mount_refs.is_empty() && !self.is_active(name) => rec,
+            _ => {
+                self.forget_pending(name);
+                return Remount::Done;
+            }
+        };
+        match self.bring_up(&rec) {
+            Ok(took_over) => {
+                if !took_over {
+                    log::info!("volume {name}: mounted again");
+                    self.rebind(rec);
+                }
+                Remount::Done
+            }
+            Err(e) => {
+                if let Some(p) = self.pending.lock().get_mut(name) {
+                    p.error = e.to_string();
+                }
+                Remount::Failed(e)
+            }
+        }
+    }
+
+    /// Activates `rec`, taking over its kept connection if start-up left one to take over (see
+    /// `recover`): true if it did. A kept connection that cannot be taken over is let go and
+    /// the volume mounted anew; one whose backing store fails it stays kept (its processes
+    /// wait) for the next try. The caller holds the volume's lock.
+    fn bring_up(&self, rec: &VolumeRecord) -> Result<bool, VolumeError> {
+        let kept = (self.pending.lock().get(&rec.name)).is_some_and(|p| p.kept);
+        if kept {
+            match self.take_over(rec) {
+                TakeOver::Served => return Ok(true),
+                TakeOver::Failed(e) => return Err(e),
+                TakeOver::Refused => {
+                    if let Some(p) = self.pending.lock().get_mut(&rec.name) {
+                        p.kept = false;
+                    }
+                    self.let_go_of_kept(&rec.name);
+                    self.clear_for_new_mount(rec);
+                }
+            }
+        }
+        self.activate(rec).map(|()| false)
+    }
+
+    /// Forgets that `name` waits to be mounted (its references are gone); a kept connection
+    /// it waited to take over ends.
+    fn forget_pending(&self, name: &str) {
+        let pending = self.pending.lock().remove(name);
+        if pending.is_some_and(|p| p.kept) {
+            self.let_go_of_kept(name);
+        }
+    }
+
+    /// Binds an active volume at the targets of its references again (at start-up, when the
+    /// binds a dead daemon left were detached), and records the new bind mounts.
+    fn rebind(&self, mut rec: VolumeRecord) {
+        let mountpoint = self.mountpoint(&rec.name);
+        let mut rebound = false;
+        for r in rec.mount_refs.values_mut() {
+            let Some(target) = r.target.clone() else {
+                continue;
+            };
+            let bound = super::bind::open_target(&target, &self.ctx.root)
+                .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
+            match bound {
+                Ok(id) => {
+                    r.bind_mount_id = Some(id);
+                    rebound = true;
+                }
+                Err(e) => log::error!(
+                    "volume {}: cannot bind it at {} again: {e}",
+                    rec.name,
+                    target.display()
+                ),
+            }
+        }
+        if rebound && let Err(e) = self.store.put(&rec) {
+            log::error!("volume {}: recording its bind mounts: {e}", rec.name);
+        }
+    }
+
+    /// Unmounts every active volume, each under its lock and all at once, so that one whose
+    /// backing store does not answer does not keep the others from stopping cleanly;
+    /// references stay so the next start mounts the same volumes. Whatever the keeper still
+    /// holds (volumes that did not come back, or wait to be taken over) ends too.
+    pub fn shutdown(&self) {
+        let names: Vec<String> = self.active.lock().keys().cloned().collect();
+        std::thread::scope(|scope| {
+            for name in &names {
+                scope.spawn(move || {
+                    let _volume = self.locks.lock(name);
+                    self.stop_volume(name);
+                });
+            }
+        });
         for name in self.kept_volumes() {
+            let _volume = self.locks.lock(&name);
+            self.pending.lock().remove(&name);
             self.drop_kept(&name);
         }
     }
 
-    /// Detaches the volume's binds and unmounts it, at a stop.
-    fn stop_volume(&mut self, name: &str) {
+    /// Detaches the volume's binds and unmounts it, at a stop. The caller holds its lock.
+    fn stop_volume(&self, name: &str) {
         if let Ok(rec) = self.record(name) {
             for r in rec.mount_refs.values() {
                 if let Some(t) = &r.target {
@@ -864,6 +1254,96 @@ impl Core {
             }
         }
         self.deactivate(name);
+    }
+
+    /// Stops serving for the next daemon (a planned stop or upgrade): every referenced volume
+    /// the keeper holds stays mounted, with its binds; the requests being served finish, later
+    /// ones wait for the next daemon, and the usage is recorded, clean when it is exact. Other
+    /// volumes are unmounted as at a full stop. Each volume under its lock, all at once.
+    /// Kept connections not taken over yet (see `bring_up`) stay in the keeper as they are.
+    pub fn handover(&self) {
+        let names: Vec<String> = self.active.lock().keys().cloned().collect();
+        // Only what the keeper really holds now (it may have been killed meanwhile).
+        let held = self.kept_volumes();
+        let held = &held;
+        std::thread::scope(|scope| {
+            for name in &names {
+                scope.spawn(move || {
+                    let _volume = self.locks.lock(name);
+                    self.hand_over(name, held.contains(name));
+                });
+            }
+        });
+    }
+
+    /// `handover` for one volume; `held`: the keeper holds it. The caller holds its lock.
+    pub fn hand_over(&self, name: &str, held: bool) {
+        let referenced = self.record(name).is_ok_and(|r| !r.mount_refs.is_empty());
+        let kept = (self.active.lock().get(name)).is_some_and(|a| a.kept);
+        if !kept || !held || !referenced {
+            self.stop_volume(name);
+            return;
+        }
+        let Some(active) = self.active.lock().remove(name) else {
+            return;
+        };
+        self.lingering.lock().remove(name);
+        let drained = active.mount.suspend(SUSPEND_TIMEOUT);
+        if let Err(e) = active.fs.persist_for_successor() {
+            log::warn!("volume {name}: making it durable for the next daemon: {e}");
+        }
+        if !drained {
+            log::warn!(
+                "volume {name}: requests still running after {}s; the next daemon rescans its \
+                 usage",
+                SUSPEND_TIMEOUT.as_secs()
+            );
+        }
+        // All of it: open inodes without a name go on with the connection.
+        let u = active.fs.usage();
+        let usage = Usage {
+            bytes: u.bytes,
+            inodes: u.inodes,
+            // The kernel's passthrough writes are counted only at close.
+            clean: drained && !active.passthrough,
+        };
+        if let Err(e) = self.store.set_usage(name, usage) {
+            log::warn!("saving usage of volume {name}: {e}");
+        }
+        log::info!("volume {name}: left mounted for the next daemon");
+    }
+
+    /// Whether the keeper holds `name` (asked only for a volume being handed over late).
+    pub fn keeper_holds(&self, name: &str) -> bool {
+        self.kept_volumes().contains(name)
+    }
+}
+
+/// Logs what changed in a volume's health since `before`.
+fn log_health(name: &str, before: &Health, now: &Health) {
+    match (&before.cluster_wait, &now.cluster_wait) {
+        (None, Some(w)) => log::warn!(
+            "volume {name}: waiting for its cluster, which has answered nothing since {} \
+             ({} operations waiting); they complete when it answers again",
+            rfc3339_of(w.since),
+            w.operations
+        ),
+        (Some(w), None) => log::info!(
+            "volume {name}: its cluster answers again (it waited about {} s)",
+            SystemTime::now()
+                .duration_since(w.since)
+                .unwrap_or(Duration::ZERO)
+                .as_secs()
+        ),
+        _ => {}
+    }
+    if let (None, Some(f)) = (&before.fenced, &now.fenced) {
+        log::error!(
+            "volume {name}: fenced since {}: {}; it refuses writes (EROFS) and fsync (EIO) \
+             until it is unmounted and mounted again",
+            rfc3339_of(f.since),
+            f.reason
+        );
     }
 }
 
@@ -878,6 +1358,41 @@ pub fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
         .create(dir)
         .map_err(io)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+/// After an unmount whose connection lives on: when no other mount namespace uses the volume
+/// (see `sys::mountns`), only copies of its mount keep the connection (namespaces made while
+/// it was mounted), so it is aborted; a container that does use it keeps it. True when the
+/// connection was ended.
+fn end_unused_copies(name: &str, device: Option<u64>) -> bool {
+    let Some(device) = device else { return false };
+    let used = crate::sys::mountns::MountTable::read()
+        .map(|mounts| mounts.used_elsewhere(crate::sys::mountns::device_number(device)));
+    match used {
+        Ok(false) => match crate::fuse::abort_connection(device) {
+            Ok(()) => {
+                log::info!(
+                    "volume {name}: ended the connection that only copies of its mount kept"
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!("volume {name}: cannot end its connection: {e}");
+                false
+            }
+        },
+        Ok(true) => {
+            log::warn!(
+                "volume {name}: another mount namespace still uses it; it is served until \
+                 that ends"
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!("volume {name}: cannot read the mount namespaces in /proc: {e}");
+            false
+        }
+    }
 }
 
 /// Detaches the bind mount a reference made at `target`, and nothing else.

@@ -21,6 +21,17 @@ pub enum VolumeError {
     #[error("invalid mount target: {0}")]
     InvalidTarget(String),
     #[error("{0}")]
+    InvalidReference(String),
+    #[error(
+        "volume {name} has no reference {given}; it is mounted for {held} (release one with \
+         --ref REF, or all of them with --all)"
+    )]
+    NoSuchReference {
+        name: String,
+        given: String,
+        held: String,
+    },
+    #[error("{0}")]
     Driver(String),
     /// `rm` failed after its intent was committed: the volume is gone for users and the
     /// removal is finished later.

@@ -5,13 +5,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
-use super::core::Core;
+use super::core::{Core, Remount};
 use super::name::{random_name, validate_name};
-use super::{VolumeError, VolumeInfo};
+use super::{RefId, VolumeError, VolumeInfo};
 use crate::store::Store;
 
 /// A create request as the CLI or the plugin gives it.
@@ -31,47 +29,151 @@ pub struct PruneReport {
     pub reclaimed_bytes: u64,
 }
 
-/// Serializes every operation on one `Core`. A checkpoint thread persists the usage of active
-/// volumes every few seconds, so a crash loses little (and the next start rescans anyway).
-pub struct VolumeManager {
-    core: Arc<Mutex<Core>>,
-    stop: Arc<AtomicBool>,
+/// How the manager runs.
+#[derive(Clone, Debug)]
+pub struct ManagerSettings {
+    /// A plugin reference at least this old whose volume no other mount namespace holds is
+    /// released by itself (see `Core::release_orphaned_plugin_refs`).
+    pub stale_ref_grace: Duration,
+    /// How long a tmpfs volume keeps its data after its last plugin Unmount, waiting for the
+    /// next Mount (Docker's copy-up into a new volume is followed by the container's Mount).
+    pub tmpfs_linger: Duration,
 }
 
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        ManagerSettings {
+            stale_ref_grace: Duration::from_secs(60),
+            tmpfs_linger: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs every operation on a volume under that volume's lock (see `Core`), so operations on
+/// different volumes, `ls` and `inspect` never wait for each other. An upkeep thread persists
+/// the usage of active volumes every few seconds, so a crash loses little (and the next start
+/// rescans anyway), logs changes of their health, ends tmpfs volumes whose linger is over and
+/// releases plugin references whose holders are gone.
+pub struct VolumeManager {
+    core: Arc<Core>,
+    /// Set at a stop: background work ends.
+    stop: Arc<AtomicBool>,
+    /// Set before `stop` when the stop hands the volumes over to the next daemon.
+    handing_over: Arc<AtomicBool>,
+}
+
+const TICK: Duration = Duration::from_secs(1);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// At most this long between two looks for orphaned plugin references.
+const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How long start-up waits for the first try to mount each volume on a remote backing store
+/// before it serves requests anyway (the tries go on in the background).
+const REMOUNT_GRACE: Duration = Duration::from_secs(5);
+/// Pause between tries to mount such a volume again while its backing store fails it.
+const REMOUNT_RETRY: Duration = Duration::from_secs(5);
 
 impl VolumeManager {
     /// Opens the catalog at `root/fvol.redb` (creating `root` if needed; private to root, see
     /// daemon::private_root). Does not mount.
-    pub fn open(root: &Path) -> Result<VolumeManager, VolumeError> {
+    pub fn open(root: &Path, settings: ManagerSettings) -> Result<VolumeManager, VolumeError> {
         super::core::create_dir(&root.join("volumes"), 0o700)?;
         let store = Store::open(&root.join("fvol.redb"))?;
-        let core = Arc::new(Mutex::new(Core::new(
+        let core = Arc::new(Core::new(
             root,
             store,
             crate::driver::registry(),
-        )));
+            settings.tmpfs_linger,
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, flag) = (Arc::downgrade(&core), stop.clone());
+        let grace = settings.stale_ref_grace;
+        let orphan_check_every = ORPHAN_CHECK_EVERY.min(grace / 2).max(TICK);
         std::thread::Builder::new()
-            .name("usage-checkpoint".into())
+            .name("volume-upkeep".into())
             .spawn(move || {
+                let (mut checkpointed, mut orphans_checked) = (Instant::now(), Instant::now());
                 while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_EVERY);
-                    match weak.upgrade() {
-                        Some(core) => core.lock().checkpoint_usage(),
-                        None => return,
+                    std::thread::sleep(TICK);
+                    let Some(core) = weak.upgrade() else { return };
+                    core.end_lingering();
+                    if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                        // A settle pass may wait for writeback; it takes no lock of the core.
+                        for fs in core.active_filesystems() {
+                            fs.settle();
+                        }
+                        core.checkpoint();
+                        checkpointed = Instant::now();
+                    }
+                    if orphans_checked.elapsed() >= orphan_check_every {
+                        core.release_orphaned_plugin_refs(grace);
+                        orphans_checked = Instant::now();
                     }
                 }
             })
-            .map_err(|e| VolumeError::io("starting the usage checkpoint thread", e))?;
-        Ok(VolumeManager { core, stop })
+            .map_err(|e| VolumeError::io("starting the volume upkeep thread", e))?;
+        Ok(VolumeManager {
+            core,
+            stop,
+            handing_over: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Detaches stale FUSE mounts left by a dead daemon and mounts again every volume that has
     /// mount references. Call once at start-up, before serving requests.
+    ///
+    /// Volumes on a remote backing store (a Ceph cluster) are settled (an unfinished create or
+    /// rm) and mounted by a thread each, all at once, mounts tried again every few seconds until
+    /// their cluster answers; this waits for their first tries for `REMOUNT_GRACE` at most, so
+    /// a cluster that is down holds back neither the API nor the other volumes.
     pub fn recover(&self) -> Result<(), VolumeError> {
-        self.core.lock().recover()
+        let deferred = self.core.recover()?;
+        let (tried, first_tries) = std::sync::mpsc::channel();
+        let count = deferred.settle.len() + deferred.mount.len();
+        for name in deferred.settle {
+            let (core, stop, tried) = (self.core.clone(), self.stop.clone(), tried.clone());
+            self.spawn(&name, "settle", move |name| {
+                if !stop.load(Ordering::Relaxed) {
+                    let _volume = core.locks.lock(name);
+                    core.settle_deferred(name);
+                }
+                let _ = tried.send(());
+            })?;
+        }
+        for name in deferred.mount {
+            let (core, tried) = (self.core.clone(), tried.clone());
+            let (stop, handing_over) = (self.stop.clone(), self.handing_over.clone());
+            self.spawn(&name, "mount", move |name| {
+                remount_until_done(&core, name, &stop, &handing_over, || {
+                    let _ = tried.send(());
+                })
+            })?;
+        }
+        let deadline = Instant::now() + REMOUNT_GRACE;
+        for _ in 0..count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if first_tries.recv_timeout(left).is_err() {
+                log::warn!(
+                    "serving requests while volumes on a cluster that does not answer yet are \
+                     still being mounted (fvol inspect shows Status.MountPending) or settled"
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        what: &str,
+        work: impl FnOnce(&str) + Send + 'static,
+    ) -> Result<(), VolumeError> {
+        let owned = name.to_owned();
+        std::thread::Builder::new()
+            .name(format!("{what}-{name}").chars().take(15).collect())
+            .spawn(move || work(&owned))
+            .map(drop)
+            .map_err(|e| VolumeError::io(format!("starting a thread to {what} volume {name}"), e))
     }
 
     /// Idempotent for the same driver and options; a conflict otherwise.
@@ -82,80 +184,112 @@ impl VolumeManager {
             .driver
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| "local".into());
-        let mut core = self.core.lock();
-        let rec = core.create(name, &driver, req.options, req.labels)?;
-        core.info(&rec)
+        let _volume = self.core.locks.lock(&name);
+        let rec = self.core.create(name, &driver, req.options, req.labels)?;
+        self.core.info(&rec)
     }
 
     /// Refused while mounted. `force` only makes a missing volume not an error, as in Docker.
     pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
-        match self.core.lock().remove(name) {
+        let _volume = self.core.locks.lock(name);
+        match self.core.remove(name) {
             Err(VolumeError::NotFound(_)) if force => Ok(()),
             other => other.map(drop),
         }
     }
 
     pub fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
-        let core = self.core.lock();
+        let core = &self.core;
         core.records()?.iter().map(|r| core.info(r)).collect()
     }
 
     pub fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
         validate_name(name)?;
-        let core = self.core.lock();
-        let rec = core.record(name)?;
-        core.info(&rec)
+        let rec = self.core.record(name)?;
+        self.core.info(&rec)
     }
 
     /// The mountpoint, whether or not the volume is mounted now.
     pub fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
         validate_name(name)?;
-        let core = self.core.lock();
-        core.record(name)?;
-        Ok(core.mountpoint(name))
+        self.core.record(name)?;
+        Ok(self.core.mountpoint(name))
     }
 
-    /// Adds reference `ref_id` (idempotent) and activates the FUSE mount if it is the first.
-    /// With `target`, also bind-mounts the volume there (the directory must exist).
-    /// Reference ids: `cli`, `cli:/abs/target`, `plugin:<ID>`.
-    pub fn mount(
-        &self,
-        name: &str,
-        ref_id: &str,
-        target: Option<&Path>,
-    ) -> Result<PathBuf, VolumeError> {
+    /// Adds `reference` (idempotent) and activates the FUSE mount if it is the first.
+    /// A `cli:TARGET` reference also bind-mounts the volume at TARGET (the directory must
+    /// exist).
+    pub fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         validate_name(name)?;
-        self.core.lock().mount(name, ref_id, target)
+        let _volume = self.core.locks.lock(name);
+        self.core.mount(name, reference)
     }
 
-    /// Drops reference `ref_id` (unknown ids are harmless) and its bind mount; the FUSE mount
-    /// ends with the last reference.
-    pub fn unmount(&self, name: &str, ref_id: &str) -> Result<(), VolumeError> {
+    /// Drops `reference` and its bind mount; the FUSE mount ends with the last reference.
+    /// A reference the volume does not hold is harmless (Docker may repeat an Unmount).
+    pub fn unmount(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
         validate_name(name)?;
-        self.core.lock().unmount(name, ref_id)
+        let _volume = self.core.locks.lock(name);
+        self.core.release(name, reference).map(drop)
+    }
+
+    /// `unmount` for a user who named the reference: when the volume is mounted, but not
+    /// for that reference, the answer is an error naming the references it does hold (not a
+    /// silent success that leaves it mounted). Unmounting an unmounted volume is harmless.
+    pub fn release(&self, name: &str, reference: &RefId) -> Result<(), VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        if self.core.release(name, reference)? {
+            return Ok(());
+        }
+        let held: Vec<String> = self.core.record(name)?.mount_refs.into_keys().collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        Err(VolumeError::NoSuchReference {
+            name: name.into(),
+            given: reference.key(),
+            held: held.join(", "),
+        })
+    }
+
+    /// Drops every reference and unmounts (lazily if the mount is still in use); returns the
+    /// references dropped.
+    pub fn release_all(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.release_all(name)
     }
 
     /// Checks an unmounted volume's backing store and reports what it found (JSON).
     pub fn fsck(&self, name: &str) -> Result<String, VolumeError> {
         validate_name(name)?;
-        self.core.lock().fsck(name)
+        let _volume = self.core.locks.lock(name);
+        self.core.fsck(name)
     }
 
     /// Breaks locks a dead holder left on a volume's backing store; returns the holders.
     pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         validate_name(name)?;
-        self.core.lock().break_lock(name)
+        let _volume = self.core.locks.lock(name);
+        self.core.break_lock(name)
     }
 
-    /// Removes every volume with no mount reference.
+    /// Removes every volume with no mount reference (checked again under its lock: one
+    /// mounted meanwhile is kept).
     pub fn prune(&self) -> Result<PruneReport, VolumeError> {
-        let mut core = self.core.lock();
         let mut report = PruneReport::default();
-        for rec in core.records()? {
-            if rec.mount_refs.is_empty() {
-                report.reclaimed_bytes += core.remove(&rec.name)?;
-                report.removed.push(rec.name);
+        for rec in self.core.records()? {
+            if !rec.mount_refs.is_empty() {
+                continue;
             }
+            let _volume = self.core.locks.lock(&rec.name);
+            match self.core.record(&rec.name) {
+                Ok(now) if now.mount_refs.is_empty() => {}
+                _ => continue,
+            }
+            report.reclaimed_bytes += self.core.remove(&rec.name)?;
+            report.removed.push(rec.name);
         }
         Ok(report)
     }
@@ -163,20 +297,72 @@ impl VolumeManager {
     /// Keeps volume connections in `keeper` from now on, so that they outlive the daemon.
     /// Call before `recover`.
     pub fn set_keeper(&self, keeper: Arc<crate::keeper::Keeper>) {
-        self.core.lock().set_keeper(keeper);
+        self.core.set_keeper(keeper);
     }
 
     /// Unmounts everything and persists usage as clean; references are kept so the next start
     /// mounts the same volumes again.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.core.lock().shutdown();
+        self.core.shutdown();
     }
 
     /// Stops serving and leaves every volume the keeper holds mounted for the next daemon
     /// (see `Core::handover`); the others are unmounted.
     pub fn handover(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
-        self.core.lock().handover();
+        self.core.handover();
+    }
+}
+
+/// Tries to mount `name` again until it is mounted or no longer wanted, or the daemon stops
+/// (`handing_over`: for the next daemon); `first_try` runs once, after the first try.
+fn remount_until_done(
+    core: &Core,
+    name: &str,
+    stop: &AtomicBool,
+    handing_over: &AtomicBool,
+    first_try: impl FnOnce(),
+) {
+    let mut first_try = Some(first_try);
+    let mut logged = false;
+    while !stop.load(Ordering::Relaxed) {
+        let outcome = {
+            let _volume = core.locks.lock(name);
+            // Checked again under the lock: a stop meanwhile may have unmounted everything.
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let outcome = core.remount(name);
+            // A stop that began during the try did not see this volume active.
+            if stop.load(Ordering::Relaxed) {
+                match handing_over.load(Ordering::Relaxed) {
+                    true => core.hand_over(name, core.keeper_holds(name)),
+                    false => core.deactivate(name),
+                }
+                return;
+            }
+            outcome
+        };
+        if let Some(f) = first_try.take() {
+            f();
+        }
+        match outcome {
+            Remount::Done => return,
+            Remount::Failed(e) if !logged => {
+                log::error!(
+                    "volume {name}: cannot mount it again yet: {e}; trying again every {} s \
+                     until its backing store answers",
+                    REMOUNT_RETRY.as_secs()
+                );
+                logged = true;
+            }
+            Remount::Failed(_) => {}
+        }
+        let until = Instant::now() + REMOUNT_RETRY;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Volume options (`-o key=value`): parsing and the typed form drivers use.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::VolumeError;
 use super::size::parse_size;
@@ -32,6 +33,9 @@ pub struct RbdOptions {
     pub id: Option<String>,
     pub keyring: Option<PathBuf>,
     pub cluster: Option<String>,
+    /// How long an operation waits for a cluster that does not answer before it fails with
+    /// ETIMEDOUT; `None` (the default): as long as the cluster is away.
+    pub io_timeout: Option<Duration>,
 }
 
 /// Parses raw options, allowing only `allowed` keys of `driver`.
@@ -88,6 +92,15 @@ pub fn parse_options(
                 opts.mode = Some(mode);
             }
             "mount" => opts.mount = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
+            "io_timeout" => {
+                opts.rbd.io_timeout = Some(io_timeout(value).ok_or_else(|| {
+                    bad(
+                        "use a whole number of seconds, minutes or hours with its unit, from \
+                         1s to 24h, for example 30s, 2m or 1h (without io_timeout, operations \
+                         wait for as long as the cluster is away)",
+                    )
+                })?)
+            }
             "conf" => opts.rbd.conf = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
             "keyring" => opts.rbd.keyring = Some(absolute(value).ok_or_else(|| bad(ABSOLUTE))?),
             "pool" | "image" | "id" | "cluster" => {
@@ -118,6 +131,20 @@ const ABSOLUTE: &str = "use an absolute host path, for example /srv/data";
 fn absolute(text: &str) -> Option<PathBuf> {
     let path = PathBuf::from(text);
     path.is_absolute().then_some(path)
+}
+
+/// `N` + `s`, `m` or `h`, from 1 s to 24 h.
+fn io_timeout(text: &str) -> Option<Duration> {
+    let unit = match text.bytes().last()? {
+        b's' => 1,
+        b'm' => 60,
+        b'h' => 3600,
+        _ => return None,
+    };
+    let secs = decimal(&text[..text.len() - 1])?.checked_mul(unit)?;
+    (1..=24 * 3600)
+        .contains(&secs)
+        .then(|| Duration::from_secs(secs))
 }
 
 /// A pool, image, user or cluster name: what Ceph accepts without quoting.
@@ -244,6 +271,36 @@ mod tests {
         ] {
             let raw = BTreeMap::from([(k.to_string(), v.to_string())]);
             assert!(parse_options("rbd", &keys, &raw).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn io_timeouts() {
+        let parse = |v: &str| {
+            let raw = BTreeMap::from([("io_timeout".to_string(), v.to_string())]);
+            parse_options("rbd", &["io_timeout"], &raw).map(|o| o.rbd.io_timeout)
+        };
+        for (text, secs) in [
+            ("1s", 1),
+            ("30s", 30),
+            ("2m", 120),
+            ("1h", 3600),
+            ("24h", 86400),
+        ] {
+            assert_eq!(
+                parse(text).unwrap(),
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for text in [
+            "", "30", "0s", "-5s", "1.5s", "90 s", "1m30s", "25h", "86401s", "s", "10ms", "1d",
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("io_timeout={text:?}")) && e.contains("30s, 2m or 1h"),
+                "{text}: {e}"
+            );
         }
     }
 

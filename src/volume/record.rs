@@ -100,5 +100,56 @@ pub struct VolumeStatus {
     pub inode_limit: Option<u64>,
     pub used_inodes: u64,
     pub mounted: bool,
+    /// The reference ids (see `refs::RefId`).
     pub mount_refs: Vec<String>,
+    /// Each reference with when it was taken, so a stale one can be told apart.
+    #[serde(default)]
+    pub references: Vec<ReferenceInfo>,
+    /// The volume's I/O waits for its cluster (rbd), which has answered nothing since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_wait: Option<ClusterWaitStatus>,
+    /// The cluster refuses this host (rbd): the volume refuses writes until mounted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<FencedStatus>,
+    /// The volume has references but is not mounted yet: its activation at start-up waits for
+    /// its cluster, and is tried again until it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_pending: Option<MountPendingStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClusterWaitStatus {
+    /// RFC 3339, UTC: when the cluster last answered (or the wait began).
+    pub since: String,
+    /// Calls waiting for it.
+    pub operations: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FencedStatus {
+    /// RFC 3339, UTC.
+    pub since: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountPendingStatus {
+    /// RFC 3339, UTC: the first attempt.
+    pub since: String,
+    /// Why the last attempt failed.
+    pub error: String,
+}
+
+/// One mount reference as `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReferenceInfo {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
 }

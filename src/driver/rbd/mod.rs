@@ -101,6 +101,21 @@ impl BlockDevice for LockedDevice {
     fn flush(&self) -> std::io::Result<()> {
         self.device.flush()
     }
+    fn release_buffers(&self) {
+        self.device.release_buffers()
+    }
+    fn wait_limit(&self) -> Option<std::time::Duration> {
+        self.device.wait_limit()
+    }
+    fn read_data(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.device.read_data(offset, out)
+    }
+    fn fenced(&self) -> bool {
+        self.device.fenced()
+    }
+    fn health(&self) -> crate::fs::Health {
+        self.device.health()
+    }
 }
 
 impl Drop for LockedDevice {
@@ -116,11 +131,13 @@ impl Drop for LockedDevice {
     }
 }
 
-/// Opens the image under an exclusive lock naming this host and daemon.
+/// Opens the image under an exclusive lock naming this host and daemon; `wait_limit` is the
+/// device's (`io_timeout=`).
 fn lock(
     ctx: &DriverContext,
     target: &Target,
     rec: &VolumeRecord,
+    wait_limit: Option<std::time::Duration>,
 ) -> Result<LockedDevice, VolumeError> {
     let image = target.io.open_image(&target.image).map_err(err)?;
     let me = Identity::here(ctx);
@@ -143,7 +160,9 @@ fn lock(
             _ => err(e),
         });
     }
-    let device = RbdDevice::new(image).map_err(err)?;
+    let device = RbdDevice::new(image)
+        .map_err(err)?
+        .with_wait_limit(wait_limit);
     Ok(LockedDevice { device, cookie })
 }
 
@@ -154,9 +173,23 @@ impl Driver for RbdDriver {
 
     fn option_keys(&self) -> &'static [&'static str] {
         &[
-            "pool", "image", "size", "conf", "id", "keyring", "cluster", "inodes", "uid", "gid",
+            "pool",
+            "image",
+            "size",
+            "conf",
+            "id",
+            "keyring",
+            "cluster",
+            "inodes",
+            "uid",
+            "gid",
             "mode",
+            "io_timeout",
         ]
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 
     /// `size=` is the image's size; data may use its usable capacity.
@@ -234,7 +267,7 @@ impl Driver for RbdDriver {
             gid: opts.gid.unwrap_or(0),
             mode: opts.mode.unwrap_or(0o755),
         };
-        let formatted = lock(ctx, &target, rec).and_then(|device| {
+        let formatted = lock(ctx, &target, rec, None).and_then(|device| {
             let device: Arc<dyn BlockDevice> = Arc::new(device);
             ImageFs::format(device, root, opts.inodes)
                 .map_err(|e| VolumeError::Driver(e.to_string()))
@@ -282,7 +315,7 @@ impl Driver for RbdDriver {
     ) -> Result<Activation, VolumeError> {
         let target = connect(rec, opts)?;
         // A predecessor's lock (a restart, a crash) is a dead daemon's: broken, fencing it.
-        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, opts.rbd.io_timeout)?);
         let limits = Limits {
             bytes: None,
             inodes: opts.inodes,
@@ -317,7 +350,7 @@ impl Driver for RbdDriver {
         opts: &VolumeOptions,
     ) -> Result<String, VolumeError> {
         let target = connect(rec, opts)?;
-        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec)?);
+        let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, None)?);
         let report =
             fsck(device).map_err(|e| VolumeError::Driver(format!("{}: {e}", target.describe())))?;
         serde_json::to_string_pretty(&report).map_err(|e| VolumeError::Driver(e.to_string()))

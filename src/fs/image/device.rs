@@ -1,12 +1,21 @@
 //! Block devices: fixed-size byte arrays with reads, writes and a flush that makes every
 //! earlier write durable. Any byte range may be read or written (no alignment).
+//!
+//! A device on a cluster may stall (nothing answers while the cluster is away). Its calls then
+//! wait until it answers again; only the calls of the data path (`read_data`, room for
+//! `submit_write`) and whoever waits for a durable commit give up after `wait_limit`, if the
+//! device has one. Metadata I/O (`read_at`, `write_at`, `flush`, what redb does) never gives
+//! up: redb stops using a database for good after any failed I/O.
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use crate::fs::Health;
 
 pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     /// Capacity in bytes; fixed for the device's life.
@@ -25,6 +34,25 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     fn flush(&self) -> io::Result<()>;
     /// Frees what the device keeps for the next writes (`buffer`'s reuse); called when idle.
     fn release_buffers(&self) {}
+    /// How long a caller may wait for a stalled device (`None`: as long as it takes): reads
+    /// of file data (`read_data`), room for `submit_write`, and the wait for a durable commit
+    /// then fail with `TimedOut`, while what they started goes on.
+    fn wait_limit(&self) -> Option<Duration> {
+        None
+    }
+    /// A read of file data: `read_at`, giving up with `TimedOut` after `wait_limit`.
+    fn read_data(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.read_at(offset, out)
+    }
+    /// Whether the store refuses this host for good (it was fenced). Cheap: asked before
+    /// every change.
+    fn fenced(&self) -> bool {
+        false
+    }
+    /// What the device waits for, and its fence (for `inspect`).
+    fn health(&self) -> Health {
+        Health::default()
+    }
 }
 
 pub(super) fn check_range(size: u64, offset: u64, len: usize) -> io::Result<()> {

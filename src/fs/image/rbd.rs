@@ -6,13 +6,24 @@
 //! overlaps it. `flush` waits for all of them, then flushes the image. A failed write fails every
 //! later flush and submit (the image may miss data that metadata would point at), until the
 //! device is opened again.
+//!
+//! While the cluster is away, calls wait (librados never times them out). With a wait limit,
+//! reads of file data and the wait for room give up after it (`TimedOut`); the calls they
+//! started go on and complete when the cluster is back. Once the cluster refused this client as
+//! blocklisted, the device is fenced: data calls fail at once.
 use std::io;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::BlockDevice;
 use super::device::check_range;
+use crate::fs::{ClusterWait, Fenced, Health};
 use crate::sys::librbd::{AioDone, AioWrite, Image, RbdError};
+
+/// Calls in flight with no answer from the cluster for this long count as waiting for it
+/// (`health`): far longer than any I/O of a cluster that works.
+pub const REPORT_WAIT_AFTER: Duration = Duration::from_secs(5);
 
 /// Bytes of submitted writes in flight at most; a submit past it waits for the oldest.
 const MAX_IN_FLIGHT: usize = 64 << 20;
@@ -30,6 +41,7 @@ pub struct RbdDevice {
     image: Image,
     size: u64,
     in_flight: Mutex<InFlight>,
+    wait_limit: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +103,41 @@ impl RbdDevice {
             image,
             size,
             in_flight: Mutex::new(InFlight::default()),
+            wait_limit: None,
         })
+    }
+
+    /// How long callers wait for a cluster that does not answer (see `BlockDevice::wait_limit`).
+    pub fn with_wait_limit(mut self, limit: Option<Duration>) -> RbdDevice {
+        self.wait_limit = limit;
+        self
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.wait_limit.map(|limit| Instant::now() + limit)
+    }
+
+    fn timed_out(&self, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{}: {what}: the cluster did not answer within {}s",
+                self.image.describe(),
+                self.wait_limit.unwrap_or_default().as_secs()
+            ),
+        )
+    }
+
+    /// Err once the cluster refused this client as blocklisted.
+    fn check_fence(&self) -> io::Result<()> {
+        match self.image.fence() {
+            None => Ok(()),
+            Some(f) => Err(io::Error::other(format!(
+                "{}: this client is fenced (the cluster refused {} as blocklisted)",
+                self.image.describe(),
+                f.call
+            ))),
+        }
     }
 
     /// The image, for what is not block I/O (its advisory lock).
@@ -100,18 +146,25 @@ impl RbdDevice {
     }
 
     /// Returns with the in-flight list locked and no unfinished write overlapping the range
-    /// (waiting, unlocked, for those that do).
-    fn settle(&self, offset: u64, len: u64) -> parking_lot::MutexGuard<'_, InFlight> {
+    /// (waiting, unlocked, for those that do, until `deadline` at most).
+    fn settle(
+        &self,
+        offset: u64,
+        len: u64,
+        deadline: Option<Instant>,
+    ) -> io::Result<parking_lot::MutexGuard<'_, InFlight>> {
         loop {
             let mut f = self.in_flight.lock();
             f.reap();
             let waits = f.overlapping(offset, len);
             if waits.is_empty() {
-                return f;
+                return Ok(f);
             }
             drop(f);
             for w in waits {
-                w.wait();
+                if w.wait_until(deadline).is_none() {
+                    return Err(self.timed_out("waiting for an earlier write of the range"));
+                }
             }
         }
     }
@@ -136,27 +189,49 @@ impl BlockDevice for RbdDevice {
     }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         check_range(self.size, offset, out.len())?;
-        drop(self.settle(offset, out.len() as u64));
+        drop(self.settle(offset, out.len() as u64, None)?);
         Ok(self.image.read_at(offset, out)?)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(self.size, offset, data.len())?;
-        drop(self.settle(offset, data.len() as u64));
+        drop(self.settle(offset, data.len() as u64, None)?);
         Ok(self.image.write_at(offset, data)?)
+    }
+    fn read_data(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        check_range(self.size, offset, out.len())?;
+        self.check_fence()?;
+        let deadline = self.deadline();
+        drop(self.settle(offset, out.len() as u64, deadline)?);
+        match deadline {
+            None => Ok(self.image.read_at(offset, out)?),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.image.read_within(offset, out, left) {
+                    Err(e) if e.errno() == Some(libc::ETIMEDOUT) => {
+                        Err(self.timed_out("reading file data"))
+                    }
+                    other => Ok(other?),
+                }
+            }
+        }
     }
     fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
         check_range(self.size, offset, data.len())?;
         if data.is_empty() {
             return Ok(());
         }
+        self.check_fence()?;
+        let deadline = self.deadline();
         loop {
-            let mut f = self.settle(offset, data.len() as u64);
+            let mut f = self.settle(offset, data.len() as u64, deadline)?;
             f.check()?;
             if f.bytes + data.len() > MAX_IN_FLIGHT
                 && let Some(oldest) = f.writes.first().map(|w| w.done().clone())
             {
                 drop(f);
-                oldest.wait();
+                if oldest.wait_until(deadline).is_none() {
+                    return Err(self.timed_out("waiting for room among the writes in flight"));
+                }
                 continue;
             }
             let len = data.len();
@@ -186,6 +261,30 @@ impl BlockDevice for RbdDevice {
         self.wait_all();
         self.in_flight.lock().check()?;
         Ok(self.image.flush()?)
+    }
+    fn wait_limit(&self) -> Option<Duration> {
+        self.wait_limit
+    }
+    fn fenced(&self) -> bool {
+        self.image.fence().is_some()
+    }
+    fn health(&self) -> Health {
+        Health {
+            cluster_wait: self.image.waiting(REPORT_WAIT_AFTER).map(|w| ClusterWait {
+                since: w.since,
+                operations: w.operations,
+            }),
+            fenced: self.image.fence().map(|f| Fenced {
+                since: f.since,
+                reason: format!(
+                    "the cluster refused {} on {} from this client as blocklisted: another \
+                     host broke its lock on the image (fvol break-lock, rbd lock rm) or an \
+                     operator blocklisted it",
+                    f.call,
+                    self.image.describe()
+                ),
+            }),
+        }
     }
 }
 

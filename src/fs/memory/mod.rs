@@ -169,6 +169,35 @@ impl MemFs {
         Some(value)
     }
 
+    /// Sets (or, with a value of no entries, removes) an ACL as ext4 does: an access ACL sets
+    /// the mode and is kept only when the mode cannot say it all (see `acl::set_access`).
+    fn set_acl(&self, node: &Node, kind: acl::Kind, value: &[u8], kill_sgid: bool) -> FsResult<()> {
+        if node.kind == FileKind::Symlink {
+            return Err(FsError::Unsupported);
+        }
+        let mut m = node.meta.lock();
+        let (name, perm, stored) = match kind {
+            acl::Kind::Access => {
+                let (perm, stored) = acl::set_access(value, m.perm, kill_sgid)?;
+                (acl::ACCESS, perm, stored)
+            }
+            acl::Kind::Default => (acl::DEFAULT, m.perm, acl::check_default(value, node.kind)?),
+        };
+        let name = OsStr::new(name);
+        // Its pages first: a value that does not fit changes nothing.
+        let old = m.xattrs.get(name).map_or(0, |v| cost::xattr(name, v.len()));
+        let new = stored.as_ref().map_or(0, |v| cost::xattr(name, v.len()));
+        let (entries, xattrs) = (m.entry_bytes, m.xattr_bytes - old + new);
+        self.recharge(node.kind, &mut m, entries, xattrs)?;
+        match stored {
+            Some(v) => m.xattrs.insert(name.to_os_string(), v),
+            None => m.xattrs.remove(name),
+        };
+        m.perm = perm;
+        m.ctime = SystemTime::now();
+        Ok(())
+    }
+
     /// Frees a node's data, metadata and inode, exactly once, when nothing can reach it any
     /// more: no name, no open handle and no kernel lookup. Until then a node without a name
     /// stays counted and usable (an O_PATH descriptor reopened through /proc reaches it, as on

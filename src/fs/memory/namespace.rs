@@ -10,6 +10,7 @@ use super::MemFs;
 use super::cost;
 use super::node::{Body, Meta, Node};
 use super::pages::Pages;
+use crate::fs::acl;
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
 
@@ -46,9 +47,10 @@ impl MemFs {
         rules::check_name(name)?;
         let mut tree = self.tree.write();
         let parent = tree.get(parent)?;
-        let (parent_gid, parent_setgid) = {
+        let (parent_gid, parent_setgid, parent_default) = {
             let m = parent.meta.lock();
-            (m.gid, m.perm & libc::S_ISGID != 0)
+            let default = m.xattrs.get(OsStr::new(acl::DEFAULT)).cloned();
+            (m.gid, m.perm & libc::S_ISGID != 0, default)
         };
         if tree.child(&parent, name).is_ok() {
             return Err(os(Errno::EEXIST));
@@ -70,20 +72,31 @@ impl MemFs {
             NewNode::Symlink(target) => (FileKind::Symlink, Body::Symlink(target.to_vec()), 1, 0),
             NewNode::Special(kind, rdev) => (kind, Body::Special, 1, rdev),
         };
-        let mut meta = Meta::new(mode & 0o7777, caller.uid, gid, nlink, rdev);
+        let inherited = acl::inherit(parent_default.as_deref(), kind, mode, caller.umask)?;
+        let mut meta = Meta::new(inherited.mode & 0o7777, caller.uid, gid, nlink, rdev);
         if kind == FileKind::Dir && parent_setgid {
             meta.perm |= libc::S_ISGID;
         }
         if let Body::Symlink(target) = &body {
             meta.target_bytes = cost::target(target.len());
         }
-        // The new node's inode and pages, then its entry in the parent, or nothing.
-        meta.charged = cost::pages(kind, meta.target_bytes);
-        self.quota.charge(meta.charged, 1)?;
-        if let Err(e) = self.add_entry(&parent, name) {
-            self.quota.adjust(-(meta.charged as i64), -1);
-            return Err(e);
+        for (name, value) in [
+            (acl::ACCESS, inherited.access),
+            (acl::DEFAULT, inherited.default),
+        ] {
+            if let Some(value) = value {
+                meta.xattr_bytes += cost::xattr(OsStr::new(name), value.len());
+                meta.xattrs.insert(name.into(), value);
+            }
         }
+        // The new node's inode and pages, then its entry in the parent, or nothing. Reserved,
+        // not charged, until the entry fits: a refusal gives nothing back, so it wakes no
+        // operation waiting for space (`Quota::wait_for_release`).
+        meta.charged = cost::pages(kind, meta.target_bytes + meta.xattr_bytes);
+        let reservation = self.quota.reserve(meta.charged, 1)?;
+        self.add_entry(&parent, name)?;
+        self.quota.adjust(meta.charged as i64, 1);
+        drop(reservation);
         let ino = tree.allocate_ino();
         let node = Arc::new(Node::new(ino, kind, meta, body));
         if let Body::Dir { entries, .. } = &mut *parent.body.write() {

@@ -11,6 +11,7 @@ use super::namespace::NewNode;
 use super::node::Body;
 use super::pages::PAGE;
 use super::{MemFs, cost, time};
+use crate::fs::acl;
 use crate::fs::handles::DirStart;
 use crate::fs::rules;
 use crate::fs::*;
@@ -66,6 +67,12 @@ impl VolumeFs for MemFs {
         let mut m = node.meta.lock();
         if let Some(mode) = change.mode {
             m.perm = mode & 0o7777;
+            // As ext4: the access ACL follows (same size, so the same charge).
+            if let Some(value) = m.xattrs.get_mut(OsStr::new(acl::ACCESS))
+                && let Some(changed) = acl::chmod(value, mode)
+            {
+                *value = changed;
+            }
         }
         if let Some(uid) = change.uid {
             m.uid = uid;
@@ -196,6 +203,11 @@ impl VolumeFs for MemFs {
         self.write_node(&node, offset, data)
     }
 
+    /// None, as kernel tmpfs: it serves O_DIRECT through its page cache at any alignment.
+    fn direct_io_alignment(&self, _fh: Fh) -> FsResult<u64> {
+        Ok(1)
+    }
+
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
         let node = self.files.remove(fh)?;
         if node.open.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -309,9 +321,19 @@ impl VolumeFs for MemFs {
         })
     }
 
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
         let node = self.node(ino)?;
         rules::check_xattr_kind(node.kind, name)?;
+        if let Some(kind) = acl::kind_of(name) {
+            return self.set_acl(&node, kind, value, kill_sgid);
+        }
         let mut m = node.meta.lock();
         let old = m.xattrs.get(name).map(|v| cost::xattr(name, v.len()));
         if flags & libc::XATTR_CREATE != 0 && old.is_some() {
@@ -351,9 +373,12 @@ impl VolumeFs for MemFs {
         let node = self.node(ino)?;
         rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
-        self.drop_xattr(&node, &mut m, name)
-            .ok_or(FsError::Os(Errno::ENODATA))?;
-        m.ctime = SystemTime::now();
+        match self.drop_xattr(&node, &mut m, name) {
+            Some(_) => m.ctime = SystemTime::now(),
+            // Removing an ACL a node does not have succeeds, as on ext4.
+            None if acl::kind_of(name).is_some() => {}
+            None => return Err(FsError::Os(Errno::ENODATA)),
+        }
         Ok(())
     }
 

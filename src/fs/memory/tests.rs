@@ -13,6 +13,7 @@ const ROOT: Caller = Caller {
     uid: 0,
     gid: 0,
     pid: 0,
+    umask: 0,
 };
 
 fn volume(bytes: u64, inodes: Option<u64>) -> MemFs {
@@ -198,13 +199,13 @@ fn xattrs_take_pages_and_a_flood_stops_at_the_quota() {
     let fs = volume(256 * PAGE, None);
     let ino = file(&fs, "f", 0);
     let base = fs.usage().bytes;
-    fs.setxattr(ino, name("user.a"), b"x", 0).unwrap();
+    fs.setxattr(ino, name("user.a"), b"x", 0, false).unwrap();
     assert_eq!(fs.usage().bytes, base + PAGE);
     assert_eq!(fs.getattr(ino, None).unwrap().blocks * 512, PAGE);
     let value = vec![7u8; 64 << 10];
     let mut made = 0;
     let err = loop {
-        match fs.setxattr(ino, name(&format!("user.big{made}")), &value, 0) {
+        match fs.setxattr(ino, name(&format!("user.big{made}")), &value, 0, false) {
             Ok(()) => made += 1,
             Err(e) => break e,
         }
@@ -218,7 +219,8 @@ fn xattrs_take_pages_and_a_flood_stops_at_the_quota() {
         Err(FsError::Os(nix::errno::Errno::ENODATA))
     ));
     let full = fs.usage().bytes;
-    fs.setxattr(ino, name("user.big0"), b"small", 0).unwrap();
+    fs.setxattr(ino, name("user.big0"), b"small", 0, false)
+        .unwrap();
     assert!(fs.usage().bytes <= full - 15 * PAGE);
     for i in 0..made {
         fs.removexattr(ino, name(&format!("user.big{i}"))).unwrap();
@@ -243,7 +245,7 @@ fn long_symlink_targets_take_a_page_and_a_removed_node_gives_all_back() {
         .unwrap();
     assert_eq!(e.attr.blocks * 512, PAGE);
     assert_eq!(fs.usage().bytes, base.bytes + PAGE);
-    fs.setxattr(e.attr.ino, name("trusted.x"), &[1; 2000], 0)
+    fs.setxattr(e.attr.ino, name("trusted.x"), &[1; 2000], 0, false)
         .unwrap();
     assert_eq!(fs.usage().bytes, base.bytes + 2 * PAGE);
     for (n, ino) in [("s", short.attr.ino), ("l", e.attr.ino)] {

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
 
 use super::PassthroughFs;
-use super::inodes::{HostKey, Inode, allocated_bytes};
+use super::inodes::{HostKey, Inode, NodeFd, allocated_bytes};
 use crate::fs::{FsError, FsResult, UsageSnapshot};
 use crate::sys::dirent;
 
@@ -69,7 +69,7 @@ impl PassthroughFs {
             }
             return Ok(());
         }
-        match self.inodes.node_of(victim.as_fd(), &st) {
+        let freed = match self.inodes.node_of(victim.as_fd(), &st) {
             Some(node) => {
                 node.mark_removed();
                 if node.open_handles.load(Ordering::SeqCst) > 0 {
@@ -77,17 +77,24 @@ impl PassthroughFs {
                     self.quota.expect_release();
                     self.keep_for_successor(&node, victim.as_fd());
                 }
-                self.free_if_unopened(&node);
+                self.take_if_unopened(&node)
             }
-            None => self.quota.adjust(-(allocated_bytes(&st) as i64), -1),
-        }
+            None => Some(Freed {
+                bytes: allocated_bytes(&st),
+                node: None,
+            }),
+        };
         // Closing `victim` (and the node's descriptor, if taken) frees the inode on the host.
+        drop(victim);
+        if let Some(freed) = freed {
+            self.give_back(freed);
+        }
         Ok(())
     }
 
     /// Counts one more open handle of `inode`, whose host file the caller just opened; refused
     /// (`NotFound`) if the inode lost its last name and its space was given back, so no open
-    /// slips in between that and `free_if_unopened`.
+    /// slips in between that and `take_if_unopened`.
     pub(super) fn count_open(&self, inode: &Inode) -> FsResult<()> {
         let accounted = inode.accounted.lock();
         if inode.is_removed() && accounted.is_none() {
@@ -98,36 +105,53 @@ impl PassthroughFs {
     }
 
     /// One open handle of `inode` less; `file` is its descriptor, still open. At the last
-    /// close a name removed behind fvol's back (a `mount=` directory) is noticed too.
-    pub(super) fn count_close(&self, inode: &Arc<Inode>, file: BorrowedFd<'_>) {
+    /// close a name removed behind fvol's back (a `mount=` directory) is noticed too. Returns
+    /// the space of an inode that has no name left, for `give_back` once `file` is closed.
+    #[must_use]
+    pub(super) fn count_close(&self, inode: &Arc<Inode>, file: BorrowedFd<'_>) -> Option<Freed> {
         if inode.open_handles.fetch_sub(1, Ordering::SeqCst) != 1 {
-            return;
+            return None;
         }
         if !inode.is_removed() && fstat(file).is_ok_and(|st| st.st_nlink == 0) {
             inode.mark_removed();
         }
-        self.free_if_unopened(inode);
+        self.take_if_unopened(inode)
     }
 
-    /// Gives back the space of an inode that has no name and no open handle, exactly once, and
-    /// takes its node's descriptor (the host frees the inode when its last descriptor closes).
-    /// Runs under `accounted`, as `count_open` does.
-    fn free_if_unopened(&self, inode: &Inode) {
-        let fd = {
-            let mut accounted = inode.accounted.lock();
-            if !inode.is_removed() || inode.open_handles.load(Ordering::SeqCst) > 0 {
-                return;
-            }
-            if let Some(bytes) = accounted.take() {
-                self.quota.adjust(-(bytes as i64), -1);
-                inode.note_accounted(None);
-            }
-            inode.take_fd()
-        };
-        if inode.kept.swap(false, Ordering::SeqCst) {
-            self.holder.release(inode.ino);
+    /// Takes the space of an inode that has no name and no open handle, exactly once, and its
+    /// node's descriptor (the host frees the inode when its last descriptor closes). Runs
+    /// under `accounted`, as `count_open` does.
+    fn take_if_unopened(&self, inode: &Arc<Inode>) -> Option<Freed> {
+        let mut accounted = inode.accounted.lock();
+        if !inode.is_removed() || inode.open_handles.load(Ordering::SeqCst) > 0 {
+            return None;
         }
-        drop(fd);
+        let bytes = accounted.take()?;
+        inode.note_accounted(None);
+        Some(Freed {
+            bytes,
+            node: Some((inode.clone(), inode.take_fd())),
+        })
+    }
+
+    /// Gives the space of a freed inode back to the quota, after closing the node's
+    /// descriptor. The caller closed its own descriptors of the inode first: the host frees
+    /// the inode when the last one closes, which waits for its writeback in flight, so space
+    /// given back any earlier could be written again while the host still holds it. A settle
+    /// pass holding a descriptor of it gives the space back when it closes that.
+    pub(super) fn give_back(&self, freed: Freed) {
+        let bytes = match freed.node {
+            Some((inode, node_fd)) => {
+                drop(node_fd);
+                // The keeper's descriptor of it too (kept for a successor while it was open).
+                self.unkeep(&inode);
+                inode.settle.give_back_now(freed.bytes)
+            }
+            None => Some(freed.bytes),
+        };
+        if let Some(bytes) = bytes {
+            self.quota.adjust(-(bytes as i64), -1);
+        }
     }
 
     /// Before a removal of a name of the host inode open as `victim` (stat `st`, under its
@@ -190,6 +214,15 @@ impl PassthroughFs {
             inodes: used.inodes.saturating_sub(inodes),
         }
     }
+}
+
+/// The space of an inode that has no name and no open handle left, taken from its node: given
+/// back to the quota (`PassthroughFs::give_back`) once every descriptor of it is closed.
+#[must_use]
+pub(super) struct Freed {
+    bytes: u64,
+    /// Its node, and the node's descriptor.
+    node: Option<(Arc<Inode>, Option<NodeFd>)>,
 }
 
 /// Locks by host inode, held around the removal of a name and the look at the link count

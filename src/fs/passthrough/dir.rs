@@ -88,7 +88,11 @@ impl PassthroughFs {
 
     pub(super) fn close_dir(&self, fh: Fh) -> FsResult<()> {
         let handle = self.dirs.remove(fh)?;
-        self.count_close(&handle.inode, handle.dir.lock().as_fd());
+        let freed = self.count_close(&handle.inode, handle.dir.lock().as_fd());
+        drop(handle);
+        if let Some(freed) = freed {
+            self.give_back(freed);
+        }
         Ok(())
     }
 }

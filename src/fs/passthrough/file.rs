@@ -2,7 +2,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag, fallocate};
@@ -36,22 +36,32 @@ impl PassthroughFs {
         if flags & libc::O_TRUNC != 0
             && let Err(e) = self.reaccount_from(&inode, file.as_fd())
         {
-            self.count_close(&inode, file.as_fd());
+            let freed = self.count_close(&inode, file.as_fd());
+            drop(file);
+            if let Some(freed) = freed {
+                self.give_back(freed);
+            }
             return Err(e);
         }
         Ok(self.handle_for(inode, file, flags))
     }
 
-    /// The flags the host file is opened with. Writes the handler serves arrive in FUSE's own
-    /// buffers, which O_DIRECT's alignment rules would refuse (EINVAL), so the handler's host
-    /// file is buffered; a passthrough open keeps O_DIRECT, since the kernel then does the
-    /// caller's I/O on it directly.
+    /// The flags the host file is opened with: never O_DIRECT. Writes the handler serves
+    /// arrive in FUSE's own buffers, which O_DIRECT's alignment rules would refuse (EINVAL),
+    /// so the handler checks the caller's alignment itself (`direct_io_align`). A passthrough
+    /// open needs no O_DIRECT here either: the kernel opens its own backing file with the
+    /// caller's flags, O_DIRECT included, on this one's inode.
     pub(super) fn host_flags(&self, flags: i32) -> OFlag {
-        let flags = OFlag::from_bits_truncate(flags);
-        match self.passthrough_io {
-            true => flags,
-            false => flags - OFlag::O_DIRECT,
-        }
+        OFlag::from_bits_truncate(flags) - OFlag::O_DIRECT
+    }
+
+    /// The alignment O_DIRECT I/O through handle `fh` needs on the host: what `statx` reports
+    /// for its file, asked once per handle.
+    pub(super) fn direct_io_align(&self, fh: Fh) -> FsResult<u64> {
+        let handle = self.files.get(fh)?;
+        Ok(*handle
+            .direct_io_align
+            .get_or_init(|| host_direct_io_align(&handle.file)))
     }
 
     /// Registers an open host file as a handle (`count_open` counted it already).
@@ -83,10 +93,17 @@ impl PassthroughFs {
     pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {
         let handle = self.files.remove(fh)?;
         if handle.writable && self.passthrough_io {
-            // The kernel wrote through this handle without asking: count what it allocated.
+            // The kernel wrote through this handle without asking: count what it allocated,
+            // and what its writeback will.
             self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+            self.unsettled.written(&handle.inode);
         }
-        self.count_close(&handle.inode, handle.file.as_fd());
+        let freed = self.count_close(&handle.inode, handle.file.as_fd());
+        // The host file first: it may be the inode's last descriptor (see `give_back`).
+        drop(handle);
+        if let Some(freed) = freed {
+            self.give_back(freed);
+        }
         Ok(())
     }
 
@@ -116,6 +133,7 @@ impl PassthroughFs {
         })?;
         let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+        self.unsettled.written(&handle.inode);
         result?;
         if let Some((from, len)) = handle.write_behind.lock().record(offset, plan.len)
             && let Err(e) = writeback::start_writeback(handle.file.as_fd(), from, len)
@@ -153,6 +171,7 @@ impl PassthroughFs {
         let _reservation = self.quota.reserve(need, 0)?;
         let result = fallocate(handle.file.as_fd(), flags, offset as i64, length as i64);
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
+        self.unsettled.written(&handle.inode);
         Ok(result?)
     }
 
@@ -187,6 +206,7 @@ impl PassthroughFs {
             plan.len as usize,
         );
         self.reaccount_from(&to.inode, to.file.as_fd())?;
+        self.unsettled.written(&to.inode);
         Ok(result? as u32)
     }
 
@@ -209,5 +229,27 @@ fn file_handle(inode: Arc<Inode>, file: Arc<File>, flags: i32) -> FileHandle {
         inode,
         writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
         write_behind: Mutex::default(),
+        direct_io_align: OnceLock::new(),
     }
+}
+
+/// The alignment of offsets and lengths O_DIRECT I/O on `file` needs: `STATX_DIOALIGN`'s
+/// (none for a file the host serves O_DIRECT through its page cache, as ext4 does for some);
+/// where the filesystem does not report it, none on tmpfs (which ignores the alignment) and a
+/// disk's 512-byte sector elsewhere. At most a page: the kernel reads an O_DIRECT file's
+/// mapped pages with requests flagged O_DIRECT too, a page at a time.
+fn host_direct_io_align(file: &File) -> u64 {
+    let align = match crate::sys::dio::offset_align(file.as_fd()) {
+        Ok(Some(align)) => u64::from(align).max(1),
+        Ok(None) | Err(_) => {
+            let tmpfs = nix::sys::statfs::fstatfs(file.as_fd())
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+            if tmpfs { 1 } else { 512 }
+        }
+    };
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64);
+    align.min(page)
 }

@@ -1,7 +1,7 @@
 //! Open files and directories, by handle number.
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -14,6 +14,8 @@ pub struct FileHandle {
     pub inode: Arc<Inode>,
     pub writable: bool,
     pub write_behind: Mutex<WriteBehind>,
+    /// The alignment O_DIRECT I/O on the host file needs, found at its first direct request.
+    pub direct_io_align: OnceLock<u64>,
 }
 
 pub struct DirHandle {

@@ -32,6 +32,7 @@ use nix::sys::stat::{FileStat, Mode};
 use parking_lot::{Mutex, RwLock};
 
 use super::fdcache::FdCache;
+use super::settle::SettleState;
 use crate::fs::resume::{Slot, Table};
 use crate::fs::{FsError, FsResult, Ino, ROOT_INO};
 use crate::sys::handle::{HostHandle, name_to_handle_at, open_by_handle_at};
@@ -119,6 +120,8 @@ pub struct Inode {
     record: Option<Record>,
     /// A descriptor of it is kept for a successor (it has no name but is open).
     pub kept: AtomicBool,
+    /// Whether the host may still change its allocation unseen (see `settle`).
+    pub settle: SettleState,
 }
 
 /// What `InodeTable::resume` rebuilt.
@@ -160,6 +163,7 @@ impl Inode {
             open_handles: AtomicU32::new(0),
             record,
             kept: AtomicBool::new(false),
+            settle: SettleState::default(),
         }
     }
 
@@ -415,6 +419,7 @@ impl InodeTable {
                     slot,
                 }),
                 kept: AtomicBool::new(false),
+                settle: SettleState::default(),
             });
             if inode.holds_fd() {
                 inode.kept.store(true, Ordering::Relaxed);
@@ -625,13 +630,17 @@ impl InodeTable {
         };
         let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
         inode.lookups.store(left, Ordering::Relaxed);
+        // An unsettled node stays until it is settled (`drop_if_forgotten`): a second node
+        // of its inode would count it from a different re-read. Its record stays with it
+        // (a lookup may find the node again).
+        let stays = left > 0 || inode.settle.unsettled();
         if let Some(r) = &inode.record {
-            match left {
-                0 => r.table.remove(r.slot),
-                _ => r.table.set(r.slot, journal::LOOKUPS, left),
+            match stays {
+                false => r.table.remove(r.slot),
+                true => r.table.set(r.slot, journal::LOOKUPS, left),
             }
         }
-        if left == 0 {
+        if !stays {
             let key = inode.key;
             let gone = t.by_ino.remove(&ino);
             // The key may belong to a newer node already (a reused inode number).
@@ -642,6 +651,30 @@ impl InodeTable {
             // takes a while: not under the lock.
             drop(t);
             drop(gone);
+        }
+    }
+}
+
+impl InodeTable {
+    /// Drops the node the kernel forgot while it was unsettled, if it is still forgotten.
+    pub fn drop_if_forgotten(&self, inode: &Arc<Inode>) {
+        if inode.ino == ROOT_INO || inode.settle.unsettled() {
+            return;
+        }
+        let mut t = self.tables.write();
+        let ours = t
+            .by_ino
+            .get(&inode.ino)
+            .is_some_and(|n| Arc::ptr_eq(n, inode));
+        if !ours || inode.lookups.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        t.by_ino.remove(&inode.ino);
+        if t.by_key.get(&inode.key) == Some(&inode.ino) {
+            t.by_key.remove(&inode.key);
+        }
+        if let Some(r) = &inode.record {
+            r.table.remove(r.slot);
         }
     }
 }

@@ -14,6 +14,7 @@ mod file;
 mod handles;
 mod inodes;
 mod namespace;
+mod settle;
 mod writebehind;
 mod xattr;
 
@@ -42,6 +43,7 @@ use account::{Nameless, RemovalLocks};
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
 use inodes::{InodeTable, NodeFd, journal};
+use settle::Unsettled;
 
 use super::quota::{Limits, Quota};
 use super::resume::{Carry, Holder, NoHolder};
@@ -55,6 +57,8 @@ pub struct PassthroughFs {
     /// Serialize the removals of each inode's names (see `account::RemovalLocks`).
     removals: RemovalLocks,
     nameless: Nameless,
+    /// Files whose allocation the host may still change unseen (see `settle`).
+    unsettled: Unsettled,
     /// Allocation unit of the host filesystem.
     block: u64,
     /// Let the kernel do all I/O straight on the host files (only without a byte limit, as
@@ -98,6 +102,7 @@ impl PassthroughFs {
             quota: Quota::new(limits, usage),
             removals: RemovalLocks::default(),
             nameless: Nameless::default(),
+            unsettled: Unsettled::default(),
             block,
             passthrough_io: false,
             exclusive: false,
@@ -195,14 +200,13 @@ impl VolumeFs for PassthroughFs {
         rdev: u32,
     ) -> FsResult<Entry> {
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &OwnedFd| Ok(mknodat(p, name, kind, perm, rdev.into())?);
+        let make = |p: &OwnedFd, perm| Ok(mknodat(p, name, kind, perm, rdev.into())?);
         Ok(self.create_node(c, parent, name, mode, 0, make)?.1)
     }
 
     fn mkdir(&self, c: &Caller, parent: Ino, name: &OsStr, mode: u32) -> FsResult<Entry> {
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
-        let make = |p: &OwnedFd| Ok(mkdirat(p, name, perm)?);
+        let make = |p: &OwnedFd, perm| Ok(mkdirat(p, name, perm)?);
+        let mode = libc::S_IFDIR | (mode & 0o7777);
         Ok(self.create_node(c, parent, name, mode, self.block, make)?.1)
     }
 
@@ -215,10 +219,9 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn symlink(&self, c: &Caller, parent: Ino, name: &OsStr, target: &Path) -> FsResult<Entry> {
-        let make = |p: &OwnedFd| Ok(symlinkat(target, p, name)?);
-        Ok(self
-            .create_node(c, parent, name, 0o777, self.block, make)?
-            .1)
+        let make = |p: &OwnedFd, _| Ok(symlinkat(target, p, name)?);
+        let mode = libc::S_IFLNK | 0o777;
+        Ok(self.create_node(c, parent, name, mode, self.block, make)?.1)
     }
 
     fn rename(&self, r: &Rename<'_>) -> FsResult<()> {
@@ -247,18 +250,18 @@ impl VolumeFs for PassthroughFs {
         mode: u32,
         flags: i32,
     ) -> FsResult<(Entry, Opened)> {
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
         // Open for I/O as the caller asked (POSIX lets the creator write whatever the mode).
         let io_flags = self.host_flags(flags & !(libc::O_TRUNC | libc::O_APPEND))
             | OFlag::O_CREAT
             | OFlag::O_EXCL
             | OFlag::O_CLOEXEC;
-        let make = |p: &OwnedFd| {
+        let make = |p: &OwnedFd, perm| {
             let fd = self
                 .inodes
                 .retry_emfile(|| openat(p, name, io_flags, perm))?;
             Ok(std::fs::File::from(fd))
         };
+        let mode = libc::S_IFREG | (mode & 0o7777);
         let (entry, opened) = match self.create_node(c, parent, name, mode, 0, make) {
             Err(FsError::Os(nix::errno::Errno::EEXIST)) if flags & libc::O_EXCL == 0 => {
                 let (inode, entry) = self.lookup_entry(&self.node_fd(parent)?, name)?;
@@ -282,6 +285,10 @@ impl VolumeFs for PassthroughFs {
             self.drop_privileges(fh)?;
         }
         self.write_at(fh, offset, data)
+    }
+
+    fn direct_io_alignment(&self, fh: Fh) -> FsResult<u64> {
+        self.direct_io_align(fh)
     }
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
@@ -350,8 +357,15 @@ impl VolumeFs for PassthroughFs {
         })
     }
 
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        self.set_xattr(ino, name, value, flags)
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
+        self.set_xattr(ino, name, value, flags, kill_sgid)
     }
 
     fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {
@@ -410,7 +424,14 @@ impl VolumeFs for PassthroughFs {
         // syncfs needs a real descriptor: on the root node's O_PATH one it fails with EBADF.
         let root = self.inodes.get(ROOT_INO)?;
         let root = self.reopen(&root, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        Ok(syncfs(root.as_fd())?)
+        syncfs(root.as_fd())?;
+        // Written back: what the host allocated for it can be counted now.
+        self.settle_all();
+        Ok(())
+    }
+
+    fn settle(&self) {
+        PassthroughFs::settle(self);
     }
 }
 

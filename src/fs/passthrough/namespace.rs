@@ -12,7 +12,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use super::PassthroughFs;
 use super::attr::attr_of;
 use super::inodes::Inode;
-use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
+use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename, acl};
 
 /// Bytes a directory may grow by when it gains an entry.
 const DIR_GROWTH_BLOCKS: u64 = 1;
@@ -34,9 +34,12 @@ impl PassthroughFs {
         Ok((inode, entry))
     }
 
-    /// Creates a node with `make` (run as root in `parent`), then gives it to the caller, as
-    /// if the caller had made it: owner uid, and gid unless the parent is setgid (the host
-    /// already applied the setgid rule). Reserves the inode and the bytes it may use first.
+    /// Creates a node with `make` (run as root in `parent`, given the permissions to create it
+    /// with; `mode` includes the type bits), then gives it to the caller, as if the caller had
+    /// made it: owner uid, and gid unless the parent is setgid (the host already applied the
+    /// setgid rule). The mode is the caller's, masked by the caller's umask unless the parent
+    /// has a default ACL, whose inheritance the host does. Reserves the inode and the bytes it
+    /// may use first.
     pub(super) fn create_node<T>(
         &self,
         caller: &Caller,
@@ -44,14 +47,22 @@ impl PassthroughFs {
         name: &OsStr,
         mode: u32,
         reserve_bytes: u64,
-        make: impl FnOnce(&OwnedFd) -> FsResult<T>,
+        make: impl FnOnce(&OwnedFd, Mode) -> FsResult<T>,
     ) -> FsResult<(Arc<Inode>, Entry, T)> {
         let parent = self.inodes.get(parent)?;
         let parent_fd = self.inodes.fd(&parent)?;
+        let kind = FileKind::from_mode(mode).ok_or(FsError::Invalid)?;
+        let default = match kind {
+            FileKind::Symlink => None,
+            _ => self.host_default_acl(parent_fd.as_fd())?,
+        };
+        // What ext4 makes of it. The host makes the same: under a default ACL it ignores the
+        // handler's umask, and without one `mode_to_restore` undoes it.
+        let mode = acl::inherit(default.as_deref(), kind, mode, caller.umask)?.mode;
         let _reservation = self
             .quota
             .reserve(reserve_bytes + DIR_GROWTH_BLOCKS * self.block, 1)?;
-        let made = make(&parent_fd)?;
+        let made = make(&parent_fd, Mode::from_bits_truncate(mode & 0o7777))?;
         let parent_st = self.reaccount_from(&parent, parent_fd.as_fd())?;
         let inherit_gid = parent_st.st_mode & libc::S_ISGID != 0;
         let gid = (!inherit_gid && caller.gid != 0).then_some(Gid::from_raw(caller.gid));
@@ -182,9 +193,10 @@ impl PassthroughFs {
     }
 }
 
-/// The mode a new node must be given when the host's differs from what the caller asked for:
-/// the handler's umask may have masked bits, and chown clears setuid and setgid. A setgid
-/// bit a directory inherited from its parent is kept.
+/// The mode a new node must be given when the host's differs from the one it was created
+/// with (`requested`, after the umask or default ACL): the handler's umask may have masked
+/// bits, and chown clears setuid and setgid. A setgid bit a directory inherited from its
+/// parent is kept.
 fn mode_to_restore(requested: u32, actual: u32, kind: FileKind) -> Option<u32> {
     if kind == FileKind::Symlink {
         return None;

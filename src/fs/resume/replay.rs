@@ -350,6 +350,10 @@ impl VolumeFs for ResumableFs {
         self.inner.write(ino, fh, offset, data, kill_suidgid)
     }
 
+    fn direct_io_alignment(&self, fh: Fh) -> FsResult<u64> {
+        self.inner.direct_io_alignment(fh)
+    }
+
     fn release(&self, ino: Ino, fh: Fh) -> FsResult<()> {
         self.unrecord(FILE, fh);
         match self.inner.release(ino, fh) {
@@ -395,8 +399,15 @@ impl VolumeFs for ResumableFs {
         self.inner.statfs()
     }
 
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        match self.inner.setxattr(ino, name, value, flags) {
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
+        match self.inner.setxattr(ino, name, value, flags, kill_sgid) {
             Err(e) if is_eexist(&e) && resent() && flags & libc::XATTR_CREATE != 0 => {
                 match self.inner.getxattr(ino, name, u32::MAX) {
                     Ok(XattrReply::Data(v)) if v == value => Ok(()),
@@ -448,6 +459,14 @@ impl VolumeFs for ResumableFs {
 
     fn sync_all(&self) -> FsResult<()> {
         self.inner.sync_all()
+    }
+
+    fn settle(&self) {
+        self.inner.settle()
+    }
+
+    fn health(&self) -> crate::fs::Health {
+        self.inner.health()
     }
 
     fn releases(&self) -> u64 {

@@ -1,25 +1,77 @@
-//! Asynchronous writes (`rbd_aio_write`): the data path of the rbd driver keeps several large
-//! writes in flight instead of waiting for each one.
+//! Asynchronous calls: writes (`rbd_aio_write`), so that the data path of the rbd driver keeps
+//! several large writes in flight instead of waiting for each one, and reads (`rbd_aio_read`)
+//! that a caller may stop waiting for (`Image::read_within`).
 //!
 //! An [`AioWrite`] owns its buffer until librbd reports the write complete: librbd may read the
-//! buffer at any time before that, so dropping an unfinished `AioWrite` waits for it. The
-//! completion callback (run on a librbd thread) stores the result, releases the completion and
-//! wakes the waiters; nothing else ever touches the completion handle.
+//! buffer at any time before that, so dropping an unfinished `AioWrite` waits for it. A read
+//! reads into memory of its own, which lives until the read completes, whether or not anyone
+//! still waits for it. The completion callback (run on a librbd thread) stores the result,
+//! releases the completion and wakes the waiters; nothing else ever touches the completion
+//! handle.
 use std::ffi::c_void;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::activity::Activity;
 use super::{API, Image, RbdError, check};
+
+/// Bytes of reads in flight at most for `Image::read_within` (those given up on included).
+const MAX_READS_WAITING: usize = 64 << 20;
 
 pub(super) type CompletionT = *mut c_void;
 pub(super) type CallbackT = unsafe extern "C" fn(CompletionT, *mut c_void);
 
-/// The outcome of one write: `None` while in flight, then librbd's return value.
-#[derive(Debug, Default)]
+/// The outcome of one call: `None` while in flight, then librbd's return value.
+#[derive(Debug)]
 struct State {
     result: Mutex<Option<i64>>,
     done: Condvar,
+    /// The image's calls in flight, this one among them until it completes.
+    activity: Arc<Activity>,
+    call: &'static str,
+    /// What a read reads into (empty for a write).
+    buffer: ReadBuffer,
+    read_len: usize,
+}
+
+/// Memory librbd writes a read into, freed with the `State` (after the completion, since the
+/// callback holds a reference until it has run).
+#[derive(Debug)]
+struct ReadBuffer(*mut [u8]);
+
+// SAFETY: the buffer is a plain heap allocation owned by the State; librbd writes it only
+// before the completion fires, and Rust reads it only after (see `read_within`), so moving the
+// owner between threads or sharing it is sound.
+unsafe impl Send for ReadBuffer {}
+// SAFETY: as for Send: no two threads ever access the bytes at the same time.
+unsafe impl Sync for ReadBuffer {}
+
+impl ReadBuffer {
+    fn new(len: usize) -> ReadBuffer {
+        ReadBuffer(Box::into_raw(vec![0u8; len].into_boxed_slice()))
+    }
+}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::into_raw in `new` and is freed once, here.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+impl State {
+    fn new(activity: &Arc<Activity>, call: &'static str, read_len: usize) -> State {
+        State {
+            result: Mutex::new(None),
+            done: Condvar::new(),
+            activity: activity.clone(),
+            call,
+            buffer: ReadBuffer::new(read_len),
+            read_len,
+        }
+    }
 }
 
 /// Waits for one write (a cheap handle: waiting needs no access to the `AioWrite` itself).
@@ -41,6 +93,23 @@ impl AioDone {
             self.0.done.wait(&mut result);
         }
     }
+
+    /// As `wait`, but until `deadline` at most (`None` if the call is still in flight then;
+    /// no deadline waits as long as it takes).
+    pub fn wait_until(&self, deadline: Option<Instant>) -> Option<i64> {
+        let Some(deadline) = deadline else {
+            return Some(self.wait());
+        };
+        let mut result = self.0.result.lock();
+        loop {
+            if let Some(r) = *result {
+                return Some(r);
+            }
+            if self.0.done.wait_until(&mut result, deadline).timed_out() {
+                return *result;
+            }
+        }
+    }
 }
 
 /// A write librbd is carrying out. Dropping it waits for it to finish.
@@ -57,7 +126,7 @@ pub struct AioWrite {
 /// Runs once per completion, on a librbd thread: records the result, releases the completion
 /// and wakes whoever waits. Must not panic (it is called from C).
 unsafe extern "C" fn on_complete(completion: CompletionT, arg: *mut c_void) {
-    // SAFETY: `arg` is the `Arc::into_raw` that `aio_write` handed to this completion, and
+    // SAFETY: `arg` is the `Arc::into_raw` that `submit` handed to this completion, and
     // librbd calls the callback exactly once, so the reference is taken back exactly once.
     let state = unsafe { Arc::from_raw(arg as *const State) };
     let ret = match API.get() {
@@ -71,6 +140,8 @@ unsafe extern "C" fn on_complete(completion: CompletionT, arg: *mut c_void) {
         // Unreachable: a completion exists only once the libraries are loaded.
         None => -(libc::EIO as i64),
     };
+    state.activity.end(state.call, ret);
+    state.activity.release_read(state.read_len);
     *state.result.lock() = Some(ret);
     state.done.notify_all();
 }
@@ -80,8 +151,96 @@ impl Image {
     /// overlap while both are in flight, nor a read against an unfinished write: the caller
     /// waits for an earlier overlapping write first. `flush` covers every write that completed.
     pub fn aio_write(&self, offset: u64, data: Vec<u8>) -> Result<AioWrite, RbdError> {
+        let state = Arc::new(State::new(&self.activity, "rbd_aio_write", 0));
+        let (ptr, len) = (data.as_ptr(), data.len());
+        // SAFETY: `data` stays alive and unmoved (its heap buffer does not move with the Vec)
+        // until the completion reports, because the returned AioWrite owns it and waits for the
+        // completion before dropping it.
+        unsafe {
+            self.submit(&state, |api, handle, completion| {
+                (api.rbd_aio_write)(handle, offset, len, ptr.cast(), completion)
+            })?
+        };
+        Ok(AioWrite {
+            done: AioDone(state),
+            offset,
+            len,
+            _data: data,
+            target: self.target.clone(),
+        })
+    }
+
+    /// Fills `out` from `offset`, waiting `limit` at most: then it fails with ETIMEDOUT and the
+    /// read goes on in the background, into memory of its own, until the cluster answers.
+    pub fn read_within(
+        &self,
+        offset: u64,
+        out: &mut [u8],
+        limit: Duration,
+    ) -> Result<(), RbdError> {
+        let len = out.len();
+        if len == 0 {
+            return Ok(());
+        }
+        // Reads given up on keep their memory until the cluster answers: bounded, so that a
+        // reader retrying through a long outage cannot make it grow without end.
+        if !self.activity.reserve_read(len, MAX_READS_WAITING) {
+            return Err(self.fail(
+                "rbd_aio_read (64 MiB of reads wait for the cluster already)",
+                libc::ETIMEDOUT,
+            ));
+        }
+        let state = Arc::new(State::new(&self.activity, "rbd_aio_read", len));
+        let buf = state.buffer.0 as *mut u8;
+        // SAFETY: the buffer holds `len` bytes and lives as long as the State, which the
+        // callback holds until the read completed; nothing reads it before that.
+        let submitted = unsafe {
+            self.submit(&state, |api, handle, completion| {
+                (api.rbd_aio_read)(handle, offset, len, buf.cast(), completion)
+            })
+        };
+        if let Err(e) = submitted {
+            self.activity.release_read(len);
+            return Err(e);
+        }
+        let done = AioDone(state);
+        let Some(ret) = done.wait_until(Some(Instant::now() + limit)) else {
+            return Err(self.fail_timed_out("rbd_aio_read", limit));
+        };
+        let n = check(ret, "rbd_aio_read", || self.target.clone())? as usize;
+        if n != len {
+            return Err(self.fail("rbd_aio_read (past the image's end)", libc::EINVAL));
+        }
+        // SAFETY: the read completed (its result is set, under the lock the callback stored it
+        // with), so librbd no longer writes the buffer; it holds `len` initialized bytes.
+        out.copy_from_slice(unsafe { std::slice::from_raw_parts(buf, len) });
+        Ok(())
+    }
+
+    fn fail_timed_out(&self, call: &'static str, limit: Duration) -> RbdError {
+        RbdError::Call {
+            op: call,
+            target: format!(
+                "{} (the cluster did not answer within {}s; the call goes on in the background)",
+                self.target,
+                limit.as_secs()
+            ),
+            errno: libc::ETIMEDOUT,
+        }
+    }
+
+    /// Makes a completion for `state` and starts the call `start` makes with it. On success the
+    /// callback will run exactly once; on failure it never runs and nothing is left behind.
+    ///
+    /// # Safety
+    /// `start` must start one asynchronous call on the image with the completion, and whatever
+    /// memory it hands librbd must stay valid until the completion fires.
+    unsafe fn submit(
+        &self,
+        state: &Arc<State>,
+        start: impl FnOnce(&super::Api, super::ImageT, CompletionT) -> std::ffi::c_int,
+    ) -> Result<(), RbdError> {
         let api = self.api();
-        let state = Arc::new(State::default());
         let arg = Arc::into_raw(state.clone()) as *mut c_void;
         let mut completion: CompletionT = std::ptr::null_mut();
         // SAFETY: `on_complete` matches rbd_callback_t; `arg` stays valid until the callback
@@ -94,19 +253,10 @@ impl Image {
             drop(unsafe { Arc::from_raw(arg as *const State) });
             return Err(e);
         }
-        // SAFETY: the image is open; `data` stays alive and unmoved (its heap buffer does not
-        // move with the Vec) until the completion reports, because the returned AioWrite owns
-        // it and waits for the completion before dropping it; the completion is fresh.
-        let ret = unsafe {
-            (api.rbd_aio_write)(
-                self.handle,
-                offset,
-                data.len(),
-                data.as_ptr().cast(),
-                completion,
-            )
-        };
-        if let Err(e) = check(ret.into(), "rbd_aio_write", || self.target.clone()) {
+        self.activity.begin();
+        let ret = start(api, self.handle, completion);
+        if let Err(e) = check(ret.into(), state.call, || self.target.clone()) {
+            self.activity.end(state.call, ret.into());
             // Not submitted: librbd will not call back. Take the reference back and release.
             // SAFETY: as above, the callback will never run for this completion.
             unsafe {
@@ -115,13 +265,7 @@ impl Image {
             }
             return Err(e);
         }
-        Ok(AioWrite {
-            done: AioDone(state),
-            offset,
-            len: data.len(),
-            _data: data,
-            target: self.target.clone(),
-        })
+        Ok(())
     }
 }
 

@@ -14,6 +14,11 @@
 //!
 //! Every failure is one [`RbdError`]: either the libraries are missing (the message names the
 //! Debian package), or a call failed with an errno (the message names the call, pool and image).
+//!
+//! Image I/O never times out: librados waits for as long as the cluster is away (OSDs
+//! restarting, peering, a partition), as the kernel's rbd client does, and every call then
+//! completes. Each image counts its calls in flight ([`Image::waiting`]) and remembers when the
+//! cluster refused this client as blocklisted ([`Image::fence`]).
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;
 use std::io;
@@ -24,9 +29,13 @@ use std::time::Duration;
 
 use libloading::Library;
 
+mod activity;
 mod aio;
 mod watchers;
+pub use activity::{EBLOCKLISTED, Fence, Waiting};
 pub use aio::{AioDone, AioWrite};
+
+use activity::Activity;
 
 /// The sonames loaded at run time, and the Debian packages that ship them.
 pub const LIBRADOS: (&str, &str) = ("librados.so.2", "librados2");
@@ -36,8 +45,8 @@ pub const LIBRBD: (&str, &str) = ("librbd.so.1", "librbd1");
 pub const FEATURE_LAYERING: u64 = 1 << 0;
 pub const FEATURE_EXCLUSIVE_LOCK: u64 = 1 << 2;
 
-/// How long a call may wait for an unreachable monitor or OSD before it fails with ETIMEDOUT
-/// (instead of blocking forever, librados' default for OSD operations).
+/// How long connecting and monitor commands may wait for an unreachable monitor before they
+/// fail with ETIMEDOUT. OSD operations (image I/O) have no such bound.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One error type for the module.
@@ -122,6 +131,7 @@ struct Api {
         unsafe extern "C" fn(*mut c_void, aio::CallbackT, *mut aio::CompletionT) -> c_int,
     rbd_aio_write:
         unsafe extern "C" fn(ImageT, u64, usize, *const c_char, aio::CompletionT) -> c_int,
+    rbd_aio_read: unsafe extern "C" fn(ImageT, u64, usize, *mut c_char, aio::CompletionT) -> c_int,
     rbd_aio_get_return_value: unsafe extern "C" fn(aio::CompletionT) -> isize,
     rbd_aio_release: unsafe extern "C" fn(aio::CompletionT),
     rbd_lock_exclusive: unsafe extern "C" fn(ImageT, *const c_char) -> c_int,
@@ -225,6 +235,7 @@ impl Api {
             rbd_flush: sym!(lrbd, rbd, rbd_flush),
             rbd_aio_create_completion: sym!(lrbd, rbd, rbd_aio_create_completion),
             rbd_aio_write: sym!(lrbd, rbd, rbd_aio_write),
+            rbd_aio_read: sym!(lrbd, rbd, rbd_aio_read),
             rbd_aio_get_return_value: sym!(lrbd, rbd, rbd_aio_get_return_value),
             rbd_aio_release: sym!(lrbd, rbd, rbd_aio_release),
             rbd_lock_exclusive: sym!(lrbd, rbd, rbd_lock_exclusive),
@@ -291,10 +302,12 @@ pub struct ClusterConfig {
     pub keyring: Option<PathBuf>,
     /// The cluster name (`ceph` unless set): the `$cluster` in default paths.
     pub cluster: Option<String>,
-    /// Bound on connecting (`client_mount_timeout`), on monitor commands
-    /// (`rados_mon_op_timeout`) and on every OSD operation, image I/O included
-    /// (`rados_osd_op_timeout`): an unreachable cluster makes calls fail with ETIMEDOUT after
-    /// this long instead of hanging. These are set after the conf file is read, so they win.
+    /// Bound on connecting (`client_mount_timeout`) and on monitor commands
+    /// (`rados_mon_op_timeout`): with no monitor answering they fail with ETIMEDOUT after this
+    /// long. OSD operations, image I/O included, never time out (`rados_osd_op_timeout=0`): an
+    /// I/O that failed after a timeout could not be told apart from one that still lands later,
+    /// and the filesystem above would have to give up on the image. These are set after the
+    /// conf file is read, so they win.
     pub timeout: Duration,
 }
 
@@ -398,8 +411,9 @@ impl Cluster {
         let secs = config.timeout.as_secs().max(1).to_string();
         let mut settings = vec![
             ("client_mount_timeout", secs.clone()),
-            ("rados_mon_op_timeout", secs.clone()),
-            ("rados_osd_op_timeout", secs),
+            ("rados_mon_op_timeout", secs),
+            // Waits for the cluster, whatever ceph.conf says (see `ClusterConfig::timeout`).
+            ("rados_osd_op_timeout", "0".to_owned()),
             // Breaking a lock must fence its holder, whatever the configuration says.
             ("rbd_blocklist_on_break_lock", "true".to_owned()),
         ];
@@ -591,6 +605,7 @@ impl IoCtx {
             io: self.inner.clone(),
             handle,
             target: self.image_target(name),
+            activity: Arc::default(),
         })
     }
 }
@@ -615,6 +630,8 @@ pub struct Image {
     handle: ImageT,
     /// "pool rbd image vol1", for error messages.
     target: String,
+    /// Its calls in flight and its fence; shared with the completions of asynchronous calls.
+    activity: Arc<Activity>,
 }
 
 // SAFETY: librbd makes an open image safe to use from several threads at once: ImageCtx guards
@@ -670,21 +687,39 @@ impl Image {
         &self.target
     }
 
+    /// Calls in flight to which the cluster has answered nothing for more than `longer_than`
+    /// (none answered since `Waiting::since`).
+    pub fn waiting(&self, longer_than: Duration) -> Option<Waiting> {
+        self.activity.waiting(longer_than)
+    }
+
+    /// Whether the cluster refused a call of this connection as blocklisted (someone broke this
+    /// client's lock, or an operator blocklisted it): it will refuse every further one.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.activity.fence()
+    }
+
     /// The image's size in bytes.
     pub fn size(&self) -> Result<u64, RbdError> {
         let mut size = 0u64;
+        let call = self.activity.call("rbd_get_size");
         // SAFETY: the image is open; size is a valid out-pointer.
         let ret = unsafe { (self.api().rbd_get_size)(self.handle, &mut size) };
-        check(ret.into(), "rbd_get_size", || self.target.clone())?;
+        check(call.done(ret.into()), "rbd_get_size", || {
+            self.target.clone()
+        })?;
         Ok(size)
     }
 
     /// The image's feature bits (`FEATURE_*`).
     pub fn features(&self) -> Result<u64, RbdError> {
         let mut features = 0u64;
+        let call = self.activity.call("rbd_get_features");
         // SAFETY: the image is open; features is a valid out-pointer.
         let ret = unsafe { (self.api().rbd_get_features)(self.handle, &mut features) };
-        check(ret.into(), "rbd_get_features", || self.target.clone())?;
+        check(call.done(ret.into()), "rbd_get_features", || {
+            self.target.clone()
+        })?;
         Ok(features)
     }
 
@@ -692,11 +727,12 @@ impl Image {
     pub fn read_at(&self, mut offset: u64, mut out: &mut [u8]) -> Result<(), RbdError> {
         while !out.is_empty() {
             let len = out.len().min(MAX_IO);
+            let call = self.activity.call("rbd_read");
             // SAFETY: the image is open; out is valid for writes of len bytes and librbd
             // writes at most len bytes into it before returning (the call is synchronous).
             let ret =
                 unsafe { (self.api().rbd_read)(self.handle, offset, len, out.as_mut_ptr().cast()) };
-            let n = check(ret as i64, "rbd_read", || self.target.clone())? as usize;
+            let n = check(call.done(ret as i64), "rbd_read", || self.target.clone())? as usize;
             if n == 0 || n > len {
                 return Err(self.fail("rbd_read (past the image's end)", libc::EINVAL));
             }
@@ -711,11 +747,12 @@ impl Image {
     pub fn write_at(&self, mut offset: u64, mut data: &[u8]) -> Result<(), RbdError> {
         while !data.is_empty() {
             let len = data.len().min(MAX_IO);
+            let call = self.activity.call("rbd_write");
             // SAFETY: the image is open; data is valid for reads of len bytes for the whole
             // (synchronous) call.
             let ret =
                 unsafe { (self.api().rbd_write)(self.handle, offset, len, data.as_ptr().cast()) };
-            let n = check(ret as i64, "rbd_write", || self.target.clone())? as usize;
+            let n = check(call.done(ret as i64), "rbd_write", || self.target.clone())? as usize;
             if n == 0 || n > len {
                 return Err(self.fail("rbd_write (past the image's end)", libc::EINVAL));
             }
@@ -727,9 +764,10 @@ impl Image {
 
     /// Makes every write that completed before the call durable.
     pub fn flush(&self) -> Result<(), RbdError> {
+        let call = self.activity.call("rbd_flush");
         // SAFETY: the image is open.
         let ret = unsafe { (self.api().rbd_flush)(self.handle) };
-        check(ret.into(), "rbd_flush", || self.target.clone()).map(drop)
+        check(call.done(ret.into()), "rbd_flush", || self.target.clone()).map(drop)
     }
 
     /// Takes the image's advisory exclusive lock as (this connection, `cookie`). EBUSY if
@@ -750,9 +788,10 @@ impl Image {
             ));
         }
         let c_cookie = c_string(cookie, "rbd_lock_exclusive", || self.target.clone())?;
+        let call = self.activity.call("rbd_lock_exclusive");
         // SAFETY: the image is open; cookie is NUL-terminated and outlives the call.
         let ret = unsafe { (self.api().rbd_lock_exclusive)(self.handle, c_cookie.as_ptr()) };
-        check(ret.into(), "rbd_lock_exclusive", || {
+        check(call.done(ret.into()), "rbd_lock_exclusive", || {
             format!("{} (cookie {cookie})", self.target)
         })
         .map(drop)
@@ -761,9 +800,10 @@ impl Image {
     /// Releases this connection's lock with `cookie` (ENOENT if it holds none).
     pub fn unlock(&self, cookie: &str) -> Result<(), RbdError> {
         let c_cookie = c_string(cookie, "rbd_unlock", || self.target.clone())?;
+        let call = self.activity.call("rbd_unlock");
         // SAFETY: the image is open; cookie is NUL-terminated and outlives the call.
         let ret = unsafe { (self.api().rbd_unlock)(self.handle, c_cookie.as_ptr()) };
-        check(ret.into(), "rbd_unlock", || {
+        check(call.done(ret.into()), "rbd_unlock", || {
             format!("{} (cookie {cookie})", self.target)
         })
         .map(drop)
@@ -779,11 +819,12 @@ impl Image {
         let target = || format!("{} (client {client}, cookie {cookie})", self.target);
         let c_client = c_string(client, "rbd_break_lock", target)?;
         let c_cookie = c_string(cookie, "rbd_break_lock", target)?;
+        let call = self.activity.call("rbd_break_lock");
         // SAFETY: the image is open; both strings are NUL-terminated and outlive the call.
         let ret = unsafe {
             (self.api().rbd_break_lock)(self.handle, c_client.as_ptr(), c_cookie.as_ptr())
         };
-        check(ret.into(), "rbd_break_lock", target).map(drop)
+        check(call.done(ret.into()), "rbd_break_lock", target).map(drop)
     }
 
     /// Who holds the image's advisory lock (empty if nobody).
@@ -798,6 +839,7 @@ impl Image {
             let mut cookies = vec![0u8; cookies_len];
             let mut addrs = vec![0u8; addrs_len];
             let mut exclusive: c_int = 0;
+            let call = self.activity.call("rbd_list_lockers");
             // SAFETY: the image is open; each buffer is valid for writes of the length passed
             // with it (librbd checks every length before writing anything, returning -ERANGE
             // with the needed lengths if one is short); the out-pointers are valid.
@@ -815,10 +857,11 @@ impl Image {
                     &mut addrs_len,
                 )
             };
-            if ret == -(libc::ERANGE as isize) {
+            let ret = call.done(ret as i64);
+            if ret == -(libc::ERANGE as i64) {
                 continue;
             }
-            let n = check(ret as i64, "rbd_list_lockers", target)? as usize;
+            let n = check(ret, "rbd_list_lockers", target)? as usize;
             let split = |buf: &[u8], len: usize| -> Vec<String> {
                 buf[..len.min(buf.len())]
                     .split(|b| *b == 0)

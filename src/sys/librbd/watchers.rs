@@ -33,15 +33,17 @@ impl Image {
         for _ in 0..8 {
             let mut list: Vec<WatcherT> = (0..capacity).map(|_| WatcherT::empty()).collect();
             let mut count = capacity;
+            let call = self.activity.call("rbd_watchers_list");
             // SAFETY: the image is open; `list` holds `count` writable entries and librbd writes
             // at most that many (it returns -ERANGE with the count it needs otherwise).
             let ret =
                 unsafe { (api.rbd_watchers_list)(self.handle, list.as_mut_ptr(), &mut count) };
-            if ret == -libc::ERANGE {
+            let ret = call.done(ret.into());
+            if ret == -(libc::ERANGE as i64) {
                 capacity = count.max(capacity * 2);
                 continue;
             }
-            check(ret.into(), "rbd_watchers_list", || self.target.clone())?;
+            check(ret, "rbd_watchers_list", || self.target.clone())?;
             let count = count.min(capacity);
             let ids = list[..count].iter().map(|w| w.id).collect();
             // SAFETY: librbd filled the first `count` entries (each `addr` its own allocation);

@@ -84,6 +84,23 @@ pub(super) fn file(rec: InodeRec) -> FsResult<InodeRec> {
 }
 
 impl Inner {
+    /// A failed data read or write: ETIMEDOUT when the device gave up waiting for its cluster
+    /// (the I/O goes on); on a fenced device EROFS for a write, as for every change, and EIO
+    /// for a read; else EIO, as from a failing disk. Timeouts and fences are reported by
+    /// `health`, not logged at every call.
+    fn data_error(&self, write: bool, at: u64, e: std::io::Error) -> FsError {
+        use nix::errno::Errno;
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            return FsError::Os(Errno::ETIMEDOUT);
+        }
+        if self.device.fenced() {
+            return FsError::Os(if write { Errno::EROFS } else { Errno::EIO });
+        }
+        let what = if write { "write" } else { "read" };
+        log::error!("image data {what} at {at}: {e}");
+        FsError::Os(Errno::EIO)
+    }
+
     /// Maps the file blocks `(first, count)` of a hole to newly allocated ones (the run at
     /// `goal` first), as extents that are `unwritten` or not. `Err(waiting)` inside when too
     /// few blocks are free: `waiting` says whether blocks pending a durable commit would help.
@@ -118,10 +135,9 @@ impl Inner {
 
     pub(super) fn submit(&self, ios: Vec<Io>) -> FsResult<()> {
         for (at, bytes) in ios {
-            self.device.submit_write(at, bytes).map_err(|e| {
-                log::error!("image data write at {at}: {e}");
-                FsError::Os(nix::errno::Errno::EIO)
-            })?;
+            self.device
+                .submit_write(at, bytes)
+                .map_err(|e| self.data_error(true, at, e))?;
         }
         Ok(())
     }
@@ -171,10 +187,9 @@ impl Inner {
             let to = end.min(e.lend() * BLOCK);
             let at = self.layout.block_offset(e.pblk) + (from - e.lblk * BLOCK);
             let buf = &mut out[(from - offset) as usize..(to - offset) as usize];
-            self.device.read_at(at, buf).map_err(|err| {
-                log::error!("image data read at {at}: {err}");
-                FsError::Os(nix::errno::Errno::EIO)
-            })?;
+            self.device
+                .read_data(at, buf)
+                .map_err(|e| self.data_error(false, at, e))?;
         }
         Ok(out)
     }
@@ -215,7 +230,7 @@ impl Inner {
         waiting_blocks: &mut bool,
     ) -> FsResult<u32> {
         // The reservation outlives the commit, until the usage it covers is applied.
-        let (written, grown, _reservation) = self.transact(false, |t| {
+        let (written, grown, _reservation) = self.transact(|t| {
             let mut rec = file(t.inode(ino)?)?;
             let len = data.len() as u64;
             let (first, last) = (offset / BLOCK, (offset + len).div_ceil(BLOCK));

@@ -9,6 +9,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
 use super::{ImageFs, Inner};
+use crate::fs::acl;
 use crate::fs::handles::{DirCursor, DirStart};
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::*;
@@ -18,6 +19,9 @@ use std::ops::Bound::{Excluded, Included};
 /// The largest xattr value (as ext4 without `ea_inode`: one block): bigger values would need
 /// database pages of more than 4 KiB, which a nearly full metadata region may not have.
 const XATTR_VALUE_MAX: usize = 4000;
+
+/// The alignment of O_DIRECT offsets and lengths: a block device's logical sector.
+const DIRECT_IO_ALIGN: u64 = 512;
 
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
@@ -43,7 +47,8 @@ impl Inner {
         }
     }
 
-    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent).
+    /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent;
+    /// mode and ACLs from the parent's default ACL, or the caller's umask without one).
     fn make(
         &self,
         caller: &Caller,
@@ -54,12 +59,19 @@ impl Inner {
         let name = name_ok(name)?;
         self.metadata_room()?;
         let _reservation = self.quota.reserve(0, 1)?;
-        let (ino, rec) = self.transact(false, |t| {
+        let (ino, rec) = self.transact(|t| {
             let mut p = t.inode(parent)?;
             dir(&p)?;
             if t.child(parent, name)?.is_some() {
                 return Err(os(Errno::EEXIST));
             }
+            let mut xattrs = t.tx.open_table(XATTRS).io()?;
+            let default = xattrs
+                .get((parent, acl::DEFAULT.as_bytes()))
+                .io()?
+                .map(|v| v.value().to_vec());
+            let inherited = acl::inherit(default.as_deref(), rec.kind(), rec.perm, caller.umask)?;
+            rec.perm = inherited.mode & 0o7777;
             if p.perm & libc::S_ISGID != 0 {
                 rec.gid = p.gid;
                 if rec.kind() == FileKind::Dir {
@@ -78,6 +90,17 @@ impl Inner {
             p.touch_dir();
             t.put_inode(parent, &p)?;
             t.put_inode(ino, &rec)?;
+            for (acl_name, value) in [
+                (acl::ACCESS, inherited.access),
+                (acl::DEFAULT, inherited.default),
+            ] {
+                if let Some(value) = value {
+                    xattrs
+                        .insert((ino, acl_name.as_bytes()), value.as_slice())
+                        .io()?;
+                }
+            }
+            drop(xattrs);
             t.set_child(parent, name, Some(ino))?;
             t.add_counter(USED_INODES, 1)?;
             Ok((ino, rec))
@@ -88,7 +111,7 @@ impl Inner {
 
     fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let (ino, last) = self.transact(false, |t| {
+        let (ino, last) = self.transact(|t| {
             let mut p = t.inode(parent)?;
             let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
             let mut rec = t.inode(ino)?;
@@ -148,7 +171,7 @@ impl Inner {
             }
             false => None,
         };
-        let (reap, whiteout_made) = self.transact(false, |t| {
+        let (reap, whiteout_made) = self.transact(|t| {
             let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
             let target = t.child(r.new_parent, new_name)?;
             if Self::is_ancestor(t, moved, r.new_parent)? {
@@ -301,6 +324,48 @@ impl Inner {
     fn handle_ino(&self, fh: Fh) -> FsResult<Ino> {
         Ok(*self.files.get(fh)?)
     }
+
+    /// Sets (or, with a value of no entries, removes) an ACL as ext4 does: an access ACL sets
+    /// the mode and is kept only when the mode cannot say it all (see `acl::set_access`).
+    fn set_acl(&self, ino: Ino, kind: acl::Kind, value: &[u8], kill_sgid: bool) -> FsResult<()> {
+        self.metadata_room()?;
+        self.transact(|t| {
+            let mut rec = t.inode(ino)?;
+            if rec.kind() == FileKind::Symlink {
+                return Err(FsError::Unsupported);
+            }
+            let (name, stored) = match kind {
+                acl::Kind::Access => {
+                    let (perm, stored) = acl::set_access(value, rec.perm, kill_sgid)?;
+                    rec.perm = perm;
+                    (acl::ACCESS, stored)
+                }
+                acl::Kind::Default => (acl::DEFAULT, acl::check_default(value, rec.kind())?),
+            };
+            let mut x = t.tx.open_table(XATTRS).io()?;
+            match stored {
+                Some(v) => x.insert((ino, name.as_bytes()), v.as_slice()).io()?,
+                None => x.remove((ino, name.as_bytes())).io()?,
+            };
+            drop(x);
+            rec.ctime = now();
+            t.put_inode(ino, &rec)
+        })
+    }
+}
+
+/// A chmod changes the access ACL too, as on ext4.
+fn chmod_acl(t: &Tx<'_>, ino: Ino, mode: u32) -> FsResult<()> {
+    let mut x = t.tx.open_table(XATTRS).io()?;
+    let key = (ino, acl::ACCESS.as_bytes());
+    let changed = match x.get(key).io()? {
+        Some(v) => acl::chmod(v.value(), mode),
+        None => None,
+    };
+    if let Some(value) = changed {
+        x.insert(key, value.as_slice()).io()?;
+    }
+    Ok(())
 }
 
 /// What a write, truncate or chown by an unprivileged caller does to a file's privileges.
@@ -349,7 +414,7 @@ impl VolumeFs for ImageFs {
         if let Some(size) = c.size {
             self.shrink_steps(ino, size)?;
         }
-        let (rec, delta) = self.transact(false, |t| {
+        let (rec, delta) = self.transact(|t| {
             let mut rec = t.inode(ino)?;
             let chown = c.uid.is_some() || c.gid.is_some();
             let kill = c.mode.is_none()
@@ -374,6 +439,7 @@ impl VolumeFs for ImageFs {
             }
             if let Some(mode) = c.mode {
                 rec.perm = mode & 0o7777;
+                chmod_acl(t, ino, mode)?;
             }
             rec.uid = c.uid.unwrap_or(rec.uid);
             rec.gid = c.gid.unwrap_or(rec.gid);
@@ -452,7 +518,7 @@ impl VolumeFs for ImageFs {
     ) -> FsResult<Entry> {
         let name = name_ok(new_name)?;
         self.metadata_room()?;
-        let rec = self.transact(false, |t| {
+        let rec = self.transact(|t| {
             let mut rec = t.inode(ino)?;
             let mut p = t.inode(new_parent)?;
             dir(&p)?;
@@ -528,13 +594,19 @@ impl VolumeFs for ImageFs {
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
         let ino = self.handle_ino(fh)?;
         if kill {
-            self.transact(false, |t| {
+            self.transact(|t| {
                 let mut rec = t.inode(ino)?;
                 drop_privileges(t, ino, &mut rec)?;
                 t.put_inode(ino, &rec)
             })?;
         }
         self.write_data(ino, offset, data)
+    }
+
+    /// A block device's: its logical sector (an RBD image's block device has 512 bytes), as
+    /// a disk filesystem on it would demand.
+    fn direct_io_alignment(&self, _fh: Fh) -> FsResult<u64> {
+        Ok(DIRECT_IO_ALIGN)
     }
 
     fn release(&self, _ino: Ino, fh: Fh) -> FsResult<()> {
@@ -598,12 +670,22 @@ impl VolumeFs for ImageFs {
         })
     }
 
-    fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
         if value.len() > XATTR_VALUE_MAX {
             return Err(os(Errno::E2BIG));
         }
+        if let Some(kind) = acl::kind_of(name) {
+            return self.set_acl(ino, kind, value, kill_sgid);
+        }
         self.metadata_room()?;
-        self.transact(false, |t| {
+        self.transact(|t| {
             let mut rec = t.inode(ino)?;
             rules::check_xattr_kind(rec.kind(), name)?;
             let mut x = t.tx.open_table(XATTRS).io()?;
@@ -644,7 +726,7 @@ impl VolumeFs for ImageFs {
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
-        self.transact(false, |t| {
+        self.transact(|t| {
             let mut rec = t.inode(ino)?;
             let removed =
                 t.tx.open_table(XATTRS)
@@ -652,11 +734,15 @@ impl VolumeFs for ImageFs {
                     .remove((ino, name.as_bytes()))
                     .io()?
                     .is_some();
-            if !removed {
-                return Err(os(Errno::ENODATA));
+            match removed {
+                true => {
+                    rec.ctime = now();
+                    t.put_inode(ino, &rec)
+                }
+                // Removing an ACL a node does not have succeeds, as on ext4.
+                false if acl::kind_of(name).is_some() => Ok(()),
+                false => Err(os(Errno::ENODATA)),
             }
-            rec.ctime = now();
-            t.put_inode(ino, &rec)
         })
     }
 
@@ -721,5 +807,9 @@ impl VolumeFs for ImageFs {
     /// What only this process holds goes to the image: a durable commit.
     fn persist_for_successor(&self) -> FsResult<()> {
         self.commit_durably()
+    }
+
+    fn health(&self) -> Health {
+        self.device.health()
     }
 }

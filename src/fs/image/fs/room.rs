@@ -25,8 +25,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use redb::Database;
-
 use crate::fs::image::backend::RegionWatch;
 use crate::fs::{FsError, FsResult};
 
@@ -40,6 +38,17 @@ const DURABLE_EVERY: u64 = 16;
 const MARGIN: u64 = 8;
 /// The longest time between durable commits.
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether a transaction about to run makes a durable commit due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    No,
+    /// The last durable commit is `COMMIT_INTERVAL` old.
+    Interval,
+    /// Past half the region, a sixteenth of it was allocated since the last durable commit:
+    /// one must be made before more is.
+    Space,
+}
 
 pub struct Room {
     watch: RegionWatch,
@@ -73,12 +82,22 @@ impl Room {
         self.watch.capacity()
     }
 
-    /// Counts a transaction about to run; true when it must commit durably.
-    pub fn begin_tx(&self) -> bool {
+    /// Whether a durable commit is due before a transaction about to run, and why.
+    pub fn due(&self) -> Due {
+        let since = self.since_durable.load(Ordering::Relaxed) + TX_PAGES;
+        if self.len() > self.capacity() / 2 && since >= self.capacity() / DURABLE_EVERY {
+            Due::Space
+        } else if self.durable_at.lock().elapsed() >= COMMIT_INTERVAL {
+            Due::Interval
+        } else {
+            Due::No
+        }
+    }
+
+    /// Counts a transaction that committed (not durably).
+    pub fn committed(&self) {
         self.since_measured.fetch_add(TX_PAGES, Ordering::Relaxed);
-        let since = self.since_durable.fetch_add(TX_PAGES, Ordering::Relaxed) + TX_PAGES;
-        (self.len() > self.capacity() / 2 && since >= self.capacity() / DURABLE_EVERY)
-            || self.durable_at.lock().elapsed() >= COMMIT_INTERVAL
+        self.since_durable.fetch_add(TX_PAGES, Ordering::Relaxed);
     }
 
     /// Whether something changed since a durable commit that is `COMMIT_INTERVAL` old.
@@ -87,16 +106,29 @@ impl Room {
             && self.durable_at.lock().elapsed() >= COMMIT_INTERVAL
     }
 
-    /// Records that a durable commit just completed.
-    pub fn durable_done(&self) {
-        self.since_durable.store(0, Ordering::Relaxed);
+    /// What was counted since the last durable commit; taken by a durable commit once it holds
+    /// the transaction lock, so that it covers every transaction counted so far.
+    pub fn since_durable(&self) -> u64 {
+        self.since_durable.load(Ordering::Relaxed)
+    }
+
+    /// Records that a durable commit just completed; it covered `covered` (`since_durable`
+    /// when it began): what transactions counted meanwhile stays counted.
+    pub fn durable_done(&self, covered: u64) {
+        let _ = (self.since_durable).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            Some(s.saturating_sub(covered))
+        });
         *self.durable_at.lock() = Instant::now();
     }
 
     /// Ok when metadata may grow; `NoSpace` when not. `sync` commits durably (so that pages
-    /// of earlier commits are free) and runs twice before a measurement; never call this inside
-    /// a write transaction.
-    pub fn check(&self, db: &Database, sync: impl Fn() -> FsResult<()>) -> FsResult<()> {
+    /// of earlier commits are free) and runs twice before a measurement, which `in_use` makes
+    /// (the bytes of redb's allocated pages); never call this inside a write transaction.
+    pub fn check(
+        &self,
+        sync: impl Fn() -> FsResult<()>,
+        in_use: impl FnOnce() -> FsResult<u64>,
+    ) -> FsResult<()> {
         let (len, cap) = (self.len(), self.capacity());
         if len <= cap / 2 {
             return Ok(());
@@ -113,12 +145,8 @@ impl Room {
         }
         sync()?;
         sync()?;
-        let in_use = {
-            let tx = db.begin_write().map_err(io)?;
-            let stats = tx.stats().map_err(io)?;
-            self.since_measured.store(0, Ordering::Relaxed);
-            stats.allocated_pages() * stats.page_size() as u64
-        };
+        self.since_measured.store(0, Ordering::Relaxed);
+        let in_use = in_use()?;
         let len = self.len();
         let full = in_use + margin > len;
         self.measured.store(in_use, Ordering::Relaxed);
@@ -129,9 +157,4 @@ impl Room {
         );
         if full { Err(FsError::NoSpace) } else { Ok(()) }
     }
-}
-
-fn io(e: impl std::fmt::Display) -> FsError {
-    log::error!("image metadata: {e}");
-    FsError::Os(nix::errno::Errno::EIO)
 }

@@ -18,7 +18,7 @@ impl Inner {
     /// `truncate_in` then does the rest (at most a batch) in the caller's transaction.
     pub(super) fn shrink_steps(&self, ino: Ino, size: u64) -> FsResult<()> {
         loop {
-            let step = self.transact(false, |t| {
+            let step = self.transact(|t| {
                 let mut rec = t.inode(ino)?;
                 if rec.kind() != FileKind::File || size >= rec.size {
                     return Ok(None);
@@ -61,7 +61,7 @@ impl Inner {
     /// extents lies there (`punch` does the rest).
     fn punch_steps(&self, ino: Ino, from: u64, to: u64) -> FsResult<()> {
         loop {
-            let step = self.transact(false, |t| {
+            let step = self.transact(|t| {
                 let mut rec = file(t.inode(ino)?)?;
                 let removed = extents::remove_range(t, ino, from, to, extents::BATCH)?;
                 let freed = removed.blocks * BLOCK;
@@ -152,7 +152,7 @@ impl Inner {
         let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
         // Held until the usage is applied, after the commit.
         let mut reservation = None;
-        let delta = self.transact(false, |t| {
+        let delta = self.transact(|t| {
             let mut rec = file(t.inode(ino)?)?;
             let (first, last) = (offset / BLOCK, end.div_ceil(BLOCK));
             let delta = match mode & !libc::FALLOC_FL_KEEP_SIZE {
