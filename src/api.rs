@@ -42,6 +42,9 @@ pub mod routes {
     pub const FSCK: &str = "/v1/fsck";
     /// `PathRequest` → `BreakLockResponse`.
     pub const BREAK_LOCK: &str = "/v1/break-lock";
+    /// [`super::Empty`] → [`super::Empty`]: the daemon stops for good once it answered,
+    /// unmounting every volume (`fvol daemon --stop`).
+    pub const STOP: &str = "/v1/stop";
 }
 
 /// A request body: a JSON object of this type's shape, which errors about the body show. The

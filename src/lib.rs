@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod driver;
 pub mod fs;
 pub mod fuse;
+pub mod keeper;
 pub mod model;
 pub mod store;
 pub mod sys;

@@ -19,6 +19,11 @@
                                   writes MIB MiB of random bytes (os.urandom, so nothing can be
                                   deduplicated or compressed) into DIR, in files of FILE_MIB MiB,
                                   1 MiB per write(), each file fsynced; prints JSON stats
+  bench_helper.py stall FILE STOPFILE
+                                  writes 4 KiB and fsyncs, nonstop, at the end of FILE until
+                                  STOPFILE exists; prints JSON {"writes": N, "errors": N,
+                                  "first_error": "..." or "", "gaps": [[before, after], ...]}, the
+                                  completion times (epoch seconds) around every pause over 20 ms
   bench_helper.py flood KIND DIR CAP
                                   makes up to CAP of KIND in DIR until the filesystem refuses:
                                   xattrs (64 KiB user xattrs on one file) or files (empty files);
@@ -221,6 +226,37 @@ def table2(rows_path, col_a, col_b, ratio):
     print("\n".join(lines))
 
 
+def stall(path, stop):
+    """A writer that must see no error across restarts of the filesystem's daemon."""
+    block = os.urandom(4096)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    writes = errors = 0
+    first_error = ""
+    gaps = []
+    last = time.time()
+    while not os.path.exists(stop):
+        try:
+            os.write(fd, block)
+            os.fsync(fd)
+            writes += 1
+        except OSError as e:
+            errors += 1
+            first_error = first_error or "%s after %d writes" % (e, writes)
+            time.sleep(0.01)
+            continue
+        now = time.time()
+        if now - last > 0.02:
+            gaps.append([last, now])
+        last = now
+    try:
+        os.close(fd)
+    except OSError as e:
+        errors += 1
+        first_error = first_error or "close: %s" % e
+    print(json.dumps({"writes": writes, "errors": errors, "first_error": first_error,
+                      "gaps": gaps}))
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "meta":
         meta(argv[2], int(argv[3]))
@@ -234,6 +270,8 @@ def main(argv):
         print(_ratio(argv[3], argv[2]))
     elif len(argv) == 5 and argv[1] == "fill":
         fill(argv[2], int(argv[3]), int(argv[4]))
+    elif len(argv) == 4 and argv[1] == "stall":
+        stall(argv[2], argv[3])
     elif len(argv) == 5 and argv[1] == "flood":
         flood(argv[2], argv[3], int(argv[4]))
     else:

@@ -7,9 +7,12 @@
 //! - `TestDaemon`: `fvol --root ROOT daemon --no-plugin` on a `TestRoot`, driven through the
 //!   real CLI. Without `--no-plugin` every daemon would serve the Docker plugin on the one
 //!   host-wide `/run/docker/plugins/fvol.sock`, and parallel tests would fight over it; tests of
-//!   the plugin start theirs with `start_with_args` and a private `--plugin-spec`. Dropping it stops the daemon (SIGTERM,
-//!   then SIGKILL) and detaches every mount left under the test directory, so a panicking test
-//!   leaks neither a process nor a mount.
+//!   the plugin start theirs with `start_with_args` and a private `--plugin-spec`. Dropping it
+//!   stops the daemon (SIGTERM, then SIGKILL) and detaches every mount left under the test
+//!   directory (which ends the connections the keeper held, and so the keeper), so a
+//!   panicking test leaks neither a process nor a mount. `stop` stops it for good (`fvol
+//!   daemon --stop`), `terminate` for a restart (SIGTERM: the volumes stay mounted), `kill9`
+//!   as a crash.
 //!
 //! The binary is `$FVOL_BIN`, or `<workspace>/target/release/fvol`.
 use std::ffi::{OsStr, OsString};
@@ -56,8 +59,13 @@ struct RootDir {
 }
 
 impl Drop for RootDir {
+    /// The keeper goes too: a connection it holds with a request in flight would keep its
+    /// mount (and the process waiting for that request) alive past the detach.
     fn drop(&mut self) {
         detach_mounts_under(self.dir.path());
+        if let Some(pid) = keeper_of(&self.dir.path().join("root")) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 }
 
@@ -144,6 +152,34 @@ impl TestRoot {
     /// The daemon's log so far (empty if it never ran).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root().join(LOG_FILE)).unwrap_or_default()
+    }
+
+    /// The pid of the keeper of this root (`fvol --root ROOT keeper`), if one runs.
+    pub fn keeper_pid(&self) -> Option<i32> {
+        keeper_of(&self.root())
+    }
+
+    /// Kills the keeper of this root (SIGKILL) and waits until it is gone: the connections it
+    /// held that no daemon serves end (their mounts go stale).
+    pub fn kill_keeper(&self) {
+        let Some(pid) = self.keeper_pid() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        self.wait_for_no_keeper();
+    }
+
+    /// Waits (at most `DAEMON_TIMEOUT`) until no keeper runs for this root.
+    pub fn wait_for_no_keeper(&self) {
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        while self.keeper_pid().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the keeper of {} still runs",
+                self.root().display()
+            );
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Prints the end of the daemon's log to stderr once (the test harness shows it with the
@@ -295,6 +331,22 @@ impl TestDaemon {
         TestDaemon::spawn(root, cmd)
     }
 
+    /// Starts the daemon of another fvol binary `bin` (an upgrade) on `root`, with `args`.
+    pub fn start_binary<I, S>(root: &TestRoot, bin: &Path, args: I) -> TestDaemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--root")
+            .arg(root.root())
+            .arg("daemon")
+            .args(args)
+            .env_remove("FVOL_ROOT")
+            .stdin(Stdio::null());
+        TestDaemon::spawn(root, cmd)
+    }
+
     fn spawn(root: &TestRoot, mut cmd: Command) -> TestDaemon {
         let log = OpenOptions::new()
             .create(true)
@@ -404,29 +456,58 @@ impl TestDaemon {
         PathBuf::from(self.cli_ok(["mount", name]).trim_end())
     }
 
-    /// Sends SIGTERM and waits (at most `DAEMON_TIMEOUT`) for the daemon to exit.
+    /// Stops the daemon for good (`fvol daemon --stop`: every volume is unmounted) and waits
+    /// (at most `DAEMON_TIMEOUT`) for it to exit.
     pub fn stop(&mut self) -> ExitStatus {
         self.stop_within(DAEMON_TIMEOUT)
     }
 
-    /// Sends SIGTERM and waits (at most `timeout`) for the daemon to exit.
+    /// `stop`, waiting at most `timeout`. Should the daemon not take the request (its socket
+    /// is gone), it gets SIGTERM instead.
     pub fn stop_within(&mut self, timeout: Duration) -> ExitStatus {
+        let out = self.cli(["daemon", "--stop"]);
+        let why = if out.status.success() {
+            "`fvol daemon --stop`"
+        } else {
+            eprintln!(
+                "fvol daemon --stop failed ({}); sending SIGTERM",
+                crate::daemon::stderr_of(&out).trim()
+            );
+            self.signal(Signal::SIGTERM);
+            "SIGTERM"
+        };
+        self.wait_exit(timeout, why)
+    }
+
+    /// Sends SIGTERM, a planned stop or restart: the daemon leaves its volumes mounted for the
+    /// next one (held by the keeper) and exits; waits (at most `DAEMON_TIMEOUT`) for that.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(DAEMON_TIMEOUT, "SIGTERM")
+    }
+
+    fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("daemon already stopped");
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    }
+
+    fn wait_exit(&mut self, timeout: Duration, why: &str) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         match wait_timeout(&mut child, timeout) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "fvol daemon did not exit within {timeout:?} of SIGTERM\nlog:\n{}",
+                    "fvol daemon did not exit within {timeout:?} of {why}\nlog:\n{}",
                     self.root.log()
                 );
             }
         }
     }
 
-    /// Sends SIGKILL and waits for the daemon to die. Its FUSE mounts are left stale.
+    /// Sends SIGKILL and waits for the daemon to die. Its FUSE mounts stay, held by the
+    /// keeper: calls on them wait for the next daemon.
     pub fn kill9(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
         let _ = child.kill();
@@ -469,6 +550,20 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The pid of the keeper of daemon root `root`, if one runs.
+fn keeper_of(root: &Path) -> Option<i32> {
+    let want = [OsStr::new("--root"), root.as_os_str(), OsStr::new("keeper")];
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&OsStr> = cmdline
+            .split(|&b| b == 0)
+            .map(std::os::unix::ffi::OsStrExt::from_bytes)
+            .collect();
+        args.windows(3).any(|w| w == want).then_some(pid)
+    })
 }
 
 /// Undoes the octal escapes (`\040` for a space...) of /proc/self/mountinfo.

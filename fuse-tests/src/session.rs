@@ -220,6 +220,7 @@ fn mount(fs: &Arc<dyn VolumeFs>, mountpoint: &Path, passthrough: bool) -> Mounte
             readahead_kb: None,
             threads: 4,
         },
+        &mut fvol::fs::resume::Carry::none(),
     )
     .expect("mount")
 }

@@ -62,7 +62,10 @@ fn a_writer_never_reaches_the_host_directory_while_a_restart_replaces_a_stale_mo
     // Several crashes, so that the writers get many chances at the moment of the replacement.
     let mut seen = Vec::new();
     for round in 0..3 {
+        // The keeper too: its connection would keep the mount alive (calls wait, see
+        // daemon_handover.rs); here the mount must go stale and be replaced.
         d.kill9();
+        root.kill_keeper();
         let name = format!("x{round}");
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..2)

@@ -58,6 +58,7 @@ fn stale_mounts_of_a_killed_daemon_are_detached_on_drop() {
         d.cli_ok(["mount", "vol1", "--target", t.to_str().unwrap()]);
         seen = Some(d.root.base().to_path_buf());
         d.kill9();
+        d.root.kill_keeper();
         assert!(std::fs::metadata(&mp).is_err());
         panic!("deliberate panic with stale mounts");
     }));

@@ -111,9 +111,12 @@ fn restart_restores_bind_targets() {
     assert!(!is_mountpoint(&d.root().join("volumes/vol1/mnt")));
 }
 
+/// Without the keeper (killed too, as by a reboot of everything but the kernel's mounts), a
+/// dead daemon's mounts are stale, and the next start replaces them. With the keeper, see
+/// daemon_handover.rs.
 #[test]
-fn kill9_leaves_a_stale_mount_and_restart_recovers_it() {
-    if !fuse_or_skip("kill9_leaves_a_stale_mount_and_restart_recovers_it") {
+fn kill9_of_daemon_and_keeper_leaves_a_stale_mount_and_restart_recovers_it() {
+    if !fuse_or_skip("kill9_of_daemon_and_keeper_leaves_a_stale_mount_and_restart_recovers_it") {
         return;
     }
     let root = TestRoot::new();
@@ -133,6 +136,7 @@ fn kill9_leaves_a_stale_mount_and_restart_recovers_it() {
     std::fs::remove_file(mp.join("gone")).unwrap();
 
     d.kill9();
+    root.kill_keeper();
     for path in [&mp, &t] {
         let err = std::fs::metadata(path).expect_err("a dead daemon's mount must be stale");
         assert_eq!(

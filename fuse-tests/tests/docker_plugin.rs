@@ -179,7 +179,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 13] = [
+    let steps: [(&str, Step); 14] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -196,6 +196,10 @@ fn docker_volume_plugin_end_to_end() {
         (
             "fvol restarted under a running container",
             restart_under_a_container,
+        ),
+        (
+            "a container writes through restarts, crashes and an upgrade of fvol",
+            writes_through_restarts,
         ),
         ("tmpfs volume", tmpfs_volume),
         (
@@ -553,6 +557,103 @@ fn restart_under_a_container(env: &mut Env) {
     env.docker.docker_ok(["rm", "-f", "fvol-through-restart"]);
     env.wait_refs("durable", |r| r.is_empty(), "empty");
     assert!(!env.mounted("durable"));
+}
+
+/// A container that appends checksummed records, fsyncs each and reads it back, nonstop
+/// (busybox's `sync FILE` is an fsync), until /data/stop exists; then prints how many.
+const RECORD_WRITER: &str = r#"
+i=0
+while [ ! -e /data/stop ]; do
+  rec="record $i $(head -c 32 /dev/urandom | md5sum | cut -c1-16)"
+  sum=$(echo "$rec" | md5sum | cut -c1-32)
+  echo "$rec $sum" >> /data/log || { echo "append failed at $i"; exit 1; }
+  sync /data/log || { echo "fsync failed at $i"; exit 2; }
+  last=$(tail -n 1 /data/log) || { echo "read failed at $i"; exit 3; }
+  [ "$last" = "$rec $sum" ] || { echo "record $i read back as: $last"; exit 4; }
+  i=$((i+1))
+done
+echo "wrote $i"
+"#;
+
+/// Checks every record of /data/log: numbered in order, checksum right; prints `ok N`.
+const RECORD_CHECK: &str = r#"
+n=0
+while read -r w i p sum; do
+  [ "$w" = record ] && [ "$i" = "$n" ] || { echo "line $n is not record $n: $w $i"; exit 1; }
+  [ "$(echo "record $i $p" | md5sum | cut -c1-32)" = "$sum" ] || { echo "record $i damaged"; exit 1; }
+  n=$((n+1))
+done < /data/log
+echo "ok $n"
+"#;
+
+/// Restarts, crashes and an upgrade of fvol are invisible to a running container: across 5
+/// SIGTERM + start, 5 SIGKILL + start and a start of another binary, its writer sees no error
+/// and every record it fsynced is there, intact.
+fn writes_through_restarts(env: &mut Env) {
+    env.docker.docker_ok([
+        "volume", "create", "-d", "fvol", "-o", "size=64M", "records",
+    ]);
+    env.docker.docker_ok([
+        "run",
+        "-d",
+        "--name",
+        "fvol-writer",
+        "--network",
+        "none",
+        "-v",
+        "records:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        RECORD_WRITER,
+    ]);
+    let log = env.mountpoint("records").join("log");
+    let progress = |env: &Env| {
+        let from = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let ok = wait_until(SETTLE, || {
+            std::fs::metadata(&log).is_ok_and(|m| m.len() > from)
+        });
+        assert!(
+            ok,
+            "the writer stopped at {from} bytes\n{}",
+            env.docker.docker_ok(["logs", "fvol-writer"])
+        );
+    };
+    progress(env);
+    let upgraded = env.root.scratch().join("fvol-upgraded");
+    std::fs::copy(fuse_tests::daemon::fvol_bin(), &upgraded).unwrap();
+    for round in 0..11 {
+        match round {
+            0..5 => {
+                let exit = env.fvol.terminate();
+                assert!(exit.success(), "fvol exit {exit}\n{}", env.root.log());
+                env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+            }
+            5..10 => {
+                env.fvol.kill9();
+                env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+            }
+            _ => {
+                assert!(env.fvol.terminate().success());
+                env.fvol =
+                    TestDaemon::start_binary(&env.root, &upgraded, std::iter::empty::<&str>());
+            }
+        }
+        progress(env);
+    }
+    std::fs::write(env.mountpoint("records").join("stop"), b"").unwrap();
+    let code = env.docker.docker_ok(["wait", "fvol-writer"]);
+    let said = env.docker.docker_ok(["logs", "fvol-writer"]);
+    assert_eq!(code.trim(), "0", "the writer failed: {said}");
+    let written = said
+        .trim()
+        .strip_prefix("wrote ")
+        .unwrap_or_else(|| panic!("{said}"));
+    let checked = env.run("records", RECORD_CHECK);
+    assert_eq!(checked.trim(), format!("ok {written}"));
+    env.docker.docker_ok(["rm", "-f", "fvol-writer"]);
+    env.wait_refs("records", |r| r.is_empty(), "empty");
+    env.docker.docker_ok(["volume", "rm", "records"]);
 }
 
 fn tmpfs_volume(env: &mut Env) {

@@ -521,3 +521,58 @@ fn punching_a_hole() {
     drop(fs);
     fsck_clean(&dev, "after punching");
 }
+
+/// A successor after a crash (`ImageFs::open_carried` with its predecessor's tables, the way a
+/// restarted daemon opens an rbd volume whose mount the keeper held): a file the kernel holds
+/// open without a name stays readable until its handle is released, and inode numbers handed
+/// out after the last durable commit (lost with it, but known to the kernel) are not reused.
+#[test]
+fn a_successor_keeps_what_the_kernel_holds_and_reuses_no_inode_number() {
+    use fvol::fs::resume::{Carry, NoHolder};
+    let (device, dev) = new_image(64 << 20);
+    let limits = Limits::default();
+    let mut first = Carry::fresh(Arc::new(NoHolder));
+    let fs = ImageFs::open_carried(dev.clone(), limits, &mut first).unwrap();
+    let tables = first.take_outgoing();
+    // An open file without a name, made durable.
+    let (entry, opened) = fs
+        .create(&ROOT, ROOT_INO, OsStr::new("held"), 0o644, libc::O_RDWR)
+        .unwrap();
+    fs.write(entry.attr.ino, opened.fh, 0, b"kept while open", false)
+        .unwrap();
+    fs.unlink(&ROOT, ROOT_INO, OsStr::new("held")).unwrap();
+    fs.fsync(entry.attr.ino, opened.fh, false).unwrap();
+    // A file made after that, never made durable: lost at the crash.
+    let (lost, _) = fs
+        .create(&ROOT, ROOT_INO, OsStr::new("lost"), 0o644, libc::O_RDWR)
+        .unwrap();
+    fs.abandon();
+    device.crash(|_| false);
+
+    let mut second = Carry::resumed(tables, Vec::new(), Arc::new(NoHolder));
+    let fs = ImageFs::open_carried(dev.clone(), limits, &mut second).unwrap();
+    fs.restore_handle(opened.fh, entry.attr.ino, libc::O_RDWR, false)
+        .unwrap();
+    fs.handles_restored();
+    assert_eq!(
+        fs.read(entry.attr.ino, opened.fh, 0, 100).unwrap(),
+        b"kept while open"
+    );
+    assert!(fs.lookup(&ROOT, ROOT_INO, OsStr::new("lost")).is_err());
+    let (new, _) = fs
+        .create(&ROOT, ROOT_INO, OsStr::new("new"), 0o644, libc::O_RDWR)
+        .unwrap();
+    assert!(
+        new.attr.ino > lost.attr.ino,
+        "inode {} of a lost file handed out again",
+        new.attr.ino
+    );
+    // Released, the nameless inode goes.
+    let before = fs.usage().inodes;
+    fs.release(entry.attr.ino, opened.fh).unwrap();
+    fs.forget(entry.attr.ino, 1);
+    assert_eq!(fs.usage().inodes, before - 1);
+    fs.sync_all().unwrap();
+    drop(fs);
+    assert!(fsck(dev).unwrap().problems.is_empty());
+}

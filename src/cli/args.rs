@@ -48,9 +48,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon that hosts the volumes' filesystems and serves the API and the Docker
-    /// volume plugin (until SIGTERM)
+    /// volume plugin (until SIGTERM, which leaves the volumes mounted for the next daemon, or
+    /// `fvol daemon --stop`, which unmounts them)
     #[command(after_help = daemon_help())]
     Daemon(DaemonArgs),
+    /// Hold the daemon's FUSE connections across its restarts (started by the daemon)
+    #[command(hide = true)]
+    Keeper,
     #[command(flatten)]
     Volume(VolumeCommand),
 }
@@ -76,7 +80,13 @@ Docker volume plugin:
     docker volume create -d fvol -o size=1G data
     docker run -v data:/data IMAGE
   Two daemons on one host need distinct plugin sockets (or --no-plugin on all but one).
-  Stopping the daemon removes its plugin socket and spec file.
+  `fvol daemon --stop` removes its plugin socket and spec file.
+
+Restarts and upgrades:
+  Volumes outlive the daemon: on SIGTERM (or a crash) their mounts stay, held by a small
+  `fvol keeper` process, and calls on them wait until `fvol daemon` runs again, which serves
+  them where they were (Linux 6.9 or later). `fvol daemon --stop` unmounts every volume and
+  stops the daemon for good.
 
 Configuration file (/etc/fvol/fvol.toml, or --config FILE; root's, not writable by others):
   [daemon]                          # flags override these
@@ -116,6 +126,12 @@ pub struct DaemonArgs {
     /// Do not serve the Docker volume plugin
     #[arg(long)]
     pub no_plugin: bool,
+    /// Stop the running daemon for good: unmount every volume, then exit (SIGTERM instead
+    /// leaves the volumes mounted, waiting for the next daemon)
+    #[arg(long, conflicts_with_all = [
+        "plugin_socket", "plugin_spec", "no_plugin", "stale_ref_grace", "tmpfs_linger", "config"
+    ])]
+    pub stop: bool,
     /// Release a plugin reference by itself once it is this old and no container's mount
     /// namespace holds its volume any more (its holder is gone) [default: [daemon]
     /// stale_ref_grace of the configuration file, else 60]

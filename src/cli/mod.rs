@@ -37,6 +37,13 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Daemon(args) if args.stop => match stop_daemon(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("fvol daemon --stop: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Daemon(args) => match daemon_settings(&root, args) {
             Ok(settings) => crate::daemon::main(&root, settings),
             Err(err) => {
@@ -44,6 +51,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keeper => crate::keeper::main(&root),
         Command::Volume(command) => match run(&root, command, &mut io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(CliError::AlreadyReported) => ExitCode::FAILURE,
@@ -102,6 +110,28 @@ fn daemon_plugin(
     let socket = absolute(args.plugin_socket, "--plugin-socket")?;
     let spec = absolute(args.plugin_spec, "--plugin-spec")?;
     Ok(Some(crate::daemon::PluginConfig::new(root, socket, spec)))
+}
+
+/// How long `fvol daemon --stop` waits for the daemon to unmount everything and exit.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Asks the daemon of `root` to stop for good, then waits until it has exited (its lock on
+/// the root is free).
+fn stop_daemon(root: &Path) -> Result<(), CliError> {
+    let client = client::DaemonClient::new(root)?;
+    let _: crate::api::Empty = client.call(crate::api::routes::STOP, &crate::api::Empty {})?;
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    while crate::daemon::lock::is_held(root) {
+        if std::time::Instant::now() > deadline {
+            return Err(CliError::Message(format!(
+                "the daemon of {} is still running {}s after it was asked to stop",
+                root.display(),
+                STOP_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Runs one client command against the daemon of `root`, printing results to `out`.

@@ -31,9 +31,27 @@ impl FrontDoor for Api {
 /// A failed API request.
 pub type ApiError = Failure<Api>;
 
-/// The router the `fvol` command talks to on `ROOT/fvol.sock`.
-pub fn cli_router(manager: Arc<VolumeManager>) -> Router {
-    router_for(manager)
+/// The router the `fvol` command talks to on `ROOT/fvol.sock`; a stop request (`fvol daemon
+/// --stop`) goes to `stop`.
+pub fn cli_router(manager: Arc<VolumeManager>, stop: StopRequest) -> Router {
+    router_for(manager).merge(
+        Router::new()
+            .route(routes::STOP, post(request_stop))
+            .with_state(stop),
+    )
+}
+
+/// Asks the daemon to stop for good: unmount every volume, then exit.
+#[derive(Clone)]
+pub struct StopRequest {
+    pub requested: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+async fn request_stop(State(stop): State<StopRequest>, body: Body) -> ApiResult<Empty> {
+    let _: Empty = read_json(body).await?;
+    log::info!("stop requested: unmounting every volume");
+    stop.requested.send_replace(true);
+    Ok(Json(Empty {}))
 }
 
 pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {

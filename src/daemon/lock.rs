@@ -56,6 +56,17 @@ impl DaemonLock {
     }
 }
 
+/// Whether a daemon holds the lock of `root` now.
+pub fn is_held(root: &Path) -> bool {
+    let Ok(file) = File::open(root.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
+}
+
 fn read_pid(file: &mut File) -> Option<String> {
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;

@@ -88,6 +88,10 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
     };
 
     let manager = Arc::new(VolumeManager::open(root, settings.manager.clone())?);
+    let keeper = start_keeper(root);
+    if let Some(keeper) = &keeper {
+        manager.set_keeper(keeper.clone());
+    }
     log::info!("recovering volumes under {}", root.display());
     if let Err(err) = manager.recover() {
         manager.shutdown();
@@ -95,6 +99,9 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
     }
 
     let socket = api::socket_path(root);
+    // Set by a stop request (`fvol daemon --stop`): unmount everything. A signal hands the
+    // volumes over to the next daemon instead.
+    let full_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Both sockets are bound only now, after recovery: a client (Docker above all) never sees
     // a volume with references that is not mounted yet, except one whose cluster does not
     // answer within the grace of `VolumeManager::recover` (mounted once it does; a mount
@@ -111,11 +118,29 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
             }
             None => None,
         };
-        let stop = Broadcast::new(shutdown);
+        let (stop_requested, mut stop_wanted) = tokio::sync::watch::channel(false);
+        let stop_request = api_routes::StopRequest {
+            requested: Arc::new(stop_requested),
+        };
+        let full = full_stop.clone();
+        let stop = Broadcast::new(async move {
+            tokio::select! {
+                () = shutdown => {}
+                _ = stop_wanted.wait_for(|s| *s) => {
+                    full.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        notify_supervisor("READY=1");
         let cli = async {
-            serve::serve(listener, cli_router(manager.clone()), limits, stop.wait())
-                .await
-                .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
+            serve::serve(
+                listener,
+                cli_router(manager.clone(), stop_request),
+                limits,
+                stop.wait(),
+            )
+            .await
+            .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
         };
         let Some((plugin_listener, registration)) = plugin else {
             return cli.await.map(|()| None);
@@ -138,6 +163,17 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
     });
     // Waits for manager calls still running on the blocking pool.
     drop(runtime);
+    notify_supervisor("STOPPING=1");
+    if keeper.is_some() && !full_stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // A restart or an upgrade: the next daemon serves the volumes again, and Docker's
+        // calls meanwhile find the plugin's socket refusing (and retry), not gone.
+        log::info!(
+            "leaving volumes mounted for the next daemon (fvol daemon --stop unmounts them)"
+        );
+        manager.handover();
+        log::info!("stopped; start fvol daemon again to serve the volumes");
+        return served.map(drop);
+    }
     // Docker must not find a plugin that no longer answers.
     let served = served.map(|registration| {
         if let Some(registration) = registration {
@@ -152,6 +188,67 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
     }
     log::info!("stopped");
     served
+}
+
+/// The keeper that holds volume connections across restarts of the daemon (see
+/// `crate::keeper`), started if none runs. None, with the reason logged, where volumes cannot
+/// outlive the daemon: then a stop unmounts them as before, and a crash leaves them stale.
+fn start_keeper(root: &Path) -> Option<Arc<crate::keeper::Keeper>> {
+    if let Some(release) = kernel_without_resend() {
+        log::warn!(
+            "Linux {release} cannot send a new handler the requests a stopped one left \
+             (FUSE_NOTIFY_RESEND needs Linux 6.9): volumes do not survive a restart, upgrade \
+             or crash of the daemon; a stop unmounts them and a crash leaves them stale until \
+             the next start"
+        );
+        return None;
+    }
+    match crate::keeper::Keeper::connect_or_start(root) {
+        Ok(keeper) => Some(Arc::new(keeper)),
+        Err(e) => {
+            log::error!(
+                "no keeper ({e}): volumes do not survive a restart, upgrade or crash of the \
+                 daemon"
+            );
+            None
+        }
+    }
+}
+
+/// The kernel's release if it is older than 6.9 (no FUSE_NOTIFY_RESEND).
+fn kernel_without_resend() -> Option<String> {
+    let release = nix::sys::utsname::uname()
+        .ok()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < (6, 9)).then_some(release)
+}
+
+/// Tells the service manager (systemd's `NOTIFY_SOCKET`, a unix datagram socket) how the
+/// daemon stands; nothing without one.
+fn notify_supervisor(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let addr = match path.as_encoded_bytes() {
+        [b'@', name @ ..] => std::os::unix::net::SocketAddr::from_abstract_name(name),
+        _ => std::os::unix::net::SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.send_to_addr(
+            format!("{state}\nMAINPID={}", std::process::id()).as_bytes(),
+            &addr,
+        )
+    });
+    if let Err(e) = sent {
+        log::warn!("telling the service manager {state}: {e}");
+    }
 }
 
 /// Open files of every volume need real descriptors, and the local driver sizes its cache of

@@ -13,6 +13,7 @@ use super::{Activation, Created, Driver, DriverContext, DriverError};
 use crate::fs::UsageSnapshot;
 use crate::fs::passthrough::{PassthroughFs, scan_dir};
 use crate::fs::quota::Limits;
+use crate::fs::resume::Carry;
 use crate::model::{DirIdentity, Usage, VolumeRecord};
 use crate::sys::pin;
 
@@ -349,12 +350,17 @@ impl Driver for LocalDriver {
         }
     }
 
+    fn survives_restart(&self) -> bool {
+        true
+    }
+
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         opts: &LocalOptions,
         stored: Usage,
+        carry: &mut Carry,
     ) -> Result<Activation, DriverError> {
         let dir = Self::data_dir(ctx, &rec.name, opts);
         // A `mount=` directory is served only if its path, resolved without symlinks, still
@@ -394,7 +400,9 @@ impl Driver for LocalDriver {
             bytes: opts.size,
             inodes: opts.inodes,
         };
+        let rescanned = start.is_none();
         let fs = PassthroughFs::new(&dir, limits, start)
+            .and_then(|fs| fs.with_carry(carry, rescanned))
             .map_err(|e| DriverError::internal(format!("opening {}: {e}", dir.display())))?
             .with_passthrough(true)
             .with_exclusive(rec.owns_backing);

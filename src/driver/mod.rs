@@ -19,6 +19,7 @@ pub use error::DriverError;
 use options::{Check, DriverDoc, OptionInfo, OptionSet};
 
 use crate::fs::VolumeFs;
+use crate::fs::resume::Carry;
 use crate::model::{DirIdentity, Usage, VolumeRecord};
 
 /// Where a driver may keep its files: `root/volumes/NAME/`.
@@ -116,13 +117,21 @@ pub trait Driver: Send + Sync + 'static {
         rec: &VolumeRecord,
         opts: &Self::Options,
     ) -> Result<(), DriverError>;
-    /// Opens the filesystem for serving. `stored` is the last persisted usage.
+    /// Whether the driver's filesystem keeps what a successor needs in the `Carry` it gets
+    /// at activation, so its volumes outlive a restart of the daemon (see `fs::resume`).
+    fn survives_restart(&self) -> bool {
+        false
+    }
+    /// Opens the filesystem for serving. `stored` is the last persisted usage. A driver that
+    /// `survives_restart` keeps its state in `carry` (and, when `carry.resumed`, takes over a
+    /// predecessor's from it); others leave it alone.
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         opts: &Self::Options,
         stored: Usage,
+        carry: &mut Carry,
     ) -> Result<Activation, DriverError>;
     /// Checks an inactive volume's backing store and reports what it found (JSON).
     fn fsck(
@@ -185,11 +194,14 @@ pub trait AnyDriver: Send + Sync {
     ) -> Result<bool, DriverError>;
     fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError>;
     fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), DriverError>;
+    /// See `Driver::survives_restart`.
+    fn survives_restart(&self) -> bool;
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         stored: Usage,
+        carry: &mut Carry,
     ) -> Result<Activation, DriverError>;
     fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError>;
     fn break_lock(
@@ -210,6 +222,10 @@ impl<D: Driver> AnyDriver for D {
 
     fn remote(&self) -> bool {
         Driver::remote(self)
+    }
+
+    fn survives_restart(&self) -> bool {
+        Driver::survives_restart(self)
     }
 
     fn doc(&self) -> DriverDoc {
@@ -269,8 +285,16 @@ impl<D: Driver> AnyDriver for D {
         ctx: &DriverContext,
         rec: &VolumeRecord,
         stored_usage: Usage,
+        carry: &mut Carry,
     ) -> Result<Activation, DriverError> {
-        Driver::activate(self, ctx, rec, &stored::<D>(&rec.options)?, stored_usage)
+        Driver::activate(
+            self,
+            ctx,
+            rec,
+            &stored::<D>(&rec.options)?,
+            stored_usage,
+            carry,
+        )
     }
 
     fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError> {

@@ -13,6 +13,7 @@ use super::options::{Kind, OptionSet, OptionSpec, option};
 use super::{Activation, Created, Driver, DriverContext, DriverError};
 use crate::fs::memory::{MemFs, RootOwner, default_inode_limit};
 use crate::fs::quota::Limits;
+use crate::fs::resume::Carry;
 use crate::model::{Usage, VolumeRecord};
 
 /// As in PouchContainer.
@@ -141,6 +142,7 @@ impl Driver for TmpfsDriver {
         _rec: &VolumeRecord,
         opts: &TmpfsOptions,
         _stored: Usage,
+        _carry: &mut Carry,
     ) -> Result<Activation, DriverError> {
         let limits = Limits {
             bytes: Some(Self::size(opts)),

@@ -28,6 +28,13 @@ impl<H> HandleTable<H> {
         fh
     }
 
+    /// Inserts `handle` under the number `fh` a previous handler gave it (see `fs::resume`);
+    /// new handles are numbered past it.
+    pub fn insert_at(&self, fh: Fh, handle: H) {
+        self.next.fetch_max(fh.saturating_add(1), Ordering::Relaxed);
+        self.map.write().insert(fh, Arc::new(handle));
+    }
+
     pub fn get(&self, fh: Fh) -> FsResult<Arc<H>> {
         self.map.read().get(&fh).cloned().ok_or(FsError::Stale)
     }

@@ -7,6 +7,7 @@ pub mod image;
 pub mod memory;
 pub mod passthrough;
 pub mod quota;
+pub mod resume;
 pub mod rules;
 pub mod types;
 
@@ -138,5 +139,18 @@ pub trait VolumeFs: Send + Sync + 'static {
     /// give back, at its RELEASE or FORGET (see `quota::Quota::wait_for_release`).
     fn wait_for_release(&self, _seen: u64, _deadline: std::time::Instant) -> bool {
         false
+    }
+    /// Re-creates open handle `fh` of node `ino` (a file opened with `flags`, or with `dir` a
+    /// directory), which the kernel still holds after a restart of the handler, under the
+    /// same number (see `resume`). Cores whose volumes do not outlive their handler refuse.
+    fn restore_handle(&self, _fh: Fh, _ino: Ino, _flags: i32, _dir: bool) -> FsResult<()> {
+        Err(FsError::Unsupported)
+    }
+    /// Every handle a predecessor left was restored (`restore_handle`) or found gone.
+    fn handles_restored(&self) {}
+    /// Makes durable what only this process holds, before a successor takes over the volume
+    /// (a planned restart; requests are drained by then).
+    fn persist_for_successor(&self) -> FsResult<()> {
+        Ok(())
     }
 }

@@ -1,9 +1,6 @@
 //! `fuser::Filesystem` for any `VolumeFs`. Each operation converts arguments, calls the core
-//! and replies; errors go through `reply!` and `errno_of`. Kernel passthrough bookkeeping
-//! (one backing id per inode while any passthrough handle is open) lives here because it is
-//! a FUSE-protocol matter.
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+//! and replies; errors go through `reply!` and `errno_of`. Kernel passthrough backing ids are
+//! a FUSE-protocol matter, kept in `fuse::backing`.
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +15,8 @@ use fuser::{
     ReplyLock, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
 
+use super::backing::Backings;
 use super::errno_of;
 use super::refused::Refusals;
 use crate::fs::FsError;
@@ -53,15 +50,11 @@ pub struct FuseAdapter {
     /// 6.6): without it, a direct-I/O open could not be mapped shared, so opens the core
     /// marks for direct I/O go through the page cache instead.
     direct_io: AtomicBool,
-    backing: Mutex<Backing>,
+    backing: Backings,
     /// Unsupported requests, each kind logged once for this volume.
     refusals: Refusals,
-}
-
-#[derive(Default)]
-struct Backing {
-    by_ino: HashMap<Ino, (BackingId, usize)>,
-    by_fh: HashMap<u64, Ino>,
+    /// The flags the connection was initialized with, when resuming one (see `resuming`).
+    connection_flags: Option<u64>,
 }
 
 impl FuseAdapter {
@@ -73,9 +66,33 @@ impl FuseAdapter {
             ttl,
             passthrough: AtomicBool::new(passthrough),
             direct_io: AtomicBool::new(false),
-            backing: Mutex::new(Backing::default()),
+            backing: Backings::new(None, None),
             refusals: Refusals::new(volume),
+            connection_flags: None,
         }
+    }
+
+    /// Registers passthrough backing ids on `backing`'s connection (see `fuse::backing`).
+    pub fn with_backings(mut self, backing: Backings) -> Self {
+        self.backing = backing;
+        self
+    }
+
+    /// Serves a connection initialized before with `flags` (the init reply's flags, flags2
+    /// << 32), by a predecessor: the kernel knows only those features, whatever this build
+    /// would ask for at init.
+    pub fn resuming(mut self, flags: u64) -> Self {
+        self.connection_flags = Some(flags);
+        self
+    }
+
+    fn negotiated(&self, flags: u64) {
+        let has = |f: InitFlags| flags & f.bits() != 0;
+        let passthrough =
+            self.passthrough.load(Ordering::Relaxed) && has(InitFlags::FUSE_PASSTHROUGH);
+        self.passthrough.store(passthrough, Ordering::Relaxed);
+        let direct_io = has(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        self.direct_io.store(direct_io, Ordering::Relaxed);
     }
 
     /// Runs an operation that may be refused for space (and then changes nothing) again when
@@ -140,7 +157,7 @@ impl FuseAdapter {
         ino: Ino,
         opened: &Opened,
         reply: R,
-        open_backing: impl FnOnce(&R, &std::fs::File) -> std::io::Result<BackingId>,
+        adopt: impl FnOnce(&R, u32) -> BackingId,
         respond: impl FnOnce(R, FopenFlags, Option<&BackingId>),
     ) {
         let flags = self.open_flags(opened);
@@ -148,27 +165,25 @@ impl FuseAdapter {
         let Some(file) = file.filter(|_| self.passthrough.load(Ordering::Relaxed)) else {
             return respond(reply, flags, None);
         };
-        let mut b = self.backing.lock();
-        let slot = match b.by_ino.entry(ino) {
-            Entry::Occupied(e) => e.into_mut(),
-            // Registered without CAP_FSETID, so the host clears setuid and setgid on every
-            // passthrough write, which the handler never sees (see sys::caps).
-            Entry::Vacant(v) => {
-                match caps::without_fsetid(|| open_backing(&reply, file)).and_then(|r| r) {
-                    Ok(id) => v.insert((id, 0)),
-                    Err(e) => {
-                        let errno = e.raw_os_error().unwrap_or(0) as u64;
-                        self.refusals.note("passthrough", errno, || {
-                            format!("kernel passthrough for inode {ino} ({e}); served by the handler instead")
-                        });
-                        return respond(reply, flags, None);
-                    }
-                }
+        // Registered without CAP_FSETID, so the host clears setuid and setgid on every
+        // passthrough write, which the handler never sees (see sys::caps).
+        match caps::without_fsetid(|| self.backing.acquire(ino, opened.fh, file)).and_then(|r| r) {
+            Ok(id) => {
+                let backing = adopt(&reply, id);
+                respond(reply, flags, Some(&backing));
+                // `backing` closes the id only at the inode's last release.
+                let _ = backing.into_raw();
             }
-        };
-        slot.1 += 1;
-        respond(reply, flags, Some(&slot.0));
-        b.by_fh.insert(opened.fh, ino);
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(0) as u64;
+                self.refusals.note("passthrough", errno, || {
+                    format!(
+                        "kernel passthrough for inode {ino} ({e}); served by the handler instead"
+                    )
+                });
+                respond(reply, flags, None)
+            }
+        }
     }
 
     /// Clears setuid, and setgid with group-exec, before a change of data the kernel leaves to
@@ -219,16 +234,7 @@ impl FuseAdapter {
     }
 
     fn release_backing(&self, fh: u64) {
-        let mut b = self.backing.lock();
-        let Some(ino) = b.by_fh.remove(&fh) else {
-            return;
-        };
-        if let Entry::Occupied(mut slot) = b.by_ino.entry(ino) {
-            slot.get_mut().1 -= 1;
-            if slot.get().1 == 0 {
-                slot.remove();
-            }
-        }
+        self.backing.release(fh);
     }
 }
 
@@ -301,6 +307,9 @@ impl Filesystem for FuseAdapter {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.store(passthrough, Ordering::Relaxed);
+        if let Some(flags) = self.connection_flags {
+            self.negotiated(flags);
+        }
         Ok(())
     }
 
@@ -450,12 +459,11 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         reply!(reply, self.fs.open(&caller(req), ino.0, flags.0), |o| {
-            let open_backing = |r: &ReplyOpen, f: &std::fs::File| r.open_backing(f);
             self.reply_open(
                 ino.0,
                 &o,
                 reply,
-                open_backing,
+                crate::sys::fusedev::adopt_backing_for_open,
                 |reply, flags, id| match id {
                     Some(id) => reply.opened_passthrough(FileHandle(o.fh), flags, id),
                     None => reply.opened(FileHandle(o.fh), flags),
@@ -706,12 +714,11 @@ impl Filesystem for FuseAdapter {
                 Generation(e.generation),
                 FileHandle(o.fh),
             );
-            let open_backing = |r: &ReplyCreate, f: &std::fs::File| r.open_backing(f);
             self.reply_open(
                 e.attr.ino,
                 &o,
                 reply,
-                open_backing,
+                crate::sys::fusedev::adopt_backing_for_create,
                 |reply, flags, id| match id {
                     Some(id) => {
                         reply.created_passthrough(&self.ttl, &attr, generation, fh, flags, id)

@@ -1,11 +1,14 @@
 //! The thin adapter from fuser to `fs::VolumeFs`, and mounting.
 mod adapter;
+mod backing;
 mod errno;
+mod handover;
 mod refused;
 mod session;
 
 pub use adapter::FuseAdapter;
 pub use errno::errno_of;
 pub use session::{
-    MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount, is_stale_mount, mount,
+    Connection, MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount,
+    is_stale_mount, mount, mount_dev_at, resume,
 };

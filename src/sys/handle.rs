@@ -44,6 +44,19 @@ impl HostHandle {
         out.extend_from_slice(&self.bytes);
         out
     }
+
+    /// The handle's type and bytes, to record it.
+    pub fn parts(&self) -> (i32, &[u8]) {
+        (self.kind, &self.bytes)
+    }
+
+    /// A handle recorded with `parts`; None if the bytes cannot be a handle.
+    pub fn from_parts(kind: i32, bytes: &[u8]) -> Option<HostHandle> {
+        (bytes.len() <= MAX_HANDLE_BYTES).then(|| HostHandle {
+            kind,
+            bytes: bytes.into(),
+        })
+    }
 }
 
 /// The handle of `path` relative to `dir` (with an empty path: of `dir` itself; symlinks are

@@ -6,11 +6,14 @@ pub mod anon;
 pub mod caps;
 pub mod dio;
 pub mod dirent;
+pub mod fdpass;
+pub mod fusedev;
 pub mod handle;
 pub mod heap;
 pub mod librbd;
 pub mod mountns;
 pub mod pin;
+pub mod shm;
 pub mod writeback;
 pub mod xattr;
 

@@ -56,6 +56,19 @@ pub fn bind(source: &Path, target: &Target, target_path: &Path) -> Result<u64, V
     Ok(mount.id)
 }
 
+/// The unique id of the mount at `target`, if something is mounted on exactly that
+/// directory.
+pub fn mount_id_of(target: &Target) -> io::Result<u64> {
+    let mount = pin::mount_of(target.fd.as_fd())?;
+    match mount.is_root {
+        true => Ok(mount.id),
+        false => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "nothing is mounted there",
+        )),
+    }
+}
+
 /// What a detach found at a target.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Detached {

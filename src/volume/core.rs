@@ -16,20 +16,25 @@
 //! take it out, so `ls` and `inspect` answer while a volume waits for its backing store.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
 use super::fault::crash_point;
+use super::kept;
 use super::locks::VolumeLocks;
 use super::{
     ClusterWaitStatus, FencedStatus, MountPendingStatus, MountRef, RefId, RefKind, ReferenceInfo,
     Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 use crate::driver::{AnyDriver, DriverContext};
+use crate::fs::resume::Carry;
 use crate::fs::{Health, UsageSnapshot, VolumeFs};
-use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
+use crate::fuse::{
+    Connection, MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount,
+};
+use crate::keeper::Keeper;
 use crate::store::Store;
 
 struct Active {
@@ -41,6 +46,10 @@ struct Active {
     saved: Option<UsageSnapshot>,
     /// The health last logged (`checkpoint`).
     logged: Health,
+    /// The keeper holds the connection: the volume outlives this daemon.
+    kept: bool,
+    /// The kernel reads and writes host files directly (usage is re-read only at close).
+    passthrough: bool,
 }
 
 /// A volume with references whose mount at start-up waits for its backing store.
@@ -48,6 +57,9 @@ struct Active {
 struct PendingMount {
     since: SystemTime,
     error: String,
+    /// The keeper holds its connection, still mounted, which the mount takes over (see
+    /// `take_over`) instead of mounting anew.
+    kept: bool,
 }
 
 pub struct Core {
@@ -62,6 +74,43 @@ pub struct Core {
     /// data until the deadline (see `release`), unless a Mount comes first.
     lingering: Mutex<HashMap<String, Instant>>,
     tmpfs_linger: Duration,
+    /// Holds connections across restarts of the daemon (unset: volumes end with it).
+    keeper: OnceLock<Arc<Keeper>>,
+}
+
+/// How long a planned stop waits for the requests being served to finish before it hands the
+/// connections over (later ones wait for the next daemon).
+const SUSPEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an activation failed: `in_driver` when the driver could not open the backing store.
+struct ActivationError {
+    error: VolumeError,
+    in_driver: bool,
+}
+
+impl From<VolumeError> for ActivationError {
+    fn from(error: VolumeError) -> ActivationError {
+        ActivationError {
+            error,
+            in_driver: false,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ActivationError {
+    fn from(error: crate::store::StoreError) -> ActivationError {
+        VolumeError::from(error).into()
+    }
+}
+
+/// How a try to serve a kept connection again ended (`take_over`).
+enum TakeOver {
+    Served,
+    /// It cannot be: the keeper lets it go, and the volume is mounted anew.
+    Refused,
+    /// The driver failed to activate the volume (its backing store does not answer): for a
+    /// remote backing store, the connection stays kept and the take-over is tried again.
+    Failed(VolumeError),
 }
 
 /// What start-up left to do in the background: volumes whose backing store is remote.
@@ -115,7 +164,20 @@ impl Core {
             pending: Mutex::new(HashMap::new()),
             lingering: Mutex::new(HashMap::new()),
             tmpfs_linger,
+            keeper: OnceLock::new(),
         }
+    }
+
+    /// Keeps the connections of volumes whose driver allows it in `keeper` from now on, so
+    /// that they outlive this daemon (see `handover`). Set before `recover`.
+    pub fn set_keeper(&self, keeper: Arc<Keeper>) {
+        if self.keeper.set(keeper).is_err() {
+            log::warn!("a keeper was set twice; keeping the first");
+        }
+    }
+
+    fn keeper(&self) -> Option<&Arc<Keeper>> {
+        self.keeper.get()
     }
 
     fn is_active(&self, name: &str) -> bool {
@@ -426,7 +488,7 @@ impl Core {
         };
         let was_active = self.is_active(name);
         if !was_active {
-            self.activate(&rec)?;
+            self.bring_up(&rec)?;
         }
         let lingered = self.lingering.lock().remove(name);
         let keep_lingering = |core: &Core| {
@@ -487,7 +549,7 @@ impl Core {
         }
         self.store.put(&rec)?;
         if rec.mount_refs.is_empty() {
-            self.pending.lock().remove(name);
+            self.forget_pending(name);
             let ephemeral = self.active.lock().get(name).is_some_and(|a| a.ephemeral);
             if ephemeral && r.kind == RefKind::Plugin && !self.tmpfs_linger.is_zero() {
                 self.lingering
@@ -514,7 +576,7 @@ impl Core {
             }
         }
         self.store.put(&rec)?;
-        self.pending.lock().remove(name);
+        self.forget_pending(name);
         self.deactivate(name);
         Ok(refs.into_keys().collect())
     }
@@ -582,6 +644,10 @@ impl Core {
             let Some(_volume) = self.locks.try_lock(&name) else {
                 continue;
             };
+            // Handed over to the next daemon meanwhile (a stop): its references go with it.
+            if !self.is_active(&name) {
+                continue;
+            }
             // Read again under the volume's lock: a Mount may have come in between.
             let Ok(mut rec) = self.record(&name) else {
                 continue;
@@ -605,31 +671,79 @@ impl Core {
                 orphans.join(", ")
             );
             if rec.mount_refs.is_empty() {
-                self.pending.lock().remove(&name);
+                self.forget_pending(&name);
                 self.deactivate(&name);
             }
         }
     }
 
     fn activate(&self, rec: &VolumeRecord) -> Result<(), VolumeError> {
+        self.activate_with(rec, None).map_err(|e| e.error)
+    }
+
+    /// Activates `rec`: mounts it, or with `kept` (the connection a previous daemon left in
+    /// the keeper, and its carry) serves that connection again, whose mount is still there.
+    fn activate_with(
+        &self,
+        rec: &VolumeRecord,
+        kept: Option<(Connection, Carry)>,
+    ) -> Result<(), ActivationError> {
         let driver = self.driver(&rec.driver)?;
         let stored = self.store.usage(&rec.name)?;
-        let activation = driver.activate(&self.ctx, rec, stored)?;
+        let keeper = self.keeper().cloned().filter(|_| driver.survives_restart());
+        let (mut carry, connection) = match (&keeper, kept) {
+            (Some(_), Some((connection, carry))) => (carry, Some(connection)),
+            (Some(keeper), None) => (kept::fresh(keeper, &rec.name), None),
+            (None, _) => (Carry::none(), None),
+        };
+        let activation = driver
+            .activate(&self.ctx, rec, stored, &mut carry)
+            .map_err(|error| ActivationError {
+                error: error.into(),
+                in_driver: true,
+            })?;
         let mountpoint = self.mountpoint(&rec.name);
-        if is_stale_mount(&mountpoint) {
-            detach_stale_mount(&mountpoint)
-                .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
-        }
-        // The FUSE mount goes on top of the guard: whenever it is gone, the guard shows.
-        self.prepare_mountpoint(&rec.name)?;
         let serve = ServeOptions {
             passthrough: activation.passthrough,
             exclusive: activation.exclusive,
             readahead_kb: activation.readahead_kb,
             threads: activation.threads,
         };
-        let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, serve)
-            .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
+        let resuming = connection.is_some();
+        let fs = activation.fs.clone();
+        let mount = match connection {
+            Some(connection) => {
+                crate::fuse::resume(fs, &mountpoint, &rec.name, serve, &mut carry, connection)
+            }
+            None => {
+                if is_stale_mount(&mountpoint) {
+                    detach_stale_mount(&mountpoint)
+                        .map_err(|e| VolumeError::io("detaching a stale mount", e))?;
+                }
+                // The FUSE mount goes on top of the guard: whenever it is gone, the guard shows.
+                self.prepare_mountpoint(&rec.name)?;
+                crate::fuse::mount(fs, &mountpoint, &rec.name, serve, &mut carry)
+            }
+        }
+        .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
+        let kept = match &keeper {
+            Some(_) if resuming => true,
+            Some(keeper) if mount.connection().resumable() => {
+                match kept::register(keeper, &rec.name, &mount, &mut carry) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::warn!(
+                            "volume {}: the keeper cannot hold it ({e}): it will not survive a \
+                             restart of the daemon",
+                            rec.name
+                        );
+                        let _ = keeper.drop_volume(&rec.name);
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
         self.pending.lock().remove(&rec.name);
@@ -641,6 +755,8 @@ impl Core {
                 ephemeral: activation.ephemeral,
                 saved: None,
                 logged: Health::default(),
+                kept,
+                passthrough: activation.passthrough,
             },
         );
         Ok(())
@@ -691,6 +807,10 @@ impl Core {
                 false
             }
         };
+        // Ended for good (or ending with its last user): no successor takes it over.
+        if active.kept {
+            self.drop_kept(name);
+        }
         let synced = active.fs.sync_all();
         if let Err(e) = &synced {
             log::warn!("syncing volume {name}: {e}; its usage is rescanned at its next mount");
@@ -769,8 +889,32 @@ impl Core {
                 );
             }
         }
+        let mut kept_names = self.kept_volumes();
         for rec in self.records()? {
             let mountpoint = self.mountpoint(&rec.name);
+            let remote = self.driver(&rec.driver).is_ok_and(|d| d.remote());
+            // First, and without touching the mount (no handler serves it yet): a volume whose
+            // connection the keeper holds is served again as it is. On a remote backing store
+            // that may not answer, in the background like the other mounts (`remount`); its
+            // processes wait meanwhile.
+            if kept_names.remove(&rec.name) {
+                if remote && !rec.mount_refs.is_empty() {
+                    self.pending.lock().insert(
+                        rec.name.clone(),
+                        PendingMount {
+                            since: SystemTime::now(),
+                            error: "the first try has not finished".into(),
+                            kept: true,
+                        },
+                    );
+                    deferred.mount.push(rec.name);
+                    continue;
+                }
+                match self.take_over(&rec) {
+                    TakeOver::Served => continue,
+                    TakeOver::Refused | TakeOver::Failed(_) => self.let_go_of_kept(&rec.name),
+                }
+            }
             if is_stale_mount(&mountpoint) {
                 log::info!("detaching stale mount {}", mountpoint.display());
                 let _ = detach_stale_mount(&mountpoint);
@@ -789,12 +933,13 @@ impl Core {
             if rec.mount_refs.is_empty() {
                 continue;
             }
-            if self.driver(&rec.driver).is_ok_and(|d| d.remote()) {
+            if remote {
                 self.pending.lock().insert(
                     rec.name.clone(),
                     PendingMount {
                         since: SystemTime::now(),
                         error: "the first try has not finished".into(),
+                        kept: false,
                     },
                 );
                 deferred.mount.push(rec.name);
@@ -806,7 +951,162 @@ impl Core {
             }
             self.rebind(rec);
         }
+        // Kept for volumes that are gone or no longer referenced.
+        for name in kept_names {
+            self.drop_kept(&name);
+        }
         Ok(deferred)
+    }
+
+    /// A kept connection that cannot be served again ends: the keeper lets go of it, so its
+    /// mount is stale from now on (detached by whoever mounts the volume anew).
+    fn let_go_of_kept(&self, name: &str) {
+        self.drop_kept(name);
+        // Usage handed over counted what ended with the connection (open files without a
+        // name): measured again.
+        self.forget_clean_usage(name);
+    }
+
+    /// Marks the recorded usage of `name` as not clean, so that its next activation measures
+    /// it again.
+    fn forget_clean_usage(&self, name: &str) {
+        let marked = self
+            .store
+            .usage(name)
+            .and_then(|u| self.store.set_usage(name, Usage { clean: false, ..u }));
+        if let Err(e) = marked {
+            log::warn!("volume {name}: marking its usage for a rescan: {e}");
+        }
+    }
+
+    /// The volumes the keeper holds connections of.
+    fn kept_volumes(&self) -> std::collections::BTreeSet<String> {
+        let Some(keeper) = self.keeper() else {
+            return Default::default();
+        };
+        match keeper.volumes() {
+            Ok(names) => names.into_iter().collect(),
+            Err(e) => {
+                log::error!("asking the keeper what it holds: {e}");
+                Default::default()
+            }
+        }
+    }
+
+    /// Drops what the keeper holds of `name`; once it is dropped, a mount no daemon serves is
+    /// stale (its connection ended with the keeper's descriptor).
+    fn drop_kept(&self, name: &str) {
+        if let Some(keeper) = self.keeper()
+            && let Err(e) = keeper.drop_volume(name)
+        {
+            log::error!("volume {name}: dropping it from the keeper: {e}");
+        }
+    }
+
+    /// Serves again the connection of `rec` the keeper holds, if it is still the volume's
+    /// mount and the volume is still referenced; then checks its bind targets (the binds
+    /// outlive the daemon too). The caller holds the volume's lock (or runs start-up).
+    fn take_over(&self, rec: &VolumeRecord) -> TakeOver {
+        let Some(keeper) = self.keeper().cloned() else {
+            return TakeOver::Refused;
+        };
+        if rec.mount_refs.is_empty() {
+            return TakeOver::Refused;
+        }
+        let entries = match keeper.get(&rec.name) {
+            Ok(entries) => entries,
+            Err(e) => {
+                log::error!("volume {}: asking the keeper for it: {e}", rec.name);
+                return TakeOver::Refused;
+            }
+        };
+        let (connection, carry) = match kept::take_over(&keeper, &rec.name, entries) {
+            Ok(kept) => kept,
+            Err(e) => {
+                log::error!(
+                    "volume {}: what the keeper holds of it is unusable: {e}",
+                    rec.name
+                );
+                return TakeOver::Refused;
+            }
+        };
+        // The kept connection must be the one mounted at the mountpoint (not one detached
+        // from it meanwhile, whose last users end it).
+        let mountpoint = self.mountpoint(&rec.name);
+        let mounted_dev = crate::fuse::mount_dev_at(&mountpoint);
+        if mounted_dev.is_none() || mounted_dev.as_deref() != Some(connection.dev.as_str()) {
+            log::info!(
+                "volume {}: its kept connection is no longer mounted at {}; mounting it anew",
+                rec.name,
+                mountpoint.display()
+            );
+            return TakeOver::Refused;
+        }
+        if let Err(e) = self.activate_with(rec, Some((connection, carry))) {
+            log::error!(
+                "volume {}: cannot serve its connection again: {}",
+                rec.name,
+                e.error
+            );
+            return match e.in_driver {
+                true => TakeOver::Failed(e.error),
+                false => TakeOver::Refused,
+            };
+        }
+        log::info!("volume {}: serving its mount again", rec.name);
+        // Binds made by the previous daemon are kernel mounts: still there unless someone
+        // removed them; those are made again.
+        let mut rec = rec.clone();
+        let mut rebound = false;
+        for r in rec.mount_refs.values_mut() {
+            let Some(target) = r.target.clone() else {
+                continue;
+            };
+            let there = super::bind::open_target(&target, &self.ctx.root)
+                .ok()
+                .and_then(|t| super::bind::mount_id_of(&t).ok());
+            if there.is_some() && there == r.bind_mount_id {
+                continue;
+            }
+            let bound = super::bind::open_target(&target, &self.ctx.root)
+                .and_then(|pinned| super::bind::bind(&mountpoint, &pinned, &target));
+            match bound {
+                Ok(id) => {
+                    r.bind_mount_id = Some(id);
+                    rebound = true;
+                }
+                Err(e) => log::error!(
+                    "volume {}: cannot bind it at {} again: {e}",
+                    rec.name,
+                    target.display()
+                ),
+            }
+        }
+        if rebound && let Err(e) = self.store.put(&rec) {
+            log::error!("volume {}: recording its bind mounts: {e}", rec.name);
+        }
+        TakeOver::Served
+    }
+
+    /// The start-up steps `recover` does for a volume that is mounted anew, for one whose
+    /// kept connection was let go in the background: the stale mount detached, the guard
+    /// there, the binds a dead daemon left detached.
+    fn clear_for_new_mount(&self, rec: &VolumeRecord) {
+        let mountpoint = self.mountpoint(&rec.name);
+        if is_stale_mount(&mountpoint) {
+            log::info!("detaching stale mount {}", mountpoint.display());
+            let _ = detach_stale_mount(&mountpoint);
+        }
+        if !is_stale_mount(&mountpoint)
+            && let Err(e) = self.prepare_mountpoint(&rec.name)
+        {
+            log::error!("volume {}: {e}", rec.name);
+        }
+        for r in rec.mount_refs.values() {
+            if let Some(t) = &r.target {
+                let _ = detach_target(&rec.name, t, r.bind_mount_id);
+            }
+        }
     }
 
     /// Settles the unfinished create or rm of `name` left for the background (see
@@ -833,14 +1133,16 @@ impl Core {
         let rec = match self.record(name) {
             Ok(rec) if !rec.mount_refs.is_empty() && !self.is_active(name) => rec,
             _ => {
-                self.pending.lock().remove(name);
+                self.forget_pending(name);
                 return Remount::Done;
             }
         };
-        match self.activate(&rec) {
-            Ok(()) => {
-                log::info!("volume {name}: mounted again");
-                self.rebind(rec);
+        match self.bring_up(&rec) {
+            Ok(took_over) => {
+                if !took_over {
+                    log::info!("volume {name}: mounted again");
+                    self.rebind(rec);
+                }
                 Remount::Done
             }
             Err(e) => {
@@ -849,6 +1151,37 @@ impl Core {
                 }
                 Remount::Failed(e)
             }
+        }
+    }
+
+    /// Activates `rec`, taking over its kept connection if start-up left one to take over (see
+    /// `recover`): true if it did. A kept connection that cannot be taken over is let go and
+    /// the volume mounted anew; one whose backing store fails it stays kept (its processes
+    /// wait) for the next try. The caller holds the volume's lock.
+    fn bring_up(&self, rec: &VolumeRecord) -> Result<bool, VolumeError> {
+        let kept = (self.pending.lock().get(&rec.name)).is_some_and(|p| p.kept);
+        if kept {
+            match self.take_over(rec) {
+                TakeOver::Served => return Ok(true),
+                TakeOver::Failed(e) => return Err(e),
+                TakeOver::Refused => {
+                    if let Some(p) = self.pending.lock().get_mut(&rec.name) {
+                        p.kept = false;
+                    }
+                    self.let_go_of_kept(&rec.name);
+                    self.clear_for_new_mount(rec);
+                }
+            }
+        }
+        self.activate(rec).map(|()| false)
+    }
+
+    /// Forgets that `name` waits to be mounted (its references are gone); a kept connection
+    /// it waited to take over ends.
+    fn forget_pending(&self, name: &str) {
+        let pending = self.pending.lock().remove(name);
+        if pending.is_some_and(|p| p.kept) {
+            self.let_go_of_kept(name);
         }
     }
 
@@ -882,24 +1215,97 @@ impl Core {
 
     /// Unmounts every active volume, each under its lock and all at once, so that one whose
     /// backing store does not answer does not keep the others from stopping cleanly;
-    /// references stay so the next start mounts the same volumes.
+    /// references stay so the next start mounts the same volumes. Whatever the keeper still
+    /// holds (volumes that did not come back, or wait to be taken over) ends too.
     pub fn shutdown(&self) {
         let names: Vec<String> = self.active.lock().keys().cloned().collect();
         std::thread::scope(|scope| {
             for name in &names {
                 scope.spawn(move || {
                     let _volume = self.locks.lock(name);
-                    if let Ok(rec) = self.record(name) {
-                        for r in rec.mount_refs.values() {
-                            if let Some(t) = &r.target {
-                                let _ = detach_target(name, t, r.bind_mount_id);
-                            }
-                        }
-                    }
-                    self.deactivate(name);
+                    self.stop_volume(name);
                 });
             }
         });
+        for name in self.kept_volumes() {
+            let _volume = self.locks.lock(&name);
+            self.pending.lock().remove(&name);
+            self.drop_kept(&name);
+        }
+    }
+
+    /// Detaches the volume's binds and unmounts it, at a stop. The caller holds its lock.
+    fn stop_volume(&self, name: &str) {
+        if let Ok(rec) = self.record(name) {
+            for r in rec.mount_refs.values() {
+                if let Some(t) = &r.target {
+                    let _ = detach_target(name, t, r.bind_mount_id);
+                }
+            }
+        }
+        self.deactivate(name);
+    }
+
+    /// Stops serving for the next daemon (a planned stop or upgrade): every referenced volume
+    /// the keeper holds stays mounted, with its binds; the requests being served finish, later
+    /// ones wait for the next daemon, and the usage is recorded, clean when it is exact. Other
+    /// volumes are unmounted as at a full stop. Each volume under its lock, all at once.
+    /// Kept connections not taken over yet (see `bring_up`) stay in the keeper as they are.
+    pub fn handover(&self) {
+        let names: Vec<String> = self.active.lock().keys().cloned().collect();
+        // Only what the keeper really holds now (it may have been killed meanwhile).
+        let held = self.kept_volumes();
+        let held = &held;
+        std::thread::scope(|scope| {
+            for name in &names {
+                scope.spawn(move || {
+                    let _volume = self.locks.lock(name);
+                    self.hand_over(name, held.contains(name));
+                });
+            }
+        });
+    }
+
+    /// `handover` for one volume; `held`: the keeper holds it. The caller holds its lock.
+    pub fn hand_over(&self, name: &str, held: bool) {
+        let referenced = self.record(name).is_ok_and(|r| !r.mount_refs.is_empty());
+        let kept = (self.active.lock().get(name)).is_some_and(|a| a.kept);
+        if !kept || !held || !referenced {
+            self.stop_volume(name);
+            return;
+        }
+        let Some(active) = self.active.lock().remove(name) else {
+            return;
+        };
+        self.lingering.lock().remove(name);
+        let drained = active.mount.suspend(SUSPEND_TIMEOUT);
+        if let Err(e) = active.fs.persist_for_successor() {
+            log::warn!("volume {name}: making it durable for the next daemon: {e}");
+        }
+        if !drained {
+            log::warn!(
+                "volume {name}: requests still running after {}s; the next daemon rescans its \
+                 usage",
+                SUSPEND_TIMEOUT.as_secs()
+            );
+        }
+        // All of it: open inodes without a name go on with the connection.
+        let u = active.fs.usage();
+        let usage = Usage {
+            bytes: u.bytes,
+            inodes: u.inodes,
+            // The kernel's passthrough writes are counted only at close.
+            clean: drained && !active.passthrough,
+        };
+        if let Err(e) = self.store.set_usage(name, usage) {
+            log::warn!("saving usage of volume {name}: {e}");
+        }
+        log::info!("volume {name}: left mounted for the next daemon");
+    }
+
+    /// Whether the keeper holds `name` (asked only for a volume being handed over late).
+    pub fn keeper_holds(&self, name: &str) -> bool {
+        self.kept_volumes().contains(name)
     }
 }
 

@@ -61,8 +61,11 @@ impl Default for ManagerSettings {
 /// releases plugin references whose holders are gone.
 pub struct VolumeManager {
     core: Arc<Core>,
+    /// Set at a stop: background work ends.
     stop: Arc<AtomicBool>,
     defaults: BTreeMap<String, BTreeMap<String, String>>,
+    /// Set before `stop` when the stop hands the volumes over to the next daemon.
+    handing_over: Arc<AtomicBool>,
 }
 
 const TICK: Duration = Duration::from_secs(1);
@@ -118,6 +121,7 @@ impl VolumeManager {
             core,
             stop,
             defaults: settings.defaults,
+            handing_over: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -143,9 +147,10 @@ impl VolumeManager {
             })?;
         }
         for name in deferred.mount {
-            let (core, stop, tried) = (self.core.clone(), self.stop.clone(), tried.clone());
+            let (core, tried) = (self.core.clone(), tried.clone());
+            let (stop, handing_over) = (self.stop.clone(), self.handing_over.clone());
             self.spawn(&name, "mount", move |name| {
-                remount_until_done(&core, name, &stop, || {
+                remount_until_done(&core, name, &stop, &handing_over, || {
                     let _ = tried.send(());
                 })
             })?;
@@ -299,17 +304,37 @@ impl VolumeManager {
         Ok(report)
     }
 
+    /// Keeps volume connections in `keeper` from now on, so that they outlive the daemon.
+    /// Call before `recover`.
+    pub fn set_keeper(&self, keeper: Arc<crate::keeper::Keeper>) {
+        self.core.set_keeper(keeper);
+    }
+
     /// Unmounts everything and persists usage as clean; references are kept so the next start
     /// mounts the same volumes again.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.core.shutdown();
     }
+
+    /// Stops serving and leaves every volume the keeper holds mounted for the next daemon
+    /// (see `Core::handover`); the others are unmounted.
+    pub fn handover(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        self.core.handover();
+    }
 }
 
-/// Tries to mount `name` again until it is mounted or no longer wanted, or the daemon stops;
-/// `first_try` runs once, after the first try.
-fn remount_until_done(core: &Core, name: &str, stop: &AtomicBool, first_try: impl FnOnce()) {
+/// Tries to mount `name` again until it is mounted or no longer wanted, or the daemon stops
+/// (`handing_over`: for the next daemon); `first_try` runs once, after the first try.
+fn remount_until_done(
+    core: &Core,
+    name: &str,
+    stop: &AtomicBool,
+    handing_over: &AtomicBool,
+    first_try: impl FnOnce(),
+) {
     let mut first_try = Some(first_try);
     let mut logged = false;
     while !stop.load(Ordering::Relaxed) {
@@ -322,7 +347,10 @@ fn remount_until_done(core: &Core, name: &str, stop: &AtomicBool, first_try: imp
             let outcome = core.remount(name);
             // A stop that began during the try did not see this volume active.
             if stop.load(Ordering::Relaxed) {
-                core.deactivate(name);
+                match handing_over.load(Ordering::Relaxed) {
+                    true => core.hand_over(name, core.keeper_holds(name)),
+                    false => core.deactivate(name),
+                }
                 return;
             }
             outcome

@@ -5,6 +5,7 @@ pub mod error;
 mod fault;
 pub mod guard;
 pub mod info;
+mod kept;
 pub mod limits;
 pub mod locks;
 pub mod manager;

@@ -27,6 +27,7 @@ fn main() {
             readahead_kb: None,
             threads: 4,
         },
+        &mut fvol::fs::resume::Carry::none(),
     )
     .expect("mount");
     let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);

@@ -22,6 +22,7 @@ use crate::fs::image::fs::ImageError;
 use crate::fs::image::{BlockDevice, ImageFs, RbdDevice, fsck};
 use crate::fs::memory::RootOwner;
 use crate::fs::quota::Limits;
+use crate::fs::resume::Carry;
 use crate::model::{ErrorClass, Usage, VolumeRecord};
 use crate::sys::librbd::{Cluster, ClusterConfig, Image, IoCtx, RbdError};
 
@@ -462,20 +463,27 @@ impl Driver for RbdDriver {
         }
     }
 
+    fn survives_restart(&self) -> bool {
+        true
+    }
+
     fn activate(
         &self,
         ctx: &DriverContext,
         rec: &VolumeRecord,
         opts: &RbdOptions,
         _stored: Usage,
+        carry: &mut Carry,
     ) -> Result<Activation, DriverError> {
         let target = connect(rec, opts)?;
+        // A predecessor's lock (a restart, a crash) is a dead daemon's: broken, fencing it.
         let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, opts.io_timeout)?);
         let limits = Limits {
             bytes: None,
             inodes: opts.inodes,
         };
-        let fs = ImageFs::open(device, limits).map_err(|e| image_err(target.describe(), e))?;
+        let fs = ImageFs::open_carried(device, limits, carry)
+            .map_err(|e| image_err(target.describe(), e))?;
         let usage = crate::fs::VolumeFs::usage(&fs);
         Ok(Activation {
             fs: Arc::new(fs),

@@ -31,6 +31,9 @@ impl PassthroughFs {
         if let Some(bytes) = accounted.as_mut() {
             let now = allocated_bytes(&st);
             self.quota.adjust(now as i64 - *bytes as i64, 0);
+            if now != *bytes {
+                inode.note_accounted(Some(now));
+            }
             *bytes = now;
         }
         Ok(st)
@@ -56,9 +59,14 @@ impl PassthroughFs {
     /// see `RemovalLocks`). If that was its last name, its space comes back now, unless a
     /// handle of it is open (then at the last close). Its node, if the kernel still names one,
     /// answers `ENOENT` once the space is back: nothing can reopen it and write uncounted.
-    pub(super) fn lost_name(&self, victim: OwnedFd) -> FsResult<()> {
+    /// `kept`: the node `keep_before_removal` kept for a successor, to let go of if the inode
+    /// still has a name.
+    pub(super) fn lost_name(&self, victim: OwnedFd, kept: Option<Arc<Inode>>) -> FsResult<()> {
         let st = fstat(&victim)?;
         if st.st_nlink > 0 {
+            if let Some(node) = kept {
+                self.unkeep(&node);
+            }
             return Ok(());
         }
         let freed = match self.inodes.node_of(victim.as_fd(), &st) {
@@ -67,6 +75,7 @@ impl PassthroughFs {
                 if node.open_handles.load(Ordering::SeqCst) > 0 {
                     self.nameless.add(&node);
                     self.quota.expect_release();
+                    self.keep_for_successor(&node, victim.as_fd());
                 }
                 self.take_if_unopened(&node)
             }
@@ -118,6 +127,7 @@ impl PassthroughFs {
             return None;
         }
         let bytes = accounted.take()?;
+        inode.note_accounted(None);
         Some(Freed {
             bytes,
             node: Some((inode.clone(), inode.take_fd())),
@@ -133,12 +143,65 @@ impl PassthroughFs {
         let bytes = match freed.node {
             Some((inode, node_fd)) => {
                 drop(node_fd);
+                // The keeper's descriptor of it too (kept for a successor while it was open).
+                self.unkeep(&inode);
                 inode.settle.give_back_now(freed.bytes)
             }
             None => Some(freed.bytes),
         };
         if let Some(bytes) = bytes {
             self.quota.adjust(-(bytes as i64), -1);
+        }
+    }
+
+    /// Before a removal of a name of the host inode open as `victim` (stat `st`, under its
+    /// removal lock): if that is its last name and the inode is open, a descriptor of it goes
+    /// to the keeper first, so that it outlives this handler even if it dies right after the
+    /// removal. Returns the node kept (`lost_name` lets go of it if a name is left).
+    pub(super) fn keep_before_removal(
+        &self,
+        victim: BorrowedFd<'_>,
+        st: &FileStat,
+    ) -> Option<Arc<Inode>> {
+        if st.st_nlink != 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return None;
+        }
+        let node = self.inodes.open_node_of_key(Inode::key_of(st))?;
+        self.keep_for_successor(&node, victim);
+        Some(node)
+    }
+
+    /// Lets go of what `keep_for_successor` kept of `node`.
+    pub(super) fn unkeep(&self, node: &Inode) {
+        if node.kept.swap(false, Ordering::SeqCst) {
+            self.holder.release(node.ino);
+        }
+    }
+
+    /// An open inode loses its last name: it lives only as long as a descriptor of it, so one
+    /// is kept for the next handler too (the keeper's), until its last close.
+    fn keep_for_successor(&self, node: &Inode, fd: BorrowedFd<'_>) {
+        if node.kept.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.holder.hold(node.ino, fd) {
+            node.kept.store(false, Ordering::SeqCst);
+            log::warn!(
+                "keeping open inode {} without a name for the next handler: {e}; it will not \
+                 survive a restart of the daemon",
+                node.ino
+            );
+        }
+    }
+
+    /// Counts nodes of inodes without a name that a predecessor kept open (see
+    /// `InodeTable::resume`): `fresh` when the usage was rescanned, which cannot see them.
+    pub(super) fn adopt_nameless(&self, nodes: &[Arc<Inode>], fresh: bool) {
+        for node in nodes {
+            if fresh && let Some(bytes) = *node.accounted.lock() {
+                self.quota.adjust(bytes as i64, 1);
+            }
+            self.nameless.add(node);
         }
     }
 

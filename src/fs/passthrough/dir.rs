@@ -24,6 +24,22 @@ impl PassthroughFs {
         }))
     }
 
+    /// Opens directory handle `fh` of node `ino` again, for a predecessor's open directory
+    /// (its offsets are the host's, so reading goes on where it was).
+    pub(super) fn restore_dir(&self, fh: Fh, ino: Ino) -> FsResult<()> {
+        let inode = self.inodes.get(ino)?;
+        let dir = self.reopen(&inode, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        self.count_open(&inode)?;
+        self.dirs.insert_at(
+            fh,
+            DirHandle {
+                inode,
+                dir: Mutex::new(dir.into()),
+            },
+        );
+        Ok(())
+    }
+
     pub(super) fn read_dir(
         &self,
         fh: Fh,

@@ -67,15 +67,8 @@ impl PassthroughFs {
     /// Registers an open host file as a handle (`count_open` counted it already).
     pub(super) fn handle_for(&self, inode: Arc<Inode>, file: File, flags: i32) -> Opened {
         let file = Arc::new(file);
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let passthrough = self.passthrough_io.then(|| file.clone());
-        let fh = self.files.insert(FileHandle {
-            file,
-            inode,
-            writable,
-            write_behind: Mutex::default(),
-            direct_io_align: OnceLock::new(),
-        });
+        let fh = self.files.insert(file_handle(inode, file, flags));
         Opened {
             fh,
             passthrough,
@@ -83,6 +76,18 @@ impl PassthroughFs {
             keep_cache: self.exclusive && !self.passthrough_io,
             direct_io: false,
         }
+    }
+
+    /// Opens file handle `fh` of node `ino` again, as a predecessor opened it with `flags`.
+    pub(super) fn restore_file(&self, fh: Fh, ino: crate::fs::Ino, flags: i32) -> FsResult<()> {
+        let inode = self.inodes.get(ino)?;
+        // Created and truncated at the first open already.
+        let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        let file = self.reopen(&inode, self.host_flags(flags))?;
+        self.count_open(&inode)?;
+        self.files
+            .insert_at(fh, file_handle(inode, Arc::new(file), flags));
+        Ok(())
     }
 
     pub(super) fn close_handle(&self, fh: Fh) -> FsResult<()> {
@@ -215,6 +220,16 @@ impl PassthroughFs {
         // Writeback may have allocated host metadata (extent blocks) since the last re-read.
         self.reaccount_from(&handle.inode, handle.file.as_fd())?;
         Ok(())
+    }
+}
+
+fn file_handle(inode: Arc<Inode>, file: Arc<File>, flags: i32) -> FileHandle {
+    FileHandle {
+        file,
+        inode,
+        writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
+        write_behind: Mutex::default(),
+        direct_io_align: OnceLock::new(),
     }
 }
 

@@ -33,6 +33,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::fdcache::FdCache;
 use super::settle::SettleState;
+use crate::fs::resume::{Slot, Table};
 use crate::fs::{FsError, FsResult, Ino, ROOT_INO};
 use crate::sys::handle::{HostHandle, name_to_handle_at, open_by_handle_at};
 use crate::sys::proc_fd_path;
@@ -46,6 +47,56 @@ pub type NodeFd = Arc<OwnedFd>;
 /// Node ids of inodes on another device, or colliding with the root's id or a node the
 /// kernel still names, start here.
 const SYNTHETIC_BASE: u64 = 1 << 63;
+
+/// The fields of a node's record in the journal a successor restores nodes from: enough to
+/// find its host inode again (key and file handle), the kernel's lookups, and its state in the
+/// quota.
+pub mod journal {
+    pub const INO: usize = 0;
+    pub const LOOKUPS: usize = 1;
+    pub const DEV: usize = 2;
+    pub const HOST_INO: usize = 3;
+    /// Bytes counted in the quota, `NONE` once given back.
+    pub const ACCOUNTED: usize = 4;
+    pub const FLAGS: usize = 5;
+    /// The handle's type (high 32 bits) and length in bytes.
+    pub const HANDLE_META: usize = 6;
+    pub const HANDLE: usize = 7;
+    const HANDLE_WORDS: usize = 16;
+    pub const FIELDS: usize = HANDLE + HANDLE_WORDS;
+    pub const NONE: u64 = u64::MAX;
+    /// FLAGS: the inode has no name left.
+    pub const REMOVED: u64 = 1;
+    /// Nodes recorded at most (the kernel's cached inodes of one volume).
+    pub const CAPACITY: u32 = 1 << 22;
+
+    /// The handle as record words, if it fits.
+    pub fn handle_words(kind: i32, bytes: &[u8]) -> Option<[u64; HANDLE_WORDS + 1]> {
+        if bytes.len() > HANDLE_WORDS * 8 {
+            return None;
+        }
+        let mut words = [0u64; HANDLE_WORDS + 1];
+        words[0] = (u64::from(kind as u32) << 32) | bytes.len() as u64;
+        for (i, chunk) in bytes.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            words[1 + i] = u64::from_le_bytes(w);
+        }
+        Some(words)
+    }
+
+    /// The handle's type and bytes from a record's fields.
+    pub fn handle_of(fields: &[u64]) -> (i32, Vec<u8>) {
+        let meta = fields[HANDLE_META];
+        let len = ((meta & 0xffff_ffff) as usize).min(HANDLE_WORDS * 8);
+        let bytes: Vec<u8> = fields[HANDLE..HANDLE + HANDLE_WORDS]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .take(len)
+            .collect();
+        ((meta >> 32) as u32 as i32, bytes)
+    }
+}
 
 pub struct Inode {
     pub ino: Ino,
@@ -65,8 +116,27 @@ pub struct Inode {
     pub accounted: Mutex<Option<u64>>,
     /// Open file and directory handles.
     pub open_handles: AtomicU32,
+    /// Its record in the table a successor restores nodes from (see `journal`).
+    record: Option<Record>,
+    /// A descriptor of it is kept for a successor (it has no name but is open).
+    pub kept: AtomicBool,
     /// Whether the host may still change its allocation unseen (see `settle`).
     pub settle: SettleState,
+}
+
+/// What `InodeTable::resume` rebuilt.
+pub struct Resumed {
+    /// Nodes of inodes without a name that were kept open for this handler.
+    pub nameless: Vec<Arc<Inode>>,
+    pub nodes: usize,
+    /// Kept descriptors no node needed: to be dropped.
+    pub unused: Vec<Ino>,
+}
+
+/// A node's record in the journal.
+struct Record {
+    table: Arc<Table>,
+    slot: Slot,
 }
 
 impl Inode {
@@ -74,7 +144,13 @@ impl Inode {
         (st.st_dev, st.st_ino)
     }
 
-    fn new(ino: Ino, st: &FileStat, fd: OwnedFd, handle: Option<HostHandle>) -> Inode {
+    fn new(
+        ino: Ino,
+        st: &FileStat,
+        fd: OwnedFd,
+        handle: Option<HostHandle>,
+        record: Option<Record>,
+    ) -> Inode {
         Inode {
             ino,
             key: Inode::key_of(st),
@@ -85,7 +161,26 @@ impl Inode {
             lookups: AtomicU64::new(1),
             accounted: Mutex::new(Some(allocated_bytes(st))),
             open_handles: AtomicU32::new(0),
+            record,
+            kept: AtomicBool::new(false),
             settle: SettleState::default(),
+        }
+    }
+
+    /// One more kernel lookup.
+    fn add_lookup(&self) {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = &self.record {
+            r.table.add(r.slot, journal::LOOKUPS, 1);
+        }
+    }
+
+    /// Records the bytes the node counts in the quota (None: given back), for a successor.
+    /// Called under `accounted`.
+    pub fn note_accounted(&self, bytes: Option<u64>) {
+        if let Some(r) = &self.record {
+            r.table
+                .set(r.slot, journal::ACCOUNTED, bytes.unwrap_or(journal::NONE));
         }
     }
 
@@ -126,6 +221,9 @@ impl Inode {
     /// Records that the inode has no name left.
     pub fn mark_removed(&self) {
         self.removed.store(true, Ordering::SeqCst);
+        if let Some(r) = &self.record {
+            r.table.set(r.slot, journal::FLAGS, journal::REMOVED);
+        }
     }
 
     pub fn is_removed(&self) -> bool {
@@ -169,6 +267,9 @@ pub struct InodeTable {
     /// The mount whose handles `mount_fd` opens; None when the host gives no handles.
     mount_id: Option<i32>,
     cache: Arc<FdCache>,
+    /// Where nodes are recorded for a successor; None when the volume does not outlive its
+    /// handler.
+    journal: Option<Arc<Table>>,
 }
 
 impl InodeTable {
@@ -193,7 +294,7 @@ impl InodeTable {
                 None
             }
         };
-        let root_node = Arc::new(Inode::new(ROOT_INO, root, root_fd, None));
+        let root_node = Arc::new(Inode::new(ROOT_INO, root, root_fd, None, None));
         let mut tables = Tables::default();
         tables.by_ino.insert(ROOT_INO, root_node);
         tables.by_key.insert(key, ROOT_INO);
@@ -204,7 +305,148 @@ impl InodeTable {
             mount_fd,
             mount_id,
             cache,
+            journal: None,
         })
+    }
+
+    /// Records new nodes in `journal` from now on, for a successor (see `fs::resume`).
+    pub fn record_into(&mut self, journal: Table) {
+        self.journal = Some(Arc::new(journal));
+    }
+
+    /// A record of a new node, if nodes are recorded and this one can be found again.
+    fn record_new(&self, ino: Ino, st: &FileStat, handle: Option<&HostHandle>) -> Option<Record> {
+        let table = self.journal.as_ref()?;
+        let (kind, bytes) = handle?.parts();
+        let Some(words) = journal::handle_words(kind, bytes) else {
+            log::debug!(
+                "inode {}: a {}-byte handle is not recorded",
+                st.st_ino,
+                bytes.len()
+            );
+            return None;
+        };
+        let mut fields = [0u64; journal::FIELDS];
+        fields[journal::INO] = ino;
+        fields[journal::LOOKUPS] = 1;
+        fields[journal::DEV] = st.st_dev;
+        fields[journal::HOST_INO] = st.st_ino;
+        fields[journal::ACCOUNTED] = allocated_bytes(st);
+        fields[journal::HANDLE_META..].copy_from_slice(&words);
+        let slot = table.insert(&fields)?;
+        Some(Record {
+            table: table.clone(),
+            slot,
+        })
+    }
+
+    /// Rebuilds the nodes a predecessor recorded in `journal` (cold: without descriptors) and
+    /// records new ones there from now on. With `fresh` (the usage was rescanned), each node's
+    /// allocation is read again; otherwise the recorded counts stand (the usage was handed over
+    /// exactly). A node whose inode is gone answers `ENOENT` from now on. `held` are
+    /// descriptors kept of inodes without a name but open: their nodes get them.
+    pub fn resume(
+        &mut self,
+        journal: Table,
+        fresh: bool,
+        mut held: std::collections::HashMap<Ino, OwnedFd>,
+    ) -> Resumed {
+        let table = Arc::new(journal);
+        let mut tables = self.tables.write();
+        let mut nameless = Vec::new();
+        let mut unused = Vec::new();
+        let mut count = 0;
+        for (slot, f) in table.records() {
+            let ino = f[journal::INO];
+            let (kind, bytes) = journal::handle_of(&f);
+            let handle = HostHandle::from_parts(kind, &bytes);
+            if ino == 0 || ino == ROOT_INO || tables.by_ino.contains_key(&ino) || handle.is_none() {
+                table.remove(slot);
+                continue;
+            }
+            let mut kept_fd = held.remove(&ino);
+            let mut removed = f[journal::FLAGS] & journal::REMOVED != 0;
+            let mut accounted = match f[journal::ACCOUNTED] {
+                journal::NONE => None,
+                bytes => Some(bytes),
+            };
+            if fresh {
+                let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let opened = match &kept_fd {
+                    Some(fd) => nix::unistd::dup(fd).map_err(FsError::from),
+                    None => {
+                        open_by_handle_at(self.mount_fd.as_fd(), handle.as_ref().unwrap(), flags)
+                            .map_err(FsError::from)
+                    }
+                };
+                let st = opened.and_then(|fd| Ok(nix::sys::stat::fstat(&fd)?));
+                match st {
+                    // Without a name and not kept, it goes with the descriptor just closed.
+                    Ok(st) if st.st_nlink > 0 || kept_fd.is_some() => {
+                        accounted = Some(allocated_bytes(&st));
+                        removed = st.st_nlink == 0;
+                        // Kept before a removal the crash cut short: it still has a name.
+                        if !removed && let Some(fd) = kept_fd.take() {
+                            drop(fd);
+                            unused.push(ino);
+                        }
+                    }
+                    _ => {
+                        accounted = None;
+                        removed = true;
+                    }
+                }
+            }
+            table.set(slot, journal::ACCOUNTED, accounted.unwrap_or(journal::NONE));
+            table.set(
+                slot,
+                journal::FLAGS,
+                if removed { journal::REMOVED } else { 0 },
+            );
+            let key = (f[journal::DEV], f[journal::HOST_INO]);
+            let inode = Arc::new(Inode {
+                ino,
+                key,
+                handle,
+                fd: Mutex::new(kept_fd.map(Arc::new)),
+                referenced: AtomicBool::new(false),
+                removed: AtomicBool::new(removed),
+                lookups: AtomicU64::new(f[journal::LOOKUPS]),
+                accounted: Mutex::new(accounted),
+                open_handles: AtomicU32::new(0),
+                record: Some(Record {
+                    table: table.clone(),
+                    slot,
+                }),
+                kept: AtomicBool::new(false),
+                settle: SettleState::default(),
+            });
+            if inode.holds_fd() {
+                inode.kept.store(true, Ordering::Relaxed);
+                nameless.push(inode.clone());
+            }
+            // Of two nodes of one key (a reused number), the one with a name owns it.
+            let owner = tables
+                .by_key
+                .get(&key)
+                .map(|i| tables.by_ino[i].is_removed());
+            if owner.is_none_or(|owner_removed| owner_removed && !removed) {
+                tables.by_key.insert(key, ino);
+            }
+            if ino >= SYNTHETIC_BASE {
+                self.next_synthetic.fetch_max(ino + 1, Ordering::Relaxed);
+            }
+            tables.by_ino.insert(ino, inode);
+            count += 1;
+        }
+        drop(tables);
+        self.journal = Some(table);
+        Resumed {
+            nameless,
+            nodes: count,
+            // Kept for nodes the kernel forgot meanwhile: nothing needs them now.
+            unused: unused.into_iter().chain(held.into_keys()).collect(),
+        }
     }
 
     pub fn get(&self, ino: Ino) -> FsResult<Arc<Inode>> {
@@ -314,7 +556,7 @@ impl InodeTable {
             let t = self.tables.read();
             if let Some(inode) = t.by_key.get(&key).map(|ino| &t.by_ino[ino]) {
                 if inode.cached_fd().is_some() {
-                    inode.lookups.fetch_add(1, Ordering::Relaxed);
+                    inode.add_lookup();
                     return (inode.clone(), false);
                 }
             }
@@ -324,7 +566,7 @@ impl InodeTable {
             let mut t = self.tables.write();
             match t.by_key.get(&key).map(|ino| t.by_ino[ino].clone()) {
                 Some(inode) if inode.is(handle.as_ref()) => {
-                    inode.lookups.fetch_add(1, Ordering::Relaxed);
+                    inode.add_lookup();
                     (inode, false)
                 }
                 // None, or a cold node of a freed inode whose number the host reused.
@@ -333,7 +575,8 @@ impl InodeTable {
                         .direct_ino(key)
                         .filter(|ino| !t.by_ino.contains_key(ino))
                         .unwrap_or_else(|| self.next_synthetic.fetch_add(1, Ordering::Relaxed));
-                    let inode = Arc::new(Inode::new(ino, st, fd, handle));
+                    let record = self.record_new(ino, st, handle.as_ref());
+                    let inode = Arc::new(Inode::new(ino, st, fd, handle, record));
                     t.by_ino.insert(ino, inode.clone());
                     t.by_key.insert(key, ino);
                     return self.admitted(inode, true);
@@ -369,6 +612,14 @@ impl InodeTable {
         inode.is(handle.as_ref()).then_some(inode)
     }
 
+    /// The node of host key `key` if it has a handle open: its inode is alive then (the handle
+    /// holds it), so the key cannot name another inode meanwhile.
+    pub fn open_node_of_key(&self, key: HostKey) -> Option<Arc<Inode>> {
+        let t = self.tables.read();
+        let inode = t.by_ino.get(t.by_key.get(&key)?)?;
+        (inode.open_handles.load(Ordering::SeqCst) > 0).then(|| inode.clone())
+    }
+
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
             return;
@@ -380,8 +631,16 @@ impl InodeTable {
         let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
         inode.lookups.store(left, Ordering::Relaxed);
         // An unsettled node stays until it is settled (`drop_if_forgotten`): a second node
-        // of its inode would count it from a different re-read.
-        if left == 0 && !inode.settle.unsettled() {
+        // of its inode would count it from a different re-read. Its record stays with it
+        // (a lookup may find the node again).
+        let stays = left > 0 || inode.settle.unsettled();
+        if let Some(r) = &inode.record {
+            match stays {
+                false => r.table.remove(r.slot),
+                true => r.table.set(r.slot, journal::LOOKUPS, left),
+            }
+        }
+        if !stays {
             let key = inode.key;
             let gone = t.by_ino.remove(&ino);
             // The key may belong to a newer node already (a reused inode number).
@@ -413,6 +672,9 @@ impl InodeTable {
         t.by_ino.remove(&inode.ino);
         if t.by_key.get(&inode.key) == Some(&inode.ino) {
             t.by_key.remove(&inode.key);
+        }
+        if let Some(r) = &inode.record {
+            r.table.remove(r.slot);
         }
     }
 }

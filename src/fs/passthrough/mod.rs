@@ -42,10 +42,11 @@ pub fn scan_dir(dir: &Path) -> FsResult<UsageSnapshot> {
 use account::{Nameless, RemovalLocks};
 use attr::attr_of;
 use handles::{DirHandle, FileHandle, HandleTable};
-use inodes::{InodeTable, NodeFd};
+use inodes::{InodeTable, NodeFd, journal};
 use settle::Unsettled;
 
 use super::quota::{Limits, Quota};
+use super::resume::{Carry, Holder, NoHolder};
 use super::*;
 
 pub struct PassthroughFs {
@@ -66,6 +67,8 @@ pub struct PassthroughFs {
     /// The handler is the only writer of the tree, so the kernel may keep file pages cached
     /// across opens.
     exclusive: bool,
+    /// Keeps descriptors of open inodes without a name for the next handler.
+    holder: Arc<dyn Holder>,
 }
 
 impl PassthroughFs {
@@ -103,7 +106,34 @@ impl PassthroughFs {
             block,
             passthrough_io: false,
             exclusive: false,
+            holder: Arc::new(NoHolder),
         })
+    }
+
+    /// Keeps what a successor needs in `carry` from now on, and first takes over what a
+    /// predecessor left there (see `fs::resume`). `rescanned`: the usage this filesystem
+    /// started from was measured again, not handed over.
+    pub fn with_carry(mut self, carry: &mut Carry, rescanned: bool) -> FsResult<Self> {
+        self.holder = carry.holder.clone();
+        let Some(journal) = carry.table("nodes", journal::FIELDS, journal::CAPACITY)? else {
+            return Ok(self);
+        };
+        if !carry.resumed {
+            self.inodes.record_into(journal);
+            return Ok(self);
+        }
+        let held = std::mem::take(&mut carry.held).into_iter().collect();
+        let resumed = self.inodes.resume(journal, rescanned, held);
+        self.adopt_nameless(&resumed.nameless, rescanned);
+        for ino in resumed.unused {
+            self.holder.release(ino);
+        }
+        log::info!(
+            "took over {} nodes the kernel knows ({} open without a name)",
+            resumed.nodes,
+            resumed.nameless.len()
+        );
+        Ok(self)
     }
 
     pub fn usage_now(&self) -> UsageSnapshot {
@@ -381,6 +411,13 @@ impl VolumeFs for PassthroughFs {
 
     fn usage_at_rest(&self) -> UsageSnapshot {
         self.usage_without_nameless()
+    }
+
+    fn restore_handle(&self, fh: Fh, ino: Ino, flags: i32, dir: bool) -> FsResult<()> {
+        match dir {
+            true => self.restore_dir(fh, ino),
+            false => self.restore_file(fh, ino, flags),
+        }
     }
 
     fn sync_all(&self) -> FsResult<()> {

@@ -100,16 +100,22 @@ impl PassthroughFs {
         let parent = self.inodes.get(parent)?;
         let parent_fd = self.inodes.fd(&parent)?;
         let victim = self.inodes.open_path(parent_fd.as_fd(), name)?;
-        let key = Inode::key_of(&fstat(&victim)?);
+        let st = fstat(&victim)?;
         let flag = if dir {
             UnlinkatFlags::RemoveDir
         } else {
             UnlinkatFlags::NoRemoveDir
         };
-        let _removing = self.removals.lock(key);
-        unlinkat(&parent_fd, name, flag)?;
+        let _removing = self.removals.lock(Inode::key_of(&st));
+        let kept = self.keep_before_removal(victim.as_fd(), &st);
+        if let Err(e) = unlinkat(&parent_fd, name, flag) {
+            if let Some(node) = kept {
+                self.unkeep(&node);
+            }
+            return Err(e.into());
+        }
         self.reaccount_from(&parent, parent_fd.as_fd())?;
-        self.lost_name(victim)
+        self.lost_name(victim, kept)
     }
 
     pub(super) fn do_rename(&self, r: &Rename<'_>) -> FsResult<()> {
@@ -131,20 +137,30 @@ impl PassthroughFs {
         let moved = fstatat(&from_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
         let victim = match replaced {
             Some(fd) => {
-                let key = Inode::key_of(&fstat(&fd)?);
+                let st = fstat(&fd)?;
                 // Two names of one inode: the rename changes nothing.
-                (key != Inode::key_of(&moved)).then_some((fd, key))
+                (Inode::key_of(&st) != Inode::key_of(&moved)).then_some((fd, st))
             }
             None => None,
         };
-        let _removing = victim.as_ref().map(|(_, key)| self.removals.lock(*key));
+        let _removing = victim
+            .as_ref()
+            .map(|(_, st)| self.removals.lock(Inode::key_of(st)));
+        let kept = victim
+            .as_ref()
+            .and_then(|(fd, st)| self.keep_before_removal(fd.as_fd(), st));
         // A whiteout is a new inode (a 0:0 character device left at the source name): it is
         // admitted against the inode quota first and counted once it exists.
         let whiteout = flags.contains(RenameFlags::RENAME_WHITEOUT);
         let _reservation = whiteout
             .then(|| self.quota.reserve(DIR_GROWTH_BLOCKS * self.block, 1))
             .transpose()?;
-        renameat2(&from_fd, name, &to_fd, new_name, flags)?;
+        if let Err(e) = renameat2(&from_fd, name, &to_fd, new_name, flags) {
+            if let Some(node) = kept {
+                self.unkeep(&node);
+            }
+            return Err(e.into());
+        }
         if whiteout {
             self.account_whiteout(from_fd.as_fd(), name);
         }
@@ -153,7 +169,7 @@ impl PassthroughFs {
             self.reaccount_from(&to, to_fd.as_fd())?;
         }
         match victim {
-            Some((fd, _)) => self.lost_name(fd),
+            Some((fd, _)) => self.lost_name(fd, kept),
             None => Ok(()),
         }
     }

@@ -53,6 +53,7 @@ use super::format::{self, FormatError, Layout, META_START};
 use crate::fs::handles::HandleTable;
 use crate::fs::memory::RootOwner;
 use crate::fs::quota::{Limits, Quota};
+use crate::fs::resume::{Carry, Slot, Table};
 use crate::fs::{FileKind, FsError, FsResult, Ino, ROOT_INO, UsageSnapshot};
 use store::{
     COUNTERS, Ctx, DIRENTS, EXTENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES,
@@ -106,6 +107,12 @@ pub struct Inner {
     live: Mutex<HashMap<Ino, Live>>,
     files: HandleTable<Ino>,
     dirs: HandleTable<Mutex<crate::fs::handles::DirCursor>>,
+    /// The highest inode number handed out, kept where a successor finds it (see
+    /// `open_carried`); None when the volume does not outlive its handler.
+    ino_floor: Option<(Table, Slot)>,
+    /// Orphans (inodes without a name) are deleted only once a successor has restored the
+    /// handles the kernel holds (`handles_restored`).
+    orphans_pending: std::sync::atomic::AtomicBool,
     /// Durable commits: requests, and the committer's answers.
     commits: commit::Commits,
     /// On a device with a wait limit: write transactions take this first, for the limit at
@@ -190,6 +197,37 @@ impl ImageFs {
     /// capped at the data region; the inode limit defaults to what the metadata region was
     /// sized for.
     pub fn open(device: Arc<dyn BlockDevice>, limits: Limits) -> Result<ImageFs, ImageError> {
+        Self::open_with(device, limits, None, false)
+    }
+
+    /// `open` for a volume that outlives its handler: keeps in `carry` the highest inode number
+    /// handed out (the kernel keeps the node ids it learnt; a successor after a crash, whose
+    /// image is back at its last durable commit, must not give those numbers to new inodes),
+    /// and, when `carry` is a predecessor's, takes over from it: orphans wait until its open
+    /// handles are restored (`VolumeFs::handles_restored`).
+    pub fn open_carried(
+        device: Arc<dyn BlockDevice>,
+        limits: Limits,
+        carry: &mut Carry,
+    ) -> Result<ImageFs, ImageError> {
+        let Some(table) = carry.table("image", 1, 1).map_err(meta)? else {
+            return Self::open(device, limits);
+        };
+        let slot = match table.records().first() {
+            Some((slot, _)) => *slot,
+            None => table
+                .insert(&[0])
+                .ok_or_else(|| meta("the table of inode numbers is full"))?,
+        };
+        Self::open_with(device, limits, Some((table, slot)), carry.resumed)
+    }
+
+    fn open_with(
+        device: Arc<dyn BlockDevice>,
+        limits: Limits,
+        ino_floor: Option<(Table, Slot)>,
+        resuming: bool,
+    ) -> Result<ImageFs, ImageError> {
         let layout = format::check_superblock(device.as_ref())?;
         let region =
             RegionBackend::open(device.clone(), META_START, layout.meta_size).map_err(meta)?;
@@ -214,10 +252,16 @@ impl ImageFs {
             live: Mutex::new(HashMap::new()),
             files: HandleTable::default(),
             dirs: HandleTable::default(),
+            ino_floor,
+            orphans_pending: std::sync::atomic::AtomicBool::new(resuming),
             commits: commit::Commits::default(),
             gate,
         };
-        fs.delete_orphans().map_err(|e| meta(format!("{e:?}")))?;
+        if resuming {
+            fs.raise_next_ino().map_err(|e| meta(format!("{e:?}")))?;
+        } else {
+            fs.delete_orphans().map_err(|e| meta(format!("{e:?}")))?;
+        }
         let usage = fs.stored_usage().map_err(|e| meta(format!("{e:?}")))?;
         let capacity = layout.capacity();
         let limits = Limits {
@@ -397,7 +441,46 @@ impl Inner {
         })
     }
 
-    /// Inodes a crash left without a name (they were open when it happened).
+    /// Records that `ino` was handed out, for a successor (see `open_carried`).
+    fn note_ino(&self, ino: Ino) {
+        if let Some((table, slot)) = &self.ino_floor {
+            table.raise(*slot, 0, ino);
+        }
+    }
+
+    /// Makes the next inode number pass every number a predecessor handed out (a crash takes
+    /// the image back to its last durable commit; the kernel may know later inodes).
+    fn raise_next_ino(&self) -> FsResult<()> {
+        let Some((table, slot)) = &self.ino_floor else {
+            return Ok(());
+        };
+        let floor = table.get(*slot, 0).saturating_add(1);
+        self.transact(|t| {
+            if t.counter(NEXT_INO)? < floor {
+                t.tx.open_table(COUNTERS)
+                    .io()?
+                    .insert(NEXT_INO, floor)
+                    .io()?;
+            }
+            Ok(())
+        })?;
+        // Before serving (the committer does not run yet).
+        self.durable_commit_now()
+    }
+
+    /// The open handles a predecessor left are restored: orphans nothing holds now go.
+    pub(super) fn delete_unheld_orphans(&self) -> FsResult<()> {
+        if !self
+            .orphans_pending
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        self.delete_orphans()
+    }
+
+    /// Inodes a crash left without a name (they were open when it happened), but those open
+    /// now (their handles restored from a predecessor).
     fn delete_orphans(&self) -> FsResult<()> {
         let orphans: Vec<Ino> = {
             let tx = self.db.begin_read().io()?;
@@ -413,6 +496,11 @@ impl Inner {
             found
         };
         for ino in orphans {
+            // Held open: deleted at its last close, as any inode that lost its last name.
+            if let Some(l) = self.live.lock().get_mut(&ino) {
+                l.nameless = true;
+                continue;
+            }
             self.delete_unlinked(ino)?;
         }
         self.commit_durably()

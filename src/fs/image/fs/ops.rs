@@ -76,6 +76,7 @@ impl Inner {
             rec.gid = gid;
             rec.uid = caller.uid;
             let ino = t.next_ino()?;
+            self.note_ino(ino);
             if rec.kind() == FileKind::Dir {
                 rec.parent = parent;
                 p.nlink += 1;
@@ -186,7 +187,11 @@ impl Inner {
             }
             let left_behind = match &victim {
                 Some((ino, _)) if exchange => Some(*ino),
-                _ if whiteout => Some(Self::add_whiteout(t, &r.caller, r.parent)?),
+                _ if whiteout => {
+                    let ino = Self::add_whiteout(t, &r.caller, r.parent)?;
+                    self.note_ino(ino);
+                    Some(ino)
+                }
                 _ => None,
             };
             t.set_child(r.parent, name, left_behind)?;
@@ -743,6 +748,31 @@ impl VolumeFs for ImageFs {
 
     /// One durable commit makes every earlier commit and data write durable too.
     fn sync_all(&self) -> FsResult<()> {
+        self.commit_durably()
+    }
+
+    fn restore_handle(&self, fh: Fh, ino: Ino, _flags: i32, is_dir: bool) -> FsResult<()> {
+        let rec = self.read_inode(ino)?;
+        if is_dir {
+            dir(&rec)?;
+            self.add_open(ino);
+            self.dirs
+                .insert_at(fh, Mutex::new(crate::fs::handles::DirCursor::default()));
+        } else {
+            self.add_open(ino);
+            self.files.insert_at(fh, ino);
+        }
+        Ok(())
+    }
+
+    fn handles_restored(&self) {
+        if let Err(e) = self.delete_unheld_orphans() {
+            log::warn!("deleting inodes without a name after a restart: {e:?}");
+        }
+    }
+
+    /// What only this process holds goes to the image: a durable commit.
+    fn persist_for_successor(&self) -> FsResult<()> {
         self.commit_durably()
     }
 
