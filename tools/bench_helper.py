@@ -24,6 +24,14 @@
                                   STOPFILE exists; prints JSON {"writes": N, "errors": N,
                                   "first_error": "..." or "", "gaps": [[before, after], ...]}, the
                                   completion times (epoch seconds) around every pause over 20 ms
+  bench_helper.py control FVOL ROOT ROUNDS
+                                  with a daemon serving ROOT: starts `fvol create -d rbd` of a
+                                  volume whose monitor is a loopback listener that accepts and never
+                                  answers; once it has connected, times ROUNDS rounds of create, ls,
+                                  inspect and mount of local volumes (one CLI call each), then waits
+                                  for the rbd create to give up; prints JSON: milliseconds per call
+                                  kind and overall (p50, p99, max), failures, and whether the rbd
+                                  create was still waiting when the last call answered
   bench_helper.py flood KIND DIR CAP
                                   makes up to CAP of KIND in DIR until the filesystem refuses:
                                   xattrs (64 KiB user xattrs on one file) or files (empty files);
@@ -146,6 +154,85 @@ def flood(kind, directory, cap):
         err = errno.errorcode.get(e.errno, str(e.errno))
     secs = time.perf_counter() - t0
     print(json.dumps({"made": made, "errno": err, "seconds": round(secs, 3)}))
+
+
+def _percentile(values, p):
+    """Nearest rank: the smallest value with at least p % of the values at or below it."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def control(fvol, root, rounds):
+    import socket
+    import subprocess
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    held, reached = [], threading.Event()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)  # kept open, never answered
+            reached.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    conf = os.path.join(root, "silent-ceph.conf")
+    with open(conf, "w") as f:
+        f.write("[global]\nmon_host = 127.0.0.1:%d\nauth_cluster_required = none\n"
+                "auth_service_required = none\nauth_client_required = none\n" % port)
+
+    def cli(*args):
+        return subprocess.run([fvol, "--root", root, *args], capture_output=True, text=True,
+                              timeout=120)
+
+    hang = subprocess.Popen([fvol, "--root", root, "create", "-d", "rbd", "-o", "conf=" + conf,
+                             "-o", "size=64M", "hang"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not reached.wait(60):
+        hang.kill()
+        _, err = hang.communicate()
+        print(json.dumps({"error": "the rbd create never reached the monitor: " + err.strip()}))
+        return
+    kinds = ("create", "ls", "inspect", "mount")
+    ms = {k: [] for k in kinds}
+    failures = []
+    for i in range(rounds):
+        name = "ctl%d" % i
+        for kind, args in (("create", ["create", name, "-o", "size=16M"]), ("ls", ["ls"]),
+                           ("inspect", ["inspect", name]), ("mount", ["mount", name])):
+            t = time.monotonic()
+            r = cli(*args)
+            ms[kind].append((time.monotonic() - t) * 1000)
+            if r.returncode != 0:
+                failures.append("%s %s: %s" % (kind, name, r.stderr.strip()))
+    still_waiting = hang.poll() is None
+    try:
+        _, err = hang.communicate(timeout=120)
+        ended = "exit %d: %s" % (hang.returncode, err.strip())
+    except subprocess.TimeoutExpired:
+        hang.kill()
+        hang.communicate()
+        ended = "killed after 120 s more"
+    for i in range(rounds):
+        cli("unmount", "ctl%d" % i)
+        cli("rm", "ctl%d" % i)  # also takes away the volume's guard mount
+    every = [v for k in kinds for v in ms[k]]
+
+    def stats(values):
+        return {"calls": len(values), "p50": _percentile(values, 50),
+                "p99": _percentile(values, 99), "max": max(values)}
+
+    print(json.dumps({"kinds": {k: stats(ms[k]) for k in kinds}, "all": stats(every),
+                      "failures": failures[:5], "failed": len(failures),
+                      "create_still_waiting": still_waiting, "create_ended": ended}))
 
 
 def _num(v):
@@ -272,6 +359,8 @@ def main(argv):
         fill(argv[2], int(argv[3]), int(argv[4]))
     elif len(argv) == 4 and argv[1] == "stall":
         stall(argv[2], argv[3])
+    elif len(argv) == 5 and argv[1] == "control":
+        control(argv[2], argv[3], int(argv[4]))
     elif len(argv) == 5 and argv[1] == "flood":
         flood(argv[2], argv[3], int(argv[4]))
     else:

@@ -623,7 +623,7 @@ fn bad_configuration_files_are_refused() {
             "[daemon]\nlinger = 5\n",
             &[
                 "unknown key \"linger\" in [daemon]",
-                "stale_ref_grace, tmpfs_linger",
+                "stale_ref_grace, tmpfs_linger, startup_mounts",
             ],
         ),
         (
@@ -640,6 +640,14 @@ fn bad_configuration_files_are_refused() {
             "bad daemon value",
             "[daemon]\ntmpfs_linger = 99999\n",
             &["tmpfs_linger = 99999", "from 0 to 3600"],
+        ),
+        (
+            "no mounts at once",
+            "[daemon]\nstartup_mounts = 0\n",
+            &[
+                "startup_mounts = 0",
+                "whole number of volumes from 1 to 256",
+            ],
         ),
         (
             "a per-volume option",

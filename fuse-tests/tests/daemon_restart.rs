@@ -273,3 +273,60 @@ fn second_daemon_on_the_same_root_is_refused() {
     assert_eq!(std::fs::read(mp.join("f")).unwrap(), b"f");
     d.cli_ok(["create", "vol2"]);
 }
+
+/// A start with 200 volumes that have references (after kill -9 of the daemon) mounts every
+/// one of them again before it serves, a bounded number at once: with `--startup-mounts 3`,
+/// the daemon's count of mounts in flight never passes 3, and more than one ran at once. The
+/// data written before the kill is there.
+#[test]
+fn start_with_200_referenced_volumes_mounts_them_all_a_bounded_number_at_once() {
+    if !fuse_or_skip("start_with_200_referenced_volumes_mounts_them_all_a_bounded_number_at_once") {
+        return;
+    }
+    const VOLUMES: usize = 200;
+    const BOUND: usize = 3;
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    let mut mountpoints = Vec::new();
+    for i in 0..VOLUMES {
+        let name = format!("v{i:03}");
+        d.cli_ok(["create", &name, "-o", "size=8M"]);
+        let mp = d.mount(&name);
+        write_synced(&mp.join("id"), name.as_bytes());
+        mountpoints.push((name, mp));
+    }
+    d.kill9();
+
+    let bound = BOUND.to_string();
+    let d = TestDaemon::start_with_args(&root, ["--no-plugin", "--startup-mounts", &bound]);
+    for (name, mp) in &mountpoints {
+        assert!(is_mountpoint(mp), "{name} not mounted again");
+        assert_eq!(std::fs::read(mp.join("id")).unwrap(), name.as_bytes());
+    }
+    let mounted = d.cli_ok(["ls", "-q", "--filter", "dangling=false"]);
+    assert_eq!(mounted.lines().count(), VOLUMES, "{mounted}");
+    // "start-up: mounted 200 of 200 volumes with references again, at most K at once
+    // (startup_mounts = 3)"
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("start-up: mounted"))
+        .unwrap_or_else(|| panic!("no start-up summary in the log:\n{log}"));
+    eprintln!("{line}");
+    assert!(
+        line.contains(&format!(
+            "mounted {VOLUMES} of {VOLUMES} volumes with references again"
+        )) && line.contains(&format!("(startup_mounts = {BOUND})")),
+        "{line}"
+    );
+    let at_once: usize = line
+        .split("at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"));
+    assert!(
+        (2..=BOUND).contains(&at_once),
+        "mounts at once: {at_once}, bound {BOUND}: {line}"
+    );
+}

@@ -478,7 +478,8 @@ fn osd_killed() {
 
 /// The monitor killed and started again after 60 s. Mounted volumes keep writing (their I/O
 /// needs only the OSDs); mounting another volume needs the monitor, waits for it for 30 s and
-/// fails with a clear error, and `ls` answers meanwhile; it mounts once the monitor is back.
+/// fails with a clear error, and `ls`, and `inspect` and `path` of that volume, answer
+/// meanwhile; it mounts once the monitor is back.
 #[test]
 fn mon_killed() {
     if !fuse_or_skip("mon_killed") {
@@ -496,6 +497,10 @@ fn mon_killed() {
     let mut other = Some(spawn_mount(&d.root, "other"));
     ls_answers(&d.root);
     inspect(&d.root, "wait");
+    // Nor do inspect and path of the volume whose mount waits: it shows as not mounted yet.
+    assert_eq!(inspect(&d.root, "other")["Status"]["Mounted"], false);
+    let path = cli_answers(&d.root, &["path", "other"]);
+    assert!(path.status.success(), "path other: {}", stderr_of(&path));
     assert!(
         other.as_mut().unwrap().try_wait().unwrap().is_none(),
         "mounting `other` did not wait for the monitor"

@@ -92,6 +92,7 @@ Configuration file (/etc/fvol/fvol.toml, or --config FILE; root's, not writable 
   [daemon]                          # flags override these
   stale_ref_grace = 60
   tmpfs_linger = 10
+  startup_mounts = 8
   [rbd]                             # defaults for new rbd volumes' options
   conf = \"/etc/ceph/ceph.conf\"
   pool = \"rbd\"
@@ -144,6 +145,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub tmpfs_linger: Option<u64>,
+    /// Mount this many volumes at once at start-up (those with references, mounted again
+    /// before the daemon serves; rbd tries run apart, as many at once) [default: [daemon]
+    /// startup_mounts of the configuration file, else 8]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub startup_mounts: Option<u64>,
     /// The configuration file: defaults for each driver's options, and daemon settings; it
     /// must exist when given [default: /etc/fvol/fvol.toml, if it exists]
     #[arg(long, value_name = "FILE")]

@@ -86,6 +86,10 @@ fn daemon_settings(root: &Path, args: DaemonArgs) -> Result<crate::daemon::Setti
             .or(config.tmpfs_linger)
             .map_or(fallback.tmpfs_linger, seconds),
         defaults: config.defaults,
+        startup_mounts: args
+            .startup_mounts
+            .or(config.startup_mounts)
+            .map_or(fallback.startup_mounts, |n| n as usize),
     };
     Ok(crate::daemon::Settings {
         plugin: daemon_plugin(root, args)?,
@@ -172,6 +176,7 @@ mod tests {
         let neither = daemon_settings(dir.path(), args(None)).unwrap().manager;
         assert_eq!(neither.stale_ref_grace.as_secs(), 60);
         assert_eq!(neither.tmpfs_linger.as_secs(), 10);
+        assert_eq!(neither.startup_mounts, 8);
     }
 
     /// Runs `fvol --root ROOT ARGS...` and returns its result and standard output.

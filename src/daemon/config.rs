@@ -4,6 +4,7 @@
 //! [daemon]
 //! stale_ref_grace = 60     # seconds (--stale-ref-grace)
 //! tmpfs_linger = 10        # seconds (--tmpfs-linger)
+//! startup_mounts = 8       # volumes mounted at once at start-up (--startup-mounts)
 //!
 //! [rbd]                    # defaults for the options of new rbd volumes
 //! conf = "/etc/ceph/ceph.conf"
@@ -31,19 +32,28 @@ use crate::driver::AnyDriver;
 /// Where the daemon looks when `--config` is not given; a missing file there is no error.
 pub const DEFAULT_PATH: &str = "/etc/fvol/fvol.toml";
 
-/// The settings of `[daemon]`: name, range in seconds, what it is.
-const DAEMON_KEYS: &[(&str, u64, u64, &str)] = &[
+/// The settings of `[daemon]`: name, range, unit, what it is.
+const DAEMON_KEYS: &[(&str, u64, u64, &str, &str)] = &[
     (
         "stale_ref_grace",
         1,
         86_400,
+        "seconds",
         "how old a plugin reference must be before the daemon releases it by itself",
     ),
     (
         "tmpfs_linger",
         0,
         3_600,
+        "seconds",
         "how long a tmpfs volume keeps its data after its last plugin Unmount",
+    ),
+    (
+        "startup_mounts",
+        1,
+        256,
+        "volumes",
+        "how many volumes start-up mounts again at once",
     ),
 ];
 
@@ -54,6 +64,8 @@ pub struct Config {
     pub stale_ref_grace: Option<u64>,
     /// `[daemon] tmpfs_linger`, in seconds.
     pub tmpfs_linger: Option<u64>,
+    /// `[daemon] startup_mounts`.
+    pub startup_mounts: Option<u64>,
     /// Per driver, the default of each option the section gives.
     pub defaults: BTreeMap<String, BTreeMap<String, String>>,
 }
@@ -191,14 +203,14 @@ pub fn parse(text: &str, drivers: &[std::sync::Arc<dyn AnyDriver>]) -> Result<Co
 
 fn parse_daemon(section: &toml::Table, config: &mut Config) -> Result<(), String> {
     for (key, value) in section {
-        let Some((_, min, max, _)) = DAEMON_KEYS.iter().find(|(k, ..)| k == key) else {
+        let Some((_, min, max, unit, _)) = DAEMON_KEYS.iter().find(|(k, ..)| k == key) else {
             let valid: Vec<_> = DAEMON_KEYS.iter().map(|(k, ..)| *k).collect();
             return Err(format!(
                 "unknown key {key:?} in [daemon]; valid keys are {}",
                 valid.join(", ")
             ));
         };
-        let seconds = value
+        let number = value
             .as_integer()
             .and_then(|n| u64::try_from(n).ok())
             .filter(|n| (*min..=*max).contains(n))
@@ -208,21 +220,22 @@ fn parse_daemon(section: &toml::Table, config: &mut Config) -> Result<(), String
                     None => format!("a {}", value.type_str()),
                 };
                 format!(
-                    "[daemon] {key} = {given} is not valid: use a whole number of seconds \
+                    "[daemon] {key} = {given} is not valid: use a whole number of {unit} \
                      from {min} to {max}, for example {key} = {}",
-                    min.max(&10)
+                    (*min).max(10).min(*max)
                 )
             })?;
         match key.as_str() {
-            "stale_ref_grace" => config.stale_ref_grace = Some(seconds),
-            _ => config.tmpfs_linger = Some(seconds),
+            "stale_ref_grace" => config.stale_ref_grace = Some(number),
+            "tmpfs_linger" => config.tmpfs_linger = Some(number),
+            _ => config.startup_mounts = Some(number),
         }
     }
     Ok(())
 }
 
 /// The `[daemon]` keys with what they mean, for docs and help.
-pub fn daemon_keys() -> impl Iterator<Item = (&'static str, u64, u64, &'static str)> {
+pub fn daemon_keys() -> impl Iterator<Item = (&'static str, u64, u64, &'static str, &'static str)> {
     DAEMON_KEYS.iter().copied()
 }
 
@@ -241,6 +254,7 @@ mod tests {
             [daemon]
             stale_ref_grace = 120
             tmpfs_linger = 0
+            startup_mounts = 3
 
             [rbd]
             conf = "/etc/ceph/ceph.conf"
@@ -256,6 +270,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.stale_ref_grace, Some(120));
         assert_eq!(config.tmpfs_linger, Some(0));
+        assert_eq!(config.startup_mounts, Some(3));
         assert_eq!(config.defaults["rbd"]["conf"], "/etc/ceph/ceph.conf");
         assert_eq!(config.defaults["rbd"]["size"], "10G");
         assert_eq!(config.defaults["tmpfs"]["inodes"], "1000");
@@ -278,7 +293,8 @@ mod tests {
         let e = parsed("[daemon]\nlinger = 5\n").unwrap_err();
         assert_eq!(
             e,
-            "unknown key \"linger\" in [daemon]; valid keys are stale_ref_grace, tmpfs_linger"
+            "unknown key \"linger\" in [daemon]; valid keys are stale_ref_grace, tmpfs_linger, \
+             startup_mounts"
         );
         let e = parsed("size = \"1G\"\n").unwrap_err();
         assert!(e.contains("outside any section"), "{e}");
@@ -304,6 +320,8 @@ mod tests {
         assert!(e.contains("from 0 to 3600"), "{e}");
         let e = parsed("[daemon]\nstale_ref_grace = \"60\"\n").unwrap_err();
         assert!(e.contains("whole number of seconds"), "{e}");
+        let e = parsed("[daemon]\nstartup_mounts = 0\n").unwrap_err();
+        assert!(e.contains("whole number of volumes from 1 to 256"), "{e}");
         let e = parsed("[rbd]\nimage = \"shared\"\n").unwrap_err();
         assert!(e.contains("cannot have a default"), "{e}");
         let e = parsed("[local]\nmount = \"/srv/x\"\n").unwrap_err();

@@ -113,12 +113,15 @@ enum TakeOver {
     Failed(VolumeError),
 }
 
-/// What start-up left to do in the background: volumes whose backing store is remote.
+/// What start-up left for the caller to do, a bounded number at once (`Remount` each).
 #[derive(Debug, Default)]
 pub struct Deferred {
-    /// Unfinished creates and removals to settle.
+    /// Volumes with references to mount again whose backing store is here: mounted before
+    /// the daemon serves requests.
+    pub mount_here: Vec<String>,
+    /// Unfinished creates and removals to settle, on a remote backing store (background).
     pub settle: Vec<String>,
-    /// Volumes with references to mount again.
+    /// Volumes with references to mount again, on a remote backing store (background).
     pub mount: Vec<String>,
 }
 
@@ -870,10 +873,10 @@ impl Core {
         }
     }
 
-    /// At start-up, before anything else runs: settles unfinished creates and rms, clears
-    /// mounts a dead daemon left and mounts referenced volumes again. What needs a remote
-    /// backing store (`Driver::remote`) is left to the caller, to do in the background with
-    /// `settle_deferred` and `remount`; all the rest is done here.
+    /// At start-up, before anything else runs: settles unfinished creates and rms and clears
+    /// mounts a dead daemon left. Mounting referenced volumes again is left to the caller
+    /// (`remount`, a bounded number at once), as is settling what needs a remote backing store
+    /// (`Driver::remote`, in the background with `settle_deferred`).
     pub fn recover(&self) -> Result<Deferred, VolumeError> {
         let mut deferred = Deferred::default();
         for rec in self.store.list()? {
@@ -945,11 +948,7 @@ impl Core {
                 deferred.mount.push(rec.name);
                 continue;
             }
-            if let Err(e) = self.activate(&rec) {
-                log::error!("volume {}: cannot mount it again: {e}", rec.name);
-                continue;
-            }
-            self.rebind(rec);
+            deferred.mount_here.push(rec.name);
         }
         // Kept for volumes that are gone or no longer referenced.
         for name in kept_names {

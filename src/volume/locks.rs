@@ -54,10 +54,68 @@ impl Drop for VolumeGuard<'_> {
     }
 }
 
+/// A bound on how many slow operations of one kind run at once (the mounts of start-up):
+/// `acquire` waits while `limit` permits are held. Remembers the most ever held at once, so
+/// the bound can be checked.
+pub struct Permits {
+    limit: usize,
+    held: Mutex<PermitCount>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct PermitCount {
+    now: usize,
+    peak: usize,
+}
+
+/// One permit, given back when dropped.
+pub struct Permit<'a> {
+    permits: &'a Permits,
+}
+
+impl Permits {
+    /// At most `limit` (at least 1) permits held at once.
+    pub fn new(limit: usize) -> Permits {
+        Permits {
+            limit: limit.max(1),
+            held: Mutex::new(PermitCount::default()),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Waits until fewer than `limit` permits are held, then holds one.
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut held = self.held.lock();
+        while held.now >= self.limit {
+            self.freed.wait(&mut held);
+        }
+        held.now += 1;
+        held.peak = held.peak.max(held.now);
+        Permit { permits: self }
+    }
+
+    /// The most permits ever held at once.
+    pub fn peak(&self) -> usize {
+        self.held.lock().peak
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.permits.held.lock().now -= 1;
+        self.permits.freed.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
@@ -81,5 +139,27 @@ mod tests {
         drop(a);
         t.join().unwrap();
         assert!(got.load(Ordering::SeqCst));
+    }
+
+    /// However many threads ask at once, no more than the limit hold a permit, and all of them
+    /// get one in turn. Each holder waits at a barrier of `limit` threads, so the limit is also
+    /// reached (a barrier of one more would never open).
+    #[test]
+    fn permits_bound_holders_and_all_get_one() {
+        let permits = Permits::new(3);
+        let barrier = std::sync::Barrier::new(3);
+        let done = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..12 {
+                scope.spawn(|| {
+                    let _permit = permits.acquire();
+                    barrier.wait();
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 12);
+        assert_eq!(permits.peak(), 3);
+        assert_eq!(Permits::new(0).limit(), 1);
     }
 }

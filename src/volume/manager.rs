@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::core::{Core, Remount};
+use super::locks::Permits;
 use super::name::{random_name, validate_name};
 use super::{RefId, VolumeError, VolumeInfo};
 use crate::store::Store;
@@ -42,7 +43,14 @@ pub struct ManagerSettings {
     /// by each driver's schema). A create stores its options with these filled in, so a
     /// volume keeps its settings whatever the defaults become later.
     pub defaults: BTreeMap<String, BTreeMap<String, String>>,
+    /// How many volumes start-up mounts again at once (and, separately, how many tries on
+    /// remote backing stores it runs at once); see `recover`.
+    pub startup_mounts: usize,
 }
+
+/// `ManagerSettings::startup_mounts` by default: enough to overlap mounts that wait (a rescan
+/// of a `mount=` directory, a slow disk), few enough not to swamp a small host.
+pub const STARTUP_MOUNTS: usize = 8;
 
 impl Default for ManagerSettings {
     fn default() -> Self {
@@ -50,6 +58,7 @@ impl Default for ManagerSettings {
             stale_ref_grace: Duration::from_secs(60),
             tmpfs_linger: Duration::from_secs(10),
             defaults: BTreeMap::new(),
+            startup_mounts: STARTUP_MOUNTS,
         }
     }
 }
@@ -66,6 +75,10 @@ pub struct VolumeManager {
     defaults: BTreeMap<String, BTreeMap<String, String>>,
     /// Set before `stop` when the stop hands the volumes over to the next daemon.
     handing_over: Arc<AtomicBool>,
+    /// Bounds the mounts of start-up on backing stores here.
+    mounts_here: Permits,
+    /// Bounds the tries of start-up on remote backing stores (mounts and settles).
+    remote_tries: Arc<Permits>,
 }
 
 const TICK: Duration = Duration::from_secs(1);
@@ -122,24 +135,32 @@ impl VolumeManager {
             stop,
             defaults: settings.defaults,
             handing_over: Arc::new(AtomicBool::new(false)),
+            mounts_here: Permits::new(settings.startup_mounts),
+            remote_tries: Arc::new(Permits::new(settings.startup_mounts)),
         })
     }
 
     /// Detaches stale FUSE mounts left by a dead daemon and mounts again every volume that has
     /// mount references. Call once at start-up, before serving requests.
     ///
-    /// Volumes on a remote backing store (a Ceph cluster) are settled (an unfinished create or
-    /// rm) and mounted by a thread each, all at once, mounts tried again every few seconds until
-    /// their cluster answers; this waits for their first tries for `REMOUNT_GRACE` at most, so
-    /// a cluster that is down holds back neither the API nor the other volumes.
+    /// Volumes whose backing store is here are mounted by a pool of `startup_mounts` threads,
+    /// so many volumes come back about that many times faster than one by one, and no more
+    /// than that many mounts (each a rescan, a FUSE session and its threads) run at once; this
+    /// returns once all of them are done. Volumes on a remote backing store (a Ceph cluster)
+    /// are settled (an unfinished create or rm) and mounted in the background, at most
+    /// `startup_mounts` tries at once, mounts tried again every few seconds until their cluster
+    /// answers; this waits for their first tries for `REMOUNT_GRACE` at most, so a cluster that
+    /// is down holds back neither the API nor the other volumes.
     pub fn recover(&self) -> Result<(), VolumeError> {
         let deferred = self.core.recover()?;
         let (tried, first_tries) = std::sync::mpsc::channel();
         let count = deferred.settle.len() + deferred.mount.len();
         for name in deferred.settle {
             let (core, stop, tried) = (self.core.clone(), self.stop.clone(), tried.clone());
+            let permits = self.remote_tries.clone();
             self.spawn(&name, "settle", move |name| {
                 if !stop.load(Ordering::Relaxed) {
+                    let _try = permits.acquire();
                     let _volume = core.locks.lock(name);
                     core.settle_deferred(name);
                 }
@@ -149,12 +170,14 @@ impl VolumeManager {
         for name in deferred.mount {
             let (core, tried) = (self.core.clone(), tried.clone());
             let (stop, handing_over) = (self.stop.clone(), self.handing_over.clone());
+            let permits = self.remote_tries.clone();
             self.spawn(&name, "mount", move |name| {
-                remount_until_done(&core, name, &stop, &handing_over, || {
+                remount_until_done(&core, name, &stop, &handing_over, &permits, || {
                     let _ = tried.send(());
                 })
             })?;
         }
+        self.mount_here(&deferred.mount_here);
         let deadline = Instant::now() + REMOUNT_GRACE;
         for _ in 0..count {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -167,6 +190,43 @@ impl VolumeManager {
             }
         }
         Ok(())
+    }
+
+    /// Mounts `names` again (see `recover`), `startup_mounts` at once; a volume that fails is
+    /// logged and left unmounted, as its references say it should be mounted.
+    fn mount_here(&self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mounted = std::sync::atomic::AtomicUsize::new(0);
+        let workers = self.mounts_here.limit().min(names.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let _mount = self.mounts_here.acquire();
+                        let _volume = self.core.locks.lock(name);
+                        match self.core.remount(name) {
+                            Remount::Done => {
+                                mounted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Remount::Failed(e) => {
+                                log::error!("volume {name}: cannot mount it again: {e}")
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        log::info!(
+            "start-up: mounted {} of {} volumes with references again, at most {} at once \
+             (startup_mounts = {})",
+            mounted.load(Ordering::Relaxed),
+            names.len(),
+            self.mounts_here.peak(),
+            self.mounts_here.limit()
+        );
     }
 
     fn spawn(
@@ -333,12 +393,14 @@ fn remount_until_done(
     name: &str,
     stop: &AtomicBool,
     handing_over: &AtomicBool,
+    permits: &Permits,
     first_try: impl FnOnce(),
 ) {
     let mut first_try = Some(first_try);
     let mut logged = false;
     while !stop.load(Ordering::Relaxed) {
         let outcome = {
+            let _try = permits.acquire();
             let _volume = core.locks.lock(name);
             // Checked again under the lock: a stop meanwhile may have unmounted everything.
             if stop.load(Ordering::Relaxed) {
