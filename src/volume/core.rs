@@ -1163,14 +1163,22 @@ impl Core {
     /// Activates `rec`. A volume start-up left to mount (see `recover`) gets the binds of its
     /// references back, and takes over its kept connection if it has one: one that cannot be
     /// taken over is let go and the volume mounted anew; one whose backing store fails it
-    /// stays kept (its processes wait) for the next try. The caller holds the volume's lock.
+    /// stays kept (its processes wait) for the next try, for its `io_timeout=` at most. The
+    /// caller holds the volume's lock.
     fn bring_up(&self, rec: &VolumeRecord) -> Result<(), VolumeError> {
         let pending = self.pending.lock().get(&rec.name).cloned();
         if pending.as_ref().is_some_and(|p| p.kept) {
+            let waited = pending.as_ref().map_or(Duration::ZERO, |p| {
+                SystemTime::now()
+                    .duration_since(p.since)
+                    .unwrap_or_default()
+            });
+            // Its processes wait as long as its I/O would (`io_timeout=`, or for good).
+            let bound = self.options(rec).ok().and_then(|(_, o)| o.rbd.io_timeout);
             match self.take_over(rec) {
                 TakeOver::Served => return Ok(()),
-                TakeOver::Failed(e) => return Err(e),
-                TakeOver::Refused => {
+                TakeOver::Failed(e) if bound.is_none_or(|b| waited < b) => return Err(e),
+                TakeOver::Failed(_) | TakeOver::Refused => {
                     if let Some(p) = self.pending.lock().get_mut(&rec.name) {
                         p.kept = false;
                     }
