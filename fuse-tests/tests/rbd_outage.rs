@@ -5,7 +5,8 @@
 //! In each, an application (`outage-writer`, a process) writes a checksummed record, fsyncs it
 //! and reads it back, nonstop. Without `io_timeout` it sees no error at all: its calls wait for
 //! the cluster and complete when it is back, and every record it was told is durable is intact
-//! afterwards; fsck finds nothing wrong. With `io_timeout=10s`, the calls that waited fail with
+//! afterwards; fsck finds nothing wrong (also across a restart of the daemon while the cluster
+//! is down). With `io_timeout=10s`, the calls that waited fail with
 //! ETIMEDOUT and the writer goes on once the cluster is back, without a remount. A volume whose
 //! client is blocklisted during the outage is fenced: it refuses writes, says so in `inspect`
 //! and the log, and what it acknowledged before is intact. `fvol ls`, `inspect` and the other
@@ -527,6 +528,73 @@ fn mon_killed() {
         d.cli_ok(["unmount", name]);
         d.fsck_clean(name);
     }
+    drop(ceph);
+}
+
+/// A restart (SIGTERM, then a start) while the whole cluster is down: the new daemon serves at
+/// once (its local volume, `ls`), and takes over the kept connection of the rbd volume in the
+/// background once the cluster is back (`Status.MountPending` until then), without a statfs of
+/// its own on that mount, which nobody serves meanwhile. The writer on the volume waits
+/// through it all and sees no error; its bind target stays.
+#[test]
+fn restart_while_cluster_down() {
+    if !fuse_or_skip("restart_while_cluster_down") {
+        return;
+    }
+    let t = Instant::now();
+    let ceph = TestCluster::start();
+    let mut d = TestDaemon::start();
+    ceph.create_volume(&d, "db", &["size=256M"]);
+    d.cli_ok(["create", "local"]);
+    let target = d.scratch_dir("db-target");
+    let target_arg = target.to_str().unwrap().to_owned();
+    let mp = d.mount("db");
+    d.cli_ok(["mount", "db", "--target", &target_arg]);
+    d.mount("local");
+    let scratch = d.scratch_dir("writers");
+    let writer = Writer::start("db", &mp, &scratch);
+    writer.wait_for_records(RECORDS, "before the restart");
+    let refs = inspect(&d.root, "db")["Status"]["MountRefs"].clone();
+    assert!(d.terminate().success(), "{}", d.log());
+    ceph.stop();
+    phase(t, "the daemon stopped for a restart, then the cluster");
+
+    let d = TestDaemon::start_at(&d.root);
+    phase(t, "the next daemon answers");
+    let local = inspect(&d.root, "local");
+    assert_eq!(local["Status"]["Mounted"], true, "{local}");
+    write_durably(
+        &PathBuf::from(local["Mountpoint"].as_str().unwrap()).join("f"),
+        b"the local volume works while the cluster is down",
+    );
+    let db = inspect(&d.root, "db");
+    assert_eq!(db["Status"]["Mounted"], false, "{db}");
+    assert_eq!(db["Status"]["MountRefs"], refs, "{db}");
+    assert!(!db["Status"]["MountPending"].is_null(), "{db}");
+    ls_answers(&d.root);
+
+    ceph.restart();
+    phase(t, "the cluster runs again");
+    wait_until("db served again once the cluster is back", || {
+        inspect(&d.root, "db")["Status"]["Mounted"] == true
+    });
+    assert!(
+        d.log().contains("volume db: serving its mount again"),
+        "the kept connection was not taken over\n{}",
+        d.log()
+    );
+    let after = writer.oks();
+    writer.wait_for_records(after + RECORDS, "after the take-over");
+    let (n, errors) = writer.stop();
+    assert_eq!(errors, vec![], "the writer got errors\n{}", d.log());
+    Writer::verify(&mp.join("records"), n);
+    assert!(target.join("records").exists(), "the bind target is gone");
+    let db = inspect(&d.root, "db");
+    assert_eq!(db["Status"]["MountRefs"], refs, "{db}");
+    assert!(db["Status"]["MountPending"].is_null(), "{db}");
+    d.cli_ok(["unmount", "db", "--target", &target_arg]);
+    d.cli_ok(["unmount", "db"]);
+    d.fsck_clean("db");
     drop(ceph);
 }
 

@@ -492,6 +492,8 @@ impl Core {
         let was_active = self.is_active(name);
         if !was_active {
             self.bring_up(&rec)?;
+            // Binds made again for the references it had are recorded.
+            rec = self.record(name)?;
         }
         let lingered = self.lingering.lock().remove(name);
         let keep_lingering = |core: &Core| {
@@ -1137,13 +1139,7 @@ impl Core {
             }
         };
         match self.bring_up(&rec) {
-            Ok(took_over) => {
-                if !took_over {
-                    log::info!("volume {name}: mounted again");
-                    self.rebind(rec);
-                }
-                Remount::Done
-            }
+            Ok(()) => Remount::Done,
             Err(e) => {
                 if let Some(p) = self.pending.lock().get_mut(name) {
                     p.error = e.to_string();
@@ -1153,17 +1149,25 @@ impl Core {
         }
     }
 
-    /// Activates `rec`, taking over its kept connection if start-up left one to take over (see
-    /// `recover`): true if it did. A kept connection that cannot be taken over is let go and
-    /// the volume mounted anew; one whose backing store fails it stays kept (its processes
-    /// wait) for the next try. The caller holds the volume's lock.
-    fn bring_up(&self, rec: &VolumeRecord) -> Result<bool, VolumeError> {
-        let kept = (self.pending.lock().get(&rec.name)).is_some_and(|p| p.kept);
-        if kept {
+    /// Activates `rec`. A volume start-up left to mount (see `recover`) gets the binds of its
+    /// references back, and takes over its kept connection if it has one: one that cannot be
+    /// taken over is let go and the volume mounted anew; one whose backing store fails it
+    /// stays kept (its processes wait) for the next try, for its `io_timeout=` at most. The
+    /// caller holds the volume's lock.
+    fn bring_up(&self, rec: &VolumeRecord) -> Result<(), VolumeError> {
+        let pending = self.pending.lock().get(&rec.name).cloned();
+        if pending.as_ref().is_some_and(|p| p.kept) {
+            let waited = pending.as_ref().map_or(Duration::ZERO, |p| {
+                SystemTime::now()
+                    .duration_since(p.since)
+                    .unwrap_or_default()
+            });
+            // Its processes wait as long as its I/O would (`io_timeout=`, or for good).
+            let bound = self.options(rec).ok().and_then(|(_, o)| o.rbd.io_timeout);
             match self.take_over(rec) {
-                TakeOver::Served => return Ok(true),
-                TakeOver::Failed(e) => return Err(e),
-                TakeOver::Refused => {
+                TakeOver::Served => return Ok(()),
+                TakeOver::Failed(e) if bound.is_none_or(|b| waited < b) => return Err(e),
+                TakeOver::Failed(_) | TakeOver::Refused => {
                     if let Some(p) = self.pending.lock().get_mut(&rec.name) {
                         p.kept = false;
                     }
@@ -1172,7 +1176,12 @@ impl Core {
                 }
             }
         }
-        self.activate(rec).map(|()| false)
+        self.activate(rec)?;
+        if pending.is_some() {
+            log::info!("volume {}: mounted again", rec.name);
+            self.rebind(rec.clone());
+        }
+        Ok(())
     }
 
     /// Forgets that `name` waits to be mounted (its references are gone); a kept connection

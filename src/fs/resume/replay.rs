@@ -489,3 +489,214 @@ impl VolumeFs for ResumableFs {
         self.inner.persist_for_successor()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Instant, SystemTime};
+
+    use super::*;
+    use crate::fs::{Fenced, Health};
+
+    /// A core whose every method that the trait defaults answers differently from the default,
+    /// so that a wrapper taking the default instead of forwarding shows.
+    #[derive(Default)]
+    struct Probe {
+        settled: AtomicU64,
+        restored: AtomicU64,
+        kill_sgid: AtomicU64,
+    }
+
+    const NO: FsError = FsError::Unsupported;
+
+    impl VolumeFs for Probe {
+        fn lookup(&self, _: &Caller, _: Ino, _: &OsStr) -> FsResult<Entry> {
+            Err(NO)
+        }
+        fn forget(&self, _: Ino, _: u64) {}
+        fn getattr(&self, _: Ino, _: Option<Fh>) -> FsResult<crate::fs::Attr> {
+            Err(NO)
+        }
+        fn setattr(&self, _: &Caller, _: Ino, _: &SetAttr) -> FsResult<crate::fs::Attr> {
+            Err(NO)
+        }
+        fn readlink(&self, _: Ino) -> FsResult<Vec<u8>> {
+            Err(NO)
+        }
+        fn mknod(&self, _: &Caller, _: Ino, _: &OsStr, _: u32, _: u32) -> FsResult<Entry> {
+            Err(NO)
+        }
+        fn mkdir(&self, _: &Caller, _: Ino, _: &OsStr, _: u32) -> FsResult<Entry> {
+            Err(NO)
+        }
+        fn unlink(&self, _: &Caller, _: Ino, _: &OsStr) -> FsResult<()> {
+            Err(NO)
+        }
+        fn rmdir(&self, _: &Caller, _: Ino, _: &OsStr) -> FsResult<()> {
+            Err(NO)
+        }
+        fn symlink(&self, _: &Caller, _: Ino, _: &OsStr, _: &Path) -> FsResult<Entry> {
+            Err(NO)
+        }
+        fn rename(&self, _: &Rename<'_>) -> FsResult<()> {
+            Err(NO)
+        }
+        fn link(&self, _: &Caller, _: Ino, _: Ino, _: &OsStr) -> FsResult<Entry> {
+            Err(NO)
+        }
+        fn open(&self, _: &Caller, _: Ino, _: i32) -> FsResult<Opened> {
+            Err(NO)
+        }
+        fn create(
+            &self,
+            _: &Caller,
+            _: Ino,
+            _: &OsStr,
+            _: u32,
+            _: i32,
+        ) -> FsResult<(Entry, Opened)> {
+            Err(NO)
+        }
+        fn read(&self, _: Ino, _: Fh, _: u64, _: u32) -> FsResult<Vec<u8>> {
+            Err(NO)
+        }
+        fn read_to(
+            &self,
+            _: Ino,
+            _: Fh,
+            _: u64,
+            _: u32,
+            send: &mut dyn FnMut(&[u8]),
+        ) -> FsResult<()> {
+            send(b"lent");
+            Ok(())
+        }
+        fn write(&self, _: Ino, _: Fh, _: u64, _: &[u8], _: bool) -> FsResult<u32> {
+            Err(NO)
+        }
+        fn direct_io_alignment(&self, _: Fh) -> FsResult<u64> {
+            Ok(4096)
+        }
+        fn release(&self, _: Ino, _: Fh) -> FsResult<()> {
+            Err(NO)
+        }
+        fn fsync(&self, _: Ino, _: Fh, _: bool) -> FsResult<()> {
+            Err(NO)
+        }
+        fn opendir(&self, _: &Caller, _: Ino) -> FsResult<Fh> {
+            Err(NO)
+        }
+        fn readdir(
+            &self,
+            _: Ino,
+            _: Fh,
+            _: u64,
+            _: bool,
+            _: &mut dyn FnMut(DirEntry) -> bool,
+        ) -> FsResult<()> {
+            Err(NO)
+        }
+        fn releasedir(&self, _: Ino, _: Fh) -> FsResult<()> {
+            Err(NO)
+        }
+        fn fsyncdir(&self, _: Ino, _: Fh, _: bool) -> FsResult<()> {
+            Err(NO)
+        }
+        fn statfs(&self) -> FsResult<StatFs> {
+            Err(NO)
+        }
+        fn setxattr(&self, _: Ino, _: &OsStr, _: &[u8], _: i32, kill_sgid: bool) -> FsResult<()> {
+            self.kill_sgid.store(kill_sgid.into(), Ordering::Relaxed);
+            Ok(())
+        }
+        fn getxattr(&self, _: Ino, _: &OsStr, _: u32) -> FsResult<XattrReply> {
+            Err(NO)
+        }
+        fn listxattr(&self, _: Ino, _: u32) -> FsResult<XattrReply> {
+            Err(NO)
+        }
+        fn removexattr(&self, _: Ino, _: &OsStr) -> FsResult<()> {
+            Err(NO)
+        }
+        fn access(&self, _: &Caller, _: Ino, _: i32) -> FsResult<()> {
+            Err(NO)
+        }
+        fn fallocate(&self, _: Ino, _: Fh, _: u64, _: u64, _: i32) -> FsResult<()> {
+            Err(NO)
+        }
+        fn lseek(&self, _: Ino, _: Fh, _: i64, _: i32) -> FsResult<i64> {
+            Err(NO)
+        }
+        fn copy_file_range(&self, _: &CopyRange) -> FsResult<u32> {
+            Err(NO)
+        }
+        fn usage(&self) -> UsageSnapshot {
+            UsageSnapshot {
+                bytes: 1,
+                inodes: 1,
+            }
+        }
+        fn usage_at_rest(&self) -> UsageSnapshot {
+            UsageSnapshot {
+                bytes: 2,
+                inodes: 2,
+            }
+        }
+        fn sync_all(&self) -> FsResult<()> {
+            Ok(())
+        }
+        fn settle(&self) {
+            self.settled.fetch_add(1, Ordering::Relaxed);
+        }
+        fn health(&self) -> Health {
+            Health {
+                cluster_wait: None,
+                fenced: Some(Fenced {
+                    since: SystemTime::UNIX_EPOCH,
+                    reason: "probe".into(),
+                }),
+            }
+        }
+        fn releases(&self) -> u64 {
+            7
+        }
+        fn wait_for_release(&self, seen: u64, _: Instant) -> bool {
+            seen == 7
+        }
+        fn restore_handle(&self, _: Fh, _: Ino, _: i32, _: bool) -> FsResult<()> {
+            Ok(())
+        }
+        fn handles_restored(&self) {
+            self.restored.fetch_add(1, Ordering::Relaxed);
+        }
+        fn persist_for_successor(&self) -> FsResult<()> {
+            Err(FsError::Os(Errno::EIO))
+        }
+    }
+
+    /// The wrapper forwards every method the trait gives a default to, and the arguments
+    /// main's features added (alignment, kill_sgid).
+    #[test]
+    fn every_defaulted_method_reaches_the_core() {
+        let probe = Arc::new(Probe::default());
+        let fs = ResumableFs::new(probe.clone(), None);
+        let mut lent = Vec::new();
+        fs.read_to(1, 1, 0, 4, &mut |b| lent.extend_from_slice(b))
+            .unwrap();
+        assert_eq!(lent, b"lent");
+        assert_eq!(fs.direct_io_alignment(1).unwrap(), 4096);
+        fs.setxattr(1, OsStr::new("system.posix_acl_access"), b"", 0, true)
+            .unwrap();
+        assert_eq!(probe.kill_sgid.load(Ordering::Relaxed), 1);
+        assert_eq!(fs.usage_at_rest().bytes, 2);
+        fs.settle();
+        assert_eq!(probe.settled.load(Ordering::Relaxed), 1);
+        assert!(fs.health().fenced.is_some());
+        assert_eq!(fs.releases(), 7);
+        assert!(fs.wait_for_release(7, Instant::now()));
+        assert!(fs.restore_handle(1, 1, 0, false).is_ok());
+        fs.handles_restored();
+        assert_eq!(probe.restored.load(Ordering::Relaxed), 1);
+        assert!(fs.persist_for_successor().is_err());
+    }
+}
