@@ -14,6 +14,7 @@ pub mod tmpfs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use error::DriverError;
 use options::{Check, DriverDoc, OptionInfo, OptionSet};
@@ -87,6 +88,11 @@ pub trait Driver: Send + Sync + 'static {
     /// and removals, in the background, so that they hold back nothing else.
     fn remote(&self) -> bool {
         false
+    }
+    /// How long a volume's I/O waits for its backing store before failing (`None`: for
+    /// good). A kept connection whose take-over keeps failing is let go after this long.
+    fn io_wait_limit(&self, _opts: &Self::Options) -> Option<Duration> {
+        None
     }
     /// Checks options beyond their syntax (paths, ranges, libraries). Changes nothing.
     fn validate(&self, ctx: &DriverContext, opts: &Self::Options) -> Result<(), DriverError>;
@@ -171,6 +177,8 @@ pub trait AnyDriver: Send + Sync {
     fn doc(&self) -> DriverDoc;
     /// See `Driver::remote`.
     fn remote(&self) -> bool;
+    /// See `Driver::io_wait_limit`; `None` too for options that do not parse.
+    fn io_wait_limit(&self, options: &BTreeMap<String, String>) -> Option<Duration>;
     /// Checks the form of a new volume's options: known keys, values of their kinds.
     fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), DriverError>;
     /// Checks a new volume's options in full: their form, then what they name
@@ -222,6 +230,11 @@ impl<D: Driver> AnyDriver for D {
 
     fn remote(&self) -> bool {
         Driver::remote(self)
+    }
+
+    fn io_wait_limit(&self, options: &BTreeMap<String, String>) -> Option<Duration> {
+        let opts = stored::<D>(options).ok()?;
+        Driver::io_wait_limit(self, &opts)
     }
 
     fn survives_restart(&self) -> bool {

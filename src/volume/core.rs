@@ -1163,7 +1163,8 @@ impl Core {
                     .unwrap_or_default()
             });
             // Its processes wait as long as its I/O would (`io_timeout=`, or for good).
-            let bound = self.options(rec).ok().and_then(|(_, o)| o.rbd.io_timeout);
+            let bound = (self.driver(&rec.driver).ok())
+                .and_then(|driver| driver.io_wait_limit(&rec.options));
             match self.take_over(rec) {
                 TakeOver::Served => return Ok(()),
                 TakeOver::Failed(e) if bound.is_none_or(|b| waited < b) => return Err(e),

@@ -346,6 +346,10 @@ impl Driver for RbdDriver {
         true
     }
 
+    fn io_wait_limit(&self, opts: &RbdOptions) -> Option<Duration> {
+        opts.io_timeout
+    }
+
     /// `size=` is the image's size; data may use its usable capacity.
     fn size_limit(&self, opts: &RbdOptions) -> Option<u64> {
         opts.size
