@@ -34,6 +34,9 @@ impl VolumeFs for MemFs {
                 Some(n.saturating_sub(nlookup))
             })
             .is_ok_and(|before| before <= nlookup);
+        if let Some(rec) = &node.rec {
+            rec.forgotten(nlookup);
+        }
         if last {
             self.release_if_unused(&node);
         }
@@ -55,6 +58,7 @@ impl VolumeFs for MemFs {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
             self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
+            node.save(&m);
         }
         if let Some(size) = change.size {
             let old = node.attr().size;
@@ -80,6 +84,7 @@ impl VolumeFs for MemFs {
             m.mtime = time(t);
         }
         m.ctime = change.ctime.unwrap_or_else(SystemTime::now);
+        node.save(&m);
         drop(m);
         Ok(node.attr())
     }
@@ -192,6 +197,7 @@ impl VolumeFs for MemFs {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
             self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
+            node.save(&m);
         }
         self.write_node(&node, offset, data)
     }
@@ -325,7 +331,13 @@ impl VolumeFs for MemFs {
         let entries = m.entry_bytes;
         self.recharge(node.kind, &mut m, entries, xattrs)?;
         m.xattrs.insert(name.to_os_string(), value.to_vec());
+        self.log(super::shared::journal::Record::XattrSet {
+            ino: node.ino,
+            name: name.as_bytes(),
+            value,
+        });
         m.ctime = SystemTime::now();
+        node.save(&m);
         Ok(())
     }
 
@@ -354,6 +366,7 @@ impl VolumeFs for MemFs {
         self.drop_xattr(&node, &mut m, name)
             .ok_or(FsError::Os(Errno::ENODATA))?;
         m.ctime = SystemTime::now();
+        node.save(&m);
         Ok(())
     }
 
@@ -390,5 +403,13 @@ impl VolumeFs for MemFs {
 
     fn sync_all(&self) -> FsResult<()> {
         Ok(())
+    }
+
+    fn restore_handle(&self, fh: Fh, ino: Ino, _flags: i32, dir: bool) -> FsResult<()> {
+        self.restore(fh, ino, dir)
+    }
+
+    fn handles_restored(&self) {
+        self.free_unreachable();
     }
 }
