@@ -32,9 +32,6 @@ impl MemFs {
     /// Adds one kernel lookup reference to `node` and describes it.
     pub(super) fn entry(&self, node: &Node) -> Entry {
         node.lookups.fetch_add(1, Ordering::AcqRel);
-        if let Some(rec) = &node.rec {
-            rec.looked_up();
-        }
         Entry {
             attr: node.attr(),
             generation: 0,

@@ -34,9 +34,6 @@ impl VolumeFs for MemFs {
                 Some(n.saturating_sub(nlookup))
             })
             .is_ok_and(|before| before <= nlookup);
-        if let Some(rec) = &node.rec {
-            rec.forgotten(nlookup);
-        }
         if last {
             self.release_if_unused(&node);
         }

@@ -3,8 +3,11 @@
 //! next handler (after a stop, an upgrade or a crash) finds it whole.
 //!
 //! - `arena`: file data, 4 KiB pages in one memfd, with each page's owner.
-//! - `nodes` (a `resume::Table`): one record per node: id, kind, mode, owner, rdev, size,
-//!   times and kernel lookups. Fields are single words stored in place, without a lock.
+//! - `nodes` (a `resume::Table`): one record per node: id, kind, mode, owner, rdev, size and
+//!   times. Fields are single words stored in place, without a lock. The kernel's lookups are
+//!   not kept (as on rbd): FORGETs the dead handler had read are lost with it, so a count
+//!   carried over could keep a node without a name forever; such nodes are freed at the
+//!   takeover unless a handle the kernel still holds needs them.
 //! - `journal`: names, xattrs, symlink targets and freed nodes, appended in the order of the
 //!   changes.
 //!
@@ -24,7 +27,6 @@ pub mod journal;
 mod recover;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arena::Arena;
@@ -44,7 +46,7 @@ const F_SIZE: usize = 6;
 const F_ATIME: usize = 7;
 const F_MTIME: usize = 8;
 const F_CTIME: usize = 9;
-const F_LOOKUPS: usize = 10;
+/// Word 10 is unused (the kernel's lookups, not kept: see above).
 const NODE_FIELDS: usize = 11;
 
 /// Names of the shared files in the keeper.
@@ -209,24 +211,6 @@ impl NodeRec {
 
     pub fn save_size(&self, size: u64) {
         self.set(F_SIZE, size);
-    }
-
-    fn lookups(&self) -> Option<&AtomicU64> {
-        (self.slot != Slot::NONE).then(|| self.shared.nodes.word_of(self.slot, F_LOOKUPS))
-    }
-
-    pub fn looked_up(&self) {
-        if let Some(w) = self.lookups() {
-            w.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    pub fn forgotten(&self, n: u64) {
-        if let Some(w) = self.lookups() {
-            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                Some(v.saturating_sub(n))
-            });
-        }
     }
 
     /// The node is gone (after its last name, data and xattrs): its record goes, after a

@@ -15,8 +15,8 @@ use super::arena::Owned;
 use super::file::SharedPages;
 use super::journal::State;
 use super::{
-    F_ATIME, F_CTIME, F_GID, F_INO, F_KIND, F_LOOKUPS, F_MTIME, F_PERM, F_RDEV, F_SIZE, F_UID,
-    NodeRec, Shared, time_of,
+    F_ATIME, F_CTIME, F_GID, F_INO, F_KIND, F_MTIME, F_PERM, F_RDEV, F_SIZE, F_UID, NodeRec,
+    Shared, time_of,
 };
 use crate::fs::memory::filedata::FileData;
 use crate::fs::memory::node::{Body, Meta, Node};
@@ -165,12 +165,11 @@ impl MemFs {
             m.charged = cost::pages(kind, m.entry_bytes + m.xattr_bytes + m.target_bytes);
             bytes += m.charged;
             inodes += 1;
-            let lookups = match ino {
-                ROOT_INO => 1,
-                _ => fields[F_LOOKUPS],
-            };
             let node = Node::new(ino, kind, m, body).with_rec(Some(rec));
-            node.lookups.store(lookups, Ordering::Relaxed);
+            // The kernel's lookups are not carried (see `shared`); the root's never ends.
+            if ino == ROOT_INO {
+                node.lookups.store(1, Ordering::Relaxed);
+            }
             nodes.insert(ino, Arc::new(node));
         }
         let nameless = nodes
@@ -212,8 +211,9 @@ impl MemFs {
         Ok(())
     }
 
-    /// After the handles were restored: nodes without a name that nothing holds are freed
-    /// (those the kernel still looks up wait for its FORGET, as before the restart).
+    /// After the handles were restored: nodes without a name that no handle holds are freed.
+    /// The kernel may still name one (an `O_PATH` descriptor, a working directory): it then
+    /// gets `ESTALE`, as the lookups that kept it before the restart are not carried.
     pub(in crate::fs::memory) fn free_unreachable(&self) {
         let nameless: Vec<Arc<Node>> = self
             .tree
