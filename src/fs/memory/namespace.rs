@@ -84,7 +84,7 @@ impl MemFs {
         meta.charged = cost::pages(kind, meta.target_bytes);
         self.quota.charge(meta.charged, 1)?;
         if let Err(e) = self.add_entry(&parent, name) {
-            self.quota.adjust(-(meta.charged as i64), -1);
+            self.quota.refund(meta.charged, 1);
             return Err(e);
         }
         let ino = tree.allocate_ino();
