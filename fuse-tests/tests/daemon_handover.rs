@@ -3,10 +3,10 @@
 //! "Restarts"). Without Docker: the volume is used through `fvol mount`'s mountpoint and bind
 //! target.
 //!
-//! The local driver's volumes here; rbd volumes in rbd_volumes.rs (`kill9_durability`,
+//! Local and tmpfs volumes here (a tmpfs volume's data lives in shared memory the keeper
+//! holds, docs/tmpfs.md "Lifetime"); rbd volumes in rbd_volumes.rs (`kill9_durability`,
 //! `writes_through_restarts`, on a real cluster), and the image filesystem's side of a
-//! restart in image_crash.rs. tmpfs volumes are still unmounted at a stop and go stale at a
-//! crash, as before.
+//! restart in image_crash.rs.
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -27,12 +27,14 @@ enum Restart {
     Planned,
     /// SIGKILL, then a new daemon.
     Crash,
+    /// SIGTERM, then the daemon of another binary (a copy of this one elsewhere on disk).
+    Upgrade,
 }
 
 /// Stops `d` as `how` says and starts a new daemon on `root` in its place.
 fn restart(d: &mut TestDaemon, root: &TestRoot, how: Restart) {
     match how {
-        Restart::Planned => {
+        Restart::Planned | Restart::Upgrade => {
             let exit = d.terminate();
             assert!(exit.success(), "daemon exit {exit}\n{}", root.log());
         }
@@ -40,7 +42,58 @@ fn restart(d: &mut TestDaemon, root: &TestRoot, how: Restart) {
             d.kill9();
         }
     }
-    *d = TestDaemon::start_at(root);
+    *d = match how {
+        Restart::Upgrade => {
+            let upgraded = root.scratch().join("fvol-upgraded");
+            if !upgraded.exists() {
+                std::fs::copy(fuse_tests::daemon::fvol_bin(), &upgraded).unwrap();
+            }
+            TestDaemon::start_binary(root, &upgraded, ["--no-plugin"])
+        }
+        _ => TestDaemon::start_at(root),
+    };
+}
+
+/// The drivers whose volumes outlive the daemon without a cluster (rbd: rbd_volumes.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Local,
+    Tmpfs,
+}
+
+impl Driver {
+    /// Creates volume `name` of this driver, with `options` (`-o`) if any.
+    fn create(self, d: &TestDaemon, name: &str, options: Option<&str>) {
+        let mut args = vec!["create", name];
+        if self == Driver::Tmpfs {
+            args.extend(["-d", "tmpfs"]);
+        }
+        if let Some(o) = options {
+            args.extend(["-o", o]);
+        }
+        d.cli_ok(args);
+    }
+
+    /// Where `du` counts what volume `name` holds: the local driver's backing directory; a
+    /// tmpfs volume's own mountpoint `mp` (its pages and metadata show in `st_blocks`).
+    fn counted_at(self, d: &TestDaemon, name: &str, mp: &Path) -> PathBuf {
+        match self {
+            Driver::Local => d.root().join("volumes").join(name).join("data"),
+            Driver::Tmpfs => mp.to_path_buf(),
+        }
+    }
+}
+
+/// How many memfds of volume `vol`'s data process `pid` holds.
+fn data_memfds(pid: u32, vol: &str) -> usize {
+    let want = format!("memfd:fvol-data-{vol} ");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with(&format!("/{want}")))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -97,23 +150,36 @@ fn a_writer_sees_no_error_across_restarts_and_crashes() {
     if !fuse_or_skip("a_writer_sees_no_error_across_restarts_and_crashes") {
         return;
     }
+    use Restart::*;
+    let restarts = [Crash, Planned, Crash, Planned, Crash, Planned];
+    writer_across_restarts(Driver::Local, &restarts);
+}
+
+/// A tmpfs volume's data stays with it (in the keeper's shared memory) across 5 planned
+/// restarts, 5 crashes and an upgrade; every fsynced record is intact afterwards.
+#[test]
+fn tmpfs_a_writer_sees_no_error_across_restarts_crashes_and_an_upgrade() {
+    if !fuse_or_skip("tmpfs_a_writer_sees_no_error_across_restarts_crashes_and_an_upgrade") {
+        return;
+    }
+    use Restart::*;
+    let restarts = [
+        Planned, Crash, Planned, Crash, Planned, Crash, Planned, Crash, Planned, Crash, Upgrade,
+    ];
+    writer_across_restarts(Driver::Tmpfs, &restarts);
+}
+
+fn writer_across_restarts(driver: Driver, restarts: &[Restart]) {
     let root = TestRoot::new();
     let mut d = TestDaemon::start_at(&root);
-    d.cli_ok(["create", "vol", "-o", "size=256M"]);
+    driver.create(&d, "vol", Some("size=256M"));
     let target = root.scratch_dir("target");
     d.cli_ok(["mount", "vol", "--target", target.to_str().unwrap()]);
     let records = target.join("records");
     let stop = root.scratch().join("stop");
     let mut writer = start_writer(&records, &stop);
     wait_for_progress(&mut writer, &records);
-    for how in [
-        Restart::Crash,
-        Restart::Planned,
-        Restart::Crash,
-        Restart::Planned,
-        Restart::Crash,
-        Restart::Planned,
-    ] {
+    for &how in restarts {
         restart(&mut d, &root, how);
         wait_for_progress(&mut writer, &records);
     }
@@ -147,7 +213,7 @@ fn a_writer_sees_no_error_across_restarts_and_crashes() {
         .unwrap();
     assert_eq!(intact, written, "every fsynced record is there, intact");
     // The quota stayed exact through it all.
-    let data = d.root().join("volumes/vol/data");
+    let data = driver.counted_at(&d, "vol", &target);
     assert_eq!(
         status(&d, "vol")["UsedBytes"].as_u64().unwrap(),
         du_bytes(&data)
@@ -164,6 +230,18 @@ fn requests_in_flight_at_a_crash_get_their_answer_from_the_next_daemon() {
     if !fuse_or_skip("requests_in_flight_at_a_crash_get_their_answer_from_the_next_daemon") {
         return;
     }
+    requests_in_flight(Driver::Local);
+}
+
+#[test]
+fn tmpfs_requests_in_flight_at_a_crash_get_their_answer_from_the_next_daemon() {
+    if !fuse_or_skip("tmpfs_requests_in_flight_at_a_crash_get_their_answer_from_the_next_daemon") {
+        return;
+    }
+    requests_in_flight(Driver::Tmpfs);
+}
+
+fn requests_in_flight(driver: Driver) {
     // (stall point, shell command run in the volume, what must hold afterwards)
     type Check = fn(&Path) -> bool;
     let cases: [(&str, &str, Check); 6] = [
@@ -186,7 +264,7 @@ fn requests_in_flight_at_a_crash_get_their_answer_from_the_next_daemon() {
     for (point, command, holds) in cases {
         let root = TestRoot::new();
         let mut d = TestDaemon::start_at(&root);
-        d.cli_ok(["create", "vol", "-o", "size=64M"]);
+        driver.create(&d, "vol", Some("size=64M"));
         let mp = d.mount("vol");
         std::fs::write(mp.join("before"), b"contents").unwrap();
         // The daemon that stalls at `point` takes over (after a planned restart), so that
@@ -235,17 +313,41 @@ fn open_files_mappings_and_directories_survive_restarts() {
     if !fuse_or_skip("open_files_mappings_and_directories_survive_restarts") {
         return;
     }
-    for (how, limit) in [
-        (Restart::Planned, true),
-        (Restart::Crash, true),
-        (Restart::Planned, false),
-        (Restart::Crash, false),
-    ] {
+    open_files_across(
+        Driver::Local,
+        &[
+            (Restart::Planned, true),
+            (Restart::Crash, true),
+            (Restart::Planned, false),
+            (Restart::Crash, false),
+        ],
+    );
+}
+
+/// The same on tmpfs (always with a byte limit), where the files' data itself must carry
+/// over, and an upgrade.
+#[test]
+fn tmpfs_open_files_mappings_and_directories_survive_restarts() {
+    if !fuse_or_skip("tmpfs_open_files_mappings_and_directories_survive_restarts") {
+        return;
+    }
+    open_files_across(
+        Driver::Tmpfs,
+        &[
+            (Restart::Planned, true),
+            (Restart::Crash, true),
+            (Restart::Upgrade, true),
+        ],
+    );
+}
+
+fn open_files_across(driver: Driver, cases: &[(Restart, bool)]) {
+    for &(how, limit) in cases {
         let root = TestRoot::new();
         let mut d = TestDaemon::start_at(&root);
         match limit {
-            true => d.cli_ok(["create", "vol", "-o", "size=128M"]),
-            false => d.cli_ok(["create", "vol"]),
+            true => driver.create(&d, "vol", Some("size=128M")),
+            false => driver.create(&d, "vol", None),
         };
         let mp = d.mount("vol");
         // Close one file first, so the kernel knows it need not FLUSH (see
@@ -356,7 +458,7 @@ fn open_files_mappings_and_directories_survive_restarts() {
         assert!(mp.join("held/inside").exists(), "{how:?}");
 
         // The unlinked file still counts until its last close, then its space comes back.
-        let data = d.root().join("volumes/vol/data");
+        let data = driver.counted_at(&d, "vol", &mp);
         let counted = status(&d, "vol")["UsedBytes"].as_u64().unwrap();
         assert!(
             counted >= with_nameless,
@@ -397,18 +499,53 @@ fn unmounts_and_a_stop_for_good_still_end_volumes() {
     if !fuse_or_skip("unmounts_and_a_stop_for_good_still_end_volumes") {
         return;
     }
+    stop_for_good(Driver::Local);
+}
+
+/// On tmpfs a stop for good also drops the data (the next start mounts the volumes empty),
+/// and a volume unmounted by its last reference ends with its data: the keeper and the
+/// daemon let go of its memory.
+#[test]
+fn tmpfs_unmounts_and_a_stop_for_good_still_end_volumes() {
+    if !fuse_or_skip("tmpfs_unmounts_and_a_stop_for_good_still_end_volumes") {
+        return;
+    }
+    stop_for_good(Driver::Tmpfs);
+}
+
+fn stop_for_good(driver: Driver) {
     let root = TestRoot::new();
     let mut d = TestDaemon::start_at(&root);
     for name in ["va", "vb", "gone"] {
-        d.cli_ok(["create", name, "-o", "size=64M"]);
+        driver.create(&d, name, Some("size=64M"));
     }
     let target = root.scratch_dir("t");
     let (a, b, gone) = (d.mount("va"), d.mount("vb"), d.mount("gone"));
     d.cli_ok(["mount", "vb", "--target", target.to_str().unwrap()]);
     std::fs::write(a.join("f"), b"a").unwrap();
     std::fs::write(target.join("f"), b"b").unwrap();
+    std::fs::write(gone.join("f"), vec![1u8; 4 << 20]).unwrap();
+    if driver == Driver::Tmpfs {
+        let keeper = root.keeper_pid().expect("a keeper") as u32;
+        assert_eq!(data_memfds(keeper, "gone"), 1, "the keeper holds the data");
+        assert_eq!(data_memfds(d.pid().unwrap(), "gone"), 1);
+    }
     d.cli_ok(["unmount", "gone"]);
     assert!(!is_mountpoint(&gone));
+    if driver == Driver::Tmpfs {
+        // Its memory is returned: nobody holds its data any more.
+        let keeper = root.keeper_pid().expect("a keeper") as u32;
+        wait_until("the keeper to let go of the data", || {
+            data_memfds(keeper, "gone") == 0
+        });
+        wait_until("the daemon to let go of the data", || {
+            data_memfds(d.pid().unwrap(), "gone") == 0
+        });
+        assert_eq!(data_memfds(keeper, "va"), 1);
+        let again = d.mount("gone");
+        assert!(!again.join("f").exists(), "the data came back");
+        d.cli_ok(["unmount", "gone"]);
+    }
 
     // Across a crash, only the referenced volumes come back.
     restart(&mut d, &root, Restart::Crash);
@@ -422,10 +559,14 @@ fn unmounts_and_a_stop_for_good_still_end_volumes() {
     }
     root.wait_for_no_keeper();
 
-    // References stay: the next start mounts the volumes again, with their data.
+    // References stay: the next start mounts the volumes again, with their data (tmpfs:
+    // empty, its data ended with the stop).
     let d = TestDaemon::start_at(&root);
     assert!(is_mountpoint(&a) && is_mountpoint(&target));
-    assert_eq!(std::fs::read(target.join("f")).unwrap(), b"b");
+    match driver {
+        Driver::Local => assert_eq!(std::fs::read(target.join("f")).unwrap(), b"b"),
+        Driver::Tmpfs => assert!(!target.join("f").exists() && !a.join("f").exists()),
+    }
     drop(d);
 }
 
@@ -509,12 +650,26 @@ fn quota_stays_exact_across_crashes_under_concurrent_writers() {
     if !fuse_or_skip("quota_stays_exact_across_crashes_under_concurrent_writers") {
         return;
     }
+    quota_across_crashes(Driver::Local);
+}
+
+/// The same on tmpfs: the usage a successor derives from the shared memory it takes over
+/// (pages, names, nodes) is what the volume holds, whatever a crash cut short.
+#[test]
+fn tmpfs_quota_stays_exact_across_crashes_under_concurrent_writers() {
+    if !fuse_or_skip("tmpfs_quota_stays_exact_across_crashes_under_concurrent_writers") {
+        return;
+    }
+    quota_across_crashes(Driver::Tmpfs);
+}
+
+fn quota_across_crashes(driver: Driver) {
     const LIMIT: u64 = 4 << 20;
     let root = TestRoot::new();
     let mut d = TestDaemon::start_at(&root);
-    d.cli_ok(["create", "vol", "-o", "size=4M"]);
+    driver.create(&d, "vol", Some("size=4M"));
     let mp = d.mount("vol");
-    let data = d.root().join("volumes/vol/data");
+    let data = driver.counted_at(&d, "vol", &mp);
     let stop = root.scratch().join("stop");
     let ops_of = |i: usize| root.scratch().join(format!("ops-{i}"));
     let mut writers: Vec<Child> = (0..4)
@@ -607,7 +762,11 @@ fn quota_stays_exact_across_crashes_under_concurrent_writers() {
     wait_until("UsedBytes to equal du", || {
         status(&d, "vol")["UsedBytes"].as_u64().unwrap() == du_bytes(&data)
     });
-    assert!(root.log().matches("rescanning usage of volume vol").count() >= 10);
+    let measured = match driver {
+        Driver::Local => "rescanning usage of volume vol",
+        Driver::Tmpfs => "tmpfs: took over",
+    };
+    assert!(root.log().matches(measured).count() >= 10, "{}", root.log());
 }
 
 /// An upgrade: the next daemon is another binary (here a copy of this one, elsewhere on disk),
@@ -617,10 +776,26 @@ fn an_upgrade_to_another_binary_serves_the_same_mounts() {
     if !fuse_or_skip("an_upgrade_to_another_binary_serves_the_same_mounts") {
         return;
     }
+    upgrade(Driver::Local);
+}
+
+#[test]
+fn tmpfs_an_upgrade_to_another_binary_serves_the_same_mounts() {
+    if !fuse_or_skip("tmpfs_an_upgrade_to_another_binary_serves_the_same_mounts") {
+        return;
+    }
+    upgrade(Driver::Tmpfs);
+}
+
+fn upgrade(driver: Driver) {
     let root = TestRoot::new();
     let mut d = TestDaemon::start_at(&root);
-    d.cli_ok(["create", "vol", "-o", "size=64M"]);
+    driver.create(&d, "vol", Some("size=64M"));
     let mp = d.mount("vol");
+    // A close first, so the kernel knows it need not FLUSH: this process holds `open` when
+    // it starts the next daemon, whose exec closes it (see
+    // a_connection_not_taken_over_ends_and_the_usage_is_measured_again).
+    std::fs::write(mp.join("closed"), b"").unwrap();
     let mut open = File::create(mp.join("open")).unwrap();
     open.write_all(b"old binary\n").unwrap();
     let upgraded = root.scratch().join("fvol-upgraded");

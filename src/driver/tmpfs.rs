@@ -3,7 +3,8 @@
 //! Lifetime: the data exists while the volume has at least one mount reference. At the last
 //! unmount it is dropped and its memory returned, as Docker and Pouch do for tmpfs volumes;
 //! the volume itself (name, options, labels) stays in the catalog and comes back empty. A
-//! daemon restart also starts it empty. Nothing is ever written to disk.
+//! restart of the daemon (a stop, an upgrade or a crash) keeps it: the data lives in shared
+//! memory the keeper holds (`fs::memory::shared`). Nothing is ever written to disk.
 //!
 //! Names, inodes, xattrs and long symlink targets count against the size as well as data (they
 //! are the daemon's memory too), and the inode limit defaults to one per 4 KiB of the size.
@@ -136,13 +137,17 @@ impl Driver for TmpfsDriver {
         Ok(())
     }
 
+    fn survives_restart(&self) -> bool {
+        true
+    }
+
     fn activate(
         &self,
         _ctx: &DriverContext,
-        _rec: &VolumeRecord,
+        rec: &VolumeRecord,
         opts: &TmpfsOptions,
         _stored: Usage,
-        _carry: &mut Carry,
+        carry: &mut Carry,
     ) -> Result<Activation, DriverError> {
         let limits = Limits {
             bytes: Some(Self::size(opts)),
@@ -153,7 +158,12 @@ impl Driver for TmpfsDriver {
             gid: opts.gid.unwrap_or(0),
             mode: opts.mode.unwrap_or(DEFAULT_MODE),
         };
-        let fs = MemFs::new(limits, root);
+        let fs = MemFs::kept(limits, root, carry, &rec.name).map_err(|e| {
+            DriverError::internal(format!(
+                "keeping tmpfs volume {} in shared memory: {e}",
+                rec.name
+            ))
+        })?;
         let usage = crate::fs::VolumeFs::usage(&fs);
         Ok(Activation {
             fs: Arc::new(fs),

@@ -167,6 +167,16 @@ impl Quota {
         }
     }
 
+    /// Takes back a `charge` of this operation that it could not use (it failed after,
+    /// changing nothing). Not a release: nothing others waited for came back, so an
+    /// operation refused for space is not tried again for it (it would be refused again, and
+    /// again, without end).
+    pub fn refund(&self, bytes: u64, inodes: u64) {
+        let mut c = self.counters.lock();
+        c.used_bytes = c.used_bytes.saturating_sub(bytes);
+        c.used_inodes = c.used_inodes.saturating_sub(inodes);
+    }
+
     /// A node's space is about to come back: its last name went while it was open (the file
     /// may have been closed right before), or it waits only for the kernel's FORGET.
     pub fn expect_release(&self) {

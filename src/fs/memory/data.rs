@@ -5,13 +5,14 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 
 use super::MemFs;
+use super::filedata::FileData;
 use super::node::{Body, Node};
-use super::pages::{PAGE, Pages};
+use super::pages::PAGE;
 use crate::fs::quota::plan_write;
 use crate::fs::rules::{self, Seek};
 use crate::fs::{FsError, FsResult};
 
-fn pages_mut(body: &mut Body) -> FsResult<&mut Pages> {
+fn pages_mut(body: &mut Body) -> FsResult<&mut FileData> {
     match body {
         Body::File(p) => Ok(p),
         Body::Dir { .. } => Err(FsError::Os(Errno::EISDIR)),
@@ -19,7 +20,7 @@ fn pages_mut(body: &mut Body) -> FsResult<&mut Pages> {
     }
 }
 
-fn pages(body: &Body) -> FsResult<&Pages> {
+fn pages(body: &Body) -> FsResult<&FileData> {
     match body {
         Body::File(p) => Ok(p),
         Body::Dir { .. } => Err(FsError::Os(Errno::EISDIR)),
@@ -45,6 +46,7 @@ impl MemFs {
         // relatime: atime moves when it is older than the last change.
         if m.atime <= m.mtime || m.atime <= m.ctime {
             m.atime = SystemTime::now();
+            node.save(&m);
         }
         Ok(())
     }
@@ -57,8 +59,9 @@ impl MemFs {
         let (plan, _reservation) = self
             .quota
             .reserve_write(|avail| plan_write(offset, data.len() as u64, allocated, PAGE, avail))?;
-        let grown = p.write(offset, &data[..plan.len as usize]);
+        let grown = p.write(offset, &data[..plan.len as usize])?;
         self.quota.adjust(grown as i64, 0);
+        node.save_size(p.size());
         let heap = p.take_heap_freed();
         drop(body);
         self.give_back(0, heap);
@@ -66,6 +69,7 @@ impl MemFs {
         let now = SystemTime::now();
         m.mtime = now;
         m.ctime = now;
+        node.save(&m);
         Ok(plan.len as u32)
     }
 
@@ -74,7 +78,9 @@ impl MemFs {
         let (freed, heap) = {
             let mut body = node.body.write();
             let p = pages_mut(&mut body)?;
-            (p.truncate(size), p.take_heap_freed())
+            let freed = p.truncate(size);
+            node.save_size(size);
+            (freed, p.take_heap_freed())
         };
         self.give_back(freed, heap);
         Ok(())
@@ -101,7 +107,7 @@ impl MemFs {
                 )
                 .reserve;
                 let _reservation = self.quota.reserve(need, 0)?;
-                let grown = p.allocate(offset, len, keep_size);
+                let grown = p.allocate(offset, len, keep_size)?;
                 self.quota.adjust(grown as i64, 0);
                 0
             }
@@ -109,12 +115,13 @@ impl MemFs {
             libc::FALLOC_FL_ZERO_RANGE => {
                 let freed = p.punch(offset, len);
                 if !keep_size {
-                    p.size = p.size.max(offset + len);
+                    p.extend_to(offset + len);
                 }
                 freed
             }
             _ => return Err(FsError::Unsupported),
         };
+        node.save_size(p.size());
         let heap = p.take_heap_freed();
         drop(body);
         self.give_back(freed, heap);
@@ -125,7 +132,7 @@ impl MemFs {
     pub(super) fn seek_node(&self, node: &Node, offset: i64, whence: i32) -> FsResult<i64> {
         let body = node.body.read();
         let p = pages(&body)?;
-        let found = match rules::seek_request(offset, whence, p.size)? {
+        let found = match rules::seek_request(offset, whence, p.size())? {
             Seek::At(at) => return Ok(at),
             Seek::Data(from) => p.seek_data(from),
             Seek::Hole(from) => p.seek_hole(from),

@@ -18,13 +18,16 @@ mod chunk;
 mod chunks;
 mod cost;
 mod data;
+mod filedata;
 mod namespace;
 mod node;
 mod ops;
 pub mod pages;
+mod shared;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -88,6 +91,8 @@ pub struct MemFs {
     files: HandleTable<Arc<Node>>,
     dirs: HandleTable<(Arc<Node>, parking_lot::Mutex<DirCursor>)>,
     trim: Trim,
+    /// Where the volume is kept for the next handler, if it outlives this one (`shared`).
+    shared: Option<Arc<shared::Shared>>,
 }
 
 /// Owner and mode of the root directory.
@@ -102,10 +107,37 @@ impl MemFs {
     /// A new, empty volume. Without an inode limit, one with a byte limit gets the default
     /// (`default_inode_limit`).
     pub fn new(limits: Limits, root: RootOwner) -> MemFs {
-        let limits = Limits {
+        Self::with_shared(limits, root, None)
+    }
+
+    /// A volume that outlives its handler when `carry` keeps it (see `shared`): a new one, or
+    /// the one a predecessor left in `carry`, with its data. `name` names its memfds.
+    pub fn kept(
+        limits: Limits,
+        root: RootOwner,
+        carry: &mut crate::fs::resume::Carry,
+        name: &str,
+    ) -> std::io::Result<MemFs> {
+        let limits = Self::full_limits(limits);
+        let bytes = limits.bytes.unwrap_or(u64::MAX);
+        let inodes = limits.inodes.unwrap_or(bytes / pages::PAGE);
+        match shared::Shared::open(carry, name, bytes, inodes)? {
+            None => Ok(Self::new(limits, root)),
+            Some((shared, None)) => Ok(Self::with_shared(limits, root, Some(shared))),
+            Some((shared, Some(found))) => Self::recover(limits, shared, found),
+        }
+    }
+
+    /// The inode limit a volume gets without one: the default for its byte limit.
+    fn full_limits(limits: Limits) -> Limits {
+        Limits {
             inodes: limits.inodes.or(limits.bytes.map(default_inode_limit)),
             ..limits
-        };
+        }
+    }
+
+    fn with_shared(limits: Limits, root: RootOwner, shared: Option<Arc<shared::Shared>>) -> MemFs {
+        let limits = Self::full_limits(limits);
         let body = Body::Dir {
             entries: Default::default(),
             parent: ROOT_INO,
@@ -113,7 +145,11 @@ impl MemFs {
         let mut meta = Meta::new(root.mode, root.uid, root.gid, 2, 0);
         meta.charged = cost::pages(FileKind::Dir, 0);
         let charged = meta.charged;
-        let root = Arc::new(Node::new(ROOT_INO, FileKind::Dir, meta, body));
+        let rec = shared.as_ref().map(|s| {
+            s.note_ino(ROOT_INO);
+            s.add_node(ROOT_INO, FileKind::Dir, &meta)
+        });
+        let root = Arc::new(Node::new(ROOT_INO, FileKind::Dir, meta, body).with_rec(rec));
         root.lookups.store(1, Ordering::Relaxed);
         MemFs {
             tree: RwLock::new(Tree {
@@ -132,6 +168,14 @@ impl MemFs {
             trim: Trim {
                 pending: AtomicU64::new(0),
             },
+            shared,
+        }
+    }
+
+    /// Records a namespace change for the next handler (see `shared::journal`).
+    fn log(&self, record: shared::journal::Record<'_>) {
+        if let Some(s) = &self.shared {
+            s.log(record);
         }
     }
 
@@ -163,6 +207,10 @@ impl MemFs {
     /// Removes an xattr of `node` (whose `meta` is `m`), giving back what it was charged.
     fn drop_xattr(&self, node: &Node, m: &mut Meta, name: &OsStr) -> Option<Vec<u8>> {
         let value = m.xattrs.remove(name)?;
+        self.log(shared::journal::Record::XattrRemove {
+            ino: node.ino,
+            name: name.as_bytes(),
+        });
         let xattr_bytes = m.xattr_bytes - cost::xattr(name, value.len());
         self.recharge(node.kind, m, m.entry_bytes, xattr_bytes)
             .expect("giving back never fails");
@@ -228,6 +276,9 @@ impl MemFs {
         };
         self.quota.adjust(-(metadata as i64), -1);
         self.give_back(freed, heap);
+        if let Some(rec) = &node.rec {
+            rec.free(node.ino);
+        }
         self.tree.write().nodes.remove(&node.ino);
     }
 

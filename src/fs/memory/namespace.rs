@@ -8,11 +8,14 @@ use nix::errno::Errno;
 
 use super::MemFs;
 use super::cost;
+use super::filedata::FileData;
 use super::node::{Body, Meta, Node};
-use super::pages::Pages;
+use super::shared::file::SharedPages;
+use super::shared::journal::Record;
 use crate::fs::acl;
 use crate::fs::rules::{self, RenameMode};
 use crate::fs::{Caller, Entry, FileKind, FsError, FsResult, Ino, Rename};
+use std::os::unix::ffi::OsStrExt;
 
 fn os(e: Errno) -> FsError {
     FsError::Os(e)
@@ -55,8 +58,8 @@ impl MemFs {
         if tree.child(&parent, name).is_ok() {
             return Err(os(Errno::EEXIST));
         }
-        let (kind, body, nlink, rdev) = match new {
-            NewNode::File => (FileKind::File, Body::File(Pages::default()), 1, 0),
+        let (kind, mut body, nlink, rdev) = match new {
+            NewNode::File => (FileKind::File, Body::File(FileData::default()), 1, 0),
             NewNode::Dir => {
                 let body = Body::Dir {
                     entries: Default::default(),
@@ -92,7 +95,32 @@ impl MemFs {
         self.quota.adjust(meta.charged as i64, 1);
         drop(reservation);
         let ino = tree.allocate_ino();
-        let node = Arc::new(Node::new(ino, kind, meta, body));
+        // Kept: the node's record, then its target, then the entry naming it (a crash in
+        // between leaves a node without a name, which recovery frees).
+        let rec = self.shared.as_ref().map(|s| {
+            s.note_ino(ino);
+            if let Body::File(data) = &mut body {
+                *data = FileData::Shared(SharedPages::new(s.arena().clone(), ino));
+            }
+            s.add_node(ino, kind, &meta)
+        });
+        // Inherited ACLs.
+        for (name, value) in &meta.xattrs {
+            self.log(Record::XattrSet {
+                ino,
+                name: name.as_bytes(),
+                value,
+            });
+        }
+        if let Body::Symlink(target) = &body {
+            self.log(Record::Target { ino, target });
+        }
+        self.log(Record::Link {
+            dir: parent.ino,
+            ino,
+            name: name.as_bytes(),
+        });
+        let node = Arc::new(Node::new(ino, kind, meta, body).with_rec(rec));
         if let Body::Dir { entries, .. } = &mut *parent.body.write() {
             entries.insert(name.to_os_string(), ino);
         }
@@ -134,6 +162,10 @@ impl MemFs {
         if let Body::Dir { entries, .. } = &mut *parent.body.write() {
             entries.remove(name);
         }
+        self.log(Record::Unlink {
+            dir: parent.ino,
+            name: name.as_bytes(),
+        });
         self.remove_entry(&parent, name);
         if dir {
             parent.meta.lock().nlink -= 1;
@@ -161,6 +193,7 @@ impl MemFs {
                 m.nlink.saturating_sub(1)
             };
             m.ctime = std::time::SystemTime::now();
+            node.save(&m);
             m.nlink == 0
         };
         if unnamed && node.open.load(Ordering::SeqCst) > 0 {
@@ -227,6 +260,14 @@ impl MemFs {
         };
         set_entry(&from, name, left_behind);
         set_entry(&to, new_name, Some(moved.ino));
+        self.log(Record::Rename {
+            from: from.ino,
+            to: to.ino,
+            exchange,
+            whiteout: left_behind.filter(|_| whiteout),
+            name: name.as_bytes(),
+            new_name: new_name.as_bytes(),
+        });
         if exchange {
             let t = target.as_ref().expect("exchange has a target");
             self.reparent(t, &to, &from);
@@ -261,7 +302,11 @@ impl MemFs {
         let mut meta = Meta::new(0, caller.uid, gid, 1, 0);
         // Its inode was reserved by the caller; a device holds no metadata pages.
         meta.charged = cost::pages(FileKind::CharDevice, 0);
-        let node = Node::new(ino, FileKind::CharDevice, meta, Body::Special);
+        let rec = self.shared.as_ref().map(|s| {
+            s.note_ino(ino);
+            s.add_node(ino, FileKind::CharDevice, &meta)
+        });
+        let node = Node::new(ino, FileKind::CharDevice, meta, Body::Special).with_rec(rec);
         tree.nodes.insert(ino, Arc::new(node));
         self.quota.adjust(0, 1);
         ino
@@ -311,6 +356,11 @@ impl MemFs {
         }
         self.add_entry(&parent, new_name)?;
         set_entry(&parent, new_name, Some(node.ino));
+        self.log(Record::Link {
+            dir: parent.ino,
+            ino: node.ino,
+            name: new_name.as_bytes(),
+        });
         node.meta.lock().nlink += 1;
         node.touch_ctime();
         parent.touch_dir();

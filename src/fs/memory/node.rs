@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::pages::{PAGE, Pages};
+use super::filedata::FileData;
+use super::pages::PAGE;
+use super::shared::NodeRec;
 use crate::fs::{Attr, FileKind, Ino};
 
 pub struct Meta {
@@ -31,7 +33,7 @@ pub struct Meta {
 }
 
 pub enum Body {
-    File(Pages),
+    File(FileData),
     Dir {
         entries: BTreeMap<OsString, Ino>,
         parent: Ino,
@@ -47,6 +49,8 @@ pub struct Node {
     pub body: RwLock<Body>,
     pub lookups: AtomicU64,
     pub open: AtomicU32,
+    /// Its record in shared memory, for a volume that outlives its handler.
+    pub rec: Option<NodeRec>,
 }
 
 impl Node {
@@ -58,12 +62,32 @@ impl Node {
             body: RwLock::new(body),
             lookups: AtomicU64::new(0),
             open: AtomicU32::new(0),
+            rec: None,
+        }
+    }
+
+    /// The node with its shared record (see `shared`).
+    pub fn with_rec(mut self, rec: Option<NodeRec>) -> Node {
+        self.rec = rec;
+        self
+    }
+
+    /// Stores `m` (this node's meta, locked) in the node's shared record, if it has one.
+    pub fn save(&self, m: &Meta) {
+        if let Some(r) = &self.rec {
+            r.save(m);
+        }
+    }
+
+    pub fn save_size(&self, size: u64) {
+        if let Some(r) = &self.rec {
+            r.save_size(size);
         }
     }
 
     pub fn attr(&self) -> Attr {
         let (size, data) = match &*self.body.read() {
-            Body::File(p) => (p.size, p.allocated()),
+            Body::File(p) => (p.size(), p.allocated()),
             Body::Dir { .. } => (0, 0),
             Body::Symlink(t) => (t.len() as u64, 0),
             Body::Special => (0, 0),
@@ -92,7 +116,9 @@ impl Node {
     }
 
     pub fn touch_ctime(&self) {
-        self.meta.lock().ctime = SystemTime::now();
+        let mut m = self.meta.lock();
+        m.ctime = SystemTime::now();
+        self.save(&m);
     }
 
     /// A directory's contents changed.
@@ -101,6 +127,7 @@ impl Node {
         let now = SystemTime::now();
         m.mtime = now;
         m.ctime = now;
+        self.save(&m);
     }
 }
 

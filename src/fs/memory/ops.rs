@@ -56,6 +56,7 @@ impl VolumeFs for MemFs {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
             self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
+            node.save(&m);
         }
         if let Some(size) = change.size {
             let old = node.attr().size;
@@ -87,6 +88,7 @@ impl VolumeFs for MemFs {
             m.mtime = time(t);
         }
         m.ctime = change.ctime.unwrap_or_else(SystemTime::now);
+        node.save(&m);
         drop(m);
         Ok(node.attr())
     }
@@ -200,6 +202,7 @@ impl VolumeFs for MemFs {
             let mut m = node.meta.lock();
             m.perm = mode_without_privileges(m.perm);
             self.drop_xattr(&node, &mut m, OsStr::new(rules::CAPABILITY));
+            node.save(&m);
         }
         self.write_node(&node, offset, data)
     }
@@ -318,7 +321,13 @@ impl VolumeFs for MemFs {
         let entries = m.entry_bytes;
         self.recharge(node.kind, &mut m, entries, xattrs)?;
         m.xattrs.insert(name.to_os_string(), value.to_vec());
+        self.log(super::shared::journal::Record::XattrSet {
+            ino: node.ino,
+            name: name.as_bytes(),
+            value,
+        });
         m.ctime = SystemTime::now();
+        node.save(&m);
         Ok(())
     }
 
@@ -345,7 +354,10 @@ impl VolumeFs for MemFs {
         rules::check_xattr_kind(node.kind, name)?;
         let mut m = node.meta.lock();
         match self.drop_xattr(&node, &mut m, name) {
-            Some(_) => m.ctime = SystemTime::now(),
+            Some(_) => {
+                m.ctime = SystemTime::now();
+                node.save(&m);
+            }
             // Removing an ACL a node does not have succeeds, as on ext4.
             None if acl::kind_of(name).is_some() => {}
             None => return Err(FsError::Os(Errno::ENODATA)),
@@ -386,5 +398,13 @@ impl VolumeFs for MemFs {
 
     fn sync_all(&self) -> FsResult<()> {
         Ok(())
+    }
+
+    fn restore_handle(&self, fh: Fh, ino: Ino, _flags: i32, dir: bool) -> FsResult<()> {
+        self.restore(fh, ino, dir)
+    }
+
+    fn handles_restored(&self) {
+        self.free_unreachable();
     }
 }

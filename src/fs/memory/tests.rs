@@ -293,3 +293,19 @@ fn a_rename_needs_room_in_the_directory_that_gains_the_name() {
     fs.rename(&r).unwrap();
     assert!(fs.usage().bytes <= 4 * PAGE);
 }
+
+/// A create refused because its directory needs a page that does not fit gives back the
+/// inode it had charged without counting a release: the adapter tries a refused operation
+/// again after each release, so one that counted its own refund was tried without end.
+#[test]
+fn a_create_refused_for_its_directory_page_releases_nothing() {
+    let fs = volume(2 * PAGE, Some(100));
+    for i in 0..15 {
+        file(&fs, &format!("f{i:02}"), 0);
+    }
+    let (usage, releases) = (fs.usage(), fs.releases());
+    let refused = fs.create(&ROOT, ROOT_INO, name("f15"), 0o644, 0);
+    assert!(matches!(refused, Err(FsError::NoSpace)));
+    assert_eq!(fs.usage(), usage);
+    assert_eq!(fs.releases(), releases, "a refund is no release");
+}

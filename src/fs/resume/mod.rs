@@ -126,6 +126,30 @@ impl Carry {
         Ok(Some(table))
     }
 
+    /// A shared file (a memfd) the predecessor left as `name`, when resuming; else None, and
+    /// the caller makes one and gives it to `keep_file`.
+    pub fn take_file(&mut self, name: &str) -> io::Result<Option<OwnedFd>> {
+        if !self.resumed {
+            return Ok(None);
+        }
+        match self.incoming.iter().position(|(n, _)| n == name) {
+            Some(at) => Ok(Some(self.incoming.swap_remove(at).1)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the previous handler left no {name}"),
+            )),
+        }
+    }
+
+    /// Keeps a shared file this handler made as `name`, for its successors.
+    pub fn keep_file(&mut self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if self.keep {
+            self.outgoing
+                .push((name.to_string(), fd.try_clone_to_owned()?));
+        }
+        Ok(())
+    }
+
     /// The tables made by this handler, for the keeper (once).
     pub fn take_outgoing(&mut self) -> Vec<(String, OwnedFd)> {
         std::mem::take(&mut self.outgoing)

@@ -24,6 +24,11 @@ const USED: u64 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slot(u32);
 
+impl Slot {
+    /// No slot: a record that could not be stored (the table was full).
+    pub const NONE: Slot = Slot(u32::MAX);
+}
+
 #[derive(Default)]
 struct FreeSlots {
     /// Freed slots, reused last-freed first (so the pages touched stay few).
@@ -143,6 +148,11 @@ impl Table {
     pub fn add(&self, slot: Slot, field: usize, delta: u64) {
         self.word(slot, 1 + field)
             .fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A field's word itself, for updates the other methods do not cover.
+    pub fn word_of(&self, slot: Slot, field: usize) -> &AtomicU64 {
+        self.word(slot, 1 + field)
     }
 
     pub fn remove(&self, slot: Slot) {

@@ -1,0 +1,348 @@
+//! A kept file's bytes: its pages in the volume's arena (`arena`), by page index. The same
+//! operations as `pages::Pages`, which holds a volume's data in the handler's own memory.
+//!
+//! Holes cost nothing; a file's allocated bytes are its pages times 4 KiB. Pages freed by a
+//! truncate or punch go back to the system at once. The size lives here and in the node's
+//! shared record (the caller stores it after every change).
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::arena::{Arena, PAGE};
+use crate::fs::{FsError, FsResult, Ino};
+
+const P: u64 = PAGE as u64;
+
+/// The largest read assembled in a thread's reusable buffer; bigger ones get their own.
+const SCRATCH_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// Reads that are not one run of the arena are assembled here (reused: no allocation).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+pub struct SharedPages {
+    pub size: u64,
+    /// Page index in the file -> page in the arena.
+    map: BTreeMap<u64, u32>,
+    arena: Arc<Arena>,
+    ino: Ino,
+}
+
+impl SharedPages {
+    pub fn new(arena: Arc<Arena>, ino: Ino) -> SharedPages {
+        SharedPages {
+            size: 0,
+            map: BTreeMap::new(),
+            arena,
+            ino,
+        }
+    }
+
+    /// A file a predecessor left: its size and pages.
+    pub fn recovered(
+        arena: Arc<Arena>,
+        ino: Ino,
+        size: u64,
+        map: BTreeMap<u64, u32>,
+    ) -> SharedPages {
+        SharedPages {
+            size,
+            map,
+            arena,
+            ino,
+        }
+    }
+
+    pub fn allocated(&self) -> u64 {
+        self.map.len() as u64 * P
+    }
+
+    /// Where the run of allocated pages covering `offset` ends (0 if its page is a hole),
+    /// looking no further than `limit`.
+    pub fn allocated_end(&self, offset: u64, limit: u64) -> u64 {
+        let start = offset / P;
+        let stop = limit.div_ceil(P).max(start + 1);
+        let mut next = start;
+        for (&i, _) in self.map.range(start..stop) {
+            if i != next {
+                break;
+            }
+            next += 1;
+        }
+        match next {
+            n if n == start => 0,
+            n => n * P,
+        }
+    }
+
+    /// Hands the bytes at `offset` (up to `len`, not past the end of file) to `f` as one
+    /// slice: the arena's own memory when they lie in one run of its pages, else a copy.
+    pub fn read_with<R>(&self, offset: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> R {
+        let end = self.size.min(offset.saturating_add(len));
+        if offset >= end {
+            return f(&[]);
+        }
+        let n = (end - offset) as usize;
+        if let Some(p0) = self.run_of(offset / P, (end - 1) / P) {
+            return f(self.arena.bytes(p0, (offset % P) as usize, n));
+        }
+        if n > SCRATCH_MAX {
+            let mut out = vec![0u8; n];
+            self.copy_out(offset, end, &mut out);
+            return f(&out);
+        }
+        SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            let out = &mut buf[..n];
+            self.copy_out(offset, end, out);
+            f(out)
+        })
+    }
+
+    /// The arena page of file page `first`, when pages `first..=last` all exist and follow
+    /// each other in the arena.
+    fn run_of(&self, first: u64, last: u64) -> Option<u32> {
+        let mut start = None;
+        let mut next = first;
+        for (&i, &p) in self.map.range(first..=last) {
+            let p0 = *start.get_or_insert(p);
+            if i != next || u64::from(p) != u64::from(p0) + (i - first) {
+                return None;
+            }
+            next = i + 1;
+        }
+        (next == last + 1).then_some(start).flatten()
+    }
+
+    /// Copies bytes `offset..end` (inside the file) into `out`, zeros for holes.
+    fn copy_out(&self, offset: u64, end: u64, out: &mut [u8]) {
+        let mut pos = offset;
+        while pos < end {
+            let i = pos / P;
+            let in_page = (pos % P) as usize;
+            let n = ((P - pos % P).min(end - pos)) as usize;
+            let dst = &mut out[(pos - offset) as usize..][..n];
+            match self.map.get(&i) {
+                Some(&p) => dst.copy_from_slice(self.arena.bytes(p, in_page, n)),
+                None => dst.fill(0),
+            }
+            pos += n as u64;
+        }
+    }
+
+    /// Allocates (zeros) the holes among pages `first..past`; returns how many. All or none:
+    /// should the arena have no page left (it is sized for the quota, which admitted them),
+    /// those just allocated go back and the file is as it was.
+    fn fill(&mut self, first: u64, past: u64, back: bool) -> FsResult<u64> {
+        let mut new = Vec::new();
+        for i in first..past {
+            if self.map.contains_key(&i) {
+                continue;
+            }
+            let near = i
+                .checked_sub(1)
+                .and_then(|before| self.map.get(&before))
+                .map(|&p| p + 1);
+            match self.arena.allocate(self.ino, i, near) {
+                Some(p) => {
+                    self.map.insert(i, p);
+                    new.push(i);
+                }
+                None => {
+                    let mut pages: Vec<u32> =
+                        new.iter().filter_map(|i| self.map.remove(i)).collect();
+                    self.arena.release(&mut pages);
+                    return Err(FsError::NoSpace);
+                }
+            }
+        }
+        if back {
+            for i in &new {
+                self.arena.back(self.map[i], 1);
+            }
+        }
+        Ok(new.len() as u64)
+    }
+
+    /// Writes `data` at `offset`, allocating pages; returns the bytes newly allocated. The
+    /// quota admitted them, so the arena (sized for the quota) has them.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> FsResult<u64> {
+        let end = offset + data.len() as u64;
+        if end == offset {
+            return Ok(0);
+        }
+        let grown = self.fill(offset / P, end.div_ceil(P), false)?;
+        let mut pos = offset;
+        while pos < end {
+            let in_page = (pos % P) as usize;
+            let n = ((P - pos % P).min(end - pos)) as usize;
+            self.arena.write(
+                self.map[&(pos / P)],
+                in_page,
+                &data[(pos - offset) as usize..][..n],
+            );
+            pos += n as u64;
+        }
+        self.size = self.size.max(end);
+        Ok(grown * P)
+    }
+
+    /// Allocates zeroed pages over the range (fallocate), backed by memory now; returns the
+    /// bytes newly allocated.
+    pub fn allocate(&mut self, offset: u64, len: u64, keep_size: bool) -> FsResult<u64> {
+        let end = offset + len;
+        let grown = self.fill(offset / P, end.div_ceil(P), true)?;
+        if !keep_size {
+            self.size = self.size.max(end);
+        }
+        Ok(grown * P)
+    }
+
+    /// Zeroes `len` bytes at `pos` inside one page, if that page exists.
+    fn zero_in_page(&self, pos: u64, len: u64) {
+        if let Some(&p) = self.map.get(&(pos / P)) {
+            self.arena.zero(p, (pos % P) as usize, len as usize);
+        }
+    }
+
+    /// Drops the pages with index in `range`; returns how many.
+    fn drop_pages(&mut self, range: std::ops::Range<u64>) -> u64 {
+        if range.start >= range.end {
+            return 0;
+        }
+        let gone: Vec<u64> = self.map.range(range).map(|(&i, _)| i).collect();
+        let mut pages: Vec<u32> = gone.iter().filter_map(|i| self.map.remove(i)).collect();
+        self.arena.release(&mut pages);
+        pages.len() as u64
+    }
+
+    /// Zeroes the range, dropping the pages it covers whole; returns the bytes freed.
+    pub fn punch(&mut self, offset: u64, len: u64) -> u64 {
+        let end = offset.saturating_add(len);
+        if end <= offset {
+            return 0;
+        }
+        let (whole_first, whole_past) = (offset.div_ceil(P), end / P);
+        if whole_first >= whole_past {
+            // Inside one page, or across the edge of two: zero in place.
+            let mut pos = offset;
+            while pos < end {
+                let n = (P - pos % P).min(end - pos);
+                self.zero_in_page(pos, n);
+                pos += n;
+            }
+            return 0;
+        }
+        if offset % P != 0 {
+            self.zero_in_page(offset, P - offset % P);
+        }
+        if end % P != 0 && end < u64::MAX {
+            self.zero_in_page(whole_past * P, end % P);
+        }
+        self.drop_pages(whole_first..whole_past) * P
+    }
+
+    /// Sets the size: shrinking drops pages past the end and zeroes the tail of the last one;
+    /// growing makes a hole. Returns the bytes freed.
+    pub fn truncate(&mut self, size: u64) -> u64 {
+        let mut freed = 0;
+        if size < self.size {
+            freed = self.drop_pages(size.div_ceil(P)..u64::MAX);
+            if size % P != 0 {
+                self.zero_in_page(size, P - size % P);
+            }
+        }
+        self.size = size;
+        freed * P
+    }
+
+    /// SEEK_DATA: the first data offset at or after `offset`, None past the end (ENXIO).
+    pub fn seek_data(&self, offset: u64) -> Option<u64> {
+        if offset >= self.size {
+            return None;
+        }
+        let (&i, _) = self.map.range(offset / P..).next()?;
+        let at = offset.max(i * P);
+        (at < self.size).then_some(at)
+    }
+
+    /// SEEK_HOLE: the first hole at or after `offset` (the end of file counts as one).
+    pub fn seek_hole(&self, offset: u64) -> Option<u64> {
+        if offset >= self.size {
+            return None;
+        }
+        let end = self.allocated_end(offset, self.size);
+        Some(end.max(offset).min(self.size))
+    }
+
+    /// Drops all pages; returns the bytes freed.
+    pub fn clear(&mut self) -> u64 {
+        self.drop_pages(0..u64::MAX) * P
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> SharedPages {
+        SharedPages::new(Arc::new(Arena::create("test", 4096).unwrap()), 2)
+    }
+
+    fn read(p: &SharedPages, at: u64, len: u64) -> Vec<u8> {
+        p.read_with(at, len, <[u8]>::to_vec)
+    }
+
+    #[test]
+    fn write_read_holes_and_seek() {
+        let mut p = file();
+        assert_eq!(p.write(10, b"abc").unwrap(), P);
+        assert_eq!(read(&p, 0, 100)[..13], *b"\0\0\0\0\0\0\0\0\0\0abc");
+        assert_eq!(p.write(3 * P, b"z").unwrap(), P);
+        assert_eq!(p.size, 3 * P + 1);
+        assert_eq!(p.allocated(), 2 * P);
+        assert_eq!(read(&p, P, 4), vec![0; 4]);
+        assert_eq!(p.seek_data(P), Some(3 * P));
+        assert_eq!(p.seek_hole(0), Some(P));
+        assert_eq!(p.seek_hole(3 * P), Some(3 * P + 1));
+        assert_eq!(p.seek_data(3 * P + 1), None);
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        p.write(5000, &data).unwrap();
+        assert_eq!(read(&p, 5000, 100_000), data);
+        // A file written in order lies in consecutive pages, lent from the arena itself.
+        let mut q = file();
+        q.write(0, &data).unwrap();
+        let a = q.read_with(P, 8 * P, |s| s.as_ptr() as usize);
+        let b = q.read_with(2 * P, 7 * P, |s| s.as_ptr() as usize);
+        assert_eq!(b - a, PAGE);
+        assert_eq!(read(&q, 0, 100_000), data);
+    }
+
+    #[test]
+    fn truncate_punch_and_allocate() {
+        let mut p = file();
+        p.write(0, &[7u8; 3 * PAGE]).unwrap();
+        assert_eq!(p.truncate(P + 1), P);
+        assert_eq!(p.allocated(), 2 * P);
+        p.truncate(3 * P);
+        assert_eq!(read(&p, P, 3), vec![7, 0, 0]);
+        p.write(0, &[1u8; 4 * PAGE]).unwrap();
+        assert_eq!(p.punch(100, 2 * P), P);
+        assert_eq!(read(&p, 99, 2), vec![1, 0]);
+        assert_eq!(read(&p, 2 * P + 99, 2), vec![0, 1]);
+        assert_eq!(p.punch(100, 100), 0);
+        assert_eq!(read(&p, 99, 102)[..3], [1, 0, 0]);
+        let mut q = file();
+        assert_eq!(q.allocate(0, P + 1, true).unwrap(), 2 * P);
+        assert_eq!(q.size, 0);
+        assert_eq!(q.allocate(0, P + 1, false).unwrap(), 0);
+        assert_eq!(q.size, P + 1);
+        assert_eq!(q.allocated_end(0, 10 * P), 2 * P);
+        assert_eq!(q.clear(), 2 * P);
+        assert_eq!(q.allocated(), 0);
+    }
+}
