@@ -586,7 +586,13 @@ echo "ok $n"
 /// and every record it fsynced is there, intact.
 fn writes_through_restarts(env: &mut Env) {
     env.docker.docker_ok([
-        "volume", "create", "-d", "fvol", "-o", "size=64M", "records",
+        "volume",
+        "create",
+        "-d",
+        &env.plugin.driver,
+        "-o",
+        "size=64M",
+        "records",
     ]);
     env.docker.docker_ok([
         "run",
@@ -622,16 +628,15 @@ fn writes_through_restarts(env: &mut Env) {
             0..5 => {
                 let exit = env.fvol.terminate();
                 assert!(exit.success(), "fvol exit {exit}\n{}", env.root.log());
-                env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+                env.fvol = env.plugin.start_daemon(&env.root);
             }
             5..10 => {
                 env.fvol.kill9();
-                env.fvol = TestDaemon::start_with_args(&env.root, std::iter::empty::<&str>());
+                env.fvol = env.plugin.start_daemon(&env.root);
             }
             _ => {
                 assert!(env.fvol.terminate().success());
-                env.fvol =
-                    TestDaemon::start_binary(&env.root, &upgraded, std::iter::empty::<&str>());
+                env.fvol = TestDaemon::start_binary(&env.root, &upgraded, env.plugin.daemon_args());
             }
         }
         progress(env);
