@@ -357,6 +357,67 @@ fn daemon_settles_local_usage_while_mounted() {
     );
 }
 
+/// A restart does not lose what is still to settle: a file written in many extents just
+/// before a SIGTERM, whose extent block ext4 adds only when it writes the data back, is counted
+/// by the next daemon, which took the connection over with the usage recorded clean.
+#[test]
+fn daemon_settles_local_usage_across_a_restart() {
+    use fuse_tests::daemon::{TestDaemon, fuse_or_skip};
+    use std::os::unix::fs::FileExt;
+    if !fuse_or_skip("daemon_settles_local_usage_across_a_restart") {
+        return;
+    }
+    let mut d = TestDaemon::start();
+    d.cli_ok(["create", "settled", "-o", "size=64M"]);
+    let mp = d.mount("settled");
+    let backing = d.root().join("volumes/settled/data");
+    let f = std::fs::File::create(mp.join("sparse")).unwrap();
+    // Every other block: 200 extents, more than the inode holds.
+    for i in 0..200u64 {
+        f.write_at(&[7u8; 4096], 2 * i * 4096).unwrap();
+    }
+    // Open across the restart, as a process would keep it.
+    assert!(d.terminate().success(), "{}", d.log());
+    let d = TestDaemon::start_at(&d.root);
+    // The host writes the data back (and allocates the extent block) behind the new daemon's
+    // back: syncfs of the host filesystem only (a sync of all would wait for the volume's
+    // handler, and for any other FUSE mount on the machine).
+    let host = std::fs::File::open(&backing).unwrap();
+    nix::unistd::syncfs(&host).unwrap();
+    assert!(
+        d.log().contains("volume settled: serving its mount again"),
+        "{}",
+        d.log()
+    );
+    let usage = |d: &TestDaemon| {
+        let st = &d.inspect("settled")["Status"];
+        UsageSnapshot {
+            bytes: st["UsedBytes"].as_u64().unwrap(),
+            inodes: st["UsedInodes"].as_u64().unwrap(),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (counted, walked) = (usage(&d), fuse_tests::session::walk(&backing));
+        if counted == walked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a minute after the restart, the daemon counts {counted:?} but the directory holds {walked:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f.write_at(b"still open", 0).unwrap();
+    drop(f);
+    d.cli_ok(["unmount", "settled"]);
+    assert_eq!(
+        usage(&d),
+        fuse_tests::session::walk(&backing),
+        "usage recorded at a clean unmount"
+    );
+}
+
 /// A create refused for space gives up with ENOSPC. On tmpfs the new node's inode was charged,
 /// then given back when its directory had no room for one more entry, and that counted as a
 /// release, which sent the refused create round again, forever: the stress run hung with the

@@ -129,6 +129,9 @@ pub struct Resumed {
     /// Nodes of inodes without a name that were kept open for this handler.
     pub nameless: Vec<Arc<Inode>>,
     pub nodes: usize,
+    /// The nodes that count space: the host may still allocate for them (a predecessor's
+    /// writes whose writeback is not done), so they are settled again (see `settle`).
+    pub counted: Vec<Arc<Inode>>,
     /// Kept descriptors no node needed: to be dropped.
     pub unused: Vec<Ino>,
 }
@@ -354,6 +357,7 @@ impl InodeTable {
         let table = Arc::new(journal);
         let mut tables = self.tables.write();
         let mut nameless = Vec::new();
+        let mut counted = Vec::new();
         let mut unused = Vec::new();
         let mut count = 0;
         for (slot, f) in table.records() {
@@ -425,6 +429,9 @@ impl InodeTable {
                 inode.kept.store(true, Ordering::Relaxed);
                 nameless.push(inode.clone());
             }
+            if accounted.is_some() {
+                counted.push(inode.clone());
+            }
             // Of two nodes of one key (a reused number), the one with a name owns it.
             let owner = tables
                 .by_key
@@ -444,6 +451,7 @@ impl InodeTable {
         Resumed {
             nameless,
             nodes: count,
+            counted,
             // Kept for nodes the kernel forgot meanwhile: nothing needs them now.
             unused: unused.into_iter().chain(held.into_keys()).collect(),
         }

@@ -125,6 +125,11 @@ impl PassthroughFs {
         let held = std::mem::take(&mut carry.held).into_iter().collect();
         let resumed = self.inodes.resume(journal, rescanned, held);
         self.adopt_nameless(&resumed.nameless, rescanned);
+        // What the predecessor wrote may still be written back, allocating more (see
+        // `settle`): its passes that would have counted that went with it.
+        for node in &resumed.counted {
+            self.unsettled.written(node);
+        }
         for ino in resumed.unused {
             self.holder.release(ino);
         }
