@@ -218,7 +218,8 @@ impl SharedBytes {
     /// instead of a fault per page. Only a speed-up: a page not populated is on first touch.
     pub fn populate(&self, at: usize, len: usize) {
         self.check(at, len);
-        // SAFETY: the range lies inside our own mapping (checked); populating changes no byte.
+        // SAFETY: the range lies inside our own mapping (checked), so the pointer is the
+        // mapping's, never null; populating changes no byte, it only backs and maps pages.
         let _ = unsafe {
             mman::madvise(
                 NonNull::new_unchecked(self.ptr.as_ptr().add(at)).cast(),
