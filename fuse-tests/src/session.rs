@@ -7,6 +7,7 @@ use fvol::fs::image::{FileDevice, ImageFs};
 use fvol::fs::memory::{MemFs, RootOwner};
 use fvol::fs::passthrough::{FdCache, PassthroughFs};
 use fvol::fs::quota::Limits;
+use fvol::fs::resume::{Carry, NoHolder};
 use fvol::fuse::{MountedFs, ServeOptions};
 use tempfile::TempDir;
 
@@ -60,7 +61,17 @@ impl TestSession {
                     gid: 0,
                     mode: 0o755,
                 };
-                (Arc::new(MemFs::new(limits, root)), false)
+                // With a byte limit (as every daemon's tmpfs volume has), kept as the daemon
+                // keeps it when a keeper runs: its data in shared memory
+                // (fs::memory::shared), which these tests then exercise.
+                let fs = match limits.bytes {
+                    Some(_) => {
+                        let mut carry = Carry::fresh(Arc::new(NoHolder));
+                        MemFs::kept(limits, root, &mut carry, "test").expect("a tmpfs volume")
+                    }
+                    None => MemFs::new(limits, root),
+                };
+                (Arc::new(fs), false)
             }
             Backend::Image => {
                 let root = RootOwner {
