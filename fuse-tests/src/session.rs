@@ -7,6 +7,7 @@ use fvol::fs::image::{FileDevice, ImageFs};
 use fvol::fs::memory::{MemFs, RootOwner};
 use fvol::fs::passthrough::{FdCache, PassthroughFs};
 use fvol::fs::quota::Limits;
+use fvol::fs::resume::{Carry, NoHolder};
 use fvol::fuse::{MountedFs, ServeOptions};
 use tempfile::TempDir;
 
@@ -185,7 +186,19 @@ fn open_fs(
             let passthrough = fs.passthrough();
             (Arc::new(fs), passthrough)
         }
-        Backend::Tmpfs => (Arc::new(MemFs::new(limits, ROOT)), false),
+        Backend::Tmpfs => {
+            // With a byte limit (as every daemon's tmpfs volume has), kept as the daemon
+            // keeps it when a keeper runs: its data in shared memory (fs::memory::shared),
+            // which these tests then exercise.
+            let fs = match limits.bytes {
+                Some(_) => {
+                    let mut carry = Carry::fresh(Arc::new(NoHolder));
+                    MemFs::kept(limits, ROOT, &mut carry, "test").expect("a tmpfs volume")
+                }
+                None => MemFs::new(limits, ROOT),
+            };
+            (Arc::new(fs), false)
+        }
         Backend::Image => {
             let image = backing.join("image");
             let device = match start {

@@ -1,5 +1,6 @@
 //! tmpfs volumes through the daemon: the data lives while any mount reference does, is dropped
-//! at the last unmount and at a restart, and the volume itself stays.
+//! at the last unmount and at a stop for good (`fvol daemon --stop`; a restart keeps it, see
+//! daemon_handover.rs), and the volume itself stays.
 use std::path::Path;
 
 use fuse_tests::daemon::{TestDaemon, df_size, fuse_or_skip};
@@ -94,6 +95,7 @@ fn restart_starts_it_empty() {
     d.cli_ok(["create", "-d", "tmpfs", "--label", "k=v", "ram"]);
     let mnt = d.mount("ram");
     std::fs::write(mnt.join("f"), b"gone after restart").unwrap();
+    // A stop for good (a SIGTERM restart keeps the data: daemon_handover.rs).
     d.stop();
     let d = TestDaemon::start_at(&d.root.clone());
     let info = d.inspect("ram");

@@ -214,6 +214,21 @@ impl SharedBytes {
         Ok(())
     }
 
+    /// Backs and maps the pages of `at..at + len` (page aligned) for writing now, in one call
+    /// instead of a fault per page. Only a speed-up: a page not populated is on first touch.
+    pub fn populate(&self, at: usize, len: usize) {
+        self.check(at, len);
+        // SAFETY: the range lies inside our own mapping (checked), so the pointer is the
+        // mapping's, never null; populating changes no byte, it only backs and maps pages.
+        let _ = unsafe {
+            mman::madvise(
+                NonNull::new_unchecked(self.ptr.as_ptr().add(at)).cast(),
+                len,
+                mman::MmapAdvise::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+
     /// Backs the pages of `at..at + len` with memory now (they keep their bytes).
     pub fn back(&self, at: usize, len: usize) -> io::Result<()> {
         self.check(at, len);

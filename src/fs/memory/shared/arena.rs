@@ -222,6 +222,11 @@ impl Arena {
         self.data.zero(page as usize * PAGE + at, len)
     }
 
+    /// Backs and maps `n` pages from `page` for a write about to fill them.
+    pub fn populate(&self, page: u32, n: usize) {
+        self.data.populate(page as usize * PAGE, n * PAGE)
+    }
+
     /// Backs `n` pages from `page` with memory now (fallocate).
     pub fn back(&self, page: u32, n: usize) {
         if let Err(e) = self.data.back(page as usize * PAGE, n * PAGE) {

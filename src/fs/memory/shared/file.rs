@@ -13,6 +13,9 @@ use crate::fs::{FsError, FsResult, Ino};
 
 const P: u64 = PAGE as u64;
 
+/// A write that takes at least this many consecutive new pages backs them in one call.
+const POPULATE_AT: usize = 16;
+
 /// The largest read assembled in a thread's reusable buffer; bigger ones get their own.
 const SCRATCH_MAX: usize = 1 << 20;
 
@@ -134,10 +137,11 @@ impl SharedPages {
         }
     }
 
-    /// Allocates (zeros) the holes among pages `first..past`; returns how many. All or none:
+    /// Allocates (zeros) the holes among pages `first..past`; returns the arena pages it took,
+    /// in file order. All or none:
     /// should the arena have no page left (it is sized for the quota, which admitted them),
     /// those just allocated go back and the file is as it was.
-    fn fill(&mut self, first: u64, past: u64, back: bool) -> FsResult<u64> {
+    fn fill(&mut self, first: u64, past: u64, back: bool) -> FsResult<Vec<u32>> {
         let mut new = Vec::new();
         for i in first..past {
             if self.map.contains_key(&i) {
@@ -160,12 +164,13 @@ impl SharedPages {
                 }
             }
         }
+        let pages: Vec<u32> = new.iter().map(|i| self.map[i]).collect();
         if back {
-            for i in &new {
-                self.arena.back(self.map[i], 1);
+            for &p in &pages {
+                self.arena.back(p, 1);
             }
         }
-        Ok(new.len() as u64)
+        Ok(pages)
     }
 
     /// Writes `data` at `offset`, allocating pages; returns the bytes newly allocated. The
@@ -175,7 +180,21 @@ impl SharedPages {
         if end == offset {
             return Ok(0);
         }
-        let grown = self.fill(offset / P, end.div_ceil(P), false)?;
+        let new = self.fill(offset / P, end.div_ceil(P), false)?;
+        // Runs of new pages are backed and mapped in one call, not a fault per page.
+        let mut i = 0;
+        while i < new.len() {
+            let run = 1 + new[i + 1..]
+                .iter()
+                .zip(&new[i..])
+                .take_while(|(b, a)| **b == **a + 1)
+                .count();
+            if run >= POPULATE_AT {
+                self.arena.populate(new[i], run);
+            }
+            i += run;
+        }
+        let grown = new.len() as u64;
         let mut pos = offset;
         while pos < end {
             let in_page = (pos % P) as usize;
@@ -195,7 +214,7 @@ impl SharedPages {
     /// bytes newly allocated.
     pub fn allocate(&mut self, offset: u64, len: u64, keep_size: bool) -> FsResult<u64> {
         let end = offset + len;
-        let grown = self.fill(offset / P, end.div_ceil(P), true)?;
+        let grown = self.fill(offset / P, end.div_ceil(P), true)?.len() as u64;
         if !keep_size {
             self.size = self.size.max(end);
         }
