@@ -8,6 +8,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -26,6 +28,39 @@ fn ceph_sh() -> PathBuf {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
+}
+
+/// A monitor address that accepts connections and never answers (librados then gives up after
+/// the driver's connect timeout); the count of connections accepted so far. Accepted
+/// connections stay open, unanswered, until the test process ends.
+pub fn silent_monitor() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, accepted)
+}
+
+/// Writes `dir/ceph.conf` naming the monitor at `port`, with no authentication (nothing to
+/// read first); returns its path.
+pub fn silent_conf(dir: &Path, port: u16) -> PathBuf {
+    let conf = dir.join("ceph.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nmon_host = 127.0.0.1:{port}\nauth_cluster_required = none\n\
+             auth_service_required = none\nauth_client_required = none\n"
+        ),
+    )
+    .unwrap();
+    conf
 }
 
 /// A single-node cluster, purged on drop.

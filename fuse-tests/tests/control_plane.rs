@@ -6,46 +6,13 @@
 //! never says a word: librados waits for it until the driver's connect timeout (30 s). No
 //! assertion is timed: the test checks the order of answers (every call on the local volumes
 //! answered while the rbd create had not), then lets the create end by itself.
-use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use fuse_tests::ceph::{silent_conf, silent_monitor};
 use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, is_mountpoint, stderr_of};
 use fuse_tests::docker::wait_until;
-
-/// A monitor address that accepts connections and never answers; the count of connections
-/// accepted so far. Accepted connections stay open, unanswered, until the test ends.
-fn silent_monitor() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-            count.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (port, accepted)
-}
-
-/// A ceph.conf naming the silent monitor, with no authentication (nothing to read first).
-fn silent_conf(dir: &Path, port: u16) -> std::path::PathBuf {
-    let conf = dir.join("ceph.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\nmon_host = 127.0.0.1:{port}\nauth_cluster_required = none\n\
-             auth_service_required = none\nauth_client_required = none\n"
-        ),
-    )
-    .unwrap();
-    conf
-}
 
 /// Starts `fvol ARGS...` without waiting for it.
 fn spawn_cli(root: &TestRoot, args: &[&str]) -> Child {

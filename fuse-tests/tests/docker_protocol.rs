@@ -664,25 +664,9 @@ fn a_cluster_that_does_not_answer_is_503_on_both_sockets() {
     if !fuse_or_skip("a_cluster_that_does_not_answer_is_503_on_both_sockets") {
         return;
     }
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    // Accepted connections are kept open, unanswered, until the test ends.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming() {
-            held.push(stream);
-        }
-    });
+    let (port, _) = fuse_tests::ceph::silent_monitor();
     let p = start();
-    let conf = p.daemon.scratch_dir("silent-ceph").join("ceph.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\nmon_host = 127.0.0.1:{port}\nauth_cluster_required = none\n\
-             auth_service_required = none\nauth_client_required = none\n"
-        ),
-    )
-    .unwrap();
+    let conf = fuse_tests::ceph::silent_conf(&p.daemon.scratch_dir("silent-ceph"), port);
     let options = json!({"driver": "rbd", "conf": conf, "size": "64M"});
     let body = json!({"Name": "db", "Opts": options}).to_string();
     let message = p.client.err(CREATE, &body, 503);
