@@ -295,7 +295,10 @@ fn start_with_200_referenced_volumes_mounts_them_all_a_bounded_number_at_once() 
         write_synced(&mp.join("id"), name.as_bytes());
         mountpoints.push((name, mp));
     }
+    // Without the keeper, so that start-up mounts every volume anew (with it, the next daemon
+    // takes the kept connections over: daemon_handover.rs).
     d.kill9();
+    root.kill_keeper();
 
     let bound = BOUND.to_string();
     let d = TestDaemon::start_with_args(&root, ["--no-plugin", "--startup-mounts", &bound]);

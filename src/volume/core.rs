@@ -938,19 +938,19 @@ impl Core {
             if rec.mount_refs.is_empty() {
                 continue;
             }
-            if remote {
-                self.pending.lock().insert(
-                    rec.name.clone(),
-                    PendingMount {
-                        since: SystemTime::now(),
-                        error: "the first try has not finished".into(),
-                        kept: false,
-                    },
-                );
-                deferred.mount.push(rec.name);
-                continue;
+            // Pending until mounted: `bring_up` then binds its references' targets again.
+            self.pending.lock().insert(
+                rec.name.clone(),
+                PendingMount {
+                    since: SystemTime::now(),
+                    error: "the first try has not finished".into(),
+                    kept: false,
+                },
+            );
+            match remote {
+                true => deferred.mount.push(rec.name),
+                false => deferred.mount_here.push(rec.name),
             }
-            deferred.mount_here.push(rec.name);
         }
         // Kept for volumes that are gone or no longer referenced.
         for name in kept_names {
