@@ -7,10 +7,24 @@
 //! container's runtime bind-mounts the volume at a path of its own and drops the rest of the
 //! host's mounts (pivot_root). So a namespace uses a filesystem when it has it mounted at a
 //! path where this namespace does not.
+//!
+//! Reading /proc can block: another process's mount table waits for the kernel's namespace
+//! lock, and a process stuck in a FUSE request can hold it or its own locks for as long as that
+//! request lasts. So every read runs in a thread of its own and the caller waits at most
+//! `READ_LIMIT`; a read still blocked makes later ones fail at once instead of piling up threads.
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a caller waits for the mount tables. Callers treat a failure as "maybe used", the
+/// safe answer.
+const READ_LIMIT: Duration = Duration::from_secs(3);
+
+/// The /proc directories whose read has not come back yet (one blocked thread each at most).
+static BLOCKED_READS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// A filesystem's device number, as `major:minor` in mountinfo.
 pub type DeviceNumber = (u32, u32);
@@ -26,8 +40,47 @@ pub struct MountTable {
 }
 
 impl MountTable {
+    /// The mount tables of /proc, or an error if reading them takes longer than `READ_LIMIT`.
     pub fn read() -> io::Result<MountTable> {
-        MountTable::read_under(Path::new("/proc"))
+        MountTable::read_within(Path::new("/proc"), READ_LIMIT)
+    }
+
+    fn read_within(proc: &Path, limit: Duration) -> io::Result<MountTable> {
+        {
+            let mut blocked = BLOCKED_READS.lock().unwrap_or_else(|e| e.into_inner());
+            if blocked.iter().any(|p| p == proc) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("an earlier read of {} is still blocked", proc.display()),
+                ));
+            }
+            blocked.push(proc.to_owned());
+        }
+        let (send, receive) = std::sync::mpsc::channel();
+        let dir = proc.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("mountns-read".into())
+            .spawn(move || {
+                let table = MountTable::read_under(&dir);
+                let mut blocked = BLOCKED_READS.lock().unwrap_or_else(|e| e.into_inner());
+                blocked.retain(|p| p != &dir);
+                let _ = send.send(table);
+            });
+        if let Err(e) = spawned {
+            let mut blocked = BLOCKED_READS.lock().unwrap_or_else(|e| e.into_inner());
+            blocked.retain(|p| p != proc);
+            return Err(e);
+        }
+        receive.recv_timeout(limit).unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "reading the mount tables in {} took over {} s (a process stuck in the kernel?)",
+                    proc.display(),
+                    limit.as_secs_f64()
+                ),
+            ))
+        })
     }
 
     fn read_under(proc: &Path) -> io::Result<MountTable> {
@@ -163,6 +216,50 @@ mod tests {
         nix::mount::umount2(&ours, nix::mount::MntFlags::MNT_DETACH).unwrap();
         assert!(!copied.used_elsewhere(dev), "a copy counted as a use");
         assert!(bound.used_elsewhere(dev), "a bind elsewhere not counted");
+    }
+
+    /// A fake /proc whose one other process has a FIFO as its mount table: opening it blocks
+    /// until a writer comes, as a read of a stuck process's table does.
+    fn proc_with_a_blocking_table() -> (tempfile::TempDir, PathBuf) {
+        let proc = tempfile::tempdir().unwrap();
+        for (pid, ns) in [("self", "mnt:[1]"), ("42", "mnt:[2]")] {
+            std::fs::create_dir_all(proc.path().join(pid).join("ns")).unwrap();
+            std::os::unix::fs::symlink(ns, proc.path().join(pid).join("ns/mnt")).unwrap();
+        }
+        std::fs::write(proc.path().join("self/mountinfo"), "").unwrap();
+        let fifo = proc.path().join("42/mountinfo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        (proc, fifo)
+    }
+
+    #[test]
+    fn a_blocked_read_fails_after_the_limit_and_does_not_pile_up() {
+        let (proc, fifo) = proc_with_a_blocking_table();
+        let limit = Duration::from_millis(200);
+        let err = MountTable::read_within(proc.path(), limit)
+            .err()
+            .expect("a blocked read");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // Still blocked: the next read fails without another thread.
+        let err = MountTable::read_within(proc.path(), limit)
+            .err()
+            .expect("still blocked");
+        assert!(err.to_string().contains("still blocked"), "{err}");
+        // The table comes: the blocked thread ends, and reads work again.
+        let line = "36 35 0:99 / /x rw - tmpfs t rw\n";
+        std::fs::write(&fifo, line).unwrap();
+        while BLOCKED_READS
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p == proc.path())
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, line).unwrap();
+        let table = MountTable::read_within(proc.path(), Duration::from_secs(60)).unwrap();
+        assert!(table.used_elsewhere((0, 99)));
     }
 
     #[test]
