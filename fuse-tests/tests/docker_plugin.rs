@@ -179,7 +179,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 14] = [
+    let steps: [(&str, Step); 15] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -200,6 +200,10 @@ fn docker_volume_plugin_end_to_end() {
         (
             "a container writes through restarts, crashes and an upgrade of fvol",
             writes_through_restarts,
+        ),
+        (
+            "a container writes to a tmpfs volume through restarts, crashes and an upgrade",
+            tmpfs_writes_through_restarts,
         ),
         ("tmpfs volume", tmpfs_volume),
         (
@@ -588,17 +592,30 @@ echo "ok $n"
 
 /// Restarts, crashes and an upgrade of fvol are invisible to a running container: across 5
 /// SIGTERM + start, 5 SIGKILL + start and a start of another binary, its writer sees no error
-/// and every record it fsynced is there, intact.
+/// and every record it fsynced is there, intact. On a local volume here, on tmpfs in
+/// `tmpfs_writes_through_restarts` and on rbd in `rbd_volume_from_the_configuration_file`.
 fn writes_through_restarts(env: &mut Env) {
+    writes_through_restarts_on(env, "local");
+}
+
+fn tmpfs_writes_through_restarts(env: &mut Env) {
+    writes_through_restarts_on(env, "tmpfs");
+}
+
+fn writes_through_restarts_on(env: &mut Env, driver: &str) {
+    let volume = format!("records-{driver}");
     env.docker.docker_ok([
         "volume",
         "create",
         "-d",
         &env.plugin.driver,
         "-o",
+        &format!("driver={driver}"),
+        "-o",
         "size=64M",
-        "records",
+        &volume,
     ]);
+    assert_eq!(env.fvol.inspect(&volume)["Driver"], driver);
     env.docker.docker_ok([
         "run",
         "-d",
@@ -607,13 +624,13 @@ fn writes_through_restarts(env: &mut Env) {
         "--network",
         "none",
         "-v",
-        "records:/data",
+        &format!("{volume}:/data"),
         IMAGE,
         "sh",
         "-c",
         RECORD_WRITER,
     ]);
-    let log = env.mountpoint("records").join("log");
+    let log = env.mountpoint(&volume).join("log");
     let progress = |env: &Env| {
         let from = std::fs::metadata(&log).map_or(0, |m| m.len());
         let ok = wait_until(SETTLE, || {
@@ -646,7 +663,7 @@ fn writes_through_restarts(env: &mut Env) {
         }
         progress(env);
     }
-    std::fs::write(env.mountpoint("records").join("stop"), b"").unwrap();
+    std::fs::write(env.mountpoint(&volume).join("stop"), b"").unwrap();
     let code = env.docker.docker_ok(["wait", "fvol-writer"]);
     let said = env.docker.docker_ok(["logs", "fvol-writer"]);
     assert_eq!(code.trim(), "0", "the writer failed: {said}");
@@ -654,11 +671,11 @@ fn writes_through_restarts(env: &mut Env) {
         .trim()
         .strip_prefix("wrote ")
         .unwrap_or_else(|| panic!("{said}"));
-    let checked = env.run("records", RECORD_CHECK);
+    let checked = env.run(&volume, RECORD_CHECK);
     assert_eq!(checked.trim(), format!("ok {written}"));
     env.docker.docker_ok(["rm", "-f", "fvol-writer"]);
-    env.wait_refs("records", |r| r.is_empty(), "empty");
-    env.docker.docker_ok(["volume", "rm", "records"]);
+    env.wait_refs(&volume, |r| r.is_empty(), "empty");
+    env.docker.docker_ok(["volume", "rm", &volume]);
 }
 
 fn tmpfs_volume(env: &mut Env) {
@@ -831,6 +848,10 @@ fn rbd_volume_from_the_configuration_file(env: &mut Env) {
     assert!(io.image_exists("db-cli").unwrap());
     env.fvol.cli_ok(["rm", "db-cli"]);
 
+    // A container writing to an rbd volume through restarts, crashes and an upgrade.
+    writes_through_restarts_on(env, "rbd");
+
+    let d = &env.docker;
     d.docker_ok(["volume", "rm", "db"]);
     assert!(!env.fvol_names().contains("db"));
     assert!(

@@ -376,7 +376,24 @@ fn daemon_settles_local_usage_across_a_restart() {
     for i in 0..200u64 {
         f.write_at(&[7u8; 4096], 2 * i * 4096).unwrap();
     }
-    // Open across the restart, as a process would keep it.
+    // Open across the restart, as a process would keep it: a process of its own, since this
+    // one starts the next daemon, and that exec would close a file of the volume (a FLUSH that
+    // waits for that very daemon: docs/architecture.md, "Limits").
+    let mut holder = std::process::Command::new("sh")
+        .args(["-c", r#"exec 3<>"$0" && echo open && read _ && printf 'still open' >&3"#])
+        .arg(mp.join("sparse"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said, "open\n");
+    drop(f);
     assert!(d.terminate().success(), "{}", d.log());
     let d = TestDaemon::start_at(&d.root);
     // The host writes the data back (and allocates the extent block) behind the new daemon's
@@ -408,8 +425,9 @@ fn daemon_settles_local_usage_across_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    f.write_at(b"still open", 0).unwrap();
-    drop(f);
+    use std::io::Write;
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.wait().unwrap().success(), "the open file failed after the restart");
     d.cli_ok(["unmount", "settled"]);
     assert_eq!(
         usage(&d),
