@@ -42,6 +42,8 @@ pub mod routes {
     pub const FSCK: &str = "/v1/fsck";
     /// `PathRequest` → `BreakLockResponse`.
     pub const BREAK_LOCK: &str = "/v1/break-lock";
+    /// [`super::UpdateRequest`] → [`crate::volume::VolumeInfo`]
+    pub const UPDATE: &str = "/v1/update";
 }
 
 /// A request body: a JSON object of this type's shape, which errors about the body show. The
@@ -184,6 +186,19 @@ pub struct FsckResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakLockResponse {
     pub broken: Vec<String>,
+}
+
+/// A change of a volume's limits (`fvol update`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    pub name: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl RequestBody for UpdateRequest {
+    const SHAPE: &'static str = r#"{"name": string, "options"?: {string: string}}"#;
 }
 
 /// The body of every error response.

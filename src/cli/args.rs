@@ -163,6 +163,9 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Change a volume's size or inode limit, mounted and in use or not
+    #[command(after_help = UPDATE_HELP)]
+    Update(UpdateArgs),
     /// Check an unmounted rbd volume's image and print the report (non-zero exit if damaged)
     Fsck {
         #[arg(value_name = "NAME")]
@@ -174,6 +177,28 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+}
+
+const UPDATE_HELP: &str = "\
+Options (-o KEY=VALUE, as for create; only these two change):
+  size=SIZE    the byte limit. Growing always works; shrinking works down to what the volume
+               holds (below that it is refused, naming the smallest allowed size). A mounted
+               volume has the new limit at once (df shows it). rbd: a bigger size grows the
+               image and its filesystem online; a smaller one lowers the quota only (the image
+               keeps its size)
+  inodes=N     the inode limit, down to the inodes in use
+
+Examples:
+  fvol update data -o size=20G
+  fvol update scratch -o size=128M -o inodes=50000";
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A new limit: size=SIZE or inodes=N
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", required = true)]
+    pub opts: Vec<String>,
 }
 
 #[derive(Debug, Args)]

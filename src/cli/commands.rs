@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use super::CliError;
 use super::args::{
-    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, UnmountArgs, VolumeCommand,
+    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, UnmountArgs, UpdateArgs,
+    VolumeCommand,
 };
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
@@ -33,6 +34,7 @@ pub fn run(
         VolumeCommand::Mount(args) => mount(client, args, out),
         VolumeCommand::Unmount(args) => unmount(client, args, out),
         VolumeCommand::Path { name } => path(client, name, out),
+        VolumeCommand::Update(args) => update(client, args, out),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
@@ -47,6 +49,25 @@ fn create(client: &DaemonClient, args: CreateArgs, out: &mut dyn Write) -> Resul
     };
     let info: VolumeInfo = client.call(routes::CREATE, &request)?;
     write_out(out, &format!("{}\n", info.name))
+}
+
+/// Prints the volume's new limits.
+fn update(client: &DaemonClient, args: UpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let request = api::UpdateRequest {
+        name: args.name,
+        options: key_values("option", &args.opts)?,
+    };
+    let info: VolumeInfo = client.call(routes::UPDATE, &request)?;
+    let limit = |l: Option<u64>, show: fn(u64) -> String| l.map_or("none".into(), show);
+    write_out(
+        out,
+        &format!(
+            "{}: size limit {}, inode limit {}\n",
+            info.name,
+            limit(info.status.size_limit, human_size),
+            limit(info.status.inode_limit, |n| n.to_string())
+        ),
+    )
 }
 
 /// `-o`/`--label` values; a repeated key keeps its last value.

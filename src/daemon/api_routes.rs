@@ -6,7 +6,7 @@ use super::request_body::read_json;
 use crate::api::{
     self, BreakLockResponse, Empty, ErrorBody, FsckResponse, InspectRequest, MountRequest,
     PathRequest, PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest,
-    UnmountResponse, routes,
+    UnmountResponse, UpdateRequest, routes,
 };
 use crate::volume::manager::CreateRequest;
 use crate::volume::{RefId, VolumeInfo, VolumeManager};
@@ -48,6 +48,7 @@ pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::PRUNE, post(prune::<S>))
         .route(routes::FSCK, post(fsck::<S>))
         .route(routes::BREAK_LOCK, post(break_lock::<S>))
+        .route(routes::UPDATE, post(update::<S>))
         .fallback(unknown_endpoint::<Api>)
         .with_state(service)
 }
@@ -201,6 +202,18 @@ async fn break_lock<S: VolumeService>(
     Ok(Json(BreakLockResponse { broken }))
 }
 
+async fn update<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<VolumeInfo> {
+    let req: UpdateRequest = read_json(body).await?;
+    let info = ApiError::run_blocking(service, move |volumes| {
+        volumes.update(&req.name, req.options)
+    })
+    .await?;
+    Ok(Json(info))
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Bytes;
@@ -273,6 +286,7 @@ mod tests {
             routes::PRUNE,
             routes::FSCK,
             routes::BREAK_LOCK,
+            routes::UPDATE,
         ] {
             let response = post_raw(&server, route, "[]").await;
             assert_eq!(response.status, StatusCode::BAD_REQUEST, "{route}");

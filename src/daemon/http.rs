@@ -31,6 +31,11 @@ pub trait VolumeService: Send + Sync + 'static {
     fn prune(&self) -> Result<PruneReport, VolumeError>;
     fn fsck(&self, name: &str) -> Result<String, VolumeError>;
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError>;
+    fn update(
+        &self,
+        name: &str,
+        options: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError>;
 }
 
 impl VolumeService for VolumeManager {
@@ -69,6 +74,13 @@ impl VolumeService for VolumeManager {
     }
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         VolumeManager::break_lock(self, name)
+    }
+    fn update(
+        &self,
+        name: &str,
+        options: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        VolumeManager::update(self, name, options)
     }
 }
 

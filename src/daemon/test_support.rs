@@ -136,6 +136,13 @@ impl VolumeService for FakeVolumes {
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         Err(VolumeError::NotFound(name.to_owned()))
     }
+    fn update(
+        &self,
+        name: &str,
+        _options: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
 }
 
 /// Serves an API over `FakeVolumes` on a socket of a fresh temporary ROOT, on a thread of its

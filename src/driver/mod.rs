@@ -19,6 +19,7 @@ pub use error::DriverError;
 use options::{Check, DriverDoc, OptionInfo, OptionSet};
 
 use crate::fs::VolumeFs;
+pub use crate::fs::quota::{Limits, Resize};
 use crate::model::{DirIdentity, Usage, VolumeRecord};
 
 /// Where a driver may keep its files: `root/volumes/NAME/`.
@@ -118,6 +119,29 @@ pub trait Driver: Send + Sync + 'static {
         opts: &Self::Options,
         stored: Usage,
     ) -> Result<Activation, DriverError>;
+    /// What a volume with these options enforces, for an online resize (`fvol update`): its
+    /// limits, and for an image the size it must have. Fails when the options cannot be
+    /// those of an existing volume of this driver.
+    fn resize_to(&self, opts: &Self::Options) -> Result<Resize, DriverError> {
+        Ok(Resize {
+            limits: Limits {
+                bytes: self.size_limit(opts),
+                inodes: self.inode_limit(opts),
+            },
+            image_size: None,
+        })
+    }
+    /// Applies a resize to an inactive volume's backing store (`rec` has the new options).
+    /// Nothing to do unless the store itself changes (an image grows).
+    fn resize_inactive(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _to: &Resize,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
     /// Checks an inactive volume's backing store and reports what it found (JSON).
     fn fsck(
         &self,
@@ -175,6 +199,15 @@ pub trait AnyDriver: Send + Sync {
         ctx: &DriverContext,
         rec: &VolumeRecord,
     ) -> Result<bool, DriverError>;
+    /// See `Driver::resize_to`.
+    fn resize_to(&self, options: &BTreeMap<String, String>) -> Result<Resize, DriverError>;
+    /// See `Driver::resize_inactive`.
+    fn resize_inactive(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        to: &Resize,
+    ) -> Result<(), DriverError>;
     fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError>;
     fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), DriverError>;
     fn activate(
@@ -242,6 +275,19 @@ impl<D: Driver> AnyDriver for D {
         rec: &VolumeRecord,
     ) -> Result<bool, DriverError> {
         Driver::will_own_backing(self, ctx, rec, &stored::<D>(&rec.options)?)
+    }
+
+    fn resize_to(&self, options: &BTreeMap<String, String>) -> Result<Resize, DriverError> {
+        Driver::resize_to(self, &stored::<D>(options)?)
+    }
+
+    fn resize_inactive(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        to: &Resize,
+    ) -> Result<(), DriverError> {
+        Driver::resize_inactive(self, ctx, rec, &stored::<D>(&rec.options)?, to)
     }
 
     fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError> {

@@ -580,6 +580,19 @@ impl Core {
         Ok(())
     }
 
+    /// The filesystem of an active volume.
+    pub(super) fn active_fs(&self, name: &str) -> Option<Arc<dyn VolumeFs>> {
+        self.active.get(name).map(|a| a.fs.clone())
+    }
+
+    pub(super) fn driver_context(&self) -> &DriverContext {
+        &self.ctx
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Checks an unmounted volume's backing store (rbd); the report is JSON.
     pub fn fsck(&self, name: &str) -> Result<String, VolumeError> {
         let rec = self.record(name)?;

@@ -42,6 +42,9 @@ pub enum VolumeError {
         holders: String,
         what: &'static str,
     },
+    /// A resize (`fvol update`) the volume's state does not allow; nothing changed.
+    #[error("{0}")]
+    ResizeRefused(String),
     #[error(transparent)]
     Driver(#[from] DriverError),
     /// `rm` failed after its intent was committed: the volume is gone for users and the
@@ -83,7 +86,8 @@ impl VolumeError {
             VolumeError::NotFound(_) | VolumeError::NoSuchReference { .. } => ErrorClass::NotFound,
             VolumeError::Conflict { .. }
             | VolumeError::InUse { .. }
-            | VolumeError::Mounted { .. } => ErrorClass::Conflict,
+            | VolumeError::Mounted { .. }
+            | VolumeError::ResizeRefused(_) => ErrorClass::Conflict,
             VolumeError::Driver(e) => e.class(),
             // The removal goes on later; what stopped it now says what kind of failure it is
             // (a cluster that does not answer: unavailable).

@@ -134,6 +134,18 @@ impl VolumeManager {
         core.info(&rec)
     }
 
+    /// Changes the limits (`size=`, `inodes=`), mounted or not (see `super::resize`).
+    pub fn update(
+        &self,
+        name: &str,
+        options: BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        validate_name(name)?;
+        let mut core = self.core.lock();
+        let rec = core.update(name, options)?;
+        core.info(&rec)
+    }
+
     /// Refused while mounted. `force` only makes a missing volume not an error, as in Docker.
     pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
         match self.core.lock().remove(name) {

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod manager;
 pub mod name;
 pub mod refs;
+pub mod resize;
 
 pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 pub use error::VolumeError;

@@ -7,6 +7,7 @@
 //! later flush and submit (the image may miss data that metadata would point at), until the
 //! device is opened again.
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -28,7 +29,8 @@ const POOLED_MIN: usize = 256 << 10;
 #[derive(Debug)]
 pub struct RbdDevice {
     image: Image,
-    size: u64,
+    /// Changes only by `grow`.
+    size: AtomicU64,
     in_flight: Mutex<InFlight>,
 }
 
@@ -89,7 +91,7 @@ impl RbdDevice {
         let size = image.size()?;
         Ok(RbdDevice {
             image,
-            size,
+            size: AtomicU64::new(size),
             in_flight: Mutex::new(InFlight::default()),
         })
     }
@@ -132,20 +134,27 @@ impl RbdDevice {
 
 impl BlockDevice for RbdDevice {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+    fn grow(&self, size: u64) -> io::Result<()> {
+        if size > self.size() {
+            self.image.resize(size)?;
+            self.size.store(size, Ordering::Release);
+        }
+        Ok(())
     }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        check_range(self.size, offset, out.len())?;
+        check_range(self.size(), offset, out.len())?;
         drop(self.settle(offset, out.len() as u64));
         Ok(self.image.read_at(offset, out)?)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        check_range(self.size, offset, data.len())?;
+        check_range(self.size(), offset, data.len())?;
         drop(self.settle(offset, data.len() as u64));
         Ok(self.image.write_at(offset, data)?)
     }
     fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        check_range(self.size, offset, data.len())?;
+        check_range(self.size(), offset, data.len())?;
         if data.is_empty() {
             return Ok(());
         }
