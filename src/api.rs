@@ -44,6 +44,14 @@ pub mod routes {
     pub const BREAK_LOCK: &str = "/v1/break-lock";
     /// [`super::UpdateRequest`] → [`crate::volume::VolumeInfo`]
     pub const UPDATE: &str = "/v1/update";
+    /// [`super::SnapshotRequest`] → [`crate::volume::snapshot::SnapshotInfo`]
+    pub const SNAPSHOT_CREATE: &str = "/v1/snapshot/create";
+    /// [`super::SnapshotRequest`] (no snapshot) → an array of `SnapshotInfo`
+    pub const SNAPSHOT_LIST: &str = "/v1/snapshot/list";
+    /// [`super::SnapshotRequest`] → [`super::Empty`]
+    pub const SNAPSHOT_REMOVE: &str = "/v1/snapshot/remove";
+    /// [`super::SnapshotRequest`] → [`super::Empty`]
+    pub const SNAPSHOT_RESTORE: &str = "/v1/snapshot/restore";
 }
 
 /// A request body: a JSON object of this type's shape, which errors about the body show. The
@@ -199,6 +207,19 @@ pub struct UpdateRequest {
 
 impl RequestBody for UpdateRequest {
     const SHAPE: &'static str = r#"{"name": string, "options"?: {string: string}}"#;
+}
+
+/// A snapshot of a volume (`fvol snapshot ...`); `snapshot` is needed by all but list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    pub name: String,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+impl RequestBody for SnapshotRequest {
+    const SHAPE: &'static str = r#"{"name": string, "snapshot"?: string}"#;
 }
 
 /// The body of every error response.

@@ -163,6 +163,9 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Take, list, remove and restore snapshots of a volume
+    #[command(subcommand, after_help = SNAPSHOT_HELP)]
+    Snapshot(SnapshotCommand),
     /// Change a volume's size or inode limit, mounted and in use or not
     #[command(after_help = UPDATE_HELP)]
     Update(UpdateArgs),
@@ -176,6 +179,53 @@ pub enum VolumeCommand {
     BreakLock {
         #[arg(value_name = "NAME")]
         name: String,
+    },
+}
+
+const SNAPSHOT_HELP: &str = "\
+A snapshot is the volume at one instant, taken while containers write (their writes wait while
+it is taken: an instant with reflinks, the copy time for a copy; snapshot ls shows both). It is
+kept on the host under ROOT/snapshots and does not count against the volume's quota.
+fvol create NEW --from NAME@SNAP makes a new volume from one (--from NAME: from the volume now).
+
+Examples:
+  fvol snapshot create data before-upgrade
+  fvol snapshot ls data --format json
+  fvol snapshot restore data before-upgrade   # the volume must be unmounted
+  fvol snapshot rm data before-upgrade";
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of a volume, mounted and in use or not
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// List a volume's snapshots: when, how (reflink or copy), size, how long writes waited
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Remove a snapshot
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// Roll an unmounted volume back to a snapshot
+    Restore {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
     },
 }
 
@@ -215,6 +265,10 @@ pub struct CreateArgs {
     /// Metadata to attach to the volume
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Start with a copy of a volume (as it is now) or of one of its snapshots (the same as
+    /// -o from=NAME[@SNAP])
+    #[arg(long, value_name = "NAME[@SNAP]")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,18 +5,19 @@ use std::path::PathBuf;
 
 use super::CliError;
 use super::args::{
-    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, UnmountArgs, UpdateArgs,
-    VolumeCommand,
+    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, SnapshotCommand, UnmountArgs,
+    UpdateArgs, VolumeCommand,
 };
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
-use super::output::{human_size, volume_table};
+use super::output::{human_size, snapshot_table, volume_table};
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
-    PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest, UnmountResponse,
-    routes,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest, UnmountRequest,
+    UnmountResponse, routes,
 };
 use crate::volume::VolumeInfo;
+use crate::volume::snapshot::SnapshotInfo;
 
 const PRUNE_WARNING: &str = "WARNING! This will remove all volumes not used by at least one mount. Are you sure you want to continue? [y/N] ";
 
@@ -35,20 +36,67 @@ pub fn run(
         VolumeCommand::Unmount(args) => unmount(client, args, out),
         VolumeCommand::Path { name } => path(client, name, out),
         VolumeCommand::Update(args) => update(client, args, out),
+        VolumeCommand::Snapshot(command) => snapshot(client, command, out),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
 }
 
 fn create(client: &DaemonClient, args: CreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut options = key_values("option", &args.opts)?;
+    if let Some(from) = args.from {
+        options.insert(crate::volume::snapshot::FROM.into(), from);
+    }
     let request = api::CreateRequest {
         name: args.name,
         driver: args.driver,
-        options: key_values("option", &args.opts)?,
+        options,
         labels: key_values("label", &args.labels)?,
     };
     let info: VolumeInfo = client.call(routes::CREATE, &request)?;
     write_out(out, &format!("{}\n", info.name))
+}
+
+fn snapshot(
+    client: &DaemonClient,
+    command: SnapshotCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let request = |name, snapshot| SnapshotRequest { name, snapshot };
+    match command {
+        SnapshotCommand::Create { name, snapshot } => {
+            let info: SnapshotInfo =
+                client.call(routes::SNAPSHOT_CREATE, &request(name, Some(snapshot)))?;
+            write_out(
+                out,
+                &format!(
+                    "{}@{}: {} by {}, writes held {} ms\n",
+                    info.volume,
+                    info.name,
+                    human_size(info.bytes),
+                    info.method,
+                    info.held_ms
+                ),
+            )
+        }
+        SnapshotCommand::Ls { name, format } => {
+            let all: Vec<SnapshotInfo> =
+                client.call(routes::SNAPSHOT_LIST, &request(name, None))?;
+            let text = match format {
+                ListFormat::Json => pretty_json(&all)?,
+                ListFormat::Table => snapshot_table(&all),
+            };
+            write_out(out, &text)
+        }
+        SnapshotCommand::Rm { name, snapshot } => {
+            let Empty {} = client.call(routes::SNAPSHOT_REMOVE, &request(name, Some(snapshot)))?;
+            Ok(())
+        }
+        SnapshotCommand::Restore { name, snapshot } => {
+            let Empty {} = client.call(routes::SNAPSHOT_RESTORE, &request(name, Some(snapshot)))?;
+            Ok(())
+        }
+    }
 }
 
 /// Prints the volume's new limits.

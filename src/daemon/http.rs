@@ -36,7 +36,20 @@ pub trait VolumeService: Send + Sync + 'static {
         name: &str,
         options: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeInfo, VolumeError>;
+    fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError>;
 }
+
+/// A snapshot operation, for `VolumeService::snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotOp {
+    Create,
+    List,
+    Remove,
+    Restore,
+}
+
+/// What a snapshot operation answers: the snapshots it made or listed.
+pub type Snapshots = Vec<crate::volume::snapshot::SnapshotInfo>;
 
 impl VolumeService for VolumeManager {
     fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
@@ -81,6 +94,14 @@ impl VolumeService for VolumeManager {
         options: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeInfo, VolumeError> {
         VolumeManager::update(self, name, options)
+    }
+    fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError> {
+        match op {
+            SnapshotOp::Create => self.snapshot_create(name, snap).map(|s| vec![s]),
+            SnapshotOp::List => self.snapshot_list(name),
+            SnapshotOp::Remove => self.snapshot_remove(name, snap).map(|()| Vec::new()),
+            SnapshotOp::Restore => self.snapshot_restore(name, snap).map(|()| Vec::new()),
+        }
     }
 }
 

@@ -143,6 +143,14 @@ impl VolumeService for FakeVolumes {
     ) -> Result<VolumeInfo, VolumeError> {
         Err(VolumeError::NotFound(name.to_owned()))
     }
+    fn snapshot(
+        &self,
+        _op: super::http::SnapshotOp,
+        name: &str,
+        _snap: &str,
+    ) -> Result<super::http::Snapshots, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
 }
 
 /// Serves an API over `FakeVolumes` on a socket of a fresh temporary ROOT, on a thread of its

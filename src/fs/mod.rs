@@ -2,12 +2,14 @@
 //! to the kernel. Nothing here knows fuser's types.
 pub mod acl;
 pub mod error;
+pub mod gate;
 pub mod handles;
 pub mod image;
 pub mod memory;
 pub mod passthrough;
 pub mod quota;
 pub mod rules;
+pub mod tree_copy;
 pub mod types;
 
 pub use error::{FsError, FsResult};

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::core::Core;
 use super::name::{random_name, validate_name};
+use super::snapshot::SnapshotInfo;
 use super::{RefId, VolumeError, VolumeInfo};
 use crate::store::Store;
 
@@ -129,9 +130,49 @@ impl VolumeManager {
         // The options given win over the driver's defaults.
         let mut options = self.defaults.get(&driver).cloned().unwrap_or_default();
         options.extend(req.options);
+        let source = super::snapshot::take_source(&mut options);
         let mut core = self.core.lock();
-        let rec = core.create(name, &driver, options, req.labels)?;
+        let Some(source) = source else {
+            let rec = core.create(name, &driver, options, req.labels)?;
+            return core.info(&rec);
+        };
+        // A clone: a new volume, filled with a copy of the source (see `snapshot`).
+        super::snapshot::parse_source(&source)?;
+        if core.record(&name).is_ok() {
+            return Err(VolumeError::Conflict {
+                name,
+                what: "that name; a clone is always a new volume".into(),
+            });
+        }
+        let rec = core.create(name.clone(), &driver, options, req.labels)?;
+        if let Err(e) = core.fill_from(&rec, &source) {
+            if let Err(undo) = core.remove(&name) {
+                log::warn!("volume {name}: removing the failed clone: {undo}");
+            }
+            return Err(e);
+        }
         core.info(&rec)
+    }
+
+    /// Snapshot operations (see `super::snapshot`).
+    pub fn snapshot_create(&self, name: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().snapshot_create(name, snap)
+    }
+
+    pub fn snapshot_list(&self, name: &str) -> Result<Vec<SnapshotInfo>, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().snapshot_list(name)
+    }
+
+    pub fn snapshot_remove(&self, name: &str, snap: &str) -> Result<(), VolumeError> {
+        validate_name(name)?;
+        self.core.lock().snapshot_remove(name, snap)
+    }
+
+    pub fn snapshot_restore(&self, name: &str, snap: &str) -> Result<(), VolumeError> {
+        validate_name(name)?;
+        self.core.lock().snapshot_restore(name, snap)
     }
 
     /// Changes the limits (`size=`, `inodes=`), mounted or not (see `super::resize`).
@@ -147,9 +188,26 @@ impl VolumeManager {
     }
 
     /// Refused while mounted. `force` only makes a missing volume not an error, as in Docker.
+    /// A volume with snapshots is refused unless `force`, which removes them too.
     pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
-        match self.core.lock().remove(name) {
+        let mut core = self.core.lock();
+        let snapshots = match core.snapshot_list(name) {
+            Ok(s) => s,
+            Err(VolumeError::NotFound(_)) if force => Vec::new(),
+            Err(VolumeError::InvalidName { .. }) | Err(VolumeError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !snapshots.is_empty() && !force {
+            let names: Vec<_> = snapshots.iter().map(|s| s.name.as_str()).collect();
+            return Err(VolumeError::Refused(format!(
+                "volume {name} has snapshots ({}); remove them first (fvol snapshot rm {name} \
+                 SNAP), or remove the volume with its snapshots: fvol rm -f {name}",
+                names.join(", ")
+            )));
+        }
+        match core.remove(name) {
             Err(VolumeError::NotFound(_)) if force => Ok(()),
+            Ok(_) if !snapshots.is_empty() => core.snapshot_remove_all(name),
             other => other.map(drop),
         }
     }
@@ -233,7 +291,8 @@ impl VolumeManager {
         let mut core = self.core.lock();
         let mut report = PruneReport::default();
         for rec in core.records()? {
-            if rec.mount_refs.is_empty() {
+            // A volume with snapshots stays: `rm -f` removes it with them.
+            if rec.mount_refs.is_empty() && core.snapshot_list(&rec.name)?.is_empty() {
                 report.reclaimed_bytes += core.remove(&rec.name)?;
                 report.removed.push(rec.name);
             }

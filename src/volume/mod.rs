@@ -10,6 +10,7 @@ pub mod manager;
 pub mod name;
 pub mod refs;
 pub mod resize;
+pub mod snapshot;
 
 pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 pub use error::VolumeError;

@@ -50,7 +50,7 @@ impl Core {
         match self.active_fs(name) {
             Some(fs) => fs.resize(&to).map_err(|e| match e {
                 ResizeError::BelowUsage(used) => refused(used),
-                ResizeError::PassthroughServed => VolumeError::ResizeRefused(format!(
+                ResizeError::PassthroughServed => VolumeError::Refused(format!(
                     "volume {name} has no byte limit, so it is served with kernel \
                      passthrough, whose writes bypass the quota; unmount it (fvol unmount \
                      --all {name}) to give it size=, and mount it again"
@@ -139,7 +139,7 @@ fn below_usage(
             used.inodes
         ));
     }
-    VolumeError::ResizeRefused(format!(
+    VolumeError::Refused(format!(
         "volume {name} cannot shrink below what it holds: {}; nothing was changed (free \
          space in the volume first)",
         parts.join("; ")
