@@ -44,6 +44,10 @@ pub mod routes {
     pub const BREAK_LOCK: &str = "/v1/break-lock";
     /// [`super::UpdateRequest`] → [`crate::volume::VolumeInfo`]
     pub const UPDATE: &str = "/v1/update";
+    /// [`super::TransferRequest`] → [`crate::volume::export::ExportInfo`]
+    pub const EXPORT: &str = "/v1/export";
+    /// [`super::TransferRequest`] → [`crate::volume::export::ImportInfo`]
+    pub const IMPORT: &str = "/v1/import";
     /// [`super::SnapshotRequest`] → [`crate::volume::snapshot::SnapshotInfo`]
     pub const SNAPSHOT_CREATE: &str = "/v1/snapshot/create";
     /// [`super::SnapshotRequest`] (no snapshot) → an array of `SnapshotInfo`
@@ -220,6 +224,18 @@ pub struct SnapshotRequest {
 
 impl RequestBody for SnapshotRequest {
     const SHAPE: &'static str = r#"{"name": string, "snapshot"?: string}"#;
+}
+
+/// An export (written to `file`) or import (read from `file`); `file` is absolute.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub name: String,
+    pub file: PathBuf,
+}
+
+impl RequestBody for TransferRequest {
+    const SHAPE: &'static str = r#"{"name": string, "file": string}"#;
 }
 
 /// The body of every error response.

@@ -163,6 +163,22 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Write a tar stream of a volume at one instant (owners, modes, times, xattrs, hard
+    /// links, holes), taken while containers write
+    Export {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Write the stream to FILE instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Fill a volume from a tar stream (FILE, or stdin with - or nothing); the quota holds
+    Import {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Take, list, remove and restore snapshots of a volume
     #[command(subcommand, after_help = SNAPSHOT_HELP)]
     Snapshot(SnapshotCommand),

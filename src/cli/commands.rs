@@ -1,7 +1,7 @@
 //! One function per volume command: build the request, call the daemon, print the answer.
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::CliError;
 use super::args::{
@@ -13,8 +13,8 @@ use super::filter::VolumeFilters;
 use super::output::{human_size, snapshot_table, volume_table};
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
-    PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest, UnmountRequest,
-    UnmountResponse, routes,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest, TransferRequest,
+    UnmountRequest, UnmountResponse, routes,
 };
 use crate::volume::VolumeInfo;
 use crate::volume::snapshot::SnapshotInfo;
@@ -37,6 +37,8 @@ pub fn run(
         VolumeCommand::Path { name } => path(client, name, out),
         VolumeCommand::Update(args) => update(client, args, out),
         VolumeCommand::Snapshot(command) => snapshot(client, command, out),
+        VolumeCommand::Export { name, output } => export(client, name, output, out),
+        VolumeCommand::Import { name, file } => import(client, name, file, out),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
@@ -55,6 +57,83 @@ fn create(client: &DaemonClient, args: CreateArgs, out: &mut dyn Write) -> Resul
     };
     let info: VolumeInfo = client.call(routes::CREATE, &request)?;
     write_out(out, &format!("{}\n", info.name))
+}
+
+/// The daemon writes the stream to FILE, or to a file under ROOT that is then copied to
+/// stdout (the socket is root's, so the CLI may read it) and removed.
+fn export(
+    client: &DaemonClient,
+    name: String,
+    output: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (file, to_stdout) = match output {
+        Some(path) => (absolute(path)?, false),
+        None => (transfer_file(client, "export")?, true),
+    };
+    let request = TransferRequest {
+        name,
+        file: file.clone(),
+    };
+    let answer: Result<serde_json::Value, CliError> = client.call(routes::EXPORT, &request);
+    if to_stdout {
+        let copied = answer.and_then(|_| {
+            let mut f = std::fs::File::open(&file).map_err(io_err(&file))?;
+            io::copy(&mut f, out).map_err(io_err(Path::new("stdout")))?;
+            Ok(())
+        });
+        let _ = std::fs::remove_file(&file);
+        return copied;
+    }
+    answer.map(drop)
+}
+
+fn import(
+    client: &DaemonClient,
+    name: String,
+    file: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (file, temporary) = match file.filter(|f| f.as_os_str() != "-") {
+        Some(path) => (absolute(path)?, false),
+        None => {
+            let tmp = transfer_file(client, "import")?;
+            let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            if let Err(e) = io::copy(&mut io::stdin().lock(), &mut f) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_err(Path::new("stdin"))(e));
+            }
+            (tmp, true)
+        }
+    };
+    let request = TransferRequest {
+        name,
+        file: file.clone(),
+    };
+    let answer: Result<serde_json::Value, CliError> = client.call(routes::IMPORT, &request);
+    if temporary {
+        let _ = std::fs::remove_file(&file);
+    }
+    let answer = answer?;
+    write_out(
+        out,
+        &format!(
+            "imported: the volume holds {} in {} inodes\n",
+            human_size(answer["UsedBytes"].as_u64().unwrap_or(0)),
+            answer["UsedInodes"].as_u64().unwrap_or(0)
+        ),
+    )
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CliError + '_ {
+    move |e| CliError::Message(format!("{}: {e}", path.display()))
+}
+
+/// A new file under ROOT/transfers for a stream on its way through stdin or stdout.
+fn transfer_file(client: &DaemonClient, what: &str) -> Result<PathBuf, CliError> {
+    let dir = client.root().join("transfers");
+    crate::sys::create_dir_with_mode(&dir, 0o700).map_err(io_err(&dir))?;
+    Ok(dir.join(format!("{what}-{}.tar", std::process::id())))
 }
 
 fn snapshot(

@@ -6,7 +6,7 @@ use super::request_body::read_json;
 use crate::api::{
     self, BreakLockResponse, Empty, ErrorBody, FsckResponse, InspectRequest, MountRequest,
     PathRequest, PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest,
-    UnmountRequest, UnmountResponse, UpdateRequest, routes,
+    TransferRequest, UnmountRequest, UnmountResponse, UpdateRequest, routes,
 };
 use crate::volume::manager::CreateRequest;
 use crate::volume::{RefId, VolumeInfo, VolumeManager};
@@ -49,6 +49,8 @@ pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::FSCK, post(fsck::<S>))
         .route(routes::BREAK_LOCK, post(break_lock::<S>))
         .route(routes::UPDATE, post(update::<S>))
+        .route(routes::EXPORT, post(export::<S>))
+        .route(routes::IMPORT, post(import::<S>))
         .route(routes::SNAPSHOT_CREATE, post(snapshot_create::<S>))
         .route(routes::SNAPSHOT_LIST, post(snapshot_list::<S>))
         .route(routes::SNAPSHOT_REMOVE, post(snapshot_remove::<S>))
@@ -218,6 +220,33 @@ async fn update<S: VolumeService>(
     Ok(Json(info))
 }
 
+async fn transfer<S: VolumeService>(
+    service: Arc<S>,
+    body: Body,
+    import: bool,
+) -> ApiResult<serde_json::Value> {
+    let req: TransferRequest = read_json(body).await?;
+    let answer = ApiError::run_blocking(service, move |volumes| {
+        volumes.transfer(import, &req.name, &req.file)
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+async fn export<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<serde_json::Value> {
+    transfer(service, body, false).await
+}
+
+async fn import<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<serde_json::Value> {
+    transfer(service, body, true).await
+}
+
 async fn snapshot_op<S: VolumeService>(
     service: Arc<S>,
     body: Body,
@@ -343,6 +372,8 @@ mod tests {
             routes::BREAK_LOCK,
             routes::UPDATE,
             routes::SNAPSHOT_CREATE,
+            routes::EXPORT,
+            routes::IMPORT,
             routes::SNAPSHOT_LIST,
             routes::SNAPSHOT_REMOVE,
             routes::SNAPSHOT_RESTORE,

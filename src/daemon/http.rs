@@ -37,6 +37,13 @@ pub trait VolumeService: Send + Sync + 'static {
         options: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeInfo, VolumeError>;
     fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError>;
+    /// Export (`import` false: `file` is written) or import (`file` is read).
+    fn transfer(
+        &self,
+        import: bool,
+        name: &str,
+        file: &std::path::Path,
+    ) -> Result<serde_json::Value, VolumeError>;
 }
 
 /// A snapshot operation, for `VolumeService::snapshot`.
@@ -94,6 +101,20 @@ impl VolumeService for VolumeManager {
         options: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeInfo, VolumeError> {
         VolumeManager::update(self, name, options)
+    }
+    fn transfer(
+        &self,
+        import: bool,
+        name: &str,
+        file: &std::path::Path,
+    ) -> Result<serde_json::Value, VolumeError> {
+        let json = |v: Result<serde_json::Value, serde_json::Error>| {
+            v.map_err(|e| VolumeError::io("answer", std::io::Error::other(e)))
+        };
+        match import {
+            false => json(serde_json::to_value(self.export(name, file)?)),
+            true => json(serde_json::to_value(self.import(name, file)?)),
+        }
     }
     fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError> {
         match op {

@@ -143,6 +143,14 @@ impl VolumeService for FakeVolumes {
     ) -> Result<VolumeInfo, VolumeError> {
         Err(VolumeError::NotFound(name.to_owned()))
     }
+    fn transfer(
+        &self,
+        _import: bool,
+        name: &str,
+        _file: &std::path::Path,
+    ) -> Result<serde_json::Value, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
     fn snapshot(
         &self,
         _op: super::http::SnapshotOp,

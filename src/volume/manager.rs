@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::core::Core;
+use super::export::{ExportInfo, ImportInfo};
 use super::name::{random_name, validate_name};
 use super::snapshot::SnapshotInfo;
 use super::{RefId, VolumeError, VolumeInfo};
@@ -152,6 +153,18 @@ impl VolumeManager {
             return Err(e);
         }
         core.info(&rec)
+    }
+
+    /// A tar stream of the volume at one instant, written to `output` (see `super::export`).
+    pub fn export(&self, name: &str, output: &Path) -> Result<ExportInfo, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().export(name, output)
+    }
+
+    /// Unpacks the tar stream in `input` into the volume.
+    pub fn import(&self, name: &str, input: &Path) -> Result<ImportInfo, VolumeError> {
+        validate_name(name)?;
+        self.core.lock().import(name, input)
     }
 
     /// Snapshot operations (see `super::snapshot`).

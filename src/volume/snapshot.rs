@@ -217,9 +217,22 @@ impl Core {
         Ok(info)
     }
 
+    /// A new, empty directory for a copy of `volume` that is not a snapshot (an export).
+    pub(super) fn scratch_dir(&self, volume: &str, what: &str) -> Result<PathBuf, VolumeError> {
+        let dir = self.snapshots_dir(volume);
+        super::core::create_dir(&dir, 0o700)?;
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let tmp = dir.join(format!(".{what}-{nanos}.partial"));
+        super::core::create_dir(&tmp, 0o755)?;
+        Ok(tmp)
+    }
+
     /// Copies the volume's tree into `dest` (an empty directory) as it is at one instant.
     /// Returns the method, what was copied and how long writes were held.
-    fn copy_volume(
+    pub(super) fn copy_volume(
         &self,
         rec: &VolumeRecord,
         dest: &Path,
