@@ -14,6 +14,8 @@ use fuse_tests::daemon::{TestDaemon, fuse_or_skip, stderr_of};
 const RECORD: usize = 64;
 const WRITERS: u64 = 3;
 const PATIENCE: Duration = Duration::from_secs(120);
+/// The writer ids of the round-robin writer's three files.
+const ROUND_ROBIN: u64 = 10;
 
 fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -67,6 +69,35 @@ impl Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut counts = Vec::new();
         let mut threads = Vec::new();
+        // One more writer appends its records round-robin to three files: at every instant
+        // their counts are c0 >= c1 >= c2 >= c0 - 1, which only a copy of one instant keeps
+        // (a file copied later would have gained records).
+        {
+            let count = Arc::new(AtomicU64::new(0));
+            counts.push(count.clone());
+            let stop = stop.clone();
+            let mut files: Vec<std::fs::File> = (0..3)
+                .map(|i| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join(format!("r{i}.log")))
+                        .unwrap()
+                })
+                .collect();
+            threads.push(std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = (seq % 3) as usize;
+                    let n = files[i]
+                        .write(&record(ROUND_ROBIN + i as u64, seq / 3))
+                        .unwrap();
+                    assert_eq!(n, RECORD, "a short append");
+                    seq += 1;
+                    count.store(seq / 3, Ordering::Relaxed);
+                }
+            }));
+        }
         for w in 0..WRITERS {
             let count = Arc::new(AtomicU64::new(0));
             counts.push(count.clone());
@@ -156,6 +187,13 @@ fn story(driver: &str, extra: &[String]) {
     let mut last = vec![0u64; WRITERS as usize];
     for snap in &taken {
         let dir = snapshot_dir(&d, vol, snap);
+        let c: Vec<u64> = (0..3)
+            .map(|i| check_log(&dir.join(format!("r{i}.log")), ROUND_ROBIN + i))
+            .collect();
+        assert!(
+            c[0] >= c[1] && c[1] >= c[2] && c[2] + 1 >= c[0],
+            "{snap} is not one instant: the round-robin files hold {c:?} records"
+        );
         for w in 0..WRITERS {
             let n = check_log(&dir.join(format!("w{w}.log")), w);
             assert!(n >= last[w as usize], "{snap}: writer {w} went back");
