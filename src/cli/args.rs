@@ -170,6 +170,28 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Write a tar stream of a volume at one instant (owners, modes, times, xattrs, hard
+    /// links, holes), taken while containers write
+    Export {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Write the stream to FILE instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Fill a volume from a tar stream (FILE, or stdin with - or nothing); the quota holds
+    Import {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Take, list, remove and restore snapshots of a volume
+    #[command(subcommand, after_help = SNAPSHOT_HELP)]
+    Snapshot(SnapshotCommand),
+    /// Change a volume's size or inode limit, mounted and in use or not
+    #[command(after_help = UPDATE_HELP)]
+    Update(UpdateArgs),
     /// Check an unmounted rbd volume's image and print the report (non-zero exit if damaged)
     Fsck {
         #[arg(value_name = "NAME")]
@@ -181,6 +203,75 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+}
+
+const SNAPSHOT_HELP: &str = "\
+A snapshot is the volume at one instant, taken while containers write (their writes wait while
+it is taken: an instant with reflinks, the copy time for a copy; snapshot ls shows both). It is
+kept on the host under ROOT/snapshots and does not count against the volume's quota.
+fvol create NEW --from NAME@SNAP makes a new volume from one (--from NAME: from the volume now).
+
+Examples:
+  fvol snapshot create data before-upgrade
+  fvol snapshot ls data --format json
+  fvol snapshot restore data before-upgrade   # the volume must be unmounted
+  fvol snapshot rm data before-upgrade";
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of a volume, mounted and in use or not
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// List a volume's snapshots: when, how (reflink or copy), size, how long writes waited
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Remove a snapshot
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// Roll an unmounted volume back to a snapshot
+    Restore {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+}
+
+const UPDATE_HELP: &str = "\
+Options (-o KEY=VALUE, as for create; only these two change):
+  size=SIZE    the byte limit. Growing always works; shrinking works down to what the volume
+               holds (below that it is refused, naming the smallest allowed size). A mounted
+               volume has the new limit at once (df shows it). rbd: a bigger size grows the
+               image and its filesystem online; a smaller one lowers the quota only (the image
+               keeps its size)
+  inodes=N     the inode limit, down to the inodes in use
+
+Examples:
+  fvol update data -o size=20G
+  fvol update scratch -o size=128M -o inodes=50000";
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A new limit: size=SIZE or inodes=N
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", required = true)]
+    pub opts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +288,10 @@ pub struct CreateArgs {
     /// Metadata to attach to the volume
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Start with a copy of a volume (as it is now) or of one of its snapshots (the same as
+    /// -o from=NAME[@SNAP])
+    #[arg(long, value_name = "NAME[@SNAP]")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]

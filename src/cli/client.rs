@@ -34,6 +34,11 @@ impl DaemonClient {
 
     /// POSTs `request` to `route` and decodes the answer, turning an error answer into its
     /// message.
+    /// The daemon's state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         route: &str,

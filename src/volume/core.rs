@@ -28,12 +28,15 @@ use super::{
     Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 use crate::driver::{AnyDriver, DriverContext};
+use crate::fs::gate::GatedFs;
 use crate::fs::{Health, UsageSnapshot, VolumeFs};
 use crate::fuse::{MountedFs, ServeOptions, Unmounted, detach_stale_mount, is_stale_mount};
 use crate::store::Store;
 
 struct Active {
     fs: Arc<dyn VolumeFs>,
+    /// The same filesystem behind its gate, which a snapshot closes for an instant.
+    gated: Arc<GatedFs>,
     mount: MountedFs,
     /// The data goes with the mount (tmpfs).
     ephemeral: bool,
@@ -631,7 +634,8 @@ impl Core {
             readahead_kb: activation.readahead_kb,
             threads: activation.threads,
         };
-        let mount = crate::fuse::mount(activation.fs.clone(), &mountpoint, &rec.name, serve)
+        let gated = Arc::new(GatedFs::new(activation.fs, activation.passthrough));
+        let mount = crate::fuse::mount(gated.clone(), &mountpoint, &rec.name, serve)
             .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
         // Not clean until a clean deactivation: a crash from here on means a rescan.
         self.store.set_usage(&rec.name, activation.usage)?;
@@ -639,7 +643,8 @@ impl Core {
         self.active.lock().insert(
             rec.name.clone(),
             Active {
-                fs: activation.fs,
+                fs: gated.clone(),
+                gated,
                 mount,
                 ephemeral: activation.ephemeral,
                 saved: None,
@@ -647,6 +652,24 @@ impl Core {
             },
         );
         Ok(())
+    }
+
+    /// The filesystem of an active volume.
+    pub(super) fn active_fs(&self, name: &str) -> Option<Arc<dyn VolumeFs>> {
+        self.active.lock().get(name).map(|a| a.fs.clone())
+    }
+
+    /// The gate of an active volume's filesystem (see `fs::gate`).
+    pub(super) fn active_gate(&self, name: &str) -> Option<Arc<GatedFs>> {
+        self.active.lock().get(name).map(|a| a.gated.clone())
+    }
+
+    pub(super) fn driver_context(&self) -> &DriverContext {
+        &self.ctx
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Checks an unmounted volume's backing store (rbd); the report is JSON.
@@ -717,6 +740,7 @@ impl Core {
         }
         // The volume's filesystem is gone: its freed heap goes back to the system now.
         drop(active.fs);
+        drop(active.gated);
         crate::sys::heap::release_free_memory();
     }
 

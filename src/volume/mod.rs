@@ -2,6 +2,7 @@
 pub mod bind;
 pub mod core;
 pub mod error;
+pub mod export;
 mod fault;
 pub mod guard;
 pub mod info;
@@ -10,6 +11,8 @@ pub mod locks;
 pub mod manager;
 pub mod name;
 pub mod refs;
+pub mod resize;
+pub mod snapshot;
 
 pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 pub use error::VolumeError;
