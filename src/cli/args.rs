@@ -132,6 +132,12 @@ pub struct DaemonArgs {
     /// must exist when given [default: /etc/fvol/fvol.toml, if it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Also serve Prometheus metrics (GET /metrics) on this TCP address, e.g. 127.0.0.1:9470
+    /// (repeatable). Without it nothing listens on TCP; the API socket always serves
+    /// /metrics
+    #[arg(long, value_name = "IP:PORT",
+          value_parser = crate::daemon::metrics::parse_listen_address)]
+    pub metrics_listen: Vec<std::net::SocketAddr>,
 }
 
 /// The commands served by the daemon.

@@ -80,6 +80,7 @@ fn daemon_settings(root: &Path, args: DaemonArgs) -> Result<crate::daemon::Setti
         defaults: config.defaults,
     };
     Ok(crate::daemon::Settings {
+        metrics_listen: args.metrics_listen.clone(),
         plugin: daemon_plugin(root, args)?,
         manager,
     })

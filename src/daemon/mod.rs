@@ -4,6 +4,7 @@ pub mod config;
 mod error;
 pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod plugin;
 pub mod plugin_routes;
 mod private_root;
@@ -39,6 +40,8 @@ pub struct Settings {
     /// Where the Docker volume plugin is served; None: not at all.
     pub plugin: Option<PluginConfig>,
     pub manager: ManagerSettings,
+    /// TCP addresses serving `GET /metrics` (`--metrics-listen`); none by default.
+    pub metrics_listen: Vec<std::net::SocketAddr>,
 }
 
 /// Runs the daemon for `root` until SIGTERM or SIGINT; start-up errors are one line on
@@ -101,6 +104,9 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
         let listener = serve::bind_socket(&socket)
             .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;
         log::info!("listening on {}", socket.display());
+        let metrics_listeners = metrics::bind(&settings.metrics_listen)
+            .await
+            .map_err(DaemonError::Metrics)?;
         let plugin = match plugin {
             Some(config) => {
                 let registered = plugin::register(config)?;
@@ -110,8 +116,22 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
             None => None,
         };
         let stop = Broadcast::new(shutdown);
+        for listener in metrics_listeners {
+            let address = listener.local_addr().ok();
+            log::info!(
+                "serving metrics on http://{}/metrics",
+                address.map_or("?".into(), |a| a.to_string())
+            );
+            let served = metrics::serve_tcp(listener, manager.clone(), stop.wait());
+            tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    log::error!("serving metrics: {e}");
+                }
+            });
+        }
+        let api = cli_router(manager.clone()).merge(metrics::router(manager.clone()));
         let cli = async {
-            serve::serve(listener, cli_router(manager.clone()), limits, stop.wait())
+            serve::serve(listener, api, limits, stop.wait())
                 .await
                 .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
         };

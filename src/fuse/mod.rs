@@ -3,9 +3,11 @@ mod adapter;
 mod errno;
 mod refused;
 mod session;
+pub mod stats;
 
 pub use adapter::FuseAdapter;
 pub use errno::errno_of;
 pub use session::{
-    MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount, is_stale_mount, mount,
+    MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount, is_stale_mount,
+    mount, waiting_requests,
 };

@@ -42,6 +42,8 @@ pub struct Core {
     /// data until the deadline (see `release`), unless a Mount comes first.
     lingering: HashMap<String, Instant>,
     tmpfs_linger: Duration,
+    /// Volumes mounted again at start-up for the references they had (see `observe`).
+    handler_restarts: u64,
 }
 
 fn now() -> u64 {
@@ -71,6 +73,7 @@ impl Core {
             active: HashMap::new(),
             lingering: HashMap::new(),
             tmpfs_linger,
+            handler_restarts: 0,
         }
     }
 
@@ -698,6 +701,7 @@ impl Core {
                 log::error!("volume {}: cannot mount it again: {e}", rec.name);
                 continue;
             }
+            self.handler_restarts += 1;
             let mut rebound = false;
             for r in rec.mount_refs.values_mut() {
                 let Some(target) = r.target.clone() else {
@@ -722,6 +726,51 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// What the metrics show of every volume (see `observe`); no catalog write.
+    pub fn observe(&self) -> Result<super::observe::Observation, VolumeError> {
+        use super::observe::{Capacity, Observation, VolumeObservation};
+        let mut volumes = Vec::new();
+        for rec in self.records()? {
+            let Ok((size_limit, inode_limit)) = self
+                .driver(&rec.driver)
+                .and_then(|d| Ok(d.limits(&rec.options)?))
+            else {
+                continue;
+            };
+            let mut seen = VolumeObservation {
+                name: rec.name.clone(),
+                driver: rec.driver.clone(),
+                size_limit,
+                inode_limit,
+                ..VolumeObservation::default()
+            };
+            match self.active.get(&rec.name) {
+                Some(a) => {
+                    let usage = a.fs.usage();
+                    (seen.used_bytes, seen.used_inodes) = (usage.bytes, usage.inodes);
+                    seen.statfs = a.fs.statfs().ok().map(|s| Capacity {
+                        bytes: s.blocks * u64::from(s.frsize),
+                        available_bytes: s.bavail * u64::from(s.frsize),
+                        inodes: s.files,
+                        free_inodes: s.ffree,
+                    });
+                    seen.requests = Some(a.mount.stats().snapshot());
+                    seen.waiting = a.mount.device().and_then(crate::fuse::waiting_requests);
+                }
+                None => {
+                    let usage = self.store.usage(&rec.name)?;
+                    (seen.used_bytes, seen.used_inodes) = (usage.bytes, usage.inodes);
+                }
+            }
+            volumes.push(seen);
+        }
+        Ok(Observation {
+            volumes,
+            handler_restarts: self.handler_restarts,
+            commit_latency: crate::store::commit_latency(),
+        })
     }
 
     /// Unmounts everything; references stay so the next start mounts the same volumes.

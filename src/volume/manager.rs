@@ -216,6 +216,11 @@ impl VolumeManager {
         self.core.lock().break_lock(name)
     }
 
+    /// What the daemon's metrics show, read at one moment.
+    pub fn observe(&self) -> Result<super::observe::Observation, VolumeError> {
+        self.core.lock().observe()
+    }
+
     /// Removes every volume with no mount reference.
     pub fn prune(&self) -> Result<PruneReport, VolumeError> {
         let mut core = self.core.lock();

@@ -8,6 +8,7 @@ pub mod info;
 pub mod limits;
 pub mod manager;
 pub mod name;
+pub mod observe;
 pub mod refs;
 
 pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};

@@ -1,0 +1,459 @@
+//! What operators see (#17): the daemon's Prometheus metrics on its API socket and on TCP,
+//! checked with `promtool check metrics` and against `fvol inspect` as operations happen on
+//! real FUSE mounts of real daemons, for every driver (rbd on a private Ceph cluster).
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fuse_tests::ceph::{TestCluster, free_port};
+use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, stderr_of};
+
+const MIB: u64 = 1 << 20;
+
+/// One sample: its name, its labels and its value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The samples of a Prometheus text exposition (label values without escapes, as volume
+/// names have none).
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (k, v) = l.split_once('=').expect(l);
+                    (k.to_string(), v.trim_matches('"').to_string())
+                })
+                .collect();
+            Sample {
+                name: name.to_string(),
+                labels,
+                value: value.parse().unwrap_or_else(|_| panic!("value of {line}")),
+            }
+        })
+        .collect()
+}
+
+/// The metrics as read at one moment.
+struct Metrics {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Metrics {
+    fn new(text: String) -> Metrics {
+        let samples = parse(&text);
+        Metrics { text, samples }
+    }
+
+    /// The sum of the samples named `name` that carry all of `labels`; None if there is none.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+
+    /// Like `get`, 0 when absent (a counter not yet started).
+    fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or(0.0)
+    }
+}
+
+/// The body of an HTTP/1.0 GET of `path` on `stream`, which must answer 200.
+fn http_get(mut stream: impl Read + Write, path: &str) -> String {
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: fvol\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}\n{body}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// `GET /metrics` on the daemon's API socket.
+fn scrape(d: &TestDaemon) -> Metrics {
+    let stream = UnixStream::connect(d.root().join("fvol.sock")).unwrap();
+    Metrics::new(http_get(stream, "/metrics"))
+}
+
+/// `promtool check metrics` on the exposition: no errors, no lint problems.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; tools/install-deps.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn dd(args: &[&str]) -> std::process::Output {
+    Command::new("dd").args(args).output().expect("dd")
+}
+
+/// Waits (generously) until `cond` holds for a fresh scrape; returns that scrape.
+fn scrape_until(d: &TestDaemon, what: &str, cond: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(d);
+        if cond(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what} never held:\n{}", m.text);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The driver-independent checks on volume `name` (a byte limit of `size`), created on `d` with
+/// `driver` and not yet mounted.
+fn metrics_follow_operations(d: &TestDaemon, name: &str, driver: &str, image_size: u64) {
+    // The limit inspect shows (an rbd image keeps some of its size for its own metadata).
+    let size = d.inspect(name)["Status"]["SizeLimit"].as_u64().unwrap();
+    assert!(size <= image_size);
+    let vol = [("volume", name), ("driver", driver)];
+    let before = scrape(d);
+    promtool_check(&before.text);
+    assert_eq!(
+        before.get("fvol_volume_mounted", &vol),
+        Some(0.0),
+        "{}",
+        before.text
+    );
+    assert_eq!(
+        before.get("fvol_volume_stats_capacity_bytes", &vol),
+        Some(size as f64)
+    );
+    assert!(before.count("fvol_catalog_commit_duration_seconds_count", &[]) >= 1.0);
+    let info = before.get("fvol_build_info", &[]).expect("build info");
+    assert_eq!(info, 1.0);
+
+    let mp = d.mount(name);
+    let file = mp.join("f");
+    let out = dd(&[
+        "if=/dev/urandom",
+        &format!("of={}", file.display()),
+        "bs=64k",
+        "count=16",
+        "conv=fsync",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // O_DIRECT: the reads reach the handler whatever the page cache holds.
+    let out = dd(&[
+        &format!("if={}", file.display()),
+        "of=/dev/null",
+        "bs=64k",
+        "iflag=direct",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(std::fs::metadata(mp.join("missing")).is_err());
+
+    let m = scrape(d);
+    promtool_check(&m.text);
+    assert_eq!(m.get("fvol_volume_mounted", &vol), Some(1.0));
+    assert!(m.count("fvol_mounted_volumes", &[]) >= 1.0);
+    let written = m.count("fvol_volume_written_bytes_total", &vol);
+    let read = m.count("fvol_volume_read_bytes_total", &vol);
+    assert!(written >= MIB as f64, "written {written}\n{}", m.text);
+    assert!(read >= MIB as f64, "read {read}\n{}", m.text);
+    let writes = m.count(
+        "fvol_volume_operations_total",
+        &[("volume", name), ("op", "write")],
+    );
+    assert!(writes >= 1.0, "{}", m.text);
+    let histogram_count = m.count(
+        "fvol_volume_operation_duration_seconds_count",
+        &[("volume", name), ("op", "write")],
+    );
+    assert_eq!(writes, histogram_count);
+    let inf = m.count(
+        "fvol_volume_operation_duration_seconds_bucket",
+        &[("volume", name), ("op", "write"), ("le", "+Inf")],
+    );
+    assert_eq!(writes, inf);
+    assert!(
+        m.count(
+            "fvol_volume_operations_total",
+            &[("volume", name), ("op", "create")]
+        ) >= 1.0
+    );
+    assert!(
+        m.count(
+            "fvol_volume_errors_total",
+            &[("volume", name), ("errno", "ENOENT")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        m.get(
+            "fvol_volume_quota_refusals_total",
+            &[("volume", name), ("errno", "ENOSPC")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get("fvol_fuse_requests_in_flight", &vol),
+        Some(0.0),
+        "{}",
+        m.text
+    );
+    // Nothing is stuck: the kernel's queue for the connection drains.
+    scrape_until(d, "no request waiting", |m| {
+        m.get("fvol_fuse_requests_waiting", &vol) == Some(0.0)
+    });
+
+    // The usage the metrics show is what inspect shows.
+    let status = &d.inspect(name)["Status"];
+    let m = scrape(d);
+    let used = status["UsedBytes"].as_u64().unwrap();
+    assert_eq!(
+        m.get("fvol_volume_stats_used_bytes", &vol),
+        Some(used as f64),
+        "{status}"
+    );
+    let inodes = status["UsedInodes"].as_u64().unwrap();
+    assert_eq!(
+        m.get("fvol_volume_stats_inodes_used", &vol),
+        Some(inodes as f64)
+    );
+    let (capacity, available) = (
+        m.get("fvol_volume_stats_capacity_bytes", &vol).unwrap(),
+        m.get("fvol_volume_stats_available_bytes", &vol).unwrap(),
+    );
+    assert_eq!(capacity, size as f64);
+    assert!(available <= capacity - MIB as f64, "{available}");
+
+    // Filling the volume: the refusals are counted.
+    let out = dd(&[
+        "if=/dev/zero",
+        &format!("of={}", mp.join("fill").display()),
+        "bs=64k",
+        &format!("count={}", size / (64 << 10) + 1),
+    ]);
+    assert!(!out.status.success(), "more than {size} bytes fit");
+    let m = scrape(d);
+    promtool_check(&m.text);
+    let refusals = m.count(
+        "fvol_volume_quota_refusals_total",
+        &[("volume", name), ("errno", "ENOSPC")],
+    );
+    assert!(refusals >= 1.0, "{}", m.text);
+    assert_eq!(
+        refusals,
+        m.count(
+            "fvol_volume_errors_total",
+            &[("volume", name), ("errno", "ENOSPC")]
+        )
+    );
+    assert_eq!(
+        m.get("fvol_volume_stats_available_bytes", &vol),
+        Some(0.0),
+        "{}",
+        m.text
+    );
+
+    d.cli_ok(["unmount", name]);
+    let m = scrape(d);
+    assert_eq!(m.get("fvol_volume_mounted", &vol), Some(0.0));
+    assert_eq!(
+        m.get("fvol_volume_operations_total", &vol),
+        None,
+        "counters go with the mount"
+    );
+}
+
+fn start_with_metrics(root: &TestRoot, port: u16) -> TestDaemon {
+    TestDaemon::start_with_args(
+        root,
+        [
+            "--no-plugin",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+    )
+}
+
+#[test]
+fn metrics_local() {
+    if !fuse_or_skip("metrics_local") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "-o", "size=4M", "data"]);
+    metrics_follow_operations(&d, "data", "local", 4 * MIB);
+}
+
+#[test]
+fn metrics_tmpfs() {
+    if !fuse_or_skip("metrics_tmpfs") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=4M", "scratch"]);
+    metrics_follow_operations(&d, "scratch", "tmpfs", 4 * MIB);
+}
+
+#[test]
+fn metrics_rbd() {
+    if !fuse_or_skip("metrics_rbd") {
+        return;
+    }
+    let ceph = TestCluster::start();
+    let d = TestDaemon::start();
+    d.cli_ok([
+        "create",
+        "-d",
+        "rbd",
+        "-o",
+        &ceph.conf_opt(),
+        "-o",
+        "size=16M",
+        "db",
+    ]);
+    metrics_follow_operations(&d, "db", "rbd", 16 * MIB);
+    d.cli_ok(["rm", "db"]);
+}
+
+#[test]
+fn metrics_on_tcp_only_when_asked() {
+    if !fuse_or_skip("metrics_on_tcp_only_when_asked") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start(); // no --metrics-listen
+    assert_eq!(
+        tcp_sockets_of(d.pid().unwrap()),
+        0,
+        "a daemon without --metrics-listen listens on TCP"
+    );
+    d.stop();
+    let port = free_port();
+    let d = start_with_metrics(&root, port);
+    d.cli_ok(["create", "-o", "size=1M", "vv"]);
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let m = Metrics::new(http_get(stream, "/metrics"));
+    promtool_check(&m.text);
+    assert_eq!(
+        m.get("fvol_volume_stats_capacity_bytes", &[("volume", "vv")]),
+        Some(MIB as f64)
+    );
+    // Only the address given: one TCP socket, and only /metrics on it.
+    assert_eq!(tcp_sockets_of(d.pid().unwrap()), 1);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/volumes/create HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.contains(" 404 ") && answer.contains("only GET /metrics"),
+        "{answer}"
+    );
+    assert!(d.cli_ok(["ls", "-q"]).lines().eq(["vv"]));
+}
+
+#[test]
+fn bad_metrics_addresses_are_refused() {
+    let root = TestRoot::new();
+    for bad in ["localhost:9470", "9470", "1.2.3:80"] {
+        let out = root.run_daemon_to_exit_with_args(["--no-plugin", "--metrics-listen", bad]);
+        let err = stderr_of(&out);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("127.0.0.1:9470") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+    // A port in use stops the daemon, naming the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    if !fuse_or_skip("bad_metrics_addresses_are_refused") {
+        return;
+    }
+    let out = root.run_daemon_to_exit_with_args(["--no-plugin", "--metrics-listen", &address]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("listening for metrics on {address}")),
+        "{err}"
+    );
+}
+
+/// TCP sockets (listening or not) the process holds: its socket inodes found in
+/// /proc/net/tcp and tcp6.
+fn tcp_sockets_of(pid: u32) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(
+                l.strip_prefix("socket:[")?
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(9)
+                .is_some_and(|inode| inodes.iter().any(|i| i == inode))
+        })
+        .count()
+}
