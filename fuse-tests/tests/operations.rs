@@ -457,3 +457,209 @@ fn tcp_sockets_of(pid: u32) -> usize {
         })
         .count()
 }
+
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `fvol ARGS` without a daemon.
+fn fvol(args: &[&str]) -> std::process::Output {
+    Command::new(fuse_tests::daemon::fvol_bin())
+        .args(args)
+        .output()
+        .expect("fvol")
+}
+
+#[test]
+fn ls_sizes_inspect_format_and_json_logs() {
+    if !fuse_or_skip("ls_sizes_inspect_format_and_json_logs") {
+        return;
+    }
+    let root = TestRoot::new();
+    let d = TestDaemon::start_with_args(&root, ["--no-plugin", "--log-format", "json"]);
+    d.cli_ok(["create", "-o", "size=64M", "data"]);
+    d.cli_ok(["create", "-d", "tmpfs", "scratch"]);
+    let mp = d.mount("data");
+    std::fs::write(mp.join("f"), vec![7u8; 3 << 20]).unwrap();
+
+    // ls: SIZE and USED in human units; bytes in JSON.
+    let table = d.cli_ok(["ls"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap()
+        .split("   ")
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        header,
+        ["DRIVER", "VOLUME NAME", "SIZE", "USED", "MOUNTED"],
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.contains("data")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..3], ["local", "data", "64MiB"], "{table}");
+    assert!(
+        cells[3].ends_with("MiB") && cells[3].starts_with('3'),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(["ls", "--format", "json"])).unwrap();
+    let used = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Name"] == "data")
+        .unwrap()["Status"]["UsedBytes"]
+        .as_u64()
+        .unwrap();
+    assert!(used >= 3 << 20, "{json}");
+
+    // inspect --format: templates and field selectors, numbers as integers.
+    let used_text = d.cli_ok(["inspect", "--format", "{{.Status.UsedBytes}}", "data"]);
+    assert_eq!(used_text, format!("{used}\n"));
+    assert_eq!(
+        d.cli_ok(["inspect", "-f", ".Status.SizeLimit", "data"]),
+        "67108864\n"
+    );
+    let two = d.cli_ok([
+        "inspect",
+        "-f",
+        "{{.Name}} {{.Driver}} {{json .Status.Mounted}}",
+        "data",
+        "scratch",
+    ]);
+    assert_eq!(two, "data local true\nscratch tmpfs false\n");
+    let out = d.cli(["inspect", "-f", "{{.Status.Used}}", "data"]);
+    let err = stderr_of(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no field \"Used\" in .Status; valid fields are:")
+            && err.contains("UsedBytes"),
+        "{err}"
+    );
+    let out = d.cli(["inspect", "-f", "{{range .Labels}}", "data"]);
+    assert!(
+        stderr_of(&out).contains("{{.Field}}"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // --log-format json: every line the daemon logged is one JSON object.
+    d.cli_ok(["unmount", "data"]);
+    let log = root.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["time"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("listening on"), "{log}");
+    let out = root.run_daemon_to_exit_with_args(["--no-plugin", "--log-format", "yaml"]);
+    let err = stderr_of(&out);
+    assert!(err.contains("[possible values: text, json]"), "{err}");
+}
+
+#[test]
+fn version_completions_man_pages_and_install() {
+    let out = fvol(&["version"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success());
+    assert!(
+        text.starts_with("fvol 0.") && text.contains("(commit "),
+        "{text}"
+    );
+    assert!(
+        text.contains("FUSE passthrough ")
+            && text.contains("resend ")
+            && text.contains("io_uring "),
+        "{text}"
+    );
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = fvol(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout).into_owned();
+        for word in ["inspect", "metrics-listen", "completions"] {
+            assert!(script.contains(word), "{shell}: {word}");
+        }
+    }
+    // The bash script is valid bash and completes subcommands.
+    let bash = String::from_utf8(fvol(&["completions", "bash"]).stdout).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{bash}\nCOMP_WORDS=(fvol ins); COMP_CWORD=1; _fvol fvol ins fvol; echo \"${{COMPREPLY[@]}}\""
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "inspect",
+        "{}",
+        stderr_of(&out)
+    );
+    let out = fvol(&["completions", "tcsh"]);
+    assert!(stderr_of(&out).contains("[possible values: bash, elvish, fish, powershell, zsh]"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = fvol(&["manpages", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for page in ["fvol.1", "fvol-daemon.1", "fvol-inspect.1", "fvol-ls.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+    let daemon_page = std::fs::read_to_string(dir.path().join("fvol-daemon.1")).unwrap();
+    assert!(daemon_page.contains("metrics\\-listen"), "{daemon_page}");
+
+    // tools/install into a staging directory, and back out again.
+    let stage = tempfile::tempdir().unwrap();
+    let install = |extra: &[&str]| {
+        let out = Command::new(repo().join("tools/install"))
+            .args(["--bin", fuse_tests::daemon::fvol_bin().to_str().unwrap()])
+            .args(["--destdir", stage.path().to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    };
+    install(&[]);
+    let s = stage.path();
+    for path in [
+        "usr/local/bin/fvol",
+        "usr/local/share/man/man1/fvol.1",
+        "usr/local/share/man/man1/fvol-daemon.1",
+        "usr/local/share/bash-completion/completions/fvol",
+        "usr/local/share/zsh/vendor-completions/_fvol",
+        "usr/local/share/fish/vendor_completions.d/fvol.fish",
+        "etc/systemd/system/fvol.service",
+    ] {
+        assert!(s.join(path).is_file(), "{path} not installed");
+    }
+    let unit = std::fs::read_to_string(s.join("etc/systemd/system/fvol.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/fvol daemon"),
+        "{unit}"
+    );
+    install(&["--uninstall"]);
+    let left: Vec<_> = walk(s);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The files under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -51,9 +51,36 @@ pub enum Command {
     /// volume plugin (until SIGTERM)
     #[command(after_help = daemon_help())]
     Daemon(DaemonArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (fvol.1 and one per command) into a directory
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the version, the git commit and the kernel's FUSE features
+    Version,
     #[command(flatten)]
     Volume(VolumeCommand),
 }
+
+const COMPLETIONS_HELP: &str = "\
+Installing (tools/install does this):
+  fvol completions bash > /usr/share/bash-completion/completions/fvol
+  fvol completions zsh  > /usr/share/zsh/vendor-completions/_fvol
+  fvol completions fish > /usr/share/fish/vendor_completions.d/fvol.fish";
+
+const INSPECT_HELP: &str = "\
+Formats (--format, as docker inspect -f):
+  TEMPLATE        text with {{.Field}}, {{.Field.Sub}} and {{json .Field}}, printed once per
+                  volume, e.g. '{{.Name}} {{.Status.UsedBytes}}'; numbers print as integers
+  .Field.Sub      a field selector: the same as {{.Field.Sub}}
+  Fields: Name, Driver, Mountpoint, CreatedAt, Labels, Options, Scope, Status (SizeLimit,
+  UsedBytes, InodeLimit, UsedInodes, Mounted, MountRefs, References)";
 
 /// The plugin and the configuration file; the sections and the options without defaults
 /// come from the drivers' schemas.
@@ -138,6 +165,19 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "IP:PORT",
           value_parser = crate::daemon::metrics::parse_listen_address)]
     pub metrics_listen: Vec<std::net::SocketAddr>,
+    /// How log lines look on stderr: text, or json (one object a line: time, level, target,
+    /// message)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `[TIME LEVEL target] message`
+    #[default]
+    Text,
+    /// One JSON object per line
+    Json,
 }
 
 /// The commands served by the daemon.
@@ -149,10 +189,14 @@ pub enum VolumeCommand {
     /// List volumes
     #[command(visible_alias = "list", after_help = LS_HELP)]
     Ls(LsArgs),
-    /// Show volumes in detail, as a JSON array
+    /// Show volumes in detail, as a JSON array, or formatted with --format
+    #[command(after_help = INSPECT_HELP)]
     Inspect {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+        /// A template or field selector applied to each volume (see below)
+        #[arg(short, long, value_name = "TEMPLATE")]
+        format: Option<String>,
     },
     /// Remove volumes, printing each name removed
     #[command(visible_alias = "remove")]

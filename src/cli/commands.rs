@@ -10,6 +10,7 @@ use super::args::{
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
 use super::output::{human_size, volume_table};
+use super::template::Template;
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
     PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest, UnmountResponse,
@@ -27,7 +28,7 @@ pub fn run(
     match command {
         VolumeCommand::Create(args) => create(client, args, out),
         VolumeCommand::Ls(args) => list(client, args, out),
-        VolumeCommand::Inspect { names } => inspect(client, names, out),
+        VolumeCommand::Inspect { names, format } => inspect(client, names, format, out),
         VolumeCommand::Rm(args) => remove(client, args, out),
         VolumeCommand::Prune(args) => prune(client, args, &mut io::stdin().lock(), out),
         VolumeCommand::Mount(args) => mount(client, args, out),
@@ -75,9 +76,33 @@ fn list(client: &DaemonClient, args: LsArgs, out: &mut dyn Write) -> Result<(), 
     write_out(out, &text)
 }
 
-fn inspect(client: &DaemonClient, names: Vec<String>, out: &mut dyn Write) -> Result<(), CliError> {
+fn inspect(
+    client: &DaemonClient,
+    names: Vec<String>,
+    format: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    // Checked before the daemon is asked.
+    let template = format
+        .as_deref()
+        .map(Template::parse)
+        .transpose()
+        .map_err(|e| CliError::Message(format!("invalid --format: {e}")))?;
     let volumes: Vec<VolumeInfo> = client.call(routes::INSPECT, &InspectRequest { names })?;
-    write_out(out, &pretty_json(&volumes)?)
+    let Some(template) = template else {
+        return write_out(out, &pretty_json(&volumes)?);
+    };
+    let mut text = String::new();
+    for volume in &volumes {
+        let value = serde_json::to_value(volume)
+            .map_err(|e| CliError::Message(format!("formatting JSON: {e}")))?;
+        let line = template
+            .render(&value)
+            .map_err(|e| CliError::Message(format!("invalid --format: {e}")))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    write_out(out, &text)
 }
 
 /// Prints each removed name; each failure is reported on its own line and fails the command

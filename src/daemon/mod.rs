@@ -42,12 +42,14 @@ pub struct Settings {
     pub manager: ManagerSettings,
     /// TCP addresses serving `GET /metrics` (`--metrics-listen`); none by default.
     pub metrics_listen: Vec<std::net::SocketAddr>,
+    /// Log lines as JSON objects (`--log-format json`).
+    pub log_json: bool,
 }
 
 /// Runs the daemon for `root` until SIGTERM or SIGINT; start-up errors are one line on
 /// stderr.
 pub fn main(root: &Path, settings: Settings) -> ExitCode {
-    init_logging();
+    init_logging(settings.log_json);
     match run(root, &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -57,10 +59,23 @@ pub fn main(root: &Path, settings: Settings) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let env = env_logger::Env::default().default_filter_or("info");
+    let mut builder = env_logger::Builder::from_env(env);
+    if json {
+        builder.format(|out, record| {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "time": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(out, "{line}")
+        });
+    }
     // Fails only if a logger is already set (as in tests): keep that one.
-    let _ = env_logger::Builder::from_env(env).try_init();
+    let _ = builder.try_init();
 }
 
 pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {

@@ -1,6 +1,7 @@
 //! The thin adapter from fuser to `fs::VolumeFs`, and mounting.
 mod adapter;
 mod errno;
+pub mod features;
 mod refused;
 mod session;
 pub mod stats;
