@@ -295,6 +295,26 @@ fn metrics_follow_operations(d: &TestDaemon, name: &str, driver: &str, image_siz
         m.text
     );
 
+    // One quota-full event for the episode, whatever the number of refusals.
+    let out = dd(&[
+        "if=/dev/zero",
+        &format!("of={}", mp.join("more").display()),
+        "bs=64k",
+        "count=4",
+    ]);
+    assert!(!out.status.success());
+    let full = wait_for_events(
+        d,
+        &[
+            "--filter",
+            "type=quota-full",
+            "--filter",
+            &format!("volume={name}"),
+        ],
+        1,
+    );
+    assert_eq!(full[0]["Driver"], driver);
+
     d.cli_ok(["unmount", name]);
     let m = scrape(d);
     assert_eq!(m.get("fvol_volume_mounted", &vol), Some(0.0));
@@ -662,4 +682,210 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// The events `fvol events --since 1h --until now ARGS` prints (JSON), waiting (generously)
+/// until there are `n`; then checks that no more come within another look.
+fn wait_for_events(d: &TestDaemon, args: &[&str], n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = format!("{}", fuse_tests::daemon::unix_now() + 1);
+        let mut all = vec![
+            "events", "--since", "1h", "--until", &now, "--format", "json",
+        ];
+        all.extend_from_slice(args);
+        let out = d.cli_ok(&all);
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if events.len() >= n {
+            assert_eq!(events.len(), n, "{out}");
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} events {args:?}:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `fvol events --format json ARGS` running, its lines read by a thread.
+struct EventStream {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl EventStream {
+    fn start(d: &TestDaemon, args: &[&str]) -> EventStream {
+        let mut child = d
+            .root
+            .command(["events", "--format", "json"].iter().chain(args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        EventStream { child, lines }
+    }
+
+    /// The next event, waiting generously for it.
+    fn next(&self) -> serde_json::Value {
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an event within 30 s")
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn events_follow_operations(driver: &str) {
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    let name = format!("ev-{driver}");
+    // --since: what happened before the stream was open shows too, so nothing is missed.
+    let stream = EventStream::start(
+        &d,
+        &["--since", "1h", "--filter", &format!("volume={name}")],
+    );
+    // An event of another volume does not show.
+    d.cli_ok(["create", "-d", driver, "-o", "size=1M", "other"]);
+    d.cli_ok(["create", "-d", driver, "-o", "size=1M", &name]);
+    let target = root.scratch_dir("target");
+    d.cli_ok(["mount", &name, "--target", target.to_str().unwrap()]);
+    let mp = d.mount(&name);
+    for file in ["a", "b"] {
+        let out = dd(&[
+            "if=/dev/zero",
+            &format!("of={}", mp.join(file).display()),
+            "bs=64k",
+            "count=32",
+        ]);
+        assert!(!out.status.success(), "2 MiB fit in 1 MiB");
+    }
+    let expect = |e: serde_json::Value, kind: &str, reference: Option<&str>| {
+        assert_eq!(e["Type"], kind, "{e}");
+        assert_eq!(e["Volume"], name.as_str(), "{e}");
+        assert_eq!(e["Driver"], driver, "{e}");
+        if let Some(r) = reference {
+            assert_eq!(e["Attributes"]["reference"], r, "{e}");
+        }
+        assert!(e["TimeNano"].as_u64().unwrap() > 0);
+    };
+    let cli_target = format!("cli:{}", target.display());
+    expect(stream.next(), "create", None);
+    expect(stream.next(), "mount", Some(&cli_target));
+    expect(stream.next(), "mount", Some("cli"));
+    expect(stream.next(), "quota-full", None);
+    // Space back: the episode ends, and the next refusal is a new one.
+    std::fs::remove_file(mp.join("a")).unwrap();
+    let full = || {
+        wait_for_events(
+            &d,
+            &[
+                "--filter",
+                &format!("volume={name}"),
+                "--filter",
+                "type=quota-full",
+            ],
+            1,
+        )
+    };
+    full();
+    let out = dd(&[
+        "if=/dev/zero",
+        &format!("of={}", mp.join("c").display()),
+        "bs=64k",
+        "count=32",
+    ]);
+    assert!(!out.status.success());
+    expect(stream.next(), "quota-full", None);
+    d.cli_ok(["unmount", &name]);
+    expect(stream.next(), "unmount", Some("cli"));
+
+    // After the fact: --since, and the type filter.
+    let mounts = wait_for_events(
+        &d,
+        &["--filter", "type=mount", "--filter", "type=unmount"],
+        3,
+    );
+    let kinds: Vec<&str> = mounts.iter().map(|e| e["Type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["mount", "mount", "unmount"]);
+
+    // A restart mounts the volume again for its reference: handler-restart.
+    drop(stream);
+    d.stop();
+    let d = TestDaemon::start_at(&root);
+    let restarted = wait_for_events(&d, &["--filter", "type=handler-restart"], 1);
+    assert_eq!(restarted[0]["Volume"], name.as_str());
+    let stream = EventStream::start(
+        &d,
+        &["--since", "1h", "--filter", &format!("volume={name}")],
+    );
+    d.cli_ok(["unmount", &name, "--all"]);
+    // The history comes first.
+    expect(stream.next(), "handler-restart", None);
+    expect(stream.next(), "unmount", Some(&cli_target));
+    d.cli_ok(["rm", &name]);
+    expect(stream.next(), "remove", None);
+}
+
+#[test]
+fn events_local() {
+    if fuse_or_skip("events_local") {
+        events_follow_operations("local");
+    }
+}
+
+#[test]
+fn events_tmpfs() {
+    if fuse_or_skip("events_tmpfs") {
+        events_follow_operations("tmpfs");
+    }
+}
+
+#[test]
+fn bad_event_requests_name_the_valid_choices() {
+    let root = TestRoot::new();
+    for (args, wanted) in [
+        (
+            &["--filter", "name=x"][..],
+            "valid filters are volume=NAME and type=TYPE",
+        ),
+        (
+            &["--filter", "type=full"][..],
+            "valid types are: create, remove, mount, unmount",
+        ),
+        (&["--since", "yesterday"][..], "RFC 3339"),
+        (
+            &["--since", "100", "--until", "50"][..],
+            "--since is after --until",
+        ),
+    ] {
+        // Refused before the daemon is asked: none runs here.
+        let out = root.cli(["events"].iter().chain(args));
+        assert!(!out.status.success());
+        assert!(
+            stderr_of(&out).contains(wanted),
+            "{args:?}: {}",
+            stderr_of(&out)
+        );
+    }
 }

@@ -213,6 +213,9 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Show what happens to volumes as it happens (and what happened, with --since)
+    #[command(after_help = EVENTS_HELP)]
+    Events(EventsArgs),
     /// Check an unmounted rbd volume's image and print the report (non-zero exit if damaged)
     Fsck {
         #[arg(value_name = "NAME")]
@@ -260,6 +263,42 @@ pub enum ListFormat {
     /// Columns: DRIVER, VOLUME NAME, SIZE, USED, MOUNTED
     Table,
     /// A JSON array of the volumes, as `inspect` shows them
+    Json,
+}
+
+const EVENTS_HELP: &str = "\
+Events: create, remove, mount, unmount (with the reference), resize, snapshot, quota-full
+  (a volume refused a write for space; once until its usage goes down), lock-broken,
+  handler-restart (a volume mounted again at a daemon start).
+Filters (--filter KEY=VALUE, repeatable; different keys must all match, values of one key are
+alternatives):
+  volume=NAME      events of volume NAME
+  type=TYPE        events of this type
+Times (--since, --until): RFC 3339 (2026-12-03T18:00:00Z), Unix seconds (1764784800), or a
+  duration before now (10m, 1h30m). The daemon keeps its last 4096 events since it started.
+Without --until, new events are printed as they happen until interrupted.";
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Show events from this time on, also those that already happened
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Stop at this time (and print only what happened when it is in the past)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Show only the events that match (see below)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = EventFormat::Text)]
+    pub format: EventFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventFormat {
+    /// TIME TYPE VOLUME (driver=..., attributes)
+    Text,
+    /// One JSON object per event and line
     Json,
 }
 

@@ -34,6 +34,7 @@ pub fn run(
         VolumeCommand::Mount(args) => mount(client, args, out),
         VolumeCommand::Unmount(args) => unmount(client, args, out),
         VolumeCommand::Path { name } => path(client, name, out),
+        VolumeCommand::Events(args) => super::events::run(client, args, out),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
@@ -248,7 +249,7 @@ fn pretty_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
 }
 
 /// A closed pipe (`fvol ls | head`) is not an error worth reporting.
-fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+pub(super) fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
             Err(CliError::Message(format!("writing output: {e}")))

@@ -3,6 +3,7 @@ mod args;
 pub(crate) mod client;
 mod commands;
 mod error;
+mod events;
 mod filter;
 mod output;
 mod template;

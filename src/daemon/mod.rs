@@ -2,6 +2,7 @@
 pub mod api_routes;
 pub mod config;
 mod error;
+pub mod events;
 pub mod http;
 pub mod lock;
 pub mod metrics;
@@ -144,7 +145,9 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
                 }
             });
         }
-        let api = cli_router(manager.clone()).merge(metrics::router(manager.clone()));
+        let api = cli_router(manager.clone())
+            .merge(metrics::router(manager.clone()))
+            .merge(events::router(manager.events(), stop.receiver()));
         let cli = async {
             serve::serve(listener, api, limits, stop.wait())
                 .await
@@ -271,6 +274,11 @@ impl Broadcast {
             let _ = tx.send(true);
         });
         Broadcast { stopped }
+    }
+
+    /// True once the shutdown future has completed.
+    fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopped.clone()
     }
 
     /// Completes once the shutdown future has.

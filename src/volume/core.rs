@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::events::EventType;
 use super::fault::crash_point;
 use super::{
     MountRef, RefId, RefKind, ReferenceInfo, Usage, VolumeError, VolumeInfo, VolumeRecord,
@@ -31,6 +32,11 @@ struct Active {
     ephemeral: bool,
     /// The usage last written to the catalog.
     saved: Option<UsageSnapshot>,
+    /// Quota refusals seen so far, and the filesystem's space releases when the current
+    /// episode of them began (a `quota-full` event each episode; it ends when space comes
+    /// back: a release).
+    quota_refusals_seen: u64,
+    full_since: Option<u64>,
 }
 
 pub struct Core {
@@ -44,6 +50,7 @@ pub struct Core {
     tmpfs_linger: Duration,
     /// Volumes mounted again at start-up for the references they had (see `observe`).
     handler_restarts: u64,
+    events: Arc<super::events::EventLog>,
 }
 
 fn now() -> u64 {
@@ -74,7 +81,16 @@ impl Core {
             lingering: HashMap::new(),
             tmpfs_linger,
             handler_restarts: 0,
+            events: Arc::new(super::events::EventLog::default()),
         }
+    }
+
+    pub fn events(&self) -> Arc<super::events::EventLog> {
+        self.events.clone()
+    }
+
+    fn emit(&self, kind: EventType, rec: &VolumeRecord, attributes: &[(&str, String)]) {
+        self.events.emit(kind, &rec.name, &rec.driver, attributes);
     }
 
     pub fn driver(&self, name: &str) -> Result<Arc<dyn AnyDriver>, VolumeError> {
@@ -224,6 +240,7 @@ impl Core {
             self.undo_create(&rec, true);
             return Err(e.into());
         }
+        self.emit(EventType::Create, &rec, &[]);
         Ok(rec)
     }
 
@@ -349,6 +366,11 @@ impl Core {
             .remove(name)
             .map_err(|e| unfinished(name, e.into()))?;
         self.remove_volume_dir(name);
+        self.emit(
+            EventType::Remove,
+            &rec,
+            &[("reclaimed_bytes", freed.to_string())],
+        );
         Ok(freed)
     }
 
@@ -424,6 +446,7 @@ impl Core {
                 }
                 return Err(e.into());
             }
+            self.emit(EventType::Mount, &rec, &[("reference", reference.key())]);
         }
         Ok(mountpoint)
     }
@@ -442,6 +465,7 @@ impl Core {
             detach_target(name, t, r.bind_mount_id)?;
         }
         self.store.put(&rec)?;
+        self.emit(EventType::Unmount, &rec, &[("reference", reference.key())]);
         if rec.mount_refs.is_empty() {
             let ephemeral = self.active.get(name).is_some_and(|a| a.ephemeral);
             if ephemeral && r.kind == RefKind::Plugin && !self.tmpfs_linger.is_zero() {
@@ -487,6 +511,9 @@ impl Core {
             }
         }
         self.store.put(&rec)?;
+        for id in refs.keys() {
+            self.emit(EventType::Unmount, &rec, &[("reference", id.clone())]);
+        }
         self.deactivate(name);
         Ok(refs.into_keys().collect())
     }
@@ -544,6 +571,10 @@ impl Core {
                 rec.name,
                 orphans.join(", ")
             );
+            for id in &orphans {
+                let attributes = [("reference", id.clone()), ("reason", "orphaned".into())];
+                self.emit(EventType::Unmount, &rec, &attributes);
+            }
             if rec.mount_refs.is_empty() {
                 self.deactivate(&rec.name);
             }
@@ -578,6 +609,8 @@ impl Core {
                 mount,
                 ephemeral: activation.ephemeral,
                 saved: None,
+                quota_refusals_seen: 0,
+                full_since: None,
             },
         );
         Ok(())
@@ -594,7 +627,15 @@ impl Core {
     pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         let rec = self.record(name)?;
         self.refuse_if_active(&rec, "break its lock")?;
-        Ok(self.driver(&rec.driver)?.break_lock(&self.ctx, &rec)?)
+        let broken = self.driver(&rec.driver)?.break_lock(&self.ctx, &rec)?;
+        if !broken.is_empty() {
+            self.emit(
+                EventType::LockBroken,
+                &rec,
+                &[("holders", broken.join(", "))],
+            );
+        }
+        Ok(broken)
     }
 
     fn refuse_if_active(&self, rec: &VolumeRecord, what: &'static str) -> Result<(), VolumeError> {
@@ -702,6 +743,7 @@ impl Core {
                 continue;
             }
             self.handler_restarts += 1;
+            self.emit(EventType::HandlerRestart, &rec, &[]);
             let mut rebound = false;
             for r in rec.mount_refs.values_mut() {
                 let Some(target) = r.target.clone() else {
@@ -726,6 +768,37 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Emits `quota-full` for each mounted volume that refused a request for space since the
+    /// last look, once per episode: the episode ends when space comes back (the quota counts
+    /// each release of space), so a program retrying on a full volume makes one event. Read
+    /// from counters the hot path keeps anyway, once a second.
+    pub fn watch_quota(&mut self) {
+        let mut full = Vec::new();
+        for (name, a) in &mut self.active {
+            let releases = a.fs.releases();
+            if a.full_since.is_some_and(|at| releases > at) {
+                a.full_since = None;
+            }
+            let refusals = a.mount.stats().quota_refusals();
+            if refusals > a.quota_refusals_seen {
+                a.quota_refusals_seen = refusals;
+                if a.full_since.is_none() {
+                    a.full_since = Some(releases);
+                    full.push((name.clone(), a.fs.usage()));
+                }
+            }
+        }
+        for (name, usage) in full {
+            if let Ok(rec) = self.record(&name) {
+                let attributes = [
+                    ("used_bytes", usage.bytes.to_string()),
+                    ("used_inodes", usage.inodes.to_string()),
+                ];
+                self.emit(EventType::QuotaFull, &rec, &attributes);
+            }
+        }
     }
 
     /// What the metrics show of every volume (see `observe`); no catalog write.

@@ -94,6 +94,7 @@ impl VolumeManager {
                     std::thread::sleep(TICK);
                     let Some(core) = weak.upgrade() else { return };
                     core.lock().end_lingering();
+                    core.lock().watch_quota();
                     if checkpointed.elapsed() >= CHECKPOINT_EVERY {
                         core.lock().checkpoint_usage();
                         checkpointed = Instant::now();
@@ -214,6 +215,11 @@ impl VolumeManager {
     pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         validate_name(name)?;
         self.core.lock().break_lock(name)
+    }
+
+    /// The event log (`fvol events`).
+    pub fn events(&self) -> Arc<super::events::EventLog> {
+        self.core.lock().events()
     }
 
     /// What the daemon's metrics show, read at one moment.

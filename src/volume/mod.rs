@@ -2,6 +2,7 @@
 pub mod bind;
 pub mod core;
 pub mod error;
+pub mod events;
 mod fault;
 pub mod guard;
 pub mod info;
