@@ -889,3 +889,156 @@ fn bad_event_requests_name_the_valid_choices() {
         );
     }
 }
+
+/// A private tmux server (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("fvol-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux (Debian package tmux; tools/install-deps.sh installs it)")
+    }
+
+    fn pane(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+
+    /// The pane once `cond` holds for it, waiting generously.
+    fn pane_when(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pane = self.pane();
+            if cond(&pane) {
+                return pane;
+            }
+            assert!(Instant::now() < deadline, "{what} never showed:\n{pane}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The volume names in the order the view lists them.
+fn listed(pane: &str) -> Vec<String> {
+    pane.lines()
+        .skip_while(|l| !l.starts_with("VOLUME"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+fn row_of<'a>(pane: &'a str, name: &str) -> Vec<&'a str> {
+    pane.lines()
+        .find(|l| l.starts_with(name))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn top_under_tmux() {
+    if !fuse_or_skip("top_under_tmux") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=8M", "zulu"]);
+    d.cli_ok(["create", "-o", "size=64M", "alpha"]);
+    let full = d.mount("zulu");
+    std::fs::write(full.join("f"), vec![1u8; 6 << 20]).unwrap();
+    let busy = d.mount("alpha");
+
+    let tmux = Tmux::new();
+    let command = format!(
+        "{} --root {} top",
+        fuse_tests::daemon::fvol_bin().display(),
+        d.root().display()
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "140",
+        "-y",
+        "20",
+        &command,
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // Sorted by usage at first: the fuller volume on top, with its bar and sizes.
+    let pane = tmux.pane_when("both volumes", |p| listed(p).len() == 2);
+    assert_eq!(listed(&pane), ["zulu", "alpha"], "{pane}");
+    assert!(pane.contains("sorted by usage"), "{pane}");
+    let zulu = row_of(&pane, "zulu");
+    assert_eq!(zulu[1], "tmpfs", "{pane}");
+    assert!(
+        pane.lines().any(|l| l.starts_with("zulu")
+            && l.contains("75%")
+            && l.contains("6MiB")
+            && l.contains("8MiB")),
+        "{pane}"
+    );
+
+    // Writes on alpha show as operations, throughput and a p99 latency.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), busy.join("w"));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&path, vec![2u8; 256 << 10]).unwrap();
+            }
+        })
+    };
+    tmux.run(&["send-keys", "-t", "top", "o"]);
+    // Counted from the right: OPS/S, READ, WRITE and P99 are the last four columns.
+    let pane = tmux.pane_when("alpha busy, sorted by ops", |p| {
+        let alpha = row_of(p, "alpha");
+        let n = alpha.len();
+        p.contains("sorted by ops") && n > 4 && alpha[n - 4] != "0" && alpha[n - 1] != "-"
+    });
+    assert_eq!(listed(&pane), ["alpha", "zulu"], "{pane}");
+    let alpha = row_of(&pane, "alpha");
+    let write = alpha[alpha.len() - 2];
+    assert!(
+        write.ends_with("/s") && write != "0B/s",
+        "write column: {pane}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+
+    tmux.run(&["send-keys", "-t", "top", "n"]);
+    let pane = tmux.pane_when("sorted by name", |p| p.contains("sorted by name"));
+    assert_eq!(listed(&pane), ["alpha", "zulu"], "{pane}");
+    tmux.run(&["send-keys", "-t", "top", "u"]);
+    let pane = tmux.pane_when("sorted by usage", |p| p.contains("sorted by usage"));
+    assert_eq!(listed(&pane), ["zulu", "alpha"], "{pane}");
+
+    // q leaves the view: the session (the command) ends.
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tmux.run(&["has-session", "-t", "top"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "fvol top did not end on q:\n{}",
+            tmux.pane()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -216,6 +216,9 @@ pub enum VolumeCommand {
     /// Show what happens to volumes as it happens (and what happened, with --since)
     #[command(after_help = EVENTS_HELP)]
     Events(EventsArgs),
+    /// A live view of the volumes: usage, operations, throughput and p99 latency, refreshed
+    /// every second (keys: n u o r w l sort, q quits)
+    Top(TopArgs),
     /// Check an unmounted rbd volume's image and print the report (non-zero exit if damaged)
     Fsck {
         #[arg(value_name = "NAME")]
@@ -300,6 +303,57 @@ pub enum EventFormat {
     Text,
     /// One JSON object per event and line
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The first sort key (keys change it: n u o r w l)
+    #[arg(long, value_enum, default_value_t = TopSort::Usage)]
+    pub sort: TopSort,
+    /// Seconds between refreshes
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    /// The volume's name (key n)
+    Name,
+    /// Used bytes against the limit, fullest first (key u)
+    Usage,
+    /// Operations per second (key o)
+    Ops,
+    /// Bytes read per second (key r)
+    Read,
+    /// Bytes written per second (key w)
+    Write,
+    /// p99 latency (key l)
+    Latency,
+}
+
+impl TopSort {
+    pub fn name(self) -> &'static str {
+        match self {
+            TopSort::Name => "name",
+            TopSort::Usage => "usage",
+            TopSort::Ops => "ops",
+            TopSort::Read => "read",
+            TopSort::Write => "write",
+            TopSort::Latency => "latency",
+        }
+    }
+
+    pub fn for_key(key: char) -> Option<TopSort> {
+        Some(match key {
+            'n' => TopSort::Name,
+            'u' => TopSort::Usage,
+            'o' => TopSort::Ops,
+            'r' => TopSort::Read,
+            'w' => TopSort::Write,
+            'l' => TopSort::Latency,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,22 @@ impl DaemonClient {
         decode_response(&response)
     }
 
+    /// GETs `route` and returns its text (`/metrics`).
+    pub fn get_text(&self, route: &str) -> Result<String, CliError> {
+        let request = Request::get(route)
+            .header(HOST, "fvol")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CliError::Message(format!("building the request: {e}")))?;
+        let response = self
+            .runtime
+            .block_on(send(&self.socket, request))
+            .map_err(|err| self.describe(err))?;
+        if !response.status.is_success() {
+            return decode_response::<api::Empty>(&response).map(|_| String::new());
+        }
+        Ok(String::from_utf8_lossy(&response.body).into_owned())
+    }
+
     /// POSTs `request` to `route` and hands each line of the answer to `on_line` as it
     /// arrives (a streamed answer, as `/v1/events`); an error answer becomes its message.
     pub fn stream_lines<Req: Serialize>(

@@ -35,6 +35,7 @@ pub fn run(
         VolumeCommand::Unmount(args) => unmount(client, args, out),
         VolumeCommand::Path { name } => path(client, name, out),
         VolumeCommand::Events(args) => super::events::run(client, args, out),
+        VolumeCommand::Top(args) => super::top::run(client, args),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }

@@ -7,6 +7,7 @@ mod events;
 mod filter;
 mod output;
 mod template;
+mod top;
 
 use std::io::{self, Write};
 use std::path::Path;
