@@ -56,6 +56,9 @@ pub mod routes {
     pub const SNAPSHOT_REMOVE: &str = "/v1/snapshot/remove";
     /// [`super::SnapshotRequest`] → [`super::Empty`]
     pub const SNAPSHOT_RESTORE: &str = "/v1/snapshot/restore";
+    /// [`super::EventsRequest`] → a stream of `volume::events::Event`, one JSON object a
+    /// line, until `until` passes (or forever without it).
+    pub const EVENTS: &str = "/v1/events";
 }
 
 /// A request body: a JSON object of this type's shape, which errors about the body show. The
@@ -267,4 +270,25 @@ mod tests {
     fn empty_is_an_empty_object() {
         assert_eq!(serde_json::to_string(&Empty {}).unwrap(), "{}");
     }
+}
+
+/// Which events `fvol events` wants: times in nanoseconds since the epoch (inclusive); each
+/// filter given must match, values of one are alternatives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub until: Option<u64>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Event type names (`create`, `quota-full`, ...).
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+impl RequestBody for EventsRequest {
+    const SHAPE: &'static str =
+        r#"{"since"?: integer, "until"?: integer, "volumes"?: [string], "types"?: [string]}"#;
 }

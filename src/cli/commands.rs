@@ -11,6 +11,7 @@ use super::args::{
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
 use super::output::{human_size, snapshot_table, volume_table};
+use super::template::Template;
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
     PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest, TransferRequest,
@@ -29,7 +30,7 @@ pub fn run(
     match command {
         VolumeCommand::Create(args) => create(client, args, out),
         VolumeCommand::Ls(args) => list(client, args, out),
-        VolumeCommand::Inspect { names } => inspect(client, names, out),
+        VolumeCommand::Inspect { names, format } => inspect(client, names, format, out),
         VolumeCommand::Rm(args) => remove(client, args, out),
         VolumeCommand::Prune(args) => prune(client, args, &mut io::stdin().lock(), out),
         VolumeCommand::Mount(args) => mount(client, args, out),
@@ -39,6 +40,8 @@ pub fn run(
         VolumeCommand::Snapshot(command) => snapshot(client, command, out),
         VolumeCommand::Export { name, output } => export(client, name, output, out),
         VolumeCommand::Import { name, file } => import(client, name, file, out),
+        VolumeCommand::Events(args) => super::events::run(client, args, out),
+        VolumeCommand::Top(args) => super::top::run(client, args),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
@@ -223,9 +226,33 @@ fn list(client: &DaemonClient, args: LsArgs, out: &mut dyn Write) -> Result<(), 
     write_out(out, &text)
 }
 
-fn inspect(client: &DaemonClient, names: Vec<String>, out: &mut dyn Write) -> Result<(), CliError> {
+fn inspect(
+    client: &DaemonClient,
+    names: Vec<String>,
+    format: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    // Checked before the daemon is asked.
+    let template = format
+        .as_deref()
+        .map(Template::parse)
+        .transpose()
+        .map_err(|e| CliError::Message(format!("invalid --format: {e}")))?;
     let volumes: Vec<VolumeInfo> = client.call(routes::INSPECT, &InspectRequest { names })?;
-    write_out(out, &pretty_json(&volumes)?)
+    let Some(template) = template else {
+        return write_out(out, &pretty_json(&volumes)?);
+    };
+    let mut text = String::new();
+    for volume in &volumes {
+        let value = serde_json::to_value(volume)
+            .map_err(|e| CliError::Message(format!("formatting JSON: {e}")))?;
+        let line = template
+            .render(&value)
+            .map_err(|e| CliError::Message(format!("invalid --format: {e}")))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    write_out(out, &text)
 }
 
 /// Prints each removed name; each failure is reported on its own line and fails the command
@@ -371,7 +398,7 @@ fn pretty_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
 }
 
 /// A closed pipe (`fvol ls | head`) is not an error worth reporting.
-fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+pub(super) fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
             Err(CliError::Message(format!("writing output: {e}")))

@@ -9,6 +9,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, umount2};
 
 use super::FuseAdapter;
+use super::stats::VolumeStats;
 use crate::fs::VolumeFs;
 
 /// How a volume is served.
@@ -57,9 +58,15 @@ pub struct MountedFs {
     /// The mount's device number (`st_dev`), by which other mount namespaces' mounts of it
     /// are recognised. None if it could not be read at mount time.
     device: Option<u64>,
+    /// What its requests did.
+    stats: Arc<VolumeStats>,
 }
 
 impl MountedFs {
+    pub fn stats(&self) -> &Arc<VolumeStats> {
+        &self.stats
+    }
+
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -134,7 +141,8 @@ pub fn mount(
     config.acl = SessionACL::All;
     config.n_threads = Some(serve.threads.max(1));
     config.clone_fd = true;
-    let adapter = FuseAdapter::new(fs, name, serve.ttl(), serve.passthrough);
+    let stats = Arc::new(VolumeStats::default());
+    let adapter = FuseAdapter::new(fs, name, serve.ttl(), serve.passthrough, stats.clone());
     let session = fuser::spawn_mount(adapter, mountpoint, &config)?;
     // Answered by the session already serving.
     let device = match nix::sys::stat::stat(mountpoint) {
@@ -151,6 +159,7 @@ pub fn mount(
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
         device,
+        stats,
     };
     if let (Some(kb), Some(dev)) = (serve.readahead_kb, device)
         && let Err(e) = set_readahead(dev, kb)
@@ -204,6 +213,16 @@ pub fn abort_connection(device: u64) -> io::Result<()> {
     }
     std::fs::write(&abort, "1")
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", abort.display())))
+}
+
+/// Requests the kernel has queued for the FUSE connection of the filesystem with device number
+/// `device` and not yet had answered (fusectl's `waiting`): a number that stays up while the
+/// volume is idle shows a stuck handler. None without the control filesystem.
+pub fn waiting_requests(device: u64) -> Option<u64> {
+    let waiting = Path::new(FUSECTL)
+        .join(nix::sys::stat::minor(device).to_string())
+        .join("waiting");
+    std::fs::read_to_string(waiting).ok()?.trim().parse().ok()
 }
 
 const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6573_5543);

@@ -114,6 +114,7 @@ impl VolumeManager {
                     std::thread::sleep(TICK);
                     let Some(core) = weak.upgrade() else { return };
                     core.end_lingering();
+                    core.watch_quota();
                     if checkpointed.elapsed() >= CHECKPOINT_EVERY {
                         // A settle pass may wait for writeback; it takes no lock of the core.
                         for fs in core.active_filesystems() {
@@ -432,6 +433,16 @@ impl VolumeManager {
         validate_name(name)?;
         let _volume = self.core.locks.lock(name);
         self.core.break_lock(name)
+    }
+
+    /// The event log (`fvol events`).
+    pub fn events(&self) -> Arc<super::events::EventLog> {
+        self.core.events()
+    }
+
+    /// What the daemon's metrics show, read at one moment.
+    pub fn observe(&self) -> Result<super::observe::Observation, VolumeError> {
+        self.core.observe()
     }
 
     /// Removes every volume with no mount reference (checked again under its lock: one

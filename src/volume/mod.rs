@@ -2,6 +2,7 @@
 pub mod bind;
 pub mod core;
 pub mod error;
+pub mod events;
 pub mod export;
 mod fault;
 pub mod guard;
@@ -10,6 +11,7 @@ pub mod limits;
 pub mod locks;
 pub mod manager;
 pub mod name;
+pub mod observe;
 pub mod refs;
 pub mod resize;
 pub mod snapshot;

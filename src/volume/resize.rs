@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::core::Core;
+use super::events::EventType;
 use super::{Usage, VolumeError, VolumeRecord};
 use crate::driver::{AnyDriver, Resize};
 use crate::fs::UsageSnapshot;
@@ -99,6 +100,20 @@ impl Core {
             return Err(e.into());
         }
         log::info!("volume {name}: limits now {:?}", to.limits);
+        // The options as they are now, and the limits they enforce.
+        let mut attributes = Vec::new();
+        for key in RESIZABLE {
+            if let Some(value) = rec.options.get(*key) {
+                attributes.push((*key, value.clone()));
+            }
+        }
+        if let Some(bytes) = to.limits.bytes {
+            attributes.push(("size_limit", bytes.to_string()));
+        }
+        if let Some(inodes) = to.limits.inodes {
+            attributes.push(("inode_limit", inodes.to_string()));
+        }
+        self.emit(EventType::Resize, &rec, &attributes);
         Ok(rec)
     }
 }

@@ -21,6 +21,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::core::Core;
+use super::events::EventType;
 use super::{RefId, Usage, VolumeError, VolumeRecord};
 use crate::driver::DataHome;
 use crate::fs::tree_copy::copy_out;
@@ -210,6 +211,13 @@ impl Core {
             "volume {volume}: snapshot {snap} taken by {method}, {} bytes, writes held {held:?}",
             stats.bytes
         );
+        let attributes = [
+            ("snapshot", info.name.clone()),
+            ("method", info.method.clone()),
+            ("bytes", info.bytes.to_string()),
+            ("held_ms", info.held_ms.to_string()),
+        ];
+        self.emit(EventType::Snapshot, &rec, &attributes);
         Ok(info)
     }
 
