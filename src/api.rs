@@ -45,6 +45,23 @@ pub mod routes {
     /// [`super::Empty`] → [`super::Empty`]: the daemon stops for good once it answered,
     /// unmounting every volume (`fvol daemon --stop`).
     pub const STOP: &str = "/v1/stop";
+    /// [`super::UpdateRequest`] → [`crate::volume::VolumeInfo`]
+    pub const UPDATE: &str = "/v1/update";
+    /// [`super::TransferRequest`] → [`crate::volume::export::ExportInfo`]
+    pub const EXPORT: &str = "/v1/export";
+    /// [`super::TransferRequest`] → [`crate::volume::export::ImportInfo`]
+    pub const IMPORT: &str = "/v1/import";
+    /// [`super::SnapshotRequest`] → [`crate::volume::snapshot::SnapshotInfo`]
+    pub const SNAPSHOT_CREATE: &str = "/v1/snapshot/create";
+    /// [`super::SnapshotRequest`] (no snapshot) → an array of `SnapshotInfo`
+    pub const SNAPSHOT_LIST: &str = "/v1/snapshot/list";
+    /// [`super::SnapshotRequest`] → [`super::Empty`]
+    pub const SNAPSHOT_REMOVE: &str = "/v1/snapshot/remove";
+    /// [`super::SnapshotRequest`] → [`super::Empty`]
+    pub const SNAPSHOT_RESTORE: &str = "/v1/snapshot/restore";
+    /// [`super::EventsRequest`] → a stream of `volume::events::Event`, one JSON object a
+    /// line, until `until` passes (or forever without it).
+    pub const EVENTS: &str = "/v1/events";
 }
 
 /// A request body: a JSON object of this type's shape, which errors about the body show. The
@@ -189,6 +206,44 @@ pub struct BreakLockResponse {
     pub broken: Vec<String>,
 }
 
+/// A change of a volume's limits (`fvol update`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    pub name: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl RequestBody for UpdateRequest {
+    const SHAPE: &'static str = r#"{"name": string, "options"?: {string: string}}"#;
+}
+
+/// A snapshot of a volume (`fvol snapshot ...`); `snapshot` is needed by all but list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    pub name: String,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+impl RequestBody for SnapshotRequest {
+    const SHAPE: &'static str = r#"{"name": string, "snapshot"?: string}"#;
+}
+
+/// An export (written to `file`) or import (read from `file`); `file` is absolute.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub name: String,
+    pub file: PathBuf,
+}
+
+impl RequestBody for TransferRequest {
+    const SHAPE: &'static str = r#"{"name": string, "file": string}"#;
+}
+
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -218,4 +273,25 @@ mod tests {
     fn empty_is_an_empty_object() {
         assert_eq!(serde_json::to_string(&Empty {}).unwrap(), "{}");
     }
+}
+
+/// Which events `fvol events` wants: times in nanoseconds since the epoch (inclusive); each
+/// filter given must match, values of one are alternatives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub until: Option<u64>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Event type names (`create`, `quota-full`, ...).
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+impl RequestBody for EventsRequest {
+    const SHAPE: &'static str =
+        r#"{"since"?: integer, "until"?: integer, "volumes"?: [string], "types"?: [string]}"#;
 }

@@ -25,7 +25,7 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 # ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
 # No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
 packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs jq pkg-config python3
-          ca-certificates util-linux tar procps
+          ca-certificates util-linux tar procps prometheus tmux
           docker.io busybox-static
           librados2 librbd1 ceph-common ceph-mon ceph-osd)
 

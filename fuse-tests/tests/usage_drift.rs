@@ -380,7 +380,10 @@ fn daemon_settles_local_usage_across_a_restart() {
     // one starts the next daemon, and that exec would close a file of the volume (a FLUSH that
     // waits for that very daemon: docs/architecture.md, "Limits").
     let mut holder = std::process::Command::new("sh")
-        .args(["-c", r#"exec 3<>"$0" && echo open && read _ && printf 'still open' >&3"#])
+        .args([
+            "-c",
+            r#"exec 3<>"$0" && echo open && read _ && printf 'still open' >&3"#,
+        ])
         .arg(mp.join("sparse"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -427,7 +430,10 @@ fn daemon_settles_local_usage_across_a_restart() {
     }
     use std::io::Write;
     holder.stdin.take().unwrap().write_all(b"\n").unwrap();
-    assert!(holder.wait().unwrap().success(), "the open file failed after the restart");
+    assert!(
+        holder.wait().unwrap().success(),
+        "the open file failed after the restart"
+    );
     d.cli_ok(["unmount", "settled"]);
     assert_eq!(
         usage(&d),

@@ -55,9 +55,36 @@ pub enum Command {
     /// Hold the daemon's FUSE connections across its restarts (started by the daemon)
     #[command(hide = true)]
     Keeper,
+    /// Print the shell completion script for bash, zsh or fish
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (fvol.1 and one per command) into a directory
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the version, the git commit and the kernel's FUSE features
+    Version,
     #[command(flatten)]
     Volume(VolumeCommand),
 }
+
+const COMPLETIONS_HELP: &str = "\
+Installing (tools/install does this):
+  fvol completions bash > /usr/share/bash-completion/completions/fvol
+  fvol completions zsh  > /usr/share/zsh/vendor-completions/_fvol
+  fvol completions fish > /usr/share/fish/vendor_completions.d/fvol.fish";
+
+const INSPECT_HELP: &str = "\
+Formats (--format, as docker inspect -f):
+  TEMPLATE        text with {{.Field}}, {{.Field.Sub}} and {{json .Field}}, printed once per
+                  volume, e.g. '{{.Name}} {{.Status.UsedBytes}}'; numbers print as integers
+  .Field.Sub      a field selector: the same as {{.Field.Sub}}
+  Fields: Name, Driver, Mountpoint, CreatedAt, Labels, Options, Scope, Status (SizeLimit,
+  UsedBytes, InodeLimit, UsedInodes, Mounted, MountRefs, References)";
 
 /// The plugin and the configuration file; the sections and the options without defaults
 /// come from the drivers' schemas.
@@ -155,6 +182,25 @@ pub struct DaemonArgs {
     /// must exist when given [default: /etc/fvol/fvol.toml, if it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Also serve Prometheus metrics (GET /metrics) on this TCP address, e.g. 127.0.0.1:9470
+    /// (repeatable). Without it nothing listens on TCP; the API socket always serves
+    /// /metrics
+    #[arg(long, value_name = "IP:PORT",
+          value_parser = crate::daemon::metrics::parse_listen_address)]
+    pub metrics_listen: Vec<std::net::SocketAddr>,
+    /// How log lines look on stderr: text, or json (one object a line: time, level, target,
+    /// message)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `[TIME LEVEL target] message`
+    #[default]
+    Text,
+    /// One JSON object per line
+    Json,
 }
 
 /// The commands served by the daemon.
@@ -166,10 +212,14 @@ pub enum VolumeCommand {
     /// List volumes
     #[command(visible_alias = "list", after_help = LS_HELP)]
     Ls(LsArgs),
-    /// Show volumes in detail, as a JSON array
+    /// Show volumes in detail, as a JSON array, or formatted with --format
+    #[command(after_help = INSPECT_HELP)]
     Inspect {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+        /// A template or field selector applied to each volume (see below)
+        #[arg(short, long, value_name = "TEMPLATE")]
+        format: Option<String>,
     },
     /// Remove volumes, printing each name removed
     #[command(visible_alias = "remove")]
@@ -186,6 +236,34 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Write a tar stream of a volume at one instant (owners, modes, times, xattrs, hard
+    /// links, holes), taken while containers write
+    Export {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Write the stream to FILE instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Fill a volume from a tar stream (FILE, or stdin with - or nothing); the quota holds
+    Import {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Take, list, remove and restore snapshots of a volume
+    #[command(subcommand, after_help = SNAPSHOT_HELP)]
+    Snapshot(SnapshotCommand),
+    /// Change a volume's size or inode limit, mounted and in use or not
+    #[command(after_help = UPDATE_HELP)]
+    Update(UpdateArgs),
+    /// Show what happens to volumes as it happens (and what happened, with --since)
+    #[command(after_help = EVENTS_HELP)]
+    Events(EventsArgs),
+    /// A live view of the volumes: usage, operations, throughput and p99 latency, refreshed
+    /// every second (keys: n u o r w l sort, q quits)
+    Top(TopArgs),
     /// Check an unmounted rbd volume's image and print the report (non-zero exit if damaged)
     Fsck {
         #[arg(value_name = "NAME")]
@@ -197,6 +275,75 @@ pub enum VolumeCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+}
+
+const SNAPSHOT_HELP: &str = "\
+A snapshot is the volume at one instant, taken while containers write (their writes wait while
+it is taken: an instant with reflinks, the copy time for a copy; snapshot ls shows both). It is
+kept on the host under ROOT/snapshots and does not count against the volume's quota.
+fvol create NEW --from NAME@SNAP makes a new volume from one (--from NAME: from the volume now).
+
+Examples:
+  fvol snapshot create data before-upgrade
+  fvol snapshot ls data --format json
+  fvol snapshot restore data before-upgrade   # the volume must be unmounted
+  fvol snapshot rm data before-upgrade";
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of a volume, mounted and in use or not
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// List a volume's snapshots: when, how (reflink or copy), size, how long writes waited
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Remove a snapshot
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+    /// Roll an unmounted volume back to a snapshot
+    Restore {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SNAP")]
+        snapshot: String,
+    },
+}
+
+const UPDATE_HELP: &str = "\
+Options (-o KEY=VALUE, as for create; only these two change):
+  size=SIZE    the byte limit. Growing always works; shrinking works down to what the volume
+               holds (below that it is refused, naming the smallest allowed size). A mounted
+               volume has the new limit at once (df shows it). rbd: a bigger size grows the
+               image and its filesystem online; a smaller one lowers the quota only (the image
+               keeps its size)
+  inodes=N     the inode limit, down to the inodes in use
+
+Examples:
+  fvol update data -o size=20G
+  fvol update scratch -o size=128M -o inodes=50000";
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A new limit: size=SIZE or inodes=N
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", required = true)]
+    pub opts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +360,10 @@ pub struct CreateArgs {
     /// Metadata to attach to the volume
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Start with a copy of a volume (as it is now) or of one of its snapshots (the same as
+    /// -o from=NAME[@SNAP])
+    #[arg(long, value_name = "NAME[@SNAP]")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +385,93 @@ pub enum ListFormat {
     Table,
     /// A JSON array of the volumes, as `inspect` shows them
     Json,
+}
+
+const EVENTS_HELP: &str = "\
+Events: create, remove, mount, unmount (with the reference), resize, snapshot, quota-full
+  (a volume refused a write for space; once until its usage goes down), lock-broken,
+  handler-restart (a volume mounted again at a daemon start).
+Filters (--filter KEY=VALUE, repeatable; different keys must all match, values of one key are
+alternatives):
+  volume=NAME      events of volume NAME
+  type=TYPE        events of this type
+Times (--since, --until): RFC 3339 (2026-12-03T18:00:00Z), Unix seconds (1764784800), or a
+  duration before now (10m, 1h30m). The daemon keeps its last 4096 events since it started.
+Without --until, new events are printed as they happen until interrupted.";
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Show events from this time on, also those that already happened
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Stop at this time (and print only what happened when it is in the past)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Show only the events that match (see below)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = EventFormat::Text)]
+    pub format: EventFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventFormat {
+    /// TIME TYPE VOLUME (driver=..., attributes)
+    Text,
+    /// One JSON object per event and line
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The first sort key (keys change it: n u o r w l)
+    #[arg(long, value_enum, default_value_t = TopSort::Usage)]
+    pub sort: TopSort,
+    /// Seconds between refreshes
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    /// The volume's name (key n)
+    Name,
+    /// Used bytes against the limit, fullest first (key u)
+    Usage,
+    /// Operations per second (key o)
+    Ops,
+    /// Bytes read per second (key r)
+    Read,
+    /// Bytes written per second (key w)
+    Write,
+    /// p99 latency (key l)
+    Latency,
+}
+
+impl TopSort {
+    pub fn name(self) -> &'static str {
+        match self {
+            TopSort::Name => "name",
+            TopSort::Usage => "usage",
+            TopSort::Ops => "ops",
+            TopSort::Read => "read",
+            TopSort::Write => "write",
+            TopSort::Latency => "latency",
+        }
+    }
+
+    pub fn for_key(key: char) -> Option<TopSort> {
+        Some(match key {
+            'n' => TopSort::Name,
+            'u' => TopSort::Usage,
+            'o' => TopSort::Ops,
+            'r' => TopSort::Read,
+            'w' => TopSort::Write,
+            'l' => TopSort::Latency,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,11 @@ impl DaemonClient {
 
     /// POSTs `request` to `route` and decodes the answer, turning an error answer into its
     /// message.
+    /// The daemon's state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         route: &str,
@@ -51,6 +56,88 @@ impl DaemonClient {
             .block_on(send(&self.socket, request))
             .map_err(|err| self.describe(err))?;
         decode_response(&response)
+    }
+
+    /// GETs `route` and returns its text (`/metrics`).
+    pub fn get_text(&self, route: &str) -> Result<String, CliError> {
+        let request = Request::get(route)
+            .header(HOST, "fvol")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CliError::Message(format!("building the request: {e}")))?;
+        let response = self
+            .runtime
+            .block_on(send(&self.socket, request))
+            .map_err(|err| self.describe(err))?;
+        if !response.status.is_success() {
+            return decode_response::<api::Empty>(&response).map(|_| String::new());
+        }
+        Ok(String::from_utf8_lossy(&response.body).into_owned())
+    }
+
+    /// POSTs `request` to `route` and hands each line of the answer to `on_line` as it
+    /// arrives (a streamed answer, as `/v1/events`); an error answer becomes its message.
+    pub fn stream_lines<Req: Serialize>(
+        &self,
+        route: &str,
+        request: &Req,
+        on_line: &mut dyn FnMut(&str) -> Result<(), CliError>,
+    ) -> Result<(), CliError> {
+        use http_body_util::BodyExt;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| CliError::Message(format!("encoding the request: {e}")))?;
+        let request = Request::post(route)
+            .header(HOST, "fvol")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CliError::Message(format!("building the request: {e}")))?;
+        self.runtime.block_on(async {
+            let connect = async {
+                let stream = tokio::net::UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(SendError::Connect)?;
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(SendError::Http)
+            };
+            let (mut sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| self.describe(SendError::ConnectTimeout))?
+                .map_err(|e| self.describe(e))?;
+            tokio::spawn(connection);
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| self.describe(SendError::Http(e)))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let mut body = response.into_body();
+            if !status.is_success() {
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| self.describe(SendError::Http(e)))?
+                    .to_bytes();
+                let raw = RawResponse {
+                    status,
+                    headers,
+                    body,
+                };
+                return decode_response::<api::Empty>(&raw).map(drop);
+            }
+            let mut pending = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| self.describe(SendError::Http(e)))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    on_line(String::from_utf8_lossy(&line[..end]).as_ref())?;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn describe(&self, err: SendError) -> CliError {

@@ -1,21 +1,24 @@
 //! One function per volume command: build the request, call the daemon, print the answer.
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::CliError;
 use super::args::{
-    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, UnmountArgs, VolumeCommand,
+    CreateArgs, ListFormat, LsArgs, MountArgs, PruneArgs, RmArgs, SnapshotCommand, UnmountArgs,
+    UpdateArgs, VolumeCommand,
 };
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
-use super::output::{human_size, volume_table};
+use super::output::{human_size, snapshot_table, volume_table};
+use super::template::Template;
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
-    PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest, UnmountResponse,
-    routes,
+    PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest, TransferRequest,
+    UnmountRequest, UnmountResponse, routes,
 };
 use crate::volume::VolumeInfo;
+use crate::volume::snapshot::SnapshotInfo;
 
 const PRUNE_WARNING: &str = "WARNING! This will remove all volumes not used by at least one mount. Are you sure you want to continue? [y/N] ";
 
@@ -27,26 +30,174 @@ pub fn run(
     match command {
         VolumeCommand::Create(args) => create(client, args, out),
         VolumeCommand::Ls(args) => list(client, args, out),
-        VolumeCommand::Inspect { names } => inspect(client, names, out),
+        VolumeCommand::Inspect { names, format } => inspect(client, names, format, out),
         VolumeCommand::Rm(args) => remove(client, args, out),
         VolumeCommand::Prune(args) => prune(client, args, &mut io::stdin().lock(), out),
         VolumeCommand::Mount(args) => mount(client, args, out),
         VolumeCommand::Unmount(args) => unmount(client, args, out),
         VolumeCommand::Path { name } => path(client, name, out),
+        VolumeCommand::Update(args) => update(client, args, out),
+        VolumeCommand::Snapshot(command) => snapshot(client, command, out),
+        VolumeCommand::Export { name, output } => export(client, name, output, out),
+        VolumeCommand::Import { name, file } => import(client, name, file, out),
+        VolumeCommand::Events(args) => super::events::run(client, args, out),
+        VolumeCommand::Top(args) => super::top::run(client, args),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
         VolumeCommand::BreakLock { name } => break_lock(client, name, out),
     }
 }
 
 fn create(client: &DaemonClient, args: CreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut options = key_values("option", &args.opts)?;
+    if let Some(from) = args.from {
+        options.insert(crate::volume::snapshot::FROM.into(), from);
+    }
     let request = api::CreateRequest {
         name: args.name,
         driver: args.driver,
-        options: key_values("option", &args.opts)?,
+        options,
         labels: key_values("label", &args.labels)?,
     };
     let info: VolumeInfo = client.call(routes::CREATE, &request)?;
     write_out(out, &format!("{}\n", info.name))
+}
+
+/// The daemon writes the stream to FILE, or to a file under ROOT that is then copied to
+/// stdout (the socket is root's, so the CLI may read it) and removed.
+fn export(
+    client: &DaemonClient,
+    name: String,
+    output: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (file, to_stdout) = match output {
+        Some(path) => (absolute(path)?, false),
+        None => (transfer_file(client, "export")?, true),
+    };
+    let request = TransferRequest {
+        name,
+        file: file.clone(),
+    };
+    let answer: Result<serde_json::Value, CliError> = client.call(routes::EXPORT, &request);
+    if to_stdout {
+        let copied = answer.and_then(|_| {
+            let mut f = std::fs::File::open(&file).map_err(io_err(&file))?;
+            io::copy(&mut f, out).map_err(io_err(Path::new("stdout")))?;
+            Ok(())
+        });
+        let _ = std::fs::remove_file(&file);
+        return copied;
+    }
+    answer.map(drop)
+}
+
+fn import(
+    client: &DaemonClient,
+    name: String,
+    file: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (file, temporary) = match file.filter(|f| f.as_os_str() != "-") {
+        Some(path) => (absolute(path)?, false),
+        None => {
+            let tmp = transfer_file(client, "import")?;
+            let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            if let Err(e) = io::copy(&mut io::stdin().lock(), &mut f) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_err(Path::new("stdin"))(e));
+            }
+            (tmp, true)
+        }
+    };
+    let request = TransferRequest {
+        name,
+        file: file.clone(),
+    };
+    let answer: Result<serde_json::Value, CliError> = client.call(routes::IMPORT, &request);
+    if temporary {
+        let _ = std::fs::remove_file(&file);
+    }
+    let answer = answer?;
+    write_out(
+        out,
+        &format!(
+            "imported: the volume holds {} in {} inodes\n",
+            human_size(answer["UsedBytes"].as_u64().unwrap_or(0)),
+            answer["UsedInodes"].as_u64().unwrap_or(0)
+        ),
+    )
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CliError + '_ {
+    move |e| CliError::Message(format!("{}: {e}", path.display()))
+}
+
+/// A new file under ROOT/transfers for a stream on its way through stdin or stdout.
+fn transfer_file(client: &DaemonClient, what: &str) -> Result<PathBuf, CliError> {
+    let dir = client.root().join("transfers");
+    crate::sys::create_dir_with_mode(&dir, 0o700).map_err(io_err(&dir))?;
+    Ok(dir.join(format!("{what}-{}.tar", std::process::id())))
+}
+
+fn snapshot(
+    client: &DaemonClient,
+    command: SnapshotCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let request = |name, snapshot| SnapshotRequest { name, snapshot };
+    match command {
+        SnapshotCommand::Create { name, snapshot } => {
+            let info: SnapshotInfo =
+                client.call(routes::SNAPSHOT_CREATE, &request(name, Some(snapshot)))?;
+            write_out(
+                out,
+                &format!(
+                    "{}@{}: {} by {}, writes held {} ms\n",
+                    info.volume,
+                    info.name,
+                    human_size(info.bytes),
+                    info.method,
+                    info.held_ms
+                ),
+            )
+        }
+        SnapshotCommand::Ls { name, format } => {
+            let all: Vec<SnapshotInfo> =
+                client.call(routes::SNAPSHOT_LIST, &request(name, None))?;
+            let text = match format {
+                ListFormat::Json => pretty_json(&all)?,
+                ListFormat::Table => snapshot_table(&all),
+            };
+            write_out(out, &text)
+        }
+        SnapshotCommand::Rm { name, snapshot } => {
+            let Empty {} = client.call(routes::SNAPSHOT_REMOVE, &request(name, Some(snapshot)))?;
+            Ok(())
+        }
+        SnapshotCommand::Restore { name, snapshot } => {
+            let Empty {} = client.call(routes::SNAPSHOT_RESTORE, &request(name, Some(snapshot)))?;
+            Ok(())
+        }
+    }
+}
+
+/// Prints the volume's new limits.
+fn update(client: &DaemonClient, args: UpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let request = api::UpdateRequest {
+        name: args.name,
+        options: key_values("option", &args.opts)?,
+    };
+    let info: VolumeInfo = client.call(routes::UPDATE, &request)?;
+    let limit = |l: Option<u64>, show: fn(u64) -> String| l.map_or("none".into(), show);
+    write_out(
+        out,
+        &format!(
+            "{}: size limit {}, inode limit {}\n",
+            info.name,
+            limit(info.status.size_limit, human_size),
+            limit(info.status.inode_limit, |n| n.to_string())
+        ),
+    )
 }
 
 /// `-o`/`--label` values; a repeated key keeps its last value.
@@ -75,9 +226,33 @@ fn list(client: &DaemonClient, args: LsArgs, out: &mut dyn Write) -> Result<(), 
     write_out(out, &text)
 }
 
-fn inspect(client: &DaemonClient, names: Vec<String>, out: &mut dyn Write) -> Result<(), CliError> {
+fn inspect(
+    client: &DaemonClient,
+    names: Vec<String>,
+    format: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    // Checked before the daemon is asked.
+    let template = format
+        .as_deref()
+        .map(Template::parse)
+        .transpose()
+        .map_err(|e| CliError::Message(format!("invalid --format: {e}")))?;
     let volumes: Vec<VolumeInfo> = client.call(routes::INSPECT, &InspectRequest { names })?;
-    write_out(out, &pretty_json(&volumes)?)
+    let Some(template) = template else {
+        return write_out(out, &pretty_json(&volumes)?);
+    };
+    let mut text = String::new();
+    for volume in &volumes {
+        let value = serde_json::to_value(volume)
+            .map_err(|e| CliError::Message(format!("formatting JSON: {e}")))?;
+        let line = template
+            .render(&value)
+            .map_err(|e| CliError::Message(format!("invalid --format: {e}")))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    write_out(out, &text)
 }
 
 /// Prints each removed name; each failure is reported on its own line and fails the command
@@ -223,7 +398,7 @@ fn pretty_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
 }
 
 /// A closed pipe (`fvol ls | head`) is not an error worth reporting.
-fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+pub(super) fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
             Err(CliError::Message(format!("writing output: {e}")))

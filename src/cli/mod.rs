@@ -3,8 +3,11 @@ mod args;
 pub(crate) mod client;
 mod commands;
 mod error;
+mod events;
 mod filter;
 mod output;
+mod template;
+mod top;
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -52,6 +55,22 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Keeper => crate::keeper::main(&root),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "fvol", &mut io::stdout().lock());
+            ExitCode::SUCCESS
+        }
+        Command::Manpages { dir } => match write_manpages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("fvol manpages: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            let _ = io::stdout().lock().write_all(version_text().as_bytes());
+            ExitCode::SUCCESS
+        }
         Command::Volume(command) => match run(&root, command, &mut io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(CliError::AlreadyReported) => ExitCode::FAILURE,
@@ -61,6 +80,25 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `fvol.1` and `fvol-COMMAND.1` for every command, from the clap definitions.
+fn write_manpages(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(command, dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// `fvol version`: the version, the commit and what the running kernel's FUSE offers.
+fn version_text() -> String {
+    let features = crate::fuse::features::probe();
+    format!(
+        "fvol {} (commit {})\nkernel {}: FUSE {}\n",
+        crate::daemon::metrics::VERSION,
+        crate::daemon::metrics::COMMIT,
+        features.kernel,
+        features.describe()
+    )
 }
 
 /// What the daemon flags and the configuration file ask for (a flag wins), with paths made
@@ -92,6 +130,8 @@ fn daemon_settings(root: &Path, args: DaemonArgs) -> Result<crate::daemon::Setti
             .map_or(fallback.startup_mounts, |n| n as usize),
     };
     Ok(crate::daemon::Settings {
+        metrics_listen: args.metrics_listen.clone(),
+        log_json: args.log_format == args::LogFormat::Json,
         plugin: daemon_plugin(root, args)?,
         manager,
     })

@@ -23,6 +23,32 @@ pub fn volume_table(volumes: &[VolumeInfo]) -> String {
     render_table(header, &rows)
 }
 
+/// `fvol snapshot ls`: one row per snapshot.
+pub fn snapshot_table(snapshots: &[crate::volume::snapshot::SnapshotInfo]) -> String {
+    let header = [
+        "SNAPSHOT",
+        "CREATED",
+        "METHOD",
+        "SIZE",
+        "FILES",
+        "WRITES HELD",
+    ];
+    let rows: Vec<[String; 6]> = snapshots
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.created_at.clone(),
+                s.method.clone(),
+                human_size(s.bytes),
+                s.files.to_string(),
+                format!("{} ms", s.held_ms),
+            ]
+        })
+        .collect();
+    render_table(header, &rows)
+}
+
 fn render_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|title| title.chars().count());
     for row in rows {

@@ -1,12 +1,12 @@
 //! The CLI's HTTP API (`/v1/*`, see `crate::api`) over the volume manager.
 use std::sync::Arc;
 
-use super::http::{Failure, FrontDoor, VolumeService, unknown_endpoint};
+use super::http::{Failure, FrontDoor, SnapshotOp, Snapshots, VolumeService, unknown_endpoint};
 use super::request_body::read_json;
 use crate::api::{
     self, BreakLockResponse, Empty, ErrorBody, FsckResponse, InspectRequest, MountRequest,
-    PathRequest, PathResponse, PruneResponse, RemoveRequest, RemoveResult, UnmountRequest,
-    UnmountResponse, routes,
+    PathRequest, PathResponse, PruneResponse, RemoveRequest, RemoveResult, SnapshotRequest,
+    TransferRequest, UnmountRequest, UnmountResponse, UpdateRequest, routes,
 };
 use crate::volume::manager::CreateRequest;
 use crate::volume::{RefId, VolumeInfo, VolumeManager};
@@ -66,6 +66,13 @@ pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::PRUNE, post(prune::<S>))
         .route(routes::FSCK, post(fsck::<S>))
         .route(routes::BREAK_LOCK, post(break_lock::<S>))
+        .route(routes::UPDATE, post(update::<S>))
+        .route(routes::EXPORT, post(export::<S>))
+        .route(routes::IMPORT, post(import::<S>))
+        .route(routes::SNAPSHOT_CREATE, post(snapshot_create::<S>))
+        .route(routes::SNAPSHOT_LIST, post(snapshot_list::<S>))
+        .route(routes::SNAPSHOT_REMOVE, post(snapshot_remove::<S>))
+        .route(routes::SNAPSHOT_RESTORE, post(snapshot_restore::<S>))
         .fallback(unknown_endpoint::<Api>)
         .with_state(service)
 }
@@ -219,6 +226,96 @@ async fn break_lock<S: VolumeService>(
     Ok(Json(BreakLockResponse { broken }))
 }
 
+async fn update<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<VolumeInfo> {
+    let req: UpdateRequest = read_json(body).await?;
+    let info = ApiError::run_blocking(service, move |volumes| {
+        volumes.update(&req.name, req.options)
+    })
+    .await?;
+    Ok(Json(info))
+}
+
+async fn transfer<S: VolumeService>(
+    service: Arc<S>,
+    body: Body,
+    import: bool,
+) -> ApiResult<serde_json::Value> {
+    let req: TransferRequest = read_json(body).await?;
+    let answer = ApiError::run_blocking(service, move |volumes| {
+        volumes.transfer(import, &req.name, &req.file)
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+async fn export<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<serde_json::Value> {
+    transfer(service, body, false).await
+}
+
+async fn import<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<serde_json::Value> {
+    transfer(service, body, true).await
+}
+
+async fn snapshot_op<S: VolumeService>(
+    service: Arc<S>,
+    body: Body,
+    op: SnapshotOp,
+) -> Result<Snapshots, ApiError> {
+    let req: SnapshotRequest = read_json(body).await?;
+    let snap = match (op, req.snapshot) {
+        (SnapshotOp::List, _) => String::new(),
+        (_, Some(s)) => s,
+        (_, None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "this snapshot request needs \"snapshot\": the snapshot's name",
+            ));
+        }
+    };
+    let name = req.name;
+    ApiError::run_blocking(service, move |volumes| volumes.snapshot(op, &name, &snap)).await
+}
+
+async fn snapshot_create<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<crate::volume::snapshot::SnapshotInfo> {
+    let mut made = snapshot_op(service, body, SnapshotOp::Create).await?;
+    Ok(Json(made.remove(0)))
+}
+
+async fn snapshot_list<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<Snapshots> {
+    Ok(Json(snapshot_op(service, body, SnapshotOp::List).await?))
+}
+
+async fn snapshot_remove<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<Empty> {
+    snapshot_op(service, body, SnapshotOp::Remove).await?;
+    Ok(Json(Empty {}))
+}
+
+async fn snapshot_restore<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<Empty> {
+    snapshot_op(service, body, SnapshotOp::Restore).await?;
+    Ok(Json(Empty {}))
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Bytes;
@@ -291,6 +388,13 @@ mod tests {
             routes::PRUNE,
             routes::FSCK,
             routes::BREAK_LOCK,
+            routes::UPDATE,
+            routes::SNAPSHOT_CREATE,
+            routes::EXPORT,
+            routes::IMPORT,
+            routes::SNAPSHOT_LIST,
+            routes::SNAPSHOT_REMOVE,
+            routes::SNAPSHOT_RESTORE,
         ] {
             let response = post_raw(&server, route, "[]").await;
             assert_eq!(response.status, StatusCode::BAD_REQUEST, "{route}");

@@ -15,6 +15,9 @@ pub enum DaemonError {
     /// A directory the daemon would keep its files in can be changed by other users.
     #[error("{0}")]
     Untrusted(String),
+    /// A `--metrics-listen` address could not be bound.
+    #[error("{0}")]
+    Metrics(String),
     #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error("{context}: {source}")]

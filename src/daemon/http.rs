@@ -31,7 +31,32 @@ pub trait VolumeService: Send + Sync + 'static {
     fn prune(&self) -> Result<PruneReport, VolumeError>;
     fn fsck(&self, name: &str) -> Result<String, VolumeError>;
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError>;
+    fn update(
+        &self,
+        name: &str,
+        options: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError>;
+    fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError>;
+    /// Export (`import` false: `file` is written) or import (`file` is read).
+    fn transfer(
+        &self,
+        import: bool,
+        name: &str,
+        file: &std::path::Path,
+    ) -> Result<serde_json::Value, VolumeError>;
 }
+
+/// A snapshot operation, for `VolumeService::snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotOp {
+    Create,
+    List,
+    Remove,
+    Restore,
+}
+
+/// What a snapshot operation answers: the snapshots it made or listed.
+pub type Snapshots = Vec<crate::volume::snapshot::SnapshotInfo>;
 
 impl VolumeService for VolumeManager {
     fn create(&self, req: CreateRequest) -> Result<VolumeInfo, VolumeError> {
@@ -69,6 +94,35 @@ impl VolumeService for VolumeManager {
     }
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         VolumeManager::break_lock(self, name)
+    }
+    fn update(
+        &self,
+        name: &str,
+        options: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        VolumeManager::update(self, name, options)
+    }
+    fn transfer(
+        &self,
+        import: bool,
+        name: &str,
+        file: &std::path::Path,
+    ) -> Result<serde_json::Value, VolumeError> {
+        let json = |v: Result<serde_json::Value, serde_json::Error>| {
+            v.map_err(|e| VolumeError::io("answer", std::io::Error::other(e)))
+        };
+        match import {
+            false => json(serde_json::to_value(self.export(name, file)?)),
+            true => json(serde_json::to_value(self.import(name, file)?)),
+        }
+    }
+    fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError> {
+        match op {
+            SnapshotOp::Create => self.snapshot_create(name, snap).map(|s| vec![s]),
+            SnapshotOp::List => self.snapshot_list(name),
+            SnapshotOp::Remove => self.snapshot_remove(name, snap).map(|()| Vec::new()),
+            SnapshotOp::Restore => self.snapshot_restore(name, snap).map(|()| Vec::new()),
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 pub mod api_routes;
 pub mod config;
 mod error;
+pub mod events;
 pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod plugin;
 pub mod plugin_routes;
 mod private_root;
@@ -39,12 +41,16 @@ pub struct Settings {
     /// Where the Docker volume plugin is served; None: not at all.
     pub plugin: Option<PluginConfig>,
     pub manager: ManagerSettings,
+    /// TCP addresses serving `GET /metrics` (`--metrics-listen`); none by default.
+    pub metrics_listen: Vec<std::net::SocketAddr>,
+    /// Log lines as JSON objects (`--log-format json`).
+    pub log_json: bool,
 }
 
 /// Runs the daemon for `root` until SIGTERM or SIGINT; start-up errors are one line on
 /// stderr.
 pub fn main(root: &Path, settings: Settings) -> ExitCode {
-    init_logging();
+    init_logging(settings.log_json);
     match run(root, &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -54,10 +60,23 @@ pub fn main(root: &Path, settings: Settings) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let env = env_logger::Env::default().default_filter_or("info");
+    let mut builder = env_logger::Builder::from_env(env);
+    if json {
+        builder.format(|out, record| {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "time": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(out, "{line}")
+        });
+    }
     // Fails only if a logger is already set (as in tests): keep that one.
-    let _ = env_logger::Builder::from_env(env).try_init();
+    let _ = builder.try_init();
 }
 
 pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
@@ -110,6 +129,9 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
         let listener = serve::bind_socket(&socket)
             .map_err(|e| DaemonError::io(format!("listening on {}", socket.display()), e))?;
         log::info!("listening on {}", socket.display());
+        let metrics_listeners = metrics::bind(&settings.metrics_listen)
+            .await
+            .map_err(DaemonError::Metrics)?;
         let plugin = match plugin {
             Some(config) => {
                 let registered = plugin::register(config)?;
@@ -131,16 +153,27 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
                 }
             }
         });
+        for listener in metrics_listeners {
+            let address = listener.local_addr().ok();
+            log::info!(
+                "serving metrics on http://{}/metrics",
+                address.map_or("?".into(), |a| a.to_string())
+            );
+            let served = metrics::serve_tcp(listener, manager.clone(), stop.wait());
+            tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    log::error!("serving metrics: {e}");
+                }
+            });
+        }
         notify_supervisor("READY=1");
+        let api = cli_router(manager.clone(), stop_request)
+            .merge(metrics::router(manager.clone()))
+            .merge(events::router(manager.events(), stop.receiver()));
         let cli = async {
-            serve::serve(
-                listener,
-                cli_router(manager.clone(), stop_request),
-                limits,
-                stop.wait(),
-            )
-            .await
-            .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
+            serve::serve(listener, api, limits, stop.wait())
+                .await
+                .map_err(|e| DaemonError::io(format!("serving on {}", socket.display()), e))
         };
         let Some((plugin_listener, registration)) = plugin else {
             return cli.await.map(|()| None);
@@ -335,6 +368,11 @@ impl Broadcast {
             let _ = tx.send(true);
         });
         Broadcast { stopped }
+    }
+
+    /// True once the shutdown future has completed.
+    fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopped.clone()
     }
 
     /// Completes once the shutdown future has.

@@ -139,6 +139,29 @@ impl VolumeService for FakeVolumes {
     fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         Err(VolumeError::NotFound(name.to_owned()))
     }
+    fn update(
+        &self,
+        name: &str,
+        _options: std::collections::BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
+    fn transfer(
+        &self,
+        _import: bool,
+        name: &str,
+        _file: &std::path::Path,
+    ) -> Result<serde_json::Value, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
+    fn snapshot(
+        &self,
+        _op: super::http::SnapshotOp,
+        name: &str,
+        _snap: &str,
+    ) -> Result<super::http::Snapshots, VolumeError> {
+        Err(VolumeError::NotFound(name.to_owned()))
+    }
 }
 
 /// Serves an API over `FakeVolumes` on a socket of a fresh temporary ROOT, on a thread of its

@@ -9,7 +9,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
 use super::options::{Kind, OptionSet, OptionSpec, option};
-use super::{Activation, Created, Driver, DriverContext, DriverError};
+use super::{Activation, Created, DataHome, Driver, DriverContext, DriverError};
 use crate::fs::UsageSnapshot;
 use crate::fs::passthrough::{PassthroughFs, scan_dir};
 use crate::fs::quota::Limits;
@@ -280,6 +280,13 @@ impl Driver for LocalDriver {
         match &opts.mount {
             Some(dir) => open_mount_dir(ctx, dir).map(drop),
             None => Ok(()),
+        }
+    }
+
+    fn data_home(&self, ctx: &DriverContext, rec: &VolumeRecord, opts: &LocalOptions) -> DataHome {
+        DataHome::HostDir {
+            dir: LocalDriver::data_dir(ctx, &rec.name, opts),
+            owned: opts.mount.is_none(),
         }
     }
 

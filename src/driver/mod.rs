@@ -20,6 +20,7 @@ pub use error::DriverError;
 use options::{Check, DriverDoc, OptionInfo, OptionSet};
 
 use crate::fs::VolumeFs;
+pub use crate::fs::quota::{Limits, Resize};
 use crate::fs::resume::Carry;
 use crate::model::{DirIdentity, Usage, VolumeRecord};
 
@@ -61,6 +62,20 @@ pub struct Activation {
     pub readahead_kb: Option<u32>,
     /// Request threads serving the mount (see `cpu_threads`).
     pub threads: usize,
+}
+
+/// Where a volume's files can be reached from outside its FUSE mount: what snapshots, clones,
+/// exports and restores copy from and into (`volume::snapshot`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataHome {
+    /// A host directory, copied with `cp` (reflinks where the host has them). `owned`: fvol
+    /// made it and may replace or fill it (a restore, a clone); a directory fvol adopted
+    /// (`mount=`) is never replaced.
+    HostDir { dir: PathBuf, owned: bool },
+    /// Only inside the filesystem core: copied out of the core, filled through the mount.
+    /// `persistent`: the data outlives the mount (an image); otherwise it exists only while
+    /// the volume is mounted (tmpfs).
+    InCore { persistent: bool },
 }
 
 /// Request threads for a handler whose requests compute or wait on a local disk: one per CPU,
@@ -139,6 +154,31 @@ pub trait Driver: Send + Sync + 'static {
         stored: Usage,
         carry: &mut Carry,
     ) -> Result<Activation, DriverError>;
+    /// What a volume with these options enforces, for an online resize (`fvol update`): its
+    /// limits, and for an image the size it must have. Fails when the options cannot be
+    /// those of an existing volume of this driver.
+    fn resize_to(&self, opts: &Self::Options) -> Result<Resize, DriverError> {
+        Ok(Resize {
+            limits: Limits {
+                bytes: self.size_limit(opts),
+                inodes: self.inode_limit(opts),
+            },
+            image_size: None,
+        })
+    }
+    /// Applies a resize to an inactive volume's backing store (`rec` has the new options).
+    /// Nothing to do unless the store itself changes (an image grows).
+    fn resize_inactive(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _to: &Resize,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+    /// Where the volume's files live for copies made outside its mount (see `DataHome`).
+    fn data_home(&self, ctx: &DriverContext, rec: &VolumeRecord, opts: &Self::Options) -> DataHome;
     /// Checks an inactive volume's backing store and reports what it found (JSON).
     fn fsck(
         &self,
@@ -200,6 +240,15 @@ pub trait AnyDriver: Send + Sync {
         ctx: &DriverContext,
         rec: &VolumeRecord,
     ) -> Result<bool, DriverError>;
+    /// See `Driver::resize_to`.
+    fn resize_to(&self, options: &BTreeMap<String, String>) -> Result<Resize, DriverError>;
+    /// See `Driver::resize_inactive`.
+    fn resize_inactive(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        to: &Resize,
+    ) -> Result<(), DriverError>;
     fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError>;
     fn remove(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<(), DriverError>;
     /// See `Driver::survives_restart`.
@@ -211,6 +260,8 @@ pub trait AnyDriver: Send + Sync {
         stored: Usage,
         carry: &mut Carry,
     ) -> Result<Activation, DriverError>;
+    /// See `Driver::data_home`.
+    fn data_home(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<DataHome, DriverError>;
     fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError>;
     fn break_lock(
         &self,
@@ -285,6 +336,19 @@ impl<D: Driver> AnyDriver for D {
         Driver::will_own_backing(self, ctx, rec, &stored::<D>(&rec.options)?)
     }
 
+    fn resize_to(&self, options: &BTreeMap<String, String>) -> Result<Resize, DriverError> {
+        Driver::resize_to(self, &stored::<D>(options)?)
+    }
+
+    fn resize_inactive(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        to: &Resize,
+    ) -> Result<(), DriverError> {
+        Driver::resize_inactive(self, ctx, rec, &stored::<D>(&rec.options)?, to)
+    }
+
     fn create(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<Created, DriverError> {
         Driver::create(self, ctx, rec, &stored::<D>(&rec.options)?)
     }
@@ -308,6 +372,15 @@ impl<D: Driver> AnyDriver for D {
             stored_usage,
             carry,
         )
+    }
+
+    fn data_home(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<DataHome, DriverError> {
+        Ok(Driver::data_home(
+            self,
+            ctx,
+            rec,
+            &stored::<D>(&rec.options)?,
+        ))
     }
 
     fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError> {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::options::{Kind, OptionSet, OptionSpec, option};
-use super::{Activation, Created, Driver, DriverContext, DriverError};
+use super::{Activation, Created, DataHome, Driver, DriverContext, DriverError};
 use crate::fs::memory::{MemFs, RootOwner, default_inode_limit};
 use crate::fs::quota::Limits;
 use crate::fs::resume::Carry;
@@ -100,6 +100,11 @@ impl Driver for TmpfsDriver {
 
     fn validate(&self, _ctx: &DriverContext, _opts: &TmpfsOptions) -> Result<(), DriverError> {
         Ok(())
+    }
+
+    /// The data exists only in memory, while the volume is mounted.
+    fn data_home(&self, _: &DriverContext, _: &VolumeRecord, _: &TmpfsOptions) -> DataHome {
+        DataHome::InCore { persistent: false }
     }
 
     fn will_own_backing(

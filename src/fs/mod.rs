@@ -2,6 +2,7 @@
 //! to the kernel. Nothing here knows fuser's types.
 pub mod acl;
 pub mod error;
+pub mod gate;
 pub mod handles;
 pub mod image;
 pub mod memory;
@@ -9,6 +10,7 @@ pub mod passthrough;
 pub mod quota;
 pub mod resume;
 pub mod rules;
+pub mod tree_copy;
 pub mod types;
 
 pub use error::{FsError, FsResult};
@@ -114,6 +116,11 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn copy_file_range(&self, req: &CopyRange) -> FsResult<u32>;
     /// Current usage, for inspect and for persisting.
     fn usage(&self) -> UsageSnapshot;
+    /// The limits the quota enforces now.
+    fn limits(&self) -> quota::Limits;
+    /// Online resize: new limits, in force for the next operation (and `statfs`), and for an
+    /// image a bigger image. Changes nothing when refused.
+    fn resize(&self, to: &quota::Resize) -> Result<(), quota::ResizeError>;
     /// The usage to record when the volume stops: without inodes that have no name left but
     /// are still counted (open, or still known to the kernel), which go with the session.
     fn usage_at_rest(&self) -> UsageSnapshot {

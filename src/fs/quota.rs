@@ -28,6 +28,32 @@ pub struct Limits {
     pub inodes: Option<u64>,
 }
 
+/// An online resize (`VolumeFs::resize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resize {
+    pub limits: Limits,
+    /// The size the backing image must have at least (rbd): grown, with the filesystem in
+    /// it, when smaller. Never shrunk.
+    pub image_size: Option<u64>,
+}
+
+/// Why a resize changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeError {
+    /// A new limit is below what is used (and reserved) now, which this is.
+    BelowUsage(UsageSnapshot),
+    /// A byte limit on a volume served with kernel passthrough (no byte limit until now),
+    /// whose writes never reach the quota: it takes an unmount.
+    PassthroughServed,
+    Fs(FsError),
+}
+
+impl From<FsError> for ResizeError {
+    fn from(e: FsError) -> Self {
+        ResizeError::Fs(e)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     used_bytes: u64,
@@ -46,7 +72,10 @@ const RECENT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Quota {
-    limits: Limits,
+    /// The limits (`NO_LIMIT` for none): changed only under `counters` (`set_limits`, an
+    /// online resize), read there by every check, and without a lock by `limits`.
+    bytes_limit: AtomicU64,
+    inodes_limit: AtomicU64,
     counters: Mutex<Counters>,
     /// Releases of space so far (any decrease of usage), so waiters see that one happened.
     /// Changed only under `counters` (waiters check it there); read without the lock by
@@ -74,7 +103,8 @@ impl Drop for Reservation<'_> {
 impl Quota {
     pub fn new(limits: Limits, start: UsageSnapshot) -> Quota {
         Quota {
-            limits,
+            bytes_limit: AtomicU64::new(encode(limits.bytes)),
+            inodes_limit: AtomicU64::new(encode(limits.inodes)),
             counters: Mutex::new(Counters {
                 used_bytes: start.bytes,
                 used_inodes: start.inodes,
@@ -86,7 +116,33 @@ impl Quota {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        Limits {
+            bytes: decode(self.bytes_limit.load(Ordering::Relaxed)),
+            inodes: decode(self.inodes_limit.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Changes the limits at once (an online resize): the next reservation sees them. Refused,
+    /// changing nothing, when what is used and reserved now exceeds a new limit; the error
+    /// holds that (the smallest limits allowed now).
+    pub fn set_limits(&self, new: Limits) -> Result<(), UsageSnapshot> {
+        let c = self.counters.lock();
+        let held = UsageSnapshot {
+            bytes: c.used_bytes + c.reserved_bytes,
+            inodes: c.used_inodes + c.reserved_inodes,
+        };
+        if new.bytes.is_some_and(|b| b < held.bytes) || new.inodes.is_some_and(|i| i < held.inodes)
+        {
+            return Err(held);
+        }
+        self.bytes_limit.store(encode(new.bytes), Ordering::Relaxed);
+        self.inodes_limit
+            .store(encode(new.inodes), Ordering::Relaxed);
+        drop(c);
+        // Writers refused for space may wait for space to come back: this is some.
+        self.releases.fetch_add(1, Ordering::Release);
+        self.released.notify_all();
+        Ok(())
     }
 
     pub fn usage(&self) -> UsageSnapshot {
@@ -100,14 +156,14 @@ impl Quota {
     /// Bytes that may still be reserved now (`u64::MAX` without a byte limit).
     pub fn available_bytes(&self) -> u64 {
         let c = self.counters.lock();
-        headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
+        headroom(self.limits().bytes, c.used_bytes, c.reserved_bytes)
     }
 
     /// Reserves exactly `bytes` and `inodes`, or fails with `NoSpace` and reserves nothing.
     pub fn reserve(&self, bytes: u64, inodes: u64) -> FsResult<Reservation<'_>> {
         let mut c = self.counters.lock();
-        if bytes > headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
-            || inodes > headroom(self.limits.inodes, c.used_inodes, c.reserved_inodes)
+        if bytes > headroom(self.limits().bytes, c.used_bytes, c.reserved_bytes)
+            || inodes > headroom(self.limits().inodes, c.used_inodes, c.reserved_inodes)
         {
             return Err(FsError::NoSpace);
         }
@@ -124,8 +180,8 @@ impl Quota {
     /// counts nothing (for metadata, whose size is known before the change).
     pub fn charge(&self, bytes: u64, inodes: u64) -> FsResult<()> {
         let mut c = self.counters.lock();
-        if bytes > headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes)
-            || inodes > headroom(self.limits.inodes, c.used_inodes, c.reserved_inodes)
+        if bytes > headroom(self.limits().bytes, c.used_bytes, c.reserved_bytes)
+            || inodes > headroom(self.limits().inodes, c.used_inodes, c.reserved_inodes)
         {
             return Err(FsError::NoSpace);
         }
@@ -141,7 +197,11 @@ impl Quota {
         plan: impl FnOnce(u64) -> WritePlan,
     ) -> FsResult<(WritePlan, Reservation<'_>)> {
         let mut c = self.counters.lock();
-        let planned = plan(headroom(self.limits.bytes, c.used_bytes, c.reserved_bytes));
+        let planned = plan(headroom(
+            self.limits().bytes,
+            c.used_bytes,
+            c.reserved_bytes,
+        ));
         if planned.len == 0 {
             return Err(FsError::NoSpace);
         }
@@ -210,6 +270,17 @@ impl Quota {
         }
         true
     }
+}
+
+/// The stored form of "no limit".
+const NO_LIMIT: u64 = u64::MAX;
+
+fn encode(limit: Option<u64>) -> u64 {
+    limit.unwrap_or(NO_LIMIT)
+}
+
+fn decode(stored: u64) -> Option<u64> {
+    (stored != NO_LIMIT).then_some(stored)
 }
 
 fn headroom(limit: Option<u64>, used: u64, reserved: u64) -> u64 {
@@ -396,6 +467,39 @@ mod tests {
         assert!(waiter.join().unwrap());
         // None comes: the wait ends at the deadline.
         assert!(!q.wait_for_release(q.releases(), Instant::now()));
+    }
+
+    #[test]
+    fn limits_change_at_once_but_never_below_what_is_held() {
+        let q = Quota::new(
+            Limits {
+                bytes: Some(4 * B),
+                inodes: Some(3),
+            },
+            UsageSnapshot {
+                bytes: 2 * B,
+                inodes: 2,
+            },
+        );
+        let r = q.reserve(B, 0).unwrap();
+        let held = UsageSnapshot {
+            bytes: 3 * B,
+            inodes: 2,
+        };
+        let lower = |bytes, inodes| Limits {
+            bytes: Some(bytes),
+            inodes: Some(inodes),
+        };
+        assert_eq!(q.set_limits(lower(2 * B, 3)), Err(held));
+        assert_eq!(q.set_limits(lower(4 * B, 1)), Err(held));
+        assert_eq!(q.limits(), lower(4 * B, 3));
+        q.set_limits(lower(3 * B, 2)).unwrap();
+        assert_eq!(q.reserve(1, 0).err(), Some(FsError::NoSpace));
+        assert_eq!(q.charge(0, 1).err(), Some(FsError::NoSpace));
+        drop(r);
+        q.set_limits(Limits::default()).unwrap();
+        assert_eq!(q.limits(), Limits::default());
+        assert!(q.reserve(1 << 40, 1 << 40).is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use fuser::{
 use super::backing::Backings;
 use super::errno_of;
 use super::refused::Refusals;
+use super::stats::{Op, VolumeStats};
 use crate::fs::FsError;
 use crate::fs::{
     self, Attr, Caller, CopyRange, FileKind, Ino, Opened, Rename, SetAttr, TimeSet, VolumeFs,
@@ -27,11 +28,20 @@ use crate::fs::{
 use crate::sys::caps;
 
 /// Replies with the error of a failed core call, or runs the success arm.
+/// The request is counted (operation, latency, errno) before the reply goes out, so whoever
+/// sees the answer also sees it in the volume's stats.
 macro_rules! reply {
-    ($reply:expr, $result:expr, |$ok:pat_param| $on_ok:expr) => {
+    ($self:ident, $op:expr, $started:expr, $reply:expr, $result:expr, |$ok:pat_param| $on_ok:expr) => {
         match $result {
-            Ok($ok) => $on_ok,
-            Err(e) => $reply.error(errno_of(e)),
+            Ok($ok) => {
+                $self.stats.done($op, $started, 0);
+                $on_ok
+            }
+            Err(e) => {
+                let errno = errno_of(e);
+                $self.stats.done($op, $started, errno.code());
+                $reply.error(errno)
+            }
         }
     };
 }
@@ -55,12 +65,20 @@ pub struct FuseAdapter {
     refusals: Refusals,
     /// The flags the connection was initialized with, when resuming one (see `resuming`).
     connection_flags: Option<u64>,
+    /// What the requests did (see `stats`), shared with whoever reads the volume's metrics.
+    stats: Arc<VolumeStats>,
 }
 
 impl FuseAdapter {
     /// `passthrough`: ask the kernel for passthrough of the opens the core marks for it.
     /// `volume` names the volume in the log.
-    pub fn new(fs: Arc<dyn VolumeFs>, volume: &str, ttl: Duration, passthrough: bool) -> Self {
+    pub fn new(
+        fs: Arc<dyn VolumeFs>,
+        volume: &str,
+        ttl: Duration,
+        passthrough: bool,
+        stats: Arc<VolumeStats>,
+    ) -> Self {
         FuseAdapter {
             fs,
             ttl,
@@ -69,6 +87,7 @@ impl FuseAdapter {
             backing: Backings::new(None, None),
             refusals: Refusals::new(volume),
             connection_flags: None,
+            stats,
         }
     }
 
@@ -233,6 +252,12 @@ impl FuseAdapter {
         Ok(fs::rules::direct_io_fits(offset, len, align))
     }
 
+    /// Counts a request refused as unsupported.
+    fn unsupported(&self, errno: Errno) {
+        self.stats
+            .done(Op::Unsupported, self.stats.start(), errno.code());
+    }
+
     fn release_backing(&self, fh: u64) {
         self.backing.release(fh);
     }
@@ -314,14 +339,23 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let started = self.stats.start();
         match self.fs.lookup(&caller(req), parent.0, name) {
-            Ok(e) => self.entry(reply, &e),
+            Ok(e) => {
+                self.stats.done(Op::Lookup, started, 0);
+                self.entry(reply, &e)
+            }
             // Node id 0 is a negative entry the kernel may cache for the TTL; it drops it
-            // itself when it creates the name.
+            // itself when it creates the name. Counted as the ENOENT it stands for.
             Err(FsError::NotFound) | Err(FsError::Os(nix::errno::Errno::ENOENT)) => {
+                self.stats.done(Op::Lookup, started, libc::ENOENT);
                 reply.entry(&self.ttl, &dot_attr(0, FileKind::File), Generation(0))
             }
-            Err(e) => reply.error(errno_of(e)),
+            Err(e) => {
+                let errno = errno_of(e);
+                self.stats.done(Op::Lookup, started, errno.code());
+                reply.error(errno)
+            }
         }
     }
 
@@ -330,8 +364,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let started = self.stats.start();
         let result = self.fs.getattr(ino.0, fh.map(|f| f.0));
-        reply!(reply, result, |a| reply.attr(&self.ttl, &self.attr(&a)))
+        reply!(self, Op::Getattr, started, reply, result, |a| reply
+            .attr(&self.ttl, &self.attr(&a)))
     }
 
     fn setattr(
@@ -352,6 +388,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let started = self.stats.start();
         let change = SetAttr {
             mode,
             uid,
@@ -363,11 +400,20 @@ impl Filesystem for FuseAdapter {
             fh: fh.map(|f| f.0),
         };
         let result = self.fs.setattr(&caller(req), ino.0, &change);
-        reply!(reply, result, |a| reply.attr(&self.ttl, &self.attr(&a)))
+        reply!(self, Op::Setattr, started, reply, result, |a| reply
+            .attr(&self.ttl, &self.attr(&a)))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        reply!(reply, self.fs.readlink(ino.0), |t| reply.data(&t))
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Readlink,
+            started,
+            reply,
+            self.fs.readlink(ino.0),
+            |t| reply.data(&t)
+        )
     }
 
     fn mknod(
@@ -380,9 +426,11 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let started = self.stats.start();
         let caller = creator(req, umask);
         let result = self.admit(|| self.fs.mknod(&caller, parent.0, name, mode, rdev));
-        reply!(reply, result, |e| self.entry(reply, &e))
+        reply!(self, Op::Mknod, started, reply, result, |e| self
+            .entry(reply, &e))
     }
 
     fn mkdir(
@@ -394,21 +442,35 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let started = self.stats.start();
         let caller = creator(req, umask);
         let result = self.admit(|| self.fs.mkdir(&caller, parent.0, name, mode));
-        reply!(reply, result, |e| self.entry(reply, &e))
+        reply!(self, Op::Mkdir, started, reply, result, |e| self
+            .entry(reply, &e))
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, self.fs.unlink(&caller(req), parent.0, name), |()| {
-            reply.ok()
-        })
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Unlink,
+            started,
+            reply,
+            self.fs.unlink(&caller(req), parent.0, name),
+            |()| reply.ok()
+        )
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, self.fs.rmdir(&caller(req), parent.0, name), |()| {
-            reply.ok()
-        })
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Rmdir,
+            started,
+            reply,
+            self.fs.rmdir(&caller(req), parent.0, name),
+            |()| reply.ok()
+        )
     }
 
     fn symlink(
@@ -419,8 +481,10 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let started = self.stats.start();
         let result = self.admit(|| self.fs.symlink(&caller(req), parent.0, link_name, target));
-        reply!(reply, result, |e| self.entry(reply, &e))
+        reply!(self, Op::Symlink, started, reply, result, |e| self
+            .entry(reply, &e))
     }
 
     fn rename(
@@ -433,6 +497,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let started = self.stats.start();
         let rename = Rename {
             caller: caller(req),
             parent: parent.0,
@@ -441,8 +506,14 @@ impl Filesystem for FuseAdapter {
             new_name: newname,
             flags: flags.bits(),
         };
-        reply!(reply, self.admit(|| self.fs.rename(&rename)), |()| reply
-            .ok())
+        reply!(
+            self,
+            Op::Rename,
+            started,
+            reply,
+            self.admit(|| self.fs.rename(&rename)),
+            |()| reply.ok()
+        )
     }
 
     fn link(
@@ -453,23 +524,33 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let started = self.stats.start();
         let result = self.admit(|| self.fs.link(&caller(req), ino.0, newparent.0, newname));
-        reply!(reply, result, |e| self.entry(reply, &e))
+        reply!(self, Op::Link, started, reply, result, |e| self
+            .entry(reply, &e))
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        reply!(reply, self.fs.open(&caller(req), ino.0, flags.0), |o| {
-            self.reply_open(
-                ino.0,
-                &o,
-                reply,
-                crate::sys::fusedev::adopt_backing_for_open,
-                |reply, flags, id| match id {
-                    Some(id) => reply.opened_passthrough(FileHandle(o.fh), flags, id),
-                    None => reply.opened(FileHandle(o.fh), flags),
-                },
-            )
-        })
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Open,
+            started,
+            reply,
+            self.fs.open(&caller(req), ino.0, flags.0),
+            |o| {
+                self.reply_open(
+                    ino.0,
+                    &o,
+                    reply,
+                    crate::sys::fusedev::adopt_backing_for_open,
+                    |reply, flags, id| match id {
+                        Some(id) => reply.opened_passthrough(FileHandle(o.fh), flags, id),
+                        None => reply.opened(FileHandle(o.fh), flags),
+                    },
+                )
+            }
+        )
     }
 
     fn read(
@@ -483,28 +564,40 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let started = self.stats.start();
         if flags.0 & libc::O_DIRECT != 0 {
-            match self.direct_io_fits(fh.0, offset, size.into()) {
-                Ok(true) => {}
+            let refused = match self.direct_io_fits(fh.0, offset, size.into()) {
+                Ok(true) => None,
                 // As on a disk filesystem, a read from the end of the file on reads nothing,
                 // aligned or not.
                 Ok(false) => match self.fs.getattr(ino.0, Some(fh.0)) {
-                    Ok(a) if offset >= a.size => return reply.data(&[]),
-                    Ok(_) => return reply.error(Errno::EINVAL),
-                    Err(e) => return reply.error(errno_of(e)),
+                    Ok(a) if offset >= a.size => Some(Ok(())),
+                    Ok(_) => Some(Err(FsError::Invalid)),
+                    Err(e) => Some(Err(e)),
                 },
-                Err(e) => return reply.error(errno_of(e)),
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(answer) = refused {
+                return reply!(self, Op::Read, started, reply, answer, |()| reply.data(&[]));
             }
         }
         // The core lends its bytes for the reply (sent with writev straight from them).
-        let mut reply = Some(reply);
+        let mut pending = Some((reply, started));
         let result = self.fs.read_to(ino.0, fh.0, offset, size, &mut |data| {
-            if let Some(reply) = reply.take() {
+            if let Some((reply, started)) = pending.take() {
+                self.stats.read(data.len());
+                self.stats.done(Op::Read, started, 0);
                 reply.data(data);
             }
         });
-        if let (Err(e), Some(reply)) = (result, reply.take()) {
-            reply.error(errno_of(e));
+        match (result, pending.take()) {
+            (Err(e), Some((reply, started))) => {
+                let errno = errno_of(e);
+                self.stats.done(Op::Read, started, errno.code());
+                reply.error(errno);
+            }
+            (Ok(()), Some((_, started))) => self.stats.done(Op::Read, started, 0),
+            (_, None) => {}
         }
     }
 
@@ -520,17 +613,23 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let started = self.stats.start();
         // Writeback of mapped pages (FUSE_WRITE_CACHE) is not the caller's direct I/O.
-        if flags.0 & libc::O_DIRECT != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
-            match self.direct_io_fits(fh.0, offset, data.len() as u64) {
-                Ok(true) => {}
-                Ok(false) => return reply.error(Errno::EINVAL),
-                Err(e) => return reply.error(errno_of(e)),
-            }
-        }
+        let direct =
+            flags.0 & libc::O_DIRECT != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let result = self.admit(|| self.fs.write(ino.0, fh.0, offset, data, kill));
-        reply!(reply, result, |n| reply.written(n))
+        let result = match direct {
+            true => self.direct_io_fits(fh.0, offset, data.len() as u64),
+            false => Ok(true),
+        }
+        .and_then(|fits| match fits {
+            true => self.admit(|| self.fs.write(ino.0, fh.0, offset, data, kill)),
+            false => Err(FsError::Invalid),
+        });
+        reply!(self, Op::Write, started, reply, result, |n| {
+            self.stats.written(n.into());
+            reply.written(n)
+        })
     }
 
     /// The cores keep no per-handle buffers, so there is nothing to flush: ENOSYS tells the
@@ -543,6 +642,7 @@ impl Filesystem for FuseAdapter {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.unsupported(fuser::Errno::ENOSYS);
         reply.error(fuser::Errno::ENOSYS);
     }
 
@@ -556,8 +656,16 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let started = self.stats.start();
         self.release_backing(fh.0);
-        reply!(reply, self.fs.release(ino.0, fh.0), |()| reply.ok())
+        reply!(
+            self,
+            Op::Release,
+            started,
+            reply,
+            self.fs.release(ino.0, fh.0),
+            |()| reply.ok()
+        )
     }
 
     fn fsync(
@@ -568,12 +676,21 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply!(reply, self.fs.fsync(ino.0, fh.0, datasync), |()| reply.ok())
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Fsync,
+            started,
+            reply,
+            self.fs.fsync(ino.0, fh.0, datasync),
+            |()| reply.ok()
+        )
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let started = self.stats.start();
         let result = self.fs.opendir(&caller(req), ino.0);
-        reply!(reply, result, |fh| reply
+        reply!(self, Op::Opendir, started, reply, result, |fh| reply
             .opened(FileHandle(fh), FopenFlags::empty()))
     }
 
@@ -585,10 +702,11 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let started = self.stats.start();
         let result = self.fs.readdir(ino.0, fh.0, offset, false, &mut |e| {
             !reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), &e.name)
         });
-        reply!(reply, result, |()| reply.ok())
+        reply!(self, Op::Readdir, started, reply, result, |()| reply.ok())
     }
 
     fn readdirplus(
@@ -599,6 +717,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let started = self.stats.start();
         let result = self.fs.readdir(ino.0, fh.0, offset, true, &mut |e| {
             // "." and ".." carry no entry: the kernel takes no reference for them.
             let (attr, generation) = match &e.entry {
@@ -614,7 +733,7 @@ impl Filesystem for FuseAdapter {
                 Generation(generation),
             )
         });
-        reply!(reply, result, |()| reply.ok())
+        reply!(self, Op::Readdir, started, reply, result, |()| reply.ok())
     }
 
     fn releasedir(
@@ -625,7 +744,15 @@ impl Filesystem for FuseAdapter {
         _f: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        reply!(reply, self.fs.releasedir(ino.0, fh.0), |()| reply.ok())
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Releasedir,
+            started,
+            reply,
+            self.fs.releasedir(ino.0, fh.0),
+            |()| reply.ok()
+        )
     }
 
     fn fsyncdir(
@@ -636,14 +763,24 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply!(reply, self.fs.fsyncdir(ino.0, fh.0, datasync), |()| reply
-            .ok())
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Fsyncdir,
+            started,
+            reply,
+            self.fs.fsyncdir(ino.0, fh.0, datasync),
+            |()| reply.ok()
+        )
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply!(reply, self.fs.statfs(), |s| reply.statfs(
-            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize
-        ))
+        let started = self.stats.start();
+        reply!(self, Op::Statfs, started, reply, self.fs.statfs(), |s| {
+            reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            )
+        })
     }
 
     fn setxattr(
@@ -656,21 +793,29 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let started = self.stats.start();
         let result = self.acl_kills_sgid(req, ino.0, name).and_then(|kill_sgid| {
             self.admit(|| self.fs.setxattr(ino.0, name, value, flags, kill_sgid))
         });
-        reply!(reply, result, |()| reply.ok())
+        reply!(self, Op::Setxattr, started, reply, result, |()| reply.ok())
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply!(reply, self.fs.getxattr(ino.0, name, size), |x| xattr_reply(
-            reply, x
-        ))
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Getxattr,
+            started,
+            reply,
+            self.fs.getxattr(ino.0, name, size),
+            |x| xattr_reply(reply, x)
+        )
     }
 
     /// The handler lists as root; `trusted.*` names are hidden from callers without
     /// CAP_SYS_ADMIN, as ext4 does (the kernel already refuses them their values).
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let started = self.stats.start();
         let result = if caps::caller_has(req.uid(), req.pid(), caps::CAP_SYS_ADMIN) {
             self.fs.listxattr(ino.0, size)
         } else {
@@ -681,15 +826,34 @@ impl Filesystem for FuseAdapter {
                     size_only => Ok(size_only),
                 })
         };
-        reply!(reply, result, |x| xattr_reply(reply, x))
+        reply!(
+            self,
+            Op::Listxattr,
+            started,
+            reply,
+            result,
+            |x| xattr_reply(reply, x)
+        )
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, self.fs.removexattr(ino.0, name), |()| reply.ok())
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Removexattr,
+            started,
+            reply,
+            self.fs.removexattr(ino.0, name),
+            |()| reply.ok()
+        )
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let started = self.stats.start();
         reply!(
+            self,
+            Op::Access,
+            started,
             reply,
             self.fs.access(&caller(req), ino.0, mask.bits()),
             |()| reply.ok()
@@ -706,9 +870,10 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let started = self.stats.start();
         let caller = creator(req, umask);
         let result = self.admit(|| self.fs.create(&caller, parent.0, name, mode, flags));
-        reply!(reply, result, |(e, o)| {
+        reply!(self, Op::Create, started, reply, result, |(e, o)| {
             let (attr, generation, fh) = (
                 self.attr(&e.attr),
                 Generation(e.generation),
@@ -739,10 +904,11 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let started = self.stats.start();
         let result = self
             .drop_privileges_for(req, ino.0)
             .and_then(|()| self.admit(|| self.fs.fallocate(ino.0, fh.0, offset, length, mode)));
-        reply!(reply, result, |()| reply.ok())
+        reply!(self, Op::Fallocate, started, reply, result, |()| reply.ok())
     }
 
     fn lseek(
@@ -754,8 +920,15 @@ impl Filesystem for FuseAdapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        reply!(reply, self.fs.lseek(ino.0, fh.0, offset, whence), |o| reply
-            .offset(o))
+        let started = self.stats.start();
+        reply!(
+            self,
+            Op::Lseek,
+            started,
+            reply,
+            self.fs.lseek(ino.0, fh.0, offset, whence),
+            |o| reply.offset(o)
+        )
     }
 
     /// No ioctl is supported: answered as the host answers an ioctl a file does not know.
@@ -773,6 +946,7 @@ impl Filesystem for FuseAdapter {
         self.refusals.note("ioctl", u64::from(cmd), || {
             format!("ioctl command {cmd:#x} (on inode {}) with ENOTTY", ino.0)
         });
+        self.unsupported(Errno::ENOTTY);
         reply.error(Errno::ENOTTY);
     }
 
@@ -789,6 +963,7 @@ impl Filesystem for FuseAdapter {
     ) {
         self.refusals
             .note("poll", 0, || "poll with ENOSYS".to_string());
+        self.unsupported(Errno::ENOSYS);
         reply.error(Errno::ENOSYS);
     }
 
@@ -807,6 +982,7 @@ impl Filesystem for FuseAdapter {
     ) {
         self.refusals
             .note("getlk", 0, || "getlk with ENOSYS".to_string());
+        self.unsupported(Errno::ENOSYS);
         reply.error(Errno::ENOSYS);
     }
 
@@ -825,12 +1001,14 @@ impl Filesystem for FuseAdapter {
     ) {
         self.refusals
             .note("setlk", 0, || "setlk with ENOSYS".to_string());
+        self.unsupported(Errno::ENOSYS);
         reply.error(Errno::ENOSYS);
     }
 
     fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
         self.refusals
             .note("bmap", 0, || "bmap with ENOSYS".to_string());
+        self.unsupported(Errno::ENOSYS);
         reply.error(Errno::ENOSYS);
     }
 
@@ -847,6 +1025,7 @@ impl Filesystem for FuseAdapter {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let started = self.stats.start();
         let range = CopyRange {
             ino_in: ino_in.0,
             fh_in: fh_in.0,
@@ -860,7 +1039,10 @@ impl Filesystem for FuseAdapter {
         let result = self
             .drop_privileges_for(req, ino_out.0)
             .and_then(|()| self.admit(|| self.fs.copy_file_range(&range)));
-        reply!(reply, result, |n| reply.written(n))
+        reply!(self, Op::CopyFileRange, started, reply, result, |n| {
+            self.stats.written(n.into());
+            reply.written(n)
+        })
     }
 }
 

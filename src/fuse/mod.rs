@@ -2,13 +2,15 @@
 mod adapter;
 mod backing;
 mod errno;
+pub mod features;
 mod handover;
 mod refused;
 mod session;
+pub mod stats;
 
 pub use adapter::FuseAdapter;
 pub use errno::errno_of;
 pub use session::{
     Connection, MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount,
-    is_stale_mount, mount, mount_dev_at, resume,
+    is_stale_mount, mount, mount_dev_at, resume, waiting_requests,
 };

@@ -23,6 +23,7 @@ use nix::mount::{MntFlags, umount2};
 use super::FuseAdapter;
 use super::backing::{self, Backings};
 use super::handover::{Gate, Handover};
+use super::stats::VolumeStats;
 use crate::fs::VolumeFs;
 use crate::fs::resume::{Carry, ResumableFs};
 use crate::sys::{fdpass, fusedev};
@@ -145,9 +146,15 @@ pub struct MountedFs {
     /// The mount's device number (`st_dev`), by which other mount namespaces' mounts of it
     /// are recognised. None if it could not be read.
     device: Option<u64>,
+    /// What its requests did.
+    stats: Arc<VolumeStats>,
 }
 
 impl MountedFs {
+    pub fn stats(&self) -> &Arc<VolumeStats> {
+        &self.stats
+    }
+
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -313,8 +320,9 @@ fn serve_connection(
              ({lost} lost) and {backing_ids} passthrough files"
         );
     }
-    let mut adapter =
-        FuseAdapter::new(fs, name, serve.ttl(), serve.passthrough).with_backings(backings);
+    let stats = Arc::new(VolumeStats::default());
+    let mut adapter = FuseAdapter::new(fs, name, serve.ttl(), serve.passthrough, stats.clone())
+        .with_backings(backings);
     if resuming {
         adapter = adapter.resuming(connection.negotiated());
     }
@@ -358,6 +366,7 @@ fn serve_connection(
         gate,
         connection,
         device,
+        stats,
     })
 }
 
@@ -494,6 +503,16 @@ pub fn abort_connection(device: u64) -> io::Result<()> {
     }
     std::fs::write(&abort, "1")
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", abort.display())))
+}
+
+/// Requests the kernel has queued for the FUSE connection of the filesystem with device number
+/// `device` and not yet had answered (fusectl's `waiting`): a number that stays up while the
+/// volume is idle shows a stuck handler. None without the control filesystem.
+pub fn waiting_requests(device: u64) -> Option<u64> {
+    let waiting = Path::new(FUSECTL)
+        .join(nix::sys::stat::minor(device).to_string())
+        .join("waiting");
+    std::fs::read_to_string(waiting).ok()?.trim().parse().ok()
 }
 
 const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6573_5543);

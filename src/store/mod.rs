@@ -54,6 +54,14 @@ const FORMAT: u32 = 1;
 /// Opens an existing catalog file as a redb database.
 type Opener = Box<dyn Fn(&Path) -> Result<Database, String> + Send + Sync>;
 
+/// How long catalog commits take (each an fsync), over every store of the process.
+static COMMIT_LATENCY: crate::model::Histogram = crate::model::Histogram::new();
+
+/// The latency of catalog commits so far.
+pub fn commit_latency() -> crate::model::HistogramSnapshot {
+    COMMIT_LATENCY.snapshot()
+}
+
 pub struct Store {
     path: PathBuf,
     /// The open database, or why opening it again after an I/O error failed (the next use
@@ -347,7 +355,10 @@ impl Store {
         self.run(op, |db| {
             let txn = db.begin_write().context(op)?;
             body(&txn, op)?;
-            txn.commit().context(op)
+            let started = std::time::Instant::now();
+            let committed = txn.commit().context(op);
+            COMMIT_LATENCY.observe(started.elapsed());
+            committed
         })
     }
 

@@ -16,11 +16,13 @@
 //! take it out, so `ls` and `inspect` answer while a volume waits for its backing store.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use super::events::EventType;
 use super::fault::crash_point;
 use super::kept;
 use super::locks::VolumeLocks;
@@ -29,6 +31,7 @@ use super::{
     Usage, VolumeError, VolumeInfo, VolumeRecord, VolumeState, VolumeStatus,
 };
 use crate::driver::{AnyDriver, DriverContext};
+use crate::fs::gate::GatedFs;
 use crate::fs::resume::Carry;
 use crate::fs::{Health, UsageSnapshot, VolumeFs};
 use crate::fuse::{
@@ -39,6 +42,8 @@ use crate::store::Store;
 
 struct Active {
     fs: Arc<dyn VolumeFs>,
+    /// The same filesystem behind its gate, which a snapshot closes for an instant.
+    gated: Arc<GatedFs>,
     mount: MountedFs,
     /// The data goes with the mount (tmpfs).
     ephemeral: bool,
@@ -50,6 +55,11 @@ struct Active {
     kept: bool,
     /// The kernel reads and writes host files directly (usage is re-read only at close).
     passthrough: bool,
+    /// Quota refusals seen so far, and the filesystem's space releases when the current
+    /// episode of them began (a `quota-full` event each episode; it ends when space comes
+    /// back: a release).
+    quota_refusals_seen: u64,
+    full_since: Option<u64>,
 }
 
 /// A volume with references whose mount at start-up waits for its backing store.
@@ -76,6 +86,9 @@ pub struct Core {
     tmpfs_linger: Duration,
     /// Holds connections across restarts of the daemon (unset: volumes end with it).
     keeper: OnceLock<Arc<Keeper>>,
+    /// Volumes mounted again at start-up for the references they had (see `observe`).
+    handler_restarts: AtomicU64,
+    events: Arc<super::events::EventLog>,
 }
 
 /// How long a planned stop waits for the requests being served to finish before it hands the
@@ -168,6 +181,8 @@ impl Core {
             lingering: Mutex::new(HashMap::new()),
             tmpfs_linger,
             keeper: OnceLock::new(),
+            handler_restarts: AtomicU64::new(0),
+            events: Arc::new(super::events::EventLog::default()),
         }
     }
 
@@ -185,6 +200,14 @@ impl Core {
 
     fn is_active(&self, name: &str) -> bool {
         self.active.lock().contains_key(name)
+    }
+
+    pub fn events(&self) -> Arc<super::events::EventLog> {
+        self.events.clone()
+    }
+
+    pub(super) fn emit(&self, kind: EventType, rec: &VolumeRecord, attributes: &[(&str, String)]) {
+        self.events.emit(kind, &rec.name, &rec.driver, attributes);
     }
 
     pub fn driver(&self, name: &str) -> Result<Arc<dyn AnyDriver>, VolumeError> {
@@ -348,6 +371,7 @@ impl Core {
             self.undo_create(&rec, true);
             return Err(e.into());
         }
+        self.emit(EventType::Create, &rec, &[]);
         Ok(rec)
     }
 
@@ -458,6 +482,11 @@ impl Core {
             .remove(name)
             .map_err(|e| unfinished(name, e.into()))?;
         self.remove_volume_dir(name);
+        self.emit(
+            EventType::Remove,
+            &rec,
+            &[("reclaimed_bytes", freed.to_string())],
+        );
         Ok(freed)
     }
 
@@ -535,6 +564,7 @@ impl Core {
                 keep_lingering(self);
                 return Err(e.into());
             }
+            self.emit(EventType::Mount, &rec, &[("reference", reference.key())]);
         }
         Ok(mountpoint)
     }
@@ -553,6 +583,7 @@ impl Core {
             detach_target(name, t, r.bind_mount_id)?;
         }
         self.store.put(&rec)?;
+        self.emit(EventType::Unmount, &rec, &[("reference", reference.key())]);
         if rec.mount_refs.is_empty() {
             self.forget_pending(name);
             let ephemeral = self.active.lock().get(name).is_some_and(|a| a.ephemeral);
@@ -582,6 +613,9 @@ impl Core {
         }
         self.store.put(&rec)?;
         self.forget_pending(name);
+        for id in refs.keys() {
+            self.emit(EventType::Unmount, &rec, &[("reference", id.clone())]);
+        }
         self.deactivate(name);
         Ok(refs.into_keys().collect())
     }
@@ -675,6 +709,10 @@ impl Core {
                 "volume {name}: released {} (no container's mount namespace holds the volume)",
                 orphans.join(", ")
             );
+            for id in &orphans {
+                let attributes = [("reference", id.clone()), ("reason", "orphaned".into())];
+                self.emit(EventType::Unmount, &rec, &attributes);
+            }
             if rec.mount_refs.is_empty() {
                 self.forget_pending(&name);
                 self.deactivate(&name);
@@ -715,7 +753,8 @@ impl Core {
             threads: activation.threads,
         };
         let resuming = connection.is_some();
-        let fs = activation.fs.clone();
+        let gated = Arc::new(GatedFs::new(activation.fs.clone(), activation.passthrough));
+        let fs: Arc<dyn crate::fs::VolumeFs> = gated.clone();
         let mount = match connection {
             Some(connection) => {
                 crate::fuse::resume(fs, &mountpoint, &rec.name, serve, &mut carry, connection)
@@ -755,16 +794,37 @@ impl Core {
         self.active.lock().insert(
             rec.name.clone(),
             Active {
-                fs: activation.fs,
+                fs: gated.clone(),
+                gated,
                 mount,
                 ephemeral: activation.ephemeral,
                 saved: None,
                 logged: Health::default(),
                 kept,
                 passthrough: activation.passthrough,
+                quota_refusals_seen: 0,
+                full_since: None,
             },
         );
         Ok(())
+    }
+
+    /// The filesystem of an active volume.
+    pub(super) fn active_fs(&self, name: &str) -> Option<Arc<dyn VolumeFs>> {
+        self.active.lock().get(name).map(|a| a.fs.clone())
+    }
+
+    /// The gate of an active volume's filesystem (see `fs::gate`).
+    pub(super) fn active_gate(&self, name: &str) -> Option<Arc<GatedFs>> {
+        self.active.lock().get(name).map(|a| a.gated.clone())
+    }
+
+    pub(super) fn driver_context(&self) -> &DriverContext {
+        &self.ctx
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Checks an unmounted volume's backing store (rbd); the report is JSON.
@@ -778,7 +838,15 @@ impl Core {
     pub fn break_lock(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         let rec = self.record(name)?;
         self.refuse_if_active(&rec, "break its lock")?;
-        Ok(self.driver(&rec.driver)?.break_lock(&self.ctx, &rec)?)
+        let broken = self.driver(&rec.driver)?.break_lock(&self.ctx, &rec)?;
+        if !broken.is_empty() {
+            self.emit(
+                EventType::LockBroken,
+                &rec,
+                &[("holders", broken.join(", "))],
+            );
+        }
+        Ok(broken)
     }
 
     fn refuse_if_active(&self, rec: &VolumeRecord, what: &'static str) -> Result<(), VolumeError> {
@@ -839,6 +907,7 @@ impl Core {
         }
         // The volume's filesystem is gone: its freed heap goes back to the system now.
         drop(active.fs);
+        drop(active.gated);
         crate::sys::heap::release_free_memory();
     }
 
@@ -1139,7 +1208,11 @@ impl Core {
             }
         };
         match self.bring_up(&rec) {
-            Ok(()) => Remount::Done,
+            Ok(()) => {
+                self.handler_restarts.fetch_add(1, Ordering::Relaxed);
+                self.emit(EventType::HandlerRestart, &rec, &[]);
+                Remount::Done
+            }
             Err(e) => {
                 if let Some(p) = self.pending.lock().get_mut(name) {
                     p.error = e.to_string();
@@ -1220,6 +1293,86 @@ impl Core {
         if rebound && let Err(e) = self.store.put(&rec) {
             log::error!("volume {}: recording its bind mounts: {e}", rec.name);
         }
+    }
+
+    /// Emits `quota-full` for each mounted volume that refused a request for space since the
+    /// last look, once per episode: the episode ends when space comes back (the quota counts
+    /// each release of space), so a program retrying on a full volume makes one event. Read
+    /// from counters the hot path keeps anyway, once a second.
+    pub fn watch_quota(&self) {
+        let mut full = Vec::new();
+        for (name, a) in self.active.lock().iter_mut() {
+            let releases = a.fs.releases();
+            if a.full_since.is_some_and(|at| releases > at) {
+                a.full_since = None;
+            }
+            let refusals = a.mount.stats().quota_refusals();
+            if refusals > a.quota_refusals_seen {
+                a.quota_refusals_seen = refusals;
+                if a.full_since.is_none() {
+                    a.full_since = Some(releases);
+                    full.push((name.clone(), a.fs.usage()));
+                }
+            }
+        }
+        for (name, usage) in full {
+            if let Ok(rec) = self.record(&name) {
+                let attributes = [
+                    ("used_bytes", usage.bytes.to_string()),
+                    ("used_inodes", usage.inodes.to_string()),
+                ];
+                self.emit(EventType::QuotaFull, &rec, &attributes);
+            }
+        }
+    }
+
+    /// What the metrics show of every volume (see `observe`); no catalog write. Like
+    /// `inspect`, never waits for a backing store or holds the map of active volumes across
+    /// a filesystem call.
+    pub fn observe(&self) -> Result<super::observe::Observation, VolumeError> {
+        use super::observe::{Capacity, Observation, VolumeObservation};
+        let mut volumes = Vec::new();
+        for rec in self.records()? {
+            let Ok((size_limit, inode_limit)) = self
+                .driver(&rec.driver)
+                .and_then(|d| Ok(d.limits(&rec.options)?))
+            else {
+                continue;
+            };
+            let mut seen = VolumeObservation {
+                name: rec.name.clone(),
+                driver: rec.driver.clone(),
+                size_limit,
+                inode_limit,
+                ..VolumeObservation::default()
+            };
+            let live = (self.active.lock().get(&rec.name))
+                .map(|a| (a.fs.clone(), a.mount.stats().snapshot(), a.mount.device()));
+            match live {
+                Some((fs, requests, device)) => {
+                    let usage = fs.usage();
+                    (seen.used_bytes, seen.used_inodes) = (usage.bytes, usage.inodes);
+                    seen.statfs = fs.statfs().ok().map(|s| Capacity {
+                        bytes: s.blocks * u64::from(s.frsize),
+                        available_bytes: s.bavail * u64::from(s.frsize),
+                        inodes: s.files,
+                        free_inodes: s.ffree,
+                    });
+                    seen.requests = Some(requests);
+                    seen.waiting = device.and_then(crate::fuse::waiting_requests);
+                }
+                None => {
+                    let usage = self.store.usage(&rec.name)?;
+                    (seen.used_bytes, seen.used_inodes) = (usage.bytes, usage.inodes);
+                }
+            }
+            volumes.push(seen);
+        }
+        Ok(Observation {
+            volumes,
+            handler_restarts: self.handler_restarts.load(Ordering::Relaxed),
+            commit_latency: crate::store::commit_latency(),
+        })
     }
 
     /// Unmounts every active volume, each under its lock and all at once, so that one whose

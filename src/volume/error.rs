@@ -42,6 +42,12 @@ pub enum VolumeError {
         holders: String,
         what: &'static str,
     },
+    /// An operation the volume's state does not allow now (a shrink below its usage, a
+    /// snapshot of a passthrough-served volume, ...); nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    #[error("volume {volume} has no snapshot {snapshot}; fvol snapshot ls {volume} lists them")]
+    SnapshotNotFound { volume: String, snapshot: String },
     #[error(transparent)]
     Driver(#[from] DriverError),
     /// `rm` failed after its intent was committed: the volume is gone for users and the
@@ -80,10 +86,13 @@ impl VolumeError {
             | VolumeError::InvalidLabel(_)
             | VolumeError::InvalidTarget(_)
             | VolumeError::InvalidReference(_) => ErrorClass::BadInput,
-            VolumeError::NotFound(_) | VolumeError::NoSuchReference { .. } => ErrorClass::NotFound,
+            VolumeError::NotFound(_)
+            | VolumeError::NoSuchReference { .. }
+            | VolumeError::SnapshotNotFound { .. } => ErrorClass::NotFound,
             VolumeError::Conflict { .. }
             | VolumeError::InUse { .. }
-            | VolumeError::Mounted { .. } => ErrorClass::Conflict,
+            | VolumeError::Mounted { .. }
+            | VolumeError::Refused(_) => ErrorClass::Conflict,
             VolumeError::Driver(e) => e.class(),
             // The removal goes on later; what stopped it now says what kind of failure it is
             // (a cluster that does not answer: unavailable).

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::core::{Core, Remount};
+use super::export::{ExportInfo, ImportInfo};
 use super::locks::Permits;
 use super::name::{random_name, validate_name};
+use super::snapshot::SnapshotInfo;
 use super::{RefId, VolumeError, VolumeInfo};
 use crate::store::Store;
 
@@ -115,6 +117,7 @@ impl VolumeManager {
                     std::thread::sleep(TICK);
                     let Some(core) = weak.upgrade() else { return };
                     core.end_lingering();
+                    core.watch_quota();
                     if checkpointed.elapsed() >= CHECKPOINT_EVERY {
                         // A settle pass may wait for writeback; it takes no lock of the core.
                         for fs in core.active_filesystems() {
@@ -254,16 +257,108 @@ impl VolumeManager {
         // The options given win over the driver's defaults.
         let mut options = self.defaults.get(&driver).cloned().unwrap_or_default();
         options.extend(req.options);
-        let _volume = self.core.locks.lock(&name);
-        let rec = self.core.create(name, &driver, options, req.labels)?;
+        let source = super::snapshot::take_source(&mut options);
+        let Some(source) = source else {
+            let _volume = self.core.locks.lock(&name);
+            let rec = self.core.create(name, &driver, options, req.labels)?;
+            return self.core.info(&rec);
+        };
+        // A clone: a new volume, filled with a copy of the source (see `snapshot`), with both
+        // volumes' locks held, taken in name order (so two clones never wait for each other).
+        let (src, _) = super::snapshot::parse_source(&source)?;
+        let mut names = [name.as_str(), src.as_str()];
+        names.sort_unstable();
+        let _first = self.core.locks.lock(names[0]);
+        let _second = (names[0] != names[1]).then(|| self.core.locks.lock(names[1]));
+        if self.core.record(&name).is_ok() {
+            return Err(VolumeError::Conflict {
+                name,
+                what: "that name; a clone is always a new volume".into(),
+            });
+        }
+        let rec = self
+            .core
+            .create(name.clone(), &driver, options, req.labels)?;
+        if let Err(e) = self.core.fill_from(&rec, &source) {
+            if let Err(undo) = self.core.remove(&name) {
+                log::warn!("volume {name}: removing the failed clone: {undo}");
+            }
+            return Err(e);
+        }
+        self.core.info(&rec)
+    }
+
+    /// A tar stream of the volume at one instant, written to `output` (see `super::export`).
+    pub fn export(&self, name: &str, output: &Path) -> Result<ExportInfo, VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.export(name, output)
+    }
+
+    /// Unpacks the tar stream in `input` into the volume.
+    pub fn import(&self, name: &str, input: &Path) -> Result<ImportInfo, VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.import(name, input)
+    }
+
+    /// Snapshot operations (see `super::snapshot`).
+    pub fn snapshot_create(&self, name: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.snapshot_create(name, snap)
+    }
+
+    pub fn snapshot_list(&self, name: &str) -> Result<Vec<SnapshotInfo>, VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.snapshot_list(name)
+    }
+
+    pub fn snapshot_remove(&self, name: &str, snap: &str) -> Result<(), VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.snapshot_remove(name, snap)
+    }
+
+    pub fn snapshot_restore(&self, name: &str, snap: &str) -> Result<(), VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        self.core.snapshot_restore(name, snap)
+    }
+
+    /// Changes the limits (`size=`, `inodes=`), mounted or not (see `super::resize`).
+    pub fn update(
+        &self,
+        name: &str,
+        options: BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        validate_name(name)?;
+        let _volume = self.core.locks.lock(name);
+        let rec = self.core.update(name, options)?;
         self.core.info(&rec)
     }
 
     /// Refused while mounted. `force` only makes a missing volume not an error, as in Docker.
+    /// A volume with snapshots is refused unless `force`, which removes them too.
     pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
         let _volume = self.core.locks.lock(name);
+        let snapshots = match self.core.snapshot_list(name) {
+            Ok(s) => s,
+            Err(VolumeError::InvalidName { .. }) | Err(VolumeError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !snapshots.is_empty() && !force {
+            let names: Vec<_> = snapshots.iter().map(|s| s.name.as_str()).collect();
+            return Err(VolumeError::Refused(format!(
+                "volume {name} has snapshots ({}); remove them first (fvol snapshot rm {name} \
+                 SNAP), or remove the volume with its snapshots: fvol rm -f {name}",
+                names.join(", ")
+            )));
+        }
         match self.core.remove(name) {
             Err(VolumeError::NotFound(_)) if force => Ok(()),
+            Ok(_) if !snapshots.is_empty() => self.core.snapshot_remove_all(name),
             other => other.map(drop),
         }
     }
@@ -345,6 +440,16 @@ impl VolumeManager {
         self.core.break_lock(name)
     }
 
+    /// The event log (`fvol events`).
+    pub fn events(&self) -> Arc<super::events::EventLog> {
+        self.core.events()
+    }
+
+    /// What the daemon's metrics show, read at one moment.
+    pub fn observe(&self) -> Result<super::observe::Observation, VolumeError> {
+        self.core.observe()
+    }
+
     /// Removes every volume with no mount reference (checked again under its lock: one
     /// mounted meanwhile is kept).
     pub fn prune(&self) -> Result<PruneReport, VolumeError> {
@@ -357,6 +462,10 @@ impl VolumeManager {
             match self.core.record(&rec.name) {
                 Ok(now) if now.mount_refs.is_empty() => {}
                 _ => continue,
+            }
+            // A volume with snapshots stays: `rm -f` removes it with them.
+            if !self.core.snapshot_list(&rec.name)?.is_empty() {
+                continue;
             }
             report.reclaimed_bytes += self.core.remove(&rec.name)?;
             report.removed.push(rec.name);

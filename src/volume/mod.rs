@@ -2,6 +2,8 @@
 pub mod bind;
 pub mod core;
 pub mod error;
+pub mod events;
+pub mod export;
 mod fault;
 pub mod guard;
 pub mod info;
@@ -10,7 +12,10 @@ pub mod limits;
 pub mod locks;
 pub mod manager;
 pub mod name;
+pub mod observe;
 pub mod refs;
+pub mod resize;
+pub mod snapshot;
 
 pub use crate::model::{DirIdentity, MountRef, RefKind, Usage, VolumeRecord, VolumeState};
 pub use error::VolumeError;

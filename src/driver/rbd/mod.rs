@@ -16,12 +16,12 @@ use std::time::Duration;
 use lock::Identity;
 
 use super::options::{Kind, OptionSet, OptionSpec, option};
-use super::{Activation, Created, Driver, DriverContext, DriverError};
+use super::{Activation, Created, DataHome, Driver, DriverContext, DriverError};
 use crate::fs::image::format::{FormatError, check_superblock};
 use crate::fs::image::fs::ImageError;
 use crate::fs::image::{BlockDevice, ImageFs, RbdDevice, fsck};
 use crate::fs::memory::RootOwner;
-use crate::fs::quota::Limits;
+use crate::fs::quota::{Limits, Resize, ResizeError};
 use crate::fs::resume::Carry;
 use crate::model::{ErrorClass, Usage, VolumeRecord};
 use crate::sys::librbd::{Cluster, ClusterConfig, Image, IoCtx, RbdError};
@@ -256,6 +256,9 @@ impl BlockDevice for LockedDevice {
     fn size(&self) -> u64 {
         self.device.size()
     }
+    fn grow(&self, size: u64) -> std::io::Result<()> {
+        self.device.grow(size)
+    }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
         self.device.read_at(offset, out)
     }
@@ -365,6 +368,11 @@ impl Driver for RbdDriver {
     }
 
     /// An image that exists is adopted; only one fvol creates is owned.
+    /// The files are inside the image's filesystem, which outlives the mount.
+    fn data_home(&self, _: &DriverContext, _: &VolumeRecord, _: &RbdOptions) -> DataHome {
+        DataHome::InCore { persistent: true }
+    }
+
     fn will_own_backing(
         &self,
         _ctx: &DriverContext,
@@ -482,8 +490,10 @@ impl Driver for RbdDriver {
         let target = connect(rec, opts)?;
         // A predecessor's lock (a restart, a crash) is a dead daemon's: broken, fencing it.
         let device: Arc<dyn BlockDevice> = Arc::new(lock(ctx, &target, rec, opts.io_timeout)?);
+        // The data region caps the byte limit; a `size=` lowered by `fvol update` (the image
+        // never shrinks) lowers it further.
         let limits = Limits {
-            bytes: None,
+            bytes: self.size_limit(opts),
             inodes: opts.inodes,
         };
         let fs = ImageFs::open_carried(device, limits, carry)
@@ -506,6 +516,82 @@ impl Driver for RbdDriver {
             // Requests wait on the network, not the CPU: enough threads for the readahead
             // window's requests to be in flight together.
             threads: super::cpu_threads().max(4),
+        })
+    }
+
+    /// `size=` is the image's size: a bigger one grows the image (and the filesystem in it);
+    /// a smaller one lowers the quota to what an image of that size would hold, and the image
+    /// keeps its size (shrinking it would move data; see docs/rbd.md, Resize).
+    fn resize_to(&self, opts: &RbdOptions) -> Result<Resize, DriverError> {
+        if let Some(size) = opts.size
+            && self.size_limit(opts).is_none()
+        {
+            return Err(DriverError::InvalidOption(format!(
+                "size={size} is too small for an rbd volume: an image holds an fvol filesystem \
+                 from {}M",
+                crate::fs::image::format::MIN_IMAGE >> 20
+            )));
+        }
+        Ok(Resize {
+            limits: Limits {
+                bytes: self.size_limit(opts),
+                inodes: opts.inodes,
+            },
+            image_size: opts.size,
+        })
+    }
+
+    /// Grows the image and its filesystem when `size=` is above the image's size.
+    fn resize_inactive(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+        to: &Resize,
+    ) -> Result<(), DriverError> {
+        let target = connect(rec, opts)?;
+        let device = lock(ctx, &target, rec, None)?;
+        if to.image_size.is_none_or(|size| size <= device.size()) {
+            return Ok(());
+        }
+        let device: Arc<dyn BlockDevice> = Arc::new(device);
+        let fs = ImageFs::open(
+            device,
+            Limits {
+                bytes: None,
+                inodes: opts.inodes,
+            },
+        )
+        .map_err(|e| image_err(target.describe(), e))?;
+        use crate::fs::VolumeFs;
+        let grown = fs.resize(to);
+        let synced = fs.sync_all();
+        match grown {
+            Ok(()) => {}
+            Err(ResizeError::Fs(e)) => {
+                return Err(DriverError::failed(
+                    ErrorClass::Internal,
+                    format!("growing {}: {e}", target.describe()),
+                ));
+            }
+            Err(ResizeError::BelowUsage(used)) => {
+                return Err(DriverError::failed(
+                    ErrorClass::Conflict,
+                    format!(
+                        "{} holds {} bytes in {} inodes, more than the new limits allow",
+                        target.describe(),
+                        used.bytes,
+                        used.inodes
+                    ),
+                ));
+            }
+            Err(ResizeError::PassthroughServed) => unreachable!("an image is never passthrough"),
+        }
+        synced.map_err(|e| {
+            DriverError::failed(
+                ErrorClass::Internal,
+                format!("syncing {}: {e}", target.describe()),
+            )
         })
     }
 

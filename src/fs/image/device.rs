@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -18,8 +19,16 @@ use parking_lot::Mutex;
 use crate::fs::Health;
 
 pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
-    /// Capacity in bytes; fixed for the device's life.
+    /// Capacity in bytes; changes only by `grow`.
     fn size(&self) -> u64;
+    /// Makes the device `size` bytes long (bigger only); what was there stays.
+    fn grow(&self, size: u64) -> io::Result<()> {
+        let _ = size;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this device cannot grow",
+        ))
+    }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Starts writing `data` at `offset` and may return before it is done. The write is ordered
@@ -69,7 +78,7 @@ pub(super) fn check_range(size: u64, offset: u64, len: usize) -> io::Result<()> 
 #[derive(Debug)]
 pub struct FileDevice {
     file: File,
-    size: u64,
+    size: AtomicU64,
 }
 
 impl FileDevice {
@@ -82,26 +91,39 @@ impl FileDevice {
             .truncate(true)
             .open(path)?;
         file.set_len(size)?;
-        Ok(FileDevice { file, size })
+        Ok(FileDevice {
+            file,
+            size: AtomicU64::new(size),
+        })
     }
 
     pub fn open(path: &Path) -> io::Result<FileDevice> {
         let file = File::options().read(true).write(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(FileDevice { file, size })
+        Ok(FileDevice {
+            file,
+            size: AtomicU64::new(size),
+        })
     }
 }
 
 impl BlockDevice for FileDevice {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+    fn grow(&self, size: u64) -> io::Result<()> {
+        if size > self.size() {
+            self.file.set_len(size)?;
+            self.size.store(size, Ordering::Release);
+        }
+        Ok(())
     }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        check_range(self.size, offset, out.len())?;
+        check_range(self.size(), offset, out.len())?;
         self.file.read_exact_at(out, offset)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        check_range(self.size, offset, data.len())?;
+        check_range(self.size(), offset, data.len())?;
         self.file.write_all_at(data, offset)
     }
     fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {

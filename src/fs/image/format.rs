@@ -172,6 +172,14 @@ pub fn write_superblock(device: &dyn BlockDevice, layout: &Layout) -> Result<(),
     Ok(())
 }
 
+/// Rewrites the superblock of a filesystem whose image grew (`layout` differs only in
+/// `image_size`), and flushes it.
+pub fn rewrite_superblock(device: &dyn BlockDevice, layout: &Layout) -> Result<(), FormatError> {
+    device.write_at(0, &encode(layout))?;
+    device.flush()?;
+    Ok(())
+}
+
 /// Checks the superblock of an existing filesystem and returns its layout.
 pub fn check_superblock(device: &dyn BlockDevice) -> Result<Layout, FormatError> {
     let mut block = vec![0u8; META_START as usize];

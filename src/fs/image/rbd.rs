@@ -12,6 +12,7 @@
 //! started go on and complete when the cluster is back. Once the cluster refused this client as
 //! blocklisted, the device is fenced: data calls fail at once.
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -39,7 +40,8 @@ const POOLED_MIN: usize = 256 << 10;
 #[derive(Debug)]
 pub struct RbdDevice {
     image: Image,
-    size: u64,
+    /// Changes only by `grow`.
+    size: AtomicU64,
     in_flight: Mutex<InFlight>,
     wait_limit: Option<Duration>,
 }
@@ -101,7 +103,7 @@ impl RbdDevice {
         let size = image.size()?;
         Ok(RbdDevice {
             image,
-            size,
+            size: AtomicU64::new(size),
             in_flight: Mutex::new(InFlight::default()),
             wait_limit: None,
         })
@@ -185,20 +187,27 @@ impl RbdDevice {
 
 impl BlockDevice for RbdDevice {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+    fn grow(&self, size: u64) -> io::Result<()> {
+        if size > self.size() {
+            self.image.resize(size)?;
+            self.size.store(size, Ordering::Release);
+        }
+        Ok(())
     }
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        check_range(self.size, offset, out.len())?;
+        check_range(self.size(), offset, out.len())?;
         drop(self.settle(offset, out.len() as u64, None)?);
         Ok(self.image.read_at(offset, out)?)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        check_range(self.size, offset, data.len())?;
+        check_range(self.size(), offset, data.len())?;
         drop(self.settle(offset, data.len() as u64, None)?);
         Ok(self.image.write_at(offset, data)?)
     }
     fn read_data(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        check_range(self.size, offset, out.len())?;
+        check_range(self.size(), offset, out.len())?;
         self.check_fence()?;
         let deadline = self.deadline();
         drop(self.settle(offset, out.len() as u64, deadline)?);
@@ -216,7 +225,7 @@ impl BlockDevice for RbdDevice {
         }
     }
     fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        check_range(self.size, offset, data.len())?;
+        check_range(self.size(), offset, data.len())?;
         if data.is_empty() {
             return Ok(());
         }

@@ -388,6 +388,16 @@ impl VolumeFs for MemFs {
         self.quota.usage()
     }
 
+    fn limits(&self) -> crate::fs::quota::Limits {
+        self.quota.limits()
+    }
+
+    fn resize(&self, to: &crate::fs::quota::Resize) -> Result<(), crate::fs::quota::ResizeError> {
+        self.quota
+            .set_limits(to.limits)
+            .map_err(crate::fs::quota::ResizeError::BelowUsage)
+    }
+
     fn releases(&self) -> u64 {
         self.quota.releases()
     }

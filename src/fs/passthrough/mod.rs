@@ -406,6 +406,19 @@ impl VolumeFs for PassthroughFs {
         self.quota.usage()
     }
 
+    fn limits(&self) -> crate::fs::quota::Limits {
+        self.quota.limits()
+    }
+
+    fn resize(&self, to: &crate::fs::quota::Resize) -> Result<(), crate::fs::quota::ResizeError> {
+        if self.passthrough_io && to.limits.bytes.is_some() {
+            return Err(crate::fs::quota::ResizeError::PassthroughServed);
+        }
+        self.quota
+            .set_limits(to.limits)
+            .map_err(crate::fs::quota::ResizeError::BelowUsage)
+    }
+
     fn releases(&self) -> u64 {
         self.quota.releases()
     }

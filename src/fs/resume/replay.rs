@@ -453,6 +453,14 @@ impl VolumeFs for ResumableFs {
         self.inner.usage()
     }
 
+    fn limits(&self) -> crate::fs::quota::Limits {
+        self.inner.limits()
+    }
+
+    fn resize(&self, to: &crate::fs::quota::Resize) -> Result<(), crate::fs::quota::ResizeError> {
+        self.inner.resize(to)
+    }
+
     fn usage_at_rest(&self) -> UsageSnapshot {
         self.inner.usage_at_rest()
     }
@@ -629,6 +637,15 @@ mod tests {
         }
         fn copy_file_range(&self, _: &CopyRange) -> FsResult<u32> {
             Err(NO)
+        }
+        fn limits(&self) -> crate::fs::quota::Limits {
+            crate::fs::quota::Limits::default()
+        }
+        fn resize(
+            &self,
+            _: &crate::fs::quota::Resize,
+        ) -> Result<(), crate::fs::quota::ResizeError> {
+            Err(crate::fs::quota::ResizeError::Fs(NO))
         }
         fn usage(&self) -> UsageSnapshot {
             UsageSnapshot {

@@ -124,6 +124,7 @@ struct Api {
     rbd_close: unsafe extern "C" fn(ImageT) -> c_int,
     rbd_get_size: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
     rbd_get_features: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
+    rbd_resize: unsafe extern "C" fn(ImageT, u64) -> c_int,
     rbd_read: unsafe extern "C" fn(ImageT, u64, usize, *mut c_char) -> isize,
     rbd_write: unsafe extern "C" fn(ImageT, u64, usize, *const c_char) -> isize,
     rbd_flush: unsafe extern "C" fn(ImageT) -> c_int,
@@ -230,6 +231,7 @@ impl Api {
             rbd_close: sym!(lrbd, rbd, rbd_close),
             rbd_get_size: sym!(lrbd, rbd, rbd_get_size),
             rbd_get_features: sym!(lrbd, rbd, rbd_get_features),
+            rbd_resize: sym!(lrbd, rbd, rbd_resize),
             rbd_read: sym!(lrbd, rbd, rbd_read),
             rbd_write: sym!(lrbd, rbd, rbd_write),
             rbd_flush: sym!(lrbd, rbd, rbd_flush),
@@ -709,6 +711,15 @@ impl Image {
             self.target.clone()
         })?;
         Ok(size)
+    }
+
+    /// Changes the image's size (fvol only grows it: see `fs::image::fs::grow`).
+    pub fn resize(&self, size: u64) -> Result<(), RbdError> {
+        // SAFETY: the image is open; rbd_resize takes the handle and a size by value and
+        // is safe alongside I/O on the same handle (librbd serializes it internally).
+        let ret = unsafe { (self.api().rbd_resize)(self.handle, size) };
+        check(ret.into(), "rbd_resize", || self.target.clone())?;
+        Ok(())
     }
 
     /// The image's feature bits (`FEATURE_*`).

@@ -136,6 +136,15 @@ pub fn release(t: &Tx<'_>, run: Run) -> FsResult<()> {
     t.add_counter(PENDING_BLOCKS, run.len as i64)
 }
 
+/// Adds the blocks a grown data region gained to the free map.
+pub fn add_new_blocks(t: &Tx<'_>, run: Run) -> FsResult<()> {
+    if run.len == 0 {
+        return Ok(());
+    }
+    insert_merged(&mut t.tx.open_table(FREE).io()?, run)?;
+    t.add_counter(FREE_BLOCKS, run.len as i64)
+}
+
 /// Moves every pending run to the free map. Only for a durable commit, as its last change.
 /// Returns the blocks moved.
 pub fn drain_pending(t: &Tx<'_>) -> FsResult<u64> {

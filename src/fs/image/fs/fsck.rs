@@ -6,8 +6,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
 use super::store::{
-    COUNTERS, DIRENTS, EXTENTS, FREE, FREE_BLOCKS, INODES, InodeRec, NEXT_INO, PENDING,
-    PENDING_BLOCKS, USED_BYTES, USED_INODES,
+    COUNTERS, DATA_BLOCKS, DIRENTS, EXTENTS, FREE, FREE_BLOCKS, INODES, InodeRec, NEXT_INO,
+    PENDING, PENDING_BLOCKS, USED_BYTES, USED_INODES,
 };
 use super::{ImageError, meta};
 use crate::fs::image::backend::RegionBackend;
@@ -122,6 +122,21 @@ fn runs_of(
 
 fn check_tree(db: &Database, layout: &Layout, r: &mut FsckReport) -> Result<(), redb::Error> {
     let tx = db.begin_read()?;
+    // A grow whose superblock a crash left behind (the next open rewrites it; see `grow`).
+    let recorded = tx
+        .open_table(COUNTERS)?
+        .get(DATA_BLOCKS)?
+        .map_or(0, |v| v.value());
+    let grown;
+    let layout = if recorded > layout.data_blocks() {
+        grown = Layout {
+            image_size: layout.data_start + recorded * BLOCK,
+            ..*layout
+        };
+        &grown
+    } else {
+        layout
+    };
     let mut inodes: HashMap<u64, InodeRec> = HashMap::new();
     for e in tx.open_table(INODES)?.iter()? {
         let (k, v) = e?;

@@ -29,6 +29,7 @@ mod commit;
 mod data;
 mod extents;
 mod fsck;
+mod grow;
 mod idle;
 mod ops;
 mod room;
@@ -98,6 +99,8 @@ pub struct Inner {
     quota: Quota,
     /// Where the next-fit allocation goes on.
     cursor: AtomicU64,
+    /// Blocks in the data region (`layout.data_blocks()` until the image grows; see `grow`).
+    data_blocks: AtomicU64,
     /// Operations so far (transactions and reads), for `idle`.
     operations: AtomicU64,
     /// Held shared by a read from its extent lookup until its data is in memory; held
@@ -181,6 +184,8 @@ impl ImageFs {
             c.insert(NEXT_INO, ROOT_INO + 1).map_err(meta)?;
             c.insert(USED_BYTES, 0).map_err(meta)?;
             c.insert(USED_INODES, 1).map_err(meta)?;
+            c.insert(store::DATA_BLOCKS, layout.data_blocks())
+                .map_err(meta)?;
             drop(c);
             tx.open_table(DIRENTS).map_err(meta)?;
             tx.open_table(XATTRS).map_err(meta)?;
@@ -247,6 +252,7 @@ impl ImageFs {
             room: room::Room::new(watch),
             quota: Quota::new(Limits::default(), UsageSnapshot::default()),
             cursor: AtomicU64::new(0),
+            data_blocks: AtomicU64::new(layout.data_blocks()),
             operations: AtomicU64::new(0),
             reuse: RwLock::new(()),
             live: Mutex::new(HashMap::new()),
@@ -257,17 +263,15 @@ impl ImageFs {
             commits: commit::Commits::default(),
             gate,
         };
+        let blocks = fs.finish_grow()?;
+        fs.data_blocks.store(blocks, Ordering::Release);
         if resuming {
             fs.raise_next_ino().map_err(|e| meta(format!("{e:?}")))?;
         } else {
             fs.delete_orphans().map_err(|e| meta(format!("{e:?}")))?;
         }
         let usage = fs.stored_usage().map_err(|e| meta(format!("{e:?}")))?;
-        let capacity = layout.capacity();
-        let limits = Limits {
-            bytes: Some(limits.bytes.map_or(capacity, |b| b.min(capacity))),
-            inodes: Some(limits.inodes.unwrap_or(layout.inodes())),
-        };
+        let limits = fs.effective_limits(limits, blocks * format::BLOCK);
         let inner = Arc::new(Inner {
             quota: Quota::new(limits, usage),
             ..fs

@@ -738,6 +738,14 @@ impl VolumeFs for ImageFs {
         self.quota.usage()
     }
 
+    fn limits(&self) -> crate::fs::quota::Limits {
+        self.quota.limits()
+    }
+
+    fn resize(&self, to: &crate::fs::quota::Resize) -> Result<(), crate::fs::quota::ResizeError> {
+        self.resize_online(to)
+    }
+
     fn releases(&self) -> u64 {
         self.quota.releases()
     }

@@ -32,6 +32,9 @@ pub const USED_INODES: &str = "used_inodes";
 /// Blocks in `FREE` and in `PENDING`.
 pub const FREE_BLOCKS: &str = "free_blocks";
 pub const PENDING_BLOCKS: &str = "pending_blocks";
+/// Blocks in the data region: the superblock's count, or more once a grow committed (see
+/// `super::grow`). 0 (absent) on images formatted before grows existed.
+pub const DATA_BLOCKS: &str = "data_blocks";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InodeRec {

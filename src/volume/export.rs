@@ -1,0 +1,164 @@
+//! `fvol export NAME` and `fvol import NAME`: a tar stream of a volume as it is at one
+//! instant, and a volume filled from one.
+//!
+//! Export takes a copy as a snapshot does (writes held while it is made, see `snapshot`) and
+//! writes it with GNU tar: owners (numeric), modes, times, xattrs and ACLs, hard links, and
+//! sparse files (holes stay holes). Import unpacks such a stream into the volume through its
+//! mount, so the quota holds: a stream whose data is known to exceed the room left is refused
+//! before anything is written; otherwise tar stops at the quota, and the error says how far
+//! it got.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::core::Core;
+use super::{RefId, VolumeError};
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExportInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// How long the volume's writes were held while its copy was made, in milliseconds.
+    pub held_ms: u64,
+}
+
+/// What an import added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImportInfo {
+    pub used_bytes: u64,
+    pub used_inodes: u64,
+}
+
+const TAR_KEEP: &[&str] = &[
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+    "--numeric-owner",
+    "--sparse",
+];
+
+fn tar(args: &[&str], what: &str) -> Result<(), VolumeError> {
+    let out = Command::new("tar")
+        .args(args)
+        .output()
+        .map_err(|e| VolumeError::io(format!("{what}: running tar"), e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(VolumeError::io(
+        what.to_string(),
+        std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    ))
+}
+
+fn checked_path(path: &Path, what: &str) -> Result<String, VolumeError> {
+    if !path.is_absolute() {
+        return Err(VolumeError::InvalidOption(format!(
+            "the {what} file must be an absolute path, not {}",
+            path.display()
+        )));
+    }
+    path.to_str().map(str::to_string).ok_or_else(|| {
+        VolumeError::InvalidOption(format!("the {what} path {} is not UTF-8", path.display()))
+    })
+}
+
+impl Core {
+    pub fn export(&self, name: &str, output: &Path) -> Result<ExportInfo, VolumeError> {
+        let rec = self.record(name)?;
+        let out = checked_path(output, "output")?;
+        let tmp = self.scratch_dir(name, "export")?;
+        let exported = (|| {
+            let (_, _, held) = self.copy_volume(&rec, &tmp)?;
+            let dir = tmp.to_str().unwrap_or_default().to_string();
+            let mut args = vec!["--create", "--file", &out, "--directory", &dir];
+            args.extend(TAR_KEEP);
+            args.push(".");
+            tar(&args, &format!("exporting volume {name}"))?;
+            let bytes = std::fs::metadata(output)
+                .map_err(|e| VolumeError::io(format!("reading {out}"), e))?
+                .len();
+            Ok(ExportInfo {
+                path: output.to_path_buf(),
+                bytes,
+                held_ms: held.as_millis() as u64,
+            })
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        exported
+    }
+
+    pub fn import(&self, name: &str, input: &Path) -> Result<ImportInfo, VolumeError> {
+        let rec = self.record(name)?;
+        let file = checked_path(input, "input")?;
+        let size = std::fs::metadata(input)
+            .map_err(|e| VolumeError::io(format!("reading {file}"), e))?
+            .len();
+        let listing = Command::new("tar")
+            .args(["--list", "--file", &file])
+            .output()
+            .map_err(|e| VolumeError::io("running tar", e))?;
+        if !listing.status.success() {
+            return Err(VolumeError::InvalidOption(format!(
+                "{file} is not a tar stream fvol can read: {}",
+                String::from_utf8_lossy(&listing.stderr).trim()
+            )));
+        }
+        let entries = listing.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
+        // At least this much data: the stream less a header per entry and the end blocks.
+        let data_at_least = size.saturating_sub(512 * (entries + 2) + 10240);
+        let (limit, _) = self.driver(&rec.driver)?.limits(&rec.options)?;
+        let used = self.info(&rec)?.status.used_bytes;
+        if let Some(limit) = limit
+            && data_at_least > limit.saturating_sub(used)
+        {
+            return Err(VolumeError::Refused(format!(
+                "the stream holds at least {data_at_least} bytes of data, more than volume \
+                 {name} has room for ({} of its {limit} bytes are free); nothing was written \
+                 (fvol update {name} -o size=... makes room)",
+                limit.saturating_sub(used)
+            )));
+        }
+        let mounted_here = self.active_gate(name).is_none();
+        let mountpoint = match mounted_here {
+            true => self.mount(name, &RefId::Cli)?,
+            false => self.mountpoint(name),
+        };
+        let dir = mountpoint.to_str().unwrap_or_default().to_string();
+        let mut args = vec![
+            "--extract",
+            "--file",
+            &file,
+            "--directory",
+            &dir,
+            "--same-permissions",
+            "--same-owner",
+        ];
+        args.extend(TAR_KEEP);
+        let unpacked = tar(&args, &format!("importing into volume {name}"));
+        let info = self.info(&rec)?;
+        if mounted_here {
+            self.release(name, &RefId::Cli)?;
+        }
+        match unpacked {
+            Ok(()) => Ok(ImportInfo {
+                used_bytes: info.status.used_bytes,
+                used_inodes: info.status.used_inodes,
+            }),
+            Err(e) => Err(VolumeError::Refused(format!(
+                "the import into volume {name} stopped: {e}; what was unpacked stays (the \
+                 volume now holds {} bytes in {} inodes{})",
+                info.status.used_bytes,
+                info.status.used_inodes,
+                info.status
+                    .size_limit
+                    .map(|l| format!(", of {l} bytes"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+}

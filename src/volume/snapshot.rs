@@ -1,0 +1,521 @@
+//! Snapshots and clones: `fvol snapshot create|ls|rm|restore` and `fvol create NEW --from
+//! NAME[@SNAP]` (`-o from=` through Docker).
+//!
+//! A snapshot is a host directory tree, `ROOT/snapshots/VOLUME/SNAP/`, with its description
+//! beside it (`SNAP.json`, written last: a snapshot exists once it is there). It is taken
+//! while containers write: the volume's gate (`fs::gate`) holds every change, the changes in
+//! flight finish first, so the copy is the volume at one instant (crash-consistent). The copy
+//! is made from the host directory (local: `cp --reflink=auto`, reflinks where the host
+//! filesystem has them) or from the filesystem core (tmpfs, rbd: `fs::tree_copy`), never
+//! through the kernel mount. Writes are held for as long as the copy takes (`HeldMs`, shown
+//! by `snapshot ls`): an instant for reflinks, the copy time for a copy.
+//!
+//! Snapshots live on the host's disk under ROOT, apart from the volume: they do not count
+//! against its quota. A clone is a new volume filled with a copy: independent of its source
+//! from the start, so removing either never touches the other.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::core::Core;
+use super::events::EventType;
+use super::{RefId, Usage, VolumeError, VolumeRecord};
+use crate::driver::DataHome;
+use crate::fs::tree_copy::copy_out;
+
+/// One snapshot, as `snapshot ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub volume: String,
+    pub created_at: String,
+    /// `reflink` (extents shared with the volume until either changes) or `copy`.
+    pub method: String,
+    /// Bytes of file data it holds, and its files.
+    pub bytes: u64,
+    pub files: u64,
+    /// How long the volume's writes were held while it was taken, in milliseconds.
+    pub held_ms: u64,
+}
+
+/// The option of `create` that names the source of a clone.
+pub const FROM: &str = "from";
+
+fn snapshot_error(message: String) -> VolumeError {
+    VolumeError::InvalidOption(message)
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> VolumeError {
+    move |e| VolumeError::io(context, e)
+}
+
+/// Runs a host command; its stderr is the error.
+fn run(cmd: &mut Command, what: &str) -> Result<(), VolumeError> {
+    let out = cmd
+        .output()
+        .map_err(io(format!("{what}: running {cmd:?}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(VolumeError::io(
+        what.to_string(),
+        std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    ))
+}
+
+/// `cp -a` of the tree in `from` into the existing directory `to` (reflinks where the
+/// filesystem has them; holes stay holes).
+fn copy_tree(from: &Path, to: &Path, what: &str) -> Result<(), VolumeError> {
+    run(
+        Command::new("cp")
+            .args([
+                "-a",
+                "--reflink=auto",
+                "--sparse=always",
+                "--no-target-directory",
+            ])
+            .arg(from.join("."))
+            .arg(to),
+        what,
+    )
+}
+
+/// Whether the host filesystem of `dir` makes reflinks (Btrfs, XFS): the method
+/// `cp --reflink=auto` then uses.
+fn reflinks(dir: &Path) -> bool {
+    const BTRFS: i64 = 0x9123_683e;
+    const XFS: i64 = 0x5846_5342;
+    nix::sys::statfs::statfs(dir)
+        .map(|s| matches!(s.filesystem_type().0, BTRFS | XFS))
+        .unwrap_or(false)
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Parses `NAME[@SNAP]`.
+pub fn parse_source(text: &str) -> Result<(String, Option<String>), VolumeError> {
+    let (name, snap) = match text.split_once('@') {
+        Some((n, s)) => (n, Some(s.to_string())),
+        None => (text, None),
+    };
+    super::name::validate_name(name)?;
+    if let Some(s) = &snap {
+        validate_snapshot_name(s)?;
+    }
+    Ok((name.to_string(), snap))
+}
+
+fn validate_snapshot_name(snap: &str) -> Result<(), VolumeError> {
+    super::name::validate_name(snap).map_err(|e| match e {
+        VolumeError::InvalidName { name, reason } => {
+            snapshot_error(format!("invalid snapshot name {name:?}: {reason}"))
+        }
+        other => other,
+    })
+}
+
+impl Core {
+    fn snapshots_dir(&self, volume: &str) -> PathBuf {
+        self.driver_context().root.join("snapshots").join(volume)
+    }
+
+    /// Where the volume's files live, as its driver says.
+    fn data_home(&self, rec: &VolumeRecord) -> Result<DataHome, VolumeError> {
+        Ok(self
+            .driver(&rec.driver)?
+            .data_home(self.driver_context(), rec)?)
+    }
+
+    pub fn snapshot_list(&self, volume: &str) -> Result<Vec<SnapshotInfo>, VolumeError> {
+        self.record(volume)?;
+        let dir = self.snapshots_dir(volume);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(VolumeError::io(format!("reading {}", dir.display()), e)),
+        };
+        let mut all = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(io(format!("reading {}", path.display())))?;
+            match serde_json::from_str::<SnapshotInfo>(&text) {
+                Ok(info) => all.push(info),
+                Err(e) => log::warn!("{}: unreadable, left out: {e}", path.display()),
+            }
+        }
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        Ok(all)
+    }
+
+    fn snapshot_info(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
+        validate_snapshot_name(snap)?;
+        self.snapshot_list(volume)?
+            .into_iter()
+            .find(|s| s.name == snap)
+            .ok_or_else(|| VolumeError::SnapshotNotFound {
+                volume: volume.into(),
+                snapshot: snap.into(),
+            })
+    }
+
+    pub fn snapshot_create(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
+        validate_snapshot_name(snap)?;
+        let rec = self.record(volume)?;
+        if self.snapshot_list(volume)?.iter().any(|s| s.name == snap) {
+            return Err(VolumeError::Refused(format!(
+                "volume {volume} already has a snapshot {snap}; remove it first (fvol snapshot \
+                 rm {volume} {snap}) or choose another name"
+            )));
+        }
+        let dir = self.snapshots_dir(volume);
+        super::core::create_dir(&dir, 0o700)?;
+        let partial = dir.join(format!("{snap}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        super::core::create_dir(&partial, 0o755)?;
+        let taken = self.copy_volume(&rec, &partial);
+        let (method, stats, held) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(e);
+            }
+        };
+        let tree = dir.join(snap);
+        std::fs::rename(&partial, &tree).map_err(io(format!("naming {}", tree.display())))?;
+        let info = SnapshotInfo {
+            name: snap.into(),
+            volume: volume.into(),
+            created_at: now_rfc3339(),
+            method: method.into(),
+            bytes: stats.bytes,
+            files: stats.files,
+            held_ms: held.as_millis() as u64,
+        };
+        let json = serde_json::to_vec_pretty(&info)
+            .map_err(|e| VolumeError::io("snapshot description", std::io::Error::other(e)))?;
+        let tmp = dir.join(format!("{snap}.json.tmp"));
+        std::fs::write(&tmp, json).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join(format!("{snap}.json")))
+            .map_err(io(format!("writing the description of {volume}@{snap}")))?;
+        log::info!(
+            "volume {volume}: snapshot {snap} taken by {method}, {} bytes, writes held {held:?}",
+            stats.bytes
+        );
+        let attributes = [
+            ("snapshot", info.name.clone()),
+            ("method", info.method.clone()),
+            ("bytes", info.bytes.to_string()),
+            ("held_ms", info.held_ms.to_string()),
+        ];
+        self.emit(EventType::Snapshot, &rec, &attributes);
+        Ok(info)
+    }
+
+    /// A new, empty directory for a copy of `volume` that is not a snapshot (an export).
+    pub(super) fn scratch_dir(&self, volume: &str, what: &str) -> Result<PathBuf, VolumeError> {
+        let dir = self.snapshots_dir(volume);
+        super::core::create_dir(&dir, 0o700)?;
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let tmp = dir.join(format!(".{what}-{nanos}.partial"));
+        super::core::create_dir(&tmp, 0o755)?;
+        Ok(tmp)
+    }
+
+    /// Copies the volume's tree into `dest` (an empty directory) as it is at one instant.
+    /// Returns the method, what was copied and how long writes were held.
+    pub(super) fn copy_volume(
+        &self,
+        rec: &VolumeRecord,
+        dest: &Path,
+    ) -> Result<
+        (
+            &'static str,
+            crate::fs::tree_copy::CopyStats,
+            std::time::Duration,
+        ),
+        VolumeError,
+    > {
+        let name = &rec.name;
+        let gate = self.active_gate(name);
+        if let Some(g) = &gate
+            && !g.holds_every_write()
+        {
+            return Err(VolumeError::Refused(format!(
+                "volume {name} has no byte limit, so it is served with kernel passthrough, \
+                 whose writes fvol cannot hold for an instant; give it a size (fvol update \
+                 {name} -o size=SIZE, after an unmount) to snapshot it while mounted, or \
+                 unmount it first"
+            )));
+        }
+        let what = format!("copying volume {name}");
+        match self.data_home(rec)? {
+            DataHome::HostDir { dir: data, .. } => {
+                let method = if reflinks(dest) { "reflink" } else { "copy" };
+                let frozen = gate.as_ref().map(|g| g.freeze());
+                let held = Instant::now();
+                copy_tree(&data, dest, &what)?;
+                let held = held.elapsed();
+                drop(frozen);
+                let stats = measure(dest);
+                Ok((method, stats, held))
+            }
+            DataHome::InCore { persistent } => {
+                let Some(gate) = gate else {
+                    return self.copy_inactive(rec, persistent, dest);
+                };
+                let frozen = gate.freeze();
+                let held = Instant::now();
+                let stats = copy_out(gate.inner().as_ref(), dest).map_err(io(what))?;
+                let held = held.elapsed();
+                drop(frozen);
+                Ok(("copy", stats, held))
+            }
+        }
+    }
+
+    /// An unmounted volume whose data lives only while mounted (tmpfs) holds nothing; any
+    /// other (rbd) is opened (and locked) for the copy, without a mount.
+    fn copy_inactive(
+        &self,
+        rec: &VolumeRecord,
+        persistent: bool,
+        dest: &Path,
+    ) -> Result<
+        (
+            &'static str,
+            crate::fs::tree_copy::CopyStats,
+            std::time::Duration,
+        ),
+        VolumeError,
+    > {
+        if !persistent {
+            return Err(VolumeError::Refused(format!(
+                "volume {} is a {} volume that is not mounted: it holds no data to snapshot \
+                 (its data lives only while it is mounted)",
+                rec.name, rec.driver
+            )));
+        }
+        let driver = self.driver(&rec.driver)?;
+        let stored = self.store().usage(&rec.name)?;
+        let activation = driver.activate(
+            self.driver_context(),
+            rec,
+            stored,
+            &mut crate::fs::resume::Carry::none(),
+        )?;
+        let stats = copy_out(activation.fs.as_ref(), dest)
+            .map_err(io(format!("copying volume {}", rec.name)))?;
+        let _ = activation.fs.sync_all();
+        Ok(("copy", stats, std::time::Duration::ZERO))
+    }
+
+    pub fn snapshot_remove(&self, volume: &str, snap: &str) -> Result<(), VolumeError> {
+        self.snapshot_info(volume, snap)?;
+        let dir = self.snapshots_dir(volume);
+        // The description first: from then on the snapshot is gone for users.
+        std::fs::remove_file(dir.join(format!("{snap}.json")))
+            .map_err(io(format!("removing {volume}@{snap}")))?;
+        std::fs::remove_dir_all(dir.join(snap))
+            .map_err(io(format!("removing the files of {volume}@{snap}")))?;
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    /// Removes every snapshot of `volume` (an `rm -f` of the volume).
+    pub fn snapshot_remove_all(&self, volume: &str) -> Result<(), VolumeError> {
+        let dir = self.snapshots_dir(volume);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VolumeError::io(format!("removing {}", dir.display()), e)),
+        }
+    }
+
+    /// Rolls `volume` back to `snap`. The volume must be unmounted.
+    pub fn snapshot_restore(&self, volume: &str, snap: &str) -> Result<(), VolumeError> {
+        let rec = self.record(volume)?;
+        self.snapshot_info(volume, snap)?;
+        if self.active_gate(volume).is_some() {
+            let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
+            return Err(VolumeError::Mounted {
+                name: volume.into(),
+                holders: holders.join(", "),
+                what: "restore a snapshot (the containers using it would see their files \
+                       change under them)",
+            });
+        }
+        let tree = self.snapshots_dir(volume).join(snap);
+        self.replace_content(&rec, &tree)
+    }
+
+    /// Makes the unmounted volume `rec` hold exactly the tree `tree`.
+    fn replace_content(&self, rec: &VolumeRecord, tree: &Path) -> Result<(), VolumeError> {
+        let name = rec.name.clone();
+        match self.data_home(rec)? {
+            DataHome::InCore { persistent: false } => Err(VolumeError::Refused(format!(
+                "volume {name} is a {} volume: its data lives only while it is mounted, so \
+                 an unmounted one has nothing to roll back; copy the snapshot's files in \
+                 (ROOT/snapshots/{name}/SNAP) after mounting it, or make a local or rbd \
+                 volume from it (fvol create NEW --from {name}@SNAP)",
+                rec.driver
+            ))),
+            DataHome::HostDir { owned: false, .. } => Err(VolumeError::Refused(format!(
+                "volume {name} serves a mount= directory, which fvol never replaces; copy \
+                     the snapshot's files back yourself"
+            ))),
+            DataHome::HostDir { dir: data, .. } => {
+                let next = data.with_extension("restoring");
+                let old = data.with_extension("old");
+                let _ = std::fs::remove_dir_all(&next);
+                let _ = std::fs::remove_dir_all(&old);
+                super::core::create_dir(&next, 0o755)?;
+                copy_tree(tree, &next, &format!("restoring volume {name}"))?;
+                std::fs::rename(&data, &old).map_err(io(format!("restoring volume {name}")))?;
+                if let Err(e) = std::fs::rename(&next, &data) {
+                    let _ = std::fs::rename(&old, &data);
+                    return Err(VolumeError::io(format!("restoring volume {name}"), e));
+                }
+                let _ = std::fs::remove_dir_all(&old);
+                self.forget_usage(&name)
+            }
+            DataHome::InCore { persistent: true } => self.fill_through_mount(&name, tree, true),
+        }
+    }
+
+    /// The next mount measures the volume's usage again.
+    fn forget_usage(&self, name: &str) -> Result<(), VolumeError> {
+        let stored = self.store().usage(name)?;
+        self.store().set_usage(
+            name,
+            Usage {
+                clean: false,
+                ..stored
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Mounts the unmounted volume `name`, empties it if `clear`, copies `tree` in through
+    /// the mount (so its quota holds) and unmounts it.
+    fn fill_through_mount(&self, name: &str, tree: &Path, clear: bool) -> Result<(), VolumeError> {
+        let mountpoint = self.mount(name, &RefId::Cli)?;
+        let filled = (|| {
+            if clear {
+                for entry in std::fs::read_dir(&mountpoint)
+                    .map_err(io(format!("reading {}", mountpoint.display())))?
+                {
+                    let path = entry
+                        .map_err(io(format!("reading {}", mountpoint.display())))?
+                        .path();
+                    let removed = match path.is_dir() && !path.is_symlink() {
+                        true => std::fs::remove_dir_all(&path),
+                        false => std::fs::remove_file(&path),
+                    };
+                    removed.map_err(io(format!("emptying volume {name}")))?;
+                }
+            }
+            copy_tree(tree, &mountpoint, &format!("filling volume {name}"))
+        })();
+        self.release(name, &RefId::Cli)?;
+        filled
+    }
+
+    /// Fills the new, unmounted volume `rec` from `source` (`NAME` or `NAME@SNAP`).
+    pub fn fill_from(&self, rec: &VolumeRecord, source: &str) -> Result<(), VolumeError> {
+        let (src, snap) = parse_source(source)?;
+        let src_rec = self.record(&src)?;
+        let home = self.data_home(rec)?;
+        if home == (DataHome::InCore { persistent: false }) {
+            return Err(snapshot_error(format!(
+                "from={source}: a {} volume holds data only while mounted, so it cannot \
+                 start with a copy; use -d local or -d rbd",
+                rec.driver
+            )));
+        }
+        // A snapshot, or a copy of the volume as it is now (writes held while it is taken).
+        let (tree, temporary) = match &snap {
+            Some(s) => {
+                let info = self.snapshot_info(&src, s)?;
+                if let (Some(limit), _) = self.driver(&rec.driver)?.limits(&rec.options)?
+                    && info.bytes > limit
+                {
+                    return Err(snapshot_error(format!(
+                        "from={source}: the snapshot holds {} bytes, more than this volume's \
+                         limit of {limit} bytes; give it a bigger size=",
+                        info.bytes
+                    )));
+                }
+                (self.snapshots_dir(&src).join(s), None)
+            }
+            None => {
+                let dir = self.snapshots_dir(&src);
+                super::core::create_dir(&dir, 0o700)?;
+                let tmp = dir.join(format!(".clone-{}.partial", rec.name));
+                let _ = std::fs::remove_dir_all(&tmp);
+                super::core::create_dir(&tmp, 0o755)?;
+                if let Err(e) = self.copy_volume(&src_rec, &tmp) {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+                (tmp.clone(), Some(tmp))
+            }
+        };
+        let filled = match home {
+            DataHome::HostDir {
+                dir: data,
+                owned: true,
+            } => copy_tree(&tree, &data, &format!("filling volume {}", rec.name))
+                .and_then(|()| self.forget_usage(&rec.name)),
+            DataHome::HostDir { owned: false, .. } => Err(snapshot_error(format!(
+                "from={source}: a mount= directory is served as it is; fvol copies into new \
+                 directories only"
+            ))),
+            DataHome::InCore { .. } => self.fill_through_mount(&rec.name, &tree, false),
+        };
+        if let Some(tmp) = temporary {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
+        filled
+    }
+}
+
+/// Bytes and files of the tree at `dir` (the files `cp` wrote).
+fn measure(dir: &Path) -> crate::fs::tree_copy::CopyStats {
+    let mut stats = crate::fs::tree_copy::CopyStats::default();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            stats.files += 1;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                stats.bytes += meta.len();
+            }
+        }
+    }
+    stats
+}
+
+/// Removes `from=` from a create's options: the source of a clone, if any.
+pub fn take_source(options: &mut BTreeMap<String, String>) -> Option<String> {
+    options.remove(FROM)
+}
