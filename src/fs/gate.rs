@@ -257,4 +257,14 @@ impl VolumeFs for GatedFs {
     fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool {
         self.inner.wait_for_release(seen, deadline)
     }
+    /// Before the session serves (a resume): nothing to hold.
+    fn restore_handle(&self, fh: Fh, ino: Ino, flags: i32, dir: bool) -> FsResult<()> {
+        self.inner.restore_handle(fh, ino, flags, dir)
+    }
+    fn handles_restored(&self) {
+        self.inner.handles_restored()
+    }
+    fn persist_for_successor(&self) -> FsResult<()> {
+        self.inner.persist_for_successor()
+    }
 }
