@@ -645,7 +645,8 @@ fn writes_through_restarts_on(env: &mut Env, driver: &str, crashes: bool) {
         );
     };
     progress(env);
-    let upgraded = env.root.scratch().join("fvol-upgraded");
+    // One per driver: the previous one may be the binary running now.
+    let upgraded = env.root.scratch().join(format!("fvol-upgraded-{driver}"));
     std::fs::copy(fuse_tests::daemon::fvol_bin(), &upgraded).unwrap();
     for round in 0..11 {
         match round {
