@@ -661,10 +661,16 @@ fn version_completions_man_pages_and_install() {
         assert!(s.join(path).is_file(), "{path} not installed");
     }
     let unit = std::fs::read_to_string(s.join("etc/systemd/system/fvol.service")).unwrap();
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/fvol daemon"),
-        "{unit}"
-    );
+    // tools/fvol.service: ready when recovered, and a stop signals the daemon only (the
+    // keeper holding the volumes' connections stays).
+    for line in [
+        "ExecStart=/usr/local/bin/fvol --root /var/lib/fvol daemon",
+        "Type=notify",
+        "KillMode=process",
+        "Before=docker.service",
+    ] {
+        assert!(unit.contains(line), "{line} not in the unit:\n{unit}");
+    }
     install(&["--uninstall"]);
     let left: Vec<_> = walk(s);
     assert!(left.is_empty(), "left behind: {left:?}");
