@@ -352,6 +352,31 @@ fn resize_tmpfs() {
     });
 }
 
+/// A mounted tmpfs volume's shared memory (which keeps its data across daemon restarts) is
+/// made at mount with room to grow: to four times its size, and at least 1 GiB more. Beyond
+/// that an update is refused, changing nothing, and says how far it can go; within it, it
+/// works, writes included.
+#[test]
+fn tmpfs_grows_within_its_shared_memory() {
+    if !fuse_or_skip("tmpfs_grows_within_its_shared_memory") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=8M", "scratch"]);
+    let mp = d.mount("scratch");
+    refused(
+        &d,
+        "scratch",
+        Some(&mp),
+        &["size=2G"],
+        &["room for at most", "mounted again"],
+    );
+    update_ok(&d, "scratch", &["size=1G"]);
+    assert_eq!(df_size(&mp), 1 << 30);
+    std::fs::write(mp.join("big"), vec![7u8; 64 << 20]).unwrap();
+    assert_eq!(std::fs::read(mp.join("big")).unwrap().len(), 64 << 20);
+}
+
 /// A local volume without a byte limit is served with kernel passthrough, which the quota
 /// never sees: a byte limit for it takes an unmount, and the error says so.
 #[test]

@@ -45,6 +45,9 @@ pub enum ResizeError {
     /// A byte limit on a volume served with kernel passthrough (no byte limit until now),
     /// whose writes never reach the quota: it takes an unmount.
     PassthroughServed,
+    /// More than a mounted volume's fixed-size structures hold (tmpfs's shared memory): at
+    /// most these limits until it is mounted again.
+    BeyondCapacity(Limits),
     Fs(FsError),
 }
 

@@ -56,6 +56,15 @@ impl Core {
                      passthrough, whose writes bypass the quota; unmount it (fvol unmount \
                      --all {name}) to give it size=, and mount it again"
                 )),
+                ResizeError::BeyondCapacity(most) => VolumeError::Refused(format!(
+                    "volume {name} is mounted with room for at most {} and {} inodes; \
+                     a tmpfs volume's shared memory is sized at mount (four times its size, \
+                     at least 1 GiB more), so grow it that far now, or more after it is \
+                     mounted again (its data lives only while mounted)",
+                    most.bytes.map_or("any size".into(), human),
+                    most.inodes
+                        .map_or("any number of".into(), |i| i.to_string())
+                )),
                 ResizeError::Fs(e) => VolumeError::io(
                     format!("resizing volume {name}"),
                     std::io::Error::other(e.to_string()),

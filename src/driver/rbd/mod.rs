@@ -585,7 +585,9 @@ impl Driver for RbdDriver {
                     ),
                 ));
             }
-            Err(ResizeError::PassthroughServed) => unreachable!("an image is never passthrough"),
+            Err(ResizeError::PassthroughServed | ResizeError::BeyondCapacity(_)) => {
+                unreachable!("an image is never passthrough, and grows without a capacity")
+            }
         }
         synced.map_err(|e| {
             DriverError::failed(

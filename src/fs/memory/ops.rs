@@ -393,8 +393,20 @@ impl VolumeFs for MemFs {
     }
 
     fn resize(&self, to: &crate::fs::quota::Resize) -> Result<(), crate::fs::quota::ResizeError> {
+        let limits = Self::full_limits(to.limits);
+        if let Some(shared) = &self.shared {
+            let most = shared.capacity();
+            let over = |want: Option<u64>, max: Option<u64>| match (want, max) {
+                (Some(w), Some(m)) => w > m,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if over(limits.bytes, most.bytes) || over(limits.inodes, most.inodes) {
+                return Err(crate::fs::quota::ResizeError::BeyondCapacity(most));
+            }
+        }
         self.quota
-            .set_limits(to.limits)
+            .set_limits(limits)
             .map_err(crate::fs::quota::ResizeError::BelowUsage)
     }
 

@@ -161,6 +161,11 @@ impl Table {
     }
 
     /// Every record, with its slot.
+    /// How many records it can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
     pub fn records(&self) -> Vec<(Slot, Vec<u64>)> {
         let high = self.free.lock().high;
         (0..high)

@@ -43,6 +43,11 @@ pub struct Arena {
 }
 
 impl Arena {
+    /// How many pages it can hold.
+    pub fn capacity(&self) -> usize {
+        self.pages
+    }
+
     /// A new arena of `pages` pages, none backed; memfds named after `name`.
     pub fn create(name: &str, pages: usize) -> io::Result<Arena> {
         let data = SharedBytes::create(&format!("fvol-data-{name}"), pages * PAGE)?;

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arena::Arena;
 use journal::{Journal, Record};
 
+use crate::fs::quota::Limits;
 use crate::fs::resume::{Carry, Slot, Table};
 use crate::fs::{FileKind, Ino};
 
@@ -58,6 +59,15 @@ const OWNERS: &str = "mem-owners";
 /// What a journal region must hold besides a node's charged metadata: the records of a
 /// node's short target and of its entry, at most.
 const RECORD_SLACK: u64 = 512;
+
+/// Arena pages beyond the byte limit (pages a write holds before the quota refunds them).
+const ARENA_SLACK_PAGES: usize = 64;
+
+/// What the shared files are made for, given a limit: four times it, and at least `floor`
+/// more, so that a volume can grow online that far.
+fn headroom(limit: u64, floor: u64) -> u64 {
+    limit.saturating_mul(4).max(limit.saturating_add(floor))
+}
 
 pub struct Shared {
     nodes: Table,
@@ -113,6 +123,10 @@ impl Shared {
         if !carry.keeps() {
             return Ok(None);
         }
+        // Room for online growth (`fvol update`) without remapping: the shared files take
+        // memory only where written, so the headroom costs address space, and a bitmap of
+        // one bit a page.
+        let (bytes, inodes) = (headroom(bytes, 1 << 30), headroom(inodes, 1 << 18));
         // Nodes without a name still hold an inode, so the inode limit bounds the records; a
         // whiteout is admitted the same way. Some slack for nodes being freed.
         let capacity = u32::try_from(inodes.saturating_add(1024)).unwrap_or(u32::MAX);
@@ -134,7 +148,7 @@ impl Shared {
             let found = recover::Found { state, owned };
             return Ok(Some((shared, Some(found))));
         }
-        let pages = usize::try_from(bytes.div_ceil(arena::PAGE as u64) + 64)
+        let pages = usize::try_from(bytes.div_ceil(arena::PAGE as u64) + ARENA_SLACK_PAGES as u64)
             .map_err(|_| std::io::Error::other("a tmpfs volume too big to keep"))?;
         let region = bytes.saturating_add(inodes.saturating_mul(RECORD_SLACK));
         let region = usize::try_from(region.saturating_mul(4).saturating_add(1 << 20))
@@ -150,6 +164,16 @@ impl Shared {
             arena: Arc::new(arena),
         });
         Ok(Some((shared, None)))
+    }
+
+    /// The largest limits this volume can be grown to while mounted: what its shared files
+    /// were made for.
+    pub fn capacity(&self) -> Limits {
+        let pages = self.arena.capacity().saturating_sub(ARENA_SLACK_PAGES) as u64;
+        Limits {
+            bytes: Some(pages * arena::PAGE as u64),
+            inodes: Some(u64::from(self.nodes.capacity().saturating_sub(1024))),
+        }
     }
 
     pub fn arena(&self) -> &Arc<Arena> {
