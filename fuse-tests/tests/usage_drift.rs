@@ -322,36 +322,19 @@ fn daemon_settles_local_usage_while_mounted() {
         f.write_at(&[7u8; 4096], 2 * i * 4096).unwrap();
     }
     drop(f);
-    // The host writes the data back (and allocates the extent block) behind fvol's back.
-    nix::unistd::sync();
-    let usage = |d: &TestDaemon| {
-        let st = &d.inspect("settled")["Status"];
-        UsageSnapshot {
-            bytes: st["UsedBytes"].as_u64().unwrap(),
-            inodes: st["UsedInodes"].as_u64().unwrap(),
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (counted, walked) = (usage(&d), fuse_tests::session::walk(&backing));
-        if counted == walked {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mounted and idle for a minute, the daemon counts {counted:?} but the directory holds {walked:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The host writes the data back (and allocates the extent block) behind fvol's back:
+    // syncfs of the host filesystem only (a sync of all would wait for every FUSE mount).
+    nix::unistd::syncfs(std::fs::File::open(&backing).unwrap()).unwrap();
+    counts_what_the_directory_holds(&d, &backing, "mounted and idle for a minute");
     d.cli_ok(["unmount", "settled"]);
     assert_eq!(
-        usage(&d),
+        counted_usage(&d),
         fuse_tests::session::walk(&backing),
         "usage recorded at a clean unmount"
     );
     d.mount("settled");
     assert_eq!(
-        usage(&d),
+        counted_usage(&d),
         fuse_tests::session::walk(&backing),
         "usage after mounting again"
     );
@@ -409,25 +392,7 @@ fn daemon_settles_local_usage_across_a_restart() {
         "{}",
         d.log()
     );
-    let usage = |d: &TestDaemon| {
-        let st = &d.inspect("settled")["Status"];
-        UsageSnapshot {
-            bytes: st["UsedBytes"].as_u64().unwrap(),
-            inodes: st["UsedInodes"].as_u64().unwrap(),
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (counted, walked) = (usage(&d), fuse_tests::session::walk(&backing));
-        if counted == walked {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a minute after the restart, the daemon counts {counted:?} but the directory holds {walked:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    counts_what_the_directory_holds(&d, &backing, "a minute after the restart");
     use std::io::Write;
     holder.stdin.take().unwrap().write_all(b"\n").unwrap();
     assert!(
@@ -436,7 +401,7 @@ fn daemon_settles_local_usage_across_a_restart() {
     );
     d.cli_ok(["unmount", "settled"]);
     assert_eq!(
-        usage(&d),
+        counted_usage(&d),
         fuse_tests::session::walk(&backing),
         "usage recorded at a clean unmount"
     );
@@ -495,5 +460,34 @@ fn abort_fuse_connection(mountpoint: &Path) {
     let minor = line.split(' ').nth(2).and_then(|d| d.split(':').nth(1));
     if let Some(minor) = minor {
         let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+    }
+}
+
+/// The usage the daemon counts for volume "settled".
+fn counted_usage(d: &fuse_tests::daemon::TestDaemon) -> UsageSnapshot {
+    let st = &d.inspect("settled")["Status"];
+    UsageSnapshot {
+        bytes: st["UsedBytes"].as_u64().unwrap(),
+        inodes: st["UsedInodes"].as_u64().unwrap(),
+    }
+}
+
+/// Waits (a minute at most) until the daemon counts what a walk of `backing` finds.
+fn counts_what_the_directory_holds(
+    d: &fuse_tests::daemon::TestDaemon,
+    backing: &std::path::Path,
+    when: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (counted, walked) = (counted_usage(d), fuse_tests::session::walk(backing));
+        if counted == walked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}, the daemon counts {counted:?} but the directory holds {walked:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
