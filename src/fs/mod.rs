@@ -20,7 +20,9 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 /// One mounted volume's filesystem. Node ids are stable for the life of the instance; id 1 is
-/// the root. Every method is called concurrently from several FUSE threads.
+/// the root. Every method is called concurrently from several FUSE threads. No method has a
+/// default: a wrapper (`gate`, `resume`) must pass each one on, and a default would let it drop
+/// one silently (a planned stop once skipped its durable commit so).
 pub trait VolumeFs: Send + Sync + 'static {
     fn lookup(&self, caller: &Caller, parent: Ino, name: &OsStr) -> FsResult<Entry>;
     fn forget(&self, ino: Ino, nlookup: u64);
@@ -123,41 +125,29 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn resize(&self, to: &quota::Resize) -> Result<(), quota::ResizeError>;
     /// The usage to record when the volume stops: without inodes that have no name left but
     /// are still counted (open, or still known to the kernel), which go with the session.
-    fn usage_at_rest(&self) -> UsageSnapshot {
-        self.usage()
-    }
+    fn usage_at_rest(&self) -> UsageSnapshot;
     /// Makes everything written so far durable (volume deactivation, daemon stop), and the
     /// usage exact (see `settle`).
     fn sync_all(&self) -> FsResult<()>;
     /// Brings the usage up to date with allocation the backing store made after the
     /// operation that caused it (local: blocks a delayed-allocation host filesystem allocates
     /// at writeback). The daemon calls it every few seconds, with no lock held.
-    fn settle(&self) {}
+    fn settle(&self);
     /// What the volume waits for, and whether it was fenced (for `inspect`). Never blocks.
-    fn health(&self) -> Health {
-        Health::default()
-    }
+    fn health(&self) -> Health;
     /// Releases of space so far, taken before an operation that may be refused for space.
-    fn releases(&self) -> u64 {
-        0
-    }
+    fn releases(&self) -> u64;
     /// For an operation refused for space, begun at `releases` `seen`: whether space came back
     /// since, waiting (until `deadline` at most) for space a node without a name is about to
     /// give back, at its RELEASE or FORGET (see `quota::Quota::wait_for_release`).
-    fn wait_for_release(&self, _seen: u64, _deadline: std::time::Instant) -> bool {
-        false
-    }
+    fn wait_for_release(&self, seen: u64, deadline: std::time::Instant) -> bool;
     /// Re-creates open handle `fh` of node `ino` (a file opened with `flags`, or with `dir` a
     /// directory), which the kernel still holds after a restart of the handler, under the
     /// same number (see `resume`). Cores whose volumes do not outlive their handler refuse.
-    fn restore_handle(&self, _fh: Fh, _ino: Ino, _flags: i32, _dir: bool) -> FsResult<()> {
-        Err(FsError::Unsupported)
-    }
+    fn restore_handle(&self, fh: Fh, ino: Ino, flags: i32, dir: bool) -> FsResult<()>;
     /// Every handle a predecessor left was restored (`restore_handle`) or found gone.
-    fn handles_restored(&self) {}
+    fn handles_restored(&self);
     /// Makes durable what only this process holds, before a successor takes over the volume
     /// (a planned restart; requests are drained by then).
-    fn persist_for_successor(&self) -> FsResult<()> {
-        Ok(())
-    }
+    fn persist_for_successor(&self) -> FsResult<()>;
 }

@@ -422,6 +422,22 @@ impl VolumeFs for MemFs {
         Ok(())
     }
 
+    fn usage_at_rest(&self) -> UsageSnapshot {
+        self.usage()
+    }
+
+    /// Its usage changes only with its own operations.
+    fn settle(&self) {}
+
+    fn health(&self) -> crate::fs::Health {
+        crate::fs::Health::default()
+    }
+
+    /// Kept volumes write the shared memory as they change.
+    fn persist_for_successor(&self) -> FsResult<()> {
+        Ok(())
+    }
+
     fn restore_handle(&self, fh: Fh, ino: Ino, _flags: i32, dir: bool) -> FsResult<()> {
         self.restore(fh, ino, dir)
     }

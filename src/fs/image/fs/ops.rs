@@ -759,6 +759,13 @@ impl VolumeFs for ImageFs {
         self.commit_durably()
     }
 
+    fn usage_at_rest(&self) -> UsageSnapshot {
+        self.usage()
+    }
+
+    /// Its usage changes only with its own operations.
+    fn settle(&self) {}
+
     fn restore_handle(&self, fh: Fh, ino: Ino, _flags: i32, is_dir: bool) -> FsResult<()> {
         let rec = self.read_inode(ino)?;
         if is_dir {
