@@ -878,6 +878,15 @@ fn events_follow_operations(driver: &str) {
     let d = TestDaemon::start_at(&root);
     let restarted = wait_for_events(&d, &["--filter", "type=handler-restart"], 1);
     assert_eq!(restarted[0]["Volume"], name.as_str());
+    // A planned restart (SIGTERM): the keeper holds the connection and the next daemon takes
+    // it over instead of mounting anew; that is a handler restart too, counted and told.
+    let mut d = d;
+    d.terminate();
+    let d = TestDaemon::start_at(&root);
+    let restarted = wait_for_events(&d, &["--filter", "type=handler-restart"], 1);
+    assert_eq!(restarted[0]["Volume"], name.as_str());
+    let m = scrape(&d);
+    assert_eq!(m.get("fvol_handler_restarts_total", &[]), Some(1.0), "{}", m.text);
     let stream = EventStream::start(
         &d,
         &["--since", "1h", "--filter", &format!("volume={name}")],

@@ -382,8 +382,8 @@ pub fn render(observed: &Observation) -> String {
         &mut out,
         "fvol_handler_restarts_total",
         "counter",
-        "Volumes whose FUSE handler was started again for the references they had (at a \
-         daemon start), since this daemon started",
+        "Volumes whose FUSE handler was started again at this daemon's start, for the \
+         references they had: kept connections taken over, or mounts made anew",
     )
     .sample(
         "fvol_handler_restarts_total",

@@ -985,7 +985,10 @@ impl Core {
                     continue;
                 }
                 match self.take_over(&rec) {
-                    TakeOver::Served => continue,
+                    TakeOver::Served => {
+                        self.handler_restarted(&rec);
+                        continue;
+                    }
                     TakeOver::Refused | TakeOver::Failed(_) => self.let_go_of_kept(&rec.name),
                 }
             }
@@ -1209,8 +1212,7 @@ impl Core {
         };
         match self.bring_up(&rec) {
             Ok(()) => {
-                self.handler_restarts.fetch_add(1, Ordering::Relaxed);
-                self.emit(EventType::HandlerRestart, &rec, &[]);
+                self.handler_restarted(&rec);
                 Remount::Done
             }
             Err(e) => {
@@ -1220,6 +1222,13 @@ impl Core {
                 Remount::Failed(e)
             }
         }
+    }
+
+    /// Counts and tells that `rec`'s handler was started again at this daemon's start, for the
+    /// references it had: its kept connection taken over, or its mount made anew.
+    fn handler_restarted(&self, rec: &VolumeRecord) {
+        self.handler_restarts.fetch_add(1, Ordering::Relaxed);
+        self.emit(EventType::HandlerRestart, rec, &[]);
     }
 
     /// Activates `rec`. A volume start-up left to mount (see `recover`) gets the binds of its
