@@ -886,7 +886,12 @@ fn events_follow_operations(driver: &str) {
     let restarted = wait_for_events(&d, &["--filter", "type=handler-restart"], 1);
     assert_eq!(restarted[0]["Volume"], name.as_str());
     let m = scrape(&d);
-    assert_eq!(m.get("fvol_handler_restarts_total", &[]), Some(1.0), "{}", m.text);
+    assert_eq!(
+        m.get("fvol_handler_restarts_total", &[]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
     let stream = EventStream::start(
         &d,
         &["--since", "1h", "--filter", &format!("volume={name}")],
@@ -1094,4 +1099,219 @@ fn top_under_tmux() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A private Prometheus server that scrapes `127.0.0.1:target` every second; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(root: &TestRoot, target: u16) -> Prometheus {
+        let dir = root.scratch_dir("prometheus");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: fvol\n    static_configs:\n\
+                 \x20     - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus; tools/install-deps.sh installs it)");
+        Prometheus { child, port }
+    }
+
+    /// The samples of an instant query (its `data.result`), or None while Prometheus does not
+    /// answer yet. A query Prometheus refuses (bad PromQL) fails the test.
+    fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        write!(
+            stream,
+            "GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: prometheus\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        if head.contains(" 503 ") {
+            return None; // still starting
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        Some(v["data"]["result"].as_array().unwrap().clone())
+    }
+
+    /// Waits (generously) for `promql` to give a result for which `cond` holds; returns it.
+    fn query_until(
+        &self,
+        promql: &str,
+        cond: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let result = self.query(promql);
+            if let Some(r) = &result
+                && cond(r)
+            {
+                return r.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: never as expected: {result:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example PromQL of docs/operations.md, as (comment, expression) pairs.
+fn documented_promql() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .unwrap();
+    let block = doc
+        .split("```promql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a promql block in docs/operations.md");
+    let mut examples = Vec::new();
+    let mut comment = String::new();
+    for line in block.lines() {
+        match line.strip_prefix("# ") {
+            Some(c) => comment = c.to_string(),
+            None if !line.trim().is_empty() => {
+                examples.push((std::mem::take(&mut comment), line.to_string()))
+            }
+            None => {}
+        }
+    }
+    examples
+}
+
+fn has_volume(result: &[serde_json::Value], name: &str) -> bool {
+    result.iter().any(|s| s["metric"]["volume"] == name)
+}
+
+/// The example queries of docs/operations.md, evaluated by a real Prometheus scraping a real
+/// daemon: each one is valid PromQL over metric names and labels fvol exports, and each
+/// answers what its comment says for a volume driven into that state.
+#[test]
+fn documented_promql_answers_on_real_metrics() {
+    if !fuse_or_skip("documented_promql_answers_on_real_metrics") {
+        return;
+    }
+    let examples = documented_promql();
+    assert_eq!(examples.len(), 5, "{examples:?}");
+    let root = TestRoot::new();
+    let metrics_port = free_port();
+    let d = start_with_metrics(&root, metrics_port);
+    d.cli_ok(["create", "-o", "size=1M", "full"]);
+    let mp = d.mount("full");
+    let prometheus = Prometheus::start(&root, metrics_port);
+    // Scraped once at 0 refusals, so that the refusal below is an increase.
+    prometheus.query_until("fvol_volume_quota_refusals_total{volume=\"full\"}", |r| {
+        !r.is_empty()
+    });
+    // 960 KiB of 1 MiB, then a write that does not fit: ENOSPC.
+    let out = dd(&[
+        "if=/dev/urandom",
+        &format!("of={}", mp.join("a").display()),
+        "bs=64k",
+        "count=15",
+        "conv=fsync",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = dd(&[
+        "if=/dev/zero",
+        &format!("of={}", mp.join("b").display()),
+        "bs=128k",
+        "count=1",
+    ]);
+    assert!(!out.status.success(), "128 KiB more fit in 1 MiB");
+    // Writes go on (overwrites within what is allocated), so the write latency has a rate.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), mp.join("a"));
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all_at(&[7u8; 4096], 0).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let volume_query = |expr: &str| -> Vec<serde_json::Value> {
+        prometheus.query_until(expr, |r| has_volume(r, "full"))
+    };
+    for (comment, expr) in &examples {
+        if expr.contains("used_bytes / fvol_volume_stats_capacity_bytes > 0.9") {
+            let r = volume_query(expr);
+            let ratio: f64 = r[0]["value"][1].as_str().unwrap().parse().unwrap();
+            assert!(ratio > 0.9 && ratio <= 1.0, "{comment}: {r:?}");
+        } else if expr.contains("op=\"write\"") {
+            // Finite once two scrapes saw writes.
+            let r = prometheus.query_until(expr, |r| {
+                r.iter().any(|s| {
+                    s["metric"]["volume"] == "full"
+                        && s["value"][1]
+                            .as_str()
+                            .unwrap()
+                            .parse::<f64>()
+                            .is_ok_and(f64::is_finite)
+                })
+            });
+            assert!(has_volume(&r, "full"), "{comment}: {r:?}");
+        } else if expr.contains("quota_refusals") {
+            volume_query(expr);
+        } else if expr.contains("fuse_requests_waiting") {
+            // A healthy handler: the series is there, the alert is not.
+            let (base, _) = expr.rsplit_once('>').unwrap();
+            volume_query(base.trim());
+            let r = prometheus.query(expr).unwrap();
+            assert!(!has_volume(&r, "full"), "{comment}: {r:?}");
+        } else if expr.contains("catalog_commit") {
+            // The daemon's series is there (the creates committed); a commit under 100 ms on
+            // this disk is not a matter for this test, so only the query without its threshold.
+            let (base, _) = expr.rsplit_once('>').unwrap();
+            prometheus.query_until(base.trim(), |r| !r.is_empty());
+        } else {
+            panic!("docs/operations.md has an example this test does not know: {expr}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
 }
