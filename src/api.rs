@@ -59,6 +59,9 @@ pub mod routes {
     pub const SNAPSHOT_REMOVE: &str = "/v1/snapshot/remove";
     /// [`super::SnapshotRequest`] → [`super::Empty`]
     pub const SNAPSHOT_RESTORE: &str = "/v1/snapshot/restore";
+    /// [`super::PathRequest`] → the `volume::progress::ProgressInfo` of the long operation
+    /// under way on the volume (export, import, a copy), or `null`. Takes no volume lock.
+    pub const PROGRESS: &str = "/v1/progress";
     /// [`super::EventsRequest`] → a stream of `volume::events::Event`, one JSON object a
     /// line, until `until` passes (or forever without it).
     pub const EVENTS: &str = "/v1/events";

@@ -954,9 +954,10 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn new() -> Tmux {
+    /// `name` tells the servers of this process's tests apart.
+    fn new(name: &str) -> Tmux {
         Tmux {
-            socket: format!("fvol-test-{}", std::process::id()),
+            socket: format!("fvol-test-{}-{name}", std::process::id()),
         }
     }
 
@@ -1021,7 +1022,7 @@ fn top_under_tmux() {
     std::fs::write(full.join("f"), vec![1u8; 6 << 20]).unwrap();
     let busy = d.mount("alpha");
 
-    let tmux = Tmux::new();
+    let tmux = Tmux::new("top");
     let command = format!(
         "{} --root {} top",
         fuse_tests::daemon::fvol_bin().display(),
@@ -1314,4 +1315,70 @@ fn documented_promql_answers_on_real_metrics() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
+}
+
+/// Long operations show how far they got on a terminal (under tmux), and nothing in scripts
+/// or with --quiet.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    if !fuse_or_skip("progress_shows_on_a_terminal_only") {
+        return;
+    }
+    let root = TestRoot::new();
+    let d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=1G", "big"]);
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=1G", "copy"]);
+    let mp = d.mount("big");
+    let data: Vec<u8> = (0..512u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    std::fs::write(mp.join("f"), &data).unwrap();
+    drop(data);
+    d.mount("copy");
+    let tar = root.scratch_dir("out").join("big.tar");
+    let fvol = format!(
+        "{} --root {}",
+        fuse_tests::daemon::fvol_bin().display(),
+        d.root().display()
+    );
+    let tmux = Tmux::new("progress");
+    let on_terminal = |script: &str| -> String {
+        let _ = tmux.run(&["kill-session", "-t", "top"]);
+        let shell = format!("{script}; echo exit=$?; sleep 600");
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "150",
+            "-y",
+            "20",
+            "sh",
+            "-c",
+            &shell,
+        ]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        tmux.pane_when("the command's end", |p| p.contains("exit="))
+    };
+
+    let pane = on_terminal(&format!("{fvol} export big --output {}", tar.display()));
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(
+        pane.contains("copying volume big: ") && pane.contains("/s"),
+        "the copy's bytes and rate:\n{pane}"
+    );
+    let pane = on_terminal(&format!("{fvol} import copy {}", tar.display()));
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(pane.contains("unpacking into volume copy: "), "{pane}");
+
+    // --quiet on a terminal, and no terminal: nothing but the answer.
+    let pane = on_terminal(&format!(
+        "{fvol} export big --quiet --output {}",
+        tar.display()
+    ));
+    assert!(
+        pane.contains("exit=0") && !pane.contains("copying"),
+        "{pane}"
+    );
+    let out = d.cli(["export", "big", "--output", tar.to_str().unwrap()]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
 }

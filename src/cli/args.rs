@@ -244,6 +244,9 @@ pub enum VolumeCommand {
         /// Write the stream to FILE instead of stdout
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Show no progress (shown on a terminal only: bytes done, rate, time left)
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Fill a volume from a tar stream (FILE, or stdin with - or nothing); the quota holds
     Import {
@@ -251,6 +254,9 @@ pub enum VolumeCommand {
         name: String,
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
+        /// Show no progress (shown on a terminal only: bytes done, rate, time left)
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Take, list, remove and restore snapshots of a volume
     #[command(subcommand, after_help = SNAPSHOT_HELP)]
@@ -297,6 +303,9 @@ pub enum SnapshotCommand {
         name: String,
         #[arg(value_name = "SNAP")]
         snapshot: String,
+        /// Show no progress (shown on a terminal only: bytes done, rate, time left)
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// List a volume's snapshots: when, how (reflink or copy), size, how long writes waited
     #[command(visible_alias = "list")]
@@ -364,6 +373,9 @@ pub struct CreateArgs {
     /// -o from=NAME[@SNAP])
     #[arg(long, value_name = "NAME[@SNAP]")]
     pub from: Option<String>,
+    /// With --from: show no progress of the copy (shown on a terminal only)
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ use super::args::{
 use super::client::DaemonClient;
 use super::filter::VolumeFilters;
 use super::output::{human_size, snapshot_table, volume_table};
+use super::progress::while_showing;
 use super::template::Template;
 use crate::api::{
     self, BreakLockResponse, Empty, FsckResponse, InspectRequest, MountRequest, PathRequest,
@@ -38,8 +39,12 @@ pub fn run(
         VolumeCommand::Path { name } => path(client, name, out),
         VolumeCommand::Update(args) => update(client, args, out),
         VolumeCommand::Snapshot(command) => snapshot(client, command, out),
-        VolumeCommand::Export { name, output } => export(client, name, output, out),
-        VolumeCommand::Import { name, file } => import(client, name, file, out),
+        VolumeCommand::Export {
+            name,
+            output,
+            quiet,
+        } => export(client, name, output, quiet, out),
+        VolumeCommand::Import { name, file, quiet } => import(client, name, file, quiet, out),
         VolumeCommand::Events(args) => super::events::run(client, args, out),
         VolumeCommand::Top(args) => super::top::run(client, args),
         VolumeCommand::Fsck { name } => fsck(client, name, out),
@@ -58,7 +63,21 @@ fn create(client: &DaemonClient, args: CreateArgs, out: &mut dyn Write) -> Resul
         options,
         labels: key_values("label", &args.labels)?,
     };
-    let info: VolumeInfo = client.call(routes::CREATE, &request)?;
+    // A clone copies its source (NAME, or NAME@SNAP's snapshot) into the new volume.
+    let source = (request.options.get(crate::volume::snapshot::FROM))
+        .map(|from| from.split('@').next().unwrap_or_default().to_string());
+    let watched: Vec<&str> = request
+        .name
+        .iter()
+        .chain(&source)
+        .map(String::as_str)
+        .collect();
+    let info: VolumeInfo = match source {
+        Some(_) => while_showing(client, &watched, args.quiet, || {
+            client.call(routes::CREATE, &request)
+        })?,
+        None => client.call(routes::CREATE, &request)?,
+    };
     write_out(out, &format!("{}\n", info.name))
 }
 
@@ -68,6 +87,7 @@ fn export(
     client: &DaemonClient,
     name: String,
     output: Option<PathBuf>,
+    quiet: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let (file, to_stdout) = match output {
@@ -78,7 +98,10 @@ fn export(
         name,
         file: file.clone(),
     };
-    let answer: Result<serde_json::Value, CliError> = client.call(routes::EXPORT, &request);
+    let answer: Result<serde_json::Value, CliError> =
+        while_showing(client, &[&request.name], quiet, || {
+            client.call(routes::EXPORT, &request)
+        });
     if to_stdout {
         let copied = answer.and_then(|_| {
             let mut f = std::fs::File::open(&file).map_err(io_err(&file))?;
@@ -95,6 +118,7 @@ fn import(
     client: &DaemonClient,
     name: String,
     file: Option<PathBuf>,
+    quiet: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let (file, temporary) = match file.filter(|f| f.as_os_str() != "-") {
@@ -113,7 +137,10 @@ fn import(
         name,
         file: file.clone(),
     };
-    let answer: Result<serde_json::Value, CliError> = client.call(routes::IMPORT, &request);
+    let answer: Result<serde_json::Value, CliError> =
+        while_showing(client, &[&request.name], quiet, || {
+            client.call(routes::IMPORT, &request)
+        });
     if temporary {
         let _ = std::fs::remove_file(&file);
     }
@@ -146,9 +173,15 @@ fn snapshot(
 ) -> Result<(), CliError> {
     let request = |name, snapshot| SnapshotRequest { name, snapshot };
     match command {
-        SnapshotCommand::Create { name, snapshot } => {
-            let info: SnapshotInfo =
-                client.call(routes::SNAPSHOT_CREATE, &request(name, Some(snapshot)))?;
+        SnapshotCommand::Create {
+            name,
+            snapshot,
+            quiet,
+        } => {
+            let watched = name.clone();
+            let info: SnapshotInfo = while_showing(client, &[&watched], quiet, || {
+                client.call(routes::SNAPSHOT_CREATE, &request(name, Some(snapshot)))
+            })?;
             write_out(
                 out,
                 &format!(

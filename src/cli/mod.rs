@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod filter;
 mod output;
+mod progress;
 mod template;
 mod top;
 

@@ -67,6 +67,7 @@ pub(crate) fn router_for<S: VolumeService>(service: Arc<S>) -> Router {
         .route(routes::FSCK, post(fsck::<S>))
         .route(routes::BREAK_LOCK, post(break_lock::<S>))
         .route(routes::UPDATE, post(update::<S>))
+        .route(routes::PROGRESS, post(progress::<S>))
         .route(routes::EXPORT, post(export::<S>))
         .route(routes::IMPORT, post(import::<S>))
         .route(routes::SNAPSHOT_CREATE, post(snapshot_create::<S>))
@@ -146,6 +147,16 @@ async fn path<S: VolumeService>(
     let req: PathRequest = read_json(body).await?;
     let path = ApiError::run_blocking(service, move |volumes| volumes.path(&req.name)).await?;
     Ok(Json(PathResponse { path }))
+}
+
+async fn progress<S: VolumeService>(
+    State(service): State<Arc<S>>,
+    body: Body,
+) -> ApiResult<Option<crate::volume::progress::ProgressInfo>> {
+    let req: PathRequest = read_json(body).await?;
+    let answer =
+        ApiError::run_blocking(service, move |volumes| volumes.progress(&req.name)).await?;
+    Ok(Json(answer))
 }
 
 async fn mount<S: VolumeService>(
@@ -395,6 +406,7 @@ mod tests {
             routes::SNAPSHOT_LIST,
             routes::SNAPSHOT_REMOVE,
             routes::SNAPSHOT_RESTORE,
+            routes::PROGRESS,
         ] {
             let response = post_raw(&server, route, "[]").await;
             assert_eq!(response.status, StatusCode::BAD_REQUEST, "{route}");

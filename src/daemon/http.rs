@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::request_body::BodyError;
 use crate::model::ErrorClass;
 use crate::volume::manager::{CreateRequest, PruneReport};
+use crate::volume::progress::ProgressInfo;
 use crate::volume::{RefId, VolumeError, VolumeInfo, VolumeManager};
 
 /// The volume operations the front doors serve, with `VolumeManager`'s signatures. The
@@ -37,6 +38,8 @@ pub trait VolumeService: Send + Sync + 'static {
         options: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeInfo, VolumeError>;
     fn snapshot(&self, op: SnapshotOp, name: &str, snap: &str) -> Result<Snapshots, VolumeError>;
+    /// The long operation under way on `name`, if any (without waiting for its lock).
+    fn progress(&self, name: &str) -> Result<Option<ProgressInfo>, VolumeError>;
     /// Export (`import` false: `file` is written) or import (`file` is read).
     fn transfer(
         &self,
@@ -73,6 +76,9 @@ impl VolumeService for VolumeManager {
     }
     fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
         VolumeManager::path(self, name)
+    }
+    fn progress(&self, name: &str) -> Result<Option<ProgressInfo>, VolumeError> {
+        VolumeManager::progress(self, name)
     }
     fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         VolumeManager::mount(self, name, reference)

@@ -146,6 +146,12 @@ impl VolumeService for FakeVolumes {
     ) -> Result<VolumeInfo, VolumeError> {
         Err(VolumeError::NotFound(name.to_owned()))
     }
+    fn progress(
+        &self,
+        _name: &str,
+    ) -> Result<Option<crate::volume::progress::ProgressInfo>, VolumeError> {
+        Ok(None)
+    }
     fn transfer(
         &self,
         _import: bool,

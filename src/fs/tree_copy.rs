@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
@@ -39,12 +40,14 @@ fn io_err(e: FsError) -> io::Error {
     }
 }
 
-/// Copies the whole tree of `fs` into `dest`, an empty directory that becomes its root.
-pub fn copy_out(fs: &dyn VolumeFs, dest: &Path) -> io::Result<CopyStats> {
+/// Copies the whole tree of `fs` into `dest`, an empty directory that becomes its root;
+/// `done` counts the bytes of file data copied so far (for progress).
+pub fn copy_out(fs: &dyn VolumeFs, dest: &Path, done: &AtomicU64) -> io::Result<CopyStats> {
     let mut copier = Copier {
         fs,
         links: HashMap::new(),
         stats: CopyStats::default(),
+        done,
     };
     let root = fs.getattr(ROOT_INO, None).map_err(io_err)?;
     copier.dir(ROOT_INO, dest)?;
@@ -57,6 +60,7 @@ struct Copier<'a> {
     /// Files with more than one link already copied: inode → host path.
     links: HashMap<Ino, PathBuf>,
     stats: CopyStats,
+    done: &'a AtomicU64,
 }
 
 impl Copier<'_> {
@@ -167,6 +171,7 @@ impl Copier<'_> {
                     out.write_all_at(&bytes, pos)?;
                     pos += bytes.len() as u64;
                     self.stats.bytes += bytes.len() as u64;
+                    self.done.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
                 at = hole.max(data + 1);
             }

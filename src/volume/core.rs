@@ -89,6 +89,8 @@ pub struct Core {
     /// Volumes mounted again at start-up for the references they had (see `observe`).
     handler_restarts: AtomicU64,
     events: Arc<super::events::EventLog>,
+    /// How far the long operations under way have got (`progress`).
+    pub(super) progress: super::progress::ProgressBoard,
 }
 
 /// How long a planned stop waits for the requests being served to finish before it hands the
@@ -183,7 +185,14 @@ impl Core {
             keeper: OnceLock::new(),
             handler_restarts: AtomicU64::new(0),
             events: Arc::new(super::events::EventLog::default()),
+            progress: Default::default(),
         }
+    }
+
+    /// The long operation under way on `name` (export, import, a copy), if any. Takes no
+    /// volume lock: the operation holds it.
+    pub fn progress(&self, name: &str) -> Option<super::progress::ProgressInfo> {
+        self.progress.get(name)
     }
 
     /// Keeps the connections of volumes whose driver allows it in `keeper` from now on, so

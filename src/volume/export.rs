@@ -73,7 +73,14 @@ impl Core {
         let out = checked_path(output, "output")?;
         let tmp = self.scratch_dir(name, "export")?;
         let exported = (|| {
-            let (_, _, held) = self.copy_volume(&rec, &tmp)?;
+            let (_, copied, held) = self.copy_volume(&rec, &tmp)?;
+            let written = output.to_path_buf();
+            let _shown = (self.progress).measured(
+                name,
+                format!("writing volume {name} as a tar stream"),
+                copied.bytes,
+                move || std::fs::metadata(&written).map_or(0, |m| m.len()),
+            );
             let dir = tmp.to_str().unwrap_or_default().to_string();
             let mut args = vec!["--create", "--file", &out, "--directory", &dir];
             args.extend(TAR_KEEP);
@@ -139,7 +146,15 @@ impl Core {
             "--same-owner",
         ];
         args.extend(TAR_KEEP);
+        let filled = mountpoint.clone();
+        let shown = (self.progress).measured(
+            name,
+            format!("unpacking into volume {name}"),
+            data_at_least,
+            move || super::snapshot::measure(&filled).bytes,
+        );
         let unpacked = tar(&args, &format!("importing into volume {name}"));
+        drop(shown);
         let info = self.info(&rec)?;
         if mounted_here {
             self.release(name, &RefId::Cli)?;

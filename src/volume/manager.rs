@@ -375,6 +375,15 @@ impl VolumeManager {
     }
 
     /// The mountpoint, whether or not the volume is mounted now.
+    /// The long operation under way on `name` (its lock is held by it, so not taken here).
+    pub fn progress(
+        &self,
+        name: &str,
+    ) -> Result<Option<super::progress::ProgressInfo>, VolumeError> {
+        validate_name(name)?;
+        Ok(self.core.progress(name))
+    }
+
     pub fn path(&self, name: &str) -> Result<PathBuf, VolumeError> {
         validate_name(name)?;
         self.core.record(name)?;

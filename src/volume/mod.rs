@@ -13,6 +13,7 @@ pub mod locks;
 pub mod manager;
 pub mod name;
 pub mod observe;
+pub mod progress;
 pub mod refs;
 pub mod resize;
 pub mod snapshot;

@@ -261,9 +261,13 @@ impl Core {
             )));
         }
         let what = format!("copying volume {name}");
+        let total = self.info(rec).map_or(0, |i| i.status.used_bytes);
         match self.data_home(rec)? {
             DataHome::HostDir { dir: data, .. } => {
                 let method = if reflinks(dest) { "reflink" } else { "copy" };
+                let copied = dest.to_path_buf();
+                let _shown = (self.progress)
+                    .measured(name, what.clone(), total, move || measure(&copied).bytes);
                 let frozen = gate.as_ref().map(|g| g.freeze());
                 let held = Instant::now();
                 copy_tree(&data, dest, &what)?;
@@ -273,12 +277,13 @@ impl Core {
                 Ok((method, stats, held))
             }
             DataHome::InCore { persistent } => {
+                let (_shown, done) = self.progress.counted(name, what.clone(), total);
                 let Some(gate) = gate else {
-                    return self.copy_inactive(rec, persistent, dest);
+                    return self.copy_inactive(rec, persistent, dest, &done);
                 };
                 let frozen = gate.freeze();
                 let held = Instant::now();
-                let stats = copy_out(gate.inner().as_ref(), dest).map_err(io(what))?;
+                let stats = copy_out(gate.inner().as_ref(), dest, &done).map_err(io(what))?;
                 let held = held.elapsed();
                 drop(frozen);
                 Ok(("copy", stats, held))
@@ -293,6 +298,7 @@ impl Core {
         rec: &VolumeRecord,
         persistent: bool,
         dest: &Path,
+        done: &std::sync::atomic::AtomicU64,
     ) -> Result<
         (
             &'static str,
@@ -316,7 +322,7 @@ impl Core {
             stored,
             &mut crate::fs::resume::Carry::none(),
         )?;
-        let stats = copy_out(activation.fs.as_ref(), dest)
+        let stats = copy_out(activation.fs.as_ref(), dest, done)
             .map_err(io(format!("copying volume {}", rec.name)))?;
         let _ = activation.fs.sync_all();
         Ok(("copy", stats, std::time::Duration::ZERO))
@@ -473,6 +479,15 @@ impl Core {
                 (tmp.clone(), Some(tmp))
             }
         };
+        let filling = format!("filling volume {}", rec.name);
+        let target = match &home {
+            DataHome::HostDir { dir, .. } => dir.clone(),
+            DataHome::InCore { .. } => self.mountpoint(&rec.name),
+        };
+        let _shown =
+            (self.progress).measured(&rec.name, filling, measure(&tree).bytes, move || {
+                measure(&target).bytes
+            });
         let filled = match home {
             DataHome::HostDir {
                 dir: data,
@@ -493,7 +508,7 @@ impl Core {
 }
 
 /// Bytes and files of the tree at `dir` (the files `cp` wrote).
-fn measure(dir: &Path) -> crate::fs::tree_copy::CopyStats {
+pub(super) fn measure(dir: &Path) -> crate::fs::tree_copy::CopyStats {
     let mut stats = crate::fs::tree_copy::CopyStats::default();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
