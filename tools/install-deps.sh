@@ -17,14 +17,15 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 
 # Debian packages. fuse3: fusermount3 and /etc/fuse.conf; libfuse3-dev is harmless (headers only);
 # acl/libacl1-dev/attr: pjdfstest build and ACL/xattr tests; bindfs: the FUSE peer in tools/bench;
-# fio/e2fsprogs: tools/bench; jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount;
+# fio/e2fsprogs: tools/bench; xfsprogs: XFS with reflinks (local snapshots, tools/bench-snapshot);
+# jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount;
 # docker.io (dockerd, containerd, runc, docker) and busybox-static (the test image): the Docker
 # volume plugin tests, which run a private dockerd (tools/docker-daemon.sh).
 # Ceph (the rbd driver and its tests; tools/ceph.sh runs a single-node cluster): librados2/librbd1 are
 # what fvol loads at run time (dlopen, never linked); ceph-mon/ceph-osd are the daemons (they pull in
 # ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
 # No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
-packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs jq pkg-config python3
+packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs xfsprogs jq pkg-config python3
           ca-certificates util-linux tar procps prometheus tmux
           docker.io busybox-static
           librados2 librbd1 ceph-common ceph-mon ceph-osd)

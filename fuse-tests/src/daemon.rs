@@ -84,9 +84,14 @@ impl Default for TestRoot {
 
 impl TestRoot {
     pub fn new() -> TestRoot {
+        TestRoot::new_in(&std::env::temp_dir())
+    }
+
+    /// A root in a fresh directory under `parent` (a filesystem a test chose: XFS for reflinks).
+    pub fn new_in(parent: &Path) -> TestRoot {
         let dir = tempfile::Builder::new()
             .prefix("fvol-test-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("tempdir");
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("scratch")).unwrap();

@@ -6,7 +6,8 @@
 //! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
 //! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
 //! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
-//! - `LoopExt4`: a fresh ext4 filesystem on a loop device (tests that need its allocator).
+//! - `LoopFs`: a fresh ext4 or XFS filesystem on a loop device (tests that need its allocator
+//!   or its reflinks).
 //! - `direct_io`: O_DIRECT requests as a program makes them (buffer, offset, length), and fio.
 pub mod ceph;
 pub mod daemon;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use fuse_tests::daemon::fuse_or_skip;
-use fuse_tests::loopfs::LoopExt4;
+use fuse_tests::loopfs::LoopFs;
 use fuse_tests::{Backend, TestSession};
 
 const BACKENDS: [Backend; 3] = [Backend::Local, Backend::Tmpfs, Backend::Image];
@@ -56,7 +56,7 @@ fn same_as_ext4(test: &str, script: &str) -> Option<String> {
     if !fuse_or_skip(test) {
         return None;
     }
-    let ext4 = LoopExt4::new(32);
+    let ext4 = LoopFs::ext4(32);
     let want = run_in(&ext4.path().join("case"), script);
     let mut wrong = Vec::new();
     for backend in BACKENDS {

@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fuse_tests::daemon::{TestDaemon, TestRoot, du_bytes, fuse_or_skip};
-use fuse_tests::loopfs::LoopExt4;
+use fuse_tests::loopfs::LoopFs;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
@@ -238,7 +238,7 @@ fn reused_inode_number_gets_a_new_node() {
         return;
     }
     // Declared first, dropped last: the daemon lets go of it before it is unmounted.
-    let host = LoopExt4::new(256);
+    let host = LoopFs::ext4(256);
     let d = limited_daemon();
     let data = host.path().join("reuse");
     std::fs::create_dir(&data).unwrap();
@@ -293,7 +293,7 @@ fn inode_replaced_behind_the_volume_is_found_again() {
     if !fuse_or_skip("inode_replaced_behind_the_volume_is_found_again") {
         return;
     }
-    let host = LoopExt4::new(256);
+    let host = LoopFs::ext4(256);
     let d = limited_daemon();
     let dir = host.path().join("shared");
     std::fs::create_dir(&dir).unwrap();

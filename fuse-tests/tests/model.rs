@@ -475,7 +475,7 @@ fn check_acl_counters(s: &TestSession, step: usize, op: &AclOp) -> Result<(), Te
 
 fn run_acl(backend: Backend, ops: &[AclOp]) -> Result<(), TestCaseError> {
     let s = TestSession::with(backend, Some(LIMIT), None);
-    let model = fuse_tests::loopfs::LoopExt4::new(16);
+    let model = fuse_tests::loopfs::LoopFs::ext4(16);
     for root in [s.mnt(), model.path()] {
         for dir in ["d", "d/e"] {
             fs::create_dir(root.join(dir)).unwrap();

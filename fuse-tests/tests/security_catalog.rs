@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fuse_tests::daemon::{TestDaemon, TestRoot, fuse_or_skip, is_mountpoint, stderr_of, stdout_of};
-use fuse_tests::loopfs::LoopExt4;
+use fuse_tests::loopfs::LoopFs;
 use fuse_tests::run_ok;
 
 const MIB: usize = 1 << 20;
@@ -91,12 +91,12 @@ fn fill(dir: &Path) -> PathBuf {
 struct CatalogOnSmallDisk {
     daemon: TestDaemon,
     root: TestRoot,
-    disk: LoopExt4,
+    disk: LoopFs,
 }
 
 impl CatalogOnSmallDisk {
     fn new() -> CatalogOnSmallDisk {
-        let disk = LoopExt4::new(16);
+        let disk = LoopFs::ext4(16);
         let root = TestRoot::new();
         let mut first = TestDaemon::start_at(&root);
         assert!(first.stop().success());

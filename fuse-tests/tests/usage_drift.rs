@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fuse_tests::loopfs::LoopExt4;
+use fuse_tests::loopfs::LoopFs;
 use fuse_tests::{Backend, TestSession};
 use fvol::fs::UsageSnapshot;
 use fvol::fs::quota::Limits;
@@ -181,8 +181,8 @@ impl Drop for HostSampler {
 
 /// A local volume on a fresh ext4 filesystem of its own, so that what the host holds is that
 /// filesystem's usage; and that usage before the run.
-fn local_on_ext4(limits: Limits) -> (LoopExt4, TestSession, u64) {
-    let host = LoopExt4::new(512);
+fn local_on_ext4(limits: Limits) -> (LoopFs, TestSession, u64) {
+    let host = LoopFs::ext4(512);
     let s = TestSession::new_in(Backend::Local, limits, host.path());
     // The empty root directory is in the baseline and in the counters.
     let baseline = host_used(host.path()) - s.fs.usage().bytes;
