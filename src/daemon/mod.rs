@@ -111,6 +111,12 @@ pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
     if let Some(keeper) = &keeper {
         manager.set_keeper(keeper.clone());
     }
+    // The stuck-handler metric (fusectl's `waiting`) and connection aborts need it.
+    if let Err(err) = crate::fuse::mount_fusectl() {
+        log::warn!(
+            "FUSE control filesystem unavailable: {err}; fvol_fuse_requests_waiting is not reported"
+        );
+    }
     log::info!("recovering volumes under {}", root.display());
     if let Err(err) = manager.recover() {
         manager.shutdown();

@@ -12,5 +12,5 @@ pub use adapter::FuseAdapter;
 pub use errno::errno_of;
 pub use session::{
     Connection, MountedFs, ServeOptions, Unmounted, abort_connection, detach_stale_mount,
-    is_stale_mount, mount, mount_dev_at, resume, waiting_requests,
+    is_stale_mount, mount, mount_dev_at, mount_fusectl, resume, waiting_requests,
 };

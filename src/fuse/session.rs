@@ -482,27 +482,35 @@ pub fn abort_connection(device: u64) -> io::Result<()> {
     let abort = Path::new(FUSECTL)
         .join(nix::sys::stat::minor(device).to_string())
         .join("abort");
+    if !abort.exists() {
+        mount_fusectl()?;
+    }
+    std::fs::write(&abort, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", abort.display())))
+}
+
+/// Mounts the FUSE control filesystem where it belongs unless it is there already. systemd
+/// mounts it at boot; a host without systemd may not have it, and without it neither the
+/// `waiting` counter of a connection (the stuck-handler metric) nor an abort works.
+pub fn mount_fusectl() -> io::Result<()> {
     if !Path::new(FUSECTL).is_dir() {
         return Err(io::Error::other(format!(
             "{FUSECTL} does not exist (no FUSE control filesystem)"
         )));
     }
-    if !abort.exists() {
-        let mounted = nix::sys::statfs::statfs(FUSECTL)
-            .is_ok_and(|fs| fs.filesystem_type() == FUSECTL_SUPER_MAGIC);
-        if !mounted {
-            nix::mount::mount(
-                Some("fusectl"),
-                FUSECTL,
-                Some("fusectl"),
-                nix::mount::MsFlags::empty(),
-                None::<&str>,
-            )
-            .map_err(|e| io::Error::other(format!("mounting fusectl on {FUSECTL}: {e}")))?;
-        }
+    let mounted = nix::sys::statfs::statfs(FUSECTL)
+        .is_ok_and(|fs| fs.filesystem_type() == FUSECTL_SUPER_MAGIC);
+    if !mounted {
+        nix::mount::mount(
+            Some("fusectl"),
+            FUSECTL,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| io::Error::other(format!("mounting fusectl on {FUSECTL}: {e}")))?;
     }
-    std::fs::write(&abort, "1")
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", abort.display())))
+    Ok(())
 }
 
 /// Requests the kernel has queued for the FUSE connection of the filesystem with device number
