@@ -970,6 +970,16 @@ impl Tmux {
             .expect("tmux (Debian package tmux; tools/install-deps.sh installs it)")
     }
 
+    /// Starts `command` in the session "top", in a detached terminal of `columns` x 20.
+    fn start(&self, columns: u16, command: &[&str]) {
+        let _ = self.run(&["kill-session", "-t", "top"]);
+        let columns = columns.to_string();
+        let mut args = vec!["new-session", "-d", "-s", "top", "-x", &columns, "-y", "20"];
+        args.extend_from_slice(command);
+        let out = self.run(&args);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+
     fn pane(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
     }
@@ -1028,18 +1038,7 @@ fn top_under_tmux() {
         fuse_tests::daemon::fvol_bin().display(),
         d.root().display()
     );
-    let out = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "140",
-        "-y",
-        "20",
-        &command,
-    ]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    tmux.start(140, &[&command]);
 
     // Sorted by usage at first: the fuller volume on top, with its bar and sizes.
     let pane = tmux.pane_when("both volumes", |p| listed(p).len() == 2);
@@ -1341,22 +1340,8 @@ fn progress_shows_on_a_terminal_only() {
     );
     let tmux = Tmux::new("progress");
     let on_terminal = |script: &str| -> String {
-        let _ = tmux.run(&["kill-session", "-t", "top"]);
         let shell = format!("{script}; echo exit=$?; sleep 600");
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            "150",
-            "-y",
-            "20",
-            "sh",
-            "-c",
-            &shell,
-        ]);
-        assert!(out.status.success(), "{}", stderr_of(&out));
+        tmux.start(150, &["sh", "-c", &shell]);
         tmux.pane_when("the command's end", |p| p.contains("exit="))
     };
 
