@@ -179,7 +179,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 15] = [
+    let steps: [(&str, Step); 16] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -204,6 +204,10 @@ fn docker_volume_plugin_end_to_end() {
         (
             "a container writes to a tmpfs volume through restarts, crashes and an upgrade",
             tmpfs_writes_through_restarts,
+        ),
+        (
+            "a volume cloned from another and from its snapshot (-o from=)",
+            clone_from,
         ),
         ("tmpfs volume", tmpfs_volume),
         (
@@ -680,6 +684,66 @@ fn writes_through_restarts_on(env: &mut Env, driver: &str, crashes: bool) {
     env.docker.docker_ok(["rm", "-f", "fvol-writer"]);
     env.wait_refs(&volume, |r| r.is_empty(), "empty");
     env.docker.docker_ok(["volume", "rm", &volume]);
+}
+
+/// `docker volume create -o from=NAME[@SNAP]`: a new volume with that content, independent of
+/// its source; a source that does not exist is refused with fvol's message.
+fn clone_from(env: &mut Env) {
+    let d = &env.docker;
+    let driver = env.plugin.driver.clone();
+    d.docker_ok([
+        "volume", "create", "-d", &driver, "-o", "size=32M", "origin",
+    ]);
+    env.run(
+        "origin",
+        "echo first > /data/f && mkdir /data/dir && echo x > /data/dir/g",
+    );
+    env.fvol.cli_ok(["snapshot", "create", "origin", "s1"]);
+    env.run("origin", "echo second > /data/f");
+
+    d.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "from=origin@s1",
+        "at-s1",
+    ]);
+    d.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "from=origin",
+        "at-now",
+    ]);
+    assert_eq!(env.run("at-s1", "cat /data/f /data/dir/g"), "first\nx\n");
+    assert_eq!(env.run("at-now", "cat /data/f /data/dir/g"), "second\nx\n");
+    // Independent both ways.
+    env.run("at-s1", "echo clone > /data/f");
+    env.run("origin", "echo third > /data/f");
+    assert_eq!(env.run("at-s1", "cat /data/f"), "clone\n");
+    assert_eq!(env.run("at-now", "cat /data/f"), "second\n");
+    assert_eq!(env.run("origin", "cat /data/f"), "third\n");
+    // A clone has the options it is created with, not its source's (docs/docker.md, *Clones*).
+    assert_eq!(env.fvol.inspect("at-now")["Options"], json!({}));
+
+    for (from, says) in [
+        ("from=nowhere", "nowhere"),
+        ("from=origin@nosnap", "nosnap"),
+    ] {
+        let err = d.docker_err(["volume", "create", "-d", &driver, "-o", from, "bad-clone"]);
+        assert!(err.contains(says), "{from}: {says:?} not in {err}");
+    }
+    assert!(!env.fvol_names().contains("bad-clone"));
+
+    for v in ["at-s1", "at-now"] {
+        d.docker_ok(["volume", "rm", v]);
+    }
+    env.fvol.cli_ok(["snapshot", "rm", "origin", "s1"]);
+    d.docker_ok(["volume", "rm", "origin"]);
 }
 
 fn tmpfs_volume(env: &mut Env) {
