@@ -919,3 +919,66 @@ fn a_connection_not_taken_over_ends_and_the_usage_is_measured_again() {
     );
     drop(nameless);
 }
+
+/// A daemon killed (SIGKILL) while a tmpfs snapshot is being copied out, after the volume
+/// overwrote and dropped frozen pages (which the snapshot then held): the successor has the
+/// volume as written, its usage as before the kill, and the memory of the pages the snapshot
+/// held given back (the data memfd holds the files' pages, no more).
+#[test]
+fn tmpfs_snapshot_cut_short_by_a_crash() {
+    if !fuse_or_skip("tmpfs_snapshot_cut_short_by_a_crash") {
+        return;
+    }
+    let root = TestRoot::new();
+    let mut d = TestDaemon::start_at(&root);
+    Driver::Tmpfs.create(&d, "vol", Some("size=512M"));
+    let mp = d.mount("vol");
+    let fill = |seed: u8, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i / 4096) as u8 ^ (i as u8) ^ seed)
+            .collect()
+    };
+    std::fs::write(mp.join("a-big"), fill(1, 128 * MIB)).unwrap();
+    std::fs::write(mp.join("b-over"), fill(2, 8 * MIB)).unwrap();
+    let mut snap = root
+        .command(["snapshot", "create", "vol", "s1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let copying = d.root().join("snapshots/vol/s1.partial/a-big");
+    wait_until("the copy-out", || {
+        copying.exists() || snap.try_wait().unwrap().is_some()
+    });
+    let new = fill(3, 8 * MIB);
+    File::options()
+        .write(true)
+        .open(mp.join("b-over"))
+        .unwrap()
+        .write_all_at(&new, 0)
+        .unwrap();
+    File::options()
+        .write(true)
+        .open(mp.join("a-big"))
+        .unwrap()
+        .set_len(32 * MIB as u64)
+        .unwrap();
+    let during = snap.try_wait().unwrap().is_none();
+    let used = status(&d, "vol")["UsedBytes"].as_u64().unwrap();
+    d.kill9();
+    let _ = snap.wait();
+    eprintln!("killed while the snapshot was copied out: {during}");
+
+    let d = TestDaemon::start_at(&root);
+    assert!(std::fs::read(mp.join("b-over")).unwrap() == new);
+    assert!(std::fs::read(mp.join("a-big")).unwrap() == fill(1, 128 * MIB)[..32 * MIB]);
+    assert_eq!(status(&d, "vol")["UsedBytes"].as_u64().unwrap(), used);
+    let keeper = root.keeper_pid().expect("a keeper") as u32;
+    assert_eq!(
+        memfd_bytes(keeper, "vol"),
+        Some(40 * MIB as u64),
+        "the data memfd holds the files' 40 MiB of pages only"
+    );
+    assert!(!d.root().join("snapshots/vol/s1.json").exists());
+    d.cli_ok(["unmount", "vol"]);
+}

@@ -329,3 +329,164 @@ fn snapshots_rbd() {
     let ceph = TestCluster::start();
     story("rbd", &[ceph.conf_opt()]);
 }
+
+/// Bytes `len` long that differ by `seed` and along the file (so a page out of place shows).
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32 / 4096).wrapping_mul(31) as u8) ^ (i as u8) ^ seed)
+        .collect()
+}
+
+fn punch(path: &Path, offset: i64, len: i64) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset, len) };
+    assert_eq!(
+        r,
+        0,
+        "punching {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, offset).unwrap();
+}
+
+/// Every regular file under `dir` (one level) by name, with its content.
+fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let name = e.file_name().into_string().unwrap();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// The changes the tmpfs test makes while a snapshot is copied out, to `dir`.
+fn change(dir: &Path, big: usize) {
+    let big_path = dir.join("a-big");
+    write_at(&big_path, (big - (1 << 20)) as u64, &pattern(9, 1 << 20));
+    punch(&big_path, 64 << 20, 1 << 20);
+    write_at(&dir.join("f-over"), 4096 + 100, &pattern(7, 64 << 10));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("f-trunc"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    punch(&dir.join("f-punch"), 1 << 20, 1 << 20);
+    punch(&dir.join("f-punch"), 100, 50);
+    std::fs::remove_file(dir.join("f-unlink")).unwrap();
+    std::fs::write(dir.join("g-new"), pattern(5, 3 << 20)).unwrap();
+    std::fs::rename(dir.join("g-new"), dir.join("f-renamed-over")).unwrap();
+    std::fs::write(dir.join("h-new"), b"after").unwrap();
+}
+
+/// tmpfs holds writes only while it captures its tree, then copies out while the volume
+/// changes (copy on write): files overwritten, truncated, punched, unlinked and renamed over
+/// while the copy runs leave the snapshot exactly as the volume was, the volume has the new
+/// content, and its usage is that of a twin volume changed the same way without a snapshot.
+#[test]
+fn tmpfs_snapshot_copies_on_write() {
+    if !fuse_or_skip("tmpfs_snapshot_copies_on_write") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let big = 128 << 20;
+    let mut mounts = Vec::new();
+    for vol in ["cow", "twin"] {
+        d.cli_ok(["create", "-d", "tmpfs", "-o", "size=512M", vol]);
+        let mp = d.mount(vol);
+        std::fs::write(mp.join("a-big"), pattern(1, big)).unwrap();
+        for (i, name) in ["f-over", "f-trunc", "f-punch", "f-unlink", "f-renamed-over"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(mp.join(name), pattern(10 + i as u8, 4 << 20)).unwrap();
+        }
+        mounts.push(mp);
+    }
+    let (mp, twin) = (&mounts[0], &mounts[1]);
+    let before = contents(mp);
+
+    // The copy goes in name order: the changes start once `a-big` is being copied out.
+    let mut snap = d
+        .root
+        .command(["snapshot", "create", "cow", "s1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let copying = d.root().join("snapshots/cow/s1.partial/a-big");
+    let start = Instant::now();
+    while !copying.exists() && snap.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < PATIENCE, "the snapshot does not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    change(mp, big);
+    let during = snap.try_wait().unwrap().is_none();
+    let out = snap.wait_with_output().unwrap();
+    assert!(out.status.success(), "snapshot: {}", stderr_of(&out));
+    eprintln!("the changes were made while the snapshot was copied out: {during}");
+    change(twin, big);
+
+    let held = contents(&snapshot_dir(&d, "cow", "s1"));
+    assert_eq!(
+        held.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    for (name, data) in &before {
+        assert!(
+            held[name] == *data,
+            "the snapshot's {name} is not as it was"
+        );
+    }
+    let now = contents(mp);
+    let want = contents(twin);
+    assert_eq!(
+        now.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (name, data) in &want {
+        assert!(now[name] == *data, "the volume's {name} is not as written");
+    }
+    let used = |vol: &str| d.inspect(vol)["Status"]["UsedBytes"].as_u64().unwrap();
+    assert_eq!(used("cow"), used("twin"), "usage differs from the twin's");
+
+    // Again, with the volume emptied while it is copied out: the snapshot holds it all and
+    // the volume is left empty (the pages went to the snapshot, then back).
+    let second = contents(mp);
+    let mut snap = d
+        .root
+        .command(["snapshot", "create", "cow", "s2"])
+        .spawn()
+        .unwrap();
+    let copying = d.root().join("snapshots/cow/s2.partial/a-big");
+    while !copying.exists() && snap.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for name in second.keys() {
+        std::fs::remove_file(mp.join(name)).unwrap();
+    }
+    assert!(snap.wait().unwrap().success());
+    let held = contents(&snapshot_dir(&d, "cow", "s2"));
+    assert!(
+        held == second,
+        "the second snapshot is not the volume as it was"
+    );
+    for name in want.keys() {
+        std::fs::remove_file(twin.join(name)).unwrap();
+    }
+    assert_eq!(used("cow"), used("twin"), "usage differs from the twin's");
+    d.cli_ok(["unmount", "cow"]);
+    d.cli_ok(["unmount", "twin"]);
+}

@@ -267,4 +267,8 @@ impl VolumeFs for GatedFs {
     fn persist_for_successor(&self) -> FsResult<()> {
         self.inner.persist_for_successor()
     }
+    /// Made while the gate is closed (`freeze`).
+    fn capture(&self) -> FsResult<Option<Box<dyn super::tree_copy::Capture>>> {
+        self.inner.capture()
+    }
 }

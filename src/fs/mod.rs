@@ -150,4 +150,8 @@ pub trait VolumeFs: Send + Sync + 'static {
     /// Makes durable what only this process holds, before a successor takes over the volume
     /// (a planned restart; requests are drained by then).
     fn persist_for_successor(&self) -> FsResult<()>;
+    /// The tree at this instant, for a snapshot to copy out after the gate opens again
+    /// (`tree_copy::Capture`); None when this core cannot capture, and the copy is made
+    /// while the gate holds every change. Called with the gate closed.
+    fn capture(&self) -> FsResult<Option<Box<dyn tree_copy::Capture>>>;
 }

@@ -30,7 +30,7 @@ const ROOT: Caller = Caller {
 };
 const CHUNK: u32 = 1 << 20;
 
-fn io_err(e: FsError) -> io::Error {
+pub fn io_err(e: FsError) -> io::Error {
     match e {
         FsError::Os(errno) => io::Error::from_raw_os_error(errno as i32),
         FsError::NotFound | FsError::Stale => io::Error::from_raw_os_error(libc::ENOENT),
@@ -40,23 +40,177 @@ fn io_err(e: FsError) -> io::Error {
     }
 }
 
+/// A tree to copy out: a filesystem core as it is (held still by its gate), or a capture
+/// of one at an instant (`Capture`).
+pub trait TreeSource {
+    fn attr(&self, ino: Ino) -> io::Result<Attr>;
+    /// A directory's entries (without `.` and `..`) with the attributes of what they name.
+    fn entries(&self, dir: Ino) -> io::Result<Vec<(OsString, Attr)>>;
+    fn readlink(&self, ino: Ino) -> io::Result<Vec<u8>>;
+    fn xattrs(&self, ino: Ino) -> io::Result<Vec<(OsString, Vec<u8>)>>;
+    /// Hands a file's data to `put` (offset, bytes) in order, holes left out.
+    fn data(
+        &self,
+        attr: &Attr,
+        put: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()>;
+}
+
+/// A volume's tree captured at an instant while its gate held every change, to copy out
+/// after the gate opened again (`VolumeFs::capture`). What it holds stays as it was while
+/// the volume changes; dropping it lets go of that.
+pub trait Capture: TreeSource {
+    /// Lets go of what it holds; an error if what was copied out is not the instant it was
+    /// captured at (then the copy must be thrown away).
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
 /// Copies the whole tree of `fs` into `dest`, an empty directory that becomes its root;
 /// `done` counts the bytes of file data copied so far (for progress).
 pub fn copy_out(fs: &dyn VolumeFs, dest: &Path, done: &AtomicU64) -> io::Result<CopyStats> {
+    copy_tree(&CoreSource(fs), dest, done)
+}
+
+/// Copies the whole tree of `source` into `dest`, as `copy_out`.
+pub fn copy_tree(source: &dyn TreeSource, dest: &Path, done: &AtomicU64) -> io::Result<CopyStats> {
     let mut copier = Copier {
-        fs,
+        source,
         links: HashMap::new(),
         stats: CopyStats::default(),
         done,
     };
-    let root = fs.getattr(ROOT_INO, None).map_err(io_err)?;
+    let root = source.attr(ROOT_INO)?;
     copier.dir(ROOT_INO, dest)?;
     copier.finish(ROOT_INO, &root, dest)?;
     Ok(copier.stats)
 }
 
+/// A filesystem core read through its operations.
+struct CoreSource<'a>(&'a dyn VolumeFs);
+
+impl TreeSource for CoreSource<'_> {
+    fn attr(&self, ino: Ino) -> io::Result<Attr> {
+        self.0.getattr(ino, None).map_err(io_err)
+    }
+
+    fn entries(&self, dir: Ino) -> io::Result<Vec<(OsString, Attr)>> {
+        let fs = self.0;
+        let fh = fs.opendir(&ROOT, dir).map_err(io_err)?;
+        let mut names = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut got = 0;
+            let listed = fs.readdir(dir, fh, offset, false, &mut |e| {
+                offset = e.next_offset;
+                got += 1;
+                if e.name != "." && e.name != ".." {
+                    names.push(e.name);
+                }
+                true
+            });
+            if let Err(e) = listed {
+                let _ = fs.releasedir(dir, fh);
+                return Err(io_err(e));
+            }
+            if got == 0 {
+                break;
+            }
+        }
+        let _ = fs.releasedir(dir, fh);
+        let mut entries = Vec::new();
+        for name in names {
+            let entry = match fs.lookup(&ROOT, dir, &name) {
+                Ok(e) => e,
+                Err(FsError::NotFound) => continue,
+                Err(e) => return Err(io_err(e)),
+            };
+            // Named, so it stays while the gate holds every change.
+            fs.forget(entry.attr.ino, 1);
+            entries.push((name, entry.attr));
+        }
+        Ok(entries)
+    }
+
+    fn readlink(&self, ino: Ino) -> io::Result<Vec<u8>> {
+        self.0.readlink(ino).map_err(io_err)
+    }
+
+    fn xattrs(&self, ino: Ino) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        let mut all = Vec::new();
+        for name in self.xattr_names(ino)? {
+            let value = match self.0.getxattr(ino, &name, 0).map_err(io_err)? {
+                XattrReply::Size(0) | XattrReply::Data(_) => Vec::new(),
+                XattrReply::Size(n) => match self.0.getxattr(ino, &name, n) {
+                    Ok(XattrReply::Data(v)) => v,
+                    _ => continue,
+                },
+            };
+            all.push((name, value));
+        }
+        Ok(all)
+    }
+
+    /// Only the ranges `SEEK_DATA` finds.
+    fn data(
+        &self,
+        attr: &Attr,
+        put: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let fs = self.0;
+        let fh = fs.open(&ROOT, attr.ino, libc::O_RDONLY).map_err(io_err)?.fh;
+        let copied = (|| -> io::Result<()> {
+            let mut at = 0u64;
+            while at < attr.size {
+                let data = match fs.lseek(attr.ino, fh, at as i64, libc::SEEK_DATA) {
+                    Ok(d) => d as u64,
+                    Err(FsError::Os(nix::errno::Errno::ENXIO)) => break,
+                    Err(_) => at,
+                };
+                let hole = match fs.lseek(attr.ino, fh, data as i64, libc::SEEK_HOLE) {
+                    Ok(h) => h as u64,
+                    Err(_) => attr.size,
+                };
+                let mut pos = data;
+                while pos < hole {
+                    let want = (hole - pos).min(CHUNK as u64) as u32;
+                    let bytes = fs.read(attr.ino, fh, pos, want).map_err(io_err)?;
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    put(pos, &bytes)?;
+                    pos += bytes.len() as u64;
+                }
+                at = hole.max(data + 1);
+            }
+            Ok(())
+        })();
+        let _ = fs.release(attr.ino, fh);
+        copied
+    }
+}
+
+impl CoreSource<'_> {
+    fn xattr_names(&self, ino: Ino) -> io::Result<Vec<OsString>> {
+        let size = match self.0.listxattr(ino, 0) {
+            Ok(XattrReply::Size(n)) if n > 0 => n,
+            Ok(_) => return Ok(Vec::new()),
+            Err(FsError::Unsupported) => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let list = match self.0.listxattr(ino, size).map_err(io_err)? {
+            XattrReply::Data(d) => d,
+            XattrReply::Size(_) => return Ok(Vec::new()),
+        };
+        Ok(list
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| OsStr::from_bytes(n).to_os_string())
+            .collect())
+    }
+}
+
 struct Copier<'a> {
-    fs: &'a dyn VolumeFs,
+    source: &'a dyn TreeSource,
     /// Files with more than one link already copied: inode → host path.
     links: HashMap<Ino, PathBuf>,
     stats: CopyStats,
@@ -64,42 +218,9 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    fn entries(&self, dir: Ino) -> io::Result<Vec<(OsString, Ino)>> {
-        let fh = self.fs.opendir(&ROOT, dir).map_err(io_err)?;
-        let mut names = Vec::new();
-        let mut offset = 0;
-        loop {
-            let mut got = 0;
-            let listed = self.fs.readdir(dir, fh, offset, false, &mut |e| {
-                offset = e.next_offset;
-                got += 1;
-                if e.name != "." && e.name != ".." {
-                    names.push((e.name, e.ino));
-                }
-                true
-            });
-            if let Err(e) = listed {
-                let _ = self.fs.releasedir(dir, fh);
-                return Err(io_err(e));
-            }
-            if got == 0 {
-                break;
-            }
-        }
-        let _ = self.fs.releasedir(dir, fh);
-        Ok(names)
-    }
-
     fn dir(&mut self, dir: Ino, dest: &Path) -> io::Result<()> {
-        for (name, _) in self.entries(dir)? {
-            let entry = match self.fs.lookup(&ROOT, dir, &name) {
-                Ok(e) => e,
-                Err(FsError::NotFound) => continue,
-                Err(e) => return Err(io_err(e)),
-            };
-            let copied = self.node(&entry.attr, &dest.join(&name));
-            self.fs.forget(entry.attr.ino, 1);
-            copied?;
+        for (name, attr) in self.source.entries(dir)? {
+            self.node(&attr, &dest.join(&name))?;
         }
         Ok(())
     }
@@ -118,7 +239,7 @@ impl Copier<'_> {
             }
             FileKind::File => self.file(attr, path)?,
             FileKind::Symlink => {
-                let target = self.fs.readlink(attr.ino).map_err(io_err)?;
+                let target = self.source.readlink(attr.ino)?;
                 symlink(OsStr::from_bytes(&target), path)?;
             }
             kind => {
@@ -141,44 +262,17 @@ impl Copier<'_> {
         self.finish(attr.ino, attr, path)
     }
 
-    /// Data, holes kept: only the ranges `SEEK_DATA` finds are written.
+    /// Data, holes kept: only the ranges the source has are written.
     fn file(&mut self, attr: &Attr, path: &Path) -> io::Result<()> {
         let out = std::fs::File::create(path)?;
-        let opened = self
-            .fs
-            .open(&ROOT, attr.ino, libc::O_RDONLY)
-            .map_err(io_err)?;
-        let fh = opened.fh;
-        let copied = (|| -> io::Result<()> {
-            let mut at = 0u64;
-            while at < attr.size {
-                let data = match self.fs.lseek(attr.ino, fh, at as i64, libc::SEEK_DATA) {
-                    Ok(d) => d as u64,
-                    Err(FsError::Os(nix::errno::Errno::ENXIO)) => break,
-                    Err(_) => at,
-                };
-                let hole = match self.fs.lseek(attr.ino, fh, data as i64, libc::SEEK_HOLE) {
-                    Ok(h) => h as u64,
-                    Err(_) => attr.size,
-                };
-                let mut pos = data;
-                while pos < hole {
-                    let want = (hole - pos).min(CHUNK as u64) as u32;
-                    let bytes = self.fs.read(attr.ino, fh, pos, want).map_err(io_err)?;
-                    if bytes.is_empty() {
-                        break;
-                    }
-                    out.write_all_at(&bytes, pos)?;
-                    pos += bytes.len() as u64;
-                    self.stats.bytes += bytes.len() as u64;
-                    self.done.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                }
-                at = hole.max(data + 1);
-            }
-            out.set_len(attr.size)
-        })();
-        let _ = self.fs.release(attr.ino, fh);
-        copied
+        let (stats, done) = (&mut self.stats, self.done);
+        self.source.data(attr, &mut |pos, bytes| {
+            out.write_all_at(bytes, pos)?;
+            stats.bytes += bytes.len() as u64;
+            done.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })?;
+        out.set_len(attr.size)
     }
 
     /// Xattrs, owner, mode and times (a directory's after its entries).
@@ -186,14 +280,7 @@ impl Copier<'_> {
         let symlink = attr.kind == FileKind::Symlink;
         let c_path = CString::new(path.as_os_str().as_bytes())?;
         if !symlink {
-            for name in self.xattr_names(ino)? {
-                let value = match self.fs.getxattr(ino, &name, 0).map_err(io_err)? {
-                    XattrReply::Size(0) | XattrReply::Data(_) => Vec::new(),
-                    XattrReply::Size(n) => match self.fs.getxattr(ino, &name, n) {
-                        Ok(XattrReply::Data(v)) => v,
-                        _ => continue,
-                    },
-                };
+            for (name, value) in self.source.xattrs(ino)? {
                 let c_name = CString::new(name.as_bytes())?;
                 crate::sys::xattr::set(&c_path, &c_name, &value, 0).map_err(io::Error::from)?;
             }
@@ -215,23 +302,5 @@ impl Copier<'_> {
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(io::Error::from)
-    }
-
-    fn xattr_names(&self, ino: Ino) -> io::Result<Vec<OsString>> {
-        let size = match self.fs.listxattr(ino, 0) {
-            Ok(XattrReply::Size(n)) if n > 0 => n,
-            Ok(_) => return Ok(Vec::new()),
-            Err(FsError::Unsupported) => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(e)),
-        };
-        let list = match self.fs.listxattr(ino, size).map_err(io_err)? {
-            XattrReply::Data(d) => d,
-            XattrReply::Size(_) => return Ok(Vec::new()),
-        };
-        Ok(list
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .map(|n| OsStr::from_bytes(n).to_os_string())
-            .collect())
     }
 }

@@ -8,7 +8,8 @@
 //! is made from the host directory (local: `cp --reflink=auto`, reflinks where the host
 //! filesystem has them) or from the filesystem core (tmpfs, rbd: `fs::tree_copy`), never
 //! through the kernel mount. Writes are held for as long as the copy takes (`HeldMs`, shown
-//! by `snapshot ls`): an instant for reflinks, the copy time for a copy.
+//! by `snapshot ls`): an instant for reflinks, the copy time for a copy; tmpfs holds them
+//! only while it captures its tree and copies out from the capture (`VolumeFs::capture`).
 //!
 //! Snapshots live on the host's disk under ROOT, apart from the volume: they do not count
 //! against its quota. A clone is a new volume filled with a copy: independent of its source
@@ -24,7 +25,7 @@ use super::core::Core;
 use super::events::EventType;
 use super::{RefId, Usage, VolumeError, VolumeRecord};
 use crate::driver::DataHome;
-use crate::fs::tree_copy::copy_out;
+use crate::fs::tree_copy::{self, copy_out};
 
 /// One snapshot, as `snapshot ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +284,25 @@ impl Core {
                 };
                 let frozen = gate.freeze();
                 let held = Instant::now();
+                // A core that can capture its tree (tmpfs) holds the writes for the capture
+                // only, and is copied from it while they go on.
+                let captured = gate.inner().capture().map_err(|e| match e {
+                    crate::fs::FsError::Os(nix::errno::Errno::EBUSY) => {
+                        VolumeError::Refused(format!(
+                            "volume {name} is being copied out by another snapshot, export or \
+                             clone; try again when that is done"
+                        ))
+                    }
+                    e => VolumeError::io(what.clone(), tree_copy::io_err(e)),
+                })?;
+                if let Some(captured) = captured {
+                    let held = held.elapsed();
+                    drop(frozen);
+                    let stats = tree_copy::copy_tree(captured.as_ref(), dest, &done)
+                        .map_err(io(what.clone()))?;
+                    captured.finish().map_err(io(what))?;
+                    return Ok(("copy", stats, held));
+                }
                 let stats = copy_out(gate.inner().as_ref(), dest, &done).map_err(io(what))?;
                 let held = held.elapsed();
                 drop(frozen);

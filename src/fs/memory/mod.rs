@@ -14,6 +14,7 @@
 //!
 //! Locking: the tree (node table and directory entries) changes only under `tree.write()`;
 //! a node's data has its own lock, so I/O on different files runs in parallel.
+mod capture;
 mod chunk;
 mod chunks;
 mod cost;

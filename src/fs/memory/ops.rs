@@ -445,4 +445,8 @@ impl VolumeFs for MemFs {
     fn handles_restored(&self) {
         self.free_unreachable();
     }
+
+    fn capture(&self) -> FsResult<Option<Box<dyn tree_copy::Capture>>> {
+        self.capture_tree()
+    }
 }

@@ -442,6 +442,11 @@ impl VolumeFs for PassthroughFs {
         Ok(())
     }
 
+    /// The data is a host directory, copied (or reflinked) from there.
+    fn capture(&self) -> FsResult<Option<Box<dyn crate::fs::tree_copy::Capture>>> {
+        Ok(None)
+    }
+
     fn restore_handle(&self, fh: Fh, ino: Ino, flags: i32, dir: bool) -> FsResult<()> {
         match dir {
             true => self.restore_dir(fh, ino),

@@ -496,6 +496,10 @@ impl VolumeFs for ResumableFs {
     fn persist_for_successor(&self) -> FsResult<()> {
         self.inner.persist_for_successor()
     }
+
+    fn capture(&self) -> FsResult<Option<Box<dyn crate::fs::tree_copy::Capture>>> {
+        self.inner.capture()
+    }
 }
 
 #[cfg(test)]
@@ -688,6 +692,9 @@ mod tests {
         }
         fn persist_for_successor(&self) -> FsResult<()> {
             Err(FsError::Os(Errno::EIO))
+        }
+        fn capture(&self) -> FsResult<Option<Box<dyn crate::fs::tree_copy::Capture>>> {
+            Ok(None)
         }
     }
 

@@ -791,6 +791,11 @@ impl VolumeFs for ImageFs {
         self.commit_durably()
     }
 
+    /// Copied while the gate holds (rbd snapshots are librbd's own).
+    fn capture(&self) -> FsResult<Option<Box<dyn crate::fs::tree_copy::Capture>>> {
+        Ok(None)
+    }
+
     fn health(&self) -> Health {
         self.device.health()
     }

@@ -9,9 +9,17 @@
 //! a page handed out is always zeros (a successor punches whatever memory no page owns).
 //! Allocation takes no lock: a bitmap of used pages (in process memory, rebuilt from the
 //! owners) claimed with compare-and-swap.
+//!
+//! Snapshots (`freeze`, `cow`, `hand_over`, `thaw`): a snapshot marks the pages it captured
+//! frozen, in a second bitmap. A frozen page is never written in place nor released: a write
+//! moves the file to a copy of it (`cow`), and a page the file drops goes to the snapshot
+//! (`hand_over`). Pages the snapshot holds are owned by `SNAPSHOT`, which names no node, so
+//! a successor after a crash releases them. `thaw` ends it: bits cleared, held pages released.
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use crate::fs::Ino;
 use crate::sys::shm::{SharedBytes, SharedWords};
@@ -33,10 +41,36 @@ pub struct Owned {
     pub index: u64,
 }
 
+/// The owner of pages a snapshot holds: no node has this id (ids count up from the root).
+pub const SNAPSHOT: Ino = u64::MAX;
+
+/// What a snapshot holds in the arena besides the frozen bits.
+#[derive(Default)]
+struct Held {
+    /// A snapshot is under way (one at a time).
+    active: bool,
+    /// Pages the volume's files no longer use, kept for the snapshot until it thaws.
+    pages: Vec<u32>,
+    /// Why the snapshot was abandoned (the arena had no page for a copy), if it was.
+    failed: Option<String>,
+}
+
+/// What a write to a page must do (`cow`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cow {
+    /// The page is the file's alone: write it in place.
+    InPlace,
+    /// The file's page index now lives in this new page, a copy of the frozen one.
+    Moved(u32),
+}
+
 pub struct Arena {
     data: SharedBytes,
     owners: SharedWords,
     used: Box<[AtomicU64]>,
+    /// Pages a snapshot captured (in process memory only: a successor has no snapshot).
+    frozen: Box<[AtomicU64]>,
+    held: Mutex<Held>,
     /// Where the search for a free page starts (the word of the last one found).
     hint: AtomicUsize,
     pages: usize,
@@ -59,6 +93,8 @@ impl Arena {
             data,
             owners,
             used: bitmap(pages),
+            frozen: bitmap(pages),
+            held: Mutex::default(),
             hint: AtomicUsize::new(0),
             pages,
         })
@@ -82,6 +118,8 @@ impl Arena {
             data,
             owners,
             used: bitmap(pages),
+            frozen: bitmap(pages),
+            held: Mutex::default(),
             hint: AtomicUsize::new(0),
             pages,
         };
@@ -212,6 +250,126 @@ impl Arena {
             let p = p as usize;
             self.used[p / 64].fetch_and(!(1 << (p % 64)), Ordering::AcqRel);
         }
+    }
+
+    /// Marks `pages` frozen for a snapshot. The caller holds every change of the volume
+    /// (its gate), so no write is between its check of a page and its write. False if another
+    /// snapshot is under way.
+    pub fn freeze(&self, pages: &[u32]) -> bool {
+        let mut held = self.held.lock();
+        if held.active {
+            return false;
+        }
+        *held = Held {
+            active: true,
+            ..Held::default()
+        };
+        for &p in pages {
+            let p = p as usize;
+            self.frozen[p / 64].fetch_or(1 << (p % 64), Ordering::AcqRel);
+        }
+        true
+    }
+
+    pub fn is_frozen(&self, page: u32) -> bool {
+        let p = page as usize;
+        self.frozen[p / 64].load(Ordering::Acquire) & (1 << (p % 64)) != 0
+    }
+
+    /// Clears the frozen bit of `page`; whether it was set.
+    fn unfreeze(&self, page: u32) -> bool {
+        let (p, bit) = (page as usize, 1u64 << (page % 64));
+        self.frozen[p / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+    }
+
+    /// Before a write to `page`, page `index` of `ino`: if a snapshot holds it frozen, a new
+    /// page takes its content and its owner, and the old one passes to the snapshot. With no
+    /// page left for the copy the snapshot is abandoned (`thaw` says why) and the write goes
+    /// in place: the volume's data always wins.
+    pub fn cow(&self, page: u32, ino: Ino, index: u64) -> Cow {
+        if !self.is_frozen(page) {
+            return Cow::InPlace;
+        }
+        let mut held = self.held.lock();
+        if !self.is_frozen(page) {
+            return Cow::InPlace;
+        }
+        if held.failed.is_none() {
+            // Owned by the snapshot until it is a whole copy, so a crash releases it.
+            if let Some(new) = self.allocate(SNAPSHOT, index, None) {
+                self.data.write(
+                    new as usize * PAGE,
+                    self.data.slice(page as usize * PAGE, PAGE),
+                );
+                // For an instant both own (ino, index), with equal content: a successor
+                // keeps one of them.
+                self.owner_word(new as usize, 1)
+                    .store(ino, Ordering::Release);
+                self.owner_word(page as usize, 1)
+                    .store(SNAPSHOT, Ordering::Release);
+                self.unfreeze(page);
+                held.pages.push(page);
+                return Cow::Moved(new);
+            }
+            held.failed = Some(format!(
+                "the volume's memory ({} pages) had no room left for the pages written while \
+                 the snapshot was being copied out",
+                self.pages
+            ));
+        }
+        self.unfreeze(page);
+        Cow::InPlace
+    }
+
+    /// The arena is full and a file needs a page its quota admits: a snapshot under way is
+    /// abandoned and the pages it held go back (the volume's writes win). Whether any did.
+    pub fn abandon_snapshot(&self) -> bool {
+        let mut held = self.held.lock();
+        if !held.active || held.pages.is_empty() {
+            return false;
+        }
+        held.failed.get_or_insert_with(|| {
+            format!(
+                "the volume's memory ({} pages) had no room left for the pages written while \
+                 the snapshot was being copied out",
+                self.pages
+            )
+        });
+        let mut gone = std::mem::take(&mut held.pages);
+        self.release(&mut gone);
+        true
+    }
+
+    /// A file drops `page`: if a snapshot holds it frozen, it passes to the snapshot (true)
+    /// instead of being released.
+    pub fn hand_over(&self, page: u32) -> bool {
+        if !self.is_frozen(page) {
+            return false;
+        }
+        let mut held = self.held.lock();
+        if !self.unfreeze(page) {
+            return false;
+        }
+        if held.failed.is_some() {
+            return false;
+        }
+        self.owner_word(page as usize, 1)
+            .store(SNAPSHOT, Ordering::Release);
+        held.pages.push(page);
+        true
+    }
+
+    /// Ends a snapshot that froze `pages`: the files' own pages are free to change again and
+    /// the pages it held are released. Returns why it was abandoned, if it was.
+    pub fn thaw(&self, pages: &[u32]) -> Result<(), String> {
+        let mut held = self.held.lock();
+        for &p in pages {
+            self.unfreeze(p);
+        }
+        let mut gone = std::mem::take(&mut held.pages);
+        self.release(&mut gone);
+        held.active = false;
+        held.failed.take().map_or(Ok(()), Err)
     }
 
     /// The bytes of `page` from `at`, `len` long (inside the page's run).

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::arena::{Arena, PAGE};
+use super::arena::{Arena, Cow, PAGE};
 use crate::fs::{FsError, FsResult, Ino};
 
 const P: u64 = PAGE as u64;
@@ -151,7 +151,11 @@ impl SharedPages {
                 .checked_sub(1)
                 .and_then(|before| self.map.get(&before))
                 .map(|&p| p + 1);
-            match self.arena.allocate(self.ino, i, near) {
+            let mut page = self.arena.allocate(self.ino, i, near);
+            if page.is_none() && self.arena.abandon_snapshot() {
+                page = self.arena.allocate(self.ino, i, near);
+            }
+            match page {
                 Some(p) => {
                     self.map.insert(i, p);
                     new.push(i);
@@ -195,6 +199,9 @@ impl SharedPages {
             i += run;
         }
         let grown = new.len() as u64;
+        for i in offset / P..end.div_ceil(P) {
+            self.own(i);
+        }
         let mut pos = offset;
         while pos < end {
             let in_page = (pos % P) as usize;
@@ -221,8 +228,24 @@ impl SharedPages {
         Ok(grown * P)
     }
 
+    /// Makes page `index` the file's alone before it changes in place: a page a snapshot
+    /// holds frozen is swapped for a copy (see `Arena::cow`).
+    fn own(&mut self, index: u64) {
+        if let Some(&p) = self.map.get(&index)
+            && let Cow::Moved(new) = self.arena.cow(p, self.ino, index)
+        {
+            self.map.insert(index, new);
+        }
+    }
+
+    /// The file's pages (index, arena page), for a snapshot to freeze.
+    pub fn pages(&self) -> Vec<(u64, u32)> {
+        self.map.iter().map(|(&i, &p)| (i, p)).collect()
+    }
+
     /// Zeroes `len` bytes at `pos` inside one page, if that page exists.
-    fn zero_in_page(&self, pos: u64, len: u64) {
+    fn zero_in_page(&mut self, pos: u64, len: u64) {
+        self.own(pos / P);
         if let Some(&p) = self.map.get(&(pos / P)) {
             self.arena.zero(p, (pos % P) as usize, len as usize);
         }
@@ -234,9 +257,15 @@ impl SharedPages {
             return 0;
         }
         let gone: Vec<u64> = self.map.range(range).map(|(&i, _)| i).collect();
-        let mut pages: Vec<u32> = gone.iter().filter_map(|i| self.map.remove(i)).collect();
-        self.arena.release(&mut pages);
-        pages.len() as u64
+        let pages: Vec<u32> = gone.iter().filter_map(|i| self.map.remove(i)).collect();
+        let n = pages.len() as u64;
+        // Pages a snapshot holds frozen pass to it; the file is rid of them all the same.
+        let mut free: Vec<u32> = pages
+            .into_iter()
+            .filter(|&p| !self.arena.hand_over(p))
+            .collect();
+        self.arena.release(&mut free);
+        n
     }
 
     /// Zeroes the range, dropping the pages it covers whole; returns the bytes freed.
@@ -363,5 +392,97 @@ mod tests {
         assert_eq!(q.allocated_end(0, 10 * P), 2 * P);
         assert_eq!(q.clear(), 2 * P);
         assert_eq!(q.allocated(), 0);
+    }
+
+    /// A snapshot freezes a file's pages: overwrites, punches, truncates and a drop leave
+    /// the frozen pages as they were (the file moves to copies or lets them go to the
+    /// snapshot); the thaw releases what the snapshot held, and nothing else.
+    #[test]
+    fn frozen_pages_are_copied_on_write_and_held_until_thawed() {
+        let arena = Arc::new(Arena::create("test", 64).unwrap());
+        let mut p = SharedPages::new(arena.clone(), 2);
+        p.write(0, &[1u8; 6 * PAGE]).unwrap();
+        let mut q = SharedPages::new(arena.clone(), 3);
+        q.write(0, &[9u8; 2 * PAGE]).unwrap();
+        let taken = p.pages();
+        let frozen: Vec<u32> = taken.iter().chain(&q.pages()).map(|&(_, pg)| pg).collect();
+        assert!(arena.freeze(&frozen));
+        assert!(!arena.freeze(&[]), "one snapshot at a time");
+        p.write(10, b"new").unwrap();
+        p.punch(2 * P, P);
+        p.punch(3 * P + 5, 2);
+        p.truncate(4 * P + 1);
+        assert_eq!(q.clear(), 2 * P);
+        assert_eq!(p.allocated(), 4 * P, "the file counts its own pages only");
+        // The file sees its changes.
+        assert_eq!(read(&p, 8, 6), b"\x01\x01new\x01");
+        assert_eq!(read(&p, 2 * P, 2), vec![0, 0]);
+        assert_eq!(read(&p, 3 * P + 4, 4), vec![1, 0, 0, 1]);
+        assert_eq!(read(&p, 4 * P, 2), vec![1]);
+        // The snapshot's pages are as frozen.
+        for &(_, page) in &taken {
+            assert_eq!(arena.bytes(page, 0, PAGE), &[1u8; PAGE][..]);
+        }
+        let moved: Vec<u64> = (p.pages().iter())
+            .filter(|&&(i, pg)| taken[i as usize].1 != pg)
+            .map(|&(i, _)| i)
+            .collect();
+        assert_eq!(
+            moved,
+            vec![0, 3, 4],
+            "pages changed in place moved to copies"
+        );
+        // Owned: the file's 4 pages, and the snapshot's 3 moved away from, 1 punched, 1
+        // truncated and q's 2.
+        let owners = || {
+            Arena::open(
+                arena.data_fd().try_clone_to_owned().unwrap(),
+                arena.owners_fd().try_clone_to_owned().unwrap(),
+            )
+            .unwrap()
+            .1
+        };
+        assert_eq!(owners().len(), 11);
+        assert!(arena.thaw(&frozen).is_ok());
+        // After the thaw only the file's own pages are used; writes go in place again.
+        let (_, owned) = Arena::open(
+            arena.data_fd().try_clone_to_owned().unwrap(),
+            arena.owners_fd().try_clone_to_owned().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(owned.len(), 4);
+        assert!(owned.iter().all(|o| o.ino == 2));
+        let before = p.pages();
+        p.write(0, b"again").unwrap();
+        assert_eq!(p.pages(), before);
+    }
+
+    /// A successor after a crash mid-snapshot: pages the snapshot held are released, the
+    /// file's pages are found again.
+    #[test]
+    fn a_successor_releases_what_a_snapshot_held() {
+        let arena = Arc::new(Arena::create("test", 16).unwrap());
+        let mut p = SharedPages::new(arena.clone(), 2);
+        p.write(0, &[1u8; 3 * PAGE]).unwrap();
+        let frozen: Vec<u32> = p.pages().iter().map(|&(_, pg)| pg).collect();
+        assert!(arena.freeze(&frozen));
+        p.write(0, b"x").unwrap();
+        p.truncate(P);
+        let (_, mut owned) = Arena::open(
+            arena.data_fd().try_clone_to_owned().unwrap(),
+            arena.owners_fd().try_clone_to_owned().unwrap(),
+        )
+        .unwrap();
+        owned.sort_by_key(|o| o.ino);
+        let files: Vec<_> = owned.iter().filter(|o| o.ino == 2).collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].page, p.pages()[0].1);
+        assert_eq!(owned.len(), 4, "the snapshot's three pages are owned by it");
+        assert!(
+            owned
+                .iter()
+                .filter(|o| o.ino != 2)
+                .all(|o| o.ino == super::super::arena::SNAPSHOT)
+        );
     }
 }
