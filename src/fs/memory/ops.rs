@@ -445,4 +445,7 @@ impl VolumeFs for MemFs {
     fn handles_restored(&self) {
         self.free_unreachable();
     }
+
+    /// Its data is in memory, not in a host directory.
+    fn host_copied(&self) {}
 }
