@@ -276,21 +276,21 @@ def _ratio(a, b):
 
 def table(rows_path):
     lines = [
-        "| metric | ext4 | fvol | bindfs | fvol/ext4 | fvol/bindfs |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| metric | ext4 | fvol | passthrough_ll | bindfs | fvol/ext4 | fvol/passthrough_ll | fvol/bindfs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with open(rows_path) as f:
         for raw in f:
             raw = raw.rstrip("\n")
             if not raw:
                 continue
-            label, lower, decimals, ext4, fvol, bindfs = raw.split("\t")
+            label, lower, decimals, ext4, fvol, ptll, bindfs = raw.split("\t")
             if lower == "1":
                 label += " ↓"
             d = int(decimals)
             lines.append(
-                f"| {label} | {_fmt(ext4, d)} | {_fmt(fvol, d)} | {_fmt(bindfs, d)} "
-                f"| {_ratio(fvol, ext4)} | {_ratio(fvol, bindfs)} |"
+                f"| {label} | {_fmt(ext4, d)} | {_fmt(fvol, d)} | {_fmt(ptll, d)} | {_fmt(bindfs, d)} "
+                f"| {_ratio(fvol, ext4)} | {_ratio(fvol, ptll)} | {_ratio(fvol, bindfs)} |"
             )
     print("\n".join(lines))
 

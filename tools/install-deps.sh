@@ -15,7 +15,8 @@ say() { printf 'install-deps: %s\n' "$*"; }
 export DEBIAN_FRONTEND=noninteractive
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 
-# Debian packages. fuse3: fusermount3 and /etc/fuse.conf; libfuse3-dev is harmless (headers only);
+# Debian packages. fuse3: fusermount3 and /etc/fuse.conf; libfuse3-dev: headers, and the example
+# passthrough_ll.c that tools/bench builds (with gcc) as a FUSE peer;
 # acl/libacl1-dev/attr: pjdfstest build and ACL/xattr tests; bindfs: the FUSE peer in tools/bench;
 # fio/e2fsprogs: tools/bench; xfsprogs: XFS with reflinks (local snapshots, tools/bench-snapshot);
 # jq: JSON from `fvol inspect` and fio; util-linux: losetup/mount;
@@ -25,7 +26,7 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 # what fvol loads at run time (dlopen, never linked); ceph-mon/ceph-osd are the daemons (they pull in
 # ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
 # No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
-packages=(fuse3 libfuse3-dev acl libacl1-dev attr bindfs fio e2fsprogs xfsprogs jq pkg-config python3
+packages=(fuse3 libfuse3-dev gcc acl libacl1-dev attr bindfs fio e2fsprogs xfsprogs jq pkg-config python3
           ca-certificates util-linux tar procps prometheus tmux
           docker.io busybox-static
           librados2 librbd1 ceph-common ceph-mon ceph-osd)
@@ -83,7 +84,7 @@ else
 fi
 
 # Verify, so that a half-working install fails here and not in the middle of a test.
-for cmd in fusermount3 bindfs fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx \
+for cmd in fusermount3 bindfs gcc fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx \
            dockerd containerd runc docker busybox \
            ceph-mon ceph-osd monmaptool ceph-authtool ceph rados rbd; do
     command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after install"

@@ -91,6 +91,63 @@ macro_rules! quota_tests {
             check_usage(&s, limit);
         }
 
+        /// Overwrites of allocated blocks allocate nothing, so they succeed at a full quota
+        /// (the local driver skips its look at the host's allocation for blocks it knows are
+        /// allocated); once a punch hole, a truncate or an open with O_TRUNC took blocks
+        /// away, writing them is limited again, exactly.
+        #[test]
+        fn overwrites_are_free_until_allocation_is_taken_away() {
+            let limit = MIB;
+            let s = session(Some(limit), None);
+            let f = OpenOptions::new().create(true).read(true).write(true).open(s.path("f")).unwrap();
+            f.write_all_at(&vec![1u8; (256 * KIB) as usize], 0).unwrap();
+            f.sync_all().unwrap();
+            // Fills what is left, so the quota is full.
+            let fill = |name: &str| {
+                let free = limit - s.used_bytes();
+                let mut g = File::create(s.path(name)).unwrap();
+                assert_eq!(g.write(&vec![7u8; free as usize]).unwrap() as u64, free);
+                assert_eq!(s.used_bytes(), limit, "{name} fills the quota");
+            };
+            let refused = |offset: u64, what: &str| {
+                let err = f.write_at(&[9u8; 4096], offset).unwrap_err();
+                assert!(no_space(&err), "write at {offset} after {what}: {err}");
+                assert_eq!(s.used_bytes(), limit, "a refused write after {what} takes nothing");
+            };
+            fill("fill1");
+            for round in 0..3u8 {
+                for i in (0..22u64).rev() {
+                    f.write_all_at(&[round; 4096], i * 12 * KIB).unwrap();
+                }
+            }
+            f.write_all_at(&vec![2u8; (256 * KIB) as usize], 0).unwrap();
+            assert_eq!(s.used_bytes(), limit, "overwrites allocate nothing");
+
+            let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            fallocate(f.as_fd(), punch, (64 * KIB) as i64, (64 * KIB) as i64).unwrap();
+            assert_eq!(s.used_bytes(), limit - 64 * KIB, "the punch hole gives its blocks back");
+            fill("fill2");
+            refused(64 * KIB, "a punch hole");
+            refused(124 * KIB, "a punch hole");
+            f.write_all_at(&[3u8; 4096], 60 * KIB).unwrap();
+            f.write_all_at(&[3u8; 4096], 128 * KIB).unwrap();
+
+            f.set_len(32 * KIB).unwrap();
+            assert_eq!(s.used_bytes(), limit - (256 - 32 - 64) * KIB, "the truncate gives blocks back");
+            fill("fill3");
+            f.set_len(256 * KIB).unwrap();
+            refused(32 * KIB, "a truncate");
+            refused(200 * KIB, "a truncate");
+            f.write_all_at(&[4u8; 4096], 0).unwrap();
+
+            drop(OpenOptions::new().write(true).truncate(true).open(s.path("f")).unwrap());
+            assert_eq!(s.used_bytes(), limit - 32 * KIB, "O_TRUNC gives the blocks back");
+            fill("fill4");
+            refused(0, "an open with O_TRUNC");
+            refused(28 * KIB, "an open with O_TRUNC");
+            check_usage(&s, limit);
+        }
+
         #[test]
         fn truncate_frees_and_extension_is_a_free_hole() {
             let limit = MIB;

@@ -264,6 +264,9 @@ impl VolumeFs for GatedFs {
     fn handles_restored(&self) {
         self.inner.handles_restored()
     }
+    fn host_copied(&self) {
+        self.inner.host_copied()
+    }
     fn persist_for_successor(&self) -> FsResult<()> {
         self.inner.persist_for_successor()
     }

@@ -147,6 +147,10 @@ pub trait VolumeFs: Send + Sync + 'static {
     fn restore_handle(&self, fh: Fh, ino: Ino, flags: i32, dir: bool) -> FsResult<()>;
     /// Every handle a predecessor left was restored (`restore_handle`) or found gone.
     fn handles_restored(&self);
+    /// The backing host directory was just copied (a snapshot, with reflinks where the host
+    /// has them) while changes were held: its blocks may be shared now, so what the core knows
+    /// of its files' allocation is stale. Called before the changes go on.
+    fn host_copied(&self);
     /// Makes durable what only this process holds, before a successor takes over the volume
     /// (a planned restart; requests are drained by then).
     fn persist_for_successor(&self) -> FsResult<()>;

@@ -271,7 +271,11 @@ impl Core {
                     .measured(name, what.clone(), total, move || measure(&copied).bytes);
                 let frozen = gate.as_ref().map(|g| g.freeze());
                 let held = Instant::now();
-                copy_tree(&data, dest, &what)?;
+                let copied = copy_tree(&data, dest, &what);
+                if let Some(gate) = &gate {
+                    gate.inner().host_copied();
+                }
+                copied?;
                 let held = held.elapsed();
                 drop(frozen);
                 let stats = measure(dest);

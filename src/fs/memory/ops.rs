@@ -449,4 +449,7 @@ impl VolumeFs for MemFs {
     fn capture(&self) -> FsResult<Option<Box<dyn tree_copy::Capture>>> {
         self.capture_tree()
     }
+
+    /// Its data is in memory, not in a host directory.
+    fn host_copied(&self) {}
 }

@@ -71,6 +71,7 @@ impl PassthroughFs {
         }
         let freed = match self.inodes.node_of(victim.as_fd(), &st) {
             Some(node) => {
+                self.allocation_taken(&node);
                 node.mark_removed();
                 if node.open_handles.load(Ordering::SeqCst) > 0 {
                     self.nameless.add(&node);

@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Uid, fchownat};
 use super::PassthroughFs;
 use super::inodes::Inode;
 use crate::fs::{
-    Attr, Caller, Fh, FileKind, FsResult, Ino, SetAttr, TimeSet, mode_without_privileges,
+    Attr, Caller, Fh, FileKind, FsError, FsResult, Ino, SetAttr, TimeSet, mode_without_privileges,
 };
 use crate::sys::proc_fd_path;
 
@@ -137,10 +137,14 @@ impl PassthroughFs {
     /// Shrinking gives space back. Extending makes a hole, which allocates nothing on the
     /// host (as on ext4 and tmpfs), so it needs no reservation.
     fn truncate(&self, inode: &Arc<Inode>, file: Option<&Arc<File>>, size: u64) -> FsResult<()> {
-        match file {
-            Some(f) => f.set_len(size)?,
-            None => self.reopen(inode, OFlag::O_WRONLY)?.set_len(size)?,
-        }
+        let result = match file {
+            Some(f) => f.set_len(size).map_err(FsError::from),
+            None => self
+                .reopen(inode, OFlag::O_WRONLY)
+                .and_then(|f| Ok(f.set_len(size)?)),
+        };
+        self.allocation_taken(inode);
+        result?;
         self.reaccount(inode)?;
         Ok(())
     }

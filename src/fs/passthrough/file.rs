@@ -10,6 +10,7 @@ use nix::unistd::{Whence, lseek};
 use parking_lot::Mutex;
 
 use super::PassthroughFs;
+use super::allocated::Seen;
 use super::handles::FileHandle;
 use super::inodes::Inode;
 use crate::fs::quota::{WritePlan, plan_write, round_down};
@@ -31,7 +32,11 @@ impl PassthroughFs {
     }
 
     pub(super) fn open_handle(&self, inode: Arc<Inode>, flags: i32) -> FsResult<Opened> {
-        let file = self.reopen(&inode, self.host_flags(flags))?;
+        let file = self.reopen(&inode, self.host_flags(flags));
+        if flags & libc::O_TRUNC != 0 {
+            self.allocation_taken(&inode);
+        }
+        let file = file?;
         self.count_open(&inode)?;
         if flags & libc::O_TRUNC != 0
             && let Err(e) = self.reaccount_from(&inode, file.as_fd())
@@ -127,13 +132,27 @@ impl PassthroughFs {
     /// (`NoSpace`).
     pub(super) fn write_at(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.files.get(fh)?;
-        let allocated = self.allocated_end(&handle.file, offset)?;
-        let (plan, _reservation) = self.quota.reserve_write(|available| {
-            plan_write(offset, data.len() as u64, allocated, self.block, available)
-        })?;
+        let inode = &handle.inode;
+        let len = data.len() as u64;
+        // An overwrite of known-allocated blocks allocates nothing: no look at the host's
+        // allocation before it, and no re-read after it.
+        let known = self.known_allocated(inode, offset, len);
+        let seen = self.allocation_look(inode);
+        let allocated = match known {
+            Some(end) => end,
+            None => self.allocated_end(inode, seen, &handle.file, offset)?,
+        };
+        let (plan, _reservation) = self
+            .quota
+            .reserve_write(|available| plan_write(offset, len, allocated, self.block, available))?;
         let result = handle.file.write_all_at(&data[..plan.len as usize], offset);
-        self.reaccount_from(&handle.inode, handle.file.as_fd())?;
-        self.unsettled.written(&handle.inode);
+        if known.is_none() {
+            self.reaccount_from(inode, handle.file.as_fd())?;
+            if result.is_ok() {
+                self.allocation_seen(inode, seen, offset, plan.len);
+            }
+        }
+        self.unsettled.written(inode);
         result?;
         if let Some((from, len)) = handle.write_behind.lock().record(offset, plan.len)
             && let Err(e) = writeback::start_writeback(handle.file.as_fd(), from, len)
@@ -144,14 +163,19 @@ impl PassthroughFs {
     }
 
     /// Where the allocated run covering the block of `offset` ends (0 if that block is a
-    /// hole; end of file if the run reaches it), for `plan_write`.
-    fn allocated_end(&self, file: &File, offset: u64) -> FsResult<u64> {
+    /// hole; end of file if the run reaches it), for `plan_write`; remembered for `inode`
+    /// (see `allocated`) as `seen`.
+    fn allocated_end(&self, inode: &Inode, seen: Seen, file: &File, offset: u64) -> FsResult<u64> {
         if self.quota.limits().bytes.is_none() {
             return Ok(0);
         }
         let start = round_down(offset, self.block) as i64;
         match lseek(file.as_fd(), start, Whence::SeekData) {
-            Ok(data) if data == start => Ok(lseek(file.as_fd(), start, Whence::SeekHole)? as u64),
+            Ok(data) if data == start => {
+                let end = lseek(file.as_fd(), start, Whence::SeekHole)? as u64;
+                self.allocation_seen(inode, seen, start as u64, end - start as u64);
+                Ok(end)
+            }
             Ok(_) | Err(Errno::ENXIO) => Ok(0),
             Err(e) => Err(e.into()),
         }
@@ -159,19 +183,29 @@ impl PassthroughFs {
 
     pub(super) fn do_fallocate(&self, fh: Fh, offset: u64, length: u64, mode: i32) -> FsResult<()> {
         let handle = self.files.get(fh)?;
+        let inode = &handle.inode;
         let flags = FallocateFlags::from_bits(mode).ok_or(FsError::Invalid)?;
         let frees = flags.contains(FallocateFlags::FALLOC_FL_PUNCH_HOLE)
             || flags.contains(FallocateFlags::FALLOC_FL_COLLAPSE_RANGE);
+        // Anything but a plain allocation may leave holes (punch, collapse, insert, zero
+        // range: ext4 makes unwritten extents, which SEEK_DATA calls holes).
+        let plain = (flags - FallocateFlags::FALLOC_FL_KEEP_SIZE).is_empty();
+        let seen = self.allocation_look(inode);
         let need = if frees {
             0
         } else {
-            let allocated = self.allocated_end(&handle.file, offset)?;
+            let allocated = self.allocated_end(inode, seen, &handle.file, offset)?;
             plan_write(offset, length, allocated, self.block, u64::MAX).reserve
         };
         let _reservation = self.quota.reserve(need, 0)?;
         let result = fallocate(handle.file.as_fd(), flags, offset as i64, length as i64);
-        self.reaccount_from(&handle.inode, handle.file.as_fd())?;
-        self.unsettled.written(&handle.inode);
+        if !plain {
+            self.allocation_taken(inode);
+        } else if result.is_ok() {
+            self.allocation_seen(inode, seen, offset, length);
+        }
+        self.reaccount_from(inode, handle.file.as_fd())?;
+        self.unsettled.written(inode);
         Ok(result?)
     }
 
@@ -192,7 +226,8 @@ impl PassthroughFs {
     pub(super) fn do_copy_file_range(&self, req: &CopyRange) -> FsResult<u32> {
         let from = self.files.get(req.fh_in)?;
         let to = self.files.get(req.fh_out)?;
-        let allocated = self.allocated_end(&to.file, req.offset_out)?;
+        let seen = self.allocation_look(&to.inode);
+        let allocated = self.allocated_end(&to.inode, seen, &to.file, req.offset_out)?;
         let len = req.len.min(u32::MAX as u64 & !(self.block - 1));
         let (plan, _reservation): (WritePlan, _) = self.quota.reserve_write(|available| {
             plan_write(req.offset_out, len, allocated, self.block, available)
@@ -205,6 +240,8 @@ impl PassthroughFs {
             Some(&mut off_out),
             plan.len as usize,
         );
+        // The host may share the source's extents (a reflink): overwrites allocate again.
+        self.allocation_taken(&to.inode);
         self.reaccount_from(&to.inode, to.file.as_fd())?;
         self.unsettled.written(&to.inode);
         Ok(result? as u32)

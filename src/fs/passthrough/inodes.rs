@@ -31,6 +31,7 @@ use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode};
 use parking_lot::{Mutex, RwLock};
 
+use super::allocated::Allocated;
 use super::fdcache::FdCache;
 use super::settle::SettleState;
 use crate::fs::resume::{Slot, Table};
@@ -122,6 +123,8 @@ pub struct Inode {
     pub kept: AtomicBool,
     /// Whether the host may still change its allocation unseen (see `settle`).
     pub settle: SettleState,
+    /// Ranges known to be allocated on the host (see `allocated`).
+    pub allocated: Allocated,
 }
 
 /// What `InodeTable::resume` rebuilt.
@@ -167,6 +170,7 @@ impl Inode {
             record,
             kept: AtomicBool::new(false),
             settle: SettleState::default(),
+            allocated: Allocated::default(),
         }
     }
 
@@ -424,6 +428,7 @@ impl InodeTable {
                 }),
                 kept: AtomicBool::new(false),
                 settle: SettleState::default(),
+                allocated: Allocated::default(),
             });
             if inode.holds_fd() {
                 inode.kept.store(true, Ordering::Relaxed);

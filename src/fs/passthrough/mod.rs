@@ -7,6 +7,7 @@
 //! after each change the touched inodes are re-read and the difference applied (see
 //! `account`).
 mod account;
+mod allocated;
 mod attr;
 mod dir;
 mod fdcache;
@@ -22,6 +23,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat, mknodat};
@@ -69,6 +71,9 @@ pub struct PassthroughFs {
     exclusive: bool,
     /// Keeps descriptors of open inodes without a name for the next handler.
     holder: Arc<dyn Holder>,
+    /// Ranges of files known to be allocated count only in the epoch they were seen in
+    /// (see `allocated`).
+    allocation_epoch: AtomicU64,
 }
 
 impl PassthroughFs {
@@ -107,6 +112,7 @@ impl PassthroughFs {
             passthrough_io: false,
             exclusive: false,
             holder: Arc::new(NoHolder),
+            allocation_epoch: AtomicU64::new(0),
         })
     }
 
@@ -436,6 +442,10 @@ impl VolumeFs for PassthroughFs {
     }
 
     fn handles_restored(&self) {}
+
+    fn host_copied(&self) {
+        self.allocation_taken_from_all();
+    }
 
     /// Everything is on the host already.
     fn persist_for_successor(&self) -> FsResult<()> {

@@ -493,6 +493,10 @@ impl VolumeFs for ResumableFs {
         self.inner.handles_restored()
     }
 
+    fn host_copied(&self) {
+        self.inner.host_copied()
+    }
+
     fn persist_for_successor(&self) -> FsResult<()> {
         self.inner.persist_for_successor()
     }
@@ -690,6 +694,7 @@ mod tests {
         fn handles_restored(&self) {
             self.restored.fetch_add(1, Ordering::Relaxed);
         }
+        fn host_copied(&self) {}
         fn persist_for_successor(&self) -> FsResult<()> {
             Err(FsError::Os(Errno::EIO))
         }

@@ -780,6 +780,9 @@ impl VolumeFs for ImageFs {
         Ok(())
     }
 
+    /// Its data is in the image, not in a host directory.
+    fn host_copied(&self) {}
+
     fn handles_restored(&self) {
         if let Err(e) = self.delete_unheld_orphans() {
             log::warn!("deleting inodes without a name after a restart: {e:?}");
