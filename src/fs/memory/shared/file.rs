@@ -485,4 +485,26 @@ mod tests {
                 .all(|o| o.ino == super::super::arena::SNAPSHOT)
         );
     }
+
+    /// The arena runs out while a snapshot holds pages: the volume's write wins (the
+    /// snapshot's pages go back, it is abandoned, the thaw says why) and no data is lost.
+    #[test]
+    fn a_full_arena_abandons_the_snapshot_not_the_write() {
+        let arena = Arc::new(Arena::create("test", 8).unwrap());
+        let mut p = SharedPages::new(arena.clone(), 2);
+        p.write(0, &[1u8; 6 * PAGE]).unwrap();
+        let frozen: Vec<u32> = p.pages().iter().map(|&(_, pg)| pg).collect();
+        assert!(arena.freeze(&frozen));
+        p.truncate(P);
+        // Two pages free, five held by the snapshot: the third new page takes them back.
+        assert_eq!(p.write(P, &[2u8; 4 * PAGE]).unwrap(), 4 * P);
+        p.write(0, b"in place").unwrap();
+        assert_eq!(read(&p, 0, 9), b"in place\x01");
+        assert_eq!(read(&p, P, 2), vec![2, 2]);
+        let why = arena.thaw(&frozen).unwrap_err();
+        assert!(why.contains("no room left"), "{why}");
+        // Nothing is frozen any more, and the next snapshot may start.
+        assert!(arena.freeze(&[]));
+        assert!(arena.thaw(&[]).is_ok());
+    }
 }
