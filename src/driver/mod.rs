@@ -85,6 +85,11 @@ pub struct NativeSnapshots {
     pub method: &'static str,
 }
 
+/// Runs its argument with a mounted volume's writes held and its filesystem durable (see
+/// `Driver::snapshot_take`).
+pub type Hold<'a> =
+    &'a dyn Fn(&mut dyn FnMut() -> Result<(), DriverError>) -> Result<(), DriverError>;
+
 fn no_native<D: Driver + ?Sized>() -> DriverError {
     DriverError::failed(
         crate::model::ErrorClass::BadInput,
@@ -198,16 +203,17 @@ pub trait Driver: Send + Sync + 'static {
     fn native_snapshots(&self) -> Option<NativeSnapshots> {
         None
     }
-    /// Takes snapshot `snap` of the backing store. `active`: the volume is mounted here, its
-    /// writes are held and its filesystem is durable (the caller did both), so the driver must
-    /// not lock the store; otherwise the driver makes sure nobody else writes meanwhile.
+    /// Takes snapshot `snap` of the backing store. `hold` is `Some` when the volume is mounted
+    /// here: the driver prepares (outside the hold) and runs the snapshot itself through
+    /// `hold`, which holds the volume's writes and makes its filesystem durable around it, and
+    /// must not lock the store; otherwise the driver makes sure nobody else writes meanwhile.
     fn snapshot_take(
         &self,
         _ctx: &DriverContext,
         _rec: &VolumeRecord,
         _opts: &Self::Options,
         _snap: &str,
-        _active: bool,
+        _hold: Option<Hold<'_>>,
     ) -> Result<(), DriverError> {
         Err(no_native::<Self>())
     }
@@ -345,7 +351,7 @@ pub trait AnyDriver: Send + Sync {
         ctx: &DriverContext,
         rec: &VolumeRecord,
         snap: &str,
-        active: bool,
+        hold: Option<Hold<'_>>,
     ) -> Result<(), DriverError>;
     fn snapshot_remove(
         &self,
@@ -503,9 +509,9 @@ impl<D: Driver> AnyDriver for D {
         ctx: &DriverContext,
         rec: &VolumeRecord,
         snap: &str,
-        active: bool,
+        hold: Option<Hold<'_>>,
     ) -> Result<(), DriverError> {
-        Driver::snapshot_take(self, ctx, rec, &stored::<D>(&rec.options)?, snap, active)
+        Driver::snapshot_take(self, ctx, rec, &stored::<D>(&rec.options)?, snap, hold)
     }
 
     fn snapshot_remove(

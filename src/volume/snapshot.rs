@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::core::Core;
 use super::events::EventType;
 use super::{RefId, Usage, VolumeError, VolumeRecord};
-use crate::driver::DataHome;
+use crate::driver::{DataHome, DriverError};
 use crate::fs::tree_copy::copy_out;
 
 /// One snapshot, as `snapshot ls` shows it.
@@ -246,22 +246,26 @@ impl Core {
         let driver = self.driver(&rec.driver)?;
         let ctx = self.driver_context();
         let Some(gate) = self.active_gate(&rec.name) else {
-            driver.snapshot_take(ctx, rec, snap, false)?;
+            driver.snapshot_take(ctx, rec, snap, None)?;
             return Ok(std::time::Duration::ZERO);
         };
         if !gate.holds_every_write() {
             return Err(passthrough_refused(&rec.name));
         }
-        let frozen = gate.freeze();
-        let held = Instant::now();
-        gate.inner().sync_all().map_err(|e| {
-            let e = std::io::Error::other(format!("{e:?}"));
-            VolumeError::io(format!("committing volume {}", rec.name), e)
-        })?;
-        driver.snapshot_take(ctx, rec, snap, true)?;
-        let held = held.elapsed();
-        drop(frozen);
-        Ok(held)
+        let held = std::cell::Cell::new(std::time::Duration::ZERO);
+        let hold = |take: &mut dyn FnMut() -> Result<(), DriverError>| {
+            let frozen = gate.freeze();
+            let start = Instant::now();
+            gate.inner().sync_all().map_err(|e| {
+                DriverError::internal(format!("committing volume {}: {e:?}", rec.name))
+            })?;
+            let taken = take();
+            held.set(start.elapsed());
+            drop(frozen);
+            taken
+        };
+        driver.snapshot_take(ctx, rec, snap, Some(&hold))?;
+        Ok(held.get())
     }
 
     /// Copies what the driver's snapshot `snap` of `rec` holds into `dest`.

@@ -633,9 +633,9 @@ impl Driver for RbdDriver {
         rec: &VolumeRecord,
         opts: &RbdOptions,
         snap: &str,
-        active: bool,
+        hold: Option<super::Hold<'_>>,
     ) -> Result<(), DriverError> {
-        self.take(ctx, rec, opts, snap, active)
+        self.take(ctx, rec, opts, snap, hold)
     }
 
     fn snapshot_remove(

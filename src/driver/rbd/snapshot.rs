@@ -25,13 +25,14 @@ impl RbdDriver {
         rec: &VolumeRecord,
         opts: &RbdOptions,
         snap: &str,
-        active: bool,
+        hold: Option<crate::driver::Hold<'_>>,
     ) -> Result<(), DriverError> {
         let target = connect(rec, opts)?;
-        if active {
-            // Mounted here: this daemon holds the lock, and the caller holds the writes.
+        if let Some(hold) = hold {
+            // Mounted here: this daemon holds the lock. The image is opened before the hold,
+            // so writes wait only for the commit and the snapshot itself.
             let image = target.io.open_image(&target.image).map_err(err)?;
-            return image.snap_create(snap).map_err(|e| snap_err(&target, e));
+            return hold(&mut || image.snap_create(snap).map_err(|e| snap_err(&target, e)));
         }
         // Not mounted here: the lock keeps every other writer out while the snapshot is taken;
         // the image holds the filesystem as its last holder committed it.
