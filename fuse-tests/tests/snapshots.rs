@@ -4,6 +4,7 @@
 //! rolls it back; `rm` of a volume with snapshots is refused, `rm -f` removes them too.
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -148,6 +149,26 @@ fn snapshot_dir(d: &TestDaemon, vol: &str, snap: &str) -> PathBuf {
     d.root().join("snapshots").join(vol).join(snap)
 }
 
+/// Where snapshot `snap` of `vol` can be read: its tree on the host, or, for a snapshot the
+/// cluster keeps (rbd), a mounted clone of it (`view-SNAP`, made on first use).
+fn snapshot_view(d: &TestDaemon, ceph: Option<&TestCluster>, vol: &str, snap: &str) -> PathBuf {
+    let Some(ceph) = ceph else {
+        return snapshot_dir(d, vol, snap);
+    };
+    let view = format!("view-{snap}");
+    if d.cli(["inspect", &view]).status.success() {
+        return d.mount(&view);
+    }
+    create(
+        d,
+        "rbd",
+        &[ceph.conf_opt()],
+        &view,
+        Some(&format!("{vol}@{snap}")),
+    );
+    d.mount(&view)
+}
+
 fn fails_saying(out: std::process::Output, says: &[&str]) {
     let err = stderr_of(&out);
     assert!(!out.status.success(), "should fail: {err}");
@@ -169,7 +190,7 @@ fn create(d: &TestDaemon, driver: &str, extra: &[String], name: &str, from: Opti
     d.cli_ok(&args);
 }
 
-fn story(driver: &str, extra: &[String]) {
+fn story(driver: &str, extra: &[String], ceph: Option<&TestCluster>) {
     let d = TestDaemon::start();
     let vol = "src";
     create(&d, driver, extra, vol, None);
@@ -186,7 +207,7 @@ fn story(driver: &str, extra: &[String]) {
     writers.finish();
     let mut last = vec![0u64; WRITERS as usize];
     for snap in &taken {
-        let dir = snapshot_dir(&d, vol, snap);
+        let dir = snapshot_view(&d, ceph, vol, snap);
         let c: Vec<u64> = (0..3)
             .map(|i| check_log(&dir.join(format!("r{i}.log")), ROUND_ROBIN + i))
             .collect();
@@ -211,15 +232,29 @@ fn story(driver: &str, extra: &[String]) {
         .collect();
     assert_eq!(names, taken, "{listed}");
     for s in listed.as_array().unwrap() {
-        assert!(
-            ["reflink", "copy"].contains(&s["Method"].as_str().unwrap()),
-            "{s}"
-        );
+        let want: &[&str] = match ceph {
+            Some(_) => &["rbd snapshot"],
+            None => &["reflink", "copy"],
+        };
+        assert!(want.contains(&s["Method"].as_str().unwrap()), "{s}");
         assert!(
             s["Bytes"].as_u64().unwrap() >= 3 * 50 * RECORD as u64,
             "{s}"
         );
         assert!(s["HeldMs"].is_u64(), "{s}");
+    }
+    if let Some(ceph) = ceph {
+        // Real librbd snapshots of the volume's image, nothing on the host.
+        let io = ceph.connect().io_ctx("rbd").unwrap();
+        let image = io.open_image(vol).unwrap();
+        let snaps: Vec<String> = image
+            .snap_list()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(snaps, taken, "rbd snap ls of {vol}");
+        assert!(!snapshot_dir(&d, vol, "s1").exists());
     }
     let table = d.cli_ok(["snapshot", "ls", vol]);
     assert!(
@@ -249,8 +284,24 @@ fn story(driver: &str, extra: &[String]) {
         let n = check_log(&cmp.join(format!("w{w}.log")), w);
         assert_eq!(
             n,
-            check_log(&snapshot_dir(&d, vol, "s1").join(format!("w{w}.log")), w)
+            check_log(
+                &snapshot_view(&d, ceph, vol, "s1").join(format!("w{w}.log")),
+                w
+            )
         );
+    }
+    if let Some(ceph) = ceph {
+        // Clones are clone v2 children of the source's image: no flatten, no protection.
+        let out = Command::new("rbd")
+            .arg("-c")
+            .arg(ceph.conf())
+            .args(["info", "clone"])
+            .output()
+            .unwrap();
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(info.contains("parent: rbd/src@s1"), "{info}");
+        assert!(info.contains("clone-child"), "{info}");
+        assert!(!info.contains("protected: True"), "{info}");
     }
     std::fs::write(cmp.join("only-in-clone"), b"c").unwrap();
     std::fs::write(mp.join("only-in-source"), b"s").unwrap();
@@ -284,7 +335,10 @@ fn story(driver: &str, extra: &[String]) {
         for w in 0..WRITERS {
             assert_eq!(
                 check_log(&mp.join(format!("w{w}.log")), w),
-                check_log(&snapshot_dir(&d, vol, "s1").join(format!("w{w}.log")), w)
+                check_log(
+                    &snapshot_view(&d, ceph, vol, "s1").join(format!("w{w}.log")),
+                    w
+                )
             );
         }
         d.cli_ok(["unmount", vol]);
@@ -294,6 +348,23 @@ fn story(driver: &str, extra: &[String]) {
     fails_saying(d.cli(["rm", vol]), &["has snapshots", "fvol rm -f"]);
     d.cli_ok(["snapshot", "rm", vol, "s3"]);
     assert!(!snapshot_dir(&d, vol, "s3").exists());
+    if ceph.is_some() {
+        // Clones share the image's data (clone v2): the source stays while they exist.
+        fails_saying(
+            d.cli(["rm", "-f", vol]),
+            &["has clones", "rbd/clone", "fvol rm"],
+        );
+        for view in ["view-s1", "view-s2", "view-s3"] {
+            d.cli_ok(["unmount", view]);
+            d.cli_ok(["rm", view]);
+        }
+        d.cli_ok(["unmount", "clone"]);
+        d.cli_ok(["unmount", "now"]);
+        d.cli_ok(["rm", "clone", "now"]);
+        d.cli_ok(["rm", "-f", vol]);
+        assert!(!d.root().join("snapshots").join(vol).exists());
+        return;
+    }
     d.cli_ok(["rm", "-f", vol]);
     assert!(!d.root().join("snapshots").join(vol).exists());
     assert_eq!(
@@ -310,7 +381,7 @@ fn snapshots_local() {
     if !fuse_or_skip("snapshots_local") {
         return;
     }
-    story("local", &[]);
+    story("local", &[], None);
 }
 
 #[test]
@@ -318,7 +389,7 @@ fn snapshots_tmpfs() {
     if !fuse_or_skip("snapshots_tmpfs") {
         return;
     }
-    story("tmpfs", &[]);
+    story("tmpfs", &[], None);
 }
 
 #[test]
@@ -327,7 +398,7 @@ fn snapshots_rbd() {
         return;
     }
     let ceph = TestCluster::start();
-    story("rbd", &[ceph.conf_opt()]);
+    story("rbd", &[ceph.conf_opt()], Some(&ceph));
 }
 
 /// Bytes `len` long that differ by `seed` and along the file (so a page out of place shows).

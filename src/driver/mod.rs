@@ -78,6 +78,25 @@ pub enum DataHome {
     InCore { persistent: bool },
 }
 
+/// A driver's own snapshots (see `Driver::native_snapshots`), as `snapshot ls` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeSnapshots {
+    /// The method `snapshot ls` shows, e.g. `rbd snapshot`.
+    pub method: &'static str,
+}
+
+/// Runs its argument with a mounted volume's writes held and its filesystem durable (see
+/// `Driver::snapshot_take`).
+pub type Hold<'a> =
+    &'a dyn Fn(&mut dyn FnMut() -> Result<(), DriverError>) -> Result<(), DriverError>;
+
+fn no_native<D: Driver + ?Sized>() -> DriverError {
+    DriverError::failed(
+        crate::model::ErrorClass::BadInput,
+        format!("driver {} keeps no snapshots of its own", D::NAME),
+    )
+}
+
 /// Request threads for a handler whose requests compute or wait on a local disk: one per CPU,
 /// at least 2 (so one slow request does not stall the mount) and at most 8. More threads than
 /// CPUs only add wake-ups: on 2 CPUs, 4 threads spent about twice the daemon CPU per metadata
@@ -179,6 +198,69 @@ pub trait Driver: Send + Sync + 'static {
     }
     /// Where the volume's files live for copies made outside its mount (see `DataHome`).
     fn data_home(&self, ctx: &DriverContext, rec: &VolumeRecord, opts: &Self::Options) -> DataHome;
+    /// Whether the backing store takes snapshots itself (`volume::snapshot` then uses the
+    /// `snapshot_*` and `clone_create` hooks below instead of copies), and what one costs.
+    fn native_snapshots(&self) -> Option<NativeSnapshots> {
+        None
+    }
+    /// Takes snapshot `snap` of the backing store. `hold` is `Some` when the volume is mounted
+    /// here: the driver prepares (outside the hold) and runs the snapshot itself through
+    /// `hold`, which holds the volume's writes and makes its filesystem durable around it, and
+    /// must not lock the store; otherwise the driver makes sure nobody else writes meanwhile.
+    fn snapshot_take(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _snap: &str,
+        _hold: Option<Hold<'_>>,
+    ) -> Result<(), DriverError> {
+        Err(no_native::<Self>())
+    }
+    /// Removes snapshot `snap`; one already gone is not an error.
+    fn snapshot_remove(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _snap: &str,
+    ) -> Result<(), DriverError> {
+        Err(no_native::<Self>())
+    }
+    /// Rolls the inactive volume's backing store back to snapshot `snap`.
+    fn snapshot_restore(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _snap: &str,
+    ) -> Result<(), DriverError> {
+        Err(no_native::<Self>())
+    }
+    /// The volume's filesystem as it is in snapshot `snap`, to read (what opening it changes
+    /// stays in memory).
+    fn snapshot_open(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _snap: &str,
+    ) -> Result<Arc<dyn VolumeFs>, DriverError> {
+        Err(no_native::<Self>())
+    }
+    /// `create` for a clone: makes the new volume `rec`'s backing store from snapshot `snap`
+    /// of `source` (a volume of this driver, with options `source_opts`), sharing its data.
+    fn clone_create(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+        _source: &VolumeRecord,
+        _source_opts: &Self::Options,
+        _snap: &str,
+    ) -> Result<Created, DriverError> {
+        Err(no_native::<Self>())
+    }
     /// Checks an inactive volume's backing store and reports what it found (JSON).
     fn fsck(
         &self,
@@ -262,6 +344,41 @@ pub trait AnyDriver: Send + Sync {
     ) -> Result<Activation, DriverError>;
     /// See `Driver::data_home`.
     fn data_home(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<DataHome, DriverError>;
+    /// See `Driver::native_snapshots`.
+    fn native_snapshots(&self) -> Option<NativeSnapshots>;
+    fn snapshot_take(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+        hold: Option<Hold<'_>>,
+    ) -> Result<(), DriverError>;
+    fn snapshot_remove(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<(), DriverError>;
+    fn snapshot_restore(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<(), DriverError>;
+    fn snapshot_open(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<Arc<dyn VolumeFs>, DriverError>;
+    /// See `Driver::clone_create`; `source` is a volume of this driver.
+    fn clone_create(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        source: &VolumeRecord,
+        snap: &str,
+    ) -> Result<Created, DriverError>;
     fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError>;
     fn break_lock(
         &self,
@@ -381,6 +498,59 @@ impl<D: Driver> AnyDriver for D {
             rec,
             &stored::<D>(&rec.options)?,
         ))
+    }
+
+    fn native_snapshots(&self) -> Option<NativeSnapshots> {
+        Driver::native_snapshots(self)
+    }
+
+    fn snapshot_take(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+        hold: Option<Hold<'_>>,
+    ) -> Result<(), DriverError> {
+        Driver::snapshot_take(self, ctx, rec, &stored::<D>(&rec.options)?, snap, hold)
+    }
+
+    fn snapshot_remove(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<(), DriverError> {
+        Driver::snapshot_remove(self, ctx, rec, &stored::<D>(&rec.options)?, snap)
+    }
+
+    fn snapshot_restore(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<(), DriverError> {
+        Driver::snapshot_restore(self, ctx, rec, &stored::<D>(&rec.options)?, snap)
+    }
+
+    fn snapshot_open(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<Arc<dyn VolumeFs>, DriverError> {
+        Driver::snapshot_open(self, ctx, rec, &stored::<D>(&rec.options)?, snap)
+    }
+
+    fn clone_create(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        source: &VolumeRecord,
+        snap: &str,
+    ) -> Result<Created, DriverError> {
+        let opts = stored::<D>(&rec.options)?;
+        let source_opts = stored::<D>(&source.options)?;
+        Driver::clone_create(self, ctx, rec, &opts, source, &source_opts, snap)
     }
 
     fn fsck(&self, ctx: &DriverContext, rec: &VolumeRecord) -> Result<String, DriverError> {

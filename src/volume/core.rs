@@ -321,6 +321,19 @@ impl Core {
         options: std::collections::BTreeMap<String, String>,
         labels: std::collections::BTreeMap<String, String>,
     ) -> Result<VolumeRecord, VolumeError> {
+        self.create_from(name, driver, options, labels, None)
+    }
+
+    /// `create`, with the backing store made by the driver from snapshot `SNAP` of volume
+    /// `source` when `clone` is `Some((source, SNAP))` (`Driver::clone_create`).
+    pub fn create_from(
+        &self,
+        name: String,
+        driver: &str,
+        options: std::collections::BTreeMap<String, String>,
+        labels: std::collections::BTreeMap<String, String>,
+        clone: Option<(&VolumeRecord, &str)>,
+    ) -> Result<VolumeRecord, VolumeError> {
         super::name::validate_name(&name)?;
         super::limits::check_new_volume(&options, &labels)?;
         let driver = self.driver(driver)?;
@@ -362,7 +375,10 @@ impl Core {
         crash_point("create-after-intent");
         let created = create_dir(&self.ctx.volume_dir(&name), 0o700)
             .and_then(|()| self.prepare_mountpoint(&name))
-            .and_then(|()| Ok(driver.create(&self.ctx, &rec)?));
+            .and_then(|()| match clone {
+                Some((source, snap)) => Ok(driver.clone_create(&self.ctx, &rec, source, snap)?),
+                None => Ok(driver.create(&self.ctx, &rec)?),
+            });
         let created = match created {
             Ok(created) => created,
             Err(e) => {

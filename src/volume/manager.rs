@@ -276,6 +276,23 @@ impl VolumeManager {
                 what: "that name; a clone is always a new volume".into(),
             });
         }
+        if let Some(src_rec) = self.core.native_clone_source(&driver, &source)? {
+            // The driver clones its own snapshot: nothing is copied. The clone starts with
+            // the source's size and inode limit unless others are given.
+            for key in ["size", "inodes"] {
+                if let Some(v) = src_rec.options.get(key) {
+                    options.entry(key.to_string()).or_insert_with(|| v.clone());
+                }
+            }
+            let (snap, temporary) = self.core.native_clone_snapshot(&src_rec, &source)?;
+            let made =
+                self.core
+                    .create_from(name, &driver, options, req.labels, Some((&src_rec, &snap)));
+            if temporary {
+                self.core.drop_clone_snapshot(&src_rec, &snap);
+            }
+            return self.core.info(&made?);
+        }
         let rec = self
             .core
             .create(name.clone(), &driver, options, req.labels)?;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::core::Core;
 use super::events::EventType;
 use super::{RefId, Usage, VolumeError, VolumeRecord};
-use crate::driver::DataHome;
+use crate::driver::{DataHome, DriverError};
 use crate::fs::tree_copy::{self, copy_out};
 
 /// One snapshot, as `snapshot ls` shows it.
@@ -180,19 +180,34 @@ impl Core {
         }
         let dir = self.snapshots_dir(volume);
         super::core::create_dir(&dir, 0o700)?;
-        let partial = dir.join(format!("{snap}.partial"));
-        let _ = std::fs::remove_dir_all(&partial);
-        super::core::create_dir(&partial, 0o755)?;
-        let taken = self.copy_volume(&rec, &partial);
-        let (method, stats, held) = match taken {
-            Ok(t) => t,
-            Err(e) => {
+        let (method, stats, held) = match self.driver(&rec.driver)?.native_snapshots() {
+            // The backing store keeps the snapshot; only its description is on the host.
+            Some(native) => {
+                let held = self.take_native(&rec, snap)?;
+                let status = self.info(&rec)?.status;
+                let stats = crate::fs::tree_copy::CopyStats {
+                    bytes: status.used_bytes,
+                    files: status.used_inodes,
+                };
+                (native.method, stats, held)
+            }
+            None => {
+                let partial = dir.join(format!("{snap}.partial"));
                 let _ = std::fs::remove_dir_all(&partial);
-                return Err(e);
+                super::core::create_dir(&partial, 0o755)?;
+                let taken = match self.copy_volume(&rec, &partial) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&partial);
+                        return Err(e);
+                    }
+                };
+                let tree = dir.join(snap);
+                std::fs::rename(&partial, &tree)
+                    .map_err(io(format!("naming {}", tree.display())))?;
+                taken
             }
         };
-        let tree = dir.join(snap);
-        std::fs::rename(&partial, &tree).map_err(io(format!("naming {}", tree.display())))?;
         let info = SnapshotInfo {
             name: snap.into(),
             volume: volume.into(),
@@ -220,6 +235,63 @@ impl Core {
         ];
         self.emit(EventType::Snapshot, &rec, &attributes);
         Ok(info)
+    }
+
+    /// Takes the driver's own snapshot `snap` of the volume: if it is mounted here, with its
+    /// writes held and its filesystem made durable first. Returns how long writes were held.
+    fn take_native(
+        &self,
+        rec: &VolumeRecord,
+        snap: &str,
+    ) -> Result<std::time::Duration, VolumeError> {
+        let driver = self.driver(&rec.driver)?;
+        let ctx = self.driver_context();
+        let Some(gate) = self.active_gate(&rec.name) else {
+            driver.snapshot_take(ctx, rec, snap, None)?;
+            return Ok(std::time::Duration::ZERO);
+        };
+        if !gate.holds_every_write() {
+            return Err(passthrough_refused(&rec.name));
+        }
+        let held = std::cell::Cell::new(std::time::Duration::ZERO);
+        let hold = |take: &mut dyn FnMut() -> Result<(), DriverError>| {
+            let frozen = gate.freeze();
+            let start = Instant::now();
+            gate.inner().sync_all().map_err(|e| {
+                DriverError::internal(format!("committing volume {}: {e:?}", rec.name))
+            })?;
+            let taken = take();
+            held.set(start.elapsed());
+            drop(frozen);
+            taken
+        };
+        driver.snapshot_take(ctx, rec, snap, Some(&hold))?;
+        Ok(held.get())
+    }
+
+    /// Copies what the driver's snapshot `snap` of `rec` holds into `dest`.
+    fn copy_native(
+        &self,
+        rec: &VolumeRecord,
+        snap: &str,
+        dest: &Path,
+    ) -> Result<crate::fs::tree_copy::CopyStats, VolumeError> {
+        let what = format!("copying volume {}@{snap}", rec.name);
+        let total = self.info(rec).map_or(0, |i| i.status.used_bytes);
+        let (_shown, done) = self.progress.counted(&rec.name, what.clone(), total);
+        let fs = self
+            .driver(&rec.driver)?
+            .snapshot_open(self.driver_context(), rec, snap)?;
+        copy_out(fs.as_ref(), dest, &done).map_err(io(what))
+    }
+
+    /// A name for a snapshot fvol takes for itself and removes again (an export, a copy).
+    fn temporary_snapshot(what: &str) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("fvol-{what}-{nanos}")
     }
 
     /// A new, empty directory for a copy of `volume` that is not a snapshot (an export).
@@ -250,16 +322,23 @@ impl Core {
         VolumeError,
     > {
         let name = &rec.name;
+        let driver = self.driver(&rec.driver)?;
+        if let Some(native) = driver.native_snapshots() {
+            // Writes are held only while the driver's snapshot is taken; the copy is made
+            // from the snapshot, and the snapshot removed after.
+            let snap = Self::temporary_snapshot("copy");
+            let held = self.take_native(rec, &snap)?;
+            let copied = self.copy_native(rec, &snap, dest);
+            if let Err(e) = driver.snapshot_remove(self.driver_context(), rec, &snap) {
+                log::warn!("volume {name}: removing the temporary snapshot {snap}: {e}");
+            }
+            return Ok((native.method, copied?, held));
+        }
         let gate = self.active_gate(name);
         if let Some(g) = &gate
             && !g.holds_every_write()
         {
-            return Err(VolumeError::Refused(format!(
-                "volume {name} has no byte limit, so it is served with kernel passthrough, \
-                 whose writes fvol cannot hold for an instant; give it a size (fvol update \
-                 {name} -o size=SIZE, after an unmount) to snapshot it while mounted, or \
-                 unmount it first"
-            )));
+            return Err(passthrough_refused(name));
         }
         let what = format!("copying volume {name}");
         let total = self.info(rec).map_or(0, |i| i.status.used_bytes);
@@ -353,8 +432,21 @@ impl Core {
     }
 
     pub fn snapshot_remove(&self, volume: &str, snap: &str) -> Result<(), VolumeError> {
-        self.snapshot_info(volume, snap)?;
+        let info = self.snapshot_info(volume, snap)?;
         let dir = self.snapshots_dir(volume);
+        let rec = self.record(volume)?;
+        let driver = self.driver(&rec.driver)?;
+        if driver
+            .native_snapshots()
+            .is_some_and(|n| n.method == info.method)
+        {
+            // The backing store's snapshot first: a description never outlives it.
+            driver.snapshot_remove(self.driver_context(), &rec, snap)?;
+            std::fs::remove_file(dir.join(format!("{snap}.json")))
+                .map_err(io(format!("removing {volume}@{snap}")))?;
+            let _ = std::fs::remove_dir(&dir);
+            return Ok(());
+        }
         // The description first: from then on the snapshot is gone for users.
         std::fs::remove_file(dir.join(format!("{snap}.json")))
             .map_err(io(format!("removing {volume}@{snap}")))?;
@@ -377,7 +469,7 @@ impl Core {
     /// Rolls `volume` back to `snap`. The volume must be unmounted.
     pub fn snapshot_restore(&self, volume: &str, snap: &str) -> Result<(), VolumeError> {
         let rec = self.record(volume)?;
-        self.snapshot_info(volume, snap)?;
+        let info = self.snapshot_info(volume, snap)?;
         if self.active_gate(volume).is_some() {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::Mounted {
@@ -386,6 +478,14 @@ impl Core {
                 what: "restore a snapshot (the containers using it would see their files \
                        change under them)",
             });
+        }
+        let driver = self.driver(&rec.driver)?;
+        if driver
+            .native_snapshots()
+            .is_some_and(|n| n.method == info.method)
+        {
+            driver.snapshot_restore(self.driver_context(), &rec, snap)?;
+            return self.forget_usage(volume);
         }
         let tree = self.snapshots_dir(volume).join(snap);
         self.replace_content(&rec, &tree)
@@ -463,6 +563,60 @@ impl Core {
         filled
     }
 
+    /// Whether a clone of `source` (`NAME` or `NAME@SNAP`) into a new volume of `driver` is
+    /// made by the driver itself (the source is of the same driver, which keeps snapshots of
+    /// its own); then the source's record.
+    pub fn native_clone_source(
+        &self,
+        driver: &str,
+        source: &str,
+    ) -> Result<Option<VolumeRecord>, VolumeError> {
+        let (src, _) = parse_source(source)?;
+        let src_rec = self.record(&src)?;
+        let native = self.driver(&src_rec.driver)?.native_snapshots();
+        Ok(native.filter(|_| src_rec.driver == driver).map(|_| src_rec))
+    }
+
+    /// The snapshot a native clone of `source` starts from: `NAME@SNAP`'s, or one taken now
+    /// (temporary: the second value says so; the driver keeps what its clones need).
+    pub fn native_clone_snapshot(
+        &self,
+        src_rec: &VolumeRecord,
+        source: &str,
+    ) -> Result<(String, bool), VolumeError> {
+        match parse_source(source)?.1 {
+            Some(s) => {
+                let info = self.snapshot_info(&src_rec.name, &s)?;
+                let native = self.driver(&src_rec.driver)?.native_snapshots();
+                if native.is_none_or(|n| n.method != info.method) {
+                    return Err(snapshot_error(format!(
+                        "from={source}: the snapshot was taken by {}, not by the driver",
+                        info.method
+                    )));
+                }
+                Ok((s, false))
+            }
+            None => {
+                let snap = Self::temporary_snapshot("clone");
+                self.take_native(src_rec, &snap)?;
+                Ok((snap, true))
+            }
+        }
+    }
+
+    /// Removes the temporary snapshot a native clone started from.
+    pub fn drop_clone_snapshot(&self, src_rec: &VolumeRecord, snap: &str) {
+        let removed = self
+            .driver(&src_rec.driver)
+            .and_then(|d| Ok(d.snapshot_remove(self.driver_context(), src_rec, snap)?));
+        if let Err(e) = removed {
+            log::warn!(
+                "volume {}: removing the temporary snapshot {snap}: {e}",
+                src_rec.name
+            );
+        }
+    }
+
     /// Fills the new, unmounted volume `rec` from `source` (`NAME` or `NAME@SNAP`).
     pub fn fill_from(&self, rec: &VolumeRecord, source: &str) -> Result<(), VolumeError> {
         let (src, snap) = parse_source(source)?;
@@ -488,7 +642,21 @@ impl Core {
                         info.bytes
                     )));
                 }
-                (self.snapshots_dir(&src).join(s), None)
+                let src_driver = self.driver(&src_rec.driver)?;
+                if src_driver
+                    .native_snapshots()
+                    .is_some_and(|n| n.method == info.method)
+                {
+                    // Kept by the source's backing store: copied out of it first.
+                    let tmp = self.scratch_dir(&src, "clone")?;
+                    if let Err(e) = self.copy_native(&src_rec, s, &tmp) {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        return Err(e);
+                    }
+                    (tmp.clone(), Some(tmp))
+                } else {
+                    (self.snapshots_dir(&src).join(s), None)
+                }
             }
             None => {
                 let dir = self.snapshots_dir(&src);
@@ -529,6 +697,14 @@ impl Core {
         }
         filled
     }
+}
+
+fn passthrough_refused(name: &str) -> VolumeError {
+    VolumeError::Refused(format!(
+        "volume {name} has no byte limit, so it is served with kernel passthrough, whose \
+         writes fvol cannot hold for an instant; give it a size (fvol update {name} -o \
+         size=SIZE, after an unmount) to snapshot it while mounted, or unmount it first"
+    ))
 }
 
 /// Bytes and files of the tree at `dir` (the files `cp` wrote).

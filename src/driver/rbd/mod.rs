@@ -8,6 +8,7 @@
 //! the lock of a provably dead predecessor on this same host and root, which activation breaks
 //! by itself (`lock`).
 mod lock;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use lock::Identity;
 
 use super::options::{Kind, OptionSet, OptionSpec, option};
-use super::{Activation, Created, DataHome, Driver, DriverContext, DriverError};
+use super::{Activation, Created, DataHome, Driver, DriverContext, DriverError, NativeSnapshots};
 use crate::fs::image::format::{FormatError, check_superblock};
 use crate::fs::image::fs::ImageError;
 use crate::fs::image::{BlockDevice, ImageFs, RbdDevice, fsck};
@@ -248,7 +249,7 @@ fn holders(image: &Image) -> String {
 /// is dropped (after its last commit).
 #[derive(Debug)]
 struct LockedDevice {
-    device: RbdDevice,
+    pub(super) device: RbdDevice,
     cookie: String,
 }
 
@@ -462,6 +463,31 @@ impl Driver for RbdDriver {
             return Ok(());
         }
         let target = connect(rec, opts)?;
+        // librbd keeps an image whose snapshots have clones; fvol keeps the volume then.
+        match snapshot::children(&target) {
+            Ok(c) if !c.is_empty() => {
+                return Err(DriverError::InUse(format!(
+                    "volume {} has clones that share its data: {} (rbd clone v2 children); \
+                     remove those volumes first (fvol rm CLONE)",
+                    rec.name,
+                    c.join(", ")
+                )));
+            }
+            Err(e) if e.class() == ErrorClass::NotFound => return Ok(()),
+            _ => {}
+        }
+        let image = target.io.open_image(&target.image).map_err(err)?;
+        // Our own handle watches too; any other watcher has the image open.
+        if image.watcher_ids().map_err(err)?.len() > 1 {
+            return Err(DriverError::InUse(format!(
+                "volume {} is in use by another client of {} (open elsewhere); unmount it first",
+                rec.name,
+                target.describe()
+            )));
+        }
+        drop(image);
+        // `fvol rm -f` removes the volume's snapshots with it (the catalog asked first).
+        snapshot::remove_all(&target)?;
         match target.io.remove_image(&target.image) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
@@ -595,6 +621,63 @@ impl Driver for RbdDriver {
                 format!("syncing {}: {e}", target.describe()),
             )
         })
+    }
+
+    fn native_snapshots(&self) -> Option<NativeSnapshots> {
+        Some(snapshot::NATIVE)
+    }
+
+    fn snapshot_take(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+        snap: &str,
+        hold: Option<super::Hold<'_>>,
+    ) -> Result<(), DriverError> {
+        self.take(ctx, rec, opts, snap, hold)
+    }
+
+    fn snapshot_remove(
+        &self,
+        _ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+        snap: &str,
+    ) -> Result<(), DriverError> {
+        self.remove_snapshot(rec, opts, snap)
+    }
+
+    fn snapshot_restore(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+        snap: &str,
+    ) -> Result<(), DriverError> {
+        self.rollback(ctx, rec, opts, snap)
+    }
+
+    fn snapshot_open(
+        &self,
+        _ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+        snap: &str,
+    ) -> Result<Arc<dyn crate::fs::VolumeFs>, DriverError> {
+        self.open_at(rec, opts, snap)
+    }
+
+    fn clone_create(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+        source: &VolumeRecord,
+        source_opts: &RbdOptions,
+        snap: &str,
+    ) -> Result<Created, DriverError> {
+        self.clone_from(ctx, rec, opts, source, source_opts, snap)
     }
 
     fn fsck(

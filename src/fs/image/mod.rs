@@ -5,6 +5,7 @@ pub mod backend;
 pub mod device;
 pub mod format;
 pub mod fs;
+pub mod overlay;
 pub mod rbd;
 
 pub use backend::RegionBackend;

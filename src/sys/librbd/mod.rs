@@ -31,9 +31,11 @@ use libloading::Library;
 
 mod activity;
 mod aio;
+mod snap;
 mod watchers;
 pub use activity::{EBLOCKLISTED, Fence, Waiting};
 pub use aio::{AioDone, AioWrite};
+pub use snap::SnapInfo;
 
 use activity::Activity;
 
@@ -153,6 +155,8 @@ struct Api {
         *mut c_char,
         *mut usize,
     ) -> isize,
+    /// Snapshots and clones (Ceph 16 and newer); `None` on an older librbd.
+    snap: Option<snap::SnapApi>,
     /// Keeps the libraries mapped while the pointers above are in use: `Api` lives in a static
     /// and is never dropped, so they are never unloaded (Ceph's libraries do not support
     /// dlclose: their global state and threads would be left pointing into unmapped code).
@@ -246,6 +250,7 @@ impl Api {
             rbd_watchers_list: sym!(lrbd, rbd, rbd_watchers_list),
             rbd_watchers_list_cleanup: sym!(lrbd, rbd, rbd_watchers_list_cleanup),
             rbd_list_lockers: sym!(lrbd, rbd, rbd_list_lockers),
+            snap: snap::SnapApi::load(&lrbd),
             _libs: (lrados, lrbd),
         })
     }
