@@ -727,8 +727,23 @@ fn clone_from(env: &mut Env) {
     assert_eq!(env.run("at-s1", "cat /data/f"), "clone\n");
     assert_eq!(env.run("at-now", "cat /data/f"), "second\n");
     assert_eq!(env.run("origin", "cat /data/f"), "third\n");
-    // A clone has the options it is created with, not its source's (docs/docker.md, *Clones*).
-    assert_eq!(env.fvol.inspect("at-now")["Options"], json!({}));
+    // A clone starts with its source's size unless given (docs/docker.md, *Clones*).
+    assert_eq!(
+        env.fvol.inspect("at-now")["Options"],
+        json!({"size": "32M"})
+    );
+    d.docker_ok([
+        "volume",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "from=origin",
+        "-o",
+        "size=64M",
+        "big",
+    ]);
+    assert_eq!(env.fvol.inspect("big")["Options"], json!({"size": "64M"}));
 
     for (from, says) in [
         ("from=nowhere", "nowhere"),
@@ -739,7 +754,7 @@ fn clone_from(env: &mut Env) {
     }
     assert!(!env.fvol_names().contains("bad-clone"));
 
-    for v in ["at-s1", "at-now"] {
+    for v in ["at-s1", "at-now", "big"] {
         d.docker_ok(["volume", "rm", v]);
     }
     env.fvol.cli_ok(["snapshot", "rm", "origin", "s1"]);

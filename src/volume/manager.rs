@@ -276,14 +276,17 @@ impl VolumeManager {
                 what: "that name; a clone is always a new volume".into(),
             });
         }
-        if let Some(src_rec) = self.core.native_clone_source(&driver, &source)? {
-            // The driver clones its own snapshot: nothing is copied. The clone starts with
-            // the source's size and inode limit unless others are given.
+        // A clone starts with its source's size and inode limit unless others are given (a
+        // missing source is reported by the steps below).
+        if let Ok(src_rec) = self.core.record(&src) {
             for key in ["size", "inodes"] {
                 if let Some(v) = src_rec.options.get(key) {
                     options.entry(key.to_string()).or_insert_with(|| v.clone());
                 }
             }
+        }
+        if let Some(src_rec) = self.core.native_clone_source(&driver, &source)? {
+            // The driver clones its own snapshot: nothing is copied.
             let (snap, temporary) = self.core.native_clone_snapshot(&src_rec, &source)?;
             let made =
                 self.core
