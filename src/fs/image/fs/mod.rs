@@ -482,9 +482,19 @@ impl Inner {
                 (seq, _) => Some(seq),
             };
             if let Some(seq) = seq {
-                let mut c = tx.open_table(COUNTERS).io()?;
-                let was = c.get(JOURNAL_SEQ).io()?.map_or(0, |v| v.value());
-                c.insert(JOURNAL_SEQ, was.max(seq)).io()?;
+                let stored = (|| -> FsResult<()> {
+                    let mut c = tx.open_table(COUNTERS).io()?;
+                    let was = c.get(JOURNAL_SEQ).io()?.map_or(0, |v| v.value());
+                    c.insert(JOURNAL_SEQ, was.max(seq)).io()?;
+                    Ok(())
+                })();
+                if let Err(e) = stored {
+                    // The transaction goes: so does its record.
+                    if let Some(seq) = appended {
+                        j.retract(seq);
+                    }
+                    return Err(e);
+                }
             }
         }
         if let Err(e) = tx.commit() {
