@@ -197,6 +197,17 @@ impl SharedBytes {
         }
     }
 
+    /// The 8-byte word at `at` (8-aligned), for fields that are only ever read and written
+    /// through this (never through `write` or `slice`).
+    pub fn word(&self, at: usize) -> &AtomicU64 {
+        assert!(at % WORD == 0, "an unaligned shared word");
+        self.check(at, WORD);
+        // SAFETY: inside the mapping (checked) and 8-aligned (the mapping is page aligned);
+        // AtomicU64 has the size and alignment of u64, and the caller reaches these bytes
+        // only atomically, so no plain access races with it.
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(at).cast()) }
+    }
+
     /// Zeroes `at..at + len` in place (pages stay backed).
     pub fn zero(&self, at: usize, len: usize) {
         self.check(at, len);

@@ -796,7 +796,16 @@ impl Core {
         }
         .map_err(|e| VolumeError::io(format!("mounting {}", mountpoint.display()), e))?;
         let kept = match &keeper {
-            Some(_) if resuming => true,
+            Some(keeper) if resuming => {
+                if let Err(e) = kept::add_tables(keeper, &rec.name, &mut carry) {
+                    log::warn!(
+                        "volume {}: the keeper cannot hold its new tables ({e}): what they \
+                         keep will not survive a crash of the daemon",
+                        rec.name
+                    );
+                }
+                true
+            }
             Some(keeper) if mount.connection().resumable() => {
                 match kept::register(keeper, &rec.name, &mount, &mut carry) {
                     Ok(()) => true,

@@ -83,6 +83,15 @@ pub fn take_over(
     ))
 }
 
+/// Gives the keeper the tables a successor made that its predecessor had not left (one of an
+/// older version: an rbd volume's redo journal), so that the next successor finds them.
+pub fn add_tables(keeper: &Keeper, volume: &str, carry: &mut Carry) -> io::Result<()> {
+    for (name, fd) in carry.take_outgoing() {
+        keeper.put(volume, &format!("{TABLE}{name}"), b"", &[fd.as_fd()], false)?;
+    }
+    Ok(())
+}
+
 /// Gives the keeper what a successor needs of a volume mounted just now: the tables made for
 /// it, then its connection (watched). Until the connection is there the volume is not kept,
 /// so a crash in between leaves nothing half kept.

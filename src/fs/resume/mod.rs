@@ -141,6 +141,19 @@ impl Carry {
         }
     }
 
+    /// `take_file` for a file a predecessor may not have left (one of an older version): None
+    /// then too.
+    pub fn take_file_if_left(&mut self, name: &str) -> io::Result<Option<OwnedFd>> {
+        if !self.resumed {
+            return Ok(None);
+        }
+        Ok(self
+            .incoming
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|at| self.incoming.swap_remove(at).1))
+    }
+
     /// Keeps a shared file this handler made as `name`, for its successors.
     pub fn keep_file(&mut self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
         if self.keep {

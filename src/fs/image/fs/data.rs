@@ -230,91 +230,98 @@ impl Inner {
         waiting_blocks: &mut bool,
     ) -> FsResult<u32> {
         // The reservation outlives the commit, until the usage it covers is applied.
-        let (written, grown, _reservation) = self.transact(|t| {
-            let mut rec = file(t.inode(ino)?)?;
-            let len = data.len() as u64;
-            let (first, last) = (offset / BLOCK, (offset + len).div_ceil(BLOCK));
-            let mut table = t.tx.open_table(EXTENTS).io()?;
-            let map = extents::overlapping(&table, ino, first, last)?;
-            let holes = holes(&map, first, last);
-            let room_for_new = holes.is_empty() || room;
-            let (plan, reservation) = self.quota.reserve_write(|available| {
-                plan(
-                    offset,
-                    len,
-                    &holes,
-                    if room_for_new { available } else { 0 },
-                )
-            })?;
-            let end = offset + plan.len;
-            let stop = end.div_ceil(BLOCK);
-            drop(table);
-            let tail = if offset > rec.size {
-                self.tail_zeros(t, ino, rec.size, offset)?
-            } else {
-                None
-            };
-            table = t.tx.open_table(EXTENTS).io()?;
-
-            // Allocate the holes, each after the block before it where possible.
-            let mut fresh: Vec<Extent> = Vec::new();
-            for &(hole, count) in &holes {
-                if hole >= stop {
-                    break;
-                }
-                let count = count.min(stop - hole);
-                let goal = match hole.checked_sub(1) {
-                    Some(prev) => extents::overlapping(&table, ino, prev, hole)?
-                        .first()
-                        .map(|e| e.pblk + (hole - e.lblk)),
-                    None => None,
-                };
-                let mapped = self.map_hole(t, &mut table, ino, (hole, count), goal, false)?;
-                fresh.extend(mapped.map_err(|waiting| {
-                    *waiting_blocks = waiting;
-                    FsError::NoSpace
-                })?);
-            }
-            extents::mark_written(&mut table, ino, first, stop)?;
-            drop(table);
-
-            // The I/O: whole blocks where they are new or were unwritten, else the bytes.
-            let mut pieces: Vec<(Extent, bool)> = (map.iter())
-                .filter(|e| e.lblk < stop)
-                .map(|e| (e.clip(first, stop), e.unwritten))
-                .chain(fresh.iter().map(|e| (*e, true)))
-                .collect();
-            pieces.sort_by_key(|(e, _)| e.lblk);
-            let mut ios: Vec<Io> = tail.into_iter().collect();
-            for (e, whole) in &pieces {
-                let from = offset.max(e.lblk * BLOCK);
-                let to = end.min(e.lend() * BLOCK);
-                let src = &data[(from - offset) as usize..(to - offset) as usize];
-                if *whole {
-                    // One pass over the data: zeros only where it does not cover the blocks.
-                    let len = (e.len * BLOCK) as usize;
-                    let mut blocks = self.device.buffer(len);
-                    blocks.resize((from - e.lblk * BLOCK) as usize, 0);
-                    blocks.extend_from_slice(src);
-                    blocks.resize(len, 0);
-                    push_io(&mut ios, self.layout.block_offset(e.pblk), blocks);
+        let redo =
+            |out: &(u64, u64, _)| Some((super::redo::Op::Write { ino, offset }, out.0 as usize));
+        let (written, grown, _reservation) = self.transact_logged(
+            super::REDO_SMALL,
+            data,
+            |t| {
+                let mut rec = file(t.inode(ino)?)?;
+                let len = data.len() as u64;
+                let (first, last) = (offset / BLOCK, (offset + len).div_ceil(BLOCK));
+                let mut table = t.tx.open_table(EXTENTS).io()?;
+                let map = extents::overlapping(&table, ino, first, last)?;
+                let holes = holes(&map, first, last);
+                let room_for_new = holes.is_empty() || room;
+                let (plan, reservation) = self.quota.reserve_write(|available| {
+                    plan(
+                        offset,
+                        len,
+                        &holes,
+                        if room_for_new { available } else { 0 },
+                    )
+                })?;
+                let end = offset + plan.len;
+                let stop = end.div_ceil(BLOCK);
+                drop(table);
+                let tail = if offset > rec.size {
+                    self.tail_zeros(t, ino, rec.size, offset)?
                 } else {
-                    let at = self.layout.block_offset(e.pblk) + (from - e.lblk * BLOCK);
-                    let mut bytes = self.device.buffer(src.len());
-                    bytes.extend_from_slice(src);
-                    push_io(&mut ios, at, bytes);
-                }
-            }
-            self.submit(ios)?;
+                    None
+                };
+                table = t.tx.open_table(EXTENTS).io()?;
 
-            let grown = fresh.iter().map(|e| e.len).sum::<u64>() * BLOCK;
-            rec.size = rec.size.max(end);
-            rec.allocated += grown;
-            (rec.mtime, rec.ctime) = (now(), now());
-            t.put_inode(ino, &rec)?;
-            t.add_counter(USED_BYTES, grown as i64)?;
-            Ok((plan.len, grown, reservation))
-        })?;
+                // Allocate the holes, each after the block before it where possible.
+                let mut fresh: Vec<Extent> = Vec::new();
+                for &(hole, count) in &holes {
+                    if hole >= stop {
+                        break;
+                    }
+                    let count = count.min(stop - hole);
+                    let goal = match hole.checked_sub(1) {
+                        Some(prev) => extents::overlapping(&table, ino, prev, hole)?
+                            .first()
+                            .map(|e| e.pblk + (hole - e.lblk)),
+                        None => None,
+                    };
+                    let mapped = self.map_hole(t, &mut table, ino, (hole, count), goal, false)?;
+                    fresh.extend(mapped.map_err(|waiting| {
+                        *waiting_blocks = waiting;
+                        FsError::NoSpace
+                    })?);
+                }
+                extents::mark_written(&mut table, ino, first, stop)?;
+                drop(table);
+
+                // The I/O: whole blocks where they are new or were unwritten, else the bytes.
+                let mut pieces: Vec<(Extent, bool)> = (map.iter())
+                    .filter(|e| e.lblk < stop)
+                    .map(|e| (e.clip(first, stop), e.unwritten))
+                    .chain(fresh.iter().map(|e| (*e, true)))
+                    .collect();
+                pieces.sort_by_key(|(e, _)| e.lblk);
+                let mut ios: Vec<Io> = tail.into_iter().collect();
+                for (e, whole) in &pieces {
+                    let from = offset.max(e.lblk * BLOCK);
+                    let to = end.min(e.lend() * BLOCK);
+                    let src = &data[(from - offset) as usize..(to - offset) as usize];
+                    if *whole {
+                        // One pass over the data: zeros only where it does not cover the blocks.
+                        let len = (e.len * BLOCK) as usize;
+                        let mut blocks = self.device.buffer(len);
+                        blocks.resize((from - e.lblk * BLOCK) as usize, 0);
+                        blocks.extend_from_slice(src);
+                        blocks.resize(len, 0);
+                        push_io(&mut ios, self.layout.block_offset(e.pblk), blocks);
+                    } else {
+                        let at = self.layout.block_offset(e.pblk) + (from - e.lblk * BLOCK);
+                        let mut bytes = self.device.buffer(src.len());
+                        bytes.extend_from_slice(src);
+                        push_io(&mut ios, at, bytes);
+                    }
+                }
+                self.submit(ios)?;
+
+                let grown = fresh.iter().map(|e| e.len).sum::<u64>() * BLOCK;
+                rec.size = rec.size.max(end);
+                rec.allocated += grown;
+                (rec.mtime, rec.ctime) = (now(), now());
+                t.put_inode(ino, &rec)?;
+                t.add_counter(USED_BYTES, grown as i64)?;
+                Ok((plan.len, grown, reservation))
+            },
+            redo,
+        )?;
         self.quota.adjust(grown as i64, 0);
         Ok(written as u32)
     }

@@ -31,7 +31,9 @@ mod extents;
 mod fsck;
 mod grow;
 mod idle;
+pub mod journal;
 mod ops;
+mod redo;
 mod room;
 mod space;
 mod store;
@@ -57,8 +59,8 @@ use crate::fs::quota::{Limits, Quota};
 use crate::fs::resume::{Carry, Slot, Table};
 use crate::fs::{FileKind, FsError, FsResult, Ino, ROOT_INO, UsageSnapshot};
 use store::{
-    COUNTERS, Ctx, DIRENTS, EXTENTS, INODES, InodeRec, NEXT_INO, Tx, USED_BYTES, USED_INODES,
-    XATTRS,
+    COUNTERS, Ctx, DIRENTS, EXTENTS, INODES, InodeRec, JOURNAL_SEQ, NEXT_INO, Tx, USED_BYTES,
+    USED_INODES, XATTRS,
 };
 
 pub use format::BLOCK;
@@ -75,6 +77,12 @@ pub enum ImageError {
 fn meta(e: impl std::fmt::Display) -> ImageError {
     ImageError::Metadata(e.to_string())
 }
+
+/// The redo journal's shared file, in the keeper.
+const JOURNAL: &str = "image-journal";
+
+/// A bound of a redo record without names, values or data.
+const REDO_SMALL: usize = 256;
 
 /// Bytes of the redb cache: the metadata stays in memory.
 const CACHE: usize = 64 << 20;
@@ -121,6 +129,10 @@ pub struct Inner {
     /// On a device with a wait limit: write transactions take this first, for the limit at
     /// most, so that none waits longer behind a commit stalled on the device.
     gate: Option<Gate>,
+    /// The redo journal, when the volume outlives its handler (see `journal`).
+    journal: Option<journal::Journal>,
+    /// The journal record being replayed (0: none; see `redo`).
+    replaying: AtomicU64,
 }
 
 struct Gate {
@@ -202,7 +214,7 @@ impl ImageFs {
     /// capped at the data region; the inode limit defaults to what the metadata region was
     /// sized for.
     pub fn open(device: Arc<dyn BlockDevice>, limits: Limits) -> Result<ImageFs, ImageError> {
-        Self::open_with(device, limits, None, false)
+        Self::open_with(device, limits, None, false, None)
     }
 
     /// `open` for a volume that outlives its handler: keeps in `carry` the highest inode number
@@ -224,7 +236,23 @@ impl ImageFs {
                 .insert(&[0])
                 .ok_or_else(|| meta("the table of inode numbers is full"))?,
         };
-        Self::open_with(device, limits, Some((table, slot)), carry.resumed)
+        // The redo journal: the predecessor's (a handler of a version without one left none:
+        // it committed durably before it let go, or lost what a crash loses), else a new one.
+        let (journal, found) = match carry.take_file_if_left(JOURNAL).map_err(meta)? {
+            Some(fd) => journal::Journal::open(fd).map_err(meta)?,
+            None => {
+                let j = journal::Journal::create("image", journal::DEFAULT_RING).map_err(meta)?;
+                carry.keep_file(JOURNAL, j.fd()).map_err(meta)?;
+                (j, Vec::new())
+            }
+        };
+        Self::open_with(
+            device,
+            limits,
+            Some((table, slot)),
+            carry.resumed,
+            Some((journal, found)),
+        )
     }
 
     fn open_with(
@@ -232,7 +260,12 @@ impl ImageFs {
         limits: Limits,
         ino_floor: Option<(Table, Slot)>,
         resuming: bool,
+        journal: Option<(journal::Journal, Vec<journal::Found>)>,
     ) -> Result<ImageFs, ImageError> {
+        let (journal, found) = match journal {
+            Some((j, found)) => (Some(j), found),
+            None => (None, Vec::new()),
+        };
         let layout = format::check_superblock(device.as_ref())?;
         let region =
             RegionBackend::open(device.clone(), META_START, layout.meta_size).map_err(meta)?;
@@ -262,6 +295,8 @@ impl ImageFs {
             orphans_pending: std::sync::atomic::AtomicBool::new(resuming),
             commits: commit::Commits::default(),
             gate,
+            journal,
+            replaying: AtomicU64::new(0),
         };
         let blocks = fs.finish_grow()?;
         fs.data_blocks.store(blocks, Ordering::Release);
@@ -287,10 +322,24 @@ impl ImageFs {
                     meta(e)
                 })?
         };
-        Ok(ImageFs {
+        let fs = ImageFs {
             inner,
             committer: Some(committer),
-        })
+        };
+        if let Some(j) = &fs.journal {
+            let committed = fs
+                .transact(|t| t.counter(JOURNAL_SEQ))
+                .map_err(|e| meta(format!("{e:?}")))?;
+            j.continue_after(committed);
+            let replayed = fs.replay(found, committed).map_err(ImageError::Metadata)?;
+            if replayed > 0 {
+                log::info!(
+                    "image: replayed {replayed} changes acknowledged after the last durable \
+                     commit from the redo journal"
+                );
+            }
+        }
+        Ok(fs)
     }
 
     fn stop_committer(&mut self, final_commit: bool) {
@@ -298,6 +347,11 @@ impl ImageFs {
         if let Some(t) = self.committer.take() {
             let _ = t.join();
         }
+    }
+
+    /// Records in the redo journal not yet covered by a durable commit (0 without a journal).
+    pub fn redo_records(&self) -> usize {
+        self.journal.as_ref().map_or(0, |j| j.live())
     }
 
     /// Leaves the filesystem without closing it, as a crash would: no further commit, nothing
@@ -373,6 +427,21 @@ impl Inner {
     /// EROFS once the device is fenced. A durable commit due by the interval is asked of the
     /// committer; one due for room in the metadata region (see `room`) is made first.
     fn transact<T>(&self, f: impl FnOnce(&Tx<'_>) -> FsResult<T>) -> FsResult<T> {
+        self.transact_logged(0, &[], f, |_| None)
+    }
+
+    /// `transact` for a change acknowledged before it is durable: `redo` says, from `f`'s
+    /// result, what the redo journal records of it (an operation, and how many bytes of `data`
+    /// go with it; None: nothing to record), in `bound` bytes at most besides the data. The
+    /// record is appended inside the transaction, which stores its number (see `journal`).
+    /// When the journal has no room, a durable commit empties it first.
+    fn transact_logged<T>(
+        &self,
+        bound: usize,
+        data: &[u8],
+        f: impl FnOnce(&Tx<'_>) -> FsResult<T>,
+        redo: impl FnOnce(&T) -> Option<(redo::Op, usize)>,
+    ) -> FsResult<T> {
         self.operations.fetch_add(1, Ordering::Relaxed);
         if self.device.fenced() {
             return Err(FsError::Os(Errno::EROFS));
@@ -382,15 +451,81 @@ impl Inner {
             room::Due::Interval => self.commits.nudge(),
             room::Due::No => {}
         }
+        let replaying = self.replaying.load(Ordering::SeqCst);
+        let mut reservation = match &self.journal {
+            Some(j) if bound > 0 && replaying == 0 => {
+                Some(self.journal_room(j, bound + data.len())?)
+            }
+            _ => None,
+        };
         let _gate = self.enter_gate()?;
         let mut tx = self.db.begin_write().io()?;
         tx.set_durability(Durability::None).io()?;
-        let out = f(&Tx { tx: &tx })?;
-        tx.commit().io()?;
+        // A logged change takes one time throughout, which its record keeps for the replay.
+        let clock = reservation.is_some().then(store::now);
+        store::CLOCK.with(|c| c.set(clock.or(c.get())));
+        let out = f(&Tx { tx: &tx });
+        if clock.is_some() {
+            store::CLOCK.with(|c| c.set(None));
+        }
+        let out = out?;
+        let mut appended = None;
+        if let Some(j) = &self.journal {
+            let seq = match (replaying, reservation.as_mut()) {
+                (0, Some(r)) => redo(&out).map(|(op, n)| {
+                    let head = redo::encode(op, clock.unwrap_or_else(store::now));
+                    let seq = j.append(r, &[&head, &data[..n]]);
+                    appended = Some(seq);
+                    seq
+                }),
+                (0, None) => None,
+                (seq, _) => Some(seq),
+            };
+            if let Some(seq) = seq {
+                let stored = (|| -> FsResult<()> {
+                    let mut c = tx.open_table(COUNTERS).io()?;
+                    let was = c.get(JOURNAL_SEQ).io()?.map_or(0, |v| v.value());
+                    c.insert(JOURNAL_SEQ, was.max(seq)).io()?;
+                    Ok(())
+                })();
+                if let Err(e) = stored {
+                    // The transaction goes: so does its record.
+                    if let Some(seq) = appended {
+                        j.retract(seq);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = tx.commit() {
+            if let (Some(j), Some(seq)) = (&self.journal, appended) {
+                j.retract(seq);
+            }
+            return Err(e).io();
+        }
         // Counted once committed: a durable commit that began before covers it (see
         // `durable_commit_now`), and one that begins later sees it counted.
         self.room.committed();
         Ok(out)
+    }
+
+    /// Room in the journal for a record of `bytes`: when it is full, a durable commit (which
+    /// empties it) first.
+    fn journal_room<'j>(
+        &self,
+        j: &'j journal::Journal,
+        bytes: usize,
+    ) -> FsResult<journal::Reservation<'j>> {
+        if bytes > j.max_payload() {
+            log::error!("image: a change of {bytes} bytes is larger than the redo journal holds");
+            return Err(FsError::Os(Errno::EFBIG));
+        }
+        loop {
+            if let Some(r) = j.reserve(bytes) {
+                return Ok(r);
+            }
+            self.commit_durably()?;
+        }
     }
 
     /// Makes every earlier commit and data write durable, and the blocks freed since the last
@@ -422,10 +557,14 @@ impl Inner {
         let tx = self.db.begin_write().io()?;
         // Every transaction counted so far has committed: this commit covers it.
         let covered = self.room.since_durable();
+        let logged = Tx { tx: &tx }.counter(JOURNAL_SEQ)?;
         let drained = alloc::drain_pending(&Tx { tx: &tx })?;
         let _exclusive = (drained > 0).then(|| self.reuse.write());
         tx.commit().io()?;
         self.room.durable_done(covered);
+        if let Some(j) = &self.journal {
+            j.recycle(logged);
+        }
         Ok(())
     }
 
@@ -513,6 +652,10 @@ impl Inner {
     /// The last name of `ino` is gone: deleted now if nothing reaches it, else once nothing
     /// does (see `unreach`).
     fn lost_last_name(&self, ino: Ino) -> FsResult<()> {
+        if self.replaying.load(Ordering::SeqCst) != 0 {
+            // Replaying: whether the kernel holds it is known once handles are restored.
+            return Ok(());
+        }
         {
             let mut live = self.live.lock();
             if let Some(l) = live.get_mut(&ino) {
@@ -557,21 +700,26 @@ impl Inner {
     /// that the next open deletes.
     fn delete_unlinked(&self, ino: Ino) -> FsResult<()> {
         loop {
-            let step = self.transact(|t| {
-                let Some(mut rec) = t.try_inode(ino)?.filter(|r| r.nlink == 0) else {
-                    return Ok(None);
-                };
-                let removed = extents::remove_range(t, ino, 0, u64::MAX, extents::BATCH)?;
-                let freed = removed.blocks * BLOCK;
-                t.add_counter(USED_BYTES, -(freed as i64))?;
-                rec.allocated -= freed;
-                if removed.done {
-                    t.delete_inode(ino)?;
-                } else {
-                    t.put_inode(ino, &rec)?;
-                }
-                Ok(Some((freed, removed.done)))
-            })?;
+            let step = self.transact_logged(
+                REDO_SMALL,
+                &[],
+                |t| {
+                    let Some(mut rec) = t.try_inode(ino)?.filter(|r| r.nlink == 0) else {
+                        return Ok(None);
+                    };
+                    let removed = extents::remove_range(t, ino, 0, u64::MAX, extents::BATCH)?;
+                    let freed = removed.blocks * BLOCK;
+                    t.add_counter(USED_BYTES, -(freed as i64))?;
+                    rec.allocated -= freed;
+                    if removed.done {
+                        t.delete_inode(ino)?;
+                    } else {
+                        t.put_inode(ino, &rec)?;
+                    }
+                    Ok(Some((freed, removed.done)))
+                },
+                |step| step.map(|_| (redo::Op::Reap { ino }, 0)),
+            )?;
             let Some((freed, done)) = step else {
                 return Ok(());
             };

@@ -2,13 +2,13 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::SystemTime;
 
 use nix::errno::Errno;
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::redo::{self, Op};
 use super::store::{Ctx, DIRENTS, InodeRec, Tx, USED_INODES, XATTRS, now, stamp};
-use super::{ImageFs, Inner};
+use super::{ImageFs, Inner, REDO_SMALL};
 use crate::fs::acl;
 use crate::fs::handles::{DirCursor, DirStart};
 use crate::fs::rules::{self, RenameMode};
@@ -49,7 +49,7 @@ impl Inner {
 
     /// Creates a node in `parent` for `caller` (gid and setgid inherited from a setgid parent;
     /// mode and ACLs from the parent's default ACL, or the caller's umask without one).
-    fn make(
+    pub(super) fn make(
         &self,
         caller: &Caller,
         parent: Ino,
@@ -59,78 +59,115 @@ impl Inner {
         let name = name_ok(name)?;
         self.metadata_room()?;
         let _reservation = self.quota.reserve(0, 1)?;
-        let (ino, rec) = self.transact(|t| {
-            let mut p = t.inode(parent)?;
-            dir(&p)?;
-            if t.child(parent, name)?.is_some() {
-                return Err(os(Errno::EEXIST));
-            }
-            let mut xattrs = t.tx.open_table(XATTRS).io()?;
-            let default = xattrs
-                .get((parent, acl::DEFAULT.as_bytes()))
-                .io()?
-                .map(|v| v.value().to_vec());
-            let inherited = acl::inherit(default.as_deref(), rec.kind(), rec.perm, caller.umask)?;
-            let (gid, setgid) = rules::new_node_group(p.perm, p.gid, caller.gid, rec.kind());
-            rec.perm = inherited.mode & 0o7777 | setgid;
-            rec.gid = gid;
-            rec.uid = caller.uid;
-            let ino = t.next_ino()?;
-            self.note_ino(ino);
-            if rec.kind() == FileKind::Dir {
-                rec.parent = parent;
-                p.nlink += 1;
-            }
-            p.touch_dir();
-            t.put_inode(parent, &p)?;
-            t.put_inode(ino, &rec)?;
-            for (acl_name, value) in [
-                (acl::ACCESS, inherited.access),
-                (acl::DEFAULT, inherited.default),
-            ] {
-                if let Some(value) = value {
-                    xattrs
-                        .insert((ino, acl_name.as_bytes()), value.as_slice())
-                        .io()?;
+        let template = rec.clone();
+        let bound = REDO_SMALL + name.len() + rec.target.len();
+        let redo = |out: &(Ino, InodeRec)| {
+            Some((
+                Op::Make {
+                    uid: caller.uid,
+                    gid: caller.gid,
+                    umask: caller.umask,
+                    parent,
+                    name: name.to_vec(),
+                    rec: template,
+                    ino: out.0,
+                },
+                0,
+            ))
+        };
+        let (ino, rec) = self.transact_logged(
+            bound,
+            &[],
+            |t| {
+                let mut p = t.inode(parent)?;
+                dir(&p)?;
+                if t.child(parent, name)?.is_some() {
+                    return Err(os(Errno::EEXIST));
                 }
-            }
-            drop(xattrs);
-            t.set_child(parent, name, Some(ino))?;
-            t.add_counter(USED_INODES, 1)?;
-            Ok((ino, rec))
-        })?;
+                let mut xattrs = t.tx.open_table(XATTRS).io()?;
+                let default = xattrs
+                    .get((parent, acl::DEFAULT.as_bytes()))
+                    .io()?
+                    .map(|v| v.value().to_vec());
+                let inherited =
+                    acl::inherit(default.as_deref(), rec.kind(), rec.perm, caller.umask)?;
+                let (gid, setgid) = rules::new_node_group(p.perm, p.gid, caller.gid, rec.kind());
+                rec.perm = inherited.mode & 0o7777 | setgid;
+                rec.gid = gid;
+                rec.uid = caller.uid;
+                let ino = t.next_ino()?;
+                self.note_ino(ino);
+                if rec.kind() == FileKind::Dir {
+                    rec.parent = parent;
+                    p.nlink += 1;
+                }
+                p.touch_dir();
+                t.put_inode(parent, &p)?;
+                t.put_inode(ino, &rec)?;
+                for (acl_name, value) in [
+                    (acl::ACCESS, inherited.access),
+                    (acl::DEFAULT, inherited.default),
+                ] {
+                    if let Some(value) = value {
+                        xattrs
+                            .insert((ino, acl_name.as_bytes()), value.as_slice())
+                            .io()?;
+                    }
+                }
+                drop(xattrs);
+                t.set_child(parent, name, Some(ino))?;
+                t.add_counter(USED_INODES, 1)?;
+                Ok((ino, rec))
+            },
+            redo,
+        )?;
         self.quota.adjust(0, 1);
         Ok(self.entry_for(ino, &rec))
     }
 
-    fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
+    pub(super) fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> FsResult<()> {
         let name = name_ok(name)?;
-        let (ino, last) = self.transact(|t| {
-            let mut p = t.inode(parent)?;
-            let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
-            let mut rec = t.inode(ino)?;
-            let is_dir = rec.kind() == FileKind::Dir;
-            match (want_dir, is_dir) {
-                (true, false) => return Err(os(Errno::ENOTDIR)),
-                (false, true) => return Err(os(Errno::EISDIR)),
-                (true, true) if !t.is_empty_dir(ino)? => return Err(os(Errno::ENOTEMPTY)),
-                _ => {}
-            }
-            t.set_child(parent, name, None)?;
-            if is_dir {
-                p.nlink -= 1;
-            }
-            p.touch_dir();
-            t.put_inode(parent, &p)?;
-            rec.nlink = if is_dir {
-                0
-            } else {
-                rec.nlink.saturating_sub(1)
-            };
-            rec.ctime = now();
-            t.put_inode(ino, &rec)?;
-            Ok((ino, rec.nlink == 0))
-        })?;
+        let redo = |_: &(Ino, bool)| {
+            Some((
+                Op::Remove {
+                    parent,
+                    name: name.to_vec(),
+                    dir: want_dir,
+                },
+                0,
+            ))
+        };
+        let (ino, last) = self.transact_logged(
+            REDO_SMALL + name.len(),
+            &[],
+            |t| {
+                let mut p = t.inode(parent)?;
+                let ino = t.child(parent, name)?.ok_or(FsError::NotFound)?;
+                let mut rec = t.inode(ino)?;
+                let is_dir = rec.kind() == FileKind::Dir;
+                match (want_dir, is_dir) {
+                    (true, false) => return Err(os(Errno::ENOTDIR)),
+                    (false, true) => return Err(os(Errno::EISDIR)),
+                    (true, true) if !t.is_empty_dir(ino)? => return Err(os(Errno::ENOTEMPTY)),
+                    _ => {}
+                }
+                t.set_child(parent, name, None)?;
+                if is_dir {
+                    p.nlink -= 1;
+                }
+                p.touch_dir();
+                t.put_inode(parent, &p)?;
+                rec.nlink = if is_dir {
+                    0
+                } else {
+                    rec.nlink.saturating_sub(1)
+                };
+                rec.ctime = now();
+                t.put_inode(ino, &rec)?;
+                Ok((ino, rec.nlink == 0))
+            },
+            redo,
+        )?;
         match last {
             true => self.lost_last_name(ino),
             false => Ok(()),
@@ -165,77 +202,107 @@ impl Inner {
             }
             false => None,
         };
-        let (reap, whiteout_made) = self.transact(|t| {
-            let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
-            let target = t.child(r.new_parent, new_name)?;
-            if Self::is_ancestor(t, moved, r.new_parent)? {
-                return Err(FsError::Invalid);
-            }
-            let mut m = t.inode(moved)?;
-            let mut victim = match target {
-                Some(ino) if ino == moved => return Ok((None, false)),
-                Some(ino) => Some((ino, t.inode(ino)?)),
-                None => None,
-            };
-            match &victim {
-                Some(_) if noreplace => return Err(os(Errno::EEXIST)),
-                None if exchange => return Err(FsError::NotFound),
-                Some((ino, v)) if !exchange => {
-                    rules::check_replace(m.kind(), v.kind(), || t.is_empty_dir(*ino))?
+        let redo = |out: &(Option<Ino>, Option<Ino>)| {
+            Some((
+                Op::Rename {
+                    uid: r.caller.uid,
+                    gid: r.caller.gid,
+                    parent: r.parent,
+                    name: name.to_vec(),
+                    new_parent: r.new_parent,
+                    new_name: new_name.to_vec(),
+                    flags: r.flags,
+                    whiteout: out.1,
+                },
+                0,
+            ))
+        };
+        let bound = REDO_SMALL + name.len() + new_name.len();
+        let (reap, whiteout_made) = self.transact_logged(
+            bound,
+            &[],
+            |t| {
+                let moved = t.child(r.parent, name)?.ok_or(FsError::NotFound)?;
+                let target = t.child(r.new_parent, new_name)?;
+                if Self::is_ancestor(t, moved, r.new_parent)? {
+                    return Err(FsError::Invalid);
                 }
-                _ => {}
-            }
-            let left_behind = match &victim {
-                Some((ino, _)) if exchange => Some(*ino),
-                _ if whiteout => {
-                    let ino = Self::add_whiteout(t, &r.caller, r.parent)?;
-                    self.note_ino(ino);
-                    Some(ino)
+                // An exchange moves the target to the source's place: not into its own subtree.
+                if exchange
+                    && let Some(v) = target
+                    && Self::is_ancestor(t, v, r.parent)?
+                {
+                    return Err(FsError::Invalid);
                 }
-                _ => None,
-            };
-            t.set_child(r.parent, name, left_behind)?;
-            t.set_child(r.new_parent, new_name, Some(moved))?;
-            // Link counts of the two parents ("..") and of the replaced node.
-            let nlink_delta = |ino: Ino, d: i32, t: &Tx<'_>| -> FsResult<()> {
-                let mut p = t.inode(ino)?;
-                p.nlink = p.nlink.saturating_add_signed(d);
-                p.touch_dir();
-                t.put_inode(ino, &p)
-            };
-            let moves_dir = |k: FileKind| k == FileKind::Dir && r.parent != r.new_parent;
-            if moves_dir(m.kind()) {
-                m.parent = r.new_parent;
-                nlink_delta(r.parent, -1, t)?;
-                nlink_delta(r.new_parent, 1, t)?;
-            }
-            let mut reap = None;
-            if let Some((ino, v)) = victim.as_mut() {
-                v.ctime = now();
-                if exchange {
-                    if moves_dir(v.kind()) {
-                        v.parent = r.parent;
-                        nlink_delta(r.new_parent, -1, t)?;
-                        nlink_delta(r.parent, 1, t)?;
+                let mut m = t.inode(moved)?;
+                let mut victim = match target {
+                    Some(ino) if ino == moved => return Ok((None, None)),
+                    Some(ino) => Some((ino, t.inode(ino)?)),
+                    None => None,
+                };
+                match &victim {
+                    Some(_) if noreplace => return Err(os(Errno::EEXIST)),
+                    None if exchange => return Err(FsError::NotFound),
+                    Some((ino, v)) if !exchange => {
+                        rules::check_replace(m.kind(), v.kind(), || t.is_empty_dir(*ino))?
                     }
-                } else {
-                    if v.kind() == FileKind::Dir {
-                        nlink_delta(r.new_parent, -1, t)?;
-                        v.nlink = 0;
+                    _ => {}
+                }
+                let mut whiteout_made = None;
+                let left_behind = match &victim {
+                    Some((ino, _)) if exchange => Some(*ino),
+                    _ if whiteout => {
+                        let ino = Self::add_whiteout(t, &r.caller, r.parent)?;
+                        self.note_ino(ino);
+                        whiteout_made = Some(ino);
+                        Some(ino)
+                    }
+                    _ => None,
+                };
+                t.set_child(r.parent, name, left_behind)?;
+                t.set_child(r.new_parent, new_name, Some(moved))?;
+                // Link counts of the two parents ("..") and of the replaced node.
+                let nlink_delta = |ino: Ino, d: i32, t: &Tx<'_>| -> FsResult<()> {
+                    let mut p = t.inode(ino)?;
+                    p.nlink = p.nlink.saturating_add_signed(d);
+                    p.touch_dir();
+                    t.put_inode(ino, &p)
+                };
+                let moves_dir = |k: FileKind| k == FileKind::Dir && r.parent != r.new_parent;
+                if moves_dir(m.kind()) {
+                    m.parent = r.new_parent;
+                    nlink_delta(r.parent, -1, t)?;
+                    nlink_delta(r.new_parent, 1, t)?;
+                }
+                let mut reap = None;
+                if let Some((ino, v)) = victim.as_mut() {
+                    v.ctime = now();
+                    if exchange {
+                        if moves_dir(v.kind()) {
+                            v.parent = r.parent;
+                            nlink_delta(r.new_parent, -1, t)?;
+                            nlink_delta(r.parent, 1, t)?;
+                        }
                     } else {
-                        v.nlink = v.nlink.saturating_sub(1);
+                        if v.kind() == FileKind::Dir {
+                            nlink_delta(r.new_parent, -1, t)?;
+                            v.nlink = 0;
+                        } else {
+                            v.nlink = v.nlink.saturating_sub(1);
+                        }
+                        reap = (v.nlink == 0).then_some(*ino);
                     }
-                    reap = (v.nlink == 0).then_some(*ino);
+                    t.put_inode(*ino, v)?;
                 }
-                t.put_inode(*ino, v)?;
-            }
-            nlink_delta(r.parent, 0, t)?;
-            nlink_delta(r.new_parent, 0, t)?;
-            m.ctime = now();
-            t.put_inode(moved, &m)?;
-            Ok((reap, whiteout))
-        })?;
-        if whiteout_made {
+                nlink_delta(r.parent, 0, t)?;
+                nlink_delta(r.new_parent, 0, t)?;
+                m.ctime = now();
+                t.put_inode(moved, &m)?;
+                Ok((reap, whiteout_made))
+            },
+            redo,
+        )?;
+        if whiteout_made.is_some() {
             self.quota.adjust(0, 1);
         }
         Ok(reap)
@@ -314,28 +381,64 @@ impl Inner {
     /// the mode and is kept only when the mode cannot say it all (see `acl::set_access`).
     fn set_acl(&self, ino: Ino, kind: acl::Kind, value: &[u8], kill_sgid: bool) -> FsResult<()> {
         self.metadata_room()?;
-        self.transact(|t| {
-            let mut rec = t.inode(ino)?;
-            if rec.kind() == FileKind::Symlink {
-                return Err(FsError::Unsupported);
-            }
-            let (name, stored) = match kind {
-                acl::Kind::Access => {
-                    let (perm, stored) = acl::set_access(value, rec.perm, kill_sgid)?;
-                    rec.perm = perm;
-                    (acl::ACCESS, stored)
+        let acl_name = match kind {
+            acl::Kind::Access => acl::ACCESS,
+            acl::Kind::Default => acl::DEFAULT,
+        };
+        let redo = |_: &()| {
+            Some((
+                Op::SetXattr {
+                    ino,
+                    name: acl_name.as_bytes().to_vec(),
+                    value: value.to_vec(),
+                    flags: 0,
+                    kill_sgid,
+                },
+                0,
+            ))
+        };
+        self.transact_logged(
+            REDO_SMALL + value.len(),
+            &[],
+            |t| {
+                let mut rec = t.inode(ino)?;
+                if rec.kind() == FileKind::Symlink {
+                    return Err(FsError::Unsupported);
                 }
-                acl::Kind::Default => (acl::DEFAULT, acl::check_default(value, rec.kind())?),
-            };
-            let mut x = t.tx.open_table(XATTRS).io()?;
-            match stored {
-                Some(v) => x.insert((ino, name.as_bytes()), v.as_slice()).io()?,
-                None => x.remove((ino, name.as_bytes())).io()?,
-            };
-            drop(x);
-            rec.ctime = now();
-            t.put_inode(ino, &rec)
-        })
+                let (name, stored) = match kind {
+                    acl::Kind::Access => {
+                        let (perm, stored) = acl::set_access(value, rec.perm, kill_sgid)?;
+                        rec.perm = perm;
+                        (acl::ACCESS, stored)
+                    }
+                    acl::Kind::Default => (acl::DEFAULT, acl::check_default(value, rec.kind())?),
+                };
+                let mut x = t.tx.open_table(XATTRS).io()?;
+                match stored {
+                    Some(v) => x.insert((ino, name.as_bytes()), v.as_slice()).io()?,
+                    None => x.remove((ino, name.as_bytes())).io()?,
+                };
+                drop(x);
+                rec.ctime = now();
+                t.put_inode(ino, &rec)
+            },
+            redo,
+        )
+    }
+
+    /// What a write by an unprivileged caller does first (see `drop_privileges`).
+    pub(super) fn kill_privileges(&self, ino: Ino) -> FsResult<()> {
+        let redo = |_: &()| Some((Op::KillPrivileges { ino }, 0));
+        self.transact_logged(
+            REDO_SMALL,
+            &[],
+            |t| {
+                let mut rec = t.inode(ino)?;
+                drop_privileges(t, ino, &mut rec)?;
+                t.put_inode(ino, &rec)
+            },
+            redo,
+        )
     }
 }
 
@@ -399,45 +502,66 @@ impl VolumeFs for ImageFs {
         if let Some(size) = c.size {
             self.shrink_steps(ino, size)?;
         }
-        let (rec, delta) = self.transact(|t| {
-            let mut rec = t.inode(ino)?;
-            let chown = c.uid.is_some() || c.gid.is_some();
-            let kill = c.mode.is_none()
-                && ((chown && rec.kind() != FileKind::Dir)
-                    || (c.size.is_some() && caller.uid != 0));
-            if kill {
-                drop_privileges(t, ino, &mut rec)?;
-            }
-            let mut delta = 0;
-            if let Some(size) = c.size {
-                if rec.kind() != FileKind::File {
-                    return Err(if rec.kind() == FileKind::Dir {
-                        os(Errno::EISDIR)
-                    } else {
-                        FsError::Invalid
-                    });
+        let redo = |_: &(InodeRec, i64)| {
+            Some((
+                Op::SetAttr {
+                    uid: caller.uid,
+                    ino,
+                    mode: c.mode,
+                    owner: c.uid,
+                    group: c.gid,
+                    size: c.size,
+                    atime: c.atime.map(redo::time_of),
+                    mtime: c.mtime.map(redo::time_of),
+                    ctime: c.ctime.map(stamp),
+                },
+                0,
+            ))
+        };
+        let (rec, delta) = self.transact_logged(
+            REDO_SMALL,
+            &[],
+            |t| {
+                let mut rec = t.inode(ino)?;
+                let chown = c.uid.is_some() || c.gid.is_some();
+                let kill = c.mode.is_none()
+                    && ((chown && rec.kind() != FileKind::Dir)
+                        || (c.size.is_some() && caller.uid != 0));
+                if kill {
+                    drop_privileges(t, ino, &mut rec)?;
                 }
-                if size != rec.size {
-                    rec.mtime = now();
+                let mut delta = 0;
+                if let Some(size) = c.size {
+                    if rec.kind() != FileKind::File {
+                        return Err(if rec.kind() == FileKind::Dir {
+                            os(Errno::EISDIR)
+                        } else {
+                            FsError::Invalid
+                        });
+                    }
+                    if size != rec.size {
+                        rec.mtime = now();
+                    }
+                    delta = self.truncate_in(t, ino, &mut rec, size)?;
                 }
-                delta = self.truncate_in(t, ino, &mut rec, size)?;
-            }
-            if let Some(mode) = c.mode {
-                rec.perm = mode & 0o7777;
-                chmod_acl(t, ino, mode)?;
-            }
-            rec.uid = c.uid.unwrap_or(rec.uid);
-            rec.gid = c.gid.unwrap_or(rec.gid);
-            if let Some(a) = c.atime {
-                rec.atime = set_time(a);
-            }
-            if let Some(m) = c.mtime {
-                rec.mtime = set_time(m);
-            }
-            rec.ctime = stamp(c.ctime.unwrap_or_else(SystemTime::now));
-            t.put_inode(ino, &rec)?;
-            Ok((rec, delta))
-        })?;
+                if let Some(mode) = c.mode {
+                    rec.perm = mode & 0o7777;
+                    chmod_acl(t, ino, mode)?;
+                }
+                rec.uid = c.uid.unwrap_or(rec.uid);
+                rec.gid = c.gid.unwrap_or(rec.gid);
+                if let Some(a) = c.atime {
+                    rec.atime = set_time(a);
+                }
+                if let Some(m) = c.mtime {
+                    rec.mtime = set_time(m);
+                }
+                rec.ctime = c.ctime.map(stamp).unwrap_or_else(now);
+                t.put_inode(ino, &rec)?;
+                Ok((rec, delta))
+            },
+            redo,
+        )?;
         self.quota.adjust(delta, 0);
         Ok(rec.attr(ino))
     }
@@ -503,27 +627,42 @@ impl VolumeFs for ImageFs {
     ) -> FsResult<Entry> {
         let name = name_ok(new_name)?;
         self.metadata_room()?;
-        let rec = self.transact(|t| {
-            let mut rec = t.inode(ino)?;
-            let mut p = t.inode(new_parent)?;
-            dir(&p)?;
-            if rec.kind() == FileKind::Dir {
-                return Err(os(Errno::EPERM));
-            }
-            if rec.nlink == 0 {
-                return Err(FsError::NotFound);
-            }
-            if t.child(new_parent, name)?.is_some() {
-                return Err(os(Errno::EEXIST));
-            }
-            t.set_child(new_parent, name, Some(ino))?;
-            rec.nlink += 1;
-            rec.ctime = now();
-            p.touch_dir();
-            t.put_inode(ino, &rec)?;
-            t.put_inode(new_parent, &p)?;
-            Ok(rec)
-        })?;
+        let redo = |_: &InodeRec| {
+            Some((
+                Op::Link {
+                    ino,
+                    new_parent,
+                    name: name.to_vec(),
+                },
+                0,
+            ))
+        };
+        let rec = self.transact_logged(
+            REDO_SMALL + name.len(),
+            &[],
+            |t| {
+                let mut rec = t.inode(ino)?;
+                let mut p = t.inode(new_parent)?;
+                dir(&p)?;
+                if rec.kind() == FileKind::Dir {
+                    return Err(os(Errno::EPERM));
+                }
+                if rec.nlink == 0 {
+                    return Err(FsError::NotFound);
+                }
+                if t.child(new_parent, name)?.is_some() {
+                    return Err(os(Errno::EEXIST));
+                }
+                t.set_child(new_parent, name, Some(ino))?;
+                rec.nlink += 1;
+                rec.ctime = now();
+                p.touch_dir();
+                t.put_inode(ino, &rec)?;
+                t.put_inode(new_parent, &p)?;
+                Ok(rec)
+            },
+            redo,
+        )?;
         Ok(self.entry_for(ino, &rec))
     }
 
@@ -580,11 +719,7 @@ impl VolumeFs for ImageFs {
     fn write(&self, _ino: Ino, fh: Fh, offset: u64, data: &[u8], kill: bool) -> FsResult<u32> {
         let ino = self.handle_ino(fh)?;
         if kill {
-            self.transact(|t| {
-                let mut rec = t.inode(ino)?;
-                drop_privileges(t, ino, &mut rec)?;
-                t.put_inode(ino, &rec)
-            })?;
+            self.kill_privileges(ino)?;
         }
         self.write_data(ino, offset, data)
     }
@@ -657,17 +792,35 @@ impl VolumeFs for ImageFs {
             return self.set_acl(ino, kind, value, kill_sgid);
         }
         self.metadata_room()?;
-        self.transact(|t| {
-            let mut rec = t.inode(ino)?;
-            rules::check_xattr_kind(rec.kind(), name)?;
-            let mut x = t.tx.open_table(XATTRS).io()?;
-            let exists = x.get((ino, name.as_bytes())).io()?.is_some();
-            rules::check_xattr_flags(flags, exists)?;
-            x.insert((ino, name.as_bytes()), value).io()?;
-            drop(x);
-            rec.ctime = now();
-            t.put_inode(ino, &rec)
-        })
+        let redo = |_: &()| {
+            Some((
+                Op::SetXattr {
+                    ino,
+                    name: name.as_bytes().to_vec(),
+                    value: value.to_vec(),
+                    flags,
+                    kill_sgid,
+                },
+                0,
+            ))
+        };
+        let bound = REDO_SMALL + name.len() + value.len();
+        self.transact_logged(
+            bound,
+            &[],
+            |t| {
+                let mut rec = t.inode(ino)?;
+                rules::check_xattr_kind(rec.kind(), name)?;
+                let mut x = t.tx.open_table(XATTRS).io()?;
+                let exists = x.get((ino, name.as_bytes())).io()?.is_some();
+                rules::check_xattr_flags(flags, exists)?;
+                x.insert((ino, name.as_bytes()), value).io()?;
+                drop(x);
+                rec.ctime = now();
+                t.put_inode(ino, &rec)
+            },
+            redo,
+        )
     }
 
     fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> FsResult<XattrReply> {
@@ -693,24 +846,38 @@ impl VolumeFs for ImageFs {
     }
 
     fn removexattr(&self, ino: Ino, name: &OsStr) -> FsResult<()> {
-        self.transact(|t| {
-            let mut rec = t.inode(ino)?;
-            let removed =
-                t.tx.open_table(XATTRS)
-                    .io()?
-                    .remove((ino, name.as_bytes()))
-                    .io()?
-                    .is_some();
-            match removed {
-                true => {
-                    rec.ctime = now();
-                    t.put_inode(ino, &rec)
+        let redo = |_: &()| {
+            Some((
+                Op::RemoveXattr {
+                    ino,
+                    name: name.as_bytes().to_vec(),
+                },
+                0,
+            ))
+        };
+        self.transact_logged(
+            REDO_SMALL + name.len(),
+            &[],
+            |t| {
+                let mut rec = t.inode(ino)?;
+                let removed =
+                    t.tx.open_table(XATTRS)
+                        .io()?
+                        .remove((ino, name.as_bytes()))
+                        .io()?
+                        .is_some();
+                match removed {
+                    true => {
+                        rec.ctime = now();
+                        t.put_inode(ino, &rec)
+                    }
+                    // Removing an ACL a node does not have succeeds, as on ext4.
+                    false if acl::kind_of(name).is_some() => Ok(()),
+                    false => Err(os(Errno::ENODATA)),
                 }
-                // Removing an ACL a node does not have succeeds, as on ext4.
-                false if acl::kind_of(name).is_some() => Ok(()),
-                false => Err(os(Errno::ENODATA)),
-            }
-        })
+            },
+            redo,
+        )
     }
 
     fn access(&self, _caller: &Caller, ino: Ino, _mask: i32) -> FsResult<()> {

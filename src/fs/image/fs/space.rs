@@ -152,42 +152,58 @@ impl Inner {
         let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
         // Held until the usage is applied, after the commit.
         let mut reservation = None;
-        let delta = self.transact(|t| {
-            let mut rec = file(t.inode(ino)?)?;
-            let (first, last) = (offset / BLOCK, end.div_ceil(BLOCK));
-            let delta = match mode & !libc::FALLOC_FL_KEEP_SIZE {
-                0 => {
-                    let mut table = t.tx.open_table(EXTENTS).io()?;
-                    let map = extents::overlapping(&table, ino, first, last)?;
-                    let holes = holes(&map, first, last);
-                    let need: u64 = holes.iter().map(|h| h.1).sum();
-                    reservation = Some(self.quota.reserve(need * BLOCK, 0)?);
-                    for (hole, count) in holes {
-                        let mapped =
-                            self.map_hole(t, &mut table, ino, (hole, count), None, true)?;
-                        if let Err(waiting) = mapped {
-                            *waiting_blocks = waiting;
-                            return Err(FsError::NoSpace);
+        let redo = |_: &i64| {
+            Some((
+                super::redo::Op::Fallocate {
+                    ino,
+                    offset,
+                    len,
+                    mode,
+                },
+                0,
+            ))
+        };
+        let delta = self.transact_logged(
+            super::REDO_SMALL,
+            &[],
+            |t| {
+                let mut rec = file(t.inode(ino)?)?;
+                let (first, last) = (offset / BLOCK, end.div_ceil(BLOCK));
+                let delta = match mode & !libc::FALLOC_FL_KEEP_SIZE {
+                    0 => {
+                        let mut table = t.tx.open_table(EXTENTS).io()?;
+                        let map = extents::overlapping(&table, ino, first, last)?;
+                        let holes = holes(&map, first, last);
+                        let need: u64 = holes.iter().map(|h| h.1).sum();
+                        reservation = Some(self.quota.reserve(need * BLOCK, 0)?);
+                        for (hole, count) in holes {
+                            let mapped =
+                                self.map_hole(t, &mut table, ino, (hole, count), None, true)?;
+                            if let Err(waiting) = mapped {
+                                *waiting_blocks = waiting;
+                                return Err(FsError::NoSpace);
+                            }
                         }
+                        (need * BLOCK) as i64
                     }
-                    (need * BLOCK) as i64
+                    libc::FALLOC_FL_PUNCH_HOLE if keep_size => self.punch(t, ino, offset, end)?,
+                    libc::FALLOC_FL_ZERO_RANGE => self.punch(t, ino, offset, end)?,
+                    _ => return Err(FsError::Unsupported),
+                };
+                if !keep_size && end > rec.size {
+                    if let Some(io) = self.tail_zeros(t, ino, rec.size, end)? {
+                        self.submit(vec![io])?;
+                    }
+                    rec.size = end;
                 }
-                libc::FALLOC_FL_PUNCH_HOLE if keep_size => self.punch(t, ino, offset, end)?,
-                libc::FALLOC_FL_ZERO_RANGE => self.punch(t, ino, offset, end)?,
-                _ => return Err(FsError::Unsupported),
-            };
-            if !keep_size && end > rec.size {
-                if let Some(io) = self.tail_zeros(t, ino, rec.size, end)? {
-                    self.submit(vec![io])?;
-                }
-                rec.size = end;
-            }
-            rec.allocated = rec.allocated.saturating_add_signed(delta);
-            rec.ctime = now();
-            t.put_inode(ino, &rec)?;
-            t.add_counter(USED_BYTES, delta)?;
-            Ok(delta)
-        })?;
+                rec.allocated = rec.allocated.saturating_add_signed(delta);
+                rec.ctime = now();
+                t.put_inode(ino, &rec)?;
+                t.add_counter(USED_BYTES, delta)?;
+                Ok(delta)
+            },
+            redo,
+        )?;
         self.quota.adjust(delta, 0);
         drop(reservation);
         Ok(())

@@ -35,6 +35,8 @@ pub const PENDING_BLOCKS: &str = "pending_blocks";
 /// Blocks in the data region: the superblock's count, or more once a grow committed (see
 /// `super::grow`). 0 (absent) on images formatted before grows existed.
 pub const DATA_BLOCKS: &str = "data_blocks";
+/// The last redo journal record whose change this state holds (see `super::journal`).
+pub const JOURNAL_SEQ: &str = "journal_seq";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InodeRec {
@@ -66,8 +68,17 @@ const KINDS: [FileKind; 7] = [
     FileKind::BlockDevice,
 ];
 
+thread_local! {
+    /// While a journal record is replayed: the time of its first run (see `redo`).
+    pub static CLOCK: std::cell::Cell<Option<(i64, u32)>> = const { std::cell::Cell::new(None) };
+    /// While a journal record is replayed: the inode number its first run handed out.
+    pub static FORCED_INO: std::cell::Cell<Option<Ino>> = const { std::cell::Cell::new(None) };
+}
+
 pub fn now() -> (i64, u32) {
-    stamp(SystemTime::now())
+    CLOCK
+        .with(|c| c.get())
+        .unwrap_or_else(|| stamp(SystemTime::now()))
 }
 
 pub fn stamp(t: SystemTime) -> (i64, u32) {
@@ -83,7 +94,7 @@ pub fn stamp(t: SystemTime) -> (i64, u32) {
     }
 }
 
-fn time((secs, nanos): (i64, u32)) -> SystemTime {
+pub fn time((secs, nanos): (i64, u32)) -> SystemTime {
     let base = if secs >= 0 {
         UNIX_EPOCH + Duration::from_secs(secs as u64)
     } else {
@@ -224,11 +235,14 @@ impl Tx<'_> {
     }
 
     pub fn next_ino(&self) -> FsResult<Ino> {
-        let ino = self.counter(NEXT_INO)?;
+        let next = self.counter(NEXT_INO)?;
+        // A replayed record gets the number its first run got (numbers are never reused, so
+        // it is free, and below the next one: `ImageFs::open_carried`).
+        let ino = FORCED_INO.with(|f| f.take()).unwrap_or(next);
         self.tx
             .open_table(COUNTERS)
             .io()?
-            .insert(NEXT_INO, ino + 1)
+            .insert(NEXT_INO, next.max(ino + 1))
             .io()?;
         Ok(ino)
     }
