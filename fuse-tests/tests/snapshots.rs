@@ -232,9 +232,10 @@ fn story(driver: &str, extra: &[String], ceph: Option<&TestCluster>) {
         .collect();
     assert_eq!(names, taken, "{listed}");
     for s in listed.as_array().unwrap() {
-        let want: &[&str] = match ceph {
-            Some(_) => &["rbd snapshot"],
-            None => &["reflink", "copy"],
+        let want: &[&str] = match (driver, ceph) {
+            (_, Some(_)) => &["rbd snapshot"],
+            ("tmpfs", None) => &["copy-on-write"],
+            _ => &["reflink", "copy"],
         };
         assert!(want.contains(&s["Method"].as_str().unwrap()), "{s}");
         assert!(
@@ -255,6 +256,50 @@ fn story(driver: &str, extra: &[String], ceph: Option<&TestCluster>) {
             .collect();
         assert_eq!(snaps, taken, "rbd snap ls of {vol}");
         assert!(!snapshot_dir(&d, vol, "s1").exists());
+
+        // A snapshot removed in the cluster, outside fvol: `snapshot ls` says it is missing,
+        // restore and clone refuse it by name, and `snapshot rm` drops what is left.
+        d.cli_ok(["snapshot", "create", vol, "gone"]);
+        let out = Command::new("rbd")
+            .arg("-c")
+            .arg(ceph.conf())
+            .args(["snap", "rm", &format!("rbd/{vol}@gone")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rbd snap rm: {}", stderr_of(&out));
+        let listed: serde_json::Value =
+            serde_json::from_str(&d.cli_ok(["snapshot", "ls", vol, "--format", "json"])).unwrap();
+        for s in listed.as_array().unwrap() {
+            let gone = s["Name"] == "gone";
+            assert_eq!(s["Missing"].as_bool().unwrap_or(false), gone, "{s}");
+        }
+        assert!(
+            d.cli_ok(["snapshot", "ls", vol])
+                .contains("rbd snapshot (missing)"),
+            "the table does not say the snapshot is missing"
+        );
+        let says = [
+            "snapshot gone",
+            "gone from its backing store",
+            "snapshot rm",
+        ];
+        fails_saying(d.cli(["snapshot", "restore", vol, "gone"]), &says);
+        fails_saying(
+            d.cli([
+                "create",
+                "-d",
+                "rbd",
+                "-o",
+                &ceph.conf_opt(),
+                "--from",
+                "src@gone",
+                "nope",
+            ]),
+            &says,
+        );
+        assert!(!d.cli(["inspect", "nope"]).status.success());
+        d.cli_ok(["snapshot", "rm", vol, "gone"]);
+        assert!(!d.cli_ok(["snapshot", "ls", vol]).contains("gone"));
     }
     let table = d.cli_ok(["snapshot", "ls", vol]);
     assert!(
@@ -560,4 +605,69 @@ fn tmpfs_snapshot_copies_on_write() {
     assert_eq!(used("cow"), used("twin"), "usage differs from the twin's");
     d.cli_ok(["unmount", "cow"]);
     d.cli_ok(["unmount", "twin"]);
+}
+
+/// A second snapshot, an export and a clone of a tmpfs volume that is being copied out wait
+/// for that copy to end (the volume's lock), then succeed: none is refused.
+#[test]
+fn tmpfs_copies_out_wait_their_turn() {
+    if !fuse_or_skip("tmpfs_copies_out_wait_their_turn") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.cli_ok(["create", "-d", "tmpfs", "-o", "size=512M", "busy"]);
+    let mp = d.mount("busy");
+    std::fs::write(mp.join("a-big"), pattern(3, 192 << 20)).unwrap();
+    std::fs::write(mp.join("small"), pattern(4, 4096)).unwrap();
+    let want = contents(&mp);
+
+    let spawn = |args: &[&str]| {
+        d.root
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(&["snapshot", "create", "busy", "s1"]);
+    let copying = d.root().join("snapshots/busy/s1.partial/a-big");
+    let start = Instant::now();
+    while !copying.exists() {
+        assert!(start.elapsed() < PATIENCE, "the snapshot does not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let tar = d.root().join("busy.tar");
+    let tar_arg = tar.to_str().unwrap().to_string();
+    let others = [
+        spawn(&["snapshot", "create", "busy", "s2"]),
+        spawn(&["export", "busy", "--output", &tar_arg]),
+        spawn(&["create", "--from", "busy", "clone"]),
+    ];
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "snapshot s1: {}", stderr_of(&out));
+    for (what, child) in ["snapshot s2", "export", "clone"].iter().zip(others) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+    }
+    for snap in ["s1", "s2"] {
+        assert!(
+            contents(&snapshot_dir(&d, "busy", snap)) == want,
+            "snapshot {snap} is not the volume"
+        );
+    }
+    assert!(
+        contents(&d.mount("clone")) == want,
+        "the clone is not the volume"
+    );
+    let unpacked = d.root().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xf", &tar_arg, "-C"])
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(contents(&unpacked) == want, "the export is not the volume");
+    d.cli_ok(["unmount", "busy"]);
+    d.cli_ok(["unmount", "clone"]);
 }

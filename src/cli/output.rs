@@ -39,7 +39,11 @@ pub fn snapshot_table(snapshots: &[crate::volume::snapshot::SnapshotInfo]) -> St
             [
                 s.name.clone(),
                 s.created_at.clone(),
-                s.method.clone(),
+                if s.missing {
+                    format!("{} (missing)", s.method)
+                } else {
+                    s.method.clone()
+                },
                 human_size(s.bytes),
                 s.files.to_string(),
                 format!("{} ms", s.held_ms),

@@ -227,6 +227,16 @@ pub trait Driver: Send + Sync + 'static {
     ) -> Result<(), DriverError> {
         Err(no_native::<Self>())
     }
+    /// The names of the snapshots the backing store holds now, so that `snapshot ls` can tell
+    /// one removed outside fvol.
+    fn snapshot_names(
+        &self,
+        _ctx: &DriverContext,
+        _rec: &VolumeRecord,
+        _opts: &Self::Options,
+    ) -> Result<Vec<String>, DriverError> {
+        Err(no_native::<Self>())
+    }
     /// Rolls the inactive volume's backing store back to snapshot `snap`.
     fn snapshot_restore(
         &self,
@@ -359,6 +369,11 @@ pub trait AnyDriver: Send + Sync {
         rec: &VolumeRecord,
         snap: &str,
     ) -> Result<(), DriverError>;
+    fn snapshot_names(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+    ) -> Result<Vec<String>, DriverError>;
     fn snapshot_restore(
         &self,
         ctx: &DriverContext,
@@ -521,6 +536,14 @@ impl<D: Driver> AnyDriver for D {
         snap: &str,
     ) -> Result<(), DriverError> {
         Driver::snapshot_remove(self, ctx, rec, &stored::<D>(&rec.options)?, snap)
+    }
+
+    fn snapshot_names(
+        &self,
+        ctx: &DriverContext,
+        rec: &VolumeRecord,
+    ) -> Result<Vec<String>, DriverError> {
+        Driver::snapshot_names(self, ctx, rec, &stored::<D>(&rec.options)?)
     }
 
     fn snapshot_restore(

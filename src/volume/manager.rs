@@ -332,7 +332,7 @@ impl VolumeManager {
     pub fn snapshot_list(&self, name: &str) -> Result<Vec<SnapshotInfo>, VolumeError> {
         validate_name(name)?;
         let _volume = self.core.locks.lock(name);
-        self.core.snapshot_list(name)
+        self.core.snapshot_list_checked(name)
     }
 
     pub fn snapshot_remove(&self, name: &str, snap: &str) -> Result<(), VolumeError> {

@@ -34,13 +34,20 @@ pub struct SnapshotInfo {
     pub name: String,
     pub volume: String,
     pub created_at: String,
-    /// `reflink` (extents shared with the volume until either changes) or `copy`.
+    /// How it was taken, which says what it costs: `reflink` (local: extents shared with the
+    /// volume until either changes), `copy` (a full copy, writes held throughout),
+    /// `copy-on-write` (tmpfs: writes held for the capture only, the copy made after) or
+    /// `rbd snapshot` (kept by the cluster).
     pub method: String,
     /// Bytes of file data it holds, and its files.
     pub bytes: u64,
     pub files: u64,
     /// How long the volume's writes were held while it was taken, in milliseconds.
     pub held_ms: u64,
+    /// The backing store no longer holds it (an rbd snapshot removed outside fvol): only its
+    /// description is left, which `snapshot rm` drops. Never stored, only shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
 }
 
 /// The option of `create` that names the source of a clone.
@@ -158,6 +165,43 @@ impl Core {
         Ok(all)
     }
 
+    /// `snapshot_list`, each snapshot that a driver keeps itself checked against the driver's
+    /// own list. A store that cannot answer (a cluster that is down) leaves the list as
+    /// described, with a warning in the log.
+    pub fn snapshot_list_checked(&self, volume: &str) -> Result<Vec<SnapshotInfo>, VolumeError> {
+        let mut all = self.snapshot_list(volume)?;
+        let rec = self.record(volume)?;
+        let driver = self.driver(&rec.driver)?;
+        let Some(native) = driver.native_snapshots() else {
+            return Ok(all);
+        };
+        if !all.iter().any(|s| s.method == native.method) {
+            return Ok(all);
+        }
+        match driver.snapshot_names(self.driver_context(), &rec) {
+            Ok(held) => {
+                for s in all.iter_mut().filter(|s| s.method == native.method) {
+                    s.missing = !held.contains(&s.name);
+                }
+            }
+            Err(e) => log::warn!("volume {volume}: listing its snapshots in the store: {e}"),
+        }
+        Ok(all)
+    }
+
+    /// `snapshot_info`, refusing a snapshot that the driver no longer holds.
+    fn snapshot_present(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
+        let info = self.snapshot_info(volume, snap)?;
+        let checked = self.snapshot_list_checked(volume)?;
+        if checked.iter().any(|s| s.name == snap && s.missing) {
+            return Err(VolumeError::Refused(format!(
+                "snapshot {snap} of volume {volume} is gone from its backing store (removed \
+                 outside fvol); `fvol snapshot rm {volume} {snap}` drops what is left of it"
+            )));
+        }
+        Ok(info)
+    }
+
     fn snapshot_info(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
         validate_snapshot_name(snap)?;
         self.snapshot_list(volume)?
@@ -216,6 +260,7 @@ impl Core {
             bytes: stats.bytes,
             files: stats.files,
             held_ms: held.as_millis() as u64,
+            missing: false,
         };
         let json = serde_json::to_vec_pretty(&info)
             .map_err(|e| VolumeError::io("snapshot description", std::io::Error::other(e)))?;
@@ -384,7 +429,7 @@ impl Core {
                     let stats = tree_copy::copy_tree(captured.as_ref(), dest, &done)
                         .map_err(io(what.clone()))?;
                     captured.finish().map_err(io(what))?;
-                    return Ok(("copy", stats, held));
+                    return Ok(("copy-on-write", stats, held));
                 }
                 let stats = copy_out(gate.inner().as_ref(), dest, &done).map_err(io(what))?;
                 let held = held.elapsed();
@@ -469,7 +514,7 @@ impl Core {
     /// Rolls `volume` back to `snap`. The volume must be unmounted.
     pub fn snapshot_restore(&self, volume: &str, snap: &str) -> Result<(), VolumeError> {
         let rec = self.record(volume)?;
-        let info = self.snapshot_info(volume, snap)?;
+        let info = self.snapshot_present(volume, snap)?;
         if self.active_gate(volume).is_some() {
             let holders: Vec<_> = rec.mount_refs.keys().cloned().collect();
             return Err(VolumeError::Mounted {
@@ -586,7 +631,7 @@ impl Core {
     ) -> Result<(String, bool), VolumeError> {
         match parse_source(source)?.1 {
             Some(s) => {
-                let info = self.snapshot_info(&src_rec.name, &s)?;
+                let info = self.snapshot_present(&src_rec.name, &s)?;
                 let native = self.driver(&src_rec.driver)?.native_snapshots();
                 if native.is_none_or(|n| n.method != info.method) {
                     return Err(snapshot_error(format!(

@@ -648,6 +648,15 @@ impl Driver for RbdDriver {
         self.remove_snapshot(rec, opts, snap)
     }
 
+    fn snapshot_names(
+        &self,
+        _ctx: &DriverContext,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+    ) -> Result<Vec<String>, DriverError> {
+        self.list_snapshots(rec, opts)
+    }
+
     fn snapshot_restore(
         &self,
         ctx: &DriverContext,

@@ -58,6 +58,18 @@ impl RbdDriver {
         }
     }
 
+    /// The image's snapshots, by name (fvol's temporary ones among them).
+    pub(super) fn list_snapshots(
+        &self,
+        rec: &VolumeRecord,
+        opts: &RbdOptions,
+    ) -> Result<Vec<String>, DriverError> {
+        let target = connect(rec, opts)?;
+        let image = target.io.open_image(&target.image).map_err(err)?;
+        let snaps = image.snap_list().map_err(|e| snap_err(&target, e))?;
+        Ok(snaps.into_iter().map(|s| s.name).collect())
+    }
+
     pub(super) fn rollback(
         &self,
         ctx: &DriverContext,
