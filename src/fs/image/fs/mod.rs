@@ -391,6 +391,9 @@ fn run_committer(inner: &Inner) {
         }
         if quiet.settled(inner.operations.load(Ordering::Relaxed)) {
             inner.device.release_buffers();
+            if let Some(j) = &inner.journal {
+                j.release_free();
+            }
             crate::sys::heap::release_free_memory();
         }
     }
