@@ -323,6 +323,7 @@ fn osd_frozen() {
         w.wait_for_records(RECORDS, "before the outage");
     }
 
+    d.cli_ok(["snapshot", "create", "wait", "before"]);
     ceph.signal("osd.0", Signal::SIGSTOP);
     phase(t, "the OSD is frozen");
     let frozen = Instant::now();
@@ -341,6 +342,15 @@ fn osd_frozen() {
     );
     wait_for_cluster_wait(&root, "wait");
     wait_for_cluster_wait(&root, "bounded");
+    // `snapshot ls` checks the cluster's own list of snapshots within a bound: it answers,
+    // with the snapshots as described (the second time at once: the first check still waits).
+    for _ in 0..2 {
+        let out = cli_answers(&root, &["snapshot", "ls", "wait", "--format", "json"]);
+        assert!(out.status.success(), "snapshot ls: {}", stderr_of(&out));
+        let listed: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+        assert_eq!(listed[0]["Name"], "before", "{listed}");
+        assert!(listed[0]["Missing"].is_null(), "{listed}");
+    }
     write_durably(
         &local.join("during-the-outage"),
         b"the local volume answers",
@@ -404,6 +414,11 @@ fn osd_frozen() {
     });
 
     phase(t, "writers went on, fence reported");
+    let listed = d.cli_ok(["snapshot", "ls", "wait"]);
+    assert!(
+        listed.contains("before") && !listed.contains("missing"),
+        "{listed}"
+    );
     let (n, errors) = wait.stop();
     assert_eq!(errors, vec![], "wait: the writer got errors");
     Writer::verify(&d.mount("wait").join("records"), n);

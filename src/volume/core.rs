@@ -91,6 +91,9 @@ pub struct Core {
     events: Arc<super::events::EventLog>,
     /// How far the long operations under way have got (`progress`).
     pub(super) progress: super::progress::ProgressBoard,
+    /// Volumes whose snapshot check with their store has not answered yet
+    /// (`snapshot_list_checked`): one at a time each, so an outage piles up no threads.
+    pub(super) snapshot_checks: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// How long a planned stop waits for the requests being served to finish before it hands the
@@ -186,6 +189,7 @@ impl Core {
             handler_restarts: AtomicU64::new(0),
             events: Arc::new(super::events::EventLog::default()),
             progress: Default::default(),
+            snapshot_checks: Default::default(),
         }
     }
 

@@ -50,6 +50,9 @@ pub struct SnapshotInfo {
     pub missing: bool,
 }
 
+/// How long `snapshot ls` waits for a store to list the snapshots it holds.
+const SNAPSHOT_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The option of `create` that names the source of a clone.
 pub const FROM: &str = "from";
 
@@ -166,8 +169,10 @@ impl Core {
     }
 
     /// `snapshot_list`, each snapshot that a driver keeps itself checked against the driver's
-    /// own list. A store that cannot answer (a cluster that is down) leaves the list as
-    /// described, with a warning in the log.
+    /// own list. A store that cannot answer within `SNAPSHOT_CHECK_BOUND` (a cluster that is
+    /// down: its OSD reads never time out) or fails leaves the list as described, with a
+    /// warning in the log; the check goes on in its own thread, and the volume gets no other
+    /// until it ends.
     pub fn snapshot_list_checked(&self, volume: &str) -> Result<Vec<SnapshotInfo>, VolumeError> {
         let mut all = self.snapshot_list(volume)?;
         let rec = self.record(volume)?;
@@ -178,13 +183,32 @@ impl Core {
         if !all.iter().any(|s| s.method == native.method) {
             return Ok(all);
         }
-        match driver.snapshot_names(self.driver_context(), &rec) {
-            Ok(held) => {
+        if !self.snapshot_checks.lock().insert(volume.to_string()) {
+            log::warn!("volume {volume}: its store has not answered the last snapshot check");
+            return Ok(all);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (checks, ctx, name) = (
+            self.snapshot_checks.clone(),
+            self.driver_context().clone(),
+            volume.to_string(),
+        );
+        std::thread::spawn(move || {
+            let _ = tx.send(driver.snapshot_names(&ctx, &rec));
+            checks.lock().remove(&name);
+        });
+        match rx.recv_timeout(SNAPSHOT_CHECK_BOUND) {
+            Ok(Ok(held)) => {
                 for s in all.iter_mut().filter(|s| s.method == native.method) {
                     s.missing = !held.contains(&s.name);
                 }
             }
-            Err(e) => log::warn!("volume {volume}: listing its snapshots in the store: {e}"),
+            Ok(Err(e)) => log::warn!("volume {volume}: listing its snapshots in the store: {e}"),
+            Err(_) => log::warn!(
+                "volume {volume}: its store did not list its snapshots within {:?}; shown as \
+                 described",
+                SNAPSHOT_CHECK_BOUND
+            ),
         }
         Ok(all)
     }
