@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,6 +84,30 @@ fn populate(mp: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(mp.join("dir/plain"), std::fs::Permissions::from_mode(0o640)).unwrap();
     std::fs::set_permissions(mp.join("dir/sub"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    // A path longer than a tar header's 100 bytes.
+    let long = mp.join("d".repeat(70)).join("f".repeat(70));
+    std::fs::create_dir(long.parent().unwrap()).unwrap();
+    std::fs::write(&long, b"long\n").unwrap();
+    // POSIX ACLs: an access ACL on a file, a default ACL on a directory.
+    for (args, path) in [
+        (&["-m", "u:1234:rw,g:5678:r"][..], mp.join("dir/plain")),
+        (&["-d", "-m", "u:1234:rwx"][..], mp.join("dir/sub")),
+    ] {
+        let out = Command::new("setfacl")
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "setfacl: {}", stderr_of(&out));
+    }
+    // A 1 GiB file of data (no holes), in 1 MiB pieces that differ.
+    let mut huge = std::fs::File::create(mp.join("huge")).unwrap();
+    for i in 0..1024u32 {
+        let mut piece = vec![(i % 251) as u8; MIB as usize];
+        piece[..4].copy_from_slice(&i.to_le_bytes());
+        huge.write_all(&piece).unwrap();
+    }
+    drop(huge);
     let old = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
@@ -160,6 +185,17 @@ fn describe(root: &Path, skip: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// `getfacl`'s text for `path`, numeric ids, without its header.
+fn acls(path: &Path) -> String {
+    let out = Command::new("getfacl")
+        .args(["-n", "--omit-header"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "getfacl: {}", stderr_of(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
@@ -176,7 +212,7 @@ fn story(driver: &str, extra: &[String]) {
         args.extend(["-o".into(), format!("size={size}"), name.into()]);
         d.cli_ok(&args);
     };
-    create("src", "256M");
+    create("src", "1536M");
     let mp = d.mount("src");
     populate(&mp);
 
@@ -211,10 +247,18 @@ fn story(driver: &str, extra: &[String]) {
     assert!(stdout.stdout.len() > 3 << 20, "export to stdout");
 
     // Import into a new, mounted volume: the same tree, the log a whole number of records.
-    create("dst", "256M");
+    create("dst", "1536M");
     let dmp = d.mount("dst");
     d.cli_ok(["import", "dst", tar.to_str().unwrap()]);
     assert_eq!(describe(&mp, "log"), describe(&dmp, "log"));
+    for path in ["dir/plain", "dir/sub"] {
+        assert_eq!(
+            acls(&mp.join(path)),
+            acls(&dmp.join(path)),
+            "ACLs of {path}"
+        );
+        assert!(acls(&mp.join(path)).contains("1234"), "{path} has no ACL");
+    }
     let log = std::fs::metadata(dmp.join("log")).unwrap().len();
     assert!(
         log > 0 && log.is_multiple_of(RECORD as u64),

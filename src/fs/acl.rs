@@ -150,6 +150,28 @@ impl Acl {
         out
     }
 
+    /// The ACL as text with numeric ids (`user::rw-,user:1000:r--,group::r--,mask::r--,
+    /// other::r--`), as GNU tar stores it and `acl_from_text` reads it back.
+    pub fn to_text(&self) -> String {
+        let entries: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let (tag, id) = match e.tag {
+                    USER_OBJ => ("user", String::new()),
+                    USER => ("user", e.id.to_string()),
+                    GROUP_OBJ => ("group", String::new()),
+                    GROUP => ("group", e.id.to_string()),
+                    MASK => ("mask", String::new()),
+                    _ => ("other", String::new()),
+                };
+                let bit = |b: u16, c: char| if e.perm & b != 0 { c } else { '-' };
+                format!("{tag}:{id}:{}{}{}", bit(4, 'r'), bit(2, 'w'), bit(1, 'x'))
+            })
+            .collect();
+        entries.join(",")
+    }
+
     fn perm(&self, tag: u16) -> Option<u32> {
         self.entries
             .iter()

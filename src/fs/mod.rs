@@ -10,6 +10,7 @@ pub mod passthrough;
 pub mod quota;
 pub mod resume;
 pub mod rules;
+pub mod tar_out;
 pub mod tree_copy;
 pub mod types;
 

@@ -65,13 +65,8 @@ pub trait Capture: TreeSource {
     fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
-/// Copies the whole tree of `fs` into `dest`, an empty directory that becomes its root;
-/// `done` counts the bytes of file data copied so far (for progress).
-pub fn copy_out(fs: &dyn VolumeFs, dest: &Path, done: &AtomicU64) -> io::Result<CopyStats> {
-    copy_tree(&CoreSource(fs), dest, done)
-}
-
-/// Copies the whole tree of `source` into `dest`, as `copy_out`.
+/// Copies the whole tree of `source` (a core: `CoreSource`) into `dest`, an empty directory
+/// that becomes its root; `done` counts the bytes of file data copied so far (for progress).
 pub fn copy_tree(source: &dyn TreeSource, dest: &Path, done: &AtomicU64) -> io::Result<CopyStats> {
     let mut copier = Copier {
         source,
@@ -86,7 +81,7 @@ pub fn copy_tree(source: &dyn TreeSource, dest: &Path, done: &AtomicU64) -> io::
 }
 
 /// A filesystem core read through its operations.
-struct CoreSource<'a>(&'a dyn VolumeFs);
+pub struct CoreSource<'a>(pub &'a dyn VolumeFs);
 
 impl TreeSource for CoreSource<'_> {
     fn attr(&self, ino: Ino) -> io::Result<Attr> {

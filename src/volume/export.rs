@@ -2,8 +2,11 @@
 //! instant, and a volume filled from one.
 //!
 //! Export takes a copy as a snapshot does (writes held while it is made, see `snapshot`) and
-//! writes it with GNU tar: owners (numeric), modes, times, xattrs and ACLs, hard links, and
-//! sparse files (holes stay holes). Import unpacks such a stream into the volume through its
+//! writes it as a tar stream: owners (numeric), modes, times, xattrs and ACLs, hard links, and
+//! sparse files (holes stay holes). A volume whose data lives in its core (tmpfs, rbd) is
+//! streamed from the core or its capture (`fs::tar_out`), with nothing staged on the host; a
+//! local volume is copied (reflinked where the host can) into a scratch directory, which GNU
+//! tar writes out. Import unpacks such a stream into the volume through its
 //! mount, so the quota holds: a stream whose data is known to exceed the room left is refused
 //! before anything is written; otherwise tar stops at the quota, and the error says how far
 //! it got.
@@ -13,7 +16,9 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::core::Core;
+use super::snapshot::Sink;
 use super::{RefId, VolumeError};
+use crate::driver::DataHome;
 
 /// What an export wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,9 +76,43 @@ impl Core {
     pub fn export(&self, name: &str, output: &Path) -> Result<ExportInfo, VolumeError> {
         let rec = self.record(name)?;
         let out = checked_path(output, "output")?;
+        let held = match self.data_home(&rec)? {
+            DataHome::HostDir { .. } => self.export_staged(&rec, output, &out)?,
+            DataHome::InCore { .. } => {
+                let what = format!("exporting volume {name}");
+                let file = std::fs::File::create(output)
+                    .map_err(|e| VolumeError::io(format!("creating {out}"), e))?;
+                let mut stream = std::io::BufWriter::with_capacity(1 << 20, file);
+                let (_, _, held) = self.copy_volume(&rec, Sink::Tar(&mut stream))?;
+                let file = stream
+                    .into_inner()
+                    .map_err(|e| VolumeError::io(what.clone(), e.into_error()))?;
+                file.sync_all().map_err(|e| VolumeError::io(what, e))?;
+                held
+            }
+        };
+        let bytes = std::fs::metadata(output)
+            .map_err(|e| VolumeError::io(format!("reading {out}"), e))?
+            .len();
+        Ok(ExportInfo {
+            path: output.to_path_buf(),
+            bytes,
+            held_ms: held.as_millis() as u64,
+        })
+    }
+
+    /// A volume whose files are a host directory: copied (reflinked where the host can) into
+    /// a scratch directory at one instant, which GNU tar then writes out.
+    fn export_staged(
+        &self,
+        rec: &super::VolumeRecord,
+        output: &Path,
+        out: &str,
+    ) -> Result<std::time::Duration, VolumeError> {
+        let name = &rec.name;
         let tmp = self.scratch_dir(name, "export")?;
         let exported = (|| {
-            let (_, copied, held) = self.copy_volume(&rec, &tmp)?;
+            let (_, copied, held) = self.copy_volume(rec, Sink::Dir(&tmp))?;
             let written = output.to_path_buf();
             let _shown = (self.progress).measured(
                 name,
@@ -82,18 +121,11 @@ impl Core {
                 move || std::fs::metadata(&written).map_or(0, |m| m.len()),
             );
             let dir = tmp.to_str().unwrap_or_default().to_string();
-            let mut args = vec!["--create", "--file", &out, "--directory", &dir];
+            let mut args = vec!["--create", "--file", out, "--directory", &dir];
             args.extend(TAR_KEEP);
             args.push(".");
             tar(&args, &format!("exporting volume {name}"))?;
-            let bytes = std::fs::metadata(output)
-                .map_err(|e| VolumeError::io(format!("reading {out}"), e))?
-                .len();
-            Ok(ExportInfo {
-                path: output.to_path_buf(),
-                bytes,
-                held_ms: held.as_millis() as u64,
-            })
+            Ok(held)
         })();
         let _ = std::fs::remove_dir_all(&tmp);
         exported

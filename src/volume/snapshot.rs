@@ -25,7 +25,7 @@ use super::core::Core;
 use super::events::EventType;
 use super::{RefId, Usage, VolumeError, VolumeRecord};
 use crate::driver::{DataHome, DriverError};
-use crate::fs::tree_copy::{self, copy_out};
+use crate::fs::tree_copy::{self, CoreSource};
 
 /// One snapshot, as `snapshot ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,27 @@ pub struct SnapshotInfo {
     /// description is left, which `snapshot rm` drops. Never stored, only shown.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub missing: bool,
+}
+
+/// Where `Core::copy_volume` puts a volume's tree.
+pub(super) enum Sink<'a> {
+    /// A new, empty host directory, which becomes the tree's root.
+    Dir(&'a Path),
+    /// A tar stream (`fs::tar_out`), written as the tree is read: nothing staged.
+    Tar(&'a mut dyn std::io::Write),
+}
+
+impl Sink<'_> {
+    fn fill(
+        &mut self,
+        source: &dyn tree_copy::TreeSource,
+        done: &std::sync::atomic::AtomicU64,
+    ) -> std::io::Result<tree_copy::CopyStats> {
+        match self {
+            Sink::Dir(dest) => tree_copy::copy_tree(source, dest, done),
+            Sink::Tar(out) => crate::fs::tar_out::write_tar(source, &mut **out, done),
+        }
+    }
 }
 
 /// How long `snapshot ls` waits for a store to list the snapshots it holds.
@@ -137,7 +158,7 @@ impl Core {
     }
 
     /// Where the volume's files live, as its driver says.
-    fn data_home(&self, rec: &VolumeRecord) -> Result<DataHome, VolumeError> {
+    pub(super) fn data_home(&self, rec: &VolumeRecord) -> Result<DataHome, VolumeError> {
         Ok(self
             .driver(&rec.driver)?
             .data_home(self.driver_context(), rec)?)
@@ -263,7 +284,7 @@ impl Core {
                 let partial = dir.join(format!("{snap}.partial"));
                 let _ = std::fs::remove_dir_all(&partial);
                 super::core::create_dir(&partial, 0o755)?;
-                let taken = match self.copy_volume(&rec, &partial) {
+                let taken = match self.copy_volume(&rec, Sink::Dir(&partial)) {
                     Ok(t) => t,
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&partial);
@@ -343,7 +364,7 @@ impl Core {
         &self,
         rec: &VolumeRecord,
         snap: &str,
-        dest: &Path,
+        sink: &mut Sink<'_>,
     ) -> Result<crate::fs::tree_copy::CopyStats, VolumeError> {
         let what = format!("copying volume {}@{snap}", rec.name);
         let total = self.info(rec).map_or(0, |i| i.status.used_bytes);
@@ -351,7 +372,7 @@ impl Core {
         let fs = self
             .driver(&rec.driver)?
             .snapshot_open(self.driver_context(), rec, snap)?;
-        copy_out(fs.as_ref(), dest, &done).map_err(io(what))
+        sink.fill(&CoreSource(fs.as_ref()), &done).map_err(io(what))
     }
 
     /// A name for a snapshot fvol takes for itself and removes again (an export, a copy).
@@ -376,12 +397,13 @@ impl Core {
         Ok(tmp)
     }
 
-    /// Copies the volume's tree into `dest` (an empty directory) as it is at one instant.
-    /// Returns the method, what was copied and how long writes were held.
+    /// Copies the volume's tree into `sink` as it is at one instant. Returns the method, what
+    /// was copied and how long writes were held. A volume whose files are a host directory
+    /// (local) is copied into a directory only (`export` stages it).
     pub(super) fn copy_volume(
         &self,
         rec: &VolumeRecord,
-        dest: &Path,
+        mut sink: Sink<'_>,
     ) -> Result<
         (
             &'static str,
@@ -397,7 +419,7 @@ impl Core {
             // from the snapshot, and the snapshot removed after.
             let snap = Self::temporary_snapshot("copy");
             let held = self.take_native(rec, &snap)?;
-            let copied = self.copy_native(rec, &snap, dest);
+            let copied = self.copy_native(rec, &snap, &mut sink);
             if let Err(e) = driver.snapshot_remove(self.driver_context(), rec, &snap) {
                 log::warn!("volume {name}: removing the temporary snapshot {snap}: {e}");
             }
@@ -413,6 +435,12 @@ impl Core {
         let total = self.info(rec).map_or(0, |i| i.status.used_bytes);
         match self.data_home(rec)? {
             DataHome::HostDir { dir: data, .. } => {
+                let Sink::Dir(dest) = sink else {
+                    return Err(VolumeError::io(
+                        what,
+                        std::io::Error::other("a host directory is copied into a directory"),
+                    ));
+                };
                 let method = if reflinks(dest) { "reflink" } else { "copy" };
                 let copied = dest.to_path_buf();
                 let _shown = (self.progress)
@@ -432,7 +460,7 @@ impl Core {
             DataHome::InCore { persistent } => {
                 let (_shown, done) = self.progress.counted(name, what.clone(), total);
                 let Some(gate) = gate else {
-                    return self.copy_inactive(rec, persistent, dest, &done);
+                    return self.copy_inactive(rec, persistent, sink, &done);
                 };
                 let frozen = gate.freeze();
                 let held = Instant::now();
@@ -450,12 +478,15 @@ impl Core {
                 if let Some(captured) = captured {
                     let held = held.elapsed();
                     drop(frozen);
-                    let stats = tree_copy::copy_tree(captured.as_ref(), dest, &done)
+                    let stats = sink
+                        .fill(captured.as_ref(), &done)
                         .map_err(io(what.clone()))?;
                     captured.finish().map_err(io(what))?;
                     return Ok(("copy-on-write", stats, held));
                 }
-                let stats = copy_out(gate.inner().as_ref(), dest, &done).map_err(io(what))?;
+                let stats = sink
+                    .fill(&CoreSource(gate.inner().as_ref()), &done)
+                    .map_err(io(what))?;
                 let held = held.elapsed();
                 drop(frozen);
                 Ok(("copy", stats, held))
@@ -469,7 +500,7 @@ impl Core {
         &self,
         rec: &VolumeRecord,
         persistent: bool,
-        dest: &Path,
+        mut sink: Sink<'_>,
         done: &std::sync::atomic::AtomicU64,
     ) -> Result<
         (
@@ -494,7 +525,8 @@ impl Core {
             stored,
             &mut crate::fs::resume::Carry::none(),
         )?;
-        let stats = copy_out(activation.fs.as_ref(), dest, done)
+        let stats = sink
+            .fill(&CoreSource(activation.fs.as_ref()), done)
             .map_err(io(format!("copying volume {}", rec.name)))?;
         let _ = activation.fs.sync_all();
         Ok(("copy", stats, std::time::Duration::ZERO))
@@ -718,7 +750,7 @@ impl Core {
                 {
                     // Kept by the source's backing store: copied out of it first.
                     let tmp = self.scratch_dir(&src, "clone")?;
-                    if let Err(e) = self.copy_native(&src_rec, s, &tmp) {
+                    if let Err(e) = self.copy_native(&src_rec, s, &mut Sink::Dir(&tmp)) {
                         let _ = std::fs::remove_dir_all(&tmp);
                         return Err(e);
                     }
@@ -733,7 +765,7 @@ impl Core {
                 let tmp = dir.join(format!(".clone-{}.partial", rec.name));
                 let _ = std::fs::remove_dir_all(&tmp);
                 super::core::create_dir(&tmp, 0o755)?;
-                if let Err(e) = self.copy_volume(&src_rec, &tmp) {
+                if let Err(e) = self.copy_volume(&src_rec, Sink::Dir(&tmp)) {
                     let _ = std::fs::remove_dir_all(&tmp);
                     return Err(e);
                 }
