@@ -976,7 +976,16 @@ impl Tmux {
         let columns = columns.to_string();
         let mut args = vec!["new-session", "-d", "-s", "top", "-x", &columns, "-y", "20"];
         args.extend_from_slice(command);
-        let out = self.run(&args);
+        // Killing the last session ends the server, asynchronously: a new session asked for
+        // meanwhile reaches the dying server ("server exited unexpectedly"). Ask again.
+        let mut out = self.run(&args);
+        for _ in 0..50 {
+            if out.status.success() || !stderr_of(&out).contains("server exited") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            out = self.run(&args);
+        }
         assert!(out.status.success(), "{}", stderr_of(&out));
     }
 
@@ -1345,12 +1354,42 @@ fn progress_shows_on_a_terminal_only() {
         tmux.pane_when("the command's end", |p| p.contains("exit="))
     };
 
-    let pane = on_terminal(&format!("{fvol} export big --output {}", tar.display()));
+    // The export goes into a pipe read slowly, so that it lasts seconds whatever the speed
+    // of the machine (the CLI shows what it polls every 200 ms).
+    let fifo = root.scratch_dir("slow").join("big.tar");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = f.read(&mut buf).unwrap();
+                if n == 0 {
+                    return total;
+                }
+                // 5 ms per MiB: 512 MiB take at least 2.5 s.
+                if (total + n as u64) >> 20 > total >> 20 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                total += n as u64;
+            }
+        })
+    };
+    let pane = on_terminal(&format!("{fvol} export big --output {}", fifo.display()));
     assert!(pane.contains("exit=0"), "{pane}");
     assert!(
         pane.contains("copying volume big: ") && pane.contains("/s"),
         "the copy's bytes and rate:\n{pane}"
     );
+    assert!(
+        reader.join().unwrap() > 512 << 20,
+        "the stream through the pipe"
+    );
+    let out = d.cli(["export", "big", "--output", tar.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
     let pane = on_terminal(&format!("{fvol} import copy {}", tar.display()));
     assert!(pane.contains("exit=0"), "{pane}");
     assert!(pane.contains("unpacking into volume copy: "), "{pane}");

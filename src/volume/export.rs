@@ -87,13 +87,15 @@ impl Core {
                 let file = stream
                     .into_inner()
                     .map_err(|e| VolumeError::io(what.clone(), e.into_error()))?;
-                file.sync_all().map_err(|e| VolumeError::io(what, e))?;
+                // A pipe or a device has nothing to make durable (and refuses fsync).
+                let regular = file.metadata().is_ok_and(|m| m.is_file());
+                if regular {
+                    file.sync_all().map_err(|e| VolumeError::io(what, e))?;
+                }
                 held
             }
         };
-        let bytes = std::fs::metadata(output)
-            .map_err(|e| VolumeError::io(format!("reading {out}"), e))?
-            .len();
+        let bytes = std::fs::metadata(output).map_or(0, |m| m.len());
         Ok(ExportInfo {
             path: output.to_path_buf(),
             bytes,
