@@ -1,0 +1,558 @@
+//! The Controller service: volumes and snapshots through the daemon's API, as `fvol create`,
+//! `rm`, `update -o size=`, `snapshot create|ls|rm` and `create --from` make them.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::client::SnapshotInfo;
+use super::ids::{self, NAME_LABEL};
+use super::proto::controller_server::Controller;
+use super::proto::controller_service_capability::{Rpc, Type as CapType, rpc};
+use super::proto::volume_content_source::Type as Source;
+use super::proto::*;
+use super::server::Shared;
+use super::status::{self, Call};
+use super::volumes::{self, DRIVER_PARAMETER};
+use super::{NODE_KEY, mounts};
+use crate::api;
+
+pub struct ControllerService {
+    pub shared: Arc<Shared>,
+}
+
+const CAPABILITIES: &[rpc::Type] = &[
+    rpc::Type::CreateDeleteVolume,
+    rpc::Type::ListVolumes,
+    rpc::Type::GetCapacity,
+    rpc::Type::CreateDeleteSnapshot,
+    rpc::Type::ListSnapshots,
+    rpc::Type::CloneVolume,
+    rpc::Type::ExpandVolume,
+    rpc::Type::GetVolume,
+    rpc::Type::VolumeCondition,
+];
+
+impl ControllerService {
+    fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// The snapshot a content source names, checked to exist: `VOLUME@SNAPSHOT`.
+    async fn source_option(&self, source: &VolumeContentSource) -> Result<String, Status> {
+        match &source.r#type {
+            Some(Source::Snapshot(s)) => {
+                let missing = || status::not_found(format!("no snapshot {}", s.snapshot_id));
+                let (volume, snap) = ids::snapshot_of(&s.snapshot_id).ok_or_else(missing)?;
+                let list = self
+                    .shared
+                    .daemon
+                    .snapshot_list(volume)
+                    .await
+                    .map_err(|e| status::from_daemon(Call::Other, e))?;
+                if !list.iter().any(|i| i.name == snap) {
+                    return Err(missing());
+                }
+                Ok(s.snapshot_id.clone())
+            }
+            Some(Source::Volume(v)) => {
+                let missing = || status::not_found(format!("no volume {}", v.volume_id));
+                let volume = ids::volume_of(&v.volume_id).ok_or_else(missing)?;
+                self.shared
+                    .daemon
+                    .inspect(volume)
+                    .await
+                    .map_err(|e| status::from_daemon(Call::Other, e))?;
+                Ok(volume.to_owned())
+            }
+            None => Err(status::invalid(
+                "volume_content_source names neither a snapshot nor a volume",
+            )),
+        }
+    }
+
+    /// Every snapshot of every volume, as `(id, volume, info)`.
+    async fn all_snapshots(&self) -> Result<Vec<(String, SnapshotInfo)>, Status> {
+        let daemon = &self.shared.daemon;
+        let volumes = daemon
+            .list()
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        let mut all = Vec::new();
+        for v in volumes {
+            match daemon.snapshot_list(&v.name).await {
+                Ok(list) => all.extend(
+                    list.into_iter()
+                        .map(|s| (ids::snapshot_id(&s.volume, &s.name), s)),
+                ),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(status::from_daemon(Call::Other, e)),
+            }
+        }
+        Ok(all)
+    }
+}
+
+fn snapshot_of(id: String, info: &SnapshotInfo) -> Snapshot {
+    let creation_time = humantime::parse_rfc3339_weak(&info.created_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| prost_types::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        });
+    Snapshot {
+        size_bytes: info.bytes as i64,
+        snapshot_id: id,
+        source_volume_id: info.volume.clone(),
+        creation_time,
+        ready_to_use: true,
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.name.is_empty() {
+            return Err(status::required("name"));
+        }
+        volumes::check_capabilities(&req.volume_capabilities)?;
+        let (driver, options) = volumes::driver_and_options(&req.parameters, "local", false)?;
+        let (minimum, default) = volumes::size_limits(&driver);
+        let size = ids::size_for(req.capacity_range.as_ref(), minimum, default)?;
+        if volumes::node_bound(&driver)
+            && let Some(reqs) = &req.accessibility_requirements
+            && !reqs.requisite.is_empty()
+            && !reqs
+                .requisite
+                .iter()
+                .any(|t| t.segments.get(NODE_KEY).map(String::as_str) == Some(self.node_id()))
+        {
+            return Err(status::exhausted(format!(
+                "a {driver} volume lives on the node whose daemon creates it, {}, which is \
+                 not among the required topologies",
+                self.node_id()
+            )));
+        }
+        let name = ids::fvol_name(&req.name);
+        let daemon = &self.shared.daemon;
+        // Idempotent by name: the same request again answers the volume there.
+        match daemon.inspect(&name).await {
+            Ok(info) => {
+                let mismatch = if info.driver != driver {
+                    Some(format!("driver {}", info.driver))
+                } else if info.status.size_limit != Some(size) {
+                    Some(format!(
+                        "a capacity of {} bytes (asked: {size})",
+                        info.status.size_limit.unwrap_or(0)
+                    ))
+                } else {
+                    options
+                        .iter()
+                        .find(|(k, v)| info.options.get(*k) != Some(*v))
+                        .map(|(k, _)| {
+                            format!(
+                                "{k}={}",
+                                info.options.get(k).map(String::as_str).unwrap_or("(unset)")
+                            )
+                        })
+                };
+                if let Some(what) = mismatch {
+                    return Err(status::already_exists(format!(
+                        "volume {name} (CSI name {:?}) already exists with {what}; delete it \
+                         or ask for the same settings",
+                        req.name
+                    )));
+                }
+                let mut volume = volumes::volume_of(&info, self.node_id());
+                volume.content_source = req.volume_content_source;
+                return Ok(Response::new(CreateVolumeResponse {
+                    volume: Some(volume),
+                }));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(status::from_daemon(Call::Other, e)),
+        }
+        let mut options = options;
+        options.insert("size".into(), size.to_string());
+        if let Some(source) = &req.volume_content_source {
+            let from = self.source_option(source).await?;
+            options.insert(crate::volume::snapshot::FROM.into(), from);
+        }
+        let create = api::CreateRequest {
+            name: Some(name.clone()),
+            driver: Some(driver),
+            options,
+            labels: BTreeMap::from([(NAME_LABEL.to_owned(), req.name.clone())]),
+        };
+        let info = daemon
+            .create(&create)
+            .await
+            .map_err(|e| status::from_daemon(Call::Create, e))?;
+        log::info!("CreateVolume {:?}: created volume {}", req.name, info.name);
+        let mut volume = volumes::volume_of(&info, self.node_id());
+        volume.content_source = req.volume_content_source;
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(volume),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        if let Some(name) = ids::volume_of(&req.volume_id) {
+            self.shared
+                .daemon
+                .remove(name)
+                .await
+                .map_err(|e| status::from_daemon(Call::Other, e))?;
+            log::info!("DeleteVolume: removed volume {name}");
+        }
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(status::required("volume_capabilities"));
+        }
+        let name = ids::volume_of(&req.volume_id)
+            .ok_or_else(|| status::not_found(format!("no volume {}", req.volume_id)))?;
+        self.shared
+            .daemon
+            .inspect(name)
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        let refused: Vec<String> = req
+            .volume_capabilities
+            .iter()
+            .filter_map(|c| volumes::check_capability(c).err())
+            .collect();
+        let answer = match refused.is_empty() {
+            true => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                }),
+                message: String::new(),
+            },
+            false => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: refused.join("; "),
+            },
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let req = request.into_inner();
+        let all = self
+            .shared
+            .daemon
+            .list()
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        let (page, next_token) = ids::page(
+            all,
+            |v| v.name.as_str(),
+            req.max_entries,
+            &req.starting_token,
+        )?;
+        let entries = page
+            .iter()
+            .map(|info| list_volumes_response::Entry {
+                volume: Some(volumes::volume_of(info, self.node_id())),
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: published_on(info, self.node_id()),
+                    volume_condition: Some(volumes::condition_of(info)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        let name = ids::volume_of(&req.volume_id)
+            .ok_or_else(|| status::not_found(format!("no volume {}", req.volume_id)))?;
+        let info = self
+            .shared
+            .daemon
+            .inspect(name)
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(volumes::volume_of(&info, self.node_id())),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: published_on(&info, self.node_id()),
+                volume_condition: Some(volumes::condition_of(&info)),
+            }),
+        }))
+    }
+
+    /// Real free room where a new volume of the asked driver would keep its data: the host
+    /// filesystem under ROOT (local), the host's available memory (tmpfs). Quotas are not
+    /// subtracted: fvol does not reserve a volume's quota up front.
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let req = request.into_inner();
+        req.volume_capabilities
+            .iter()
+            .try_for_each(volumes::check_capability)
+            .map_err(status::invalid)?;
+        let driver = req
+            .parameters
+            .get(DRIVER_PARAMETER)
+            .map(String::as_str)
+            .unwrap_or("local");
+        if let Some(t) = &req.accessible_topology
+            && volumes::node_bound(driver)
+            && t.segments
+                .get(NODE_KEY)
+                .is_some_and(|n| n != self.node_id())
+        {
+            return Ok(Response::new(GetCapacityResponse {
+                available_capacity: 0,
+                ..Default::default()
+            }));
+        }
+        let (minimum, _) = volumes::size_limits(driver);
+        let available = match driver {
+            "local" => mounts::free_space(self.shared.daemon.root())
+                .map(|(bytes, _)| bytes)
+                .map_err(|e| status::internal(format!("statvfs of the fvol root: {e}")))?,
+            "tmpfs" => mounts::memory_available()
+                .map_err(|e| status::internal(format!("reading /proc/meminfo: {e}")))?,
+            "rbd" => {
+                return Err(Status::unimplemented(
+                    "GetCapacity does not report rbd pools yet: a pool's free space is the \
+                     Ceph cluster's (`ceph df`); see docs/csi.md",
+                ));
+            }
+            other => {
+                return Err(status::invalid(format!(
+                    "unknown driver {other:?}: valid drivers are local, tmpfs, rbd"
+                )));
+            }
+        };
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: available.min(i64::MAX as u64) as i64,
+            maximum_volume_size: None,
+            minimum_volume_size: Some(minimum as i64),
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|t| ControllerServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: *t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        if req.name.is_empty() {
+            return Err(status::required("name"));
+        }
+        if req.source_volume_id.is_empty() {
+            return Err(status::required("source_volume_id"));
+        }
+        let volume = ids::volume_of(&req.source_volume_id)
+            .ok_or_else(|| status::not_found(format!("no volume {}", req.source_volume_id)))?;
+        let snap = ids::fvol_name(&req.name);
+        // Snapshot names are global in CSI: the same name on another volume is a conflict.
+        for (id, info) in self.all_snapshots().await? {
+            if info.name != snap {
+                continue;
+            }
+            if info.volume == volume {
+                return Ok(Response::new(CreateSnapshotResponse {
+                    snapshot: Some(snapshot_of(id, &info)),
+                }));
+            }
+            return Err(status::already_exists(format!(
+                "snapshot {:?} already exists, of volume {}",
+                req.name, info.volume
+            )));
+        }
+        let info = self
+            .shared
+            .daemon
+            .snapshot_create(volume, &snap)
+            .await
+            .map_err(|e| status::from_daemon(Call::Create, e))?;
+        log::info!(
+            "CreateSnapshot {:?}: snapshot {snap} of volume {volume}",
+            req.name
+        );
+        Ok(Response::new(CreateSnapshotResponse {
+            snapshot: Some(snapshot_of(ids::snapshot_id(volume, &snap), &info)),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        if req.snapshot_id.is_empty() {
+            return Err(status::required("snapshot_id"));
+        }
+        if let Some((volume, snap)) = ids::snapshot_of(&req.snapshot_id) {
+            match self.shared.daemon.snapshot_remove(volume, snap).await {
+                Ok(()) => log::info!("DeleteSnapshot: removed {}", req.snapshot_id),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(status::from_daemon(Call::Other, e)),
+            }
+        }
+        Ok(Response::new(DeleteSnapshotResponse {}))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let req = request.into_inner();
+        let daemon = &self.shared.daemon;
+        let found = if !req.snapshot_id.is_empty() {
+            match ids::snapshot_of(&req.snapshot_id) {
+                None => Vec::new(),
+                Some((volume, snap)) => match daemon.snapshot_list(volume).await {
+                    Ok(list) => list
+                        .into_iter()
+                        .filter(|s| s.name == snap)
+                        .map(|s| (req.snapshot_id.clone(), s))
+                        .collect(),
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(status::from_daemon(Call::Other, e)),
+                },
+            }
+        } else if !req.source_volume_id.is_empty() {
+            match ids::volume_of(&req.source_volume_id) {
+                None => Vec::new(),
+                Some(volume) => match daemon.snapshot_list(volume).await {
+                    Ok(list) => list
+                        .into_iter()
+                        .map(|s| (ids::snapshot_id(&s.volume, &s.name), s))
+                        .collect(),
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(status::from_daemon(Call::Other, e)),
+                },
+            }
+        } else {
+            self.all_snapshots().await?
+        };
+        let found: Vec<_> = found
+            .into_iter()
+            .filter(|(_, s)| req.source_volume_id.is_empty() || s.volume == req.source_volume_id)
+            .collect();
+        let (page, next_token) = ids::page(
+            found,
+            |(id, _)| id.as_str(),
+            req.max_entries,
+            &req.starting_token,
+        )?;
+        let entries = page
+            .into_iter()
+            .map(|(id, info)| list_snapshots_response::Entry {
+                snapshot: Some(snapshot_of(id, &info)),
+            })
+            .collect();
+        Ok(Response::new(ListSnapshotsResponse {
+            entries,
+            next_token,
+        }))
+    }
+
+    /// Online for every driver: the daemon changes the quota of a mounted volume at once
+    /// (rbd: grows the image and the filesystem in it), so no node step is needed.
+    async fn controller_expand_volume(
+        &self,
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        let Some(range) = req.capacity_range.as_ref() else {
+            return Err(status::required("capacity_range"));
+        };
+        if let Some(cap) = &req.volume_capability {
+            volumes::check_capability(cap).map_err(status::invalid)?;
+        }
+        let name = ids::volume_of(&req.volume_id)
+            .ok_or_else(|| status::not_found(format!("no volume {}", req.volume_id)))?;
+        let daemon = &self.shared.daemon;
+        let info = daemon
+            .inspect(name)
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        let (minimum, default) = volumes::size_limits(&info.driver);
+        let size = ids::size_for(Some(range), minimum, default)?;
+        let current = info.status.size_limit.unwrap_or(0);
+        let capacity = if size > current {
+            let options = BTreeMap::from([("size".to_owned(), size.to_string())]);
+            let info = daemon
+                .update(name, options)
+                .await
+                .map_err(|e| status::from_daemon(Call::Other, e))?;
+            log::info!("ControllerExpandVolume: volume {name} now has {size} bytes");
+            info.status.size_limit.unwrap_or(size)
+        } else {
+            current
+        };
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: capacity as i64,
+            node_expansion_required: false,
+        }))
+    }
+}
+
+/// The node a volume with references is published on: the daemon's, ours.
+fn published_on(info: &crate::volume::VolumeInfo, node_id: &str) -> Vec<String> {
+    match info.status.mount_refs.is_empty() {
+        true => Vec::new(),
+        false => vec![node_id.to_owned()],
+    }
+}
