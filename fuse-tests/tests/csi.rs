@@ -498,7 +498,7 @@ fn validate_list_get_capacity() {
                 .controller_get_capabilities(ControllerGetCapabilitiesRequest {}),
         ),
     );
-    assert_eq!(caps.capabilities.len(), 9);
+    assert_eq!(caps.capabilities.len(), 11);
 }
 
 #[test]
@@ -1042,4 +1042,116 @@ fn rbd_moves_between_nodes() {
         !images.lines().any(|l| l == "pvc-rbd"),
         "the image is removed: {images}"
     );
+}
+
+#[test]
+fn controller_publish_and_modify() {
+    if !fuse_or_skip("csi controller_publish_and_modify") {
+        return;
+    }
+    let s = setup();
+    let c = s.csi.controller();
+    // A VolumeAttributesClass's parameters: inodes, at create and changed later.
+    let mut req = create_req("pvc-mod", 8 * MIB, &[]);
+    req.mutable_parameters = params(&[("inodes", "100")]);
+    ok(
+        "CreateVolume with mutable parameters",
+        s.csi.run(c.clone().create_volume(req.clone())),
+    );
+    assert_eq!(s.d.inspect("pvc-mod")["Status"]["InodeLimit"], 100);
+    let mut bad = req.clone();
+    bad.name = "pvc-mod-2".into();
+    bad.mutable_parameters = params(&[("mode", "700")]);
+    let (code, message) = refused(s.csi.run(c.clone().create_volume(bad)));
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(
+        message.contains("valid mutable parameters are inodes"),
+        "{message}"
+    );
+    let modify = |id: &str, pairs: &[(&str, &str)]| {
+        s.csi.run(
+            c.clone()
+                .controller_modify_volume(ControllerModifyVolumeRequest {
+                    volume_id: id.into(),
+                    mutable_parameters: params(pairs),
+                }),
+        )
+    };
+    ok(
+        "ControllerModifyVolume",
+        modify("pvc-mod", &[("inodes", "500")]),
+    );
+    assert_eq!(s.d.inspect("pvc-mod")["Status"]["InodeLimit"], 500);
+    ok("ControllerModifyVolume, nothing", modify("pvc-mod", &[]));
+    let cli = stderr_of(&s.d.cli(["update", "pvc-mod", "-o", "inodes=lots"]));
+    let (code, message) = refused(modify("pvc-mod", &[("inodes", "lots")]));
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(cli.contains(&message), "CLI: {cli}\nCSI: {message}");
+    assert_eq!(
+        refused(modify("pvc-mod", &[("size", "1G")])).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        refused(modify("no-such-volume", &[("inodes", "5")])).0,
+        Code::NotFound
+    );
+    assert_eq!(
+        refused(modify("", &[("inodes", "5")])).0,
+        Code::InvalidArgument
+    );
+    // ControllerPublish: nothing to attach; a local volume is reachable from its node only.
+    let publish = |id: &str, node: &str, with_cap: bool| {
+        s.csi.run(
+            c.clone()
+                .controller_publish_volume(ControllerPublishVolumeRequest {
+                    volume_id: id.into(),
+                    node_id: node.into(),
+                    volume_capability: with_cap.then(rw),
+                    ..Default::default()
+                }),
+        )
+    };
+    let answer = ok(
+        "ControllerPublishVolume",
+        publish("pvc-mod", "node-a", true),
+    );
+    assert!(answer.publish_context.is_empty());
+    ok(
+        "ControllerPublishVolume again",
+        publish("pvc-mod", "node-a", true),
+    );
+    let (code, message) = refused(publish("pvc-mod", "node-b", true));
+    assert_eq!(code, Code::NotFound);
+    assert!(message.contains("node-a"), "{message}");
+    assert_eq!(
+        refused(publish("no-such-volume", "node-a", true)).0,
+        Code::NotFound
+    );
+    assert_eq!(
+        refused(publish("", "node-a", true)).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        refused(publish("pvc-mod", "", true)).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        refused(publish("pvc-mod", "node-a", false)).0,
+        Code::InvalidArgument
+    );
+    let unpublish = |id: &str| {
+        s.csi.run(
+            c.clone()
+                .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                    volume_id: id.into(),
+                    node_id: "node-a".into(),
+                }),
+        )
+    };
+    ok("ControllerUnpublishVolume", unpublish("pvc-mod"));
+    ok(
+        "ControllerUnpublishVolume of nothing",
+        unpublish("no-such-volume"),
+    );
+    assert_eq!(refused(unpublish("")).0, Code::InvalidArgument);
 }

@@ -33,6 +33,9 @@ fn csi_sanity_passes() {
     let root = TestRoot::new();
     let _d = TestDaemon::start_at(&root);
     let csi = TestCsi::start(&root, "sanity-node");
+    // ControllerModifyVolume is tested with a real change: the inode quota.
+    let mutable = root.base().join("mutable.yaml");
+    std::fs::write(&mutable, "inodes: \"100000\"\n").unwrap();
     let out = Command::new(&tool)
         .arg(format!("--csi.endpoint=unix://{}", csi.socket.display()))
         .arg(format!(
@@ -42,6 +45,10 @@ fn csi_sanity_passes() {
         .arg(format!(
             "--csi.stagingdir={}",
             root.scratch().join("csi-staging").display()
+        ))
+        .arg(format!(
+            "--csi.testvolumemutableparameters={}",
+            mutable.display()
         ))
         .arg("--ginkgo.no-color")
         .output()

@@ -23,6 +23,8 @@ pub struct ControllerService {
 
 const CAPABILITIES: &[rpc::Type] = &[
     rpc::Type::CreateDeleteVolume,
+    rpc::Type::PublishUnpublishVolume,
+    rpc::Type::ModifyVolume,
     rpc::Type::ListVolumes,
     rpc::Type::GetCapacity,
     rpc::Type::CreateDeleteSnapshot,
@@ -121,7 +123,8 @@ impl Controller for ControllerService {
             return Err(status::required("name"));
         }
         volumes::check_capabilities(&req.volume_capabilities)?;
-        let (driver, options) = volumes::driver_and_options(&req.parameters, "local", false)?;
+        let (driver, mut options) = volumes::driver_and_options(&req.parameters, "local", false)?;
+        options.extend(volumes::mutable_options(&req.mutable_parameters)?);
         let (minimum, default) = volumes::size_limits(&driver);
         let size = ids::size_for(req.capacity_range.as_ref(), minimum, default)?;
         if volumes::node_bound(&driver)
@@ -177,7 +180,6 @@ impl Controller for ControllerService {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(status::from_daemon(Call::Other, e)),
         }
-        let mut options = options;
         options.insert("size".into(), size.to_string());
         if let Some(source) = &req.volume_content_source {
             let from = self.source_option(source).await?;
@@ -218,6 +220,87 @@ impl Controller for ControllerService {
             log::info!("DeleteVolume: removed volume {name}");
         }
         Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    /// Nothing to attach: the node's daemon reaches the volume's store itself. Checks that
+    /// the node can: a local or tmpfs volume only on the node that made it (NOT_FOUND for any
+    /// other, which cannot reach it); rbd from any node.
+    async fn controller_publish_volume(
+        &self,
+        request: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        if req.node_id.is_empty() {
+            return Err(status::required("node_id"));
+        }
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| status::required("volume_capability"))?;
+        volumes::check_capability(cap).map_err(status::invalid)?;
+        let name = ids::volume_of(&req.volume_id)
+            .ok_or_else(|| status::not_found(format!("no volume {}", req.volume_id)))?;
+        let info = self
+            .shared
+            .daemon
+            .inspect(name)
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        if volumes::node_bound(&info.driver) && req.node_id != self.node_id() {
+            return Err(status::not_found(format!(
+                "node {} cannot reach volume {name}: a {} volume lives on node {}, whose \
+                 daemon made it",
+                req.node_id,
+                info.driver,
+                self.node_id()
+            )));
+        }
+        Ok(Response::new(ControllerPublishVolumeResponse {
+            publish_context: Default::default(),
+        }))
+    }
+
+    /// Nothing was attached, so nothing to detach: success whatever the volume or node.
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        Ok(Response::new(ControllerUnpublishVolumeResponse {}))
+    }
+
+    /// A volume's mutable parameters (a VolumeAttributesClass): `inodes`, the inode quota,
+    /// changed online as `fvol update -o inodes=N` changes it.
+    async fn controller_modify_volume(
+        &self,
+        request: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(status::required("volume_id"));
+        }
+        let options = volumes::mutable_options(&req.mutable_parameters)?;
+        let name = ids::volume_of(&req.volume_id)
+            .ok_or_else(|| status::not_found(format!("no volume {}", req.volume_id)))?;
+        let daemon = &self.shared.daemon;
+        daemon
+            .inspect(name)
+            .await
+            .map_err(|e| status::from_daemon(Call::Other, e))?;
+        if !options.is_empty() {
+            daemon
+                .update(name, options)
+                .await
+                .map_err(|e| status::from_daemon(Call::Other, e))?;
+            log::info!("ControllerModifyVolume: volume {name} modified");
+        }
+        Ok(Response::new(ControllerModifyVolumeResponse {}))
     }
 
     async fn validate_volume_capabilities(

@@ -232,6 +232,28 @@ pub fn bound_at(info: &VolumeInfo, path: &str) -> bool {
     info.status.mount_refs.contains(&key)
 }
 
+/// The options a volume's mutable parameters (a VolumeAttributesClass) may change after
+/// create, as `fvol update` changes them; the size is the capacity, not a parameter.
+pub const MUTABLE: &[&str] = &["inodes"];
+
+/// Checks mutable parameters: only `MUTABLE` keys; their values are checked by the daemon.
+pub fn mutable_options(
+    params: &HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, Status> {
+    let mut options = BTreeMap::new();
+    for (key, value) in params {
+        if !MUTABLE.contains(&key.as_str()) {
+            return Err(status::invalid(format!(
+                "mutable parameter {key:?} is not supported: valid mutable parameters are {} \
+                 (a volume's size is its capacity_range)",
+                MUTABLE.join(", ")
+            )));
+        }
+        options.insert(key.clone(), value.clone());
+    }
+    Ok(options)
+}
+
 /// Splits CSI parameters (or an inline volume's attributes) into the driver and its options;
 /// keys Kubernetes adds are dropped. The options are checked by the daemon, with the driver's
 /// schema, so errors read as the CLI's.
