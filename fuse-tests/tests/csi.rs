@@ -1019,6 +1019,46 @@ fn rbd_moves_between_nodes() {
     );
     let stats = ok("stats on B", b.stats(&v.volume_id, &target_b));
     assert!(!stats.volume_condition.unwrap().abnormal);
+    // The cluster refuses B (its client blocklisted, as a host taking the image over does):
+    // the volume's condition says so once B's daemon meets the fence.
+    let holder = {
+        let img = ceph
+            .connect()
+            .io_ctx("rbd")
+            .unwrap()
+            .open_image("pvc-rbd")
+            .unwrap();
+        let lockers = img.lockers().unwrap();
+        assert_eq!(lockers.len(), 1, "{lockers:?}");
+        lockers[0].address.clone()
+    };
+    let out = ceph.ceph(&["osd", "blocklist", "add", &holder]);
+    assert!(out.status.success(), "blocklist: {}", stderr_of(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let condition = loop {
+        // A durable write makes the daemon reach the cluster (and fail).
+        if let Ok(mut f) = std::fs::File::create(target_b.join("after-the-fence")) {
+            let _ = f.write_all(b"refused").and_then(|()| f.sync_all());
+        }
+        let c = ok("stats on B", b.stats(&v.volume_id, &target_b))
+            .volume_condition
+            .unwrap();
+        if c.abnormal {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no abnormal condition: {c:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        condition.message.contains("refuses this host"),
+        "{}",
+        condition.message
+    );
+    let out = ceph.ceph(&["osd", "blocklist", "rm", &holder]);
+    assert!(out.status.success(), "blocklist rm: {}", stderr_of(&out));
     ok("unpublish on B", b.unpublish(&v.volume_id, &target_b));
     ok("unstage on B", b.unstage(&v.volume_id, &staging_b));
     assert_eq!(
@@ -1026,7 +1066,9 @@ fn rbd_moves_between_nodes() {
         Some(1),
         "B forgets what it adopted"
     );
-    // Back on A, and deleted there with its image.
+    // Back on A (the fenced connection of B could not release its lock: broken as after a
+    // host's crash), and deleted there with its image.
+    a.d.cli_ok(["break-lock", "pvc-rbd"]);
     ok("stage on A again", stage_with_context(&a, &staging_a));
     ok("unstage on A again", a.unstage(&v.volume_id, &staging_a));
     ok(
