@@ -516,6 +516,14 @@ fn stage_publish_quota_stats_unpublish() {
     ok("NodeStageVolume", s.stage(id, &staging));
     ok("NodeStageVolume again", s.stage(id, &staging));
     assert!(is_mountpoint(&staging));
+    // A target through a symlink is refused: nothing is created or mounted where it points.
+    let real = s.d.scratch_dir("a-real");
+    let link = real.with_file_name("a-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let (code, message) = refused(s.publish(id, &staging, &link.join("mount"), false));
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("symlink"), "{message}");
+    assert!(!real.join("mount").exists());
     ok("NodePublishVolume", s.publish(id, &staging, &target, false));
     ok(
         "NodePublishVolume again",
@@ -581,11 +589,24 @@ fn stage_publish_quota_stats_unpublish() {
         volume_id: id.clone(),
     })));
     assert_eq!(code, Code::FailedPrecondition, "{message}");
-    // A restart of the driver loses nothing: unpublish and unstage find their mounts.
-    let Setup { mut csi, d } = s;
+    // A restart of the driver, and one of the daemon, lose nothing: the volume stays
+    // published read-only and writable where it was, and unpublish and unstage find their
+    // mounts.
+    let Setup { mut csi, mut d } = s;
     csi.stop();
+    d.terminate();
+    let d = TestDaemon::start_at(&d.root.clone());
     let csi = TestCsi::start(&d.root, "node-a");
     let s = Setup { csi, d };
+    std::fs::remove_file(target.join("fill")).unwrap();
+    std::fs::write(target.join("after-restarts"), b"still here").unwrap();
+    assert_eq!(
+        std::fs::read(ro_target.join("after-restarts")).unwrap(),
+        b"still here"
+    );
+    let err = std::fs::write(ro_target.join("x"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    ok("stats after the restarts", s.stats(id, &target));
     ok("NodeUnpublishVolume", s.unpublish(id, &ro_target));
     ok("NodeUnpublishVolume", s.unpublish(id, &target));
     assert!(!target.exists(), "the driver removes the target it made");
