@@ -372,4 +372,46 @@ mod tests {
         let local = HashMap::from([(DRIVER_CONTEXT.to_owned(), "local".to_owned())]);
         assert!(adoption_of(&local).is_none());
     }
+
+    fn info() -> VolumeInfo {
+        serde_json::from_value(serde_json::json!({
+            "Name": "v1", "Driver": "rbd", "Mountpoint": "/r/v1", "CreatedAt": "",
+            "Labels": {}, "Options": {"pool": "rbd", "size": "1G"}, "Scope": "local",
+            "Status": {"SizeLimit": 1, "UsedBytes": 0, "InodeLimit": null, "UsedInodes": 0,
+                       "Mounted": true, "MountRefs": ["cli:/t"]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn conditions() {
+        let healthy = info();
+        assert!(!condition_of(&healthy).abnormal);
+        let mut waiting = info();
+        waiting.status.cluster_wait = serde_json::from_value(
+            serde_json::json!({"Since": "2026-12-04T10:00:00Z", "Operations": 3}),
+        )
+        .unwrap();
+        let c = condition_of(&waiting);
+        assert!(
+            c.abnormal && c.message.contains("has not answered since"),
+            "{c:?}"
+        );
+        let mut pending = info();
+        pending.status.mounted = false;
+        pending.status.mount_pending = serde_json::from_value(
+            serde_json::json!({"Since": "2026-12-04T10:00:00Z", "Error": "timed out"}),
+        )
+        .unwrap();
+        let c = condition_of(&pending);
+        assert!(c.abnormal && c.message.contains("timed out"), "{c:?}");
+        let mut broken = info();
+        broken.status.mounted = false;
+        let c = condition_of(&broken);
+        assert!(c.abnormal && c.message.contains("no handler"), "{c:?}");
+        let context = volume_of(&healthy, "n1").volume_context;
+        assert_eq!(context[&format!("{OPTION_CONTEXT}image")], "v1");
+        assert_eq!(context[&format!("{OPTION_CONTEXT}pool")], "rbd");
+        assert!(!context.contains_key(&format!("{OPTION_CONTEXT}size")));
+    }
 }
