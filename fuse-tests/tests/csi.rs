@@ -463,7 +463,8 @@ fn validate_list_get_capacity() {
         .0,
         Code::NotFound
     );
-    // GetCapacity: the host's free space under ROOT, as statvfs (df) sees it.
+    // GetCapacity: the host's free space under ROOT, as statvfs (df) sees it (give or take
+    // what other tests write meanwhile).
     let capacity = ok(
         "GetCapacity",
         s.csi
@@ -472,7 +473,7 @@ fn validate_list_get_capacity() {
     let st = nix::sys::statvfs::statvfs(&s.d.root()).unwrap();
     let free = st.blocks_available() as i64 * st.fragment_size() as i64;
     assert!(
-        (capacity.available_capacity - free).abs() < 64 * MIB,
+        (capacity.available_capacity - free).abs() < 512 * MIB,
         "{} vs {free}",
         capacity.available_capacity
     );
