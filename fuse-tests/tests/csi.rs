@@ -997,6 +997,20 @@ fn rbd_moves_between_nodes() {
         "rbd volumes are reachable from every node"
     );
     assert_eq!(v.volume_context["fvol.io/option.image"], "pvc-rbd");
+    // GetCapacity of rbd: what the pool can still take, as the cluster says (`ceph df`,
+    // max_avail).
+    let capacity = |pool: &str| {
+        let req = GetCapacityRequest {
+            parameters: params(&[("driver", "rbd"), ("conf", &conf), ("pool", pool)]),
+            ..Default::default()
+        };
+        a.csi.run(a.csi.controller().get_capacity(req))
+    };
+    // The test cluster runs no ceph-mgr, which is what keeps the space statistics: `ceph df`
+    // shows no OSDs, and the driver says so rather than answering a made-up number.
+    let (code, message) = refused(capacity("rbd"));
+    assert_eq!(code, Code::Unavailable, "{message}");
+    assert!(message.contains("ceph-mgr"), "{message}");
     let stage_with_context = |s: &Setup, staging: &Path| {
         let req = NodeStageVolumeRequest {
             volume_id: v.volume_id.clone(),

@@ -402,8 +402,9 @@ impl Controller for ControllerService {
     }
 
     /// Real free room where a new volume of the asked driver would keep its data: the host
-    /// filesystem under ROOT (local), the host's available memory (tmpfs). Quotas are not
-    /// subtracted: fvol does not reserve a volume's quota up front.
+    /// filesystem under ROOT (local), the host's available memory (tmpfs), the pool (rbd, as
+    /// `ceph df` says). Quotas are not subtracted: fvol does not reserve a volume's quota up
+    /// front.
     async fn get_capacity(
         &self,
         request: Request<GetCapacityRequest>,
@@ -436,12 +437,7 @@ impl Controller for ControllerService {
                 .map_err(|e| status::internal(format!("statvfs of the fvol root: {e}")))?,
             "tmpfs" => mounts::memory_available()
                 .map_err(|e| status::internal(format!("reading /proc/meminfo: {e}")))?,
-            "rbd" => {
-                return Err(Status::unimplemented(
-                    "GetCapacity does not report rbd pools yet: a pool's free space is the \
-                     Ceph cluster's (`ceph df`); see docs/csi.md",
-                ));
-            }
+            "rbd" => rbd_pool_available(&req.parameters).await?,
             other => {
                 return Err(status::invalid(format!(
                     "unknown driver {other:?}: valid drivers are local, tmpfs, rbd"
@@ -632,10 +628,93 @@ impl Controller for ControllerService {
     }
 }
 
+/// What the rbd pool of `parameters` can still take, as the cluster says (`ceph df`: the
+/// pool's `max_avail`, which counts its replication and the fullest OSD), asked with the
+/// parameters' `conf`, `id`, `keyring` and `cluster`, as the rbd driver would connect.
+async fn rbd_pool_available(
+    parameters: &std::collections::HashMap<String, String>,
+) -> Result<u64, Status> {
+    let get = |k: &str| parameters.get(k).cloned();
+    let pool = get("pool").unwrap_or_else(|| "rbd".into());
+    let mut cmd = std::process::Command::new("ceph");
+    for (flag, key) in [
+        ("-c", "conf"),
+        ("--id", "id"),
+        ("--keyring", "keyring"),
+        ("--cluster", "cluster"),
+    ] {
+        if let Some(v) = get(key) {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    cmd.args(["--connect-timeout", "10", "df", "--format", "json"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .map_err(|e| status::internal(format!("running ceph df: {e}")))?
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "running `ceph df` to ask the cluster for pool {pool}'s free space: {e} (the \
+                 ceph command, Debian's ceph-common, is needed for GetCapacity of rbd)"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Status::unavailable(format!(
+            "`ceph df` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let df: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| status::internal(format!("`ceph df` answered no JSON: {e}")))?;
+    pool_max_avail(&df, &pool)
+}
+
+/// The `max_avail` of `pool` in the JSON of `ceph df`.
+fn pool_max_avail(df: &serde_json::Value, pool: &str) -> Result<u64, Status> {
+    // The space statistics come from the cluster's manager; a cluster without one (such as
+    // the tests' single-node cluster) reports no OSDs and no pools.
+    if df["stats"]["num_osds"].as_u64() == Some(0) {
+        return Err(Status::unavailable(
+            "the Ceph cluster reports no space statistics (`ceph df` shows no OSDs): is a \
+             ceph-mgr running?",
+        ));
+    }
+    df["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["name"] == pool))
+        .and_then(|p| p["stats"]["max_avail"].as_u64())
+        .ok_or_else(|| status::not_found(format!("the cluster has no pool {pool}")))
+}
+
 /// The node a volume with references is published on: the daemon's, ours.
 fn published_on(info: &crate::volume::VolumeInfo, node_id: &str) -> Vec<String> {
     match info.status.mount_refs.is_empty() {
         true => Vec::new(),
         false => vec![node_id.to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceph_df_pool_space() {
+        let df = serde_json::json!({
+            "stats": {"total_bytes": 300, "num_osds": 3},
+            "pools": [
+                {"name": "meta", "id": 1, "stats": {"stored": 1, "max_avail": 7}},
+                {"name": "rbd", "id": 2, "stats": {"stored": 5, "max_avail": 1234}}
+            ]
+        });
+        assert_eq!(pool_max_avail(&df, "rbd").unwrap(), 1234);
+        assert_eq!(
+            pool_max_avail(&df, "gone").unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        let no_mgr = serde_json::json!({"stats": {"num_osds": 0}, "pools": []});
+        let err = pool_max_avail(&no_mgr, "rbd").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("ceph-mgr"));
     }
 }
