@@ -11,7 +11,7 @@ use super::proto::controller_server::Controller;
 use super::proto::controller_service_capability::{Rpc, Type as CapType, rpc};
 use super::proto::volume_content_source::Type as Source;
 use super::proto::*;
-use super::server::Shared;
+use super::shared::Shared;
 use super::status::{self, Call};
 use super::volumes::{self, DRIVER_PARAMETER};
 use super::{NODE_KEY, mounts};

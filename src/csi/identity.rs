@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::proto::identity_server::Identity;
 use super::proto::plugin_capability::{Service, Type, VolumeExpansion, service, volume_expansion};
 use super::proto::*;
-use super::server::Shared;
+use super::shared::Shared;
 
 pub struct IdentityService {
     pub shared: Arc<Shared>,

@@ -5,8 +5,9 @@
 //! mounts. So `fvol csi` can be restarted, or run twice, at any time. See docs/csi.md.
 //!
 //! Layout, top to bottom: `server` (the socket, the services a mode serves) → `identity`,
-//! `controller`, `node` (one CSI service each) → `volumes` (what they share: capabilities,
-//! topology, a volume as CSI sees it) → `ids`, `mounts`, `status`, `client`, `proto`.
+//! `controller`, `node` (one CSI service each) → `shared` (what every service reads),
+//! `volumes` (capabilities, topology, a volume as CSI sees it) → `ids`, `mounts`, `status`,
+//! `client`, `proto`.
 // Every CSI call answers `Result<_, tonic::Status>` (tonic's trait signatures), and so do the
 // helpers that check its fields: boxing the status only for clippy would gain nothing.
 #![allow(clippy::result_large_err)]
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod mounts;
 pub mod node;
 pub mod server;
+pub mod shared;
 pub mod status;
 pub mod volumes;
 
@@ -35,4 +37,5 @@ pub const DRIVER_NAME: &str = "csi.fvol.io";
 /// The topology key of node-bound volumes (local, tmpfs): its value is the node id.
 pub const NODE_KEY: &str = "fvol.io/node";
 
-pub use server::{Mode, Settings, main};
+pub use server::{Settings, main};
+pub use shared::Mode;

@@ -14,7 +14,7 @@ use super::proto::node_server::Node;
 use super::proto::node_service_capability::{Rpc, Type as CapType, rpc};
 use super::proto::volume_usage::Unit;
 use super::proto::*;
-use super::server::Shared;
+use super::shared::Shared;
 use super::status::{self, Call};
 use super::volumes::{self, EPHEMERAL_KEY, EPHEMERAL_LABEL};
 use crate::api;

@@ -15,38 +15,13 @@ use super::node::NodeService;
 use super::proto::controller_server::ControllerServer;
 use super::proto::identity_server::IdentityServer;
 use super::proto::node_server::NodeServer;
-
-/// Which CSI services a `fvol csi` serves: Kubernetes runs the controller once (beside the
-/// provisioner, resizer and snapshotter sidecars) and the node service on every node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    Controller,
-    Node,
-    Both,
-}
-
-impl Mode {
-    pub fn controller(self) -> bool {
-        matches!(self, Mode::Controller | Mode::Both)
-    }
-
-    pub fn node(self) -> bool {
-        matches!(self, Mode::Node | Mode::Both)
-    }
-}
+use super::shared::{Mode, Shared};
 
 /// `fvol csi`'s settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `unix:///path`, `unix:/path` or a path.
     pub endpoint: String,
-    pub node_id: String,
-    pub mode: Mode,
-}
-
-/// What every service reads.
-pub struct Shared {
-    pub daemon: Daemon,
     pub node_id: String,
     pub mode: Mode,
 }
