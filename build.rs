@@ -10,6 +10,14 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
+    // The CSI messages and services (src/csi, docs/csi.md): protoc from $PROTOC or PATH
+    // (Debian's protobuf-compiler, tools/install-deps.sh).
+    println!("cargo:rerun-if-changed=proto/csi.proto");
+    tonic_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/csi.proto"], &["proto"])
+        .expect("generating the CSI code from proto/csi.proto (needs protoc: apt-get install protobuf-compiler)");
     println!("cargo:rerun-if-env-changed=FVOL_GIT_COMMIT");
     let commit = std::env::var("FVOL_GIT_COMMIT").ok().or_else(|| {
         // Rebuilt when HEAD moves (a commit, a checkout).

@@ -2,6 +2,8 @@
 //!
 //! Layers, top to bottom (PouchContainer's shape):
 //! - `cli`: the `fvol` command, a client of the daemon's unix socket.
+//! - `csi`: `fvol csi`, the Container Storage Interface over gRPC, a client of the daemon's
+//!   socket like `cli`.
 //! - `daemon`: hosts the mounts and serves the HTTP API on `ROOT/fvol.sock` and the Docker
 //!   volume plugin protocol (`api::plugin`).
 //! - `volume`: `VolumeManager` (the entry point) over `Core` (the logic).
@@ -14,6 +16,7 @@
 //! - `sys`: the few raw system calls nix does not wrap.
 pub mod api;
 pub mod cli;
+pub mod csi;
 pub mod daemon;
 pub mod driver;
 pub mod fs;

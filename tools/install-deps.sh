@@ -26,7 +26,10 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 # what fvol loads at run time (dlopen, never linked); ceph-mon/ceph-osd are the daemons (they pull in
 # ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
 # No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
+# protobuf-compiler: protoc, which build.rs runs (tonic-build) to generate the CSI code from
+# proto/csi.proto; python3-venv: the venv of kubernetes-validate (below).
 packages=(fuse3 libfuse3-dev gcc acl libacl1-dev attr bindfs fio e2fsprogs xfsprogs jq pkg-config python3
+          protobuf-compiler python3-venv
           ca-certificates util-linux tar procps prometheus tmux
           docker.io busybox-static
           librados2 librbd1 ceph-common ceph-mon ceph-osd)
@@ -83,8 +86,22 @@ else
     say "pjdfstest and fsx already installed"
 fi
 
+# kubernetes-validate (PyPI), which checks deploy/kubernetes offline against the bundled
+# Kubernetes API schemas (fuse-tests/tests/deploy_manifests.rs), in a venv of its own: Debian's
+# python3 refuses system-wide pip installs.
+tools_venv=/opt/fvol-tools
+kv_version=1.37.0
+if ! "$tools_venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kv_version"; then
+    say "installing kubernetes-validate $kv_version in $tools_venv"
+    python3 -m venv "$tools_venv" || die "python3 -m venv $tools_venv failed"
+    apt_retry "$tools_venv/bin/pip" install --quiet "kubernetes-validate==$kv_version" \
+        || die "pip install kubernetes-validate failed"
+else
+    say "kubernetes-validate $kv_version already installed"
+fi
+
 # Verify, so that a half-working install fails here and not in the middle of a test.
-for cmd in fusermount3 bindfs gcc fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx \
+for cmd in fusermount3 bindfs gcc fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx protoc \
            dockerd containerd runc docker busybox \
            ceph-mon ceph-osd monmaptool ceph-authtool ceph rados rbd; do
     command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after install"
@@ -93,5 +110,6 @@ libs=$(ldconfig -p)  # not `ldconfig -p | grep -q`: grep exits early, SIGPIPE fa
 for lib in librados.so.2 librbd.so.1; do
     grep -q "$lib" <<<"$libs" || die "$lib missing after install (Debian packages librados2, librbd1)"
 done
+[ -x "$tools_venv/bin/kubernetes-validate" ] || die "kubernetes-validate missing after install"
 [ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse, or run the container with --device /dev/fuse)"
 say "ok"

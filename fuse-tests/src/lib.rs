@@ -4,12 +4,14 @@
 //! - `TestCluster`: a private single-node Ceph cluster (the rbd driver's tests).
 //! - `TestSession`: one filesystem core mounted directly (no daemon), for filesystem tests.
 //! - `TestDaemon`: a private `fvol daemon` on a temporary root, driven through the real CLI.
+//! - `TestCsi`: a private `fvol csi` beside a daemon, with gRPC clients of it.
 //! - `DockerDaemon`: a private dockerd (tests of the Docker volume plugin).
 //! - `PluginClient`: speaks the Docker volume plugin protocol as dockerd does.
 //! - `LoopFs`: a fresh ext4 or XFS filesystem on a loop device (tests that need its allocator
 //!   or its reflinks).
 //! - `direct_io`: O_DIRECT requests as a program makes them (buffer, offset, length), and fio.
 pub mod ceph;
+pub mod csi;
 pub mod daemon;
 pub mod direct_io;
 pub mod docker;

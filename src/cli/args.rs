@@ -45,6 +45,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `fvol csi`.
+#[derive(Debug, Args)]
+pub struct CsiArgs {
+    /// Where to serve: unix:///PATH (the socket is made 0600, a stale one replaced)
+    #[arg(long, env = "CSI_ENDPOINT", value_name = "unix:///PATH")]
+    pub endpoint: String,
+    /// This node's name, the value of the topology key fvol.io/node (Kubernetes: the node name)
+    #[arg(long, env = "FVOL_NODE_ID", value_name = "NAME")]
+    pub node_id: String,
+    /// Which services to serve: the controller (once per cluster), the node service (on every
+    /// node), or both
+    #[arg(long, value_enum, default_value = "both")]
+    pub mode: crate::csi::Mode,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon that hosts the volumes' filesystems and serves the API and the Docker
@@ -68,6 +83,9 @@ pub enum Command {
     },
     /// Print the version, the git commit and the kernel's FUSE features
     Version,
+    /// Serve the Container Storage Interface (Kubernetes) over gRPC on a unix socket, as a
+    /// client of the daemon (docs/csi.md)
+    Csi(CsiArgs),
     #[command(flatten)]
     Volume(VolumeCommand),
 }

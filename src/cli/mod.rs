@@ -56,6 +56,14 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Keeper => crate::keeper::main(&root),
+        Command::Csi(args) => crate::csi::main(
+            &root,
+            crate::csi::Settings {
+                endpoint: args.endpoint,
+                node_id: args.node_id,
+                mode: args.mode,
+            },
+        ),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "fvol", &mut io::stdout().lock());
