@@ -1233,3 +1233,86 @@ fn controller_publish_and_modify() {
     );
     assert_eq!(refused(unpublish("")).0, Code::InvalidArgument);
 }
+
+/// An rbd volume whose cluster stops answering (its only OSD frozen) while a process writes
+/// to it: NodeGetVolumeStats reports the condition abnormal, saying the cluster has not
+/// answered, and healthy again once the cluster is back and the write completed.
+#[test]
+fn rbd_condition_while_the_cluster_is_away() {
+    if !fuse_or_skip("csi rbd_condition_while_the_cluster_is_away") {
+        return;
+    }
+    let ceph = fuse_tests::ceph::TestCluster::start();
+    let s = setup();
+    let conf = ceph.conf().display().to_string();
+    let v = s.create("pvc-away", 64 * MIB, &[("driver", "rbd"), ("conf", &conf)]);
+    let (staging, target) = s.paths("away");
+    ok("stage", s.stage(&v.volume_id, &staging));
+    ok("publish", s.publish(&v.volume_id, &staging, &target, false));
+    let condition = |s: &Setup| {
+        ok("stats", s.stats(&v.volume_id, &target))
+            .volume_condition
+            .unwrap()
+    };
+    assert!(!condition(&s).abnormal, "{:?}", condition(&s));
+
+    ceph.signal("osd.0", nix::sys::signal::Signal::SIGSTOP);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let file = target.join("during-the-outage");
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&file).unwrap();
+        let written = f
+            .write_all(b"waits for the cluster")
+            .and_then(|()| f.sync_all());
+        let _ = done_tx.send(());
+        written
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let away = loop {
+        let c = condition(&s);
+        if c.abnormal {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no abnormal condition while the cluster is away: {c:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert!(
+        away.message.contains("has not answered"),
+        "{}",
+        away.message
+    );
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the write did not wait for the cluster"
+    );
+    // As in rbd_outage: the lone OSD is marked down before it resumes, so that no placement
+    // group stays waiting on a read lease that ran out while it was frozen.
+    let out = ceph.ceph(&["osd", "down", "0"]);
+    assert!(out.status.success(), "osd down: {}", stderr_of(&out));
+    ceph.signal("osd.0", nix::sys::signal::Signal::SIGCONT);
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(180))
+        .expect("the write completes once the cluster is back");
+    writer
+        .join()
+        .unwrap()
+        .expect("the write waited, then succeeded");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while condition(&s).abnormal {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still abnormal after the cluster came back: {:?}",
+            condition(&s)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(
+        std::fs::read(target.join("during-the-outage")).unwrap(),
+        b"waits for the cluster"
+    );
+    ok("unpublish", s.unpublish(&v.volume_id, &target));
+    ok("unstage", s.unstage(&v.volume_id, &staging));
+}
