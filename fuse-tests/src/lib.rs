@@ -22,7 +22,22 @@ pub mod suites;
 
 pub use session::{Backend, TestSession};
 
-/// Runs a command and returns its stdout, panicking with its stderr if it failed.
+/// A small deterministic generator (xorshift), so that a failure replays from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), different for every seed.
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -37,6 +52,7 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Runs a command and returns its stdout, panicking with its stderr if it failed.
 pub fn run_ok(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(

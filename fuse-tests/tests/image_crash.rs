@@ -9,6 +9,7 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use fuse_tests::Rng;
 use fvol::fs::image::{BlockDevice, CrashDevice, ImageFs, fsck};
 use fvol::fs::memory::RootOwner;
 use fvol::fs::quota::Limits;
@@ -21,23 +22,8 @@ const ROOT: Caller = Caller {
     umask: 0,
 };
 
-/// A small deterministic generator (xorshift), so failures replay from the round number.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn read_all(fs: &ImageFs, name: &str) -> Vec<u8> {
@@ -158,7 +144,7 @@ fn round(seed: u64) {
     }
     // The crash: no clean close, and the device keeps an arbitrary subset of unflushed writes.
     fs.abandon();
-    let keep = rng.next();
+    let keep = rng.next_u64();
     device.crash(|i| (keep >> (i % 64)) & 1 == 1);
 
     let report = fsck(dev.clone()).unwrap();
@@ -354,7 +340,7 @@ fn crash_at_any_point_of_a_commit() {
         write_file(&fs, "b", &b, true).unwrap();
         fs.abandon();
         let mut rng = Rng(cut + 1);
-        let keep = rng.next();
+        let keep = rng.next_u64();
         device.crash(|i| (keep >> (i % 64)) & 1 == 1);
         fsck_clean(&dev, &format!("cut after {cut} of {steps}"));
         let fs = ImageFs::open(dev.clone(), Limits::default()).unwrap();

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use fuse_tests::Rng;
 use fvol::fs::image::{BlockDevice, CrashDevice, ImageFs, fsck};
 use fvol::fs::memory::RootOwner;
 use fvol::fs::quota::Limits;
@@ -32,20 +33,6 @@ const OWNER: RootOwner = RootOwner {
     gid: 0,
     mode: 0o755,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn new_image(size: u64) -> (Arc<CrashDevice>, Arc<dyn BlockDevice>) {
     let device = Arc::new(CrashDevice::new(size));
@@ -221,7 +208,7 @@ fn random_op(fs: &ImageFs, rng: &mut Rng) {
             // An append, as a log writer does.
             if let Some(e) = file(fs) {
                 let o = fs.open(&ROOT, e.attr.ino, libc::O_RDWR).unwrap();
-                let data = vec![rng.next() as u8; 1 + rng.below(9000) as usize];
+                let data = vec![rng.next_u64() as u8; 1 + rng.below(9000) as usize];
                 fs.write(e.attr.ino, o.fh, e.attr.size, &data, false)
                     .unwrap();
                 fs.release(e.attr.ino, o.fh).unwrap();
@@ -259,7 +246,7 @@ fn random_op(fs: &ImageFs, rng: &mut Rng) {
         }
         9 => {
             if let Ok(e) = fs.lookup(&ROOT, dir, &name) {
-                let v = rng.next().to_le_bytes();
+                let v = rng.next_u64().to_le_bytes();
                 let x = OsString::from(format!("user.x{}", rng.below(3)));
                 let _ = fs.setxattr(e.attr.ino, &x, &v, 0, false);
                 if rng.below(2) == 0 {
@@ -321,7 +308,7 @@ fn replay_restores_every_acknowledged_change() {
             }
             let before = walk(&fs);
             replayed += fs.redo_records();
-            let keep = rng.next();
+            let keep = rng.next_u64();
             fs = crash_and_resume(fs, &device, &dev, &kept, keep)
                 .unwrap_or_else(|e| panic!("seed {seed}, crash {crash}: {e}"));
             fs.handles_restored();

@@ -755,20 +755,8 @@ fn usage_drift(ceph: &TestCluster) {
         String::from_utf8_lossy(&out.stdout),
         stderr_of(&out)
     );
-    let usage = |d: &TestDaemon| {
-        let st = &d.inspect("drift")["Status"];
-        fvol::fs::UsageSnapshot {
-            bytes: st["UsedBytes"].as_u64().unwrap(),
-            inodes: st["UsedInodes"].as_u64().unwrap(),
-        }
-    };
-    // The last RELEASE and FORGET reach the handler a moment after the run.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut walked = fuse_tests::session::walk(&mp);
-    while usage(&d) != walked && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        walked = fuse_tests::session::walk(&mp);
-    }
+    let usage = |d: &TestDaemon| usage_of(d, "drift");
+    let walked = walk_when_settled(&d, "drift", &mp);
     assert_eq!(usage(&d), walked, "seed {seed}: counters against a walk");
     d.cli_ok(["unmount", "drift"]);
     assert_eq!(usage(&d), walked, "seed {seed}: usage recorded at unmount");
@@ -787,6 +775,27 @@ fn usage_drift(ceph: &TestCluster) {
     );
     d.cli_ok(["unmount", "drift"]);
     d.cli_ok(["rm", "drift"]);
+}
+
+/// The volume's counters, as `inspect` shows them.
+fn usage_of(d: &TestDaemon, name: &str) -> fvol::fs::UsageSnapshot {
+    let st = &d.inspect(name)["Status"];
+    fvol::fs::UsageSnapshot {
+        bytes: st["UsedBytes"].as_u64().unwrap(),
+        inodes: st["UsedInodes"].as_u64().unwrap(),
+    }
+}
+
+/// A walk through the mount, taken once the counters agree with it or after 10 s: the last
+/// RELEASE and FORGET reach the handler a moment after a workload ends.
+fn walk_when_settled(d: &TestDaemon, name: &str, mp: &Path) -> fvol::fs::UsageSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut walked = fuse_tests::session::walk(mp);
+    while usage_of(d, name) != walked && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        walked = fuse_tests::session::walk(mp);
+    }
+    walked
 }
 
 /// Usage stays exact across crashes (issue 14): a randomized multi-process workload runs while
@@ -827,20 +836,8 @@ fn usage_through_crashes(ceph: &TestCluster) {
         root.log()
     );
     eprintln!("usage_through_crashes: {kills} kills during the workload");
-    let usage = |d: &TestDaemon| {
-        let st = &d.inspect("crashes")["Status"];
-        fvol::fs::UsageSnapshot {
-            bytes: st["UsedBytes"].as_u64().unwrap(),
-            inodes: st["UsedInodes"].as_u64().unwrap(),
-        }
-    };
-    // The last RELEASE and FORGET reach the handler a moment after the run.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut walked = fuse_tests::session::walk(&mp);
-    while usage(&d) != walked && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        walked = fuse_tests::session::walk(&mp);
-    }
+    let usage = |d: &TestDaemon| usage_of(d, "crashes");
+    let walked = walk_when_settled(&d, "crashes", &mp);
     assert_eq!(usage(&d), walked, "seed {seed}: counters against a walk");
     d.cli_ok(["unmount", "crashes"]);
     let report = d.fsck_clean("crashes");

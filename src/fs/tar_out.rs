@@ -217,7 +217,7 @@ impl TarWriter<'_, '_> {
     }
 
     fn entry(&mut self, path: &[u8], header: Header, mut pax: Pax, body: Body) -> io::Result<()> {
-        let name = pax.name(path);
+        let name = pax.name(path, matches!(body, Body::Sparse(..)));
         pax.numbers(&header);
         if !pax.records.is_empty() {
             let (_, base) = split_path(path.strip_suffix(b"/").unwrap_or(path));
@@ -350,8 +350,7 @@ impl Pax {
 
     /// The name the ustar header carries: the path if it fits, else the path as a record and
     /// a shortened name (a sparse file's header name is GNU's `GNUSparseFile.0` form).
-    fn name(&mut self, path: &[u8]) -> Vec<u8> {
-        let sparse = self.records.windows(16).any(|w| w == b"GNU.sparse.major");
+    fn name(&mut self, path: &[u8], sparse: bool) -> Vec<u8> {
         let name = if sparse {
             let (dir, base) = split_path(path);
             let mut name = dir.to_vec();

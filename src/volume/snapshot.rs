@@ -50,6 +50,19 @@ pub struct SnapshotInfo {
     pub missing: bool,
 }
 
+fn find_snapshot(
+    all: Vec<SnapshotInfo>,
+    volume: &str,
+    snap: &str,
+) -> Result<SnapshotInfo, VolumeError> {
+    all.into_iter()
+        .find(|s| s.name == snap)
+        .ok_or_else(|| VolumeError::SnapshotNotFound {
+            volume: volume.into(),
+            snapshot: snap.into(),
+        })
+}
+
 /// Where `Core::copy_volume` puts a volume's tree.
 pub(super) enum Sink<'a> {
     /// A new, empty host directory, which becomes the tree's root.
@@ -236,9 +249,9 @@ impl Core {
 
     /// `snapshot_info`, refusing a snapshot that the driver no longer holds.
     fn snapshot_present(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
-        let info = self.snapshot_info(volume, snap)?;
-        let checked = self.snapshot_list_checked(volume)?;
-        if checked.iter().any(|s| s.name == snap && s.missing) {
+        validate_snapshot_name(snap)?;
+        let info = find_snapshot(self.snapshot_list_checked(volume)?, volume, snap)?;
+        if info.missing {
             return Err(VolumeError::Refused(format!(
                 "snapshot {snap} of volume {volume} is gone from its backing store (removed \
                  outside fvol); `fvol snapshot rm {volume} {snap}` drops what is left of it"
@@ -249,13 +262,7 @@ impl Core {
 
     fn snapshot_info(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {
         validate_snapshot_name(snap)?;
-        self.snapshot_list(volume)?
-            .into_iter()
-            .find(|s| s.name == snap)
-            .ok_or_else(|| VolumeError::SnapshotNotFound {
-                volume: volume.into(),
-                snapshot: snap.into(),
-            })
+        find_snapshot(self.snapshot_list(volume)?, volume, snap)
     }
 
     pub fn snapshot_create(&self, volume: &str, snap: &str) -> Result<SnapshotInfo, VolumeError> {

@@ -158,6 +158,11 @@ impl Target {
     fn describe(&self) -> String {
         format!("image {}/{}", self.io.pool(), self.image)
     }
+
+    /// The image's head, opened.
+    fn open(&self) -> Result<Image, DriverError> {
+        self.io.open_image(&self.image).map_err(err)
+    }
 }
 
 /// What kind of failure a librados/librbd error is (see `ErrorClass`).
@@ -313,7 +318,7 @@ fn lock(
     rec: &VolumeRecord,
     wait_limit: Option<Duration>,
 ) -> Result<LockedDevice, DriverError> {
-    let image = target.io.open_image(&target.image).map_err(err)?;
+    let image = target.open()?;
     let me = Identity::here(ctx);
     let cookie = me.cookie(std::process::id());
     let mut locked = image.lock_exclusive(&cookie);
@@ -408,8 +413,7 @@ impl Driver for RbdDriver {
         }
         if exists {
             // Adoption: the image must already be an fvol filesystem; it is never formatted.
-            let device =
-                RbdDevice::new(target.io.open_image(&target.image).map_err(err)?).map_err(err)?;
+            let device = RbdDevice::new(target.open()?).map_err(err)?;
             check_superblock(&device)
                 .map_err(|e| image_err(format!("cannot adopt {}", target.describe()), e.into()))?;
             if let Some(size) = opts.size.filter(|&s| s != device.size()) {
@@ -476,7 +480,7 @@ impl Driver for RbdDriver {
             Err(e) if e.class() == ErrorClass::NotFound => return Ok(()),
             _ => {}
         }
-        let image = target.io.open_image(&target.image).map_err(err)?;
+        let image = target.open()?;
         // Our own handle watches too; any other watcher has the image open.
         if image.watcher_ids().map_err(err)?.len() > 1 {
             return Err(DriverError::InUse(format!(
@@ -708,7 +712,7 @@ impl Driver for RbdDriver {
         opts: &RbdOptions,
     ) -> Result<Vec<String>, DriverError> {
         let target = connect(rec, opts)?;
-        let image = target.io.open_image(&target.image).map_err(err)?;
+        let image = target.open()?;
         let mut broken = Vec::new();
         for l in image.lockers().map_err(err)? {
             image.break_lock(&l.client, &l.cookie).map_err(err)?;

@@ -31,7 +31,7 @@ impl RbdDriver {
         if let Some(hold) = hold {
             // Mounted here: this daemon holds the lock. The image is opened before the hold,
             // so writes wait only for the commit and the snapshot itself.
-            let image = target.io.open_image(&target.image).map_err(err)?;
+            let image = target.open()?;
             return hold(&mut || image.snap_create(snap).map_err(|e| snap_err(&target, e)));
         }
         // Not mounted here: the lock keeps every other writer out while the snapshot is taken;
@@ -51,7 +51,7 @@ impl RbdDriver {
         snap: &str,
     ) -> Result<(), DriverError> {
         let target = connect(rec, opts)?;
-        let image = target.io.open_image(&target.image).map_err(err)?;
+        let image = target.open()?;
         match image.snap_remove(snap) {
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
             other => other.map_err(|e| snap_err(&target, e)),
@@ -65,7 +65,7 @@ impl RbdDriver {
         opts: &RbdOptions,
     ) -> Result<Vec<String>, DriverError> {
         let target = connect(rec, opts)?;
-        let image = target.io.open_image(&target.image).map_err(err)?;
+        let image = target.open()?;
         let snaps = image.snap_list().map_err(|e| snap_err(&target, e))?;
         Ok(snaps.into_iter().map(|s| s.name).collect())
     }
@@ -163,13 +163,13 @@ impl RbdDriver {
 
 /// The clones made from the image's snapshots, which keep it from being removed.
 pub(super) fn children(target: &Target) -> Result<Vec<String>, DriverError> {
-    let image = target.io.open_image(&target.image).map_err(err)?;
+    let image = target.open()?;
     image.children().map_err(err)
 }
 
 /// Removes every snapshot of the image (before the image itself goes).
 pub(super) fn remove_all(target: &Target) -> Result<(), DriverError> {
-    let image = target.io.open_image(&target.image).map_err(err)?;
+    let image = target.open()?;
     for s in image.snap_list().map_err(err)? {
         match image.snap_remove(&s.name) {
             Err(e) if e.errno() != Some(libc::ENOENT) => return Err(snap_err(target, e)),
