@@ -722,3 +722,48 @@ fn bad_configuration_files_are_refused() {
         (before.names, before.volumes_json, before.volume_dirs)
     );
 }
+
+/// A root or plugin socket whose socket path would not fit `sun_path` stops the daemon before
+/// it creates anything, with one line that names the path, the limit and what to change.
+#[test]
+fn socket_paths_longer_than_sun_path_are_refused_at_start() {
+    // Needs no FUSE, but runs the real binary.
+    let root = TestRoot::new();
+    let base = root.scratch().join("d".repeat(100));
+    std::fs::create_dir(&base).unwrap();
+    let long_root = base.join("root");
+    let plugin_socket = base.join("plugin.sock");
+    let cases = [
+        (long_root.clone(), vec!["--no-plugin".into()]),
+        (
+            root.root(),
+            vec![
+                "--plugin-socket".into(),
+                plugin_socket.display().to_string(),
+            ],
+        ),
+    ];
+    for (at, daemon_args) in cases {
+        let out = std::process::Command::new(fuse_tests::daemon::fvol_bin())
+            .arg("--root")
+            .arg(&at)
+            .arg("daemon")
+            .args(root.daemon_args(daemon_args))
+            .env_remove("FVOL_ROOT")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "the daemon started on {at:?}\n{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("fvol daemon: ")
+                && last.contains("at most 107 bytes")
+                && last.contains("shorter --root or socket path"),
+            "{err}"
+        );
+    }
+    assert!(!long_root.exists(), "the long root was created");
+    assert!(!plugin_socket.exists());
+    assert_eq!(std::fs::read_dir(root.root()).unwrap().count(), 0);
+}

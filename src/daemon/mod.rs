@@ -81,6 +81,11 @@ fn init_logging(json: bool) {
 
 pub fn run(root: &Path, settings: &Settings) -> Result<(), DaemonError> {
     let plugin = settings.plugin.as_ref();
+    // Before anything is created: a socket nobody can connect to is no start.
+    let sockets = std::iter::once(api::socket_path(root)).chain(plugin.map(|p| p.socket.clone()));
+    for socket in sockets {
+        serve::check_socket_path(&socket).map_err(|e| DaemonError::io("cannot serve", e))?;
+    }
     private_root::create(root)?;
     // Before the first file is created in it (the lock), and before any mode is changed.
     trusted_dir::check_trusted_dir(root, "catalog and API socket")

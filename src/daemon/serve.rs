@@ -9,6 +9,7 @@
 use std::fs::{DirBuilder, Permissions};
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::{Pin, pin};
@@ -41,14 +42,47 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
             ));
         }
     };
+    check_socket_path(path)?;
     let prefix = format!(".{name}.bind-");
     remove_stale_bind_dirs(dir, &prefix);
     let private = PrivateDir::create(dir, &prefix)?;
     let staged = private.path.join(&*name);
-    let listener = UnixListener::bind(&staged)?;
+    let listener = if staged.as_os_str().len() < SUN_PATH_MAX {
+        UnixListener::bind(&staged)?
+    } else {
+        // The staging directory made the path too long for `sun_path`: bind through a
+        // descriptor of that directory, whose /proc name is short.
+        let fd = nix::fcntl::open(
+            &private.path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        UnixListener::bind(format!("/proc/self/fd/{}/{name}", fd.as_raw_fd()))?
+    };
     std::fs::set_permissions(&staged, Permissions::from_mode(0o600))?;
     std::fs::rename(&staged, path)?;
     Ok(listener)
+}
+
+/// Bytes a unix socket path may have (`sun_path` is 108 bytes with its terminating NUL).
+pub const SUN_PATH_MAX: usize = 108;
+
+/// A socket path clients can connect to: shorter than `sun_path`. Checked before a daemon
+/// starts anything, so a long `--root` fails at once and says what to change.
+pub fn check_socket_path(path: &Path) -> io::Result<()> {
+    let len = path.as_os_str().len();
+    if len >= SUN_PATH_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the socket path {} is {len} bytes long; a unix socket path must be at most {} \
+                 bytes (sun_path): choose a shorter --root or socket path",
+                path.display(),
+                SUN_PATH_MAX - 1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A directory only root can enter, removed (with what is left in it) on drop.
@@ -387,6 +421,30 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// A path near `sun_path`'s limit binds (its staging name would be longer), and one past
+    /// it is refused with a message that says the limit and what to change.
+    #[tokio::test]
+    async fn a_long_socket_path_binds_up_to_sun_path_and_is_refused_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pad = SUN_PATH_MAX - 1 - dir.path().as_os_str().len() - "/s.sock".len() - 1;
+        let deep = dir.path().join("d".repeat(pad));
+        std::fs::create_dir(&deep).unwrap();
+        let path = deep.join("s.sock");
+        assert_eq!(path.as_os_str().len(), SUN_PATH_MAX - 1);
+        let _listener = bind_socket(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        std::os::unix::net::UnixStream::connect(&path).expect("a client reaches it");
+        assert_eq!(std::fs::read_dir(&deep).unwrap().count(), 1);
+
+        let longer = deep.join("s2.sock");
+        let e = bind_socket(&longer).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("at most 107 bytes"), "{e}");
+        assert!(!longer.exists());
     }
 
     #[tokio::test]
