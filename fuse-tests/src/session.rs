@@ -41,6 +41,10 @@ impl TestSession {
 
     /// `new`, with the session's directories (backing store and mountpoint) under `base`.
     pub fn new_in(backend: Backend, limits: Limits, base: &Path) -> TestSession {
+        // As the daemon does: else, once an earlier session's 16 MiB request buffers are
+        // freed, the next session's come zeroed from the heap and this process's memory
+        // (which memory tests measure) grows by them.
+        fvol::sys::heap::pin_mmap_threshold(4 << 20);
         let dir = tempfile::Builder::new()
             .prefix("fvol-test-")
             .tempdir_in(base)
