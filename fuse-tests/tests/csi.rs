@@ -1316,3 +1316,59 @@ fn rbd_condition_while_the_cluster_is_away() {
     ok("unpublish", s.unpublish(&v.volume_id, &target));
     ok("unstage", s.unstage(&v.volume_id, &staging));
 }
+
+/// A volume whose FUSE connection ended under its users (aborted through fusectl, as a failed
+/// handler leaves it) is reported abnormal, in NodeGetVolumeStats and in inspect; unpublish,
+/// unstage and a new stage bring it back with its data.
+#[test]
+fn a_volume_whose_connection_ended_is_abnormal_until_staged_again() {
+    if !fuse_or_skip("csi a_volume_whose_connection_ended_is_abnormal_until_staged_again") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = setup();
+    let v = s.create("pvc-broken", 8 * MIB, &[]);
+    let id = &v.volume_id;
+    let (staging, target) = s.paths("broken");
+    ok("NodeStageVolume", s.stage(id, &staging));
+    ok("NodePublishVolume", s.publish(id, &staging, &target, false));
+    std::fs::write(target.join("kept"), b"kept").unwrap();
+    let stats = ok("NodeGetVolumeStats", s.stats(id, &target));
+    assert!(!stats.volume_condition.unwrap().abnormal);
+    assert!(s.d.inspect(id)["Status"].get("ConnectionEnded").is_none());
+
+    let minor = nix::sys::stat::minor(std::fs::metadata(&staging).unwrap().dev());
+    std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1").unwrap();
+    let err = std::fs::read(target.join("kept")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // The request loop sees the abort at its next read of the device.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let condition = loop {
+        let c = ok("NodeGetVolumeStats", s.stats(id, &target))
+            .volume_condition
+            .unwrap();
+        if c.abnormal || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        condition.abnormal && condition.message.contains("FUSE connection ended"),
+        "{condition:?}"
+    );
+    assert_eq!(s.d.inspect(id)["Status"]["ConnectionEnded"], true);
+
+    ok("NodeUnpublishVolume", s.unpublish(id, &target));
+    ok("NodeUnstageVolume", s.unstage(id, &staging));
+    ok("NodeStageVolume again", s.stage(id, &staging));
+    ok(
+        "NodePublishVolume again",
+        s.publish(id, &staging, &target, false),
+    );
+    assert_eq!(std::fs::read(target.join("kept")).unwrap(), b"kept");
+    let stats = ok("NodeGetVolumeStats", s.stats(id, &target));
+    assert!(!stats.volume_condition.unwrap().abnormal);
+    assert!(s.d.inspect(id)["Status"].get("ConnectionEnded").is_none());
+    ok("NodeUnpublishVolume", s.unpublish(id, &target));
+    ok("NodeUnstageVolume", s.unstage(id, &staging));
+}

@@ -208,6 +208,13 @@ pub fn condition_of(info: &VolumeInfo) -> VolumeCondition {
             p.since, p.error
         ));
     }
+    if s.connection_ended {
+        return abnormal(
+            "its FUSE connection ended (aborted, or its handler failed): every access fails; \
+             unpublish and unstage it, then stage it again"
+                .into(),
+        );
+    }
     if !s.mount_refs.is_empty() && !s.mounted {
         return abnormal(
             "the volume has mount references but no handler serves it; see the fvol \
@@ -409,6 +416,13 @@ mod tests {
         broken.status.mounted = false;
         let c = condition_of(&broken);
         assert!(c.abnormal && c.message.contains("no handler"), "{c:?}");
+        let mut ended = info();
+        ended.status.connection_ended = true;
+        let c = condition_of(&ended);
+        assert!(
+            c.abnormal && c.message.contains("connection ended"),
+            "{c:?}"
+        );
         let context = volume_of(&healthy, "n1").volume_context;
         assert_eq!(context[&format!("{OPTION_CONTEXT}image")], "v1");
         assert_eq!(context[&format!("{OPTION_CONTEXT}pool")], "rbd");

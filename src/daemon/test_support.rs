@@ -37,6 +37,7 @@ pub fn sample_volume(name: &str) -> VolumeInfo {
             cluster_wait: None,
             fenced: None,
             mount_pending: None,
+            connection_ended: false,
         },
     }
 }

@@ -159,6 +159,12 @@ impl MountedFs {
         &self.mountpoint
     }
 
+    /// The session ended while the volume stays mounted: its connection was aborted (fusectl)
+    /// or its request loop failed, so every access of the mount fails (ENOTCONN).
+    pub fn connection_ended(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.connection
     }

@@ -260,16 +260,17 @@ impl Core {
     /// volume are in memory.
     pub fn info(&self, rec: &VolumeRecord) -> Result<VolumeInfo, VolumeError> {
         let (size_limit, inode_limit) = self.driver(&rec.driver)?.limits(&rec.options)?;
-        let live = (self.active.lock().get(&rec.name)).map(|a| (a.fs.usage(), a.fs.health()));
-        let (usage, mounted, health) = match live {
-            Some((usage, health)) => (usage, true, health),
+        let live = (self.active.lock().get(&rec.name))
+            .map(|a| (a.fs.usage(), a.fs.health(), a.mount.connection_ended()));
+        let (usage, mounted, health, connection_ended) = match live {
+            Some((usage, health, ended)) => (usage, true, health, ended),
             None => {
                 let u = self.store.usage(&rec.name)?;
                 let usage = crate::fs::UsageSnapshot {
                     bytes: u.bytes,
                     inodes: u.inodes,
                 };
-                (usage, false, Health::default())
+                (usage, false, Health::default(), false)
             }
         };
         let pending = self.pending.lock().get(&rec.name).cloned();
@@ -309,6 +310,7 @@ impl Core {
                     since: rfc3339_of(p.since),
                     error: p.error,
                 }),
+                connection_ended,
             },
         })
     }

@@ -42,6 +42,10 @@ pub struct VolumeStatus {
     /// its cluster, and is tried again until it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_pending: Option<MountPendingStatus>,
+    /// Mounted, but its FUSE connection ended (aborted, or its handler failed): every access
+    /// fails until the volume is unmounted and mounted again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connection_ended: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
