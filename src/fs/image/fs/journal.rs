@@ -21,8 +21,12 @@ use parking_lot::Mutex;
 
 use crate::sys::shm::SharedBytes;
 
-/// "fvolrdo1": this layout, version 1.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"fvolrdo1");
+/// The layouts, which differ only in their records' checksum: "fvolrdo1" mixes one word
+/// after the other (a chain of multiplies: 182 µs per MiB here, a twelfth of a 1 MiB
+/// write's time on rbd); "fvolrdo2", what new journals use, mixes four independent lanes
+/// (56-69 µs per MiB). A journal a predecessor left keeps its layout to its end.
+const MAGIC_V1: u64 = u64::from_le_bytes(*b"fvolrdo1");
+const MAGIC_V2: u64 = u64::from_le_bytes(*b"fvolrdo2");
 /// Header bytes (one page): words below, then nothing.
 const HEADER: usize = 4096;
 const H_MAGIC: usize = 0;
@@ -49,13 +53,48 @@ fn padded(len: usize) -> usize {
     REC_HEAD + len.div_ceil(8) * 8
 }
 
+/// How a journal's records are checked (see the magics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    OneLane,
+    FourLanes,
+}
+
+impl Layout {
+    fn of(magic: u64) -> Option<Layout> {
+        match magic {
+            MAGIC_V1 => Some(Layout::OneLane),
+            MAGIC_V2 => Some(Layout::FourLanes),
+            _ => None,
+        }
+    }
+
+    fn magic(self) -> u64 {
+        match self {
+            Layout::OneLane => MAGIC_V1,
+            Layout::FourLanes => MAGIC_V2,
+        }
+    }
+
+    fn checksum(self, seq: u64, parts: &[&[u8]]) -> u64 {
+        match self {
+            Layout::OneLane => checksum_one_lane(seq, parts),
+            Layout::FourLanes => checksum_four_lanes(seq, parts),
+        }
+    }
+}
+
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
 /// A 64-bit checksum of a record's sequence number and payload (not cryptographic: it finds
-/// damage, a torn or a stray record).
-pub fn checksum(seq: u64, parts: &[&[u8]]) -> u64 {
+/// damage, a torn or a stray record). Layout 1.
+fn checksum_one_lane(seq: u64, parts: &[&[u8]]) -> u64 {
     let mut h = seq ^ 0x6a09_e667_f3bc_c908;
     let mut len = 0u64;
     let mut mix = |w: u64| {
-        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        h = mix(h, w);
     };
     let mut carry = [0u8; 8];
     let mut have = 0;
@@ -89,6 +128,54 @@ pub fn checksum(seq: u64, parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// Layout 2: the same step on four lanes of 8 bytes each (independent, so the processor
+/// overlaps their multiplies), a zero-padded last block, then the lanes and the length
+/// folded into one.
+fn checksum_four_lanes(seq: u64, parts: &[&[u8]]) -> u64 {
+    const BLOCK: usize = 32;
+    let mut h = [
+        seq ^ 0x6a09_e667_f3bc_c908,
+        seq ^ 0xbb67_ae85_84ca_a73b,
+        seq ^ 0x3c6e_f372_fe94_f82b,
+        seq ^ 0xa54f_f53a_5f1d_36f1,
+    ];
+    let block = |h: &mut [u64; 4], b: &[u8]| {
+        for (lane, w) in h.iter_mut().zip(b.chunks_exact(8)) {
+            *lane = mix(*lane, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+    };
+    let mut carry = [0u8; BLOCK];
+    let mut have = 0;
+    let mut len = 0u64;
+    for part in parts {
+        len += part.len() as u64;
+        let mut rest: &[u8] = part;
+        if have > 0 {
+            let take = (BLOCK - have).min(rest.len());
+            carry[have..have + take].copy_from_slice(&rest[..take]);
+            have += take;
+            rest = &rest[take..];
+            if have < BLOCK {
+                continue;
+            }
+            block(&mut h, &carry);
+        }
+        let mut chunks = rest.chunks_exact(BLOCK);
+        for c in &mut chunks {
+            block(&mut h, c);
+        }
+        let tail = chunks.remainder();
+        carry[..tail.len()].copy_from_slice(tail);
+        have = tail.len();
+    }
+    if have > 0 {
+        carry[have..].fill(0);
+        block(&mut h, &carry);
+    }
+    let folded = h[1..].iter().fold(h[0], |acc, lane| mix(acc, *lane));
+    mix(folded, len)
+}
+
 struct Ring {
     head: u64,
     tail: u64,
@@ -101,6 +188,7 @@ struct Ring {
 
 pub struct Journal {
     mem: SharedBytes,
+    layout: Layout,
     cap: u64,
     /// Ring offset past which an append starts again at offset 0 when it can (`WARM`, or a
     /// quarter of a small ring).
@@ -142,12 +230,17 @@ fn damaged(what: String) -> io::Error {
 impl Journal {
     /// A new, empty journal whose ring holds `ring` bytes (rounded to pages).
     pub fn create(name: &str, ring: usize) -> io::Result<Journal> {
+        Self::create_in(name, ring, Layout::FourLanes)
+    }
+
+    fn create_in(name: &str, ring: usize, layout: Layout) -> io::Result<Journal> {
         let cap = ring.div_ceil(HEADER) * HEADER;
         let mem = SharedBytes::create(&format!("fvol-redo-{name}"), HEADER + cap)?;
         mem.word(H_CAP).store(cap as u64, Ordering::Relaxed);
-        mem.word(H_MAGIC).store(MAGIC, Ordering::Release);
+        mem.word(H_MAGIC).store(layout.magic(), Ordering::Release);
         Ok(Journal {
             mem,
+            layout,
             cap: cap as u64,
             warm: warm_for(cap as u64),
             ring: Mutex::new(Ring {
@@ -172,12 +265,13 @@ impl Journal {
             )));
         }
         let magic = mem.word(H_MAGIC).load(Ordering::Acquire);
-        if magic != MAGIC {
+        let Some(layout) = Layout::of(magic) else {
             return Err(damaged(format!(
-                "its magic is {:?}, expected \"fvolrdo1\" (a journal of another fvol version?)",
+                "its magic is {:?}, expected \"fvolrdo1\" or \"fvolrdo2\" (a journal of \
+                 another fvol version?)",
                 String::from_utf8_lossy(&magic.to_le_bytes())
             )));
-        }
+        };
         let cap = mem.word(H_CAP).load(Ordering::Relaxed);
         if cap == 0 || cap % 8 != 0 || HEADER as u64 + cap != mem.len() as u64 {
             return Err(damaged(format!(
@@ -194,6 +288,7 @@ impl Journal {
         }
         let journal = Journal {
             mem,
+            layout,
             cap,
             warm: warm_for(cap),
             ring: Mutex::new(Ring {
@@ -232,7 +327,7 @@ impl Journal {
             let seq = u64::from_le_bytes(self.mem.slice(base + 8, 8).try_into().expect("8"));
             let sum = u64::from_le_bytes(self.mem.slice(base + 16, 8).try_into().expect("8"));
             let payload = self.mem.slice(base + REC_HEAD, len);
-            if checksum(seq, &[payload]) != sum {
+            if self.layout.checksum(seq, &[payload]) != sum {
                 return Err(damaged(format!(
                     "record {seq} at {at}: its checksum does not match"
                 )));
@@ -324,7 +419,7 @@ impl Journal {
         let mut head = [0u8; REC_HEAD];
         head[..4].copy_from_slice(&(len as u32).to_le_bytes());
         head[8..16].copy_from_slice(&seq.to_le_bytes());
-        head[16..24].copy_from_slice(&checksum(seq, parts).to_le_bytes());
+        head[16..24].copy_from_slice(&self.layout.checksum(seq, parts).to_le_bytes());
         self.mem.write(base, &head);
         let mut p = base + REC_HEAD;
         for part in parts {
@@ -537,6 +632,45 @@ mod tests {
             .store(u64::from_le_bytes(*b"fvolrdo9"), Ordering::Release);
         let e = reopen(&j).err().expect("another layout is refused");
         assert!(e.to_string().contains("fvolrdo9"), "{e}");
+    }
+
+    /// A journal of layout 1 (left by the version before) is read and continued in its own
+    /// layout; each layout's checksum finds a changed byte wherever the parts split.
+    #[test]
+    fn both_layouts_replay_and_find_damage() {
+        for layout in [Layout::OneLane, Layout::FourLanes] {
+            let j = Journal::create_in("test", 16 * 4096, layout).unwrap();
+            let payloads: Vec<Vec<u8>> = (0..40u32)
+                .map(|i| (0..i * 37).map(|b| (b * 7 + i) as u8).collect())
+                .collect();
+            for p in &payloads {
+                add(&j, p);
+            }
+            let (again, found) = reopen(&j).unwrap();
+            assert_eq!(again.layout, layout);
+            let got: Vec<_> = found.into_iter().map(|f| f.payload).collect();
+            assert_eq!(got, payloads);
+            add(&again, b"continued");
+            assert_eq!(reopen(&again).unwrap().1.len(), 41);
+
+            let data: Vec<u8> = (0..300u32).map(|b| (b * 13) as u8).collect();
+            let whole = layout.checksum(9, &[&data]);
+            for split in [0, 1, 7, 8, 31, 32, 33, 299, 300] {
+                let (a, b) = data.split_at(split);
+                assert_eq!(layout.checksum(9, &[a, b]), whole, "split at {split}");
+            }
+            for at in [0, 8, 31, 32, 299] {
+                let mut changed = data.clone();
+                changed[at] ^= 1;
+                assert_ne!(layout.checksum(9, &[&changed]), whole, "byte {at}");
+            }
+            assert_ne!(layout.checksum(10, &[&data]), whole);
+            assert_ne!(layout.checksum(9, &[&data, &[0]]), whole, "a zero appended");
+        }
+        assert_ne!(
+            checksum_one_lane(1, &[b"same bytes"]),
+            checksum_four_lanes(1, &[b"same bytes"])
+        );
     }
 
     #[test]
