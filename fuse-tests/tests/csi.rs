@@ -1342,16 +1342,16 @@ fn a_volume_whose_connection_ended_is_abnormal_until_staged_again() {
     let err = std::fs::read(target.join("kept")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
     // The request loop sees the abort at its next read of the device.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let condition = loop {
+    let mut condition = None;
+    fuse_tests::docker::wait_until(std::time::Duration::from_secs(60), || {
         let c = ok("NodeGetVolumeStats", s.stats(id, &target))
             .volume_condition
             .unwrap();
-        if c.abnormal || std::time::Instant::now() > deadline {
-            break c;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+        let abnormal = c.abnormal;
+        condition = Some(c);
+        abnormal
+    });
+    let condition = condition.unwrap();
     assert!(
         condition.abnormal && condition.message.contains("FUSE connection ended"),
         "{condition:?}"
