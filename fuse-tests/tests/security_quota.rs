@@ -218,6 +218,17 @@ fn wait_exact(s: &TestSession, what: &str) {
     });
 }
 
+/// The most a volume holding `files` files may count: its limit, plus, on local, one block per
+/// file for the extent tree a delayed-allocation host (ext4, xfs) adds at writeback, after the
+/// handler admitted and counted the data (docs/architecture.md, "The bound"; a file's tree
+/// needs a block past four extents, a second past ~340). Data never goes past the limit.
+fn counted_bound(backend: Backend, limit: u64, files: u64) -> u64 {
+    match backend {
+        Backend::Local => limit + files * 4 * KIB,
+        _ => limit,
+    }
+}
+
 /// Tests that measure this process's memory run alone; every other test holds this shared.
 static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
@@ -265,7 +276,7 @@ fn nameless_inode(backend: Backend, who: Who, mode: &str) {
             // What exists is counted: the named files (du) and the nameless inode.
             let named = s.du();
             assert!(
-                used >= named + held && used <= limit,
+                used >= named + held && used <= counted_bound(backend, limit, 2),
                 "{what}: UsedBytes {used} while named files hold {named} and the nameless inode {held}"
             );
             assert!(reachable(backend, mode), "{what}: reached again");
@@ -363,7 +374,9 @@ fn many_nameless_inodes_share_one_quota() {
         }
         let used = s.used_bytes();
         assert!(
-            written <= limit && used <= limit && used >= written,
+            written <= limit
+                && used <= counted_bound(backend, limit, dirs.len() as u64)
+                && used >= written,
             "{backend:?}: {written} bytes went into {limit}, UsedBytes {used}"
         );
         for mut c in children {
