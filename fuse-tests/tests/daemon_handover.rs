@@ -605,6 +605,45 @@ fn kept_mounts_of_a_killed_daemon_end_with_their_last_unmount() {
     assert!(!base.exists(), "{} left behind", base.display());
 }
 
+/// Context switches of process `pid` so far (voluntary and not).
+fn context_switches(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The keeper holds every connection but must never wait on one: a poller of a FUSE
+/// descriptor is woken by every request queued, so a keeper that watched its connections in
+/// its blocking poll took a wake-up per request of every volume (half of a small write's speed
+/// on two cores). It looks at them without waiting instead, about once a second.
+#[test]
+fn requests_do_not_wake_the_keeper() {
+    if !fuse_or_skip("requests_do_not_wake_the_keeper") {
+        return;
+    }
+    let root = TestRoot::new();
+    let d = TestDaemon::start_at(&root);
+    d.cli_ok(["create", "vol"]);
+    let mp = d.mount("vol");
+    let keeper = root.keeper_pid().expect("a keeper") as u32;
+    const FILES: u64 = 2000;
+    let before = context_switches(keeper);
+    for i in 0..FILES {
+        let f = mp.join(format!("f{i}"));
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::remove_file(&f).unwrap();
+    }
+    let woken = context_switches(keeper) - before;
+    // Each round trip is at least four requests (lookup, create, write, release, unlink...).
+    assert!(
+        woken < FILES / 10,
+        "the keeper was woken {woken} times during {FILES} creates and unlinks"
+    );
+}
+
 /// A workload for the quota test: appends, truncates, unlinks (some of files still open) in
 /// DIR until STOP exists, writing its operation count to OPS every 10 operations; `ENOENT` and
 /// `ENOSPC` are expected (the names collide, the volume fills), any other error fails it. At
