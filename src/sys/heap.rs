@@ -13,12 +13,58 @@ pub fn release_free_memory() {
 /// Pins glibc's mmap threshold. Left dynamic, it rises to the largest block ever freed, so
 /// after the first unmount fuser's 16 MiB request buffers (4 per mount) come from the heap,
 /// zeroed and resident; pinned, blocks of this size or more are mapped on demand and returned
-/// whole on free. Smaller blocks (1 MiB read buffers) stay on the heap, where reuse is cheap.
+/// whole on free. Smaller blocks (1 MiB read and write buffers) stay on the heap, where reuse
+/// is cheap, because the trim threshold is pinned too, at twice the mmap threshold (what glibc's
+/// dynamic rule would set): pinning one parameter freezes the other at its default of 128 KiB,
+/// and then every freed 1 MiB buffer at the top of a thread's heap went back to the kernel, and
+/// the next one faulted in and cleared fresh pages (a sixth of an rbd writer's time, measured).
+/// `release_free_memory` still gives free heap pages back when a volume goes quiet.
 pub fn pin_mmap_threshold(bytes: i32) {
-    // SAFETY: mallopt only sets a tuning parameter of glibc's allocator; it takes no pointers,
-    // and changing M_MMAP_THRESHOLD at any time affects only later allocations.
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) };
-    if ok != 1 {
-        log::warn!("could not set the allocator's mmap threshold");
+    // SAFETY: mallopt only sets tuning parameters of glibc's allocator; it takes no pointers,
+    // and changing them at any time affects only later allocations and frees.
+    let ok = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, bytes.saturating_mul(2)) == 1
+    };
+    if !ok {
+        log::warn!("could not set the allocator's mmap and trim thresholds");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::resource::{UsageWho, getrusage};
+
+    /// A 1 MiB buffer freed and taken again, as the rbd write path does for every request,
+    /// comes back with its pages: no fault per page each time.
+    #[test]
+    fn a_freed_buffer_below_the_mmap_threshold_comes_back_resident() {
+        pin_mmap_threshold(4 << 20);
+        std::thread::spawn(|| {
+            let faults = || {
+                getrusage(UsageWho::RUSAGE_THREAD)
+                    .unwrap()
+                    .minor_page_faults()
+            };
+            let use_buffer = || {
+                let mut b = Vec::<u8>::with_capacity(1 << 20);
+                b.resize(1 << 20, 1);
+                std::hint::black_box(&b);
+            };
+            use_buffer();
+            let before = faults();
+            for _ in 0..20 {
+                use_buffer();
+            }
+            let faulted = faults() - before;
+            // 20 fresh buffers would fault 20 × 256 pages.
+            assert!(
+                faulted < 256,
+                "{faulted} page faults for 20 reused 1 MiB buffers"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }
