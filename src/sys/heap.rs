@@ -53,15 +53,19 @@ mod tests {
                 std::hint::black_box(&b);
             };
             use_buffer();
-            let before = faults();
-            for _ in 0..20 {
-                use_buffer();
-            }
-            let faulted = faults() - before;
-            // 20 fresh buffers would fault 20 × 256 pages.
+            // Uses that faulted in about a whole buffer. A `malloc_trim` of a test running
+            // beside this one may take the free buffer away once or twice; without the pinned
+            // trim threshold, every use does.
+            let refaulted = (0..20)
+                .filter(|_| {
+                    let before = faults();
+                    use_buffer();
+                    faults() - before >= 128
+                })
+                .count();
             assert!(
-                faulted < 256,
-                "{faulted} page faults for 20 reused 1 MiB buffers"
+                refaulted <= 3,
+                "{refaulted} of 20 reuses of a 1 MiB buffer faulted its pages in again"
             );
         })
         .join()
