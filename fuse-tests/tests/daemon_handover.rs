@@ -618,7 +618,7 @@ fn context_switches(pid: u32) -> u64 {
 /// The keeper holds every connection but must never wait on one: a poller of a FUSE
 /// descriptor is woken by every request queued, so a keeper that watched its connections in
 /// its blocking poll took a wake-up per request of every volume (half of a small write's speed
-/// on two cores). It looks at them without waiting instead, about once a second.
+/// on two cores). It looks at them without waiting instead, after each wake-up of its loop.
 #[test]
 fn requests_do_not_wake_the_keeper() {
     if !fuse_or_skip("requests_do_not_wake_the_keeper") {
