@@ -111,18 +111,15 @@ impl BlockDevice for StallDevice {
         self.pass(|s| s.all || s.metadata_writes, None)?;
         self.inner.write_at(offset, data)
     }
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+    fn submit_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let s = self.stall.lock().unwrap();
         if s.all {
-            self.queued.lock().unwrap().push((offset, data));
+            self.queued.lock().unwrap().push((offset, data.to_vec()));
             return Ok(());
         }
         drop(s);
         self.pass(|_| false, None)?;
         self.inner.submit_write(offset, data)
-    }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        Vec::with_capacity(capacity)
     }
     fn flush(&self) -> io::Result<()> {
         self.pass(|s| s.all, None)?;

@@ -50,6 +50,7 @@ fn rbd_image_lifecycle_on_a_real_cluster() {
     default_features_refuse_the_advisory_lock(&ceph, &io_a);
     redb_on_rbd(&io_a);
     async_writes(&ceph, &io_a);
+    submitted_bytes_are_the_callers_at_once(&ceph, &io_a);
     remove(&io_a, img);
     eprintln!("lifecycle done in {:.1?}", t.elapsed());
 }
@@ -236,10 +237,9 @@ fn async_writes(ceph: &TestCluster, io: &IoCtx) {
     let dev = RbdDevice::new(io.open_image(name).unwrap()).unwrap();
     for round in 0..20u8 {
         // Overlapping writes in flight together: 1 MiB at 0, then pieces across it.
-        dev.submit_write(0, pattern(round, MIB as usize)).unwrap();
-        dev.submit_write(4096, vec![round; 10_000]).unwrap();
-        dev.submit_write(MIB - 100, vec![round ^ 0xff; 200])
-            .unwrap();
+        dev.submit_write(0, &pattern(round, MIB as usize)).unwrap();
+        dev.submit_write(4096, &[round; 10_000]).unwrap();
+        dev.submit_write(MIB - 100, &[round ^ 0xff; 200]).unwrap();
         let mut got = vec![0u8; (MIB + 100) as usize];
         dev.read_at(0, &mut got).unwrap();
         let mut want = pattern(round, MIB as usize);
@@ -253,7 +253,7 @@ fn async_writes(ceph: &TestCluster, io: &IoCtx) {
     }
     // Many writes at once: more than the device keeps in flight (it waits for the oldest).
     for i in 0..80u64 {
-        dev.submit_write(i * MIB / 2, pattern(i as u8, (MIB / 2) as usize))
+        dev.submit_write(i * MIB / 2, &pattern(i as u8, (MIB / 2) as usize))
             .unwrap();
     }
     dev.flush().unwrap();
@@ -275,16 +275,66 @@ fn async_writes(ceph: &TestCluster, io: &IoCtx) {
     dev.image().lock_exclusive("doomed").unwrap();
     let holder = image.lockers().unwrap().remove(0);
     image.break_lock(&holder.client, &holder.cookie).unwrap();
-    let _ = dev.submit_write(0, vec![1; 4096]);
+    let _ = dev.submit_write(0, &[1; 4096]);
     let e = dev.flush().unwrap_err();
     eprintln!("flush after fencing: {e}");
     assert!(
         dev.flush().is_err(),
         "a failed write must fail every later flush"
     );
-    assert!(dev.submit_write(8192, vec![1; 4096]).is_err());
+    assert!(dev.submit_write(8192, &[1; 4096]).is_err());
     drop(dev);
     drop(image);
+    io.remove_image(name).unwrap();
+}
+
+/// `submit_write` returns with the bytes copied (librbd copies them before `rbd_aio_write`
+/// returns): the caller overwrites its buffer at once and the image still gets what was
+/// submitted. An image that overrides `rbd_disable_zero_copy_writes` gets a copy of fvol's:
+/// with its cache off too, librbd then sends the caller's memory itself, so a device that
+/// missed the override fails here (seen: "write 0 ... did not get the bytes submitted").
+fn submitted_bytes_are_the_callers_at_once(ceph: &TestCluster, io: &IoCtx) {
+    let name = "fvol-test-copied";
+    io.create_image(name, 64 * MIB).unwrap();
+    let check = |expect_librbd_copies: bool| {
+        let image = io.open_image(name).unwrap();
+        assert_eq!(image.copies_writes(), expect_librbd_copies);
+        let dev = RbdDevice::new(image).unwrap();
+        let mut buf = vec![0u8; MIB as usize];
+        for i in 0..48u64 {
+            buf.copy_from_slice(&pattern(i as u8 ^ expect_librbd_copies as u8, MIB as usize));
+            dev.submit_write(i * MIB, &buf).unwrap();
+            // What librbd still reads from the caller's memory would go out as this.
+            buf.fill(0xa5);
+        }
+        dev.flush().unwrap();
+        drop(dev);
+        let other = ceph.connect();
+        let image = other.io_ctx(POOL).unwrap().open_image(name).unwrap();
+        for i in 0..48u64 {
+            let mut got = vec![0u8; MIB as usize];
+            image.read_at(i * MIB, &mut got).unwrap();
+            assert!(
+                got == pattern(i as u8 ^ expect_librbd_copies as u8, MIB as usize),
+                "write {i} (librbd copies: {expect_librbd_copies}): the image did not get the \
+                 bytes submitted"
+            );
+        }
+    };
+    check(true);
+    for (option, value) in [
+        ("rbd_disable_zero_copy_writes", "false"),
+        ("rbd_cache", "false"),
+    ] {
+        fuse_tests::run_ok(Command::new("rbd").arg("-c").arg(ceph.conf()).args([
+            "image-meta",
+            "set",
+            &format!("{POOL}/{name}"),
+            &format!("conf_{option}"),
+            value,
+        ]));
+    }
+    check(false);
     io.remove_image(name).unwrap();
 }
 

@@ -271,17 +271,11 @@ impl BlockDevice for LockedDevice {
     fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.device.write_at(offset, data)
     }
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
+    fn submit_write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.device.submit_write(offset, data)
-    }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        self.device.buffer(capacity)
     }
     fn flush(&self) -> std::io::Result<()> {
         self.device.flush()
-    }
-    fn release_buffers(&self) {
-        self.device.release_buffers()
     }
     fn wait_limit(&self) -> Option<std::time::Duration> {
         self.device.wait_limit()

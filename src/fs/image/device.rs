@@ -34,15 +34,11 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     /// Starts writing `data` at `offset` and may return before it is done. The write is ordered
     /// before every later read or write of an overlapping range and is durable after the next
     /// `flush`; a failure may be reported by any later call, by the next `flush` at the latest.
+    /// The device is done with `data` when it returns (it copied what it still needs).
     /// (No default: a wrapper must forward it, or it would silently turn synchronous.)
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()>;
-    /// An empty buffer of at least `capacity` bytes for `submit_write` (a device may recycle
-    /// those of finished writes: fresh memory costs a page fault per page).
-    fn buffer(&self, capacity: usize) -> Vec<u8>;
+    fn submit_write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes every write submitted or completed before the call durable.
     fn flush(&self) -> io::Result<()>;
-    /// Frees what the device keeps for the next writes (`buffer`'s reuse); called when idle.
-    fn release_buffers(&self) {}
     /// How long a caller may wait for a stalled device (`None`: as long as it takes): reads
     /// of file data (`read_data`), room for `submit_write`, and the wait for a durable commit
     /// then fail with `TimedOut`, while what they started goes on.
@@ -126,11 +122,8 @@ impl BlockDevice for FileDevice {
         check_range(self.size(), offset, data.len())?;
         self.file.write_all_at(data, offset)
     }
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        self.write_at(offset, &data)
-    }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        Vec::with_capacity(capacity)
+    fn submit_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_at(offset, data)
     }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -240,11 +233,8 @@ impl BlockDevice for CrashDevice {
         Ok(())
     }
     /// Volatile like any write until the next flush.
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        self.write_at(offset, &data)
-    }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        Vec::with_capacity(capacity)
+    fn submit_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_at(offset, data)
     }
     fn flush(&self) -> io::Result<()> {
         let mut s = self.inner.lock();

@@ -80,11 +80,8 @@ impl BlockDevice for OverlayDevice {
         }
         Ok(())
     }
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
-        self.write_at(offset, &data)
-    }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        Vec::with_capacity(capacity)
+    fn submit_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_at(offset, data)
     }
     /// Nothing written here is ever to be durable.
     fn flush(&self) -> io::Result<()> {

@@ -28,9 +28,6 @@ pub const REPORT_WAIT_AFTER: Duration = Duration::from_secs(5);
 
 /// Bytes of submitted writes in flight at most; a submit past it waits for the oldest.
 const MAX_IN_FLIGHT: usize = 64 << 20;
-/// Buffers of finished writes kept for reuse (`buffer`), and the smallest worth keeping.
-const POOL: usize = 32;
-const POOLED_MIN: usize = 256 << 10;
 
 /// An RBD image as a block device. Its size is the image's size when it was opened (fvol never
 /// resizes an image under an open device); `flush` is `rbd_flush` after the writes in flight.
@@ -53,8 +50,6 @@ struct InFlight {
     bytes: usize,
     /// The first failure of a submitted write; sticky.
     failed: Option<RbdError>,
-    /// Buffers of finished writes, for `buffer`.
-    pool: Vec<Vec<u8>>,
 }
 
 impl InFlight {
@@ -66,15 +61,11 @@ impl InFlight {
         self.writes = pending;
         for w in done {
             self.bytes -= w.len();
-            let (result, buffer) = w.finish();
-            if let Err(e) = result
+            if let Err(e) = w.finish()
                 && self.failed.is_none()
             {
                 log::error!("{e}");
                 self.failed = Some(e);
-            }
-            if buffer.capacity() >= POOLED_MIN && self.pool.len() < POOL {
-                self.pool.push(buffer);
             }
         }
     }
@@ -224,7 +215,7 @@ impl BlockDevice for RbdDevice {
             }
         }
     }
-    fn submit_write(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+    fn submit_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(self.size(), offset, data.len())?;
         if data.is_empty() {
             return Ok(());
@@ -244,27 +235,11 @@ impl BlockDevice for RbdDevice {
                 continue;
             }
             let len = data.len();
-            let w = self.image.aio_write(offset, data)?;
+            let w = self.image.aio_write_copied(offset, data)?;
             f.bytes += len;
             f.writes.push(w);
             return Ok(());
         }
-    }
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut f = self.in_flight.lock();
-        match f.pool.iter().position(|b| b.capacity() >= capacity) {
-            Some(i) => {
-                let mut b = f.pool.swap_remove(i);
-                b.clear();
-                b
-            }
-            None => Vec::with_capacity(capacity),
-        }
-    }
-    fn release_buffers(&self) {
-        let mut f = self.in_flight.lock();
-        f.reap();
-        f.pool = Vec::new();
     }
     fn flush(&self) -> io::Result<()> {
         self.wait_all();

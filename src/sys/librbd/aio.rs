@@ -3,7 +3,10 @@
 //! that a caller may stop waiting for (`Image::read_within`).
 //!
 //! An [`AioWrite`] owns its buffer until librbd reports the write complete: librbd may read the
-//! buffer at any time before that, so dropping an unfinished `AioWrite` waits for it. A read
+//! buffer at any time before that, so dropping an unfinished `AioWrite` waits for it. Where the
+//! image makes librbd copy a write's bytes before `rbd_aio_write` returns (fvol sets
+//! `rbd_disable_zero_copy_writes`, and each image is checked at open for an override),
+//! `aio_write_copied` hands librbd the caller's bytes and keeps no buffer. A read
 //! reads into memory of its own, which lives until the read completes, whether or not anyone
 //! still waits for it. The completion callback (run on a librbd thread) stores the result,
 //! releases the completion and wakes the waiters; nothing else ever touches the completion
@@ -118,7 +121,8 @@ pub struct AioWrite {
     done: AioDone,
     offset: u64,
     len: usize,
-    /// Read by librbd until the write completes; never touched here before then.
+    /// Read by librbd until the write completes; never touched here before then (empty when
+    /// librbd copied the bytes, `aio_write_copied`).
     _data: Vec<u8>,
     target: String,
 }
@@ -166,6 +170,32 @@ impl Image {
             offset,
             len,
             _data: data,
+            target: self.target.clone(),
+        })
+    }
+
+    /// `aio_write` of bytes the caller keeps: librbd copies them before returning where the
+    /// image says it does (`copies_writes`), else they are copied here into a buffer the write
+    /// owns.
+    pub fn aio_write_copied(&self, offset: u64, data: &[u8]) -> Result<AioWrite, RbdError> {
+        if !self.copies_writes() {
+            return self.aio_write(offset, data.to_vec());
+        }
+        let state = Arc::new(State::new(&self.activity, "rbd_aio_write", 0));
+        let (ptr, len) = (data.as_ptr(), data.len());
+        // SAFETY: `data` is valid for the call; with `rbd_disable_zero_copy_writes` in effect
+        // for this image (checked at open), librbd copies it into a buffer of its own before
+        // rbd_aio_write returns, and never reads the caller's memory afterwards.
+        unsafe {
+            self.submit(&state, |api, handle, completion| {
+                (api.rbd_aio_write)(handle, offset, len, ptr.cast(), completion)
+            })?
+        };
+        Ok(AioWrite {
+            done: AioDone(state),
+            offset,
+            len,
+            _data: Vec::new(),
             target: self.target.clone(),
         })
     }
@@ -286,15 +316,13 @@ impl AioWrite {
         &self.done
     }
 
-    /// Waits for the write; says how it went and gives the buffer back.
-    pub fn finish(mut self) -> (Result<(), RbdError>, Vec<u8>) {
+    /// Waits for the write; says how it went.
+    pub fn finish(self) -> Result<(), RbdError> {
         let ret = self.done.wait();
-        let result = check(ret, "rbd_aio_write", || {
+        check(ret, "rbd_aio_write", || {
             format!("{} ({} bytes at {})", self.target, self.len, self.offset)
         })
-        .map(drop);
-        // librbd is done with the buffer: the completion reported.
-        (result, std::mem::take(&mut self._data))
+        .map(drop)
     }
 }
 

@@ -31,6 +31,7 @@ use libloading::Library;
 
 mod activity;
 mod aio;
+mod config;
 mod snap;
 mod watchers;
 pub use activity::{EBLOCKLISTED, Fence, Waiting};
@@ -142,6 +143,9 @@ struct Api {
     rbd_break_lock: unsafe extern "C" fn(ImageT, *const c_char, *const c_char) -> c_int,
     rbd_watchers_list: unsafe extern "C" fn(ImageT, *mut watchers::WatcherT, *mut usize) -> c_int,
     rbd_watchers_list_cleanup: unsafe extern "C" fn(*mut watchers::WatcherT, usize),
+    rbd_config_image_list:
+        unsafe extern "C" fn(ImageT, *mut config::ConfigOptionT, *mut c_int) -> c_int,
+    rbd_config_image_list_cleanup: unsafe extern "C" fn(*mut config::ConfigOptionT, c_int),
     #[allow(clippy::type_complexity)]
     rbd_list_lockers: unsafe extern "C" fn(
         ImageT,
@@ -249,6 +253,8 @@ impl Api {
             rbd_break_lock: sym!(lrbd, rbd, rbd_break_lock),
             rbd_watchers_list: sym!(lrbd, rbd, rbd_watchers_list),
             rbd_watchers_list_cleanup: sym!(lrbd, rbd, rbd_watchers_list_cleanup),
+            rbd_config_image_list: sym!(lrbd, rbd, rbd_config_image_list),
+            rbd_config_image_list_cleanup: sym!(lrbd, rbd, rbd_config_image_list_cleanup),
             rbd_list_lockers: sym!(lrbd, rbd, rbd_list_lockers),
             snap: snap::SnapApi::load(&lrbd),
             _libs: (lrados, lrbd),
@@ -423,6 +429,10 @@ impl Cluster {
             ("rados_osd_op_timeout", "0".to_owned()),
             // Breaking a lock must fence its holder, whatever the configuration says.
             ("rbd_blocklist_on_break_lock", "true".to_owned()),
+            // librbd copies a write's bytes before `rbd_aio_write` returns, so the caller's
+            // buffer is free at once (`Image::aio_write_copied`; an image or pool override
+            // is seen at open).
+            ("rbd_disable_zero_copy_writes", "true".to_owned()),
         ];
         if let Some(k) = &config.keyring {
             settings.push(("keyring", k.to_string_lossy().into_owned()));
@@ -608,12 +618,19 @@ impl IoCtx {
             )
         };
         check(ret.into(), "rbd_open", target)?;
-        Ok(Image {
+        let mut image = Image {
             io: self.inner.clone(),
             handle,
             target: self.image_target(name),
             activity: Arc::default(),
-        })
+            copies_writes: false,
+        };
+        // Anything but a confirmed "true" (an override, an older librbd) keeps the owned path.
+        image.copies_writes = image
+            .option_value("rbd_disable_zero_copy_writes")?
+            .as_deref()
+            == Some("true");
+        Ok(image)
     }
 }
 
@@ -639,6 +656,9 @@ pub struct Image {
     target: String,
     /// Its calls in flight and its fence; shared with the completions of asynchronous calls.
     activity: Arc<Activity>,
+    /// librbd copies the bytes of a write before `rbd_aio_write` returns: the image's
+    /// effective `rbd_disable_zero_copy_writes` is true (read at open).
+    copies_writes: bool,
 }
 
 // SAFETY: librbd makes an open image safe to use from several threads at once: ImageCtx guards
@@ -677,6 +697,12 @@ impl fmt::Debug for Image {
 const MAX_IO: usize = 1 << 30;
 
 impl Image {
+    /// Whether librbd copies a write's bytes before `rbd_aio_write` returns (the image's
+    /// effective `rbd_disable_zero_copy_writes`, read at open).
+    pub fn copies_writes(&self) -> bool {
+        self.copies_writes
+    }
+
     fn api(&self) -> &'static Api {
         self.io.cluster.api
     }

@@ -289,6 +289,7 @@ impl IoCtx {
             handle,
             target: target(),
             activity: Default::default(),
+            copies_writes: false,
         })
     }
 

@@ -12,6 +12,7 @@
 //! place, only the bytes the write covers. The bytes of the end-of-file block past the end may
 //! be stale (a truncate leaves them, so may a crash after an unsynced write); every size
 //! increase zeroes them first (`tail_zeros`).
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use redb::ReadableDatabase;
@@ -61,15 +62,16 @@ pub fn plan(offset: u64, len: u64, holes: &[(u64, u64)], available: u64) -> Writ
     WritePlan { len, reserve: cost }
 }
 
-/// A device write the transaction submits: offset on the device and bytes.
-pub(super) type Io = (u64, Vec<u8>);
+/// A device write the transaction submits: offset on the device and bytes (the caller's
+/// where they need no padding: the device copies what it keeps).
+pub(super) type Io<'a> = (u64, Cow<'a, [u8]>);
 
 /// Appends a write, merged into the previous one when it continues it on the device.
-pub(super) fn push_io(ios: &mut Vec<Io>, at: u64, bytes: Vec<u8>) {
+pub(super) fn push_io<'a>(ios: &mut Vec<Io<'a>>, at: u64, bytes: Cow<'a, [u8]>) {
     if let Some((prev_at, prev)) = ios.last_mut()
         && *prev_at + prev.len() as u64 == at
     {
-        prev.extend_from_slice(&bytes);
+        prev.to_mut().extend_from_slice(&bytes);
         return;
     }
     ios.push((at, bytes));
@@ -133,10 +135,10 @@ impl Inner {
         Ok(Ok(mapped))
     }
 
-    pub(super) fn submit(&self, ios: Vec<Io>) -> FsResult<()> {
+    pub(super) fn submit(&self, ios: Vec<Io<'_>>) -> FsResult<()> {
         for (at, bytes) in ios {
             self.device
-                .submit_write(at, bytes)
+                .submit_write(at, &bytes)
                 .map_err(|e| self.data_error(true, at, e))?;
         }
         Ok(())
@@ -150,7 +152,7 @@ impl Inner {
         ino: Ino,
         size: u64,
         upto: u64,
-    ) -> FsResult<Option<Io>> {
+    ) -> FsResult<Option<Io<'static>>> {
         let block = size / BLOCK;
         let end = upto.min((block + 1) * BLOCK);
         if size % BLOCK == 0 || end <= size {
@@ -160,7 +162,7 @@ impl Inner {
         let hit = extents::overlapping(&table, ino, block, block + 1)?;
         Ok(hit.first().filter(|e| !e.unwritten).map(|e| {
             let at = self.layout.block_offset(e.pblk + (block - e.lblk)) + size % BLOCK;
-            (at, vec![0u8; (end - size) as usize])
+            (at, Cow::Owned(vec![0u8; (end - size) as usize]))
         }))
     }
 
@@ -295,19 +297,22 @@ impl Inner {
                     let from = offset.max(e.lblk * BLOCK);
                     let to = end.min(e.lend() * BLOCK);
                     let src = &data[(from - offset) as usize..(to - offset) as usize];
-                    if *whole {
+                    let (start, stop) = (e.lblk * BLOCK, e.lend() * BLOCK);
+                    if *whole && (from, to) != (start, stop) {
                         // One pass over the data: zeros only where it does not cover the blocks.
-                        let len = (e.len * BLOCK) as usize;
-                        let mut blocks = self.device.buffer(len);
-                        blocks.resize((from - e.lblk * BLOCK) as usize, 0);
+                        let len = (stop - start) as usize;
+                        let mut blocks = Vec::with_capacity(len);
+                        blocks.resize((from - start) as usize, 0);
                         blocks.extend_from_slice(src);
                         blocks.resize(len, 0);
-                        push_io(&mut ios, self.layout.block_offset(e.pblk), blocks);
+                        push_io(
+                            &mut ios,
+                            self.layout.block_offset(e.pblk),
+                            Cow::Owned(blocks),
+                        );
                     } else {
-                        let at = self.layout.block_offset(e.pblk) + (from - e.lblk * BLOCK);
-                        let mut bytes = self.device.buffer(src.len());
-                        bytes.extend_from_slice(src);
-                        push_io(&mut ios, at, bytes);
+                        let at = self.layout.block_offset(e.pblk) + (from - start);
+                        push_io(&mut ios, at, Cow::Borrowed(src));
                     }
                 }
                 self.submit(ios)?;

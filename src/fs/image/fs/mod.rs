@@ -390,7 +390,6 @@ fn run_committer(inner: &Inner) {
             inner.commits.finish(work, result);
         }
         if quiet.settled(inner.operations.load(Ordering::Relaxed)) {
-            inner.device.release_buffers();
             if let Some(j) = &inner.journal {
                 j.release_free();
             }

@@ -115,7 +115,7 @@ impl Inner {
             let a = from.max(e.lblk * BLOCK);
             let b = to.min(e.lend() * BLOCK);
             let at = self.layout.block_offset(e.pblk) + (a - e.lblk * BLOCK);
-            push_io(&mut ios, at, vec![0u8; (b - a) as usize]);
+            push_io(&mut ios, at, vec![0u8; (b - a) as usize].into());
         }
         self.submit(ios)
     }
