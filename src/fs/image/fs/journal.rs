@@ -42,8 +42,9 @@ const REC_HEAD: usize = 24;
 const WRAP: u32 = u32::MAX;
 
 /// The ring's size for a new journal: it holds at least a few of the largest records (a
-/// copy_file_range of 16 MiB).
-pub const DEFAULT_RING: usize = 64 << 20;
+/// copy_file_range of 16 MiB), and a fast writer fills it only every ~120 MiB (each time a
+/// durable commit empties it; docs/rbd.md).
+pub const DEFAULT_RING: usize = 128 << 20;
 /// Records go back to the ring's start once the tail is this far in and the start is free,
 /// so a busy journal keeps reusing the same warm pages (at most this much plus what is
 /// live stays resident between quiet moments) instead of touching the whole ring.
