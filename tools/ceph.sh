@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A single-node Ceph cluster for the rbd driver's development and tests: one mon (a), one OSD (0,
-# bluestore on a sparse file), no mgr, one size-1 pool initialised for RBD, bound to 127.0.0.1 only.
+# bluestore on a sparse file), a mgr (x) only when asked, one size-1 pool initialised for RBD, bound
+# to 127.0.0.1 only.
 # Debian 12's packages (pacific 16.2.x; tools/install-deps.sh installs them). Everything (config,
 # data, logs, sockets, pid files) lives under one directory; nothing is installed as a service.
 #
@@ -8,7 +9,7 @@
 #   start   bootstrap on first use, otherwise (re)start whichever daemons are not running; returns
 #           once the pool takes I/O. Idempotent: on a running cluster it only checks it.
 #   stop    SIGTERM the daemons (pid file, checked against /proc/PID/cmdline), wait, then SIGKILL
-#   status  pids and RSS of the daemons, then `ceph -s`; exit 0 when both daemons run, else 3
+#   status  pids and RSS of the daemons, then `ceph -s`; exit 0 when all its daemons run, else 3
 #   purge   kill the daemons (SIGKILL: the data goes anyway), then remove the directory, only if
 #           this script made it
 #   env     print `export CEPH_CONF=...` for clients (ceph, rados, rbd, librados/librbd, fvol)
@@ -22,6 +23,10 @@
 #   FVOL_CEPH_MON_PORT=3300      the mon's only port (msgr2; msgr1 is off). Pick another when
 #                                several clusters share a host: two mons cannot share a port. The OSD
 #                                takes free ports in 6800-7300 by itself.
+#   FVOL_CEPH_MGR=0              1: also run a ceph-mgr (Debian's ceph-mgr), which keeps the space
+#                                statistics `ceph df` reports (the CSI driver's GetCapacity of rbd
+#                                needs them). Off by default: the mgr adds its always-on modules
+#                                (and their device_health_metrics pool) and ~300 MiB of memory.
 #
 # Clients need only CEPH_CONF=$FVOL_CEPH_DIR/ceph.conf. Python clients (`import rados, rbd`) must use
 # /usr/bin/python3: a pyenv python3 on PATH does not see /usr/lib/python3/dist-packages.
@@ -32,6 +37,7 @@ AUTH=${FVOL_CEPH_AUTH:-none}
 POOL=${FVOL_CEPH_POOL:-rbd}
 SIZE=${FVOL_CEPH_SIZE:-10G}
 PORT=${FVOL_CEPH_MON_PORT:-3300}
+MGR=${FVOL_CEPH_MGR:-0}
 CONF=$D/ceph.conf
 MARK=$D/.fvol-ceph # written first at bootstrap: purge only ever removes a directory that has it
 export CEPH_CONF=$CONF
@@ -69,6 +75,16 @@ wait_for() { # wait_for TIMEOUT_S DESCRIPTION CMD...
 # would fail the pipe
 mon_up() { "${CEPH[@]}" mon stat >/dev/null 2>&1; }
 osd_up() { local s; s=$("${CEPH[@]}" osd stat -f json 2>/dev/null) && [[ $s == *'"num_up_osds":1'* ]]; }
+mgr_up() { local s; s=$("${CEPH[@]}" mgr stat -f json 2>/dev/null) && [[ $s == *'"available":true'* ]]; }
+# `ceph df` counts the OSD once the mgr has its statistics (until then it shows no OSDs)
+df_ready() { local s; s=$("${CEPH[@]}" df -f json 2>/dev/null) && [[ $s == *'"num_osds":1'* ]]; }
+
+start_mgr() {
+    [ "$MGR" = 1 ] || return 0
+    start_daemon mgr x
+    wait_for 60 "mgr.x active" mgr_up
+    wait_for 60 "space statistics (ceph df)" df_ready
+}
 # a real object read on the pool: answers (ENOENT) only once the PG is active. `ceph -s` may say
 # HEALTH_OK earlier than that, and librbd calls block until the PG peers.
 pool_io() {
@@ -80,7 +96,7 @@ pool_io() {
 write_conf() {
     local fsid=$1 bytes
     bytes=$(numfmt --from=iec "$SIZE") || die "FVOL_CEPH_SIZE '$SIZE' is not a size"
-    mkdir -p "$D"/{run,log,mon,osd,crash}
+    mkdir -p "$D"/{run,log,mon,osd,mgr,crash}
     cat >"$CONF" <<EOF
 # made by fvol's tools/ceph.sh; a single-node cluster for tests
 [global]
@@ -125,6 +141,9 @@ admin socket = $D/run/\$cluster-\$name.\$pid.\$cctid.asok
 [mon]
 mon data = $D/mon/\$cluster-\$id
 keyring = $D/mon/\$cluster-\$id/keyring
+[mgr]
+mgr data = $D/mgr/\$cluster-\$id
+keyring = $D/mgr/\$cluster-\$id/keyring
 [osd]
 osd data = $D/osd/\$cluster-\$id
 keyring = $D/osd/\$cluster-\$id/keyring
@@ -159,6 +178,7 @@ bootstrap() {
     write_conf "$fsid"
     echo "$AUTH" >"$D/auth"
     echo "$POOL" >"$D/pool"
+    echo "$MGR" >"$D/with-mgr"
     monmaptool --create --addv a "[v2:127.0.0.1:$PORT]" --fsid "$fsid" "$D/monmap" >/dev/null
     local kr=()
     if [ "$AUTH" = cephx ]; then
@@ -198,6 +218,14 @@ bootstrap() {
     "${CEPH[@]}" osd pool create "$POOL" 8 8 >/dev/null 2>&1 || die "cannot create pool $POOL"
     rbd -c "$CONF" pool init "$POOL" || die "rbd pool init $POOL failed"
     wait_for 60 "pool $POOL usable" pool_io
+    if [ "$MGR" = 1 ]; then
+        mkdir -p "$D/mgr/ceph-x"
+        if [ "$AUTH" = cephx ]; then
+            "${CEPH[@]}" auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' \
+                mds 'allow *' >"$D/mgr/ceph-x/keyring" || die "cannot make mgr.x's key"
+        fi
+        start_mgr
+    fi
     touch "$D/bootstrapped"
 }
 
@@ -214,12 +242,14 @@ cmd_start() {
         bootstrap
     else
         POOL=$(cat "$D/pool")
+        MGR=$(cat "$D/with-mgr" 2>/dev/null || echo 0)
         log "starting the existing cluster in $D"
         start_daemon mon a
         wait_for 30 "mon quorum" mon_up
         start_daemon osd 0
         wait_for 60 "osd.0 up" osd_up
         wait_for 60 "pool $POOL usable" pool_io
+        start_mgr
     fi
     log "cluster ready: export CEPH_CONF=$CONF"
 }
@@ -233,7 +263,7 @@ alive() {
     [ "${st%% *}" != Z ]
 }
 
-stop_one() { # name (mon.a, osd.0) [signal: TERM, or KILL when the data is thrown away anyway]
+stop_one() { # name (mon.a, osd.0, mgr.x) [signal: TERM, or KILL when the data is thrown away anyway]
     local n=$1 sig=${2:-TERM} p i
     p=$(daemon_pid "$n")
     if [ -z "$p" ]; then rm -f "$D/run/ceph-$n.pid"; return 0; fi
@@ -254,6 +284,7 @@ cmd_stop() { # [signal]
     # bluestore); bluestore also survives SIGKILL (rocksdb replays its WAL at the next start).
     local osd mon i
     osd=$(daemon_pid osd.0) mon=$(daemon_pid mon.a)
+    stop_one mgr.x "${1:-TERM}"
     stop_one osd.0 "${1:-TERM}"
     stop_one mon.a "${1:-TERM}"
     # give pid 1 up to 5 s to reap the zombies, so `pgrep ceph` is empty when stop returns
@@ -264,8 +295,9 @@ cmd_stop() { # [signal]
 }
 
 cmd_status() {
-    local n p rc=0
-    for n in mon.a osd.0; do
+    local n p rc=0 names=(mon.a osd.0)
+    [ "$(cat "$D/with-mgr" 2>/dev/null)" = 1 ] && names+=(mgr.x)
+    for n in "${names[@]}"; do
         p=$(daemon_pid "$n")
         if [ -n "$p" ]; then
             echo "$n pid=$p rss_kib=$(awk '/VmRSS/{print $2}' "/proc/$p/status")"

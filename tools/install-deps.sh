@@ -25,14 +25,15 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 # Ceph (the rbd driver and its tests; tools/ceph.sh runs a single-node cluster): librados2/librbd1 are
 # what fvol loads at run time (dlopen, never linked); ceph-mon/ceph-osd are the daemons (they pull in
 # ceph-base: monmaptool, ceph-authtool); ceph-common: the `ceph`, `rados` and `rbd` commands.
-# No ceph-mgr: librbd needs none. About 120 MB of packages, ~1 min to install on a fresh machine.
+# ceph-mgr: librbd needs none, but `ceph df` has space statistics only with one (the CSI test of
+# GetCapacity runs its cluster with FVOL_CEPH_MGR=1). About 150 MB of packages, ~1 min to install.
 # protobuf-compiler: protoc, which build.rs runs (tonic-build) to generate the CSI code from
 # proto/csi.proto; python3-venv: the venv of kubernetes-validate (below).
 packages=(fuse3 libfuse3-dev gcc acl libacl1-dev attr bindfs fio e2fsprogs xfsprogs jq pkg-config python3
           protobuf-compiler python3-venv
           ca-certificates util-linux tar procps prometheus tmux
           docker.io busybox-static
-          librados2 librbd1 ceph-common ceph-mon ceph-osd)
+          librados2 librbd1 ceph-common ceph-mon ceph-osd ceph-mgr)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -103,7 +104,7 @@ fi
 # Verify, so that a half-working install fails here and not in the middle of a test.
 for cmd in fusermount3 bindfs gcc fio mkfs.ext4 losetup jq python3 setfacl getfattr pjdfstest fsx protoc \
            dockerd containerd runc docker busybox \
-           ceph-mon ceph-osd monmaptool ceph-authtool ceph rados rbd; do
+           ceph-mon ceph-osd ceph-mgr monmaptool ceph-authtool ceph rados rbd; do
     command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after install"
 done
 libs=$(ldconfig -p)  # not `ldconfig -p | grep -q`: grep exits early, SIGPIPE fails the pipe

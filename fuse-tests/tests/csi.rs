@@ -984,7 +984,7 @@ fn rbd_moves_between_nodes() {
     if !fuse_or_skip("csi rbd_moves_between_nodes") {
         return;
     }
-    let ceph = fuse_tests::ceph::TestCluster::start();
+    let ceph = fuse_tests::ceph::TestCluster::start_with_mgr();
     let a = setup();
     let root_b = TestRoot::new();
     let d_b = TestDaemon::start_at(&root_b);
@@ -997,8 +997,8 @@ fn rbd_moves_between_nodes() {
         "rbd volumes are reachable from every node"
     );
     assert_eq!(v.volume_context["fvol.io/option.image"], "pvc-rbd");
-    // GetCapacity of rbd: what the pool can still take, as the cluster says (`ceph df`,
-    // max_avail).
+    // GetCapacity of rbd: what the pool can still take, as the cluster's manager says (`ceph
+    // df`, max_avail): within the OSD's 4 GiB, and less once data is written (below).
     let capacity = |pool: &str| {
         let req = GetCapacityRequest {
             parameters: params(&[("driver", "rbd"), ("conf", &conf), ("pool", pool)]),
@@ -1006,11 +1006,14 @@ fn rbd_moves_between_nodes() {
         };
         a.csi.run(a.csi.controller().get_capacity(req))
     };
-    // The test cluster runs no ceph-mgr, which is what keeps the space statistics: `ceph df`
-    // shows no OSDs, and the driver says so rather than answering a made-up number.
-    let (code, message) = refused(capacity("rbd"));
-    assert_eq!(code, Code::Unavailable, "{message}");
-    assert!(message.contains("ceph-mgr"), "{message}");
+    let free_before = ok("GetCapacity rbd", capacity("rbd")).available_capacity;
+    assert!(
+        free_before > 1 << 30 && free_before <= 4 << 30,
+        "pool rbd on a 4 GiB OSD: {free_before} bytes free"
+    );
+    let (code, message) = refused(capacity("no-such-pool"));
+    assert_eq!(code, Code::NotFound, "{message}");
+    assert!(message.contains("no-such-pool"), "{message}");
     let stage_with_context = |s: &Setup, staging: &Path| {
         let req = NodeStageVolumeRequest {
             volume_id: v.volume_id.clone(),
@@ -1028,6 +1031,28 @@ fn rbd_moves_between_nodes() {
         a.publish(&v.volume_id, &staging_a, &target_a, false),
     );
     std::fs::write(target_a.join("moved"), b"from node a").unwrap();
+    // 48 MiB written and fsynced reach the pool: the free space the cluster reports drops by
+    // them once its statistics catch up (the OSD reports every 5 s).
+    let mut big = std::fs::File::create(target_a.join("big")).unwrap();
+    for _ in 0..48 {
+        big.write_all(&[7u8; MIB as usize]).unwrap();
+    }
+    big.sync_all().unwrap();
+    drop(big);
+    let mut free_after = free_before;
+    for _ in 0..120 {
+        free_after = ok("GetCapacity rbd", capacity("rbd")).available_capacity;
+        if free_after <= free_before - 40 * MIB {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        free_after <= free_before - 40 * MIB,
+        "48 MiB written to pool rbd, yet its free space went only from {free_before} to \
+         {free_after} bytes in a minute"
+    );
+    eprintln!("GetCapacity of pool rbd: {free_before} bytes, then {free_after} after 48 MiB");
     // B cannot take it while A holds it, and is told who does.
     let (staging_b, target_b) = b.paths("rbd");
     let (code, message) = refused(stage_with_context(&b, &staging_b));
@@ -1245,6 +1270,15 @@ fn rbd_condition_while_the_cluster_is_away() {
     let ceph = fuse_tests::ceph::TestCluster::start();
     let s = setup();
     let conf = ceph.conf().display().to_string();
+    // This cluster runs no ceph-mgr, which keeps the space statistics: `ceph df` shows no
+    // OSDs, and GetCapacity says so rather than answering a made-up number.
+    let req = GetCapacityRequest {
+        parameters: params(&[("driver", "rbd"), ("conf", &conf)]),
+        ..Default::default()
+    };
+    let (code, message) = refused(s.csi.run(s.csi.controller().get_capacity(req)));
+    assert_eq!(code, Code::Unavailable, "{message}");
+    assert!(message.contains("ceph-mgr"), "{message}");
     let v = s.create("pvc-away", 64 * MIB, &[("driver", "rbd"), ("conf", &conf)]);
     let (staging, target) = s.paths("away");
     ok("stage", s.stage(&v.volume_id, &staging));
