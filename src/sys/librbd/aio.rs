@@ -155,23 +155,11 @@ impl Image {
     /// overlap while both are in flight, nor a read against an unfinished write: the caller
     /// waits for an earlier overlapping write first. `flush` covers every write that completed.
     pub fn aio_write(&self, offset: u64, data: Vec<u8>) -> Result<AioWrite, RbdError> {
-        let state = Arc::new(State::new(&self.activity, "rbd_aio_write", 0));
-        let (ptr, len) = (data.as_ptr(), data.len());
+        let bytes: *const [u8] = data.as_slice();
         // SAFETY: `data` stays alive and unmoved (its heap buffer does not move with the Vec)
         // until the completion reports, because the returned AioWrite owns it and waits for the
         // completion before dropping it.
-        unsafe {
-            self.submit(&state, |api, handle, completion| {
-                (api.rbd_aio_write)(handle, offset, len, ptr.cast(), completion)
-            })?
-        };
-        Ok(AioWrite {
-            done: AioDone(state),
-            offset,
-            len,
-            _data: data,
-            target: self.target.clone(),
-        })
+        unsafe { self.start_write(offset, bytes, data) }
     }
 
     /// `aio_write` of bytes the caller keeps: librbd copies them before returning where the
@@ -181,11 +169,27 @@ impl Image {
         if !self.copies_writes() {
             return self.aio_write(offset, data.to_vec());
         }
-        let state = Arc::new(State::new(&self.activity, "rbd_aio_write", 0));
-        let (ptr, len) = (data.as_ptr(), data.len());
         // SAFETY: `data` is valid for the call; with `rbd_disable_zero_copy_writes` in effect
         // for this image (checked at open), librbd copies it into a buffer of its own before
         // rbd_aio_write returns, and never reads the caller's memory afterwards.
+        unsafe { self.start_write(offset, data, Vec::new()) }
+    }
+
+    /// Starts `rbd_aio_write` of `bytes`; the write keeps `owned` until it completes.
+    ///
+    /// # Safety
+    /// `bytes` must stay valid and unchanged for as long as librbd may read them: until the
+    /// completion (memory that `owned` holds), or until rbd_aio_write returns (where librbd
+    /// copies them).
+    unsafe fn start_write(
+        &self,
+        offset: u64,
+        bytes: *const [u8],
+        owned: Vec<u8>,
+    ) -> Result<AioWrite, RbdError> {
+        let state = Arc::new(State::new(&self.activity, "rbd_aio_write", 0));
+        let (ptr, len) = (bytes.cast::<u8>(), bytes.len());
+        // SAFETY: the caller keeps `bytes` readable for as long as librbd reads them.
         unsafe {
             self.submit(&state, |api, handle, completion| {
                 (api.rbd_aio_write)(handle, offset, len, ptr.cast(), completion)
@@ -195,7 +199,7 @@ impl Image {
             done: AioDone(state),
             offset,
             len,
-            _data: Vec::new(),
+            _data: owned,
             target: self.target.clone(),
         })
     }
