@@ -1,8 +1,8 @@
 //! When a volume has gone quiet, so that memory kept for the next burst of I/O goes back.
 //!
-//! A busy rbd volume keeps write buffers for reuse and leaves freed buffers inside glibc's
-//! arenas (about 50 MiB after a long write), which would otherwise stay resident while the
-//! volume sits idle. The committer thread asks once per tick; the memory is released once per
+//! A busy rbd volume keeps the redo journal's pages for the next records and leaves freed
+//! buffers inside glibc's arenas (about 50 MiB after a long write), which would otherwise stay
+//! resident while the volume sits idle. The committer thread asks once per tick; the memory is released once per
 //! quiet period, a whole tick after the last operation, never while I/O goes on.
 
 /// Watches a counter of operations from one tick to the next.
