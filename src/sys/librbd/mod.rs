@@ -625,7 +625,7 @@ impl IoCtx {
             activity: Arc::default(),
             copies_writes: false,
         };
-        // Anything but a confirmed "true" (an override, an older librbd) keeps the owned path.
+        // Anything but a confirmed "true" (an image or pool override) keeps the owned path.
         image.copies_writes = image
             .option_value("rbd_disable_zero_copy_writes")?
             .as_deref()
