@@ -158,10 +158,14 @@ pub struct MountRequest {
     /// Must be absolute (the CLI resolves a relative one against its working directory).
     #[serde(default)]
     pub target: Option<PathBuf>,
+    /// The reference is `csi:<target>` (a stage or publish of `fvol csi`), not `cli:<target>`;
+    /// needs `target`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub csi: bool,
 }
 
 impl RequestBody for MountRequest {
-    const SHAPE: &'static str = r#"{"name": string, "target"?: string}"#;
+    const SHAPE: &'static str = r#"{"name": string, "target"?: string, "csi"?: bool}"#;
 }
 
 /// For `/v1/unmount`: which reference to drop. At most one of `target`, `reference` and `all`;
@@ -173,7 +177,8 @@ pub struct UnmountRequest {
     /// Drops `cli:<target>`; must be absolute.
     #[serde(default)]
     pub target: Option<PathBuf>,
-    /// Drops this reference, in the form `inspect` shows (`cli`, `cli:/t`, `plugin:ID`).
+    /// Drops this reference, in the form `inspect` shows (`cli`, `cli:/t`, `plugin:ID`,
+    /// `csi:/t`).
     #[serde(default)]
     pub reference: Option<String>,
     /// Drops every reference and unmounts.

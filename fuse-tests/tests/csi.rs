@@ -637,6 +637,67 @@ fn stage_publish_quota_stats_unpublish() {
     );
 }
 
+/// Stage and publish hold `csi:PATH` references, which `fvol unmount --target` does not take
+/// away; a `cli:PATH` bind made by an fvol csi from before that is still found and released.
+#[test]
+fn references_are_the_csi_nodes_own() {
+    if !fuse_or_skip("csi references_are_the_csi_nodes_own") {
+        return;
+    }
+    let s = setup();
+    let v = s.create("pvc-refs", 8 * MIB, &[]);
+    let id = &v.volume_id;
+    let name = s.d.inspect(id)["Name"].as_str().unwrap().to_owned();
+    let (staging, target) = s.paths("refs");
+    ok("NodeStageVolume", s.stage(id, &staging));
+    ok("NodePublishVolume", s.publish(id, &staging, &target, false));
+    let refs = |s: &Setup| -> Vec<String> {
+        let info = s.d.inspect(id);
+        let mut refs: Vec<String> = info["Status"]["MountRefs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no MountRefs: {info}"))
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect();
+        refs.sort();
+        refs
+    };
+    let csi_staging = format!("csi:{}", staging.display());
+    let csi_target = format!("csi:{}", target.display());
+    let mut want = vec![csi_staging.clone(), csi_target.clone()];
+    want.sort();
+    assert_eq!(refs(&s), want);
+    // `fvol unmount --target` names cli references only: the pod keeps its volume, and the
+    // error says who holds it.
+    let out =
+        s.d.cli(["unmount", &name, "--target", target.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "unmount --target took a pod's bind");
+    assert!(stderr.contains(&csi_target), "{stderr}");
+    assert!(is_mountpoint(&target));
+    assert_eq!(refs(&s), want);
+    // A stage made by an older fvol csi: the reference `cli:PATH`. Publish finds it, and
+    // unstage releases it.
+    let old_staging = s.d.scratch_dir("refs-old-staging");
+    s.d.cli_ok(["mount", &name, "--target", old_staging.to_str().unwrap()]);
+    let old_target = s.d.scratch_dir("refs-old-pod").join("mount");
+    ok(
+        "NodePublishVolume from an old stage",
+        s.publish(id, &old_staging, &old_target, false),
+    );
+    ok("NodeUnpublishVolume", s.unpublish(id, &old_target));
+    ok(
+        "NodeUnstageVolume of an old stage",
+        s.unstage(id, &old_staging),
+    );
+    assert!(!is_mountpoint(&old_staging));
+    assert_eq!(refs(&s), want);
+    ok("NodeUnpublishVolume", s.unpublish(id, &target));
+    ok("NodeUnstageVolume", s.unstage(id, &staging));
+    assert_eq!(refs(&s), Vec::<String>::new());
+    assert_eq!(s.d.inspect(id)["Status"]["Mounted"], false);
+}
+
 #[test]
 fn expansion_while_a_writer_runs() {
     if !fuse_or_skip("csi expansion_while_a_writer_runs") {

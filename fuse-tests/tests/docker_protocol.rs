@@ -530,7 +530,8 @@ fn any_reference_can_be_released_by_name_or_all_at_once() {
     let out = d.cli(["unmount", "held", "--ref", "container:x"]);
     assert!(!out.status.success());
     assert!(
-        stderr_of(&out).contains("valid forms are cli, cli:/abs/target and plugin:ID"),
+        stderr_of(&out)
+            .contains("valid forms are cli, cli:/abs/target, plugin:ID and csi:/abs/target"),
         "{}",
         stderr_of(&out)
     );

@@ -532,9 +532,11 @@ pub struct MountArgs {
 const UNMOUNT_HELP: &str = "\
 References:
   A volume stays mounted while it has a reference: `cli` (fvol mount), `cli:/dir`
-  (fvol mount --target /dir) or `plugin:ID` (a Docker or Pouch container). `fvol inspect`
-  lists them under Status.References with the time each was taken. The daemon also drops
-  plugin references whose containers are gone (see docs/docker.md).";
+  (fvol mount --target /dir), `plugin:ID` (a Docker or Pouch container) or `csi:/dir` (a
+  Kubernetes stage or publish of `fvol csi`). `fvol inspect` lists them under
+  Status.References with the time each was taken. The daemon also drops plugin references
+  whose containers are gone (see docs/docker.md). --target releases only `cli:/dir`: a pod's
+  `csi:/dir` is released by kubelet, or with --ref.";
 
 #[derive(Debug, Args)]
 pub struct UnmountArgs {

@@ -388,6 +388,7 @@ fn mount_request(args: MountArgs) -> Result<MountRequest, CliError> {
     Ok(MountRequest {
         name: args.name,
         target,
+        csi: false,
     })
 }
 

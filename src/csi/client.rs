@@ -134,21 +134,23 @@ impl Daemon {
         })
     }
 
-    /// Mounts the volume and bind-mounts it at `target` (reference `cli:TARGET`).
+    /// Mounts the volume and bind-mounts it at `target` (reference `csi:TARGET`).
     pub async fn mount(&self, name: &str, target: &Path) -> Result<PathBuf, DaemonError> {
         let req = api::MountRequest {
             name: name.to_owned(),
             target: Some(target.to_owned()),
+            csi: true,
         };
         let answer: api::PathResponse = self.call(routes::MOUNT, &req).await?;
         Ok(answer.path)
     }
 
-    /// Drops reference `cli:TARGET` and the bind mount fvol made there.
-    pub async fn unmount(&self, name: &str, target: &Path) -> Result<(), DaemonError> {
+    /// Drops `reference` (a text form, as `inspect` shows it) and the bind mount fvol made
+    /// for it.
+    pub async fn release(&self, name: &str, reference: String) -> Result<(), DaemonError> {
         let req = api::UnmountRequest {
             name: name.to_owned(),
-            target: Some(target.to_owned()),
+            reference: Some(reference),
             ..Default::default()
         };
         let _: api::UnmountResponse = self.call(routes::UNMOUNT, &req).await?;

@@ -1,7 +1,7 @@
 //! `fvol csi`: the Container Storage Interface (gRPC on a unix socket) as another front door
 //! onto the daemon, beside the CLI and the Docker plugin. It keeps no state of its own: every
 //! call is a request to the daemon on `ROOT/fvol.sock` (`client`), and what the node has
-//! staged and published is the daemon's mount references (`cli:PATH`) and the kernel's
+//! staged and published is the daemon's mount references (`csi:PATH`) and the kernel's
 //! mounts. So `fvol csi` can be restarted, or run twice, at any time. See docs/csi.md.
 //!
 //! Layout, top to bottom: `server` (the socket, the services a mode serves) → `identity`,

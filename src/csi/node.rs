@@ -1,6 +1,6 @@
 //! The Node service: stage is the volume's FUSE mount with a bind at the staging path,
 //! publish a bind at the target (read-only when asked). Both are the daemon's mount
-//! references `cli:PATH`, kept in its catalog and bound again at its restarts; so unstage and
+//! references `csi:PATH`, kept in its catalog and bound again at its restarts; so unstage and
 //! unpublish find what to undo after a restart of `fvol csi`, and are no-ops once it is undone.
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -58,11 +58,14 @@ impl NodeService {
 
     /// Drops the daemon's reference for a bind at `path`; nothing to drop is fine.
     async fn unbind(&self, name: &str, path: &Path) -> Result<(), Status> {
-        match self.shared.daemon.unmount(name, path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(status::from_daemon(Call::Other, e)),
+        for reference in volumes::references_at(&path.to_string_lossy()) {
+            match self.shared.daemon.release(name, reference).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(status::from_daemon(Call::Other, e)),
+            }
         }
+        Ok(())
     }
 
     /// Binds the volume at `target` (created if missing) and makes it read-only if asked.

@@ -228,15 +228,18 @@ pub fn condition_of(info: &VolumeInfo) -> VolumeCondition {
     }
 }
 
-/// The daemon's reference for a bind of the volume at `path`.
-pub fn reference_at(path: &str) -> String {
-    format!("cli:{path}")
+/// The daemon's references that may hold a bind of the volume at `path`, newest form first:
+/// `csi:PATH`, then `cli:PATH`, which fvol csi took before the daemon kept CSI references
+/// apart, so a volume staged or published then is still found and released after an upgrade.
+pub fn references_at(path: &str) -> [String; 2] {
+    [format!("csi:{path}"), format!("cli:{path}")]
 }
 
 /// Whether the volume holds a bind at `path`.
 pub fn bound_at(info: &VolumeInfo, path: &str) -> bool {
-    let key = reference_at(path);
-    info.status.mount_refs.contains(&key)
+    references_at(path)
+        .iter()
+        .any(|key| info.status.mount_refs.contains(key))
 }
 
 /// The options a volume's mutable parameters (a VolumeAttributesClass) may change after
@@ -385,7 +388,7 @@ mod tests {
             "Name": "v1", "Driver": "rbd", "Mountpoint": "/r/v1", "CreatedAt": "",
             "Labels": {}, "Options": {"pool": "rbd", "size": "1G"}, "Scope": "local",
             "Status": {"SizeLimit": 1, "UsedBytes": 0, "InodeLimit": null, "UsedInodes": 0,
-                       "Mounted": true, "MountRefs": ["cli:/t"]}
+                       "Mounted": true, "MountRefs": ["csi:/t"]}
         }))
         .unwrap()
     }

@@ -164,7 +164,16 @@ async fn mount<S: VolumeService>(
     body: Body,
 ) -> ApiResult<PathResponse> {
     let req: MountRequest = read_json(body).await?;
-    let reference = RefId::cli(req.target.as_deref())?;
+    let reference = match (req.csi, req.target.as_deref()) {
+        (false, target) => RefId::cli(target)?,
+        (true, Some(target)) => RefId::csi(target)?,
+        (true, None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "a csi reference needs a target: give \"target\" with \"csi\": true",
+            ));
+        }
+    };
     let path = ApiError::run_blocking(service, move |volumes| volumes.mount(&req.name, &reference))
         .await?;
     Ok(Json(PathResponse { path }))
@@ -474,6 +483,22 @@ mod tests {
                 "release data cli:/mnt/x"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn csi_references_need_a_target() {
+        let server = TestServer::start();
+        let body = r#"{"name":"data","target":"/k/pod","csi":true}"#;
+        let bound = post_raw(&server, routes::MOUNT, body).await;
+        assert_eq!(bound.status, StatusCode::OK);
+        let bare = post_raw(&server, routes::MOUNT, r#"{"name":"data","csi":true}"#).await;
+        assert_eq!(bare.status, StatusCode::BAD_REQUEST);
+        assert!(
+            error_of(&bare).contains("needs a target"),
+            "{}",
+            error_of(&bare)
+        );
+        assert_eq!(server.volumes.calls(), ["mount data csi:/k/pod"]);
     }
 
     #[tokio::test]

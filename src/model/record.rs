@@ -66,6 +66,8 @@ pub struct MountRef {
 pub enum RefKind {
     Cli,
     Plugin,
+    /// Added after the other two: the catalog's encoding numbers variants in order.
+    Csi,
 }
 
 /// Space and inodes in use. `clean` is false from activation until a clean deactivation,

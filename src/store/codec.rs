@@ -150,6 +150,14 @@ pub(super) mod tests {
         }
     }
 
+    /// Stored enums only grow at the end: a variant's number is its encoding.
+    #[test]
+    fn reference_kinds_keep_their_numbers() {
+        for (kind, byte) in [(RefKind::Cli, 0u8), (RefKind::Plugin, 1), (RefKind::Csi, 2)] {
+            assert_eq!(postcard::to_allocvec(&kind).unwrap(), [byte], "{kind:?}");
+        }
+    }
+
     #[test]
     fn round_trip_and_refusals() {
         let usage = Usage {

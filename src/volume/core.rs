@@ -538,13 +538,11 @@ impl Core {
     }
 
     /// Adds `reference` (idempotent) and activates the FUSE mount if it is the first. A
-    /// `cli:TARGET` reference also bind-mounts the volume at TARGET (an existing directory).
+    /// `cli:TARGET` or `csi:TARGET` reference also bind-mounts the volume at TARGET (an existing
+    /// directory).
     pub fn mount(&self, name: &str, reference: &RefId) -> Result<PathBuf, VolumeError> {
         let mut rec = self.record(name)?;
-        let target = match reference {
-            RefId::CliTarget(t) => Some(t.as_path()),
-            RefId::Cli | RefId::Plugin(_) => None,
-        };
+        let target = reference.target();
         let pinned = match target {
             Some(t) => Some(super::bind::open_target(t, &self.ctx.root)?),
             None => None,

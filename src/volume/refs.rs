@@ -4,7 +4,10 @@
 //! what users see and give back to `fvol unmount --ref`:
 //! - `cli`: a plain `fvol mount NAME`;
 //! - `cli:/abs/target`: `fvol mount NAME --target /abs/target`;
-//! - `plugin:<ID>`: a Docker or Pouch `VolumeDriver.Mount` with that mount ID.
+//! - `plugin:<ID>`: a Docker or Pouch `VolumeDriver.Mount` with that mount ID;
+//! - `csi:/abs/target`: a stage or publish of `fvol csi` at that path. Kept apart from
+//!   `cli:` so that `fvol unmount --target` cannot take a pod's volume away by accident, and
+//!   `inspect` says who holds it.
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,8 @@ pub enum RefId {
     CliTarget(PathBuf),
     /// A plugin Mount with this ID (non-empty, bounded, no control characters).
     Plugin(String),
+    /// A CSI stage or publish at PATH; PATH is absolute.
+    Csi(PathBuf),
 }
 
 impl RefId {
@@ -29,12 +34,13 @@ impl RefId {
     pub fn cli(target: Option<&Path>) -> Result<RefId, VolumeError> {
         match target {
             None => Ok(RefId::Cli),
-            Some(t) if t.is_absolute() => Ok(RefId::CliTarget(t.to_path_buf())),
-            Some(t) => Err(VolumeError::InvalidTarget(format!(
-                "{} is not an absolute path",
-                t.display()
-            ))),
+            Some(t) => absolute(t).map(RefId::CliTarget),
         }
+    }
+
+    /// The reference of a CSI stage or publish at `target`.
+    pub fn csi(target: &Path) -> Result<RefId, VolumeError> {
+        absolute(target).map(RefId::Csi)
     }
 
     /// The reference of a plugin Mount ID.
@@ -66,9 +72,12 @@ impl RefId {
         if let Some(id) = text.strip_prefix("plugin:") {
             return RefId::plugin(id);
         }
+        if let Some(target) = text.strip_prefix("csi:") {
+            return RefId::csi(Path::new(target));
+        }
         Err(VolumeError::InvalidReference(format!(
-            "invalid reference {text:?}: valid forms are cli, cli:/abs/target and plugin:ID, \
-             as `fvol inspect` shows them"
+            "invalid reference {text:?}: valid forms are cli, cli:/abs/target, plugin:ID and \
+             csi:/abs/target, as `fvol inspect` shows them"
         )))
     }
 
@@ -81,7 +90,26 @@ impl RefId {
         match self {
             RefId::Cli | RefId::CliTarget(_) => RefKind::Cli,
             RefId::Plugin(_) => RefKind::Plugin,
+            RefId::Csi(_) => RefKind::Csi,
         }
+    }
+
+    /// Where this reference binds the volume, if anywhere.
+    pub fn target(&self) -> Option<&Path> {
+        match self {
+            RefId::CliTarget(t) | RefId::Csi(t) => Some(t),
+            RefId::Cli | RefId::Plugin(_) => None,
+        }
+    }
+}
+
+fn absolute(target: &Path) -> Result<PathBuf, VolumeError> {
+    match target.is_absolute() {
+        true => Ok(target.to_path_buf()),
+        false => Err(VolumeError::InvalidTarget(format!(
+            "{} is not an absolute path",
+            target.display()
+        ))),
     }
 }
 
@@ -91,6 +119,7 @@ impl fmt::Display for RefId {
             RefId::Cli => f.write_str("cli"),
             RefId::CliTarget(t) => write!(f, "cli:{}", t.display()),
             RefId::Plugin(id) => write!(f, "plugin:{id}"),
+            RefId::Csi(t) => write!(f, "csi:{}", t.display()),
         }
     }
 }
@@ -105,6 +134,7 @@ mod tests {
             RefId::Cli,
             RefId::CliTarget("/mnt/x y".into()),
             RefId::Plugin("abc123".into()),
+            RefId::Csi("/var/lib/kubelet/pods/x/mount".into()),
         ] {
             assert_eq!(RefId::parse(&id.key()).unwrap(), id);
         }
@@ -112,7 +142,16 @@ mod tests {
 
     #[test]
     fn bad_references_name_the_valid_forms() {
-        for bad in ["", "cli:", "cli:rel/x", "plugin:", "docker:abc", "CLI"] {
+        for bad in [
+            "",
+            "cli:",
+            "cli:rel/x",
+            "plugin:",
+            "docker:abc",
+            "CLI",
+            "csi:",
+            "csi:rel",
+        ] {
             let err = RefId::parse(bad).unwrap_err().to_string();
             assert!(
                 err.contains("valid forms") || err.contains("absolute") || err.contains("mount ID"),
