@@ -21,14 +21,69 @@ use crate::daemon::{TestRoot, fvol_bin};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// gRPC clients of a CSI socket, and the runtime their calls run on.
+pub struct CsiClient {
+    runtime: tokio::runtime::Runtime,
+    channel: Channel,
+}
+
+impl CsiClient {
+    /// Connects to `socket`, trying until `deadline`; `alive` says why to stop trying early
+    /// (the server exited), with its error.
+    pub fn connect(
+        socket: &Path,
+        deadline: Instant,
+        mut alive: impl FnMut() -> Result<(), String>,
+    ) -> CsiClient {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let channel = loop {
+            if let Err(why) = alive() {
+                panic!("{why}");
+            }
+            if socket.exists()
+                && let Ok(channel) = runtime.block_on(connect(socket))
+            {
+                break channel;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listened on {} in time",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        CsiClient { runtime, channel }
+    }
+
+    pub fn identity(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.channel.clone())
+    }
+
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.channel.clone())
+    }
+
+    pub fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.channel.clone())
+    }
+
+    /// Runs one call to its end.
+    pub fn run<F: Future>(&self, call: F) -> F::Output {
+        self.runtime.block_on(call)
+    }
+}
+
 /// A running `fvol csi` and a channel to it.
 pub struct TestCsi {
     child: Option<Child>,
     pub socket: PathBuf,
     pub node_id: String,
     log: PathBuf,
-    runtime: tokio::runtime::Runtime,
-    channel: Channel,
+    client: CsiClient,
     root: TestRoot,
 }
 
@@ -62,58 +117,41 @@ impl TestCsi {
             .stderr(log_file)
             .spawn()
             .expect("spawn fvol csi");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + START_TIMEOUT;
         let mut child = Some(child);
-        let channel = loop {
-            if let Some(status) = child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
+        let client = CsiClient::connect(&socket, Instant::now() + START_TIMEOUT, || {
+            match child.as_mut().unwrap().try_wait().unwrap() {
+                Some(status) => Err(format!(
                     "fvol csi exited during start-up ({status})\nlog:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                )),
+                None => Ok(()),
             }
-            if socket.exists()
-                && let Ok(channel) = runtime.block_on(connect(&socket))
-            {
-                break channel;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fvol csi did not listen within {START_TIMEOUT:?}\nlog:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        });
         TestCsi {
             child,
             socket,
             node_id: node_id.to_owned(),
             log,
-            runtime,
-            channel,
+            client,
             root: root.clone(),
         }
     }
 
     pub fn identity(&self) -> IdentityClient<Channel> {
-        IdentityClient::new(self.channel.clone())
+        self.client.identity()
     }
 
     pub fn controller(&self) -> ControllerClient<Channel> {
-        ControllerClient::new(self.channel.clone())
+        self.client.controller()
     }
 
     pub fn node(&self) -> NodeClient<Channel> {
-        NodeClient::new(self.channel.clone())
+        self.client.node()
     }
 
     /// Runs one call to its end.
     pub fn run<F: Future>(&self, call: F) -> F::Output {
-        self.runtime.block_on(call)
+        self.client.run(call)
     }
 
     pub fn log(&self) -> String {

@@ -75,6 +75,18 @@ impl DockerDaemon {
         Ok(daemon)
     }
 
+    /// Builds fvol's container image (`tools/fvol-image.sh`) from the binary under test.
+    pub fn build_fvol_image(&self, tag: &str) {
+        let out = Command::new(tool("fvol-image.sh"))
+            .arg(tag)
+            .env("DOCKER_HOST", &self.host)
+            .env("FVOL_BIN", crate::daemon::fvol_bin())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tools/fvol-image.sh");
+        crate::stdout_of_success("tools/fvol-image.sh", out);
+    }
+
     fn script(&self, name: &str, args: &[&str]) -> Output {
         Command::new(tool(name))
             .args(args)

@@ -179,7 +179,7 @@ fn docker_volume_plugin_end_to_end() {
         plugin,
     };
 
-    let steps: [(&str, Step); 16] = [
+    let steps: [(&str, Step); 17] = [
         ("create with and without options; bad options", create),
         ("ls and inspect", ls_and_inspect),
         ("quota and df in a container", quota_in_a_container),
@@ -223,6 +223,10 @@ fn docker_volume_plugin_end_to_end() {
             dockerd_killed_under_running_containers,
         ),
         ("docker volume rm", remove),
+        (
+            "fvol's image runs the daemon and a CSI node in a container",
+            fvol_image,
+        ),
     ];
     let mut failed = Vec::new();
     for (name, step) in steps {
@@ -995,4 +999,189 @@ fn dockerd_killed_under_running_containers(env: &mut Env) {
     }
     let left = env.fvol_names();
     assert!(names.iter().all(|n| !left.contains(*n)), "{left:?}");
+}
+
+/// The image deploy/kubernetes runs (`tools/fvol-image.sh`), as its node DaemonSet runs it:
+/// `fvol daemon` in one container with /dev/fuse, and `fvol csi` beside it. A tmpfs volume is
+/// created, staged and published through CSI from the host, and a writer inside the container
+/// meets its quota at the publish target. (Kubernetes runs the container privileged; this host
+/// lacks CAP_SYS_RESOURCE, which `--privileged` asks for, so the test grants what fvol uses:
+/// CAP_SYS_ADMIN, /dev/fuse and no seccomp or AppArmor profile.)
+fn fvol_image(env: &mut Env) {
+    use fuse_tests::csi::CsiClient;
+    use fvol::csi::proto::volume_capability::access_mode::Mode;
+    use fvol::csi::proto::volume_capability::{AccessMode, AccessType, MountVolume};
+    use fvol::csi::proto::*;
+
+    let tag = format!("fvol-under-test:{}", std::process::id());
+    env.docker.build_fvol_image(&tag);
+    let container = format!("fvol-image-{}", std::process::id());
+    let csi_dir = env.root.scratch_dir("image-csi");
+    let docker = &env.docker;
+    docker.docker_ok([
+        "run",
+        "-d",
+        "--name",
+        &container,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--device",
+        "/dev/fuse",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        "-v",
+        &format!("{}:/csi", csi_dir.display()),
+        &tag,
+        "--root",
+        "/var/lib/fvol",
+        "daemon",
+        "--no-plugin",
+    ]);
+    let fvol_in = |args: &[&str]| {
+        let mut all = vec![
+            "exec",
+            container.as_str(),
+            "fvol",
+            "--root",
+            "/var/lib/fvol",
+        ];
+        all.extend_from_slice(args);
+        docker.docker(all)
+    };
+    let up = wait_until(Duration::from_secs(30), || {
+        fvol_in(&["ls"]).status.success()
+    });
+    let logs = || String::from_utf8_lossy(&docker.docker(["logs", &container]).stderr).into_owned();
+    assert!(up, "the daemon in the image did not answer:\n{}", logs());
+    docker.docker_ok([
+        "exec",
+        "-d",
+        &container,
+        "fvol",
+        "--root",
+        "/var/lib/fvol",
+        "csi",
+        "--endpoint",
+        "unix:///csi/csi.sock",
+        "--node-id",
+        "image-node",
+    ]);
+    let csi = CsiClient::connect(
+        &csi_dir.join("csi.sock"),
+        std::time::Instant::now() + Duration::from_secs(30),
+        || Ok(()),
+    );
+    let probe = csi
+        .run(csi.identity().probe(ProbeRequest {}))
+        .expect("Probe")
+        .into_inner();
+    assert_eq!(probe.ready, Some(true), "{probe:?}");
+    let capability = VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    };
+    let created = csi
+        .run(csi.controller().create_volume(CreateVolumeRequest {
+            name: "pvc-in-image".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 8 * MIB as i64,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![capability.clone()],
+            parameters: [("driver".to_owned(), "tmpfs".to_owned())].into(),
+            ..Default::default()
+        }))
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .unwrap();
+    let id = created.volume_id;
+    let (staging, target) = (
+        "/var/lib/kubelet/staging/pvc",
+        "/var/lib/kubelet/pods/p/mount",
+    );
+    docker.docker_ok([
+        "exec",
+        &container,
+        "mkdir",
+        "-p",
+        staging,
+        "/var/lib/kubelet/pods/p",
+    ]);
+    csi.run(csi.node().node_stage_volume(NodeStageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.into(),
+        volume_capability: Some(capability.clone()),
+        ..Default::default()
+    }))
+    .expect("NodeStageVolume");
+    csi.run(csi.node().node_publish_volume(NodePublishVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.into(),
+        target_path: target.into(),
+        volume_capability: Some(capability),
+        ..Default::default()
+    }))
+    .expect("NodePublishVolume");
+    // A writer in the container meets the quota at the target, and df there shows it.
+    let file = format!("{target}/fill");
+    let out = docker.docker([
+        "exec",
+        &container,
+        "dd",
+        "if=/dev/zero",
+        &format!("of={file}"),
+        "bs=1M",
+        "count=16",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    let df = docker.docker_ok([
+        "exec",
+        &container,
+        "df",
+        "-B1",
+        "--output=size,target",
+        target,
+    ]);
+    assert!(df.contains(&format!("{} {target}", 8 * MIB)), "{df}");
+    let stats = csi
+        .run(csi.node().node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.into(),
+            ..Default::default()
+        }))
+        .expect("NodeGetVolumeStats")
+        .into_inner();
+    assert_eq!(stats.usage[0].total, 8 * MIB as i64, "{stats:?}");
+    assert!(stats.usage[0].used > 7 * MIB as i64, "{stats:?}");
+    csi.run(
+        csi.node()
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                target_path: target.into(),
+            }),
+    )
+    .expect("NodeUnpublishVolume");
+    csi.run(csi.node().node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.into(),
+    }))
+    .expect("NodeUnstageVolume");
+    csi.run(csi.controller().delete_volume(DeleteVolumeRequest {
+        volume_id: id,
+        ..Default::default()
+    }))
+    .expect("DeleteVolume");
+    docker.docker_ok(["rm", "-f", &container]);
+    docker.docker_ok(["rmi", &tag]);
 }

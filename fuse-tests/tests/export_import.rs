@@ -4,7 +4,7 @@
 //! refused before anything is written.
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -240,6 +240,17 @@ fn story(driver: &str, extra: &[String]) {
     }
     let tar = d.scratch_dir("out").join("src.tar");
     d.cli_ok(["export", "src", "--output", tar.to_str().unwrap()]);
+    // The file holds the volume's data: only its owner may read it (the daemon runs with
+    // umask 0, which once made it 0666). A file that was there keeps its own mode.
+    let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode_of(&tar), 0o600, "mode of a new export file");
+    let kept = tar.with_file_name("kept.tar");
+    std::fs::write(&kept, b"old").unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+    d.cli_ok(["export", "src", "--output", kept.to_str().unwrap()]);
+    assert_eq!(mode_of(&kept), 0o640, "mode of an export file written over");
+    assert!(std::fs::metadata(&kept).unwrap().len() > 3 << 20);
+    std::fs::remove_file(&kept).unwrap();
     let stdout = d.cli(["export", "src"]);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

@@ -10,8 +10,10 @@
 //! mount, so the quota holds: a stream whose data is known to exceed the room left is refused
 //! before anything is written; otherwise tar stops at the quota, and the error says how far
 //! it got.
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,9 +48,14 @@ const TAR_KEEP: &[&str] = &[
     "--sparse",
 ];
 
-fn tar(args: &[&str], what: &str) -> Result<(), VolumeError> {
-    let out = Command::new("tar")
-        .args(args)
+/// Runs GNU tar; with `stdout`, tar's standard output goes there (`--file -`).
+fn tar(args: &[&str], what: &str, stdout: Option<File>) -> Result<(), VolumeError> {
+    let mut command = Command::new("tar");
+    command.args(args);
+    if let Some(file) = stdout {
+        command.stdout(Stdio::from(file));
+    }
+    let out = command
         .output()
         .map_err(|e| VolumeError::io(format!("{what}: running tar"), e))?;
     if out.status.success() {
@@ -58,6 +65,20 @@ fn tar(args: &[&str], what: &str) -> Result<(), VolumeError> {
         what.to_string(),
         std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
     ))
+}
+
+/// The export's output file, opened before anything is copied. A new file is made `0600`,
+/// as `docker save -o` makes its file: it holds the volume's data, and the daemon runs with
+/// umask 0, so the default would be `0666`, readable and writable by every host user. An
+/// existing file (or a pipe or a device) is written over and keeps its mode and owner.
+fn open_output(output: &Path, out: &str) -> Result<File, VolumeError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| VolumeError::io(format!("creating {out}"), e))
 }
 
 fn checked_path(path: &Path, what: &str) -> Result<String, VolumeError> {
@@ -77,11 +98,12 @@ impl Core {
         let rec = self.record(name)?;
         let out = checked_path(output, "output")?;
         let held = match self.data_home(&rec)? {
-            DataHome::HostDir { .. } => self.export_staged(&rec, output, &out)?,
+            DataHome::HostDir { .. } => {
+                self.export_staged(&rec, output, open_output(output, &out)?)?
+            }
             DataHome::InCore { .. } => {
                 let what = format!("exporting volume {name}");
-                let file = std::fs::File::create(output)
-                    .map_err(|e| VolumeError::io(format!("creating {out}"), e))?;
+                let file = open_output(output, &out)?;
                 let mut stream = std::io::BufWriter::with_capacity(1 << 20, file);
                 let (_, _, held) = self.copy_volume(&rec, Sink::Tar(&mut stream))?;
                 let file = stream
@@ -109,7 +131,7 @@ impl Core {
         &self,
         rec: &super::VolumeRecord,
         output: &Path,
-        out: &str,
+        file: File,
     ) -> Result<std::time::Duration, VolumeError> {
         let name = &rec.name;
         let tmp = self.scratch_dir(name, "export")?;
@@ -123,10 +145,19 @@ impl Core {
                 move || std::fs::metadata(&written).map_or(0, |m| m.len()),
             );
             let dir = tmp.to_str().unwrap_or_default().to_string();
-            let mut args = vec!["--create", "--file", out, "--directory", &dir];
+            let mut args = vec!["--create", "--file", "-", "--directory", &dir];
             args.extend(TAR_KEEP);
             args.push(".");
-            tar(&args, &format!("exporting volume {name}"))?;
+            let what = format!("exporting volume {name}");
+            // A pipe or a device has nothing to make durable (and refuses fsync).
+            let regular = file.metadata().is_ok_and(|m| m.is_file());
+            let synced = file
+                .try_clone()
+                .map_err(|e| VolumeError::io(what.clone(), e))?;
+            tar(&args, &what, Some(file))?;
+            if regular {
+                synced.sync_all().map_err(|e| VolumeError::io(what, e))?;
+            }
             Ok(held)
         })();
         let _ = std::fs::remove_dir_all(&tmp);
@@ -187,7 +218,7 @@ impl Core {
             data_at_least,
             move || super::snapshot::measure(&filled).bytes,
         );
-        let unpacked = tar(&args, &format!("importing into volume {name}"));
+        let unpacked = tar(&args, &format!("importing into volume {name}"), None);
         drop(shown);
         let info = self.info(&rec)?;
         if mounted_here {
