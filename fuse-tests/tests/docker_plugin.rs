@@ -1177,10 +1177,10 @@ fn fvol_image(env: &mut Env) {
         staging_target_path: staging.into(),
     }))
     .expect("NodeUnstageVolume");
-    csi.run(csi.controller().delete_volume(DeleteVolumeRequest {
-        volume_id: id,
-        ..Default::default()
-    }))
+    csi.run(
+        csi.controller()
+            .delete_volume(DeleteVolumeRequest { volume_id: id }),
+    )
     .expect("DeleteVolume");
     docker.docker_ok(["rm", "-f", &container]);
     docker.docker_ok(["rmi", &tag]);
