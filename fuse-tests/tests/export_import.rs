@@ -282,6 +282,26 @@ fn story(driver: &str, extra: &[String]) {
         sparse.blocks() * 512
     );
 
+    // A stream that names a file but not its directories: tar makes them, and they are not
+    // writable by everyone (tar once ran with the daemon's umask 0 and made them 0777).
+    let scratch = d.scratch_dir("implied");
+    std::fs::create_dir_all(scratch.join("implied/dir")).unwrap();
+    std::fs::write(scratch.join("implied/dir/file"), b"x").unwrap();
+    let implied = scratch.join("implied.tar");
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&implied)
+        .arg("-C")
+        .arg(&scratch)
+        .arg("implied/dir/file")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    d.cli_ok(["import", "dst", implied.to_str().unwrap()]);
+    for dir in ["implied", "implied/dir"] {
+        assert_eq!(mode_of(&dmp.join(dir)), 0o755, "mode of the implied {dir}");
+    }
+
     // Too big for the volume: refused before anything is written.
     create("small", "16M");
     let smp = d.mount("small");

@@ -41,3 +41,22 @@ pub fn create_dir_with_mode(dir: &std::path::Path, mode: u32) -> std::io::Result
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
+
+/// The umask a helper program the daemon runs (tar) gets, as a login shell would give it:
+/// the daemon itself runs with umask 0, and a file or directory the helper makes without a
+/// mode of its own (a directory a tar stream implies but does not list) must not be
+/// writable by everyone.
+pub const HELPER_UMASK: libc::mode_t = 0o022;
+
+/// Makes `command` start its program with umask `mask`.
+pub fn set_child_umask(command: &mut std::process::Command, mask: libc::mode_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only umask(2),
+    // which is async-signal-safe, cannot fail and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(mask);
+            Ok(())
+        });
+    }
+}

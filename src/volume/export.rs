@@ -52,6 +52,7 @@ const TAR_KEEP: &[&str] = &[
 fn tar(args: &[&str], what: &str, stdout: Option<File>) -> Result<(), VolumeError> {
     let mut command = Command::new("tar");
     command.args(args);
+    crate::sys::set_child_umask(&mut command, crate::sys::HELPER_UMASK);
     if let Some(file) = stdout {
         command.stdout(Stdio::from(file));
     }
