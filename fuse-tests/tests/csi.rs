@@ -225,6 +225,31 @@ fn identity() {
             .map(String::as_str),
         Some("node-a")
     );
+    let node_caps = ok(
+        "NodeGetCapabilities",
+        s.csi.run(
+            s.csi
+                .node()
+                .node_get_capabilities(NodeGetCapabilitiesRequest {}),
+        ),
+    );
+    let rpcs: Vec<i32> = node_caps
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
+            _ => None,
+        })
+        .collect();
+    use node_service_capability::rpc::Type as NodeRpc;
+    for want in [
+        NodeRpc::StageUnstageVolume,
+        NodeRpc::GetVolumeStats,
+        NodeRpc::ExpandVolume,
+        NodeRpc::VolumeCondition,
+    ] {
+        assert!(rpcs.contains(&(want as i32)), "{want:?} not in {rpcs:?}");
+    }
     // Without its daemon the driver is not ready, and says why.
     let Setup { csi, mut d } = s;
     d.stop();
