@@ -1,6 +1,7 @@
 //! Daemon restarts: clean stop, kill -9, changes behind fvol's back, one daemon per root.
 use std::io::Write;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use fuse_tests::daemon::{TestDaemon, TestRoot, du_bytes, fuse_or_skip, is_mountpoint, stderr_of};
 use serde_json::{Value, json};
@@ -138,7 +139,18 @@ fn kill9_of_daemon_and_keeper_leaves_a_stale_mount_and_restart_recovers_it() {
     d.kill9();
     root.kill_keeper();
     for path in [&mp, &t] {
-        let err = std::fs::metadata(path).expect_err("a dead daemon's mount must be stale");
+        // The connection ends when the last descriptor of it is released, which may come a
+        // moment after the keeper is gone (one in flight in a socket is released by the
+        // kernel's garbage collection): a request pending then ends with ECONNABORTED, and
+        // every request after it with ENOTCONN.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            let err = std::fs::metadata(path).expect_err("a dead daemon's mount must be stale");
+            if err.raw_os_error() != Some(libc::ECONNABORTED) || Instant::now() > deadline {
+                break err;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(
             err.raw_os_error(),
             Some(libc::ENOTCONN),
