@@ -98,26 +98,29 @@ impl Core {
     pub fn export(&self, name: &str, output: &Path) -> Result<ExportInfo, VolumeError> {
         let rec = self.record(name)?;
         let out = checked_path(output, "output")?;
-        let held = match self.data_home(&rec)? {
+        let home = self.data_home(&rec)?;
+        let file = open_output(output, &out)?;
+        let what = format!("exporting volume {name}");
+        let held = match home {
             DataHome::HostDir { .. } => {
-                self.export_staged(&rec, output, open_output(output, &out)?)?
+                let stdout = file
+                    .try_clone()
+                    .map_err(|e| VolumeError::io(what.clone(), e))?;
+                self.export_staged(&rec, output, stdout)?
             }
             DataHome::InCore { .. } => {
-                let what = format!("exporting volume {name}");
-                let file = open_output(output, &out)?;
-                let mut stream = std::io::BufWriter::with_capacity(1 << 20, file);
+                let mut stream = std::io::BufWriter::with_capacity(1 << 20, &file);
                 let (_, _, held) = self.copy_volume(&rec, Sink::Tar(&mut stream))?;
-                let file = stream
+                stream
                     .into_inner()
                     .map_err(|e| VolumeError::io(what.clone(), e.into_error()))?;
-                // A pipe or a device has nothing to make durable (and refuses fsync).
-                let regular = file.metadata().is_ok_and(|m| m.is_file());
-                if regular {
-                    file.sync_all().map_err(|e| VolumeError::io(what, e))?;
-                }
                 held
             }
         };
+        // A pipe or a device has nothing to make durable (and refuses fsync).
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            file.sync_all().map_err(|e| VolumeError::io(what, e))?;
+        }
         let bytes = std::fs::metadata(output).map_or(0, |m| m.len());
         Ok(ExportInfo {
             path: output.to_path_buf(),
@@ -127,12 +130,12 @@ impl Core {
     }
 
     /// A volume whose files are a host directory: copied (reflinked where the host can) into
-    /// a scratch directory at one instant, which GNU tar then writes out.
+    /// a scratch directory at one instant, which GNU tar then writes to `stdout`.
     fn export_staged(
         &self,
         rec: &super::VolumeRecord,
         output: &Path,
-        file: File,
+        stdout: File,
     ) -> Result<std::time::Duration, VolumeError> {
         let name = &rec.name;
         let tmp = self.scratch_dir(name, "export")?;
@@ -149,16 +152,7 @@ impl Core {
             let mut args = vec!["--create", "--file", "-", "--directory", &dir];
             args.extend(TAR_KEEP);
             args.push(".");
-            let what = format!("exporting volume {name}");
-            // A pipe or a device has nothing to make durable (and refuses fsync).
-            let regular = file.metadata().is_ok_and(|m| m.is_file());
-            let synced = file
-                .try_clone()
-                .map_err(|e| VolumeError::io(what.clone(), e))?;
-            tar(&args, &what, Some(file))?;
-            if regular {
-                synced.sync_all().map_err(|e| VolumeError::io(what, e))?;
-            }
+            tar(&args, &format!("exporting volume {name}"), Some(stdout))?;
             Ok(held)
         })();
         let _ = std::fs::remove_dir_all(&tmp);
